@@ -1,0 +1,1 @@
+//! Host agent end-to-end tests (real runc).

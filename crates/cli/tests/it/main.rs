@@ -1,0 +1,2 @@
+//! End-to-end tests that drive the real `slipway` binary.
+mod host;

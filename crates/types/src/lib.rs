@@ -1,0 +1,38 @@
+//! Slipway's data model: Flynn's nouns (App, Artifact, Release, ProcessType, Formation, Job,
+//! Deployment, Route, Event) with their validation and JSON shapes.
+//!
+//! Everything in Slipway depends on this crate, so it does no I/O and pulls in nothing heavy:
+//! the store persists these types, the controller serves them, the client and CLI read them.
+
+mod app;
+mod deployment;
+mod error;
+mod event;
+mod job;
+mod names;
+mod release;
+mod route;
+mod time_format;
+pub mod units;
+
+pub use app::{App, AppDeletion, AppUpdate, DeployStrategy, NewApp, validate_app_name};
+pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
+pub use error::{ApiError, ErrorCode, ValidationError};
+pub use event::{Event, EventFilter, EventOp, ObjectType};
+pub use job::{Formation, FormationUpdate, Job, JobState};
+pub use names::random_app_name;
+pub use release::{
+    Artifact, ArtifactType, HealthCheck, HealthCheckType, NewArtifact, NewRelease, Port,
+    ProcessType, Release, Resources, Service,
+};
+pub use route::{
+    Certificate, HttpRoute, NewRoute, Route, RouteType, RouteUpdate, TCP_PORT_RANGE, TcpRoute,
+    normalize_domain, normalize_path,
+};
+pub use time_format::Timestamp;
+
+/// String maps (env, meta) are ordered so that JSON output and release diffs are stable.
+pub type StringMap = std::collections::BTreeMap<String, String>;
+
+/// Identifier of every model object but jobs and events.
+pub type Id = uuid::Uuid;
