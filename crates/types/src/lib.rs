@@ -36,3 +36,20 @@ pub type StringMap = std::collections::BTreeMap<String, String>;
 
 /// Identifier of every model object but jobs and events.
 pub type Id = uuid::Uuid;
+
+/// `GET /cluster`: what a client needs to know about the server it talks to.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterInfo {
+    pub version: String,
+    /// Apps get `<app>.<default_domain>` as their default HTTP route.
+    pub default_domain: String,
+    /// Base URL of the git receiver: the remote of app `A` is `<git_url>/A.git`.
+    pub git_url: String,
+}
+
+/// `PUT /apps/:app/release`: make a release current (without deploying it).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRelease {
+    pub id: Id,
+}
