@@ -1,1 +1,518 @@
-//! placeholder
+//! Typed HTTP client for the controller API (docs/api.md): one async method per endpoint,
+//! returning the `slipway-types` shapes, and an SSE stream of events.
+//!
+//! The CLI and the daemon roles (scheduler, host agents in cluster mode) all talk to the
+//! controller through this crate, so errors are phrased for people: the CLI prints them as-is.
+
+mod error;
+mod sse;
+
+pub use error::ClientError;
+pub use sse::{SseMessage, SseParser};
+
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, StatusCode, Url};
+use serde::{Serialize, de::DeserializeOwned};
+use slipway_types::{
+    ApiError, App, AppDeletion, AppUpdate, Artifact, ClusterInfo, Deployment, ErrorCode, Event,
+    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment,
+    NewRelease, NewRoute, Release, Route, RouteType, RouteUpdate, SetRelease,
+};
+use std::time::Duration;
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Plain requests get this long; event streams have no overall limit.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to one controller. Cheap to clone (the connection pool is shared).
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    /// The URL as the user gave it, for messages.
+    display_url: String,
+    key: String,
+}
+
+impl Client {
+    /// Builds a client for the controller at `url` (e.g. `http://127.0.0.1:8080`) with API key
+    /// `key` (sent as a Bearer token; an empty key sends none).
+    ///
+    /// Installs rustls' ring crypto provider first: reqwest is built without a default provider
+    /// (so aws-lc-rs stays out of the build) and would panic without one.
+    pub fn new(url: &str, key: &str) -> Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let invalid = |reason: &str| ClientError::InvalidUrl {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let base = Url::parse(url.trim()).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(invalid("use an http:// or https:// URL"));
+        }
+        if base.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("the URL has no host"));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("slipway-client/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ClientError::from_reqwest(url, e))?;
+        Ok(Client {
+            http,
+            base,
+            display_url: url.trim().trim_end_matches('/').to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// The server URL as configured (without a trailing slash).
+    pub fn url(&self) -> &str {
+        &self.display_url
+    }
+
+    /// The base URL joined with path segments, each percent-encoded (so an app name typed by
+    /// a user can never address another endpoint).
+    fn endpoint(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .expect("http(s) URLs always have a path");
+            path.pop_if_empty();
+            path.extend(segments);
+        }
+        url
+    }
+
+    fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, url);
+        if self.key.is_empty() {
+            req
+        } else {
+            req.bearer_auth(&self.key)
+        }
+    }
+
+    /// Sends a request and returns the successful response, or the server's error.
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&self.display_url, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(self.error_from(resp).await)
+    }
+
+    /// Reads an error response. Non-JSON bodies (a proxy's HTML page) become an ApiError
+    /// whose code follows the status, so callers can still branch on it.
+    async fn error_from(&self, resp: reqwest::Response) -> ClientError {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
+            let snippet: String = body.trim().chars().take(200).collect();
+            let mut message = format!("the server answered HTTP {status}");
+            if !snippet.is_empty() {
+                message.push_str(": ");
+                message.push_str(&snippet);
+            }
+            ApiError::new(code_for_status(status), message)
+        });
+        ClientError::Api {
+            status: status.as_u16(),
+            error,
+        }
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<&B>,
+    ) -> Result<T> {
+        let mut req = self
+            .request(method, self.endpoint(segments))
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let resp = self.send(req).await?;
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&self.display_url, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url: self.display_url.clone(),
+            reason: format!("cannot read the response to /{}: {e}", segments.join("/")),
+        })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T> {
+        self.call::<(), T>(Method::GET, segments, None).await
+    }
+
+    async fn post<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T> {
+        self.call(Method::POST, segments, Some(body)).await
+    }
+
+    async fn put<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T> {
+        self.call(Method::PUT, segments, Some(body)).await
+    }
+
+    async fn delete<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<T> {
+        self.call::<(), T>(Method::DELETE, segments, None).await
+    }
+
+    // ---- endpoints, in docs/api.md's order ----
+
+    /// `GET /ping` (no auth needed): is the server up?
+    pub async fn ping(&self) -> Result<()> {
+        let _: serde_json::Value = self.get(&["ping"]).await?;
+        Ok(())
+    }
+
+    pub async fn cluster_info(&self) -> Result<ClusterInfo> {
+        self.get(&["cluster"]).await
+    }
+
+    pub async fn create_app(&self, app: &NewApp) -> Result<App> {
+        self.post(&["apps"], app).await
+    }
+
+    pub async fn apps(&self) -> Result<Vec<App>> {
+        self.get(&["apps"]).await
+    }
+
+    /// An app by id or name.
+    pub async fn app(&self, app: &str) -> Result<App> {
+        self.get(&["apps", app]).await
+    }
+
+    pub async fn update_app(&self, app: &str, update: &AppUpdate) -> Result<App> {
+        self.post(&["apps", app], update).await
+    }
+
+    pub async fn delete_app(&self, app: &str) -> Result<AppDeletion> {
+        self.delete(&["apps", app]).await
+    }
+
+    pub async fn create_artifact(&self, artifact: &NewArtifact) -> Result<Artifact> {
+        self.post(&["artifacts"], artifact).await
+    }
+
+    pub async fn artifact(&self, id: Id) -> Result<Artifact> {
+        self.get(&["artifacts", &id.to_string()]).await
+    }
+
+    pub async fn create_release(&self, app: &str, release: &NewRelease) -> Result<Release> {
+        self.post(&["apps", app, "releases"], release).await
+    }
+
+    /// The app's releases, newest first.
+    pub async fn releases(&self, app: &str) -> Result<Vec<Release>> {
+        self.get(&["apps", app, "releases"]).await
+    }
+
+    pub async fn release(&self, id: Id) -> Result<Release> {
+        self.get(&["releases", &id.to_string()]).await
+    }
+
+    /// Fails with a conflict when `id` is the app's current release.
+    pub async fn delete_release(&self, app: &str, id: Id) -> Result<()> {
+        let _: serde_json::Value = self
+            .delete(&["apps", app, "releases", &id.to_string()])
+            .await?;
+        Ok(())
+    }
+
+    /// `GET /apps/:app/release`. A 404 means either that the app does not exist or that it has
+    /// no release yet; [`Client::current_release`] tells the two apart.
+    pub async fn app_release(&self, app: &str) -> Result<Release> {
+        self.get(&["apps", app, "release"]).await
+    }
+
+    /// The app's current release, `None` when it has none (an unknown app is still an error).
+    pub async fn current_release(&self, app: &str) -> Result<Option<Release>> {
+        match self.app(app).await?.release {
+            None => Ok(None),
+            Some(id) => self.release(id).await.map(Some),
+        }
+    }
+
+    /// Makes `release` the app's current release (no deploy).
+    pub async fn set_app_release(&self, app: &str, release: Id) -> Result<App> {
+        self.put(&["apps", app, "release"], &SetRelease { id: release })
+            .await
+    }
+
+    pub async fn put_formation(
+        &self,
+        app: &str,
+        release: Id,
+        update: &FormationUpdate,
+    ) -> Result<Formation> {
+        self.put(&["apps", app, "formations", &release.to_string()], update)
+            .await
+    }
+
+    pub async fn formation(&self, app: &str, release: Id) -> Result<Formation> {
+        self.get(&["apps", app, "formations", &release.to_string()])
+            .await
+    }
+
+    pub async fn formations(&self, app: &str) -> Result<Vec<Formation>> {
+        self.get(&["apps", app, "formations"]).await
+    }
+
+    pub async fn jobs(&self, app: &str) -> Result<Vec<Job>> {
+        self.get(&["apps", app, "jobs"]).await
+    }
+
+    pub async fn job(&self, app: &str, job: &str) -> Result<Job> {
+        self.get(&["apps", app, "jobs", job]).await
+    }
+
+    /// Upserts a job (how the scheduler reports job state).
+    pub async fn put_job(&self, app: &str, job: &Job) -> Result<Job> {
+        self.put(&["apps", app, "jobs", &job.id], job).await
+    }
+
+    /// Starts a deployment of `release`; a conflict while another one is unfinished.
+    pub async fn deploy(&self, app: &str, release: Id) -> Result<Deployment> {
+        self.post(
+            &["apps", app, "deploy"],
+            &NewDeployment {
+                release_id: release,
+            },
+        )
+        .await
+    }
+
+    /// The app's deployments, newest first.
+    pub async fn deployments(&self, app: &str) -> Result<Vec<Deployment>> {
+        self.get(&["apps", app, "deployments"]).await
+    }
+
+    pub async fn deployment(&self, id: Id) -> Result<Deployment> {
+        self.get(&["deployments", &id.to_string()]).await
+    }
+
+    /// Every app's routes (what a router loads).
+    pub async fn all_routes(&self) -> Result<Vec<Route>> {
+        self.get(&["routes"]).await
+    }
+
+    /// Fails with `conflict: Duplicate route` when the domain+path or port is taken.
+    pub async fn create_route(&self, app: &str, route: &NewRoute) -> Result<Route> {
+        self.post(&["apps", app, "routes"], route).await
+    }
+
+    pub async fn routes(&self, app: &str) -> Result<Vec<Route>> {
+        self.get(&["apps", app, "routes"]).await
+    }
+
+    pub async fn route(&self, app: &str, kind: RouteType, id: Id) -> Result<Route> {
+        self.get(&["apps", app, "routes", kind.as_str(), &id.to_string()])
+            .await
+    }
+
+    pub async fn update_route(
+        &self,
+        app: &str,
+        kind: RouteType,
+        id: Id,
+        update: &RouteUpdate,
+    ) -> Result<Route> {
+        self.put(
+            &["apps", app, "routes", kind.as_str(), &id.to_string()],
+            update,
+        )
+        .await
+    }
+
+    pub async fn delete_route(&self, app: &str, kind: RouteType, id: Id) -> Result<()> {
+        let _: serde_json::Value = self
+            .delete(&["apps", app, "routes", kind.as_str(), &id.to_string()])
+            .await?;
+        Ok(())
+    }
+
+    /// Past events matching the filter, oldest first.
+    pub async fn events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        let url = events_url(self.endpoint(&["events"]), filter);
+        let resp = self
+            .send(self.request(Method::GET, url).timeout(REQUEST_TIMEOUT))
+            .await?;
+        resp.json()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&self.display_url, e))
+    }
+
+    pub async fn event(&self, id: i64) -> Result<Event> {
+        self.get(&["events", &id.to_string()]).await
+    }
+
+    /// Follows events as Server-Sent Events: first the past ones matching the filter (after
+    /// `last_event_id`, or the filter's `since_id`), then live ones, until the server closes the
+    /// stream. To resume after a disconnect, call again with the last id seen.
+    pub async fn events_stream(
+        &self,
+        filter: &EventFilter,
+        last_event_id: Option<i64>,
+    ) -> Result<impl Stream<Item = Result<Event>> + Send + use<>> {
+        let url = events_url(self.endpoint(&["events"]), filter);
+        let mut req = self
+            .request(Method::GET, url)
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id.to_string());
+        }
+        let resp = self.send(req).await?;
+        let display_url = self.display_url.clone();
+        let state = (resp.bytes_stream().boxed(), SseParser::new(), Vec::new());
+        Ok(futures_util::stream::unfold(Some(state), move |state| {
+            let display_url = display_url.clone();
+            async move {
+                let (mut body, mut parser, mut pending) = state?;
+                loop {
+                    if !pending.is_empty() {
+                        let msg: SseMessage = pending.remove(0);
+                        let item = serde_json::from_str::<Event>(&msg.data).map_err(|e| {
+                            ClientError::Protocol {
+                                url: display_url.clone(),
+                                reason: format!("bad event in the stream: {e}"),
+                            }
+                        });
+                        return Some((item, Some((body, parser, pending))));
+                    }
+                    match body.next().await {
+                        Some(Ok(chunk)) => pending = parser.push(&chunk),
+                        Some(Err(e)) => {
+                            return Some((Err(ClientError::from_reqwest(&display_url, e)), None));
+                        }
+                        None => return None,
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// `/events?app_id=&object_types=a,b&object_id=&since_id=&count=`
+fn events_url(mut url: Url, filter: &EventFilter) -> Url {
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(app) = filter.app_id {
+            q.append_pair("app_id", &app.to_string());
+        }
+        if !filter.object_types.is_empty() {
+            let types: Vec<&str> = filter.object_types.iter().map(|t| t.as_str()).collect();
+            q.append_pair("object_types", &types.join(","));
+        }
+        if let Some(id) = &filter.object_id {
+            q.append_pair("object_id", id);
+        }
+        if let Some(since) = filter.since_id {
+            q.append_pair("since_id", &since.to_string());
+        }
+        if let Some(count) = filter.limit {
+            q.append_pair("count", &count.to_string());
+        }
+    }
+    if url.query() == Some("") {
+        url.set_query(None);
+    }
+    url
+}
+
+fn code_for_status(status: StatusCode) -> ErrorCode {
+    match status.as_u16() {
+        400 => ErrorCode::BadRequest,
+        401 | 403 => ErrorCode::Unauthorized,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        422 => ErrorCode::ValidationError,
+        502..=504 => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_types::ObjectType;
+
+    #[test]
+    fn endpoints_encode_segments_and_keep_a_base_path() {
+        let c = Client::new("http://127.0.0.1:9/", "k").unwrap();
+        assert_eq!(
+            c.endpoint(&["apps", "a/b", "release"]).as_str(),
+            "http://127.0.0.1:9/apps/a%2Fb/release"
+        );
+        assert_eq!(c.url(), "http://127.0.0.1:9");
+        let c = Client::new("https://example.com/api", "").unwrap();
+        assert_eq!(
+            c.endpoint(&["apps"]).as_str(),
+            "https://example.com/api/apps"
+        );
+    }
+
+    #[test]
+    fn rejects_unusable_urls() {
+        for bad in ["", "127.0.0.1:80", "ftp://x", "http://"] {
+            let e = Client::new(bad, "k").unwrap_err();
+            assert!(matches!(e, ClientError::InvalidUrl { .. }), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn event_filters_become_query_parameters() {
+        let c = Client::new("http://h", "").unwrap();
+        let url = events_url(c.endpoint(&["events"]), &EventFilter::default());
+        assert_eq!(url.as_str(), "http://h/events");
+        let filter = EventFilter {
+            object_types: vec![ObjectType::App, ObjectType::AppRelease],
+            since_id: Some(7),
+            limit: Some(10),
+            ..Default::default()
+        };
+        let url = events_url(c.endpoint(&["events"]), &filter);
+        assert_eq!(
+            url.as_str(),
+            "http://h/events?object_types=app%2Capp_release&since_id=7&count=10"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_connections_say_so() {
+        // Bind then drop a listener, so the port is (almost certainly) closed.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let err = Client::new(&url, "k").unwrap().ping().await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach the Slipway server at {url}: connection refused — is `slipway server` running?"
+            )
+        );
+    }
+}
