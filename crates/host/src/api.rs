@@ -1,0 +1,46 @@
+//! The host API: one trait, used by the scheduler and the CLI, implemented in-process by
+//! [`crate::Agent`] (embedded mode) and over HTTP by [`crate::client::HttpHost`] (cluster mode).
+
+use crate::types::{HostJob, HostStatus, JobEvent, JobInfo, LogLine};
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, thiserror::Error, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "message", rename_all = "snake_case")]
+pub enum HostError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<anyhow::Error> for HostError {
+    fn from(e: anyhow::Error) -> Self {
+        HostError::Internal(format!("{e:#}"))
+    }
+}
+
+pub type HostResult<T> = Result<T, HostError>;
+
+#[async_trait]
+pub trait HostApi: Send + Sync {
+    /// Starts a job; returns once it runs (status `running`) or failed to start (`failed`).
+    async fn add_job(&self, job: HostJob) -> HostResult<JobInfo>;
+    async fn list_jobs(&self) -> HostResult<Vec<JobInfo>>;
+    async fn get_job(&self, id: &str) -> HostResult<JobInfo>;
+    /// Asks a job to stop: SIGTERM, then SIGKILL after its grace period. Returns at once.
+    async fn stop_job(&self, id: &str) -> HostResult<JobInfo>;
+    async fn signal_job(&self, id: &str, signal: i32) -> HostResult<()>;
+    /// Waits until the job has finished (done, crashed or failed).
+    async fn wait_job(&self, id: &str) -> HostResult<JobInfo>;
+    /// Job events from now on: create, start, up, down, stop (with exit status), error, cleanup.
+    async fn events(&self) -> HostResult<BoxStream<'static, JobEvent>>;
+    /// A job's log lines; with `follow`, until the job has exited.
+    async fn logs(&self, id: &str, follow: bool) -> HostResult<BoxStream<'static, LogLine>>;
+    async fn status(&self) -> HostResult<HostStatus>;
+}

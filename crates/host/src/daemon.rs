@@ -1,0 +1,61 @@
+//! The whole host agent in one call: runc runtime + agent (+ HTTP API when asked). This is what
+//! `slipway host daemon` runs and what `slipway server` embeds.
+
+use crate::agent::{Agent, AgentConfig};
+use crate::api::HostApi;
+use crate::runc::{RuncConfig, RuncRuntime};
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// A running host agent.
+pub struct Host {
+    pub agent: Agent,
+    /// Where the HTTP API listens, if it was asked for.
+    pub addr: Option<SocketAddr>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl Host {
+    /// The agent as the host API (what the scheduler holds in embedded mode).
+    pub fn api(&self) -> Arc<dyn HostApi> {
+        Arc::new(self.agent.clone())
+    }
+    /// Waits for the HTTP server (forever, unless it fails).
+    pub async fn serve_forever(self) -> Result<()> {
+        match self.server {
+            Some(s) => Ok(s.await??),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Starts the runc runtime (preflight, network), the agent (re-adopting jobs left running by a
+/// previous process) and, with `listen`, the HTTP API. `listen` may use port 0.
+pub async fn start(
+    runc: RuncConfig,
+    agent: AgentConfig,
+    listen: Option<SocketAddr>,
+) -> Result<Host> {
+    let runtime = tokio::task::spawn_blocking(move || RuncRuntime::new(runc)).await??;
+    let agent = Agent::start(agent, Arc::new(runtime)).await?;
+    let (addr, server) = match listen {
+        Some(l) => {
+            let listener = tokio::net::TcpListener::bind(l)
+                .await
+                .with_context(|| format!("listening on {l} for the host API"))?;
+            let addr = listener.local_addr()?;
+            let api: Arc<dyn HostApi> = Arc::new(agent.clone());
+            (
+                Some(addr),
+                Some(tokio::spawn(crate::http::serve(api, listener))),
+            )
+        }
+        None => (None, None),
+    };
+    Ok(Host {
+        agent,
+        addr,
+        server,
+    })
+}

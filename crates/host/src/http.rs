@@ -1,0 +1,145 @@
+//! The host API over HTTP (Flynn's paths): JSON, SSE for events, NDJSON for logs.
+//!
+//! | Method | Path | |
+//! |---|---|---|
+//! | GET | `/host/status` | [`HostStatus`](crate::types::HostStatus) |
+//! | GET | `/host/jobs` | list; with `Accept: text/event-stream`, the job event stream |
+//! | GET | `/host/events` | the job event stream (SSE) |
+//! | PUT | `/host/jobs/{id}` | add (start) a job; body: [`HostJob`] |
+//! | GET | `/host/jobs/{id}` | get a job |
+//! | DELETE | `/host/jobs/{id}` | stop a job |
+//! | PUT | `/host/jobs/{id}/signal/{sig}` | signal a job |
+//! | GET | `/host/jobs/{id}/wait` | wait until the job has finished |
+//! | GET | `/host/jobs/{id}/logs?follow=true` | log lines, one JSON object per line |
+
+use crate::api::{HostApi, HostError};
+use crate::types::{HostJob, parse_signal};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use std::sync::Arc;
+
+type Api = Arc<dyn HostApi>;
+
+impl IntoResponse for HostError {
+    fn into_response(self) -> Response {
+        let code = match &self {
+            HostError::NotFound(_) => StatusCode::NOT_FOUND,
+            HostError::Conflict(_) => StatusCode::CONFLICT,
+            HostError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HostError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (code, Json(self)).into_response()
+    }
+}
+
+type R<T> = Result<T, HostError>;
+
+pub fn router(api: Api) -> Router {
+    Router::new()
+        .route("/host/status", get(status))
+        .route("/host/jobs", get(list))
+        .route("/host/events", get(events))
+        .route("/host/jobs/{id}", put(add).get(get_job).delete(stop))
+        .route("/host/jobs/{id}/signal/{sig}", put(signal))
+        .route("/host/jobs/{id}/wait", get(wait))
+        .route("/host/jobs/{id}/logs", get(logs))
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until the future is dropped.
+pub async fn serve(api: Api, listener: tokio::net::TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(api)).await
+}
+
+async fn status(State(api): State<Api>) -> R<impl IntoResponse> {
+    Ok(Json(api.status().await?))
+}
+
+async fn list(State(api): State<Api>, headers: HeaderMap) -> R<Response> {
+    let sse = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    if sse {
+        return events(State(api)).await.map(IntoResponse::into_response);
+    }
+    Ok(Json(api.list_jobs().await?).into_response())
+}
+
+async fn events(State(api): State<Api>) -> R<impl IntoResponse> {
+    let stream = api.events().await?.map(|e| {
+        Event::default()
+            .event(
+                serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+            )
+            .json_data(&e)
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+async fn add(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Json(job): Json<HostJob>,
+) -> R<impl IntoResponse> {
+    if job.id != id {
+        return Err(HostError::BadRequest(format!(
+            "job id in the body ({}) differs from the URL ({id})",
+            job.id
+        )));
+    }
+    Ok(Json(api.add_job(job).await?))
+}
+
+async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> R<impl IntoResponse> {
+    Ok(Json(api.get_job(&id).await?))
+}
+
+async fn stop(State(api): State<Api>, Path(id): Path<String>) -> R<impl IntoResponse> {
+    Ok(Json(api.stop_job(&id).await?))
+}
+
+async fn signal(
+    State(api): State<Api>,
+    Path((id, sig)): Path<(String, String)>,
+) -> R<impl IntoResponse> {
+    let s = parse_signal(&sig)
+        .ok_or_else(|| HostError::BadRequest(format!("unknown signal {sig:?}")))?;
+    api.signal_job(&id, s).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait(State(api): State<Api>, Path(id): Path<String>) -> R<impl IntoResponse> {
+    Ok(Json(api.wait_job(&id).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    follow: bool,
+}
+
+async fn logs(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> R<impl IntoResponse> {
+    let stream = api.logs(&id, q.follow).await?.map(|l| {
+        let mut b = serde_json::to_vec(&l).unwrap_or_default();
+        b.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(b))
+    });
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        Body::from_stream(stream),
+    ))
+}

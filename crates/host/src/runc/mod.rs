@@ -1,0 +1,601 @@
+//! The real runtime: one runc container per job, supervised by a per-job shim.
+//!
+//! Layout in the data dir:
+//! - `containers/<id>/` — `shim.json`, `state.json`, `exit.json`, `hosts`, `net.batch` and
+//!   `bundle/` (`config.json`, overlay `rootfs/`, `upper/`, `work/`). Removed at cleanup.
+//! - `logs/<id>/` — the job's log files (kept after cleanup; bounded in size).
+//! - `runc/` — runc's state root (`runc --root`), private to this agent.
+
+pub mod network;
+pub mod spec;
+
+use crate::runtime::{Recovered, Runtime, Started};
+use crate::shim::{self, Handshake, ShimConfig};
+use crate::types::{ExitStatus, HostJob, LogLine};
+use anyhow::{Context, Result, bail};
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use network::{IpAllocator, NetworkConfig};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::ffi::{CString, OsString};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use tokio::io::AsyncBufReadExt;
+
+/// Settings of the runc runtime. All host-global names are here so that agents can coexist.
+#[derive(Debug, Clone)]
+pub struct RuncConfig {
+    pub data_dir: PathBuf,
+    /// The runc binary.
+    pub runc: PathBuf,
+    /// cgroup parent, below every controller's root: jobs go to `/<cgroup_parent>/<job id>`.
+    pub cgroup_parent: String,
+    pub network: NetworkConfig,
+    /// How to start a shim; the container dir is appended. Defaults to `<this exe> host shim`.
+    pub shim_command: Vec<OsString>,
+    pub log_max_bytes: u64,
+    /// Where stacks live (`<stacks_dir>/<name>/rootfs`).
+    pub stacks_dir: PathBuf,
+}
+
+impl RuncConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("slipway"));
+        RuncConfig {
+            stacks_dir: data_dir.join("stacks"),
+            data_dir,
+            runc: PathBuf::from("runc"),
+            cgroup_parent: "slipway".into(),
+            network: NetworkConfig::default(),
+            shim_command: vec![exe.into(), "host".into(), "shim".into()],
+            log_max_bytes: crate::logs::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+/// Persisted per container, so a restarted agent can find the shim again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ContainerState {
+    ip: Option<Ipv4Addr>,
+    shim_pid: u32,
+    /// Start time of the shim (clock ticks after boot, `/proc/PID/stat` field 22): guards
+    /// against a recycled pid.
+    shim_start: u64,
+    init_pid: Option<u32>,
+}
+
+pub struct RuncRuntime {
+    cfg: RuncConfig,
+    nofile_ceiling: u64,
+    ips: Mutex<IpAllocator>,
+    states: Mutex<HashMap<String, ContainerState>>,
+}
+
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the `(comm)` which may contain spaces.
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
+    let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
+    let data = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lowers.join(":"),
+        upper.display(),
+        work.display()
+    );
+    let c = |s: &str| CString::new(s).expect("no NUL in paths");
+    let (src, tgt, fs, d) = (
+        c("overlay"),
+        c(&target.display().to_string()),
+        c("overlay"),
+        c(&data),
+    );
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            tgt.as_ptr(),
+            fs.as_ptr(),
+            0,
+            d.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        bail!(
+            "mounting the job's overlay rootfs at {} failed: {} (is the overlay module available?)",
+            target.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+fn unmount(target: &Path) {
+    let Ok(t) = CString::new(target.display().to_string()) else {
+        return;
+    };
+    // SAFETY: valid C string; umount2 does not keep the pointer.
+    unsafe {
+        if libc::umount2(t.as_ptr(), 0) != 0 {
+            libc::umount2(t.as_ptr(), libc::MNT_DETACH);
+        }
+    }
+}
+
+fn is_mounted(target: &Path) -> bool {
+    let t = target.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(t.as_str())))
+        .unwrap_or(false)
+}
+
+/// Checks what the runtime needs and says what to install or change when something is missing.
+pub fn preflight(cfg: &RuncConfig) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "the host agent must run as root: it creates containers, mounts, cgroups and network \
+             interfaces (run it with sudo, or as root)"
+        );
+    }
+    let v = std::process::Command::new(&cfg.runc)
+        .arg("--version")
+        .output();
+    if !matches!(&v, Ok(o) if o.status.success()) {
+        bail!(
+            "runc was not found or does not run ({}): install it with `apt-get install runc` \
+             (or scripts/install-deps)",
+            cfg.runc.display()
+        );
+    }
+    for (tool, pkg) in [
+        ("ip", "iproute2"),
+        ("nft", "nftables"),
+        ("nsenter", "util-linux"),
+    ] {
+        let ok = std::process::Command::new(tool)
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            bail!("`{tool}` was not found: install it with `apt-get install {pkg}`");
+        }
+    }
+    let mem = Path::new("/sys/fs/cgroup/memory");
+    if !mem.is_dir() {
+        bail!(
+            "the cgroup v1 memory controller is not mounted at /sys/fs/cgroup/memory; the runc \
+             runtime needs cgroup v1 with the memory, cpu and pids controllers (boot with \
+             systemd.unified_cgroup_hierarchy=0 or mount them)"
+        );
+    }
+    let parent = mem.join(&cfg.cgroup_parent);
+    std::fs::create_dir_all(&parent).with_context(|| {
+        format!(
+            "cannot create the cgroup {}: is /sys/fs/cgroup mounted read-write?",
+            parent.display()
+        )
+    })?;
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.contains("overlay") {
+        let _ = std::process::Command::new("modprobe")
+            .arg("overlay")
+            .status();
+        if !std::fs::read_to_string("/proc/filesystems")
+            .unwrap_or_default()
+            .contains("overlay")
+        {
+            bail!("the kernel has no overlay filesystem: load it with `modprobe overlay`");
+        }
+    }
+    Ok(())
+}
+
+impl RuncRuntime {
+    /// Checks prerequisites and sets up the host network (idempotently).
+    pub fn new(cfg: RuncConfig) -> Result<Self> {
+        preflight(&cfg)?;
+        for d in ["containers", "logs", "runc"] {
+            std::fs::create_dir_all(cfg.data_dir.join(d))
+                .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
+        }
+        network::setup_host(&cfg.network)?;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: valid pointer to an rlimit.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        Ok(RuncRuntime {
+            ips: Mutex::new(IpAllocator::new(&cfg.network)),
+            nofile_ceiling: lim.rlim_max,
+            cfg,
+            states: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &RuncConfig {
+        &self.cfg
+    }
+    fn container_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("containers").join(id)
+    }
+    pub fn log_dir(&self, id: &str) -> PathBuf {
+        self.cfg.data_dir.join("logs").join(id)
+    }
+    fn runc_root(&self) -> PathBuf {
+        self.cfg.data_dir.join("runc")
+    }
+    fn cgroups_path(&self, id: &str) -> String {
+        format!("/{}/{id}", self.cfg.cgroup_parent)
+    }
+
+    /// Resolves a stack name (or absolute path) to its rootfs directory.
+    pub fn stack_rootfs(&self, stack: &str) -> Result<PathBuf> {
+        let p = if stack.starts_with('/') {
+            PathBuf::from(stack)
+        } else {
+            self.cfg.stacks_dir.join(stack).join("rootfs")
+        };
+        if !p.join("bin").exists() && !p.join("usr").exists() {
+            bail!(
+                "stack {stack:?} is not built (no rootfs at {}): run `slipway host stack build \
+                 {stack}`",
+                p.display()
+            );
+        }
+        Ok(p)
+    }
+
+    async fn runc(&self, args: &[&str]) -> Result<std::process::Output> {
+        let out = tokio::process::Command::new(&self.cfg.runc)
+            .arg("--root")
+            .arg(self.runc_root())
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .with_context(|| format!("running {}", self.cfg.runc.display()))?;
+        Ok(out)
+    }
+
+    fn prepare(
+        &self,
+        job: &HostJob,
+        dir: &Path,
+    ) -> Result<(ShimConfig, Option<Ipv4Addr>, Vec<String>)> {
+        if job.id.is_empty()
+            || !job
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            bail!(
+                "job id {:?} may only contain letters, digits, '-', '_' and '.'",
+                job.id
+            );
+        }
+        let stack = self.stack_rootfs(&job.config.stack)?;
+        let bundle = dir.join("bundle");
+        let (rootfs, upper, work) = (
+            bundle.join("rootfs"),
+            bundle.join("upper"),
+            bundle.join("work"),
+        );
+        for d in [&rootfs, &upper, &work] {
+            std::fs::create_dir_all(d)?;
+        }
+        // overlayfs lists the top layer first: artifact layers (top down), then the stack.
+        let mut lower: Vec<PathBuf> = job.config.layers.iter().rev().cloned().collect();
+        lower.push(stack);
+        mount_overlay(&lower, &upper, &work, &rootfs)?;
+        let ip = if job.config.host_network {
+            None
+        } else {
+            Some(self.ips.lock().expect("ip lock").allocate()?)
+        };
+        let hostname: String = job.id.chars().take(12).collect();
+        let hosts = dir.join("hosts");
+        let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
+        if let Some(ip) = ip {
+            h.push_str(&format!("{ip}\t{hostname}\n"));
+        }
+        std::fs::write(&hosts, h)?;
+        let ca = Path::new(spec::HOST_CA_BUNDLE);
+        let (spec, warning) = spec::build(
+            job,
+            &spec::SpecInputs {
+                rootfs: &rootfs,
+                cgroups_path: self.cgroups_path(&job.id),
+                hosts_file: &hosts,
+                resolv_conf: Path::new("/etc/resolv.conf"),
+                nofile_ceiling: self.nofile_ceiling,
+                ca_bundle: (job.config.ca_bundle && ca.exists()).then_some(ca),
+            },
+        )?;
+        spec.save(bundle.join("config.json"))?;
+        let setup = match ip {
+            Some(ip) => {
+                network::job_setup_commands(&self.cfg.network, &job.id, ip, &dir.join("net.batch"))?
+            }
+            None => Vec::new(),
+        };
+        let cfg = ShimConfig {
+            runc: self.cfg.runc.clone(),
+            runc_root: self.runc_root(),
+            id: job.id.clone(),
+            bundle,
+            log_dir: self.log_dir(&job.id),
+            log_max_bytes: self.cfg.log_max_bytes,
+            memory_cgroup: Some(
+                Path::new("/sys/fs/cgroup/memory")
+                    .join(&self.cfg.cgroup_parent)
+                    .join(&job.id),
+            ),
+            memory_limit: job.resources.memory(),
+            setup,
+        };
+        Ok((cfg, ip, warning.into_iter().collect()))
+    }
+
+    async fn spawn_shim(&self, dir: &Path) -> Result<(u32, Handshake)> {
+        let (prog, args) = self
+            .cfg
+            .shim_command
+            .split_first()
+            .context("empty shim command")?;
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(args)
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("shim.log"))?);
+        // SAFETY: setsid is async-signal-safe. Its own session keeps the shim (and the job)
+        // alive when the agent's process group or terminal goes away.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting the job shim {}", prog.to_string_lossy()))?;
+        let pid = child.id().context("shim exited at once")?;
+        let stdout = child.stdout.take().context("shim stdout")?;
+        // Reap the shim whenever it ends; the agent learns about the end through its pidfd.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let mut line = String::new();
+        let mut r = tokio::io::BufReader::new(stdout);
+        tokio::time::timeout(std::time::Duration::from_secs(120), r.read_line(&mut line))
+            .await
+            .context("the job's container did not start within 120 s")??;
+        let hs: Handshake = serde_json::from_str(line.trim()).with_context(|| {
+            let log = std::fs::read_to_string(dir.join("shim.log")).unwrap_or_default();
+            format!("the job shim failed: {}", log.trim())
+        })?;
+        Ok((pid, hs))
+    }
+
+    fn save_state(&self, id: &str, st: &ContainerState) -> Result<()> {
+        let dir = self.container_dir(id);
+        std::fs::write(dir.join("state.json.tmp"), serde_json::to_vec(st)?)?;
+        std::fs::rename(dir.join("state.json.tmp"), dir.join("state.json"))?;
+        Ok(())
+    }
+
+    /// Cleans up what `prepare` created for a job that never ran.
+    async fn undo(&self, id: &str, ip: Option<Ipv4Addr>) {
+        let _ = self.cleanup(id).await;
+        if let Some(ip) = ip {
+            self.ips.lock().expect("ip lock").release(ip);
+        }
+    }
+}
+
+/// Waits until the process `pid` (started at `start`) has exited, through a pidfd (which works
+/// for processes that are not our children, i.e. shims adopted after a restart).
+async fn wait_pid_exit(pid: u32, start: u64) -> Result<()> {
+    // SAFETY: plain syscall; the returned fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return Ok(()); // already gone (and reaped)
+    }
+    // SAFETY: fd is a fresh pidfd we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    if proc_start_time(pid) != Some(start) {
+        return Ok(()); // the pid now belongs to someone else: our shim is gone
+    }
+    // SAFETY: the AsyncFd owns the pidfd, which stays open and valid until it is dropped.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("watching the shim's pidfd: {e}"))?;
+    let _guard = afd.readable().await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Runtime for RuncRuntime {
+    fn name(&self) -> &'static str {
+        "runc"
+    }
+
+    async fn start(&self, job: &HostJob) -> Result<Started> {
+        let dir = self.container_dir(&job.id);
+        if dir.exists() {
+            bail!("job {} already exists on this host", job.id);
+        }
+        std::fs::create_dir_all(&dir)?;
+        let (shim_cfg, ip, warnings) = match self.prepare(job, &dir) {
+            Ok(x) => x,
+            Err(e) => {
+                self.undo(&job.id, None).await;
+                return Err(e);
+            }
+        };
+        std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
+        let (pid, hs) = match self.spawn_shim(&dir).await {
+            Ok(x) => x,
+            Err(e) => {
+                self.undo(&job.id, ip).await;
+                return Err(e);
+            }
+        };
+        if let Some(err) = hs.error {
+            self.undo(&job.id, ip).await;
+            bail!("{err}");
+        }
+        let st = ContainerState {
+            ip,
+            shim_pid: pid,
+            shim_start: proc_start_time(pid).unwrap_or(0),
+            init_pid: hs.pid,
+        };
+        self.save_state(&job.id, &st)?;
+        self.states
+            .lock()
+            .expect("states")
+            .insert(job.id.clone(), st);
+        Ok(Started {
+            ip,
+            pid: hs.pid,
+            warnings,
+        })
+    }
+
+    async fn signal(&self, id: &str, signal: i32) -> Result<()> {
+        let out = self.runc(&["kill", id, &signal.to_string()]).await?;
+        if !out.status.success() {
+            bail!(
+                "could not signal job {id}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus> {
+        let st = self
+            .states
+            .lock()
+            .expect("states")
+            .get(id)
+            .cloned()
+            .with_context(|| format!("no running job {id} on this host"))?;
+        wait_pid_exit(st.shim_pid, st.shim_start).await?;
+        let dir = self.container_dir(id);
+        match shim::read_exit(&dir) {
+            Some(rec) => match (rec.status, rec.start_error) {
+                (Some(s), _) => Ok(s),
+                (None, e) => bail!("{}", e.unwrap_or_else(|| "the job did not start".into())),
+            },
+            None => bail!(
+                "the job's shim (pid {}) died without recording an exit status; see {}",
+                st.shim_pid,
+                dir.join("shim.log").display()
+            ),
+        }
+    }
+
+    async fn cleanup(&self, id: &str) -> Result<()> {
+        let dir = self.container_dir(id);
+        let out = self.runc(&["delete", "--force", id]).await?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() && !err.contains("does not exist") && !err.contains("not exist") {
+            tracing::warn!(job = id, "runc delete: {}", err.trim());
+        }
+        let rootfs = dir.join("bundle/rootfs");
+        if is_mounted(&rootfs) {
+            unmount(&rootfs);
+        }
+        network::remove_veth(id);
+        // runc delete removes the cgroups; make sure, in every controller.
+        if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in ctrls.flatten() {
+                let cg = c.path().join(&self.cfg.cgroup_parent).join(id);
+                if cg.is_dir() {
+                    let _ = std::fs::remove_dir(&cg);
+                }
+            }
+        }
+        let st = self.states.lock().expect("states").remove(id);
+        let ip = st.and_then(|s| s.ip).or_else(|| {
+            let s: ContainerState =
+                serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
+            s.ip
+        });
+        if let Some(ip) = ip {
+            self.ips.lock().expect("ip lock").release(ip);
+        }
+        if dir.exists() && !is_mounted(&rootfs) {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    async fn recover(&self) -> Result<Vec<(String, Recovered)>> {
+        let mut out = Vec::new();
+        let rd = match std::fs::read_dir(self.cfg.data_dir.join("containers")) {
+            Ok(rd) => rd,
+            Err(_) => return Ok(out),
+        };
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let dir = e.path();
+            let st: Option<ContainerState> = std::fs::read(dir.join("state.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+            if let Some(ip) = st.as_ref().and_then(|s| s.ip) {
+                self.ips.lock().expect("ip lock").reserve(ip);
+            }
+            let rec = if let Some(x) = shim::read_exit(&dir) {
+                match (x.status, x.start_error) {
+                    (Some(s), _) => Recovered::Exited(s),
+                    (None, e) => Recovered::StartFailed(e.unwrap_or_default()),
+                }
+            } else if let Some(st) =
+                st.filter(|s| proc_start_time(s.shim_pid) == Some(s.shim_start))
+            {
+                let ip = st.ip;
+                self.states.lock().expect("states").insert(id.clone(), st);
+                Recovered::Running { ip }
+            } else {
+                Recovered::Lost
+            };
+            out.push((id, rec));
+        }
+        Ok(out)
+    }
+
+    fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, LogLine> {
+        let dir = self.log_dir(id);
+        if !follow {
+            return Box::pin(futures_util::stream::iter(crate::logs::read_all(&dir)));
+        }
+        let cdir = self.container_dir(id);
+        crate::logs::follow(dir, move || {
+            !cdir.exists() || shim::exit_path(&cdir).exists()
+        })
+    }
+
+    async fn teardown(&self) -> Result<()> {
+        network::teardown_host(&self.cfg.network);
+        if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in ctrls.flatten() {
+                let _ = std::fs::remove_dir(c.path().join(&self.cfg.cgroup_parent));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! Job networking: a bridge, one veth + IP per job in the job's own netns, outbound NAT.
+//!
+//! Done with `ip`/`nft` subprocesses: they are on every host, the agent needs them only at setup
+//! and per job start (two short commands, run by the shim between `runc create` and `runc
+//! start`), and the netns belongs to the container, so it — and the veth pair — disappear with it.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+/// Host-wide network settings. Everything is unique per agent so parallel agents (tests) coexist.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NetworkConfig {
+    /// Bridge name (≤ 15 characters).
+    pub bridge: String,
+    /// Job subnet; the bridge gets the first address, jobs the rest.
+    pub subnet: Ipv4Addr,
+    pub prefix: u8,
+    /// nftables table (family `ip`) holding the masquerade rule.
+    pub nft_table: String,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            bridge: "slipway0".into(),
+            subnet: Ipv4Addr::new(100, 100, 0, 0),
+            prefix: 16,
+            nft_table: "slipway".into(),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Parses `100.100.0.0/16`.
+    pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8)> {
+        let (ip, p) = s
+            .split_once('/')
+            .with_context(|| format!("subnet {s:?} must look like 100.100.0.0/16"))?;
+        let ip: Ipv4Addr = ip
+            .parse()
+            .with_context(|| format!("bad subnet address {ip:?}"))?;
+        let p: u8 = p
+            .parse()
+            .with_context(|| format!("bad prefix length {p:?}"))?;
+        if !(8..=30).contains(&p) {
+            bail!("subnet prefix /{p} must be between /8 and /30");
+        }
+        let mask = u32::MAX << (32 - p);
+        Ok((Ipv4Addr::from(u32::from(ip) & mask), p))
+    }
+    fn mask(&self) -> u32 {
+        u32::MAX << (32 - self.prefix)
+    }
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.subnet) + 1)
+    }
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.subnet, self.prefix)
+    }
+    fn first_host(&self) -> u32 {
+        u32::from(self.subnet) + 2
+    }
+    fn last_host(&self) -> u32 {
+        (u32::from(self.subnet) | !self.mask()) - 1
+    }
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.subnet)
+    }
+}
+
+/// Docker's rule: `02:42` + the four IP bytes. A reused IP then keeps its MAC, so neighbours'
+/// stale ARP entries stay right (random MACs made time-to-HTTP 8–15 s here).
+pub fn mac_for(ip: Ipv4Addr) -> String {
+    let o = ip.octets();
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
+}
+
+/// Host-side veth name for a job (≤ 15 characters, unique per job id).
+pub fn veth_name(job_id: &str) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in job_id.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("vsw{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// Next-fit allocator: freed addresses are reused last, which keeps ARP caches calm.
+#[derive(Debug)]
+pub struct IpAllocator {
+    used: BTreeSet<u32>,
+    next: u32,
+    first: u32,
+    last: u32,
+}
+
+impl IpAllocator {
+    pub fn new(cfg: &NetworkConfig) -> Self {
+        IpAllocator {
+            used: BTreeSet::new(),
+            next: cfg.first_host(),
+            first: cfg.first_host(),
+            last: cfg.last_host(),
+        }
+    }
+    pub fn reserve(&mut self, ip: Ipv4Addr) {
+        self.used.insert(ip.into());
+    }
+    pub fn allocate(&mut self) -> Result<Ipv4Addr> {
+        let span = self.last - self.first + 1;
+        for i in 0..span {
+            let c = self.first + (self.next - self.first + i) % span;
+            if self.used.insert(c) {
+                self.next = if c == self.last { self.first } else { c + 1 };
+                return Ok(c.into());
+            }
+        }
+        bail!(
+            "no free IP address left in the job subnet ({} in use); configure a larger subnet",
+            self.used.len()
+        )
+    }
+    pub fn release(&mut self, ip: Ipv4Addr) {
+        self.used.remove(&u32::from(ip));
+    }
+}
+
+pub fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    let mut c = Command::new(cmd);
+    c.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c
+        .spawn()
+        .with_context(|| format!("could not run {cmd}; is it installed? (scripts/install-deps)"))?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "`{cmd} {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates (or repairs) the bridge, enables forwarding and installs the NAT table. Idempotent:
+/// safe to run on every agent start, including after a crash that left state behind.
+pub fn setup_host(cfg: &NetworkConfig) -> Result<()> {
+    let br = cfg.bridge.as_str();
+    if br.len() > 15 {
+        bail!("bridge name {br:?} is longer than Linux's 15 characters");
+    }
+    if run("ip", &["link", "show", br], None).is_err() {
+        run("ip", &["link", "add", br, "type", "bridge"], None)
+            .with_context(|| format!("creating bridge {br}"))?;
+    }
+    let gw = format!("{}/{}", cfg.gateway(), cfg.prefix);
+    run("ip", &["addr", "replace", &gw, "dev", br], None)?;
+    run("ip", &["link", "set", br, "up"], None)?;
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
+    let t = &cfg.nft_table;
+    let cidr = cfg.cidr();
+    // `add` then `delete` makes the replacement idempotent whether or not the table existed.
+    let rules = format!(
+        "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\
+         chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
+           ip saddr {cidr} ip daddr != {cidr} masquerade\n}}\n\
+         chain forward {{ type filter hook forward priority filter; policy accept;\n\
+           ip saddr {cidr} accept\n  ip daddr {cidr} accept\n}}\n}}\n"
+    );
+    run("nft", &["-f", "-"], Some(&rules)).context("installing the NAT rules with nft")?;
+    Ok(())
+}
+
+/// Removes the bridge and NAT table (used by tests and `slipway host daemon --teardown`).
+pub fn teardown_host(cfg: &NetworkConfig) {
+    let _ = run("ip", &["link", "del", &cfg.bridge], None);
+    let _ = run("nft", &["delete", "table", "ip", &cfg.nft_table], None);
+}
+
+/// Commands the shim runs with `{pid}` = the container's init: plug a veth (on the bridge, with
+/// the MAC derived from the IP) into the job's netns, then configure address, loopback and
+/// default route inside it from a batch file. Two process spawns per job.
+pub fn job_setup_commands(
+    cfg: &NetworkConfig,
+    job_id: &str,
+    ip: Ipv4Addr,
+    batch_file: &std::path::Path,
+) -> Result<Vec<Vec<String>>> {
+    let veth = veth_name(job_id);
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    std::fs::write(
+        batch_file,
+        format!(
+            "addr add {ip}/{} dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {}\n",
+            cfg.prefix,
+            cfg.gateway()
+        ),
+    )?;
+    let mac = mac_for(ip);
+    Ok(vec![
+        s(&[
+            "ip",
+            "link",
+            "add",
+            "name",
+            &veth,
+            "master",
+            &cfg.bridge,
+            "up",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "address",
+            &mac,
+            "netns",
+            "{pid}",
+        ]),
+        s(&[
+            "nsenter",
+            "-t",
+            "{pid}",
+            "-n",
+            "ip",
+            "-b",
+            &batch_file.to_string_lossy(),
+        ]),
+    ])
+}
+
+/// Deletes a job's host-side veth if it is still there (the kernel normally removes it with the
+/// netns; this covers jobs whose container was never started).
+pub fn remove_veth(job_id: &str) {
+    let v = veth_name(job_id);
+    if std::path::Path::new("/sys/class/net").join(&v).exists() {
+        let _ = run("ip", &["link", "del", &v], None);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnet_math_and_mac() {
+        let (ip, p) = NetworkConfig::parse_subnet("100.100.7.9/16").unwrap();
+        let cfg = NetworkConfig {
+            subnet: ip,
+            prefix: p,
+            ..Default::default()
+        };
+        assert_eq!(cfg.cidr(), "100.100.0.0/16");
+        assert_eq!(cfg.gateway(), Ipv4Addr::new(100, 100, 0, 1));
+        assert_eq!(mac_for(Ipv4Addr::new(100, 100, 0, 2)), "02:42:64:64:00:02");
+        assert!(veth_name("some-very-long-job-id-1234567890").len() <= 15);
+        assert!(NetworkConfig::parse_subnet("10.0.0.0/31").is_err());
+    }
+
+    #[test]
+    fn allocator_is_next_fit_and_bounded() {
+        let (subnet, prefix) = NetworkConfig::parse_subnet("10.9.0.0/29").unwrap();
+        let cfg = NetworkConfig {
+            subnet,
+            prefix,
+            ..Default::default()
+        };
+        let mut a = IpAllocator::new(&cfg);
+        let ips: Vec<_> = (0..5).map(|_| a.allocate().unwrap()).collect();
+        assert_eq!(ips[0], Ipv4Addr::new(10, 9, 0, 2));
+        assert_eq!(ips[4], Ipv4Addr::new(10, 9, 0, 6));
+        assert!(a.allocate().is_err());
+        a.release(ips[1]);
+        assert_eq!(a.allocate().unwrap(), ips[1]);
+    }
+}

@@ -1,0 +1,318 @@
+//! OCI runtime spec (`config.json`) for a job, built with `oci-spec`.
+//!
+//! Hardening follows what `runc spec` and Docker give by default: Docker's capability set,
+//! `noNewPrivileges`, runc's masked and read-only `/proc` paths, deny-all device cgroup (runc then
+//! allows only the standard devices), tmpfs `/tmp` and `/dev/shm`.
+
+use crate::types::HostJob;
+use anyhow::{Context, Result};
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
+    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    get_default_maskedpaths, get_default_mounts, get_default_readonly_paths,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Docker's default capability set.
+const DOCKER_CAPS: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Host-side inputs of a spec besides the job itself.
+pub struct SpecInputs<'a> {
+    pub rootfs: &'a Path,
+    pub cgroups_path: String,
+    /// `/etc/hosts` and `/etc/resolv.conf` files to bind-mount.
+    pub hosts_file: &'a Path,
+    pub resolv_conf: &'a Path,
+    /// Host's hard `RLIMIT_NOFILE`; the job's `max_fd` is clamped to it.
+    pub nofile_ceiling: u64,
+    pub ca_bundle: Option<&'a Path>,
+}
+
+/// The environment a job sees: defaults, release + process env, then Slipway's variables.
+pub fn job_env(job: &HostJob) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert(
+        "PATH".to_string(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+    );
+    env.insert("HOME".into(), "/".into());
+    if job.config.ca_bundle {
+        for k in [
+            "SSL_CERT_FILE",
+            "PIP_CERT",
+            "NODE_EXTRA_CA_CERTS",
+            "REQUESTS_CA_BUNDLE",
+        ] {
+            env.insert(k.into(), HOST_CA_BUNDLE.into());
+        }
+    }
+    env.extend(job.config.env.clone());
+    if let Some(p) = job.config.ports.first() {
+        env.insert("PORT".into(), p.port.to_string());
+    }
+    env.insert("SLIPWAY_APP_NAME".into(), job.app_name.clone());
+    env.insert("SLIPWAY_APP_ID".into(), job.app_id.clone());
+    env.insert("SLIPWAY_RELEASE_ID".into(), job.release_id.clone());
+    env.insert("SLIPWAY_PROCESS_TYPE".into(), job.process_type.clone());
+    env.insert("SLIPWAY_JOB_ID".into(), job.id.clone());
+    env
+}
+
+fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount> {
+    let mut opts = vec!["rbind".to_string(), "nosuid".into(), "nodev".into()];
+    if ro {
+        opts.push("ro".into());
+    }
+    Ok(MountBuilder::default()
+        .destination(PathBuf::from(dest))
+        .typ("bind")
+        .source(src.to_path_buf())
+        .options(opts)
+        .build()?)
+}
+
+fn tmpfs(dest: &str, size: &str) -> Result<Mount> {
+    Ok(MountBuilder::default()
+        .destination(PathBuf::from(dest))
+        .typ("tmpfs")
+        .source(PathBuf::from("tmpfs"))
+        .options(vec![
+            "nosuid".to_string(),
+            "nodev".into(),
+            "mode=1777".into(),
+            format!("size={size}"),
+        ])
+        .build()?)
+}
+
+/// Builds the spec. Returns it plus a warning when `max_fd` had to be clamped.
+pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> {
+    let r = &job.resources;
+    let mut warning = None;
+    let mut nofile = r.max_fd();
+    if nofile > inp.nofile_ceiling {
+        warning = Some(format!(
+            "max_fd {nofile} is above the host's hard limit of open files ({}); using {} \
+             (raise the agent's `ulimit -Hn` to allow more)",
+            inp.nofile_ceiling, inp.nofile_ceiling
+        ));
+        nofile = inp.nofile_ceiling;
+    }
+    let caps: HashSet<Capability> = DOCKER_CAPS.iter().copied().collect();
+    let capabilities = LinuxCapabilitiesBuilder::default()
+        .bounding(caps.clone())
+        .effective(caps.clone())
+        .permitted(caps.clone())
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
+        .build()?;
+    let env: Vec<String> = job_env(job)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .user(
+            UserBuilder::default()
+                .uid(job.config.uid.unwrap_or(0))
+                .gid(job.config.gid.unwrap_or(0))
+                .build()?,
+        )
+        .args(job.config.args.clone())
+        .env(env)
+        .cwd(job.config.working_dir.clone().unwrap_or_else(|| "/".into()))
+        .capabilities(capabilities)
+        .no_new_privileges(true)
+        .rlimits(vec![
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(nofile)
+                .soft(nofile)
+                .build()?,
+        ])
+        .build()?;
+
+    // runc spec's mounts, but our own /dev/shm size and a tmpfs /tmp.
+    let mut mounts: Vec<Mount> = get_default_mounts()
+        .into_iter()
+        .filter(|m| m.destination() != Path::new("/dev/shm"))
+        .collect();
+    mounts.push(tmpfs("/dev/shm", "64m")?);
+    mounts.push(tmpfs("/tmp", "256m")?);
+    mounts.push(bind("/etc/hosts", inp.hosts_file, true)?);
+    mounts.push(bind("/etc/resolv.conf", inp.resolv_conf, true)?);
+    if let Some(ca) = inp.ca_bundle {
+        mounts.push(bind(HOST_CA_BUNDLE, ca, true)?);
+    }
+
+    let mut namespaces: Vec<LinuxNamespace> = [
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Mount,
+    ]
+    .into_iter()
+    .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
+    .collect::<Result<_, _>>()?;
+    if !job.config.host_network {
+        // A fresh netns; the shim plugs a veth into it between `runc create` and `runc start`.
+        namespaces.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Network)
+                .build()?,
+        );
+    }
+    let mem = r.memory() as i64;
+    let resources = LinuxResourcesBuilder::default()
+        .devices(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(false)
+                .access("rwm")
+                .build()?,
+        ])
+        .memory(LinuxMemoryBuilder::default().limit(mem).swap(mem).build()?)
+        .cpu(LinuxCpuBuilder::default().shares(r.cpu_shares()).build()?)
+        .pids(LinuxPidsBuilder::default().limit(r.max_procs()).build()?)
+        .build()?;
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources)
+        .cgroups_path(PathBuf::from(&inp.cgroups_path))
+        .masked_paths(get_default_maskedpaths())
+        .readonly_paths(get_default_readonly_paths())
+        .build()?;
+    let hostname: String = job.id.chars().take(12).collect();
+    let spec = SpecBuilder::default()
+        .version("1.0.2-dev")
+        .root(
+            RootBuilder::default()
+                .path(inp.rootfs.to_path_buf())
+                .readonly(false)
+                .build()?,
+        )
+        .hostname(if job.config.host_network {
+            String::new()
+        } else {
+            hostname
+        })
+        .process(process)
+        .mounts(mounts)
+        .linux(linux)
+        .build()
+        .context("building the OCI spec")?;
+    Ok((spec, warning))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{JobConfig, PortSpec, Resources};
+
+    fn job() -> HostJob {
+        let mut config = JobConfig::new("busybox", &["httpd", "-f"]);
+        config.env.insert("FOO".into(), "bar".into());
+        config.env.insert("PORT".into(), "1".into());
+        config.ports.push(PortSpec {
+            port: 5000,
+            proto: "tcp".into(),
+            check: None,
+        });
+        HostJob {
+            id: "job1".into(),
+            app_id: "app-id".into(),
+            app_name: "web-app".into(),
+            release_id: "rel".into(),
+            process_type: "web".into(),
+            metadata: Default::default(),
+            config,
+            resources: Resources {
+                memory_bytes: Some(256 << 20),
+                max_fd: Some(1 << 30),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn spec_has_limits_env_and_hardening() {
+        let p = Path::new("/x");
+        let (spec, warn) = build(
+            &job(),
+            &SpecInputs {
+                rootfs: p,
+                cgroups_path: "/slipway/job1".into(),
+                hosts_file: p,
+                resolv_conf: p,
+                nofile_ceiling: 20_000,
+                ca_bundle: Some(p),
+            },
+        )
+        .unwrap();
+        assert!(warn.unwrap().contains("20000"));
+        let v = serde_json::to_value(&spec).unwrap();
+        let env: Vec<&str> = v["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert!(env.contains(&"PORT=5000"), "{env:?}");
+        assert!(env.contains(&"FOO=bar"));
+        assert!(env.contains(&"SLIPWAY_JOB_ID=job1"));
+        assert!(env.contains(&"SLIPWAY_APP_NAME=web-app"));
+        assert_eq!(v["process"]["rlimits"][0]["hard"], 20_000);
+        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["linux"]["resources"]["memory"]["limit"], 256 << 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 1024);
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert!(v["linux"]["maskedPaths"].as_array().unwrap().len() > 5);
+        let dests: Vec<&str> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        for d in [
+            "/tmp",
+            "/dev/shm",
+            "/etc/resolv.conf",
+            "/etc/hosts",
+            HOST_CA_BUNDLE,
+        ] {
+            assert!(dests.contains(&d), "{d} missing from {dests:?}");
+        }
+        let ns: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(ns.contains(&"network"));
+    }
+}

@@ -1,0 +1,93 @@
+//! Stacks: the rootfs a job's layers sit on. Recipes are the shell scripts in `stacks/<name>/`
+//! (embedded in the binary so it builds them anywhere); a built stack is cached in
+//! `<stacks_dir>/<name>/rootfs` together with the hash of its recipe, and rebuilt when the
+//! recipe changes.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+
+pub const STACKS: [(&str, &str); 2] = [
+    ("busybox", include_str!("../../../stacks/busybox/build.sh")),
+    (
+        "bookworm",
+        include_str!("../../../stacks/bookworm/build.sh"),
+    ),
+];
+
+/// FNV-1a of the recipe: enough to notice a change.
+pub fn recipe_hash(name: &str) -> Option<String> {
+    let (_, script) = STACKS.iter().find(|(n, _)| *n == name)?;
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in script.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    Some(format!("{h:016x}"))
+}
+
+/// The rootfs of a built stack, if it is built from the current recipe.
+pub fn built(stacks_dir: &Path, name: &str) -> Option<PathBuf> {
+    let dir = stacks_dir.join(name);
+    let hash = std::fs::read_to_string(dir.join("recipe-hash")).ok()?;
+    (Some(hash.trim().to_string()) == recipe_hash(name)).then(|| dir.join("rootfs"))
+}
+
+/// Builds (or reuses) stack `name` in `stacks_dir`; returns its rootfs. With `progress`, the
+/// recipe's output goes to stderr; otherwise it is kept and shown only if the build fails.
+/// Safe to call concurrently: each build goes to its own temp dir and the first rename wins.
+pub fn build(stacks_dir: &Path, name: &str, progress: bool) -> Result<PathBuf> {
+    let (_, script) = STACKS.iter().find(|(n, _)| *n == name).with_context(|| {
+        let names: Vec<&str> = STACKS.iter().map(|(n, _)| *n).collect();
+        format!("unknown stack {name:?}; known stacks: {}", names.join(", "))
+    })?;
+    if let Some(r) = built(stacks_dir, name) {
+        return Ok(r);
+    }
+    let hash = recipe_hash(name).expect("known stack");
+    std::fs::create_dir_all(stacks_dir)
+        .with_context(|| format!("creating {}", stacks_dir.display()))?;
+    let tmp = stacks_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    let started = std::time::Instant::now();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg(script)
+        .arg(format!("stack-{name}"))
+        .arg(tmp.join("rootfs"));
+    let out = if progress {
+        cmd.stdout(std::io::stderr()).stderr(std::io::stderr());
+        let st = cmd.status().context("running the stack recipe with sh")?;
+        (st, String::new())
+    } else {
+        let o = cmd.output().context("running the stack recipe with sh")?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status, text)
+    };
+    if !out.0.success() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        bail!(
+            "building stack {name} failed ({}); recipe output:\n{}",
+            out.0,
+            out.1.trim()
+        );
+    }
+    std::fs::write(tmp.join("recipe-hash"), &hash)?;
+    let dest = stacks_dir.join(name);
+    if dest.exists() && built(stacks_dir, name).is_none() {
+        // Outdated: move it aside (running jobs may still use it as their lower layer).
+        let old = stacks_dir.join(format!(".{name}.old.{}", std::process::id()));
+        std::fs::rename(&dest, &old)?;
+    }
+    if std::fs::rename(&tmp, &dest).is_err() {
+        // Someone else finished first; theirs is as good as ours.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if progress {
+        eprintln!("stack {name} built in {:.1?}", started.elapsed());
+    }
+    built(stacks_dir, name).with_context(|| format!("stack {name} missing after the build"))
+}

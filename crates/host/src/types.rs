@@ -1,0 +1,441 @@
+//! Host-level job types: what the scheduler (or a debugging command) hands to a host agent, and
+//! what the agent reports back. They are deliberately independent of `slipway-types` so the host
+//! layer can be used and tested on its own; the scheduler maps its `Job` onto [`HostJob`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use time::OffsetDateTime;
+
+/// Flynn's default memory limit: 1 GiB.
+pub const DEFAULT_MEMORY: u64 = 1 << 30;
+/// Flynn's default CPU: 1000 milli-CPU (= 1024 shares).
+pub const DEFAULT_CPU_MILLI: u64 = 1000;
+/// Flynn's default `max_fd`.
+pub const DEFAULT_MAX_FD: u64 = 10_000;
+/// A fork bomb must not take the host down, so jobs get a pids limit unless they ask otherwise.
+pub const DEFAULT_MAX_PROCS: i64 = 8192;
+/// Flynn's (and Heroku's) stop grace period.
+pub const DEFAULT_STOP_GRACE_MS: u64 = 30_000;
+/// Port a web process listens on when nothing else is asked.
+pub const DEFAULT_WEB_PORT: u16 = 8080;
+
+/// A job as the host sees it: everything needed to run one container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostJob {
+    /// Unique job id; also the runc container id, so `[A-Za-z0-9_.-]` only.
+    pub id: String,
+    /// App/release/process metadata; exported into the environment as `SLIPWAY_*`.
+    #[serde(default)]
+    pub app_id: String,
+    #[serde(default)]
+    pub app_name: String,
+    #[serde(default)]
+    pub release_id: String,
+    #[serde(default)]
+    pub process_type: String,
+    /// Free-form metadata, kept with the job and shown by `ps`.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    pub config: JobConfig,
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+/// How the container's process runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobConfig {
+    pub args: Vec<String>,
+    /// Release env, then process env (later entries win).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// Stack name (resolved in the data dir's `stacks/`) or an absolute rootfs path: the bottom layer.
+    pub stack: String,
+    /// Artifact layers (directories), bottom first; mounted read-only above the stack.
+    #[serde(default)]
+    pub layers: Vec<PathBuf>,
+    /// Share the host's network namespace instead of getting an own IP.
+    #[serde(default)]
+    pub host_network: bool,
+    /// Ports the job listens on. The first one is exported as `PORT`.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Time between SIGTERM and SIGKILL when the job is stopped.
+    #[serde(default)]
+    pub stop_grace_ms: Option<u64>,
+    /// Bind-mount the host CA bundle and point pip/npm/openssl at it (needed for HTTPS here).
+    #[serde(default = "yes")]
+    pub ca_bundle: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl JobConfig {
+    /// A job running `args` on `stack` with every other setting at its default.
+    pub fn new(stack: &str, args: &[&str]) -> Self {
+        JobConfig {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: BTreeMap::new(),
+            working_dir: None,
+            uid: None,
+            gid: None,
+            stack: stack.to_string(),
+            layers: Vec::new(),
+            host_network: false,
+            ports: Vec::new(),
+            stop_grace_ms: None,
+            ca_bundle: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PortSpec {
+    pub port: u16,
+    #[serde(default = "tcp")]
+    pub proto: String,
+    #[serde(default)]
+    pub check: Option<HealthCheck>,
+}
+
+fn tcp() -> String {
+    "tcp".into()
+}
+
+/// Limits. `None` means the default (see the constants above).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Resources {
+    pub memory_bytes: Option<u64>,
+    pub cpu_milli: Option<u64>,
+    pub max_fd: Option<u64>,
+    pub max_procs: Option<i64>,
+}
+
+impl Resources {
+    pub fn memory(&self) -> u64 {
+        self.memory_bytes.unwrap_or(DEFAULT_MEMORY)
+    }
+    pub fn cpu_shares(&self) -> u64 {
+        // 1000 milli-CPU = 1024 shares (Flynn); the kernel's minimum is 2.
+        (self.cpu_milli.unwrap_or(DEFAULT_CPU_MILLI) * 1024 / 1000).max(2)
+    }
+    pub fn max_fd(&self) -> u64 {
+        self.max_fd.unwrap_or(DEFAULT_MAX_FD)
+    }
+    pub fn max_procs(&self) -> i64 {
+        self.max_procs.unwrap_or(DEFAULT_MAX_PROCS)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckKind {
+    Tcp,
+    Http,
+}
+
+/// A health check on one port (Flynn's defaults: interval 2 s, threshold 2, start timeout 10 s).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// HTTP path (http only).
+    #[serde(default = "root_path")]
+    pub path: String,
+    /// Expected HTTP status (http only); any 2xx/3xx when unset.
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default = "two_s")]
+    pub interval_ms: u64,
+    #[serde(default = "two")]
+    pub threshold: u32,
+    #[serde(default = "ten_s")]
+    pub start_timeout_ms: u64,
+    /// Kill the job when the check is down (never passed within the start timeout, or failed
+    /// `threshold` times in a row after being up).
+    #[serde(default)]
+    pub kill_down: bool,
+}
+
+fn root_path() -> String {
+    "/".into()
+}
+fn two_s() -> u64 {
+    2000
+}
+fn two() -> u32 {
+    2
+}
+fn ten_s() -> u64 {
+    10_000
+}
+
+impl HealthCheck {
+    pub fn tcp() -> Self {
+        HealthCheck {
+            kind: CheckKind::Tcp,
+            path: root_path(),
+            status: None,
+            interval_ms: two_s(),
+            threshold: two(),
+            start_timeout_ms: ten_s(),
+            kill_down: false,
+        }
+    }
+    pub fn http(path: &str) -> Self {
+        HealthCheck {
+            kind: CheckKind::Http,
+            path: path.into(),
+            ..Self::tcp()
+        }
+    }
+}
+
+/// Lifecycle of a job on a host (Flynn's statuses plus `stopping`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    Starting,
+    Running,
+    Stopping,
+    /// Exited 0, or exited after a stop was asked for.
+    Done,
+    /// Exited non-zero (or by a signal) without being asked to stop.
+    Crashed,
+    /// Never started, or was lost.
+    Failed,
+}
+
+impl JobStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Done | JobStatus::Crashed | JobStatus::Failed
+        )
+    }
+}
+
+/// How a job's process ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Shell-style exit code: the exit status, or 128 + signal.
+    pub code: i32,
+    /// Signal that killed the process, if any.
+    #[serde(default)]
+    pub signal: Option<i32>,
+    /// The kernel's OOM killer fired in the job's cgroup.
+    #[serde(default)]
+    pub oom_killed: bool,
+    /// Memory limit in bytes, to explain OOM kills.
+    #[serde(default)]
+    pub memory_limit: Option<u64>,
+}
+
+impl ExitStatus {
+    pub fn code(code: i32) -> Self {
+        ExitStatus {
+            code,
+            signal: None,
+            oom_killed: false,
+            memory_limit: None,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    /// e.g. `exit 137: killed, out of memory (limit 256 MiB)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.code)?;
+        if self.oom_killed {
+            write!(f, ": killed, out of memory")?;
+            if let Some(l) = self.memory_limit {
+                write!(f, " (limit {})", human_bytes(l))?;
+            }
+        } else if let Some(sig) = self.signal {
+            write!(f, ": killed by {}", signal_name(sig))?;
+        }
+        Ok(())
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (name, size) in UNITS {
+        if b >= size && b % size == 0 {
+            return format!("{} {name}", b / size);
+        }
+    }
+    format!("{b} B")
+}
+
+pub fn signal_name(sig: i32) -> String {
+    match sig {
+        1 => "SIGHUP".into(),
+        2 => "SIGINT".into(),
+        3 => "SIGQUIT".into(),
+        6 => "SIGABRT".into(),
+        9 => "SIGKILL".into(),
+        10 => "SIGUSR1".into(),
+        12 => "SIGUSR2".into(),
+        15 => "SIGTERM".into(),
+        n => format!("signal {n}"),
+    }
+}
+
+/// Parses `TERM`, `SIGTERM` or `15`.
+pub fn parse_signal(s: &str) -> Option<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = s.trim_start_matches("SIG").to_ascii_uppercase();
+    Some(match name.as_str() {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ABRT" => 6,
+        "KILL" => 9,
+        "USR1" => 10,
+        "USR2" => 12,
+        "TERM" => 15,
+        "CONT" => 18,
+        "STOP" => 19,
+        _ => return None,
+    })
+}
+
+/// A job as reported by the agent.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobInfo {
+    pub job: HostJob,
+    pub status: JobStatus,
+    /// True while every health check passes (always false for jobs without checks).
+    #[serde(default)]
+    pub up: bool,
+    #[serde(default)]
+    pub ip: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub exit: Option<ExitStatus>,
+    /// Why the job failed or was killed, in words for users.
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub stop_requested: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    Create,
+    Start,
+    Up,
+    Down,
+    Stop,
+    Error,
+    Cleanup,
+}
+
+/// One entry of the job event stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobEvent {
+    pub kind: EventKind,
+    pub job_id: String,
+    pub job: JobInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Capacity {
+    pub memory_bytes: u64,
+    pub cpus: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct HostStatus {
+    pub id: String,
+    pub tags: BTreeMap<String, String>,
+    pub runtime: String,
+    pub capacity: Capacity,
+    /// Jobs that are not finished.
+    pub job_count: usize,
+}
+
+/// One captured line of a job's output.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LogLine {
+    #[serde(with = "time::serde::rfc3339")]
+    pub ts: OffsetDateTime,
+    /// `stdout`, `stderr` or `init` (messages from the host about the job, e.g. OOM kills).
+    pub stream: String,
+    pub msg: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_messages() {
+        let oom = ExitStatus {
+            code: 137,
+            signal: Some(9),
+            oom_killed: true,
+            memory_limit: Some(256 << 20),
+        };
+        assert_eq!(
+            oom.to_string(),
+            "exit 137: killed, out of memory (limit 256 MiB)"
+        );
+        let term = ExitStatus {
+            signal: Some(15),
+            code: 143,
+            ..ExitStatus::code(0)
+        };
+        assert_eq!(term.to_string(), "exit 143: killed by SIGTERM");
+        assert_eq!(ExitStatus::code(3).to_string(), "exit 3");
+    }
+
+    #[test]
+    fn limits_defaults_and_shares() {
+        let r = Resources::default();
+        assert_eq!(r.memory(), 1 << 30);
+        assert_eq!(r.cpu_shares(), 1024);
+        let half = Resources {
+            cpu_milli: Some(500),
+            ..Default::default()
+        };
+        assert_eq!(half.cpu_shares(), 512);
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("kill"), Some(9));
+        assert_eq!(parse_signal("99"), None);
+    }
+
+    #[test]
+    fn job_json_round_trip_uses_defaults() {
+        let j: HostJob = serde_json::from_str(
+            r#"{"id":"a","config":{"args":["sh"],"stack":"busybox","ports":[{"port":80,"check":{"kind":"http"}}]}}"#,
+        )
+        .unwrap();
+        assert!(j.config.ca_bundle);
+        let c = j.config.ports[0].check.as_ref().unwrap();
+        assert_eq!(
+            (c.interval_ms, c.threshold, c.start_timeout_ms),
+            (2000, 2, 10_000)
+        );
+        assert_eq!(j.config.ports[0].proto, "tcp");
+    }
+}
