@@ -1,1 +1,184 @@
-fn main() {}
+//! `slipway`: the command-line client of a Slipway cluster (Flynn's CLI verbs, flags and output
+//! lines), and the daemons themselves (`slipway server`, `slipway host`).
+
+mod commands;
+mod config;
+mod context;
+mod git;
+mod host_cmd;
+mod output;
+mod server;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use commands::{apps, cluster, env, limit, meta, release, route};
+use context::Ctx;
+use std::process::ExitCode;
+
+const ABOUT: &str = "Slipway: a self-hosted platform to deploy and run apps with git push";
+
+const AFTER_HELP: &str = "\
+Getting started:
+  slipway server &              # run everything on this machine (registers itself as a cluster)
+  cd my-app && git init
+  slipway create                # creates an app and the \"slipway\" git remote
+  slipway env set GREETING=hi   # a new release with that env
+  slipway route add http www.example.com
+
+Inside a repo with a \"slipway\" remote the app comes from the remote; elsewhere use -a APP.
+The config is at $SLIPWAY_CONFIG, $XDG_CONFIG_HOME/slipway/config.toml or
+~/.config/slipway/config.toml; SLIPWAY_URL and SLIPWAY_KEY (both set) override it.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "slipway",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    disable_help_subcommand = true,
+    max_term_width = 100
+)]
+struct Cli {
+    /// The app to act on [default: from the "slipway" git remote]
+    #[arg(short = 'a', long = "app", value_name = "APP")]
+    app: Option<String>,
+
+    /// The cluster to talk to, by its name in the config [default: the default cluster]
+    #[arg(short = 'c', long = "cluster", value_name = "NAME")]
+    cluster: Option<String>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create an app (and a "slipway" git remote when run inside a git repo)
+    Create(apps::CreateArgs),
+    /// List apps
+    Apps(apps::AppsArgs),
+    /// Show an app's git and web URLs
+    Info(apps::InfoArgs),
+    /// Delete an app with its routes and releases
+    #[command(visible_alias = "destroy")]
+    Delete(apps::DeleteArgs),
+    /// Show or change environment variables (each change makes a new release)
+    #[command(visible_alias = "config")]
+    Env(env::EnvArgs),
+    /// Show or change an app's metadata
+    Meta(meta::MetaArgs),
+    /// Show or change resource limits of process types (each change makes a new release)
+    #[command(visible_alias = "limits")]
+    Limit(limit::LimitArgs),
+    /// List, show and roll back releases
+    #[command(visible_alias = "releases")]
+    Release(release::ReleaseArgs),
+    /// List, add, update and remove HTTP and TCP routes
+    #[command(visible_alias = "routes")]
+    Route(route::RouteArgs),
+    /// List and manage the clusters this CLI knows
+    #[command(visible_alias = "clusters")]
+    Cluster(cluster::ClusterArgs),
+    /// Print the CLI's version
+    Version,
+    /// Print a shell completion script (e.g. `slipway completion bash > /etc/bash_completion.d/slipway`)
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Run the Slipway server: controller, scheduler, router, git receiver, local host agent
+    Server(server::ServerArgs),
+    /// Run or inspect a host agent
+    Host(host_cmd::HostArgs),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and --version are not failures; usage errors exit 1 like every other error.
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let ctx = Ctx {
+        app: cli.app,
+        cluster: cli.cluster,
+    };
+    match cli.command {
+        Command::Create(args) => apps::create(&ctx, args).await,
+        Command::Apps(args) => apps::list(&ctx, args).await,
+        Command::Info(args) => apps::info(&ctx, args).await,
+        Command::Delete(args) => apps::delete(&ctx, args).await,
+        Command::Env(args) => env::run(&ctx, args).await,
+        Command::Meta(args) => meta::run(&ctx, args).await,
+        Command::Limit(args) => limit::run(&ctx, args).await,
+        Command::Release(args) => release::run(&ctx, args).await,
+        Command::Route(args) => route::run(&ctx, args).await,
+        Command::Cluster(args) => cluster::run(&ctx, args),
+        Command::Version => {
+            println!("slipway {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Command::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "slipway",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Server(args) => server::run(args).await,
+        Command::Host(args) => host_cmd::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn app_flag_before_or_after_the_command() {
+        let cli = Cli::try_parse_from(["slipway", "-a", "one", "env"]).unwrap();
+        assert_eq!(cli.app.as_deref(), Some("one"));
+        let cli = Cli::try_parse_from(["slipway", "env", "set", "-a", "two", "K=V"]).unwrap();
+        let Command::Env(args) = cli.command else {
+            panic!("not env")
+        };
+        assert_eq!(args.app.app.as_deref(), Some("two"));
+    }
+
+    #[test]
+    fn route_cert_flag_is_not_the_cluster_flag() {
+        let cli = Cli::try_parse_from([
+            "slipway", "-c", "prod", "route", "add", "http", "-c", "c.pem", "-k", "k.pem", "x.com",
+        ])
+        .unwrap();
+        assert_eq!(cli.cluster.as_deref(), Some("prod"));
+        assert!(
+            Cli::try_parse_from(["slipway", "route", "add", "http", "-c", "c.pem", "x.com"])
+                .is_err(),
+            "a certificate needs its key"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! `release`, `release show`, `release rollback`, and the "change the config, make a new
+//! release" step that `env` and `limit` share.
+
+use crate::context::{AppFlag, Ctx};
+use crate::output::{self, ago, print_json, print_table};
+use anyhow::{Result, bail};
+use slipway_client::Client;
+use slipway_types::{NewRelease, Release, units::format_bytes};
+
+#[derive(clap::Args, Debug)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    app: AppFlag,
+    /// Print JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Print only release IDs
+    #[arg(short = 'q', long = "quiet")]
+    quiet: bool,
+    #[command(subcommand)]
+    cmd: Option<ReleaseCmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum ReleaseCmd {
+    /// Show a release [default: the current one]
+    Show {
+        /// Print the release as JSON
+        #[arg(long)]
+        json: bool,
+        /// Release ID (a unique prefix is enough)
+        id: Option<String>,
+    },
+    /// Make an earlier release current again [default: the one before the current]
+    Rollback {
+        /// Do not ask for confirmation
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+        /// Release ID (a unique prefix is enough)
+        id: Option<String>,
+    },
+}
+
+pub async fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let app = ctx.app(&args.app)?;
+    match args.cmd {
+        None => list(&client, &app, args.json, args.quiet).await,
+        Some(ReleaseCmd::Show { json, id }) => show(&client, &app, id.as_deref(), json).await,
+        Some(ReleaseCmd::Rollback { yes, id }) => rollback(&client, &app, id.as_deref(), yes).await,
+    }
+}
+
+async fn list(client: &Client, app: &str, json: bool, quiet: bool) -> Result<()> {
+    let current = client.app(app).await?.release;
+    let releases = client.releases(app).await?;
+    if json {
+        return print_json(&releases);
+    }
+    if quiet {
+        for r in &releases {
+            println!("{}", r.id);
+        }
+        return Ok(());
+    }
+    let rows = releases
+        .iter()
+        .map(|r| {
+            let mut id = r.id.to_string();
+            if Some(r.id) == current {
+                id.push_str(" (current)");
+            }
+            let processes: Vec<&str> = r.processes.keys().map(String::as_str).collect();
+            vec![
+                id,
+                ago(&r.created_at),
+                r.env.len().to_string(),
+                processes.join(", "),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "CREATED", "ENV", "PROCESSES"], rows);
+    Ok(())
+}
+
+/// Finds one of `releases` by full ID or unique prefix.
+fn find<'a>(releases: &'a [Release], app: &str, id: &str) -> Result<&'a Release> {
+    let id = id.trim().to_ascii_lowercase();
+    if id.is_empty() {
+        bail!("empty release ID");
+    }
+    let matches: Vec<&Release> = releases
+        .iter()
+        .filter(|r| r.id.to_string().starts_with(&id))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one),
+        [] => bail!("release {id:?} not found in app {app:?}"),
+        _ => bail!("release ID prefix {id:?} is ambiguous: give more of it"),
+    }
+}
+
+async fn show(client: &Client, app: &str, id: Option<&str>, json: bool) -> Result<()> {
+    let release = match id {
+        Some(id) => find(&client.releases(app).await?, app, id)?.clone(),
+        None => match client.current_release(app).await? {
+            Some(r) => r,
+            None => bail!("app {app:?} has no release yet"),
+        },
+    };
+    if json {
+        return print_json(&release);
+    }
+    println!("ID:         {}", release.id);
+    println!(
+        "Created:    {} ({})",
+        release.created_at,
+        ago(&release.created_at)
+    );
+    let artifacts: Vec<String> = release.artifacts.iter().map(|a| a.to_string()).collect();
+    if !artifacts.is_empty() {
+        println!("Artifacts:  {}", artifacts.join(", "));
+    }
+    for (k, v) in &release.env {
+        println!("Env[{k}]:  {v}");
+    }
+    for (k, v) in &release.meta {
+        println!("Meta[{k}]:  {v}");
+    }
+    for (name, p) in &release.processes {
+        println!("Process[{name}]:");
+        if !p.args.is_empty() {
+            println!("  Command:  {}", p.args.join(" "));
+        }
+        for (k, v) in &p.env {
+            println!("  Env[{k}]:  {v}");
+        }
+        let r = &p.resources;
+        let limits: Vec<String> = [
+            r.memory.map(|m| format!("memory={}", format_bytes(m))),
+            r.cpu.map(|c| format!("cpu={c}m")),
+            r.max_fd.map(|n| format!("max_fd={n}")),
+            r.max_procs.map(|n| format!("max_procs={n}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !limits.is_empty() {
+            println!("  Limits:   {}", limits.join(" "));
+        }
+    }
+    Ok(())
+}
+
+async fn rollback(client: &Client, app: &str, id: Option<&str>, yes: bool) -> Result<()> {
+    let current = client.app(app).await?.release;
+    let Some(current) = current else {
+        bail!("app {app:?} has no release yet: there is nothing to roll back");
+    };
+    let mut releases = client.releases(app).await?;
+    // Newest first, whatever order the server used.
+    releases.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    let target = match id {
+        Some(id) => find(&releases, app, id)?,
+        None => releases
+            .iter()
+            .position(|r| r.id == current)
+            .and_then(|i| releases.get(i + 1))
+            .ok_or_else(|| anyhow::anyhow!("no previous release to roll back to"))?,
+    };
+    if target.id == current {
+        bail!("release {} is already the current release", target.id);
+    }
+    let question = format!("Roll back app {app:?} to release {}?", target.id);
+    if !output::confirm(&question, yes)? {
+        bail!("rollback cancelled");
+    }
+    client.set_app_release(app, target.id).await?;
+    println!("Rolled back to release {}.", target.id);
+    Ok(())
+}
+
+/// Makes a new release from the current one (or an empty one when the app has none) with
+/// `change` applied, makes it current, and prints Flynn's `Created release ID.`. The deploy
+/// follows from the scheduler, not from here.
+pub async fn change_release(
+    client: &Client,
+    app: &str,
+    change: impl FnOnce(&mut NewRelease) -> Result<()>,
+) -> Result<Release> {
+    let mut next = match client.current_release(app).await? {
+        Some(r) => NewRelease::from_release(&r),
+        None => NewRelease::default(),
+    };
+    change(&mut next)?;
+    let release = client.create_release(app, &next).await?;
+    client.set_app_release(app, release.id).await?;
+    println!("Created release {}.", release.id);
+    Ok(release)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_types::Timestamp;
+
+    fn release(id: &str) -> Release {
+        Release {
+            id: id.parse().unwrap(),
+            app_id: uuid::Uuid::nil(),
+            artifacts: vec![],
+            env: Default::default(),
+            meta: Default::default(),
+            processes: Default::default(),
+            created_at: Timestamp::now(),
+        }
+    }
+
+    #[test]
+    fn find_by_prefix() {
+        let rs = [
+            release("aaaaaaaa-0000-0000-0000-000000000001"),
+            release("aaaabbbb-0000-0000-0000-000000000002"),
+        ];
+        assert_eq!(find(&rs, "x", "AAAAB").unwrap().id, rs[1].id);
+        assert_eq!(
+            find(&rs, "x", "aaaaaaaa-0000-0000-0000-000000000001")
+                .unwrap()
+                .id,
+            rs[0].id
+        );
+        assert!(
+            find(&rs, "x", "aaaa")
+                .unwrap_err()
+                .to_string()
+                .contains("ambiguous")
+        );
+        assert!(
+            find(&rs, "x", "ff")
+                .unwrap_err()
+                .to_string()
+                .contains("not found")
+        );
+        assert!(find(&rs, "x", "").is_err());
+    }
+}

@@ -1,0 +1,83 @@
+//! The few git operations the CLI needs (the `slipway` remote an app is resolved from and that
+//! `create` adds), done by running `git` in the current directory: no git library to build, and
+//! the user's own git config applies.
+
+use anyhow::{Result, bail};
+use std::process::{Command, Stdio};
+
+/// The remote `create` adds and commands resolve the app from.
+pub const DEFAULT_REMOTE: &str = "slipway";
+
+fn git(args: &[&str]) -> std::io::Result<std::process::Output> {
+    Command::new("git").args(args).stdin(Stdio::null()).output()
+}
+
+/// Is the current directory inside a git work tree? (No git installed: no.)
+pub fn in_work_tree() -> bool {
+    git(&["rev-parse", "--is-inside-work-tree"])
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "true")
+        .unwrap_or(false)
+}
+
+/// The URL of remote `name`, if the current directory is in a repo that has it.
+pub fn remote_url(name: &str) -> Option<String> {
+    let out = git(&["remote", "get-url", "--", name]).ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!url.is_empty()).then_some(url)
+}
+
+fn run(args: &[&str]) -> Result<()> {
+    let out = match git(args) {
+        Ok(out) => out,
+        Err(e) => bail!("cannot run git: {e}"),
+    };
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        bail!("`git {}` failed: {}", args.join(" "), stderr.trim());
+    }
+    Ok(())
+}
+
+pub fn add_remote(name: &str, url: &str) -> Result<()> {
+    run(&["remote", "add", "--", name, url])
+}
+
+pub fn set_remote_url(name: &str, url: &str) -> Result<()> {
+    run(&["remote", "set-url", "--", name, url])
+}
+
+pub fn remove_remote(name: &str) -> Result<()> {
+    run(&["remote", "remove", "--", name])
+}
+
+/// The app a remote URL points at: its last path segment without `.git`
+/// (`http://git.example/my-app.git` → `my-app`; scp-like `git@host:my-app.git` too).
+pub fn app_from_remote_url(url: &str) -> Option<String> {
+    let trimmed = url.trim().trim_end_matches('/');
+    let last = trimmed.rsplit(['/', ':']).next()?;
+    let name = last.strip_suffix(".git").unwrap_or(last);
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_names_from_remote_urls() {
+        for (url, app) in [
+            ("http://127.0.0.1:8080/git/my-app.git", "my-app"),
+            ("https://git.example.com/my-app.git/", "my-app"),
+            ("https://git.example.com/my-app", "my-app"),
+            ("ssh://git@example.com:2222/app2.git", "app2"),
+            ("git@example.com:scp-app.git", "scp-app"),
+        ] {
+            assert_eq!(app_from_remote_url(url).as_deref(), Some(app), "{url}");
+        }
+        assert_eq!(app_from_remote_url("https://example.com/.git"), None);
+        assert_eq!(app_from_remote_url(""), None);
+    }
+}
