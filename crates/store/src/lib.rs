@@ -1,1 +1,146 @@
-//! placeholder
+//! Controller state behind the [`Store`] trait.
+//!
+//! One SQL implementation, [`SqlStore`], serves both backends: SQLite (embedded mode, a file in the
+//! data directory) and PostgreSQL (cluster mode). The statements are the same on both (`$1`
+//! placeholders, `RETURNING`, TEXT for JSON and timestamps, BIGINT 0/1 for booleans); what differs
+//! — the event id column, triggers, connection set-up, write serialisation — is confined to
+//! [`Dialect`] and the migrations. The conformance suite in `tests/it` runs against both.
+//!
+//! Rules the store enforces on every backend, so no caller can break them:
+//! - a release (and an artifact) is never modified — there is no update, and a trigger refuses one;
+//! - the current release of an app cannot be deleted;
+//! - an app has at most one unfinished deployment (a partial unique index);
+//! - HTTP routes are unique by (domain, path), TCP routes by port;
+//! - every write of a model object appends an [`Event`] in the same transaction, and events
+//!   become visible in id order (so a stream that resumes after id N misses nothing).
+
+mod migrations;
+mod sql;
+
+use async_trait::async_trait;
+use slipway_types::{
+    App, AppDeletion, AppUpdate, Artifact, Deployment, DeploymentStatus, Event, EventFilter,
+    Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewRelease, NewRoute, Release, Route,
+    RouteType, RouteUpdate, ValidationError,
+};
+
+pub use sql::{Dialect, SqlStore};
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The database could not be reached or timed out; worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::RowNotFound => StoreError::NotFound("not found".into()),
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+/// Controller state. Methods that take an app take its id: resolve names with [`Store::get_app`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Watch the id of the newest event this process wrote; streams wake on it. (Other processes'
+    /// writes are found by polling: a cluster has several controllers.)
+    fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64>;
+
+    /// Creates an app named `name` (already validated and resolved; `new.name` is ignored), and, when
+    /// `default_domain` is given, its default HTTP route `<name>.<domain>` → `<name>-web`.
+    async fn create_app(
+        &self,
+        name: &str,
+        new: &NewApp,
+        default_domain: Option<&str>,
+    ) -> Result<App>;
+    /// By id or by name.
+    async fn get_app(&self, id_or_name: &str) -> Result<App>;
+    async fn list_apps(&self) -> Result<Vec<App>>;
+    async fn update_app(&self, app_id: Id, update: &AppUpdate) -> Result<App>;
+    /// Deletes the app with its routes, formations, jobs, deployments, releases, and the
+    /// artifacts no other app's release uses.
+    async fn delete_app(&self, app_id: Id) -> Result<AppDeletion>;
+    /// Makes `release_id` (one of the app's releases) the current release.
+    async fn set_app_release(&self, app_id: Id, release_id: Id) -> Result<App>;
+
+    async fn create_artifact(&self, new: &NewArtifact) -> Result<Artifact>;
+    async fn get_artifact(&self, id: Id) -> Result<Artifact>;
+
+    async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release>;
+    async fn get_release(&self, id: Id) -> Result<Release>;
+    /// Newest first.
+    async fn list_releases(&self, app_id: Id) -> Result<Vec<Release>>;
+    async fn delete_release(&self, app_id: Id, release_id: Id) -> Result<()>;
+
+    async fn put_formation(
+        &self,
+        app_id: Id,
+        release_id: Id,
+        update: &FormationUpdate,
+    ) -> Result<Formation>;
+    async fn get_formation(&self, app_id: Id, release_id: Id) -> Result<Formation>;
+    async fn list_formations(&self, app_id: Id) -> Result<Vec<Formation>>;
+
+    /// Inserts or updates a job (the scheduler reports state this way).
+    async fn put_job(&self, job: &Job) -> Result<Job>;
+    async fn get_job(&self, app_id: Id, job_id: &str) -> Result<Job>;
+    async fn list_jobs(&self, app_id: Id) -> Result<Vec<Job>>;
+
+    /// A pending deployment of `release_id` from the app's current release, with the current
+    /// formation's process counts. Conflict while another one is unfinished.
+    async fn create_deployment(&self, app_id: Id, release_id: Id) -> Result<Deployment>;
+    async fn get_deployment(&self, id: Id) -> Result<Deployment>;
+    /// Newest first.
+    async fn list_deployments(&self, app_id: Id) -> Result<Vec<Deployment>>;
+    /// Moves a deployment on; `complete` also makes its release the app's current one.
+    async fn update_deployment(
+        &self,
+        id: Id,
+        status: DeploymentStatus,
+        error: Option<&str>,
+    ) -> Result<Deployment>;
+
+    /// `route` must be normalised ([`NewRoute::normalize`]) with its service resolved.
+    async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route>;
+    async fn get_route(&self, app_id: Id, kind: RouteType, id: Id) -> Result<Route>;
+    /// All apps' routes when `app_id` is None.
+    async fn list_routes(&self, app_id: Option<Id>) -> Result<Vec<Route>>;
+    async fn update_route(
+        &self,
+        app_id: Id,
+        kind: RouteType,
+        id: Id,
+        update: &RouteUpdate,
+    ) -> Result<Route>;
+    async fn delete_route(&self, app_id: Id, kind: RouteType, id: Id) -> Result<()>;
+
+    /// Oldest first.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
+    async fn get_event(&self, id: i64) -> Result<Event>;
+}
+
+/// Opens the store at `url`: `sqlite://PATH` (created if missing) or `postgres://…`, and brings
+/// its schema up to date.
+pub async fn open(url: &str) -> Result<SqlStore> {
+    SqlStore::open(url).await
+}

@@ -15,7 +15,9 @@ mod route;
 mod time_format;
 pub mod units;
 
-pub use app::{App, AppDeletion, AppUpdate, DeployStrategy, NewApp, validate_app_name};
+pub use app::{
+    App, AppDeletion, AppUpdate, DEFAULT_DEPLOY_TIMEOUT, DeployStrategy, NewApp, validate_app_name,
+};
 pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};

@@ -1,0 +1,191 @@
+//! Versioned schema migrations, applied in order at open, each in its own transaction.
+//!
+//! The SQL is shared; `{EVENT_ID}` and the trigger block differ per dialect. Never edit a
+//! migration that has shipped: add a new one.
+
+use crate::sql::Dialect;
+use sqlx::{Any, AssertSqlSafe, Transaction};
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    sql: &'static str,
+    sqlite_extra: &'static str,
+    postgres_extra: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "initial schema",
+    sql: r#"
+CREATE TABLE apps (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    meta TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    deploy_timeout BIGINT NOT NULL,
+    deploy_batch_size BIGINT,
+    release_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE artifacts (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    uri TEXT NOT NULL,
+    manifest TEXT,
+    meta TEXT NOT NULL,
+    size BIGINT,
+    digest TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE releases (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    env TEXT NOT NULL,
+    meta TEXT NOT NULL,
+    processes TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX releases_app ON releases(app_id, created_at);
+CREATE TABLE release_artifacts (
+    release_id TEXT NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    artifact_id TEXT NOT NULL REFERENCES artifacts(id),
+    position BIGINT NOT NULL,
+    PRIMARY KEY (release_id, position)
+);
+CREATE INDEX release_artifacts_artifact ON release_artifacts(artifact_id);
+CREATE TABLE formations (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    release_id TEXT NOT NULL REFERENCES releases(id) ON DELETE CASCADE,
+    processes TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (app_id, release_id)
+);
+CREATE TABLE jobs (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    release_id TEXT NOT NULL,
+    process_type TEXT,
+    host_id TEXT,
+    state TEXT NOT NULL,
+    args TEXT NOT NULL,
+    exit_status BIGINT,
+    host_error TEXT,
+    restarts BIGINT NOT NULL,
+    meta TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX jobs_app ON jobs(app_id, created_at);
+CREATE TABLE deployments (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    old_release_id TEXT,
+    new_release_id TEXT NOT NULL,
+    strategy TEXT NOT NULL,
+    status TEXT NOT NULL,
+    processes TEXT NOT NULL,
+    deploy_timeout BIGINT NOT NULL,
+    deploy_batch_size BIGINT,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    finished_at TEXT
+);
+CREATE UNIQUE INDEX deployments_one_unfinished ON deployments(app_id) WHERE finished_at IS NULL;
+CREATE TABLE http_routes (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    service TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    path TEXT NOT NULL,
+    sticky BIGINT NOT NULL,
+    leader BIGINT NOT NULL,
+    tls_cert TEXT,
+    tls_key TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX http_routes_unique ON http_routes(domain, path);
+CREATE TABLE tcp_routes (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    service TEXT NOT NULL,
+    port BIGINT NOT NULL,
+    leader BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX tcp_routes_unique ON tcp_routes(port);
+CREATE TABLE events (
+    id {EVENT_ID},
+    app_id TEXT,
+    object_type TEXT NOT NULL,
+    object_id TEXT NOT NULL,
+    op TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX events_app ON events(app_id, id);
+"#,
+    sqlite_extra: r#"
+CREATE TRIGGER releases_immutable BEFORE UPDATE ON releases
+BEGIN SELECT RAISE(ABORT, 'releases are immutable'); END;
+CREATE TRIGGER artifacts_immutable BEFORE UPDATE ON artifacts
+BEGIN SELECT RAISE(ABORT, 'artifacts are immutable'); END;
+"#,
+    postgres_extra: r#"
+CREATE FUNCTION refuse_update() RETURNS trigger AS $$
+BEGIN RAISE EXCEPTION '% are immutable', TG_TABLE_NAME; END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER releases_immutable BEFORE UPDATE ON releases
+    FOR EACH ROW EXECUTE FUNCTION refuse_update();
+CREATE TRIGGER artifacts_immutable BEFORE UPDATE ON artifacts
+    FOR EACH ROW EXECUTE FUNCTION refuse_update();
+"#,
+}];
+
+/// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL
+/// (an advisory lock serialises them).
+pub(crate) async fn run(
+    tx: &mut Transaction<'static, Any>,
+    dialect: Dialect,
+) -> Result<(), sqlx::Error> {
+    if dialect == Dialect::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(707001)")
+            .execute(&mut **tx)
+            .await?;
+    }
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    )
+    .execute(&mut **tx)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut **tx)
+        .await?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        let (event_id, extra) = match dialect {
+            Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", m.sqlite_extra),
+            Dialect::Postgres => ("BIGSERIAL PRIMARY KEY", m.postgres_extra),
+        };
+        let sql = format!("{}\n{}", m.sql.replace("{EVENT_ID}", event_id), extra);
+        sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut **tx).await?;
+        sqlx::query(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
+        )
+        .bind(m.version)
+        .bind(m.name)
+        .bind(slipway_types::Timestamp::now().to_string())
+        .execute(&mut **tx)
+        .await?;
+        tracing::info!(version = m.version, name = m.name, "applied migration");
+    }
+    Ok(())
+}
+
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}

@@ -1,0 +1,243 @@
+//! [`SqlStore`]: the [`Store`](crate::Store) on SQLite or PostgreSQL through sqlx's `Any` driver.
+
+mod apps;
+mod events;
+mod jobs;
+mod releases;
+mod routes;
+mod rows;
+mod store_impl;
+
+use crate::{Result, StoreError};
+use serde::Serialize;
+use slipway_types::{EventOp, Id, ObjectType, Timestamp};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{Any, AnyPool, Executor, Transaction};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard, watch};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+pub struct SqlStore {
+    pool: AnyPool,
+    dialect: Dialect,
+    /// SQLite allows one writer; a deferred transaction that upgrades to a write while another
+    /// commits fails at once with SQLITE_BUSY. Serialising writes here avoids that entirely.
+    write_lock: Option<Arc<Mutex<()>>>,
+    last_event: watch::Sender<i64>,
+}
+
+/// A write transaction. Commit it with [`SqlStore::commit`] so event watchers are woken.
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _guard: Option<OwnedMutexGuard<()>>,
+    last_event: i64,
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = Transaction<'static, Any>;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl SqlStore {
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError::Unavailable(format!(
+                "unsupported database URL {url:?}: use sqlite://PATH or postgres://…"
+            )));
+        };
+        let mut options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(10));
+        if dialect == Dialect::Sqlite {
+            options = options.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute("PRAGMA synchronous = NORMAL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    Ok(())
+                })
+            });
+        } else {
+            options = options.max_connections(10);
+        }
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+            }
+            _ => url.to_string(),
+        };
+        let pool = options.connect(&url).await.map_err(|e| {
+            StoreError::Unavailable(format!("cannot open the database at {}: {e}", redact(&url)))
+        })?;
+        let store = SqlStore {
+            pool,
+            dialect,
+            write_lock: (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            last_event: watch::Sender::new(0),
+        };
+        let mut tx = store.begin().await?;
+        crate::migrations::run(&mut tx, dialect).await?;
+        store.commit(tx).await?;
+        let newest: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events")
+            .fetch_one(&store.pool)
+            .await?;
+        store.last_event.send_replace(newest.unwrap_or(0));
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    pub fn schema_version(&self) -> i64 {
+        crate::migrations::latest_version()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub(crate) async fn begin(&self) -> Result<WriteTx> {
+        let guard = match &self.write_lock {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx {
+            tx,
+            _guard: guard,
+            last_event: 0,
+        })
+    }
+
+    pub(crate) async fn commit(&self, tx: WriteTx) -> Result<()> {
+        let WriteTx {
+            tx,
+            _guard,
+            last_event,
+        } = tx;
+        tx.commit().await?;
+        if last_event > 0 {
+            self.last_event.send_if_modified(|cur| {
+                let newer = last_event > *cur;
+                if newer {
+                    *cur = last_event;
+                }
+                newer
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn subscribe(&self) -> watch::Receiver<i64> {
+        self.last_event.subscribe()
+    }
+
+    /// Appends an event to the write transaction.
+    pub(crate) async fn append_event(
+        &self,
+        tx: &mut WriteTx,
+        app_id: Option<Id>,
+        object_type: ObjectType,
+        object_id: &str,
+        op: EventOp,
+        data: &impl Serialize,
+    ) -> Result<()> {
+        if self.dialect == Dialect::Postgres {
+            // Sequence values are handed out at insert but become visible at commit, so two
+            // concurrent writers could commit ids out of order and a stream resuming after the
+            // larger one would miss the smaller. Serialising event appends until commit keeps
+            // visibility in id order.
+            sqlx::query("SELECT pg_advisory_xact_lock(707002)")
+                .execute(&mut ***tx)
+                .await?;
+        }
+        let data = serde_json::to_string(data).map_err(|e| StoreError::Database(e.to_string()))?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO events (app_id, object_type, object_id, op, data, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(app_id.map(|a| a.to_string()))
+        .bind(object_type.as_str())
+        .bind(object_id.to_string())
+        .bind(op.as_str())
+        .bind(data)
+        .bind(Timestamp::now().to_string())
+        .fetch_one(&mut ***tx)
+        .await?;
+        tx.last_event = tx.last_event.max(id);
+        Ok(())
+    }
+}
+
+/// Turns a unique-constraint violation into a conflict with `message`.
+pub(crate) fn unique_violation(
+    message: impl Into<String>,
+) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |e| match &e {
+        sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation => {
+            StoreError::Conflict(message.into())
+        }
+        _ => e.into(),
+    }
+}
+
+pub(crate) fn not_found(what: &str, id: impl std::fmt::Display) -> StoreError {
+    StoreError::NotFound(format!("{what} {id} not found"))
+}
+
+fn redact(url: &str) -> String {
+    // postgres://user:password@host → postgres://user:***@host
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub(crate) fn now() -> String {
+    Timestamp::now().to_string()
+}
+
+/// Fetches one row or maps "no rows" to a not-found error.
+pub(crate) fn one<T>(row: Option<T>, what: &str, id: impl std::fmt::Display) -> Result<T> {
+    row.ok_or_else(|| not_found(what, id))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            super::redact("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(super::redact("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

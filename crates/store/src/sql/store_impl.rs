@@ -1,0 +1,131 @@
+//! [`Store`] for [`SqlStore`]: each method is the inherent one of the same name.
+
+use super::SqlStore;
+use crate::{Result, Store};
+use async_trait::async_trait;
+use slipway_types::{
+    App, AppDeletion, AppUpdate, Artifact, Deployment, DeploymentStatus, Event, EventFilter,
+    Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewRelease, NewRoute, Release, Route,
+    RouteType, RouteUpdate,
+};
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> &'static str {
+        match self.dialect() {
+            super::Dialect::Sqlite => "sqlite",
+            super::Dialect::Postgres => "postgres",
+        }
+    }
+    fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64> {
+        self.subscribe()
+    }
+    async fn create_app(
+        &self,
+        name: &str,
+        new: &NewApp,
+        default_domain: Option<&str>,
+    ) -> Result<App> {
+        SqlStore::create_app(self, name, new, default_domain).await
+    }
+    async fn get_app(&self, id_or_name: &str) -> Result<App> {
+        SqlStore::get_app(self, id_or_name).await
+    }
+    async fn list_apps(&self) -> Result<Vec<App>> {
+        SqlStore::list_apps(self).await
+    }
+    async fn update_app(&self, app_id: Id, update: &AppUpdate) -> Result<App> {
+        SqlStore::update_app(self, app_id, update).await
+    }
+    async fn delete_app(&self, app_id: Id) -> Result<AppDeletion> {
+        SqlStore::delete_app(self, app_id).await
+    }
+    async fn set_app_release(&self, app_id: Id, release_id: Id) -> Result<App> {
+        SqlStore::set_app_release(self, app_id, release_id).await
+    }
+    async fn create_artifact(&self, new: &NewArtifact) -> Result<Artifact> {
+        SqlStore::create_artifact(self, new).await
+    }
+    async fn get_artifact(&self, id: Id) -> Result<Artifact> {
+        SqlStore::get_artifact(self, id).await
+    }
+    async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release> {
+        SqlStore::create_release(self, app_id, new).await
+    }
+    async fn get_release(&self, id: Id) -> Result<Release> {
+        SqlStore::get_release(self, id).await
+    }
+    async fn list_releases(&self, app_id: Id) -> Result<Vec<Release>> {
+        SqlStore::list_releases(self, app_id).await
+    }
+    async fn delete_release(&self, app_id: Id, release_id: Id) -> Result<()> {
+        SqlStore::delete_release(self, app_id, release_id).await
+    }
+    async fn put_formation(
+        &self,
+        app_id: Id,
+        release_id: Id,
+        update: &FormationUpdate,
+    ) -> Result<Formation> {
+        SqlStore::put_formation(self, app_id, release_id, update).await
+    }
+    async fn get_formation(&self, app_id: Id, release_id: Id) -> Result<Formation> {
+        SqlStore::get_formation(self, app_id, release_id).await
+    }
+    async fn list_formations(&self, app_id: Id) -> Result<Vec<Formation>> {
+        SqlStore::list_formations(self, app_id).await
+    }
+    async fn put_job(&self, job: &Job) -> Result<Job> {
+        SqlStore::put_job(self, job).await
+    }
+    async fn get_job(&self, app_id: Id, job_id: &str) -> Result<Job> {
+        SqlStore::get_job(self, app_id, job_id).await
+    }
+    async fn list_jobs(&self, app_id: Id) -> Result<Vec<Job>> {
+        SqlStore::list_jobs(self, app_id).await
+    }
+    async fn create_deployment(&self, app_id: Id, release_id: Id) -> Result<Deployment> {
+        SqlStore::create_deployment(self, app_id, release_id).await
+    }
+    async fn get_deployment(&self, id: Id) -> Result<Deployment> {
+        SqlStore::get_deployment(self, id).await
+    }
+    async fn list_deployments(&self, app_id: Id) -> Result<Vec<Deployment>> {
+        SqlStore::list_deployments(self, app_id).await
+    }
+    async fn update_deployment(
+        &self,
+        id: Id,
+        status: DeploymentStatus,
+        error: Option<&str>,
+    ) -> Result<Deployment> {
+        SqlStore::update_deployment(self, id, status, error).await
+    }
+    async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route> {
+        SqlStore::create_route(self, app_id, route).await
+    }
+    async fn get_route(&self, app_id: Id, kind: RouteType, id: Id) -> Result<Route> {
+        SqlStore::get_route(self, app_id, kind, id).await
+    }
+    async fn list_routes(&self, app_id: Option<Id>) -> Result<Vec<Route>> {
+        SqlStore::list_routes(self, app_id).await
+    }
+    async fn update_route(
+        &self,
+        app_id: Id,
+        kind: RouteType,
+        id: Id,
+        update: &RouteUpdate,
+    ) -> Result<Route> {
+        SqlStore::update_route(self, app_id, kind, id, update).await
+    }
+    async fn delete_route(&self, app_id: Id, kind: RouteType, id: Id) -> Result<()> {
+        SqlStore::delete_route(self, app_id, kind, id).await
+    }
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>> {
+        SqlStore::list_events(self, filter).await
+    }
+    async fn get_event(&self, id: i64) -> Result<Event> {
+        SqlStore::get_event(self, id).await
+    }
+}

@@ -1,0 +1,869 @@
+//! The cases. Each takes a fresh, empty store.
+
+use crate::Backend;
+use slipway_store::{Store, StoreError};
+use slipway_types::*;
+use std::collections::BTreeMap;
+
+fn web_release() -> NewRelease {
+    let mut r = NewRelease::default();
+    r.env.insert("GREETING".into(), "hello".into());
+    r.processes.insert(
+        "web".into(),
+        ProcessType {
+            args: vec!["httpd".into()],
+            ..Default::default()
+        },
+    );
+    r.processes.insert("worker".into(), ProcessType::default());
+    r
+}
+
+async fn app(s: &dyn Store, name: &str) -> App {
+    s.create_app(name, &NewApp::default(), Some("test.local"))
+        .await
+        .unwrap()
+}
+
+async fn event_count(s: &dyn Store) -> usize {
+    s.list_events(&EventFilter {
+        limit: Some(1000),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .len()
+}
+
+fn assert_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>, contains: &str) {
+    match r {
+        Err(StoreError::Conflict(m)) => assert!(
+            m.contains(contains),
+            "conflict message {m:?} lacks {contains:?}"
+        ),
+        other => panic!("expected a conflict containing {contains:?}, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    assert!(
+        matches!(r, Err(StoreError::NotFound(_))),
+        "expected not found, got {r:?}"
+    );
+}
+
+fn assert_invalid<T: std::fmt::Debug>(r: Result<T, StoreError>, field: &str) {
+    match r {
+        Err(StoreError::Invalid(e)) => assert_eq!(e.field, field, "{e}"),
+        other => panic!("expected a validation error on {field}, got {other:?}"),
+    }
+}
+
+pub async fn apps_crud(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let mut meta = StringMap::new();
+    meta.insert("owner".into(), "ops".into());
+    let new = NewApp {
+        meta: meta.clone(),
+        strategy: Some(DeployStrategy::OneByOne),
+        ..Default::default()
+    };
+    let a = s
+        .create_app("shop", &new, Some("test.local"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (a.name.as_str(), a.strategy, a.deploy_timeout, a.release),
+        ("shop", DeployStrategy::OneByOne, 120, None)
+    );
+    assert_eq!(s.get_app("shop").await.unwrap(), a);
+    assert_eq!(s.get_app(&a.id.to_string()).await.unwrap(), a);
+    assert_not_found(s.get_app("nope").await);
+    assert_not_found(s.get_app(&Id::new_v4().to_string()).await);
+    assert_conflict(
+        s.create_app("shop", &NewApp::default(), None).await,
+        "already exists",
+    );
+    let b2 = app(s, "blog").await;
+    let names: Vec<String> = s
+        .list_apps()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    assert_eq!(names, ["shop", "blog"]);
+
+    let routes = s.list_routes(Some(a.id)).await.unwrap();
+    assert_eq!(routes.len(), 1, "default route");
+    let Route::Http(r) = &routes[0] else {
+        panic!("default route is http")
+    };
+    assert_eq!(
+        (r.domain.as_str(), r.path.as_str(), r.service.as_str()),
+        ("shop.test.local", "/", "shop-web")
+    );
+
+    meta.insert("team".into(), "web".into());
+    let upd = AppUpdate {
+        meta: Some(meta.clone()),
+        deploy_timeout: Some(300),
+        ..Default::default()
+    };
+    let a2 = s.update_app(a.id, &upd).await.unwrap();
+    assert_eq!(
+        (a2.meta, a2.deploy_timeout, a2.strategy),
+        (meta, 300, DeployStrategy::OneByOne)
+    );
+    assert!(a2.updated_at >= a.updated_at);
+    assert_eq!(s.get_app("shop").await.unwrap().deploy_timeout, 300);
+    assert_invalid(
+        s.update_app(
+            a.id,
+            &AppUpdate {
+                deploy_timeout: Some(0),
+                ..Default::default()
+            },
+        )
+        .await,
+        "deploy_timeout",
+    );
+    assert_not_found(s.update_app(Id::new_v4(), &AppUpdate::default()).await);
+    assert!(s.get_app("blog").await.unwrap() == b2);
+}
+
+pub async fn app_names_are_validated(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    for bad in ["", "Shop", "a_b", "-a", "a--b", "../x", &"x".repeat(64)] {
+        assert_invalid(s.create_app(bad, &NewApp::default(), None).await, "name");
+    }
+    assert!(s.list_apps().await.unwrap().is_empty());
+    assert_eq!(event_count(s).await, 0);
+}
+
+pub async fn default_route_conflict_leaves_nothing(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "first").await;
+    s.create_route(
+        a.id,
+        &NewRoute::Http {
+            domain: "second.test.local".into(),
+            path: None,
+            service: None,
+            sticky: false,
+            leader: false,
+            certificate: None,
+        },
+    )
+    .await
+    .unwrap();
+    let before = event_count(s).await;
+    assert_conflict(
+        s.create_app("second", &NewApp::default(), Some("test.local"))
+            .await,
+        "default route",
+    );
+    assert_not_found(s.get_app("second").await);
+    assert_eq!(
+        event_count(s).await,
+        before,
+        "the failed create wrote no event"
+    );
+}
+
+pub async fn releases_are_immutable(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "imm").await;
+    let r = s.create_release(a.id, &web_release()).await.unwrap();
+    assert_eq!(s.get_release(r.id).await.unwrap(), r);
+    // No API modifies a release; a trigger refuses it even from a raw connection.
+    sqlx::any::install_default_drivers();
+    let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&b.url)
+        .await
+        .unwrap();
+    let res = sqlx::Executor::execute(
+        &mut conn,
+        sqlx::AssertSqlSafe(format!(
+            "UPDATE releases SET env = '{{}}' WHERE id = '{}'",
+            r.id
+        )),
+    )
+    .await;
+    let err = res.expect_err("the update is refused").to_string();
+    assert!(err.contains("immutable"), "{err}");
+    assert_eq!(s.get_release(r.id).await.unwrap().env, r.env);
+}
+
+pub async fn current_release_cannot_be_deleted(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "cur").await;
+    let r1 = s.create_release(a.id, &web_release()).await.unwrap();
+    let r2 = s
+        .create_release(a.id, &NewRelease::default())
+        .await
+        .unwrap();
+    let listed: Vec<Id> = s
+        .list_releases(a.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(listed, [r2.id, r1.id], "newest first");
+    let app2 = s.set_app_release(a.id, r1.id).await.unwrap();
+    assert_eq!(app2.release, Some(r1.id));
+    assert_conflict(s.delete_release(a.id, r1.id).await, "current release");
+    s.delete_release(a.id, r2.id).await.unwrap();
+    assert_not_found(s.get_release(r2.id).await);
+    assert_not_found(s.delete_release(a.id, r2.id).await);
+    assert_eq!(s.get_release(r1.id).await.unwrap(), r1);
+    // A release belongs to its app only.
+    let other = app(s, "other").await;
+    assert_not_found(s.set_app_release(other.id, r1.id).await);
+    assert_not_found(s.set_app_release(a.id, Id::new_v4()).await);
+}
+
+pub async fn release_needs_existing_artifacts(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "arts").await;
+    let mut r = web_release();
+    r.artifacts = vec![Id::new_v4()];
+    assert_invalid(s.create_release(a.id, &r).await, "artifacts");
+    let slug = NewArtifact {
+        kind: ArtifactType::Slug,
+        uri: "blob://slugs/abc.tgz".into(),
+        manifest: Some(serde_json::json!({"layers": 1})),
+        meta: StringMap::new(),
+        size: Some(4096),
+        digest: Some(format!("sha256:{}", "a".repeat(64))),
+    };
+    let art = s.create_artifact(&slug).await.unwrap();
+    assert_eq!(s.get_artifact(art.id).await.unwrap(), art);
+    let stack = s
+        .create_artifact(&NewArtifact {
+            uri: "stack://busybox".into(),
+            digest: None,
+            ..slug.clone()
+        })
+        .await
+        .unwrap();
+    r.artifacts = vec![stack.id, art.id];
+    let rel = s.create_release(a.id, &r).await.unwrap();
+    assert_eq!(
+        s.get_release(rel.id).await.unwrap().artifacts,
+        [stack.id, art.id],
+        "order kept"
+    );
+    assert_invalid(
+        s.create_artifact(&NewArtifact {
+            digest: Some("md5:x".into()),
+            ..slug
+        })
+        .await,
+        "digest",
+    );
+    assert_not_found(s.create_release(Id::new_v4(), &NewRelease::default()).await);
+}
+
+pub async fn formations(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "form").await;
+    let r = s.create_release(a.id, &web_release()).await.unwrap();
+    let mut f = FormationUpdate::default();
+    f.processes.insert("web".into(), 2);
+    let got = s.put_formation(a.id, r.id, &f).await.unwrap();
+    assert_eq!(got.processes["web"], 2);
+    f.processes.insert("worker".into(), 1);
+    f.tags.insert(
+        "web".into(),
+        BTreeMap::from([("disk".to_string(), "ssd".to_string())]),
+    );
+    let got2 = s.put_formation(a.id, r.id, &f).await.unwrap();
+    assert_eq!(got2.created_at, got.created_at);
+    assert_eq!(s.get_formation(a.id, r.id).await.unwrap(), got2);
+    assert_eq!(s.list_formations(a.id).await.unwrap(), [got2]);
+    f.processes.insert("foo".into(), 1);
+    match s.put_formation(a.id, r.id, &f).await {
+        Err(StoreError::Invalid(e)) => assert_eq!(e.message, "unknown process types: \"foo\""),
+        other => panic!("{other:?}"),
+    }
+    assert_not_found(s.get_formation(a.id, Id::new_v4()).await);
+}
+
+pub async fn one_unfinished_deployment_per_app(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "dep").await;
+    let r1 = s.create_release(a.id, &web_release()).await.unwrap();
+    let r2 = s.create_release(a.id, &web_release()).await.unwrap();
+    let r3 = s.create_release(a.id, &web_release()).await.unwrap();
+    s.set_app_release(a.id, r1.id).await.unwrap();
+    let mut f = FormationUpdate::default();
+    f.processes.insert("web".into(), 3);
+    s.put_formation(a.id, r1.id, &f).await.unwrap();
+
+    let d = s.create_deployment(a.id, r2.id).await.unwrap();
+    assert_eq!(
+        (d.status, d.old_release_id, d.new_release_id),
+        (DeploymentStatus::Pending, Some(r1.id), r2.id)
+    );
+    assert_eq!(d.processes.get("web"), Some(&3), "takes the current counts");
+    assert_conflict(
+        s.create_deployment(a.id, r3.id).await,
+        "already one in progress",
+    );
+    // Other apps are not blocked.
+    let other = app(s, "dep2").await;
+    let o1 = s.create_release(other.id, &web_release()).await.unwrap();
+    s.create_deployment(other.id, o1.id).await.unwrap();
+
+    let running = s
+        .update_deployment(d.id, DeploymentStatus::Running, None)
+        .await
+        .unwrap();
+    assert!(running.finished_at.is_none());
+    let done = s
+        .update_deployment(d.id, DeploymentStatus::Complete, None)
+        .await
+        .unwrap();
+    assert!(done.finished_at.is_some());
+    assert_eq!(
+        s.get_app("dep").await.unwrap().release,
+        Some(r2.id),
+        "complete makes the release current"
+    );
+    assert_conflict(
+        s.update_deployment(d.id, DeploymentStatus::Failed, None)
+            .await,
+        "already",
+    );
+    assert_conflict(
+        s.create_deployment(a.id, r2.id).await,
+        "already the current release",
+    );
+
+    let d2 = s.create_deployment(a.id, r3.id).await.unwrap();
+    let failed = s
+        .update_deployment(
+            d2.id,
+            DeploymentStatus::Failed,
+            Some("web job failed to start"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.error.as_deref(), Some("web job failed to start"));
+    assert_eq!(
+        s.get_app("dep").await.unwrap().release,
+        Some(r2.id),
+        "a failed deployment changes nothing"
+    );
+    let listed: Vec<Id> = s
+        .list_deployments(a.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, [d2.id, d.id]);
+    assert_eq!(s.get_deployment(d2.id).await.unwrap(), failed);
+}
+
+fn http(domain: &str, path: Option<&str>) -> NewRoute {
+    NewRoute::Http {
+        domain: domain.into(),
+        path: path.map(str::to_string),
+        service: None,
+        sticky: false,
+        leader: false,
+        certificate: None,
+    }
+}
+
+pub async fn http_routes_unique_by_domain_and_path(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "web").await;
+    let other = app(s, "web2").await;
+    let r = s
+        .create_route(a.id, &http("Example.COM", None))
+        .await
+        .unwrap();
+    let Route::Http(h) = &r else { panic!() };
+    assert_eq!(
+        (h.domain.as_str(), h.path.as_str(), h.service.as_str()),
+        ("example.com", "/", "web-web")
+    );
+    assert_eq!(r.to_string(), format!("http/{}", h.id));
+    assert_conflict(
+        s.create_route(other.id, &http("example.com", Some("/")))
+            .await,
+        "Duplicate route",
+    );
+    let api = s
+        .create_route(a.id, &http("example.com", Some("api")))
+        .await
+        .unwrap();
+    let Route::Http(api) = api else { panic!() };
+    assert_eq!(api.path, "/api/");
+    assert_conflict(
+        s.create_route(a.id, &http("example.com", Some("/api/")))
+            .await,
+        "Duplicate route",
+    );
+    assert_invalid(
+        s.create_route(a.id, &http("exa mple.com", None)).await,
+        "domain",
+    );
+    assert_not_found(s.create_route(Id::new_v4(), &http("x.com", None)).await);
+}
+
+pub async fn tcp_routes_unique_by_port(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "db").await;
+    let tcp = |port| NewRoute::Tcp {
+        port,
+        service: Some("db-pg".into()),
+        leader: true,
+    };
+    let Route::Tcp(t1) = s.create_route(a.id, &tcp(0)).await.unwrap() else {
+        panic!()
+    };
+    let Route::Tcp(t2) = s.create_route(a.id, &tcp(0)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!((t1.port, t2.port), (3000, 3001));
+    assert!(t1.leader);
+    assert_conflict(s.create_route(a.id, &tcp(3001)).await, "Duplicate route");
+    let Route::Tcp(t3) = s.create_route(a.id, &tcp(6000)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(t3.port, 6000);
+    s.delete_route(a.id, RouteType::Tcp, t1.id).await.unwrap();
+    let Route::Tcp(t4) = s.create_route(a.id, &tcp(0)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(t4.port, 3000, "freed ports are reused");
+}
+
+pub async fn route_update_and_delete(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "upd").await;
+    let r = s
+        .create_route(a.id, &http("upd.example.com", None))
+        .await
+        .unwrap();
+    let cert = Certificate {
+        cert: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+        key: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".into(),
+    };
+    let upd = RouteUpdate {
+        service: Some("upd-api".into()),
+        sticky: Some(true),
+        certificate: Some(cert.clone()),
+        ..Default::default()
+    };
+    let Route::Http(h) = s
+        .update_route(a.id, RouteType::Http, r.id(), &upd)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (h.service.as_str(), h.sticky, h.certificate.as_ref()),
+        ("upd-api", true, Some(&cert))
+    );
+    assert_eq!(
+        s.get_route(a.id, RouteType::Http, r.id()).await.unwrap(),
+        Route::Http(h)
+    );
+    let bad = RouteUpdate {
+        certificate: Some(Certificate {
+            cert: "nope".into(),
+            key: "nope".into(),
+        }),
+        ..Default::default()
+    };
+    assert_invalid(
+        s.update_route(a.id, RouteType::Http, r.id(), &bad).await,
+        "certificate",
+    );
+    let rm = RouteUpdate {
+        remove_certificate: true,
+        ..Default::default()
+    };
+    let Route::Http(h) = s
+        .update_route(a.id, RouteType::Http, r.id(), &rm)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert!(h.certificate.is_none());
+    assert_not_found(s.get_route(a.id, RouteType::Tcp, r.id()).await);
+    s.delete_route(a.id, RouteType::Http, r.id()).await.unwrap();
+    assert_not_found(s.get_route(a.id, RouteType::Http, r.id()).await);
+    assert_not_found(s.delete_route(a.id, RouteType::Http, r.id()).await);
+}
+
+pub async fn delete_app_cascades(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "doomed").await;
+    let keep = app(s, "keeper").await;
+    let mk = |uri: &str| NewArtifact {
+        kind: ArtifactType::Slug,
+        uri: uri.into(),
+        manifest: None,
+        meta: StringMap::new(),
+        size: None,
+        digest: None,
+    };
+    let own = s.create_artifact(&mk("blob://own")).await.unwrap();
+    let shared = s.create_artifact(&mk("blob://shared")).await.unwrap();
+    let mut rel = web_release();
+    rel.artifacts = vec![shared.id, own.id];
+    let r1 = s.create_release(a.id, &rel).await.unwrap();
+    s.create_release(a.id, &NewRelease::default())
+        .await
+        .unwrap();
+    let mut kept = web_release();
+    kept.artifacts = vec![shared.id];
+    s.create_release(keep.id, &kept).await.unwrap();
+    s.set_app_release(a.id, r1.id).await.unwrap();
+    let mut f = FormationUpdate::default();
+    f.processes.insert("web".into(), 1);
+    s.put_formation(a.id, r1.id, &f).await.unwrap();
+    s.create_route(
+        a.id,
+        &NewRoute::Tcp {
+            port: 0,
+            service: None,
+            leader: false,
+        },
+    )
+    .await
+    .unwrap();
+    s.create_deployment(
+        a.id,
+        s.create_release(a.id, &web_release()).await.unwrap().id,
+    )
+    .await
+    .unwrap();
+
+    let gone = s.delete_app(a.id).await.unwrap();
+    assert_eq!(
+        gone,
+        AppDeletion {
+            app: "doomed".into(),
+            routes: 2,
+            releases: 3,
+            artifacts: 1
+        }
+    );
+    assert_not_found(s.get_app("doomed").await);
+    assert_not_found(s.get_release(r1.id).await);
+    assert_not_found(s.get_artifact(own.id).await);
+    assert_eq!(
+        s.get_artifact(shared.id).await.unwrap(),
+        shared,
+        "still used by keeper"
+    );
+    assert!(
+        s.list_routes(None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|r| r.app_id() == keep.id)
+    );
+    assert!(s.list_formations(a.id).await.unwrap().is_empty());
+    assert!(s.list_deployments(a.id).await.unwrap().is_empty());
+    assert_not_found(s.delete_app(a.id).await);
+    // The name is free again.
+    app(s, "doomed").await;
+}
+
+pub async fn every_write_appends_one_event(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let mut seen = 0;
+    let mut check = async |what: &str, expected: &[(ObjectType, EventOp)]| {
+        let events = s
+            .list_events(&EventFilter {
+                since_id: Some(seen),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let got: Vec<(ObjectType, EventOp)> =
+            events.iter().map(|e| (e.object_type, e.op)).collect();
+        assert_eq!(got, expected, "events of {what}");
+        if let Some(last) = events.last() {
+            seen = last.id;
+        }
+    };
+    let a = app(s, "ev").await;
+    check(
+        "create app",
+        &[
+            (ObjectType::App, EventOp::Create),
+            (ObjectType::Route, EventOp::Create),
+        ],
+    )
+    .await;
+    s.update_app(a.id, &AppUpdate::default()).await.unwrap();
+    check("update app", &[(ObjectType::App, EventOp::Update)]).await;
+    let r = s.create_release(a.id, &web_release()).await.unwrap();
+    check("create release", &[(ObjectType::Release, EventOp::Create)]).await;
+    s.set_app_release(a.id, r.id).await.unwrap();
+    check("set release", &[(ObjectType::AppRelease, EventOp::Update)]).await;
+    s.put_formation(a.id, r.id, &FormationUpdate::default())
+        .await
+        .unwrap();
+    check("put formation", &[(ObjectType::Formation, EventOp::Create)]).await;
+    let job = Job {
+        id: "host1-abc".into(),
+        app_id: a.id,
+        release_id: r.id,
+        process_type: Some("web".into()),
+        host_id: Some("host1".into()),
+        state: JobState::Starting,
+        args: vec![],
+        exit_status: None,
+        host_error: None,
+        restarts: 0,
+        meta: StringMap::new(),
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+    };
+    s.put_job(&job).await.unwrap();
+    check("put job", &[(ObjectType::Job, EventOp::Create)]).await;
+    let rt = s.create_route(a.id, &http("ev2.test", None)).await.unwrap();
+    check("create route", &[(ObjectType::Route, EventOp::Create)]).await;
+    s.delete_route(a.id, RouteType::Http, rt.id())
+        .await
+        .unwrap();
+    check("delete route", &[(ObjectType::Route, EventOp::Delete)]).await;
+    let r2 = s.create_release(a.id, &web_release()).await.unwrap();
+    check(
+        "create release 2",
+        &[(ObjectType::Release, EventOp::Create)],
+    )
+    .await;
+    let d = s.create_deployment(a.id, r2.id).await.unwrap();
+    check(
+        "create deployment",
+        &[(ObjectType::Deployment, EventOp::Create)],
+    )
+    .await;
+    s.update_deployment(d.id, DeploymentStatus::Complete, None)
+        .await
+        .unwrap();
+    check(
+        "complete deployment",
+        &[
+            (ObjectType::Deployment, EventOp::Update),
+            (ObjectType::AppRelease, EventOp::Update),
+        ],
+    )
+    .await;
+    s.delete_app(a.id).await.unwrap();
+    check(
+        "delete app",
+        &[
+            (ObjectType::Route, EventOp::Delete),
+            (ObjectType::App, EventOp::Delete),
+        ],
+    )
+    .await;
+    let last = s.get_event(seen).await.unwrap();
+    assert_eq!(
+        last.data["name"], "ev",
+        "the deleted app's data is kept in its event"
+    );
+}
+
+pub async fn failed_writes_append_nothing(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "fw").await;
+    let r = s.create_release(a.id, &web_release()).await.unwrap();
+    s.set_app_release(a.id, r.id).await.unwrap();
+    s.create_route(a.id, &http("fw.example", None))
+        .await
+        .unwrap();
+    let before = event_count(s).await;
+    let _ = s
+        .create_app("fw", &NewApp::default(), None)
+        .await
+        .unwrap_err();
+    let _ = s.delete_release(a.id, r.id).await.unwrap_err();
+    let _ = s
+        .create_route(a.id, &http("fw.example", None))
+        .await
+        .unwrap_err();
+    let mut f = FormationUpdate::default();
+    f.processes.insert("nope".into(), 1);
+    let _ = s.put_formation(a.id, r.id, &f).await.unwrap_err();
+    assert_eq!(event_count(s).await, before);
+    assert_eq!(s.list_routes(Some(a.id)).await.unwrap().len(), 2);
+}
+
+pub async fn event_filters(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a1 = app(s, "fa").await;
+    let a2 = app(s, "fb").await;
+    s.create_release(a1.id, &NewRelease::default())
+        .await
+        .unwrap();
+    s.create_release(a2.id, &NewRelease::default())
+        .await
+        .unwrap();
+    let all = s.list_events(&EventFilter::default()).await.unwrap();
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "ids strictly increase"
+    );
+    let only_a1 = s
+        .list_events(&EventFilter {
+            app_id: Some(a1.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(only_a1.len(), 3);
+    assert!(only_a1.iter().all(|e| e.app_id == Some(a1.id)));
+    let releases = s
+        .list_events(&EventFilter {
+            object_types: vec![ObjectType::Release, ObjectType::Route],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(releases.len(), 4);
+    let since = s
+        .list_events(&EventFilter {
+            since_id: Some(all[3].id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since, all[4..]);
+    let limited = s
+        .list_events(&EventFilter {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(limited, all[..2]);
+    let by_object = s
+        .list_events(&EventFilter {
+            object_id: Some(a2.id.to_string()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(by_object.len(), 1);
+    assert_eq!(s.get_event(all[0].id).await.unwrap(), all[0]);
+    assert_not_found(s.get_event(999_999).await);
+    for e in &all {
+        assert!(
+            EventFilter {
+                app_id: e.app_id,
+                ..Default::default()
+            }
+            .matches(e)
+        );
+    }
+}
+
+pub async fn jobs(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "jobs").await;
+    let r = s.create_release(a.id, &web_release()).await.unwrap();
+    let mut job = Job {
+        id: "h1-0001".into(),
+        app_id: a.id,
+        release_id: r.id,
+        process_type: Some("web".into()),
+        host_id: Some("h1".into()),
+        state: JobState::Starting,
+        args: vec!["httpd".into()],
+        exit_status: None,
+        host_error: None,
+        restarts: 0,
+        meta: StringMap::new(),
+        created_at: Timestamp::now(),
+        updated_at: Timestamp::now(),
+    };
+    let created = s.put_job(&job).await.unwrap();
+    job.state = JobState::Down;
+    job.exit_status = Some(137);
+    job.restarts = 2;
+    let updated = s.put_job(&job).await.unwrap();
+    assert_eq!(updated.created_at, created.created_at);
+    let got = s.get_job(a.id, "h1-0001").await.unwrap();
+    assert_eq!(
+        (got.state, got.exit_status, got.restarts),
+        (JobState::Down, Some(137), 2)
+    );
+    assert_eq!(s.list_jobs(a.id).await.unwrap().len(), 1);
+    assert_not_found(s.get_job(a.id, "h1-9999").await);
+    job.id = "h1-0002".into();
+    job.release_id = Id::new_v4();
+    assert_not_found(s.put_job(&job).await);
+    job.id = "bad id!".into();
+    assert_invalid(s.put_job(&job).await, "id");
+}
+
+pub async fn concurrent_writes(b: &Backend) {
+    let s = &b.store;
+    let mut rx = Store::event_notifier(s.as_ref());
+    let start = *rx.borrow_and_update();
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                s.create_app(&format!("c{i}"), &NewApp::default(), Some("test.local"))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(s.list_apps().await.unwrap().len(), 20);
+    let events = s
+        .list_events(&EventFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 40);
+    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(rx.has_changed().unwrap());
+    assert_eq!(*rx.borrow(), events.last().unwrap().id);
+    assert!(*rx.borrow() > start);
+}
+
+pub async fn survives_reopen(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "persist").await;
+    let r = s.create_release(a.id, &web_release()).await.unwrap();
+    s.set_app_release(a.id, r.id).await.unwrap();
+    let reopened = slipway_store::SqlStore::open(&b.url).await.unwrap();
+    assert_eq!(
+        reopened.get_app("persist").await.unwrap().release,
+        Some(r.id)
+    );
+    let newest = s
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+    assert_eq!(
+        *Store::event_notifier(&reopened).borrow(),
+        newest,
+        "the notifier starts at the newest event"
+    );
+    reopened.close().await;
+}
