@@ -19,13 +19,14 @@ use tokio::sync::watch;
 struct FakeJob {
     job: HostJob,
     exit: watch::Sender<Option<ExitStatus>>,
-    logs: Vec<LogLine>,
 }
 
 #[derive(Default)]
 pub struct FakeRuntime {
     jobs: Mutex<HashMap<String, FakeJob>>,
     next_ip: Mutex<u32>,
+    /// Kept after cleanup, like the real runtime's log files.
+    logs: Mutex<HashMap<String, Vec<LogLine>>>,
     /// Ids of jobs started so far, in order (for assertions).
     pub started: Mutex<Vec<String>>,
 }
@@ -88,10 +89,13 @@ impl Runtime for FakeRuntime {
                 FakeJob {
                     job: job.clone(),
                     exit: tx.clone(),
-                    logs: vec![line(format!("started: {}", args.join(" ")))],
                 },
             );
         }
+        self.logs.lock().expect("logs").insert(
+            job.id.clone(),
+            vec![line(format!("started: {}", args.join(" ")))],
+        );
         self.started.lock().expect("started").push(job.id.clone());
         if args.first().map(String::as_str) == Some("exit") {
             let code = args.get(1).and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -173,11 +177,11 @@ impl Runtime for FakeRuntime {
 
     fn logs(&self, id: &str, _follow: bool) -> BoxStream<'static, LogLine> {
         let lines = self
-            .jobs
+            .logs
             .lock()
-            .expect("jobs")
+            .expect("logs")
             .get(id)
-            .map(|j| j.logs.clone())
+            .cloned()
             .unwrap_or_default();
         Box::pin(futures_util::stream::iter(lines))
     }

@@ -189,7 +189,6 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         },
     );
     // The agent may die at any time from here on: never write to its pipe again.
-    drop(handshake);
     if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
         // SAFETY: dup2 onto stdout with a valid fd.
         unsafe { libc::dup2(null.as_raw_fd(), 1) };

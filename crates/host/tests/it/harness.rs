@@ -45,7 +45,6 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Names unique to one test agent.
 #[derive(Clone, Debug)]
 pub struct Names {
-    pub n: u32,
     pub net: NetworkConfig,
     pub cgroup_parent: String,
 }
@@ -55,7 +54,6 @@ impl Names {
         let c = COUNTER.fetch_add(1, Ordering::SeqCst);
         let n = (std::process::id().wrapping_mul(7) + c * 1013) % 20_000;
         Names {
-            n,
             net: NetworkConfig {
                 bridge: format!("slwt{n}"),
                 subnet: Ipv4Addr::new(100, 101 + (n / 256) as u8, (n % 256) as u8, 0),
@@ -222,15 +220,6 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str, timeout: Duration)
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             other => panic!("GET http://{addr}{path} failed until the timeout: {other:?}"),
         }
-    }
-}
-
-/// Polls `f` until it is true or `timeout` passes.
-pub async fn eventually(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -1,3 +1,6 @@
 //! Integration tests of the host agent. The runc tests need root and say so when skipped.
+mod api;
+mod cleanup;
 mod harness;
+mod restart;
 mod runc;

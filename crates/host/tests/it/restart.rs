@@ -1,0 +1,144 @@
+//! `kill -9` the agent process while 5 jobs run, restart it: the jobs keep running, are adopted
+//! with their logs, and a later exit is reported with its exit code. Drives the real
+//! `slipway-host-agent daemon` over the HTTP host API.
+
+use crate::harness::*;
+use slipway_host::client::HttpHost;
+use slipway_host::{HostApi, JobStatus};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn spawn_daemon(names: &Names, data_dir: &Path) -> (Child, HttpHost) {
+    let mut child = Command::new(agent_exe())
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0", "--bridge", &names.net.bridge])
+        .args([
+            "--subnet",
+            &names.net.cidr(),
+            "--nft-table",
+            &names.net.nft_table,
+        ])
+        .args(["--cgroup-parent", &names.cgroup_parent])
+        .arg("--stacks-dir")
+        .arg(stacks_dir())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting slipway-host-agent daemon");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("daemon did not start: {line:?}"))
+        .to_string();
+    (child, HttpHost::new(&format!("http://{addr}")))
+}
+
+struct Cleanup(Names, std::path::PathBuf, Option<Child>);
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(c) = self.2.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.0.destroy(&self.1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_survive_agent_kill_9_and_are_adopted() {
+    if skip_unless_root("jobs_survive_agent_kill_9_and_are_adopted") {
+        return;
+    }
+    busybox();
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-restart")
+        .tempdir()
+        .unwrap();
+    let names = Names::new();
+    let (child, api) = spawn_daemon(&names, dir.path());
+    let mut guard = Cleanup(names.clone(), dir.path().to_path_buf(), Some(child));
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let mut j = job(
+            &format!("survivor{i}"),
+            &[
+                "sh",
+                "-c",
+                "trap 'echo bye; exit 7' USR1; i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done",
+            ],
+        );
+        j.config.stop_grace_ms = Some(2000);
+        let info = api.add_job(j).await.unwrap();
+        assert_eq!(info.status, JobStatus::Running, "{info:?}");
+        ids.push((info.job.id, info.pid.unwrap()));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // kill -9 the agent.
+    let mut child = guard.2.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(api.status().await.is_err(), "the agent is gone");
+    let before: Vec<usize> = {
+        let mut v = Vec::new();
+        for (id, _) in &ids {
+            v.push(slipway_host::logs::read_all(&dir.path().join("logs").join(id)).len());
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for ((id, pid), n) in ids.iter().zip(&before) {
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "job {id} died with the agent"
+        );
+        let now = slipway_host::logs::read_all(&dir.path().join("logs").join(id)).len();
+        assert!(
+            now > *n,
+            "logs of {id} stopped flowing while the agent was down"
+        );
+    }
+
+    // Restart: all 5 adopted, still running, logs still flowing.
+    let (child, api) = spawn_daemon(&names, dir.path());
+    guard.2 = Some(child);
+    let jobs = api.list_jobs().await.unwrap();
+    assert_eq!(jobs.len(), 5);
+    for j in &jobs {
+        assert_eq!(j.status, JobStatus::Running, "{j:?}");
+    }
+    let (first, _) = &ids[0];
+    let n1 = log_lines(&api, first).await.len();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n2 = log_lines(&api, first).await.len();
+    assert!(n2 > n1, "logs flow after re-adoption ({n1} -> {n2})");
+
+    // A later exit of an adopted job is reported with its exit code.
+    api.signal_job(first, libc::SIGUSR1).await.unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(10), api.wait_job(first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.exit.as_ref().unwrap().code, 7, "{done:?}");
+    assert_eq!(done.status, JobStatus::Crashed);
+    assert!(log_lines(&api, first).await.iter().any(|l| l.msg == "bye"));
+
+    for (id, _) in &ids[1..] {
+        api.stop_job(id).await.unwrap();
+    }
+    for (id, _) in &ids[1..] {
+        let d = api.wait_job(id).await.unwrap();
+        assert_eq!(d.status, JobStatus::Done, "{d:?}");
+        // PID 1 ignores SIGTERM without a trap: SIGKILL after the grace period.
+        assert_eq!(d.exit.unwrap().code, 137);
+    }
+    assert!(mounts_under(dir.path()).is_empty());
+}
