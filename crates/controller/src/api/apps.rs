@@ -1,0 +1,78 @@
+//! Apps and cluster info.
+
+use crate::AppState;
+use crate::error::{ApiErr, ApiResult};
+use crate::extract::JsonBody;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use slipway_store::StoreError;
+use slipway_types::{App, AppDeletion, AppUpdate, ClusterInfo, NewApp, random_app_name};
+
+pub async fn cluster_info(State(s): State<AppState>) -> Json<ClusterInfo> {
+    Json(ClusterInfo {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        default_domain: s.config.default_domain.clone(),
+        git_url: s.config.git_url.clone(),
+    })
+}
+
+pub async fn create(
+    State(s): State<AppState>,
+    JsonBody(new): JsonBody<NewApp>,
+) -> ApiResult<(StatusCode, Json<App>)> {
+    new.validate()?;
+    let domain = Some(s.config.default_domain.as_str());
+    if let Some(name) = &new.name {
+        return Ok((
+            StatusCode::CREATED,
+            Json(s.store.create_app(name, &new, domain).await?),
+        ));
+    }
+    // A random name may be taken (by an app or a route); a few tries find a free one.
+    let mut last = None;
+    for _ in 0..8 {
+        let seed = uuid::Uuid::new_v4().as_u64_pair().0;
+        match s
+            .store
+            .create_app(&random_app_name(seed), &new, domain)
+            .await
+        {
+            Ok(app) => return Ok((StatusCode::CREATED, Json(app))),
+            Err(StoreError::Conflict(m)) => last = Some(m),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict(last.unwrap_or_default()).into())
+}
+
+pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<App>>> {
+    Ok(Json(s.store.list_apps().await?))
+}
+
+pub async fn get(State(s): State<AppState>, Path(app): Path<String>) -> ApiResult<Json<App>> {
+    Ok(Json(s.store.get_app(&app).await?))
+}
+
+pub async fn update(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    JsonBody(update): JsonBody<AppUpdate>,
+) -> ApiResult<Json<App>> {
+    update.validate()?;
+    let app = s.store.get_app(&app).await?;
+    Ok(Json(s.store.update_app(app.id, &update).await?))
+}
+
+pub async fn delete(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<AppDeletion>> {
+    let app = s.store.get_app(&app).await?;
+    Ok(Json(s.store.delete_app(app.id).await?))
+}
+
+/// Resolves `:app` (id or name) to the app.
+pub(super) async fn resolve(s: &AppState, app: &str) -> Result<App, ApiErr> {
+    Ok(s.store.get_app(app).await?)
+}

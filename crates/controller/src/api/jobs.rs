@@ -1,0 +1,64 @@
+//! Jobs and deployments.
+
+use super::apps::resolve;
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{JsonBody, parse_id};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use slipway_types::{Deployment, Job, NewDeployment};
+
+pub async fn list(State(s): State<AppState>, Path(app): Path<String>) -> ApiResult<Json<Vec<Job>>> {
+    let app = resolve(&s, &app).await?;
+    Ok(Json(s.store.list_jobs(app.id).await?))
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    Path((app, job)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    let app = resolve(&s, &app).await?;
+    Ok(Json(s.store.get_job(app.id, &job).await?))
+}
+
+/// The path names the job; the body's `id` and `app_id` are taken from it.
+pub async fn put(
+    State(s): State<AppState>,
+    Path((app, job_id)): Path<(String, String)>,
+    JsonBody(mut job): JsonBody<Job>,
+) -> ApiResult<Json<Job>> {
+    let app = resolve(&s, &app).await?;
+    job.id = job_id;
+    job.app_id = app.id;
+    Ok(Json(s.store.put_job(&job).await?))
+}
+
+pub async fn deploy(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<NewDeployment>,
+) -> ApiResult<(StatusCode, Json<Deployment>)> {
+    let app = resolve(&s, &app).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(s.store.create_deployment(app.id, body.release_id).await?),
+    ))
+}
+
+pub async fn list_deployments(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+) -> ApiResult<Json<Vec<Deployment>>> {
+    let app = resolve(&s, &app).await?;
+    Ok(Json(s.store.list_deployments(app.id).await?))
+}
+
+pub async fn get_deployment(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Deployment>> {
+    Ok(Json(
+        s.store.get_deployment(parse_id("deployment", &id)?).await?,
+    ))
+}

@@ -1,0 +1,79 @@
+//! Request parsing that answers in our error shape instead of axum's plain-text rejections.
+
+use crate::error::ApiErr;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::header::CONTENT_TYPE;
+use serde::de::DeserializeOwned;
+use slipway_types::{ErrorCode, Id};
+
+/// A JSON request body. Malformed JSON is a 400; well-formed JSON of the wrong shape (unknown
+/// field, wrong type, missing field) is a 422 naming the problem; over the size limit is a 413.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiErr;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            if !(mime.eq_ignore_ascii_case("application/json") || mime.ends_with("+json")) {
+                return Err(ApiErr::new(
+                    ErrorCode::UnsupportedMediaType,
+                    format!("expected a JSON body (Content-Type: application/json), got {ct:?}"),
+                ));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| match e {
+            BytesRejection::FailedToBufferBody(ref inner)
+                if inner.body_text().contains("length limit") || e.status() == 413 =>
+            {
+                ApiErr::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!(
+                        "request body is larger than the limit of {} bytes",
+                        crate::MAX_BODY_BYTES
+                    ),
+                )
+            }
+            other if other.status() == 413 => ApiErr::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "request body is larger than the limit of {} bytes",
+                    crate::MAX_BODY_BYTES
+                ),
+            ),
+            other => ApiErr::new(
+                ErrorCode::BadRequest,
+                format!("cannot read request body: {}", other.body_text()),
+            ),
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiErr::new(
+            ErrorCode::BadRequest,
+            "request body is empty; expected JSON",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => {
+                ApiErr::new(ErrorCode::ValidationError, format!("invalid request: {e}"))
+            }
+            _ => ApiErr::new(ErrorCode::BadRequest, format!("malformed JSON: {e}")),
+        }
+    })
+}
+
+/// Parses an id from a path; a malformed one names what was not found, like a missing one.
+pub fn parse_id(what: &str, raw: &str) -> Result<Id, ApiErr> {
+    raw.parse()
+        .map_err(|_| ApiErr::new(ErrorCode::NotFound, format!("{what} {raw} not found")))
+}
