@@ -23,6 +23,10 @@ impl HttpHost {
         }
     }
 
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

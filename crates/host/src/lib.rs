@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod fake;

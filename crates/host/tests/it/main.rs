@@ -1,6 +1,8 @@
 //! Integration tests of the host agent. The runc tests need root and say so when skipped.
 mod api;
 mod cleanup;
+mod cli;
 mod harness;
 mod restart;
 mod runc;
+mod slow;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn spawn_daemon(names: &Names, data_dir: &Path) -> (Child, HttpHost) {
+pub fn spawn_daemon(names: &Names, data_dir: &Path) -> (Child, HttpHost) {
     let mut child = Command::new(agent_exe())
         .arg("daemon")
         .arg("--data-dir")
@@ -40,7 +40,7 @@ fn spawn_daemon(names: &Names, data_dir: &Path) -> (Child, HttpHost) {
     (child, HttpHost::new(&format!("http://{addr}")))
 }
 
-struct Cleanup(Names, std::path::PathBuf, Option<Child>);
+pub struct Cleanup(pub Names, pub std::path::PathBuf, pub Option<Child>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(c) = self.2.as_mut() {

@@ -1,0 +1,402 @@
+//! `slipway host …`: the host agent's daemon and debugging commands. Lives here (not in the CLI
+//! crate) so that `slipway` and the standalone `slipway-host-agent` offer exactly the same.
+
+use crate::api::HostApi;
+use crate::client::HttpHost;
+use crate::runc::RuncConfig;
+use crate::runc::network::NetworkConfig;
+use crate::types::*;
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Default address of the host API (Flynn's port).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:1113";
+
+/// Arguments of `slipway host`.
+#[derive(clap::Args, Debug)]
+pub struct HostArgs {
+    #[command(subcommand)]
+    pub command: HostCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum HostCommand {
+    /// Run the host agent: runs jobs as runc containers and serves the host API
+    Daemon(DaemonArgs),
+    /// Start a job on a host agent and show its output (like `docker run`)
+    RunJob(RunJobArgs),
+    /// List the jobs of a host agent
+    Ps(ClientArgs),
+    /// Show one job as JSON
+    Inspect(IdArgs),
+    /// Stop a job: SIGTERM, then SIGKILL after its grace period
+    Stop(IdArgs),
+    /// Send a signal to a job
+    Signal(SignalArgs),
+    /// Show a job's output
+    Log(LogArgs),
+    /// Show the host's id, capacity and job count
+    Status(ClientArgs),
+    /// Build and manage stacks (the base root filesystems of jobs)
+    Stack(StackArgs),
+    /// The per-job shim (started by the agent; not for humans)
+    #[command(hide = true)]
+    Shim { dir: PathBuf },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DaemonArgs {
+    /// Where jobs, logs, stacks and runc state live
+    #[arg(
+        long,
+        env = "SLIPWAY_HOST_DATA_DIR",
+        default_value = "/var/lib/slipway/host"
+    )]
+    pub data_dir: PathBuf,
+    /// Address of the host API (use port 0 for any free port)
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Bridge the jobs' veths are plugged into
+    #[arg(long, default_value = "slipway0")]
+    pub bridge: String,
+    /// Subnet jobs get their IPs from
+    #[arg(long, default_value = "100.100.0.0/16")]
+    pub subnet: String,
+    /// nftables table (family ip) for the NAT rule
+    #[arg(long, default_value = "slipway")]
+    pub nft_table: String,
+    /// cgroup below which job cgroups are created
+    #[arg(long, default_value = "slipway")]
+    pub cgroup_parent: String,
+    /// Where stacks are built and looked up [default: DATA_DIR/stacks]
+    #[arg(long)]
+    pub stacks_dir: Option<PathBuf>,
+    /// The runc binary
+    #[arg(long, default_value = "runc")]
+    pub runc: PathBuf,
+    /// Host id [default: generated once and kept in DATA_DIR/host-id]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Host tags, KEY=VALUE (repeatable)
+    #[arg(long = "tag", value_parser = parse_kv)]
+    pub tags: Vec<(String, String)>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ClientArgs {
+    /// Host API URL
+    #[arg(
+        long = "host-url",
+        env = "SLIPWAY_HOST_URL",
+        default_value = "http://127.0.0.1:1113"
+    )]
+    pub url: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SignalArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+    /// TERM, SIGUSR1, 9…
+    pub signal: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LogArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub id: String,
+    /// Keep streaming until the job exits
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunJobArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Stack name (or absolute rootfs path)
+    #[arg(long, default_value = "busybox")]
+    pub stack: String,
+    /// Job id [default: random]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Environment variable KEY=VALUE (repeatable)
+    #[arg(short, long = "env", value_parser = parse_kv)]
+    pub env: Vec<(String, String)>,
+    /// Port the job listens on (exported as PORT)
+    #[arg(short, long)]
+    pub port: Option<u16>,
+    /// Memory limit, e.g. 256MB, 1G
+    #[arg(short, long, value_parser = parse_bytes)]
+    pub memory: Option<u64>,
+    /// CPU in milli-CPUs (1000 = one core)
+    #[arg(long)]
+    pub cpu: Option<u64>,
+    /// Use the host's network instead of an own IP
+    #[arg(long)]
+    pub host_network: bool,
+    /// Stop grace period in seconds
+    #[arg(long)]
+    pub grace: Option<u64>,
+    /// Print the job id and return at once instead of streaming output
+    #[arg(short, long)]
+    pub detach: bool,
+    /// The command to run
+    #[arg(required = true, last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StackArgs {
+    #[command(subcommand)]
+    pub command: StackCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum StackCommand {
+    /// Build a stack (busybox: < 1 s; bookworm: debootstrap, about a minute)
+    Build {
+        name: String,
+        /// [default: /var/lib/slipway/host/stacks]
+        #[arg(long, env = "SLIPWAY_STACKS_DIR")]
+        stacks_dir: Option<PathBuf>,
+    },
+    /// List the stacks this binary knows and whether they are built
+    List {
+        #[arg(long, env = "SLIPWAY_STACKS_DIR")]
+        stacks_dir: Option<PathBuf>,
+    },
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
+}
+
+/// Parses `512MB`, `256m`, `1GiB`, `12k`, `1048576` (powers of 1024, like Flynn).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 512MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("unknown size unit in {s:?} (use k, MB, G…)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+fn default_stacks(dir: Option<PathBuf>) -> PathBuf {
+    dir.unwrap_or_else(|| PathBuf::from("/var/lib/slipway/host/stacks"))
+}
+
+/// Runs `slipway host …`. The shim never returns; everything else returns when done.
+pub async fn run(args: HostArgs) -> Result<()> {
+    match args.command {
+        HostCommand::Shim { dir } => crate::shim::main(&dir),
+        HostCommand::Daemon(d) => daemon(d).await,
+        HostCommand::RunJob(r) => run_job(r).await,
+        HostCommand::Ps(c) => ps(&HttpHost::new(&c.url)).await,
+        HostCommand::Inspect(i) => {
+            let j = HttpHost::new(&i.client.url).get_job(&i.id).await?;
+            println!("{}", serde_json::to_string_pretty(&j)?);
+            Ok(())
+        }
+        HostCommand::Stop(i) => {
+            HttpHost::new(&i.client.url).stop_job(&i.id).await?;
+            println!("stopping {}", i.id);
+            Ok(())
+        }
+        HostCommand::Signal(s) => {
+            let sig = parse_signal(&s.signal)
+                .with_context(|| format!("unknown signal {:?} (try TERM, USR1, 9)", s.signal))?;
+            HttpHost::new(&s.client.url).signal_job(&s.id, sig).await?;
+            Ok(())
+        }
+        HostCommand::Log(l) => {
+            let mut logs = HttpHost::new(&l.client.url).logs(&l.id, l.follow).await?;
+            while let Some(line) = logs.next().await {
+                print_line(&line);
+            }
+            Ok(())
+        }
+        HostCommand::Status(c) => {
+            let s = HttpHost::new(&c.url).status().await?;
+            println!("{}", serde_json::to_string_pretty(&s)?);
+            Ok(())
+        }
+        HostCommand::Stack(StackArgs { command }) => match command {
+            StackCommand::Build { name, stacks_dir } => {
+                let dir = default_stacks(stacks_dir);
+                let r = tokio::task::spawn_blocking(move || crate::stack::build(&dir, &name, true))
+                    .await??;
+                println!("{}", r.display());
+                Ok(())
+            }
+            StackCommand::List { stacks_dir } => {
+                let dir = default_stacks(stacks_dir);
+                for (name, _) in crate::stack::STACKS {
+                    let state = match crate::stack::built(&dir, name) {
+                        Some(p) => format!("built at {}", p.display()),
+                        None => "not built".into(),
+                    };
+                    println!("{name:10} {state}");
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+async fn daemon(d: DaemonArgs) -> Result<()> {
+    let mut rc = RuncConfig::new(&d.data_dir);
+    let (subnet, prefix) = NetworkConfig::parse_subnet(&d.subnet)?;
+    rc.network = NetworkConfig {
+        bridge: d.bridge,
+        subnet,
+        prefix,
+        nft_table: d.nft_table,
+    };
+    rc.cgroup_parent = d.cgroup_parent;
+    rc.runc = d.runc;
+    if let Some(s) = d.stacks_dir {
+        rc.stacks_dir = s;
+    }
+    let mut ac = crate::AgentConfig::new(&d.data_dir);
+    if let Some(id) = d.id {
+        ac.id = id;
+    }
+    ac.tags = d.tags.into_iter().collect();
+    let host = crate::daemon::start(rc, ac, Some(d.listen)).await?;
+    // Tests and scripts wait for this line.
+    println!("listening on {}", host.addr.expect("listen address"));
+    tokio::select! {
+        r = host.serve_forever() => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("host agent stopping; jobs keep running and will be re-adopted");
+            Ok(())
+        }
+    }
+}
+
+fn print_line(l: &LogLine) {
+    let ts =
+        l.ts.format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default();
+    if l.stream == "stdout" {
+        println!("{ts} {}", l.msg);
+    } else {
+        println!("{ts} [{}] {}", l.stream, l.msg);
+    }
+}
+
+async fn run_job(r: RunJobArgs) -> Result<()> {
+    let api = HttpHost::new(&r.client.url);
+    let id =
+        r.id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
+    let mut config = JobConfig::new(&r.stack, &[]);
+    config.args = r.command;
+    config.env = r.env.into_iter().collect::<BTreeMap<_, _>>();
+    config.host_network = r.host_network;
+    config.stop_grace_ms = r.grace.map(|s| s * 1000);
+    if let Some(p) = r.port {
+        config.ports.push(PortSpec {
+            port: p,
+            proto: "tcp".into(),
+            check: None,
+        });
+    }
+    let job = HostJob {
+        id: id.clone(),
+        app_id: String::new(),
+        app_name: String::new(),
+        release_id: String::new(),
+        process_type: "run".into(),
+        metadata: BTreeMap::new(),
+        config,
+        resources: Resources {
+            memory_bytes: r.memory,
+            cpu_milli: r.cpu,
+            ..Default::default()
+        },
+    };
+    let info = api.add_job(job).await?;
+    if info.status == JobStatus::Failed {
+        bail!("{}", info.error.unwrap_or_else(|| "the job failed".into()));
+    }
+    if r.detach {
+        println!("{id}");
+        if let Some(ip) = info.ip {
+            eprintln!("job {id} running at {ip}");
+        }
+        return Ok(());
+    }
+    let mut logs = api.logs(&id, true).await?;
+    while let Some(line) = logs.next().await {
+        print_line(&line);
+    }
+    let done = api.wait_job(&id).await?;
+    match &done.exit {
+        Some(e) if e.code == 0 => Ok(()),
+        Some(e) => {
+            eprintln!("job {id}: {e}");
+            std::process::exit(e.code.clamp(1, 255));
+        }
+        None => bail!("job {id}: {}", done.error.unwrap_or_default()),
+    }
+}
+
+async fn ps(api: &dyn HostApi) -> Result<()> {
+    let jobs = api.list_jobs().await?;
+    println!(
+        "{:<28} {:<9} {:<4} {:<16} {:<22} COMMAND",
+        "ID", "STATUS", "UP", "IP", "EXIT"
+    );
+    for j in jobs {
+        let exit = j.exit.as_ref().map(|e| e.to_string()).unwrap_or_default();
+        println!(
+            "{:<28} {:<9} {:<4} {:<16} {:<22} {}",
+            j.job.id,
+            serde_json::to_value(j.status)?.as_str().unwrap_or(""),
+            if j.up { "yes" } else { "" },
+            j.ip.map(|i| i.to_string()).unwrap_or_default(),
+            exit,
+            j.job.config.args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_like_flynn() {
+        assert_eq!(parse_bytes("512MB"), Ok(512 << 20));
+        assert_eq!(parse_bytes("12k"), Ok(12 << 10));
+        assert_eq!(parse_bytes("2GB"), Ok(2 << 30));
+        assert_eq!(parse_bytes("100"), Ok(100));
+        assert!(parse_bytes("12 parsecs").is_err());
+    }
+}

@@ -1,0 +1,81 @@
+//! The host CLI (`slipway-host-agent` = `slipway host`): run-job streams output and returns the
+//! job's exit code; ps, signal, stop and log talk to the daemon.
+
+use crate::harness::*;
+use crate::restart::{Cleanup, spawn_daemon};
+use std::process::Command;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_job_ps_and_stop_through_the_cli() {
+    if skip_unless_root("run_job_ps_and_stop_through_the_cli") {
+        return;
+    }
+    busybox();
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-cli")
+        .tempdir()
+        .unwrap();
+    let names = Names::new();
+    let (child, api) = spawn_daemon(&names, dir.path());
+    let guard = Cleanup(names.clone(), dir.path().to_path_buf(), Some(child));
+    let url = api.base_url().to_string();
+    let cli = move |args: &[&str]| {
+        let out = Command::new(agent_exe())
+            .args(args)
+            .env("SLIPWAY_HOST_URL", &url)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = tokio::task::spawn_blocking({
+        let cli = cli.clone();
+        move || {
+            cli(&[
+                "run-job",
+                "--memory",
+                "64MB",
+                "-e",
+                "WHO=cli",
+                "--",
+                "sh",
+                "-c",
+                "echo hello $WHO; exit 3",
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(3), "{out}\n{err}");
+    assert!(out.contains("hello cli"), "{out}");
+    assert!(err.contains("exit 3"), "{err}");
+
+    let (code, id, err) = cli(&[
+        "run-job",
+        "--detach",
+        "--id",
+        "cli-sleeper",
+        "--grace",
+        "1",
+        "--",
+        "sleep",
+        "100",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(id.trim(), "cli-sleeper");
+    let (_, ps, _) = cli(&["ps"]);
+    assert!(
+        ps.lines()
+            .any(|l| l.starts_with("cli-sleeper") && l.contains("running")),
+        "{ps}"
+    );
+    let (code, _, err) = cli(&["stop", "cli-sleeper"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, _, err) = cli(&["inspect", "nope"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("no job nope"), "{err}");
+    drop(guard);
+}
