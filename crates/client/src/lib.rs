@@ -8,9 +8,11 @@ mod error;
 mod sse;
 
 pub use error::ClientError;
+/// Re-exported so that callers of [`Client::events_stream`] can consume it without adding
+/// futures-util themselves.
+pub use futures_util::{Stream, StreamExt};
 pub use sse::{SseMessage, SseParser};
 
-use futures_util::{Stream, StreamExt};
 use reqwest::{Method, StatusCode, Url};
 use serde::{Serialize, de::DeserializeOwned};
 use slipway_types::{

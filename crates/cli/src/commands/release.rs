@@ -159,7 +159,7 @@ async fn rollback(client: &Client, app: &str, id: Option<&str>, yes: bool) -> Re
     };
     let mut releases = client.releases(app).await?;
     // Newest first, whatever order the server used.
-    releases.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    releases.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     let target = match id {
         Some(id) => find(&releases, app, id)?,
         None => releases

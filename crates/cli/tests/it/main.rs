@@ -1,2 +1,4 @@
 //! End-to-end tests that drive the real `slipway` binary.
+mod cli;
 mod host;
+mod support;

@@ -1,0 +1,237 @@
+//! A live `slipway server` per test, and helpers to drive the real `slipway` binary against it.
+//!
+//! Each server gets its own temp dir (data dir, config file, a working directory that is not a
+//! git repo) and its own port, so tests run in parallel without sharing anything. The server
+//! registers itself in the config file named by `SLIPWAY_CONFIG`, which is how the CLI under
+//! test finds it, exactly as on a user's machine.
+
+#![allow(dead_code)]
+
+use assert_cmd::Command;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_slipway");
+/// The base domain the test servers are started with.
+pub const DOMAIN: &str = "apps.test";
+
+pub struct TestServer {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub url: String,
+    pub config: PathBuf,
+    /// A directory outside any git repo, where commands run by default.
+    pub work: PathBuf,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join("config.toml");
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let mut child = std::process::Command::new(BIN)
+            .args(["server", "--listen", "127.0.0.1:0", "--domain", DOMAIN])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("SLIPWAY_CONFIG", &config)
+            .env("HOME", dir.path())
+            .env_remove("SLIPWAY_URL")
+            .env_remove("SLIPWAY_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn slipway server");
+
+        // The first stdout line is `Listening on http://127.0.0.1:PORT`; keep draining the
+        // rest so the server never blocks on a full pipe.
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = tx.send(first);
+            for _ in lines {}
+        });
+        let log = |dir: &Path| std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+        let first = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Some(line)) => line,
+            other => {
+                let _ = child.kill();
+                panic!(
+                    "slipway server did not print its address ({other:?}); its log:\n{}",
+                    log(dir.path())
+                );
+            }
+        };
+        let url = first
+            .strip_prefix("Listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"))
+            .trim()
+            .to_string();
+        let server = TestServer {
+            child,
+            dir,
+            url,
+            config,
+            work,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !server.ping() {
+            assert!(
+                Instant::now() < deadline,
+                "server at {} never answered /ping; its log:\n{}",
+                server.url,
+                log(server.dir.path())
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// `GET /ping` over a plain socket (no HTTP client, no runtime needed here).
+    fn ping(&self) -> bool {
+        let addr = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = format!("GET /ping HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        resp.starts_with("HTTP/1.1 200")
+    }
+
+    /// `slipway` with this server's config, run in the non-repo work dir.
+    pub fn cmd(&self) -> Command {
+        self.cmd_in(&self.work)
+    }
+
+    pub fn cmd_in(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir)
+            .env("SLIPWAY_CONFIG", &self.config)
+            .env("HOME", self.dir.path())
+            .env_remove("SLIPWAY_URL")
+            .env_remove("SLIPWAY_KEY")
+            .timeout(Duration::from_secs(60))
+            // Not a terminal: prompts must refuse rather than wait.
+            .write_stdin("");
+        cmd
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        ok(self.cmd().args(args))
+    }
+
+    /// Runs a command that must fail with exit code 1; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        fails(self.cmd().args(args))
+    }
+
+    /// Runs a command whose stdout must be JSON; returns it parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
+    }
+
+    /// The API key the server registered in the config.
+    pub fn key(&self) -> String {
+        let text = std::fs::read_to_string(&self.config).expect("config written by the server");
+        let config: toml::Table = toml::from_str(&text).unwrap();
+        config["clusters"]
+            .as_table()
+            .unwrap()
+            .values()
+            .find(|c| c["url"].as_str() == Some(self.url.as_str()))
+            .and_then(|c| c["key"].as_str())
+            .expect("the server's entry in the config")
+            .to_string()
+    }
+
+    pub fn client(&self) -> slipway_client::Client {
+        slipway_client::Client::new(&self.url, &self.key()).unwrap()
+    }
+
+    /// Creates an app with the CLI and returns its name.
+    pub fn create_app(&self, name: &str) -> String {
+        let out = self.ok(&["create", name]);
+        assert_eq!(out, format!("Created {name}\n"));
+        name.to_string()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run slipway");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub fn fails(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run slipway");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail with exit code 1:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Runs a future on a fresh runtime (the tests themselves are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The release ID out of `Created release ID.`
+pub fn created_release(stdout: &str) -> String {
+    let id = stdout
+        .trim()
+        .strip_prefix("Created release ")
+        .and_then(|s| s.strip_suffix('.'))
+        .unwrap_or_else(|| panic!("not `Created release ID.`: {stdout:?}"));
+    uuid::Uuid::parse_str(id).unwrap_or_else(|_| panic!("not a UUID: {id:?}"));
+    id.to_string()
+}
+
+/// `git` in `dir`, which must succeed; returns stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
