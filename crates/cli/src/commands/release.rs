@@ -111,29 +111,38 @@ async fn show(client: &Client, app: &str, id: Option<&str>, json: bool) -> Resul
     if json {
         return print_json(&release);
     }
-    println!("ID:         {}", release.id);
-    println!(
-        "Created:    {} ({})",
-        release.created_at,
-        ago(&release.created_at)
-    );
-    let artifacts: Vec<String> = release.artifacts.iter().map(|a| a.to_string()).collect();
-    if !artifacts.is_empty() {
-        println!("Artifacts:  {}", artifacts.join(", "));
+    print!("{}", describe(&release));
+    Ok(())
+}
+
+/// `release show` as aligned `Key: value` lines, Flynn's layout.
+fn describe(release: &Release) -> String {
+    let mut fields: Vec<(String, String)> = vec![
+        ("ID".into(), release.id.to_string()),
+        (
+            "Created".into(),
+            format!("{} ({})", release.created_at, ago(&release.created_at)),
+        ),
+    ];
+    for a in &release.artifacts {
+        fields.push(("Artifact".into(), a.to_string()));
+    }
+    let types: Vec<&str> = release.processes.keys().map(String::as_str).collect();
+    if !types.is_empty() {
+        fields.push(("Process types".into(), types.join(", ")));
     }
     for (k, v) in &release.env {
-        println!("Env[{k}]:  {v}");
+        fields.push((format!("Env[{k}]"), v.clone()));
     }
     for (k, v) in &release.meta {
-        println!("Meta[{k}]:  {v}");
+        fields.push((format!("Meta[{k}]"), v.clone()));
     }
     for (name, p) in &release.processes {
-        println!("Process[{name}]:");
         if !p.args.is_empty() {
-            println!("  Command:  {}", p.args.join(" "));
+            fields.push((format!("{name}.command"), p.args.join(" ")));
         }
         for (k, v) in &p.env {
-            println!("  Env[{k}]:  {v}");
+            fields.push((format!("{name}.env[{k}]"), v.clone()));
         }
         let r = &p.resources;
         let limits: Vec<String> = [
@@ -146,10 +155,14 @@ async fn show(client: &Client, app: &str, id: Option<&str>, json: bool) -> Resul
         .flatten()
         .collect();
         if !limits.is_empty() {
-            println!("  Limits:   {}", limits.join(" "));
+            fields.push((format!("{name}.limits"), limits.join(" ")));
         }
     }
-    Ok(())
+    let width = fields.iter().map(|(k, _)| k.len() + 1).max().unwrap_or(0);
+    fields
+        .iter()
+        .map(|(k, v)| format!("{:<width$}  {v}\n", format!("{k}:")))
+        .collect()
 }
 
 async fn rollback(client: &Client, app: &str, id: Option<&str>, yes: bool) -> Result<()> {
@@ -214,6 +227,24 @@ mod tests {
             processes: Default::default(),
             created_at: Timestamp::now(),
         }
+    }
+
+    #[test]
+    fn show_aligns_fields() {
+        let mut r = release("aaaaaaaa-0000-0000-0000-000000000001");
+        r.env.insert("A".into(), "1".into());
+        let mut web = slipway_types::ProcessType::default();
+        web.resources.set("memory", "512MB").unwrap();
+        r.processes.insert("web".into(), web);
+        let out = describe(&r);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "ID:             aaaaaaaa-0000-0000-0000-000000000001"
+        );
+        assert_eq!(lines[2], "Process types:  web");
+        assert_eq!(lines[3], "Env[A]:         1");
+        assert_eq!(lines[4], "web.limits:     memory=512MB");
     }
 
     #[test]

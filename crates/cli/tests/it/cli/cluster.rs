@@ -10,7 +10,7 @@ fn cli(config: &Path) -> Command {
     cmd.env("SLIPWAY_CONFIG", config)
         .env_remove("SLIPWAY_URL")
         .env_remove("SLIPWAY_KEY")
-        .current_dir(config.parent().unwrap())
+        .current_dir(std::env::temp_dir())
         .write_stdin("");
     cmd
 }
@@ -125,7 +125,8 @@ fn the_client_follows_events_over_sse() {
         let past = client.events(&filter).await.unwrap();
         assert_eq!(past[0].op, EventOp::Create, "{past:?}");
 
-        let mut stream = Box::pin(client.events_stream(&filter, None).await.unwrap());
+        // Last-Event-ID 0: replay from the start (without it the stream is live-only).
+        let mut stream = Box::pin(client.events_stream(&filter, Some(0)).await.unwrap());
         let wait = std::time::Duration::from_secs(20);
         let first = tokio::time::timeout(wait, stream.next())
             .await

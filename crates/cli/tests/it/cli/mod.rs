@@ -3,5 +3,6 @@
 
 mod apps;
 mod cluster;
+mod misc;
 mod releases;
 mod routes;
