@@ -246,8 +246,6 @@ impl Config {
 
 /// Called by `slipway server` on start (see [`Config::register_local`]), on the config file
 /// the CLI would read.
-// Until `slipway server` calls it, nothing in this crate does.
-#[allow(dead_code)]
 pub fn register_local_cluster(url: &str, key: &str) -> Result<()> {
     let path = config_path()?;
     let mut config = Config::load(&path)?;

@@ -80,6 +80,86 @@ fn http_routes_add_normalise_conflict_update_and_remove() {
 }
 
 #[test]
+fn http_routes_take_a_certificate_from_files() {
+    let s = TestServer::start();
+    let app = s.create_app("tls-app");
+    let cert = s.dir.path().join("cert.pem");
+    let key = s.dir.path().join("key.pem");
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let route = route_id(
+        &s.ok(&[
+            "route",
+            "-a",
+            &app,
+            "add",
+            "http",
+            "-c",
+            cert,
+            "-k",
+            key,
+            "secure.example.com",
+        ]),
+        "http",
+    );
+    let routes = s.json(&["route", "-a", &app, "--json"]);
+    let added = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["domain"] == "secure.example.com")
+        .unwrap_or_else(|| panic!("{routes}"));
+    assert!(
+        added["certificate"]["cert"]
+            .as_str()
+            .is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
+        "{added}"
+    );
+    let err = s.fails(&[
+        "route",
+        "-a",
+        &app,
+        "add",
+        "http",
+        "-c",
+        "/nonexistent.pem",
+        "-k",
+        key,
+        "x.example.com",
+    ]);
+    assert_eq!(
+        err,
+        "error: cannot read /nonexistent.pem: No such file or directory (os error 2)\n"
+    );
+    s.ok(&[
+        "route",
+        "-a",
+        &app,
+        "update",
+        &route,
+        "--remove-certificate",
+    ]);
+    let routes = s.json(&["route", "-a", &app, "--json"]);
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r.get("certificate").is_none_or(|c| c.is_null())),
+        "{routes}"
+    );
+}
+
+#[test]
 fn tcp_routes_get_a_port() {
     let s = TestServer::start();
     let app = s.create_app("tcp-app");
