@@ -267,6 +267,8 @@ impl RuncRuntime {
         Ok(out)
     }
 
+    /// Allocates the IP, prepares the netns (in a thread, in parallel), mounts the rootfs and
+    /// writes the spec. On error everything it did is undone by the caller's `cleanup`.
     fn prepare(
         &self,
         job: &HostJob,
@@ -284,6 +286,54 @@ impl RuncRuntime {
             );
         }
         let stack = self.stack_rootfs(&job.config.stack)?;
+        let ip = if job.config.host_network {
+            None
+        } else {
+            Some(self.ips.lock().expect("ip lock").allocate()?)
+        };
+        let net = ip.map(|ip| {
+            let cfg = self.cfg.network.clone();
+            let id = job.id.clone();
+            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip))
+        });
+        let written = self.write_bundle(job, dir, ip, stack);
+        let netns = net.map(|t| t.join().expect("netns thread"));
+        let release = || {
+            if let Some(ip) = ip {
+                self.ips.lock().expect("ip lock").release(ip);
+            }
+        };
+        if let Some(Err(e)) = netns {
+            release();
+            return Err(e);
+        }
+        let warnings = written.inspect_err(|_| release())?;
+        let cfg = ShimConfig {
+            runc: self.cfg.runc.clone(),
+            runc_root: self.runc_root(),
+            id: job.id.clone(),
+            bundle: dir.join("bundle"),
+            log_dir: self.log_dir(&job.id),
+            log_max_bytes: self.cfg.log_max_bytes,
+            memory_cgroup: Some(
+                Path::new("/sys/fs/cgroup/memory")
+                    .join(&self.cfg.cgroup_parent)
+                    .join(&job.id),
+            ),
+            memory_limit: job.resources.memory(),
+            setup: Vec::new(),
+        };
+        Ok((cfg, ip, warnings))
+    }
+
+    /// Mounts the overlay rootfs and writes `/etc/hosts` and `config.json`.
+    fn write_bundle(
+        &self,
+        job: &HostJob,
+        dir: &Path,
+        ip: Option<Ipv4Addr>,
+        stack: PathBuf,
+    ) -> Result<Vec<String>> {
         let bundle = dir.join("bundle");
         let (rootfs, upper, work) = (
             bundle.join("rootfs"),
@@ -297,11 +347,6 @@ impl RuncRuntime {
         let mut lower: Vec<PathBuf> = job.config.layers.iter().rev().cloned().collect();
         lower.push(stack);
         mount_overlay(&lower, &upper, &work, &rootfs)?;
-        let ip = if job.config.host_network {
-            None
-        } else {
-            Some(self.ips.lock().expect("ip lock").allocate()?)
-        };
         let hostname: String = job.id.chars().take(12).collect();
         let hosts = dir.join("hosts");
         let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
@@ -310,6 +355,7 @@ impl RuncRuntime {
         }
         std::fs::write(&hosts, h)?;
         let ca = Path::new(spec::HOST_CA_BUNDLE);
+        let netns = ip.map(|_| network::netns_path(&job.id));
         let (spec, warning) = spec::build(
             job,
             &spec::SpecInputs {
@@ -319,31 +365,11 @@ impl RuncRuntime {
                 resolv_conf: Path::new("/etc/resolv.conf"),
                 nofile_ceiling: self.nofile_ceiling,
                 ca_bundle: (job.config.ca_bundle && ca.exists()).then_some(ca),
+                netns: netns.as_deref(),
             },
         )?;
         spec.save(bundle.join("config.json"))?;
-        let setup = match ip {
-            Some(ip) => {
-                network::job_setup_commands(&self.cfg.network, &job.id, ip, &dir.join("net.batch"))?
-            }
-            None => Vec::new(),
-        };
-        let cfg = ShimConfig {
-            runc: self.cfg.runc.clone(),
-            runc_root: self.runc_root(),
-            id: job.id.clone(),
-            bundle,
-            log_dir: self.log_dir(&job.id),
-            log_max_bytes: self.cfg.log_max_bytes,
-            memory_cgroup: Some(
-                Path::new("/sys/fs/cgroup/memory")
-                    .join(&self.cfg.cgroup_parent)
-                    .join(&job.id),
-            ),
-            memory_limit: job.resources.memory(),
-            setup,
-        };
-        Ok((cfg, ip, warning.into_iter().collect()))
+        Ok(warning.into_iter().collect())
     }
 
     async fn spawn_shim(&self, dir: &Path) -> Result<(u32, Handshake)> {
@@ -519,7 +545,7 @@ impl Runtime for RuncRuntime {
         if is_mounted(&rootfs) {
             unmount(&rootfs);
         }
-        network::remove_veth(id);
+        network::remove_netns(id);
         // runc delete removes the cgroups; make sure, in every controller.
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in ctrls.flatten() {

@@ -195,60 +195,60 @@ pub fn teardown_host(cfg: &NetworkConfig) {
     let _ = run("nft", &["delete", "table", "ip", &cfg.nft_table], None);
 }
 
-/// Commands the shim runs with `{pid}` = the container's init: plug a veth (on the bridge, with
-/// the MAC derived from the IP) into the job's netns, then configure address, loopback and
-/// default route inside it from a batch file. Two process spawns per job.
-pub fn job_setup_commands(
+/// Name of a job's network namespace in `/run/netns` (unique per job id).
+pub fn netns_name(job_id: &str) -> String {
+    format!("slw-{}", &veth_name(job_id)[3..])
+}
+
+pub fn netns_path(job_id: &str) -> std::path::PathBuf {
+    std::path::Path::new("/run/netns").join(netns_name(job_id))
+}
+
+/// Creates the job's network namespace with its veth (on the bridge, MAC derived from the IP),
+/// address, loopback and default route, before the container exists: then the shim can use a
+/// single `runc run -d`, which is ~25 ms faster here than `runc create` + `runc start`. Two
+/// `ip -b` runs; the agent does this while it mounts the rootfs and writes the spec.
+pub fn prepare_netns(
     cfg: &NetworkConfig,
     job_id: &str,
     ip: Ipv4Addr,
-    batch_file: &std::path::Path,
-) -> Result<Vec<Vec<String>>> {
-    let veth = veth_name(job_id);
-    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    std::fs::write(
-        batch_file,
-        format!(
-            "addr add {ip}/{} dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {}\n",
-            cfg.prefix,
-            cfg.gateway()
-        ),
-    )?;
-    let mac = mac_for(ip);
-    Ok(vec![
-        s(&[
-            "ip",
-            "link",
-            "add",
-            "name",
-            &veth,
-            "master",
-            &cfg.bridge,
-            "up",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "address",
-            &mac,
-            "netns",
-            "{pid}",
-        ]),
-        s(&[
-            "nsenter",
-            "-t",
-            "{pid}",
-            "-n",
-            "ip",
-            "-b",
-            &batch_file.to_string_lossy(),
-        ]),
-    ])
+) -> Result<std::path::PathBuf> {
+    let (ns, veth, mac) = (netns_name(job_id), veth_name(job_id), mac_for(ip));
+    remove_netns(job_id); // a leftover from a crashed agent with the same job id
+    let host_side = format!(
+        "netns add {ns}\nlink add name {veth} master {br} up type veth peer name eth0 address \
+         {mac} netns {ns}\n",
+        br = cfg.bridge
+    );
+    let inside = format!(
+        "addr add {ip}/{p} dev eth0\nlink set eth0 up\nlink set lo up\nroute add default via {gw}\n",
+        p = cfg.prefix,
+        gw = cfg.gateway()
+    );
+    let res = run("ip", &["-b", "-"], Some(&host_side))
+        .and_then(|_| run("ip", &["-n", &ns, "-b", "-"], Some(&inside)));
+    if let Err(e) = res {
+        remove_netns(job_id);
+        return Err(e.context(format!("setting up the network of job {job_id}")));
+    }
+    Ok(netns_path(job_id))
 }
 
-/// Deletes a job's host-side veth if it is still there (the kernel normally removes it with the
-/// netns; this covers jobs whose container was never started).
+/// Removes a job's netns (its veth pair goes with it once no process is left inside) and, if
+/// it is still there, its host-side veth. No process spawned: unmount and unlink.
+pub fn remove_netns(job_id: &str) {
+    let p = netns_path(job_id);
+    if p.exists() {
+        if let Ok(c) = std::ffi::CString::new(p.display().to_string()) {
+            // SAFETY: valid C string; umount2 does not keep the pointer.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+    remove_veth(job_id);
+}
+
+/// Deletes a job's host-side veth if it is still there.
 pub fn remove_veth(job_id: &str) {
     let v = veth_name(job_id);
     if std::path::Path::new("/sys/class/net").join(&v).exists() {

@@ -46,6 +46,8 @@ pub struct SpecInputs<'a> {
     /// Host's hard `RLIMIT_NOFILE`; the job's `max_fd` is clamped to it.
     pub nofile_ceiling: u64,
     pub ca_bundle: Option<&'a Path>,
+    /// The job's prepared network namespace (`None`: host networking).
+    pub netns: Option<&'a Path>,
 }
 
 /// The environment a job sees: defaults, release + process env, then Slipway's variables.
@@ -174,11 +176,12 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
     .into_iter()
     .map(|t| LinuxNamespaceBuilder::default().typ(t).build())
     .collect::<Result<_, _>>()?;
-    if !job.config.host_network {
-        // A fresh netns; the shim plugs a veth into it between `runc create` and `runc start`.
+    if let Some(ns) = inp.netns {
+        // Prepared by the agent (veth, IP, route) before the container is created.
         namespaces.push(
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Network)
+                .path(ns.to_path_buf())
                 .build()?,
         );
     }
@@ -265,6 +268,7 @@ mod tests {
                 resolv_conf: p,
                 nofile_ceiling: 20_000,
                 ca_bundle: Some(p),
+                netns: Some(Path::new("/run/netns/x")),
             },
         )
         .unwrap();

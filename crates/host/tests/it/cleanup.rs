@@ -124,6 +124,13 @@ async fn start_and_stop_200_jobs_leaves_nothing_behind() {
         assert!(Instant::now() < deadline, "veths left: {veths:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let netns: Vec<String> = ids
+        .iter()
+        .map(|id| slipway_host::runc::network::netns_path(id))
+        .filter(|p| p.exists())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(netns.is_empty(), "netns left: {netns:?}");
     let bridge_ports = std::fs::read_dir(format!("/sys/class/net/{}/brif", h.names.net.bridge))
         .map(|rd| rd.count())
         .unwrap_or(0);
