@@ -31,6 +31,15 @@ enum ReleaseCmd {
         /// Release ID (a unique prefix is enough)
         id: Option<String>,
     },
+    /// Delete a release that is not the current one
+    #[command(visible_alias = "rm")]
+    Delete {
+        /// Do not ask for confirmation
+        #[arg(short = 'y', long = "yes")]
+        yes: bool,
+        /// Release ID (a unique prefix is enough)
+        id: String,
+    },
     /// Make an earlier release current again [default: the one before the current]
     Rollback {
         /// Do not ask for confirmation
@@ -47,6 +56,7 @@ pub async fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<()> {
     match args.cmd {
         None => list(&client, &app, args.json, args.quiet).await,
         Some(ReleaseCmd::Show { json, id }) => show(&client, &app, id.as_deref(), json).await,
+        Some(ReleaseCmd::Delete { yes, id }) => delete(&client, &app, &id, yes).await,
         Some(ReleaseCmd::Rollback { yes, id }) => rollback(&client, &app, id.as_deref(), yes).await,
     }
 }
@@ -112,6 +122,17 @@ async fn show(client: &Client, app: &str, id: Option<&str>, json: bool) -> Resul
         return print_json(&release);
     }
     print!("{}", describe(&release));
+    Ok(())
+}
+
+async fn delete(client: &Client, app: &str, id: &str, yes: bool) -> Result<()> {
+    let releases = client.releases(app).await?;
+    let target = find(&releases, app, id)?;
+    if !output::confirm(&format!("Delete release {}?", target.id), yes)? {
+        bail!("release not deleted");
+    }
+    client.delete_release(app, target.id).await?;
+    println!("Deleted release {}.", target.id);
     Ok(())
 }
 

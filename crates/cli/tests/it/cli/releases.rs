@@ -106,6 +106,19 @@ fn rollback_picks_the_previous_release_and_refuses_nonsense() {
         s.ok(&["release", "-a", &app, "-q"]),
         format!("{r2}\n{r1}\n")
     );
+
+    // The current release stays; an old one can go.
+    let err = s.fails(&["release", "-a", &app, "delete", "-y", &r2]);
+    assert!(err.starts_with("error: conflict: "), "{err}");
+    assert_eq!(
+        s.ok(&["release", "-a", &app, "delete", "-y", &r1]),
+        format!("Deleted release {r1}.\n")
+    );
+    assert_eq!(s.ok(&["release", "-a", &app, "-q"]), format!("{r2}\n"));
+    assert_eq!(
+        s.fails(&["release", "-a", &app, "rollback", "-y"]),
+        "error: no previous release to roll back to\n"
+    );
 }
 
 #[test]
