@@ -131,10 +131,17 @@ impl Agent {
                 }
             }
         }
-        // Containers without a job record (agent died mid-start): remove them.
+        // Containers without a job record (agent died mid-start), or of finished jobs whose
+        // cleanup was interrupted: release them now.
         for (id, _) in found {
-            let known = agent.inner.jobs.lock().expect("jobs").contains_key(&id);
-            if !known {
+            let finished = agent
+                .inner
+                .jobs
+                .lock()
+                .expect("jobs")
+                .get(&id)
+                .is_none_or(|j| j.status.is_terminal());
+            if finished {
                 let _ = runtime.cleanup(&id).await;
             }
         }

@@ -285,3 +285,97 @@ async fn start_errors_are_reported_and_leave_nothing_behind() {
         .collect();
     assert!(left.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_follow_until_exit_and_host_network_jobs_use_the_host_ip() {
+    if skip_unless_root("logs_follow_until_exit_and_host_network_jobs_use_the_host_ip") {
+        return;
+    }
+    let h = TestHost::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut web = job(
+        "hostnet",
+        &[
+            "sh",
+            "-c",
+            "echo hostnet > /tmp/index.html; exec httpd -f -p 127.0.0.1:$PORT -h /tmp",
+        ],
+    );
+    web.config.host_network = true;
+    web.config.stop_grace_ms = Some(200);
+    web.config.ports.push(PortSpec {
+        port,
+        proto: "tcp".into(),
+        check: None,
+    });
+    let info = h.agent.add_job(web.clone()).await.unwrap();
+    assert_eq!(info.ip, None, "host network jobs get no own IP");
+    let (code, body) = http_get(([127, 0, 0, 1], port).into(), "/", Duration::from_secs(10)).await;
+    assert_eq!((code, body.trim()), (200, "hostnet"));
+    h.agent.stop_job(&web.id).await.unwrap();
+
+    // Follow: every line, in order, with stream names, and the stream ends when the job exits.
+    let long = "x".repeat(25_000);
+    let printer = job(
+        "printer",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "for i in 1 2 3; do echo line $i; sleep 0.2; done; echo oops >&2; echo {long}"
+            ),
+        ],
+    );
+    h.agent.add_job(printer.clone()).await.unwrap();
+    let lines: Vec<_> = tokio::time::timeout(
+        Duration::from_secs(20),
+        h.agent
+            .logs(&printer.id, true)
+            .await
+            .unwrap()
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .expect("follow ends when the job exits");
+    let msgs: Vec<(&str, usize)> = lines
+        .iter()
+        .map(|l| (l.stream.as_str(), l.msg.len()))
+        .collect();
+    assert_eq!(lines[0].msg, "line 1");
+    assert_eq!(lines[2].msg, "line 3");
+    assert_eq!(
+        (lines[3].stream.as_str(), lines[3].msg.as_str()),
+        ("stderr", "oops")
+    );
+    // 25,000 bytes come as lines of at most 10,000.
+    assert_eq!(
+        &msgs[4..],
+        &[("stdout", 10_000), ("stdout", 10_000), ("stdout", 5_000)]
+    );
+    assert!(lines.windows(2).all(|w| w[0].ts <= w[1].ts));
+    h.agent.wait_job(&web.id).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_runc_is_one_clear_startup_error() {
+    if skip_unless_root("a_missing_runc_is_one_clear_startup_error") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let names = Names::new();
+    let mut rc = names.runc_config(dir.path());
+    rc.runc = "/nonexistent/runc".into();
+    let err = match slipway_host::runc::RuncRuntime::new(rc) {
+        Ok(_) => panic!("started without runc"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("runc was not found") && err.contains("apt-get install runc"),
+        "{err}"
+    );
+    names.destroy(dir.path());
+}
