@@ -22,6 +22,9 @@ pub struct AgentConfig {
     pub tags: BTreeMap<String, String>,
     /// Where job records live (`<data_dir>/jobs`).
     pub data_dir: PathBuf,
+    /// Finished jobs (records and logs) kept on disk; the oldest beyond this are forgotten, so
+    /// the disk does not fill up with the history of a busy host.
+    pub max_finished_jobs: usize,
 }
 
 impl AgentConfig {
@@ -43,6 +46,7 @@ impl AgentConfig {
             id,
             tags: BTreeMap::new(),
             data_dir,
+            max_finished_jobs: 1000,
         }
     }
 }
@@ -116,6 +120,17 @@ impl Agent {
                     tracing::info!(job = %id, "re-adopted running job");
                     agent.spawn_waiter(id.clone());
                     agent.spawn_checks(&info);
+                    if info.stop_requested {
+                        // The previous agent's SIGKILL timer died with it: start a new one.
+                        let grace = info
+                            .job
+                            .config
+                            .stop_grace_ms
+                            .unwrap_or(DEFAULT_STOP_GRACE_MS);
+                        agent
+                            .stop_after_grace(id.clone(), Duration::from_millis(grace))
+                            .await;
+                    }
                 }
                 Some(Recovered::Exited(st)) => agent.finished(&id, Ok(st.clone())).await,
                 Some(Recovered::StartFailed(e)) => agent.finished(&id, Err(e.clone())).await,
@@ -244,6 +259,34 @@ impl Agent {
         self.inner.checks.lock().expect("checks").remove(id);
         self.inner.uncleaned.lock().expect("uncleaned").remove(id);
         self.inner.changed.notify_waiters();
+        self.forget_old_jobs();
+    }
+
+    /// Removes the oldest finished jobs beyond `max_finished_jobs` (record and logs).
+    fn forget_old_jobs(&self) {
+        let old: Vec<String> = {
+            let mut jobs = self.inner.jobs.lock().expect("jobs");
+            let mut done: Vec<(Option<OffsetDateTime>, String)> = jobs
+                .values()
+                .filter(|j| j.status.is_terminal())
+                .map(|j| (j.finished_at, j.job.id.clone()))
+                .collect();
+            if done.len() <= self.inner.cfg.max_finished_jobs {
+                return;
+            }
+            done.sort();
+            let n = done.len() - self.inner.cfg.max_finished_jobs;
+            let old: Vec<String> = done.into_iter().take(n).map(|(_, id)| id).collect();
+            for id in &old {
+                jobs.remove(id);
+            }
+            old
+        };
+        let dir = self.inner.cfg.data_dir.join("jobs");
+        for id in old {
+            let _ = std::fs::remove_file(dir.join(format!("{id}.json")));
+            self.inner.runtime.forget(&id);
+        }
     }
 
     fn spawn_checks(&self, info: &JobInfo) {

@@ -186,6 +186,10 @@ impl Runtime for FakeRuntime {
         Box::pin(futures_util::stream::iter(lines))
     }
 
+    fn forget(&self, id: &str) {
+        self.logs.lock().expect("logs").remove(id);
+    }
+
     async fn teardown(&self) -> Result<()> {
         Ok(())
     }

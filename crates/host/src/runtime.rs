@@ -45,6 +45,8 @@ pub trait Runtime: Send + Sync + 'static {
     async fn recover(&self) -> anyhow::Result<Vec<(String, Recovered)>>;
     /// The job's log lines; with `follow`, keeps yielding until the job has exited.
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, LogLine>;
+    /// Deletes what is kept of a finished job after cleanup (its logs).
+    fn forget(&self, _id: &str) {}
     /// Removes host-wide state (bridge, NAT table, cgroup parent). For tests and uninstall.
     async fn teardown(&self) -> anyhow::Result<()>;
 }

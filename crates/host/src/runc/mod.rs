@@ -615,6 +615,10 @@ impl Runtime for RuncRuntime {
         })
     }
 
+    fn forget(&self, id: &str) {
+        let _ = std::fs::remove_dir_all(self.log_dir(id));
+    }
+
     async fn teardown(&self) -> Result<()> {
         network::teardown_host(&self.cfg.network);
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {

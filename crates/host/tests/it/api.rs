@@ -135,3 +135,36 @@ async fn a_restarted_agent_readopts_running_jobs_and_keeps_finished_ones() {
     assert_eq!(d.exit.unwrap().code, 42);
     assert_eq!(rt.live(), 0, "cleaned up");
 }
+
+#[tokio::test]
+async fn only_the_newest_finished_jobs_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AgentConfig::new(dir.path());
+    cfg.max_finished_jobs = 3;
+    let agent = Agent::start(cfg, Arc::new(FakeRuntime::new()))
+        .await
+        .unwrap();
+    agent
+        .add_job(fake_job("running", &["serve"]))
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let id = format!("done{i}");
+        agent.add_job(fake_job(&id, &["exit", "0"])).await.unwrap();
+        agent.wait_job(&id).await.unwrap();
+    }
+    let ids: Vec<String> = agent
+        .list_jobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job.id)
+        .collect();
+    assert_eq!(ids, ["running", "done3", "done4", "done5"]);
+    let files = std::fs::read_dir(dir.path().join("jobs")).unwrap().count();
+    assert_eq!(files, 4);
+    assert!(matches!(
+        agent.get_job("done0").await,
+        Err(HostError::NotFound(_))
+    ));
+}
