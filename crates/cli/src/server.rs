@@ -31,11 +31,13 @@ pub struct ServerArgs {
 pub async fn run(args: ServerArgs) -> Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG").unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+                .unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
-    let domain = slipway_types::normalize_domain(&args.domain).map_err(|e| anyhow::anyhow!("--domain: {}", e.message))?;
+    let domain = slipway_types::normalize_domain(&args.domain)
+        .map_err(|e| anyhow::anyhow!("--domain: {}", e.message))?;
     let data_dir = match args.data_dir {
         Some(d) => d,
         None => default_data_dir()?,
@@ -45,8 +47,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let database_url = args
         .database_url
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("slipway.db").display()));
-    let store = slipway_store::open(&database_url).await.context("cannot open the controller database")?;
-    tracing::info!(backend = slipway_store::Store::backend(&store), "store ready");
+    let store = slipway_store::open(&database_url)
+        .await
+        .context("cannot open the controller database")?;
+    tracing::info!(
+        backend = slipway_store::Store::backend(&store),
+        "store ready"
+    );
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
         format!("cannot listen on {}: is another `slipway server` running? Use --listen to pick another address", args.listen)
@@ -61,7 +68,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         crate::config::register_local_cluster(&local_url, &api_key)
             .context("cannot add this server to the CLI config (use --no-register to skip)")?;
     }
-    let config = slipway_controller::ControllerConfig { api_key, default_domain: domain, git_url: local_url.clone() };
+    let config = slipway_controller::ControllerConfig {
+        api_key,
+        default_domain: domain,
+        git_url: local_url.clone(),
+    };
     tracing::info!(data_dir = %data_dir.display(), "controller API on {local_url}");
     slipway_controller::serve(listener, Arc::new(store), config, shutdown_signal()).await?;
     tracing::info!("stopped");
@@ -71,8 +82,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 /// Where a client on this machine reaches a server bound to `addr` (0.0.0.0 → 127.0.0.1).
 fn client_addr(addr: SocketAddr) -> SocketAddr {
     match addr {
-        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
-        SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
         other => other,
     }
 }
@@ -103,9 +118,14 @@ fn load_or_create_key(path: &Path) -> Result<String> {
     use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read_to_string(path) {
         Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
-        Ok(_) => anyhow::bail!("the API key file {} is empty: delete it to generate a new key", path.display()),
+        Ok(_) => anyhow::bail!(
+            "the API key file {} is empty: delete it to generate a new key",
+            path.display()
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read the API key {}", path.display())),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read the API key {}", path.display()));
+        }
     }
     let key = slipway_controller::generate_api_key();
     let mut file = std::fs::OpenOptions::new()
