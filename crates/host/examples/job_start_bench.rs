@@ -115,89 +115,91 @@ async fn bench() -> anyhow::Result<()> {
     let rt = Arc::new(RuncRuntime::new(rc)?);
     let agent = Agent::start(AgentConfig::new(dir.path()), rt.clone()).await?;
 
-    // 1. Through the agent.
+    // Agent and raw runc runs alternate, so that load from elsewhere hits both alike.
     let mut agent_ms = Vec::new();
-    for i in 0..n {
-        let t0 = Instant::now();
-        let info = agent.add_job(job(i)).await?;
-        let ip = info.ip.expect("ip");
-        wait_http((ip, PORT).into()).await;
-        agent_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        agent.signal_job(&info.job.id, 9).await?;
-        agent.wait_job(&info.job.id).await?;
-    }
-
-    // 2. Raw runc run of the same bundle.
     let raw_root = dir.path().join("raw-runc");
     let mut raw_ms = Vec::new();
     for i in 0..n {
-        let id = format!("raw-{i}-{}", std::process::id());
-        let ns = format!("slwbench{i}");
-        let ip = Ipv4Addr::new(100, 99, 0, 200 + (i % 50) as u8);
-        let b = dir.path().join("raw").join(&id);
-        let (rootfs, upper, work) = (b.join("rootfs"), b.join("upper"), b.join("work"));
-        for d in [&rootfs, &upper, &work] {
-            std::fs::create_dir_all(d)?;
+        // 1. Through the agent.
+        {
+            let t0 = Instant::now();
+            let info = agent.add_job(job(i)).await?;
+            let ip = info.ip.expect("ip");
+            wait_http((ip, PORT).into()).await;
+            agent_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            agent.signal_job(&info.job.id, 9).await?;
+            agent.wait_job(&info.job.id).await?;
         }
-        sh(&format!(
-            "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
-            stack.display(),
-            upper.display(),
-            work.display(),
-            rootfs.display()
-        ));
-        let hosts = b.join("hosts");
-        std::fs::write(&hosts, "127.0.0.1 localhost\n")?;
-        let j = job(1000 + i);
-        let ns_path = std::path::PathBuf::from(format!("/run/netns/{ns}"));
-        let (s, _) = spec::build(
-            &j,
-            &spec::SpecInputs {
-                rootfs: &rootfs,
-                cgroups_path: format!("/slipway-bench/{id}"),
-                hosts_file: &hosts,
-                resolv_conf: Path::new("/etc/resolv.conf"),
-                nofile_ceiling: 20_000,
-                ca_bundle: None,
-                netns: Some(&ns_path),
-            },
-        )?;
-        // Same spec, but the netns is prepared beforehand (raw runc does no networking).
-        sh(&format!("ip netns del {ns} 2>/dev/null; ip netns add {ns}"));
-        let veth = format!("vswraw{i}");
-        sh(&format!(
-            "ip link add name {veth} master {} up type veth peer name eth0 address {} netns {ns} && \
-             ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up && \
-             ip -n {ns} link set lo up && ip -n {ns} route add default via {}",
-            net.bridge,
-            network::mac_for(ip),
-            net.gateway()
-        ));
-        s.save(b.join("config.json"))?;
-        let t0 = Instant::now();
-        let st = tokio::process::Command::new("runc")
-            .arg("--root")
-            .arg(&raw_root)
-            .args(["run", "-d", "--bundle"])
-            .arg(&b)
-            .arg(&id)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await?;
-        assert!(st.success(), "runc run -d failed");
-        wait_http((ip, PORT).into()).await;
-        raw_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
-        let _ = Command::new("runc")
-            .arg("--root")
-            .arg(&raw_root)
-            .args(["delete", "--force", &id])
-            .status();
-        sh(&format!(
-            "umount {}; ip netns del {ns}; ip link del {veth} 2>/dev/null; true",
-            rootfs.display()
-        ));
+        // 2. Raw runc run of the same bundle.
+        {
+            let id = format!("raw-{i}-{}", std::process::id());
+            let ns = format!("slwbench{i}");
+            let ip = Ipv4Addr::new(100, 99, 0, 200 + (i % 50) as u8);
+            let b = dir.path().join("raw").join(&id);
+            let (rootfs, upper, work) = (b.join("rootfs"), b.join("upper"), b.join("work"));
+            for d in [&rootfs, &upper, &work] {
+                std::fs::create_dir_all(d)?;
+            }
+            sh(&format!(
+                "mount -t overlay overlay -o lowerdir={},upperdir={},workdir={} {}",
+                stack.display(),
+                upper.display(),
+                work.display(),
+                rootfs.display()
+            ));
+            let hosts = b.join("hosts");
+            std::fs::write(&hosts, "127.0.0.1 localhost\n")?;
+            let j = job(1000 + i);
+            let ns_path = std::path::PathBuf::from(format!("/run/netns/{ns}"));
+            let (s, _) = spec::build(
+                &j,
+                &spec::SpecInputs {
+                    rootfs: &rootfs,
+                    cgroups_path: format!("/slipway-bench/{id}"),
+                    hosts_file: &hosts,
+                    resolv_conf: Path::new("/etc/resolv.conf"),
+                    nofile_ceiling: 20_000,
+                    ca_bundle: None,
+                    netns: Some(&ns_path),
+                },
+            )?;
+            // Same spec, but the netns is prepared beforehand (raw runc does no networking).
+            sh(&format!("ip netns del {ns} 2>/dev/null; ip netns add {ns}"));
+            let veth = format!("vswraw{i}");
+            sh(&format!(
+                "ip link add name {veth} master {} up type veth peer name eth0 address {} netns {ns} && \
+                 ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up && \
+                 ip -n {ns} link set lo up && ip -n {ns} route add default via {}",
+                net.bridge,
+                network::mac_for(ip),
+                net.gateway()
+            ));
+            s.save(b.join("config.json"))?;
+            let t0 = Instant::now();
+            let st = tokio::process::Command::new("runc")
+                .arg("--root")
+                .arg(&raw_root)
+                .args(["run", "-d", "--bundle"])
+                .arg(&b)
+                .arg(&id)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await?;
+            assert!(st.success(), "runc run -d failed");
+            wait_http((ip, PORT).into()).await;
+            raw_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&raw_root)
+                .args(["delete", "--force", &id])
+                .status();
+            sh(&format!(
+                "umount {}; ip netns del {ns}; ip link del {veth} 2>/dev/null; true",
+                rootfs.display()
+            ));
+        }
     }
 
     // 3. Memory per job.
