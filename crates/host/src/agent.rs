@@ -406,6 +406,19 @@ fn total_memory() -> u64 {
 #[async_trait]
 impl HostApi for Agent {
     async fn add_job(&self, job: HostJob) -> HostResult<JobInfo> {
+        let id_ok = !job.id.is_empty()
+            && job.id.len() <= 128
+            && !job.id.starts_with('.')
+            && job
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !id_ok {
+            return Err(HostError::BadRequest(format!(
+                "job id {:?} must be 1-128 letters, digits, '-', '_' or '.' (not starting with '.')",
+                job.id
+            )));
+        }
         if job.config.args.is_empty() {
             return Err(HostError::BadRequest(
                 "the job has no command (args is empty)".into(),

@@ -23,6 +23,19 @@ impl HttpHost {
         }
     }
 
+    /// Percent-encodes a path segment (job ids come from users).
+    fn seg(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base
     }
@@ -88,29 +101,38 @@ impl HttpHost {
 #[async_trait]
 impl HostApi for HttpHost {
     async fn add_job(&self, job: HostJob) -> HostResult<JobInfo> {
-        let url = self.url(&format!("/host/jobs/{}", job.id));
+        let url = self.url(&format!("/host/jobs/{}", Self::seg(&job.id)));
         self.send(self.http.put(url).json(&job)).await
     }
     async fn list_jobs(&self) -> HostResult<Vec<JobInfo>> {
         self.send(self.http.get(self.url("/host/jobs"))).await
     }
     async fn get_job(&self, id: &str) -> HostResult<JobInfo> {
-        self.send(self.http.get(self.url(&format!("/host/jobs/{id}"))))
-            .await
+        self.send(
+            self.http
+                .get(self.url(&format!("/host/jobs/{}", Self::seg(id)))),
+        )
+        .await
     }
     async fn stop_job(&self, id: &str) -> HostResult<JobInfo> {
-        self.send(self.http.delete(self.url(&format!("/host/jobs/{id}"))))
-            .await
+        self.send(
+            self.http
+                .delete(self.url(&format!("/host/jobs/{}", Self::seg(id)))),
+        )
+        .await
     }
     async fn signal_job(&self, id: &str, signal: i32) -> HostResult<()> {
-        let url = self.url(&format!("/host/jobs/{id}/signal/{signal}"));
+        let url = self.url(&format!("/host/jobs/{}/signal/{signal}", Self::seg(id)));
         self.send::<serde_json::Value>(self.http.put(url))
             .await
             .map(|_| ())
     }
     async fn wait_job(&self, id: &str) -> HostResult<JobInfo> {
-        self.send(self.http.get(self.url(&format!("/host/jobs/{id}/wait"))))
-            .await
+        self.send(
+            self.http
+                .get(self.url(&format!("/host/jobs/{}/wait", Self::seg(id)))),
+        )
+        .await
     }
     async fn events(&self) -> HostResult<BoxStream<'static, JobEvent>> {
         let resp = self
@@ -127,7 +149,10 @@ impl HostApi for HttpHost {
     async fn logs(&self, id: &str, follow: bool) -> HostResult<BoxStream<'static, LogLine>> {
         let resp = self
             .http
-            .get(self.url(&format!("/host/jobs/{id}/logs?follow={follow}")))
+            .get(self.url(&format!(
+                "/host/jobs/{}/logs?follow={follow}",
+                Self::seg(id)
+            )))
             .send()
             .await
             .map_err(|e| HostError::Internal(format!("logs: {e}")))?;

@@ -4,7 +4,7 @@
 //! `noNewPrivileges`, runc's masked and read-only `/proc` paths, deny-all device cgroup (runc then
 //! allows only the standard devices), tmpfs `/tmp` and `/dev/shm`.
 
-use crate::types::HostJob;
+use crate::types::{DEFAULT_WEB_PORT, HostJob};
 use anyhow::{Context, Result};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
@@ -71,6 +71,9 @@ pub fn job_env(job: &HostJob) -> BTreeMap<String, String> {
     env.extend(job.config.env.clone());
     if let Some(p) = job.config.ports.first() {
         env.insert("PORT".into(), p.port.to_string());
+    } else if job.process_type == "web" && !env.contains_key("PORT") {
+        // Web processes always get a PORT (on the job's own IP), like on Heroku and Flynn.
+        env.insert("PORT".into(), DEFAULT_WEB_PORT.to_string());
     }
     env.insert("SLIPWAY_APP_NAME".into(), job.app_name.clone());
     env.insert("SLIPWAY_APP_ID".into(), job.app_id.clone());
@@ -318,5 +321,16 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert!(ns.contains(&"network"));
+        let mut web = job();
+        web.config.ports.clear();
+        assert_eq!(
+            job_env(&web)["PORT"],
+            "1",
+            "an explicit PORT wins when no port is declared"
+        );
+        web.config.env.remove("PORT");
+        assert_eq!(job_env(&web)["PORT"], "8080");
+        web.process_type = "worker".into();
+        assert!(!job_env(&web).contains_key("PORT"));
     }
 }

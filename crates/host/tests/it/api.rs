@@ -29,6 +29,11 @@ async fn conformance(api: &dyn HostApi) {
     let info = api.add_job(fake_job("j1", &["serve"])).await.unwrap();
     assert_eq!(info.status, JobStatus::Running);
     assert!(info.ip.is_some());
+    let bad = api
+        .add_job(fake_job("../etc", &["serve"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, HostError::BadRequest(_)), "{bad:?}");
     let err = api.add_job(fake_job("j1", &["serve"])).await.unwrap_err();
     assert!(matches!(err, HostError::Conflict(_)), "{err:?}");
     assert!(matches!(
