@@ -34,6 +34,8 @@ pub enum HostCommand {
     Inspect(IdArgs),
     /// Stop a job: SIGTERM, then SIGKILL after its grace period
     Stop(IdArgs),
+    /// Wait until a job has finished and is cleaned up; exits with the job's exit code
+    Wait(IdArgs),
     /// Send a signal to a job
     Signal(SignalArgs),
     /// Show a job's output
@@ -227,6 +229,10 @@ pub async fn run(args: HostArgs) -> Result<()> {
             println!("stopping {}", i.id);
             Ok(())
         }
+        HostCommand::Wait(i) => {
+            let done = HttpHost::new(&i.client.url).wait_job(&i.id).await?;
+            report_exit(&i.id, &done)
+        }
         HostCommand::Signal(s) => {
             let sig = parse_signal(&s.signal)
                 .with_context(|| format!("unknown signal {:?} (try TERM, USR1, 9)", s.signal))?;
@@ -356,13 +362,23 @@ async fn run_job(r: RunJobArgs) -> Result<()> {
         print_line(&line);
     }
     let done = api.wait_job(&id).await?;
+    report_exit(&id, &done)
+}
+
+/// Says how a finished job ended and exits with its code (like `docker run`).
+fn report_exit(id: &str, done: &JobInfo) -> Result<()> {
     match &done.exit {
         Some(e) if e.code == 0 => Ok(()),
         Some(e) => {
             eprintln!("job {id}: {e}");
             std::process::exit(e.code.clamp(1, 255));
         }
-        None => bail!("job {id}: {}", done.error.unwrap_or_default()),
+        None => bail!(
+            "job {id}: {}",
+            done.error
+                .clone()
+                .unwrap_or_else(|| "no exit status".into())
+        ),
     }
 }
 

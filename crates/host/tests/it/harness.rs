@@ -90,6 +90,11 @@ impl Names {
                     .output();
             }
         }
+        if let Ok(rd) = std::fs::read_dir(data_dir.join("containers")) {
+            for e in rd.flatten() {
+                network::remove_netns(&e.file_name().to_string_lossy());
+            }
+        }
         for m in mounts_under(data_dir) {
             let _ = std::process::Command::new("umount")
                 .arg("-l")
