@@ -93,7 +93,11 @@ async fn limits_read_back_inside_the_job() {
             "echo mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes); \
              echo shares=$(cat /sys/fs/cgroup/cpu,cpuacct/cpu.shares 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.shares); \
              echo pids=$(cat /sys/fs/cgroup/pids/pids.max); echo nofile=$(ulimit -n); \
-             echo uid=$(id -u); echo caps=$(grep CapBnd /proc/self/status)",
+             echo uid=$(id -u); echo caps=$(grep CapBnd /proc/self/status); \
+             echo nnp=$(grep NoNewPrivs /proc/self/status); \
+             echo tmp=$(grep -c ' /tmp tmpfs ' /proc/mounts) shm=$(grep -c ' /dev/shm tmpfs ' /proc/mounts); \
+             echo timer_list=$(wc -c < /proc/timer_list); echo devs=$(ls /dev | sort | tr '\\n' ' '); \
+             mknod /tmp/sda b 8 0 && (head -c1 /tmp/sda >/dev/null 2>&1 && echo disk=readable || echo disk=denied)",
         ],
     );
     j.resources = Resources {
@@ -119,6 +123,13 @@ async fn limits_read_back_inside_the_job() {
         "uid=0".into(),
         // Docker's 14 default capabilities.
         "caps=CapBnd: 00000000a80425fb".into(),
+        "nnp=NoNewPrivs: 1".into(),
+        "tmp=1 shm=1".into(),
+        // Masked by runc's default masked paths.
+        "timer_list=0".into(),
+        // Only the standard devices, and the device cgroup denies the rest even after mknod.
+        "devs=fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero".into(),
+        "disk=denied".into(),
     ] {
         assert!(out.contains(&want), "{want:?} not in {out:?}");
     }
