@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::ffi::{CString, OsString};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncBufReadExt;
 
 /// Settings of the runc runtime. All host-global names are here so that agents can coexist.
@@ -68,10 +68,23 @@ struct ContainerState {
 }
 
 pub struct RuncRuntime {
+    shared: Arc<Shared>,
+    states: Mutex<HashMap<String, ContainerState>>,
+}
+
+/// What job preparation needs; shared with the blocking thread that prepares a job (mounts,
+/// files, netns) so that it never blocks the async runtime.
+pub struct Shared {
     cfg: RuncConfig,
     nofile_ceiling: u64,
     ips: Mutex<IpAllocator>,
-    states: Mutex<HashMap<String, ContainerState>>,
+}
+
+impl std::ops::Deref for RuncRuntime {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
 }
 
 fn proc_start_time(pid: u32) -> Option<u64> {
@@ -215,13 +228,17 @@ impl RuncRuntime {
         // SAFETY: valid pointer to an rlimit.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
         Ok(RuncRuntime {
-            ips: Mutex::new(IpAllocator::new(&cfg.network)),
-            nofile_ceiling: lim.rlim_max,
-            cfg,
+            shared: Arc::new(Shared {
+                ips: Mutex::new(IpAllocator::new(&cfg.network)),
+                nofile_ceiling: lim.rlim_max,
+                cfg,
+            }),
             states: Mutex::new(HashMap::new()),
         })
     }
+}
 
+impl Shared {
     pub fn config(&self) -> &RuncConfig {
         &self.cfg
     }
@@ -371,7 +388,9 @@ impl RuncRuntime {
         spec.save(bundle.join("config.json"))?;
         Ok(warning.into_iter().collect())
     }
+}
 
+impl RuncRuntime {
     async fn spawn_shim(&self, dir: &Path) -> Result<(u32, Handshake)> {
         let (prog, args) = self
             .cfg
@@ -463,13 +482,27 @@ impl Runtime for RuncRuntime {
             bail!("job {} already exists on this host", job.id);
         }
         std::fs::create_dir_all(&dir)?;
-        let (shim_cfg, ip, warnings) = match self.prepare(job, &dir) {
+        let prepared = {
+            let (shared, job, dir) = (self.shared.clone(), job.clone(), dir.clone());
+            tokio::task::spawn_blocking(move || shared.prepare(&job, &dir))
+                .await
+                .context("job preparation panicked")?
+        };
+        let (shim_cfg, ip, warnings) = match prepared {
             Ok(x) => x,
             Err(e) => {
                 self.undo(&job.id, None).await;
                 return Err(e);
             }
         };
+        if !warnings.is_empty() {
+            // Users see these with the job's logs (stream `init`).
+            let mut w =
+                crate::logs::LogWriter::open(&self.log_dir(&job.id), self.cfg.log_max_bytes)?;
+            for msg in &warnings {
+                w.write("init", format!("warning: {msg}").as_bytes())?;
+            }
+        }
         std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
         let (pid, hs) = match self.spawn_shim(&dir).await {
             Ok(x) => x,

@@ -136,6 +136,33 @@ async fn limits_read_back_inside_the_job() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn max_fd_above_the_host_limit_is_clamped_with_a_warning() {
+    if skip_unless_root("max_fd_above_the_host_limit_is_clamped_with_a_warning") {
+        return;
+    }
+    let h = TestHost::start().await;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    let mut j = job("nofile", &["sh", "-c", "echo nofile=$(ulimit -n)"]);
+    j.resources.max_fd = Some(u32::MAX as u64);
+    h.agent.add_job(j.clone()).await.unwrap();
+    let done = h.agent.wait_job(&j.id).await.unwrap();
+    assert_eq!(done.exit.unwrap().code, 0);
+    let logs = log_lines(&h.agent, &j.id).await;
+    let want = format!("nofile={}", lim.rlim_max);
+    assert!(logs.iter().any(|l| l.msg == want), "{want} not in {logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.stream == "init" && l.msg.contains("above the host's hard limit")),
+        "{logs:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_job_past_its_memory_limit_is_reported_oom_killed() {
     if skip_unless_root("a_job_past_its_memory_limit_is_reported_oom_killed") {
         return;
