@@ -16,7 +16,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// Everything the shim needs, written by the agent to `<container dir>/shim.json`.
+/// Everything the shim needs, written by the agent to the shim's stdin.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ShimConfig {
     pub runc: PathBuf,
@@ -97,7 +97,14 @@ fn command_output_error(what: &str, out: &std::process::Output) -> String {
 }
 
 fn run(dir: &Path) -> anyhow::Result<()> {
-    let cfg: ShimConfig = serde_json::from_slice(&std::fs::read(dir.join("shim.json"))?)?;
+    // The config comes on stdin once the agent has prepared the job; EOF without one means the
+    // preparation failed and there is nothing to run.
+    let mut raw = Vec::new();
+    std::io::stdin().read_to_end(&mut raw)?;
+    if raw.is_empty() {
+        return Ok(());
+    }
+    let cfg: ShimConfig = serde_json::from_slice(&raw)?;
     // SAFETY: plain libc calls without pointers we do not own.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);

@@ -1,7 +1,7 @@
 //! The real runtime: one runc container per job, supervised by a per-job shim.
 //!
 //! Layout in the data dir:
-//! - `containers/<id>/` — `shim.json`, `state.json`, `exit.json`, `hosts`, `net.batch` and
+//! - `containers/<id>/` — `state.json`, `exit.json`, `hosts`, `net.batch` and
 //!   `bundle/` (`config.json`, overlay `rootfs/`, `upper/`, `work/`). Removed at cleanup.
 //! - `logs/<id>/` — the job's log files (kept after cleanup; bounded in size).
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
@@ -391,7 +391,9 @@ impl Shared {
 }
 
 impl RuncRuntime {
-    async fn spawn_shim(&self, dir: &Path) -> Result<(u32, Handshake)> {
+    /// Starts the job's shim. It waits for its config on stdin, so starting it overlaps with the
+    /// job's preparation; closing stdin without a config makes it exit.
+    fn spawn_shim(&self, dir: &Path) -> Result<tokio::process::Child> {
         let (prog, args) = self
             .cfg
             .shim_command
@@ -400,7 +402,7 @@ impl RuncRuntime {
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
             .arg(dir)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::fs::File::create(dir.join("shim.log"))?);
         // SAFETY: setsid is async-signal-safe. Its own session keeps the shim (and the job)
@@ -411,15 +413,31 @@ impl RuncRuntime {
                 Ok(())
             });
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting the job shim {}", prog.to_string_lossy()))?;
+        cmd.spawn()
+            .with_context(|| format!("starting the job shim {}", prog.to_string_lossy()))
+    }
+
+    /// Hands the shim its config and waits for its handshake (container running, or why not).
+    async fn run_shim(
+        &self,
+        mut child: tokio::process::Child,
+        cfg: Option<&ShimConfig>,
+        dir: &Path,
+    ) -> Result<(u32, Handshake)> {
+        use tokio::io::AsyncWriteExt;
         let pid = child.id().context("shim exited at once")?;
+        let mut stdin = child.stdin.take().context("shim stdin")?;
         let stdout = child.stdout.take().context("shim stdout")?;
         // Reap the shim whenever it ends; the agent learns about the end through its pidfd.
         tokio::spawn(async move {
             let _ = child.wait().await;
         });
+        let Some(cfg) = cfg else {
+            drop(stdin);
+            bail!("job preparation failed");
+        };
+        stdin.write_all(&serde_json::to_vec(cfg)?).await?;
+        drop(stdin);
         let mut line = String::new();
         let mut r = tokio::io::BufReader::new(stdout);
         tokio::time::timeout(std::time::Duration::from_secs(120), r.read_line(&mut line))
@@ -482,6 +500,13 @@ impl Runtime for RuncRuntime {
             bail!("job {} already exists on this host", job.id);
         }
         std::fs::create_dir_all(&dir)?;
+        let child = match self.spawn_shim(&dir) {
+            Ok(c) => c,
+            Err(e) => {
+                self.undo(&job.id, None).await;
+                return Err(e);
+            }
+        };
         let prepared = {
             let (shared, job, dir) = (self.shared.clone(), job.clone(), dir.clone());
             tokio::task::spawn_blocking(move || shared.prepare(&job, &dir))
@@ -491,6 +516,7 @@ impl Runtime for RuncRuntime {
         let (shim_cfg, ip, warnings) = match prepared {
             Ok(x) => x,
             Err(e) => {
+                let _ = self.run_shim(child, None, &dir).await;
                 self.undo(&job.id, None).await;
                 return Err(e);
             }
@@ -503,8 +529,7 @@ impl Runtime for RuncRuntime {
                 w.write("init", format!("warning: {msg}").as_bytes())?;
             }
         }
-        std::fs::write(dir.join("shim.json"), serde_json::to_vec(&shim_cfg)?)?;
-        let (pid, hs) = match self.spawn_shim(&dir).await {
+        let (pid, hs) = match self.run_shim(child, Some(&shim_cfg), &dir).await {
             Ok(x) => x,
             Err(e) => {
                 self.undo(&job.id, ip).await;
