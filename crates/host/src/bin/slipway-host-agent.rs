@@ -11,7 +11,18 @@ struct Cli {
     host: slipway_host::cli::HostArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One readable message (with its causes), no backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     // The shim runs without an async runtime: it must stay small (one per job). The agent
     // starts it as `<this exe> host shim DIR`, like with the `slipway` binary.
     slipway_host::shim::run_if_shim_invocation();

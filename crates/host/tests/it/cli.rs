@@ -79,3 +79,28 @@ async fn run_job_ps_and_stop_through_the_cli() {
     assert!(err.contains("no job nope"), "{err}");
     drop(guard);
 }
+
+#[test]
+fn the_daemon_says_it_needs_root() {
+    if skip_unless_root("the_daemon_says_it_needs_root") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let _ = Command::new("chown").arg("nobody").arg(&data).status();
+    let out = Command::new("runuser")
+        .args(["-u", "nobody", "--"])
+        .arg(agent_exe())
+        .args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("Permission denied") && !err.contains("must run as root") {
+        eprintln!("SKIPPED the_daemon_says_it_needs_root: nobody cannot execute {err}");
+        return;
+    }
+    assert!(!out.status.success());
+    assert!(err.contains("must run as root"), "{err}");
+}
