@@ -6,6 +6,7 @@
 //! - `logs/<id>/` — the job's log files (kept after cleanup; bounded in size).
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
 
+pub mod netlink;
 pub mod network;
 pub mod spec;
 

@@ -206,8 +206,9 @@ pub fn netns_path(job_id: &str) -> std::path::PathBuf {
 
 /// Creates the job's network namespace with its veth (on the bridge, MAC derived from the IP),
 /// address, loopback and default route, before the container exists: then the shim can use a
-/// single `runc run -d`, which is ~25 ms faster here than `runc create` + `runc start`. Two
-/// `ip -b` runs; the agent does this while it mounts the rootfs and writes the spec.
+/// single `runc run -d`, which is ~25 ms faster here than `runc create` + `runc start`. Done with
+/// rtnetlink ([`super::netlink`]); two `ip -b` runs if that fails. The agent does this while it
+/// mounts the rootfs and writes the spec.
 pub fn prepare_netns(
     cfg: &NetworkConfig,
     job_id: &str,
@@ -215,6 +216,26 @@ pub fn prepare_netns(
 ) -> Result<std::path::PathBuf> {
     let (ns, veth, mac) = (netns_name(job_id), veth_name(job_id), mac_for(ip));
     remove_netns(job_id); // a leftover from a crashed agent with the same job id
+    let path = netns_path(job_id);
+    let native = super::netlink::create(&super::netlink::NetnsSpec {
+        netns_path: &path,
+        bridge: &cfg.bridge,
+        veth: &veth,
+        mac: &mac,
+        ip,
+        prefix: cfg.prefix,
+        gateway: cfg.gateway(),
+    });
+    match native {
+        Ok(()) => return Ok(path),
+        Err(e) => {
+            tracing::warn!(
+                job = job_id,
+                "netlink setup failed ({e:#}); falling back to `ip`"
+            );
+            remove_netns(job_id);
+        }
+    }
     let host_side = format!(
         "netns add {ns}\nlink add name {veth} master {br} up type veth peer name eth0 address \
          {mac} netns {ns}\n",

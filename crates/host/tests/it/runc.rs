@@ -418,3 +418,62 @@ async fn a_missing_runc_is_one_clear_startup_error() {
     );
     names.destroy(dir.path());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn netns_plumbing_over_netlink_matches_what_ip_would_do() {
+    if skip_unless_root("netns_plumbing_over_netlink_matches_what_ip_would_do") {
+        return;
+    }
+    use slipway_host::runc::{netlink, network};
+    let h = TestHost::start().await; // owns the bridge
+    let net = &h.names.net;
+    let id = format!("nl-{}", std::process::id());
+    let ip = std::net::Ipv4Addr::from(u32::from(net.subnet) + 77);
+    let path = network::netns_path(&id);
+    netlink::create(&netlink::NetnsSpec {
+        netns_path: &path,
+        bridge: &net.bridge,
+        veth: &network::veth_name(&id),
+        mac: &network::mac_for(ip),
+        ip,
+        prefix: net.prefix,
+        gateway: net.gateway(),
+    })
+    .expect("netlink plumbing");
+    let ns = network::netns_name(&id);
+    let show = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let addr = show(&["-n", &ns, "-o", "addr", "show", "dev", "eth0"]);
+    assert!(addr.contains(&format!("{ip}/{}", net.prefix)), "{addr}");
+    let link = show(&["-n", &ns, "link", "show", "eth0"]);
+    assert!(
+        link.contains(&network::mac_for(ip)) && link.contains("UP"),
+        "{link}"
+    );
+    let route = show(&["-n", &ns, "route"]);
+    assert!(
+        route.contains(&format!("default via {}", net.gateway())),
+        "{route}"
+    );
+    let veth = show(&["link", "show", &network::veth_name(&id)]);
+    assert!(veth.contains(&format!("master {}", net.bridge)), "{veth}");
+    // The gateway (the bridge) answers from inside the netns.
+    let ping = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "ping", "-c1", "-W2"])
+        .arg(net.gateway().to_string())
+        .output();
+    if let Ok(p) = ping
+        && !String::from_utf8_lossy(&p.stderr).contains("No such file")
+    {
+        assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stdout));
+    }
+    network::remove_netns(&id);
+    assert!(!path.exists());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(show(&["link", "show", &network::veth_name(&id)]).is_empty());
+}
