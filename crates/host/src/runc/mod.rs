@@ -168,11 +168,7 @@ pub fn preflight(cfg: &RuncConfig) -> Result<()> {
             cfg.runc.display()
         );
     }
-    for (tool, pkg) in [
-        ("ip", "iproute2"),
-        ("nft", "nftables"),
-        ("nsenter", "util-linux"),
-    ] {
+    for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {
         let ok = std::process::Command::new(tool)
             .arg("-V")
             .stdout(std::process::Stdio::null())
