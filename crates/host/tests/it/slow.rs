@@ -1,5 +1,6 @@
 //! Slow real-world tests, run when `SLIPWAY_SLOW_TESTS=1` (CI sets it): the bookworm stack
-//! (debootstrap, cached across runs by recipe hash) and pip over HTTPS from a job's own netns.
+//! (debootstrap, cached across runs by recipe hash), pip from PyPI and npm from the npm registry
+//! over HTTPS from a job's own netns.
 
 use crate::harness::*;
 use slipway_host::{HostApi, JobStatus};
@@ -32,7 +33,9 @@ async fn build_job_reaches_pypi_over_https_on_the_bookworm_stack() {
             "-c",
             "python3 -m venv /tmp/venv && /tmp/venv/bin/pip install --no-cache-dir --progress-bar off six \
              && /tmp/venv/bin/python -c 'import six; print(\"imported six\", six.__version__)' \
-             && node -e 'console.log(\"node\", process.version)'",
+             && node -e 'console.log(\"node\", process.version)' \
+             && cd /tmp && npm install --no-audit --no-fund --loglevel=error is-number \
+             && node -e 'console.log(\"is-number\", require(\"/tmp/node_modules/is-number\")(5))'",
         ],
     );
     j.config.stack = "bookworm".into();
@@ -58,4 +61,8 @@ async fn build_job_reaches_pypi_over_https_on_the_bookworm_stack() {
         "{logs:?}"
     );
     assert!(logs.iter().any(|l| l.starts_with("node v")), "{logs:?}");
+    assert!(
+        logs.iter().any(|l| l == "is-number true"),
+        "npm over HTTPS: {logs:?}"
+    );
 }
