@@ -576,14 +576,18 @@ impl HostApi for Agent {
     }
 
     async fn status(&self) -> HostResult<HostStatus> {
-        let job_count = self
-            .inner
-            .jobs
-            .lock()
-            .expect("jobs")
-            .values()
-            .filter(|j| !j.status.is_terminal())
-            .count();
+        let (job_count, allocated) = {
+            let jobs = self.inner.jobs.lock().expect("jobs");
+            let live: Vec<&JobInfo> = jobs.values().filter(|j| !j.status.is_terminal()).collect();
+            let allocated = Allocated {
+                memory_bytes: live.iter().map(|j| j.job.resources.memory()).sum(),
+                cpu_milli: live
+                    .iter()
+                    .map(|j| j.job.resources.cpu_milli.unwrap_or(DEFAULT_CPU_MILLI))
+                    .sum(),
+            };
+            (live.len(), allocated)
+        };
         Ok(HostStatus {
             id: self.inner.cfg.id.clone(),
             tags: self.inner.cfg.tags.clone(),
@@ -595,6 +599,7 @@ impl HostApi for Agent {
                     .unwrap_or(1),
             },
             job_count,
+            allocated,
         })
     }
 }

@@ -372,6 +372,15 @@ pub struct HostStatus {
     pub capacity: Capacity,
     /// Jobs that are not finished.
     pub job_count: usize,
+    /// Sum of the limits of the jobs that are not finished (what a scheduler places against).
+    #[serde(default)]
+    pub allocated: Allocated,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Allocated {
+    pub memory_bytes: u64,
+    pub cpu_milli: u64,
 }
 
 /// One captured line of a job's output.

@@ -43,6 +43,12 @@ async fn conformance(api: &dyn HostApi) {
     assert_eq!(api.list_jobs().await.unwrap().len(), 1);
     let st = api.status().await.unwrap();
     assert_eq!((st.job_count, st.runtime.as_str()), (1, "fake"));
+    assert_eq!(
+        st.allocated.memory_bytes,
+        1 << 30,
+        "one job with the default 1 GiB"
+    );
+    assert_eq!(st.allocated.cpu_milli, 1000);
     assert!(st.capacity.cpus >= 1 && st.capacity.memory_bytes > 0);
 
     let mut exits = fake_job("j2", &["exit", "3"]);
