@@ -61,6 +61,20 @@ pub struct DaemonArgs {
     /// Address of the host API (use port 0 for any free port)
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+    /// Host id [default: generated once and kept in DATA_DIR/host-id]
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Host tags, KEY=VALUE (repeatable)
+    #[arg(long = "tag", value_parser = parse_kv)]
+    pub tags: Vec<(String, String)>,
+}
+
+/// How the host runs containers: names that must be unique per agent on a machine. Flatten it
+/// into any command that embeds an agent (e.g. `slipway server`) and call [`RuntimeArgs::config`].
+#[derive(clap::Args, Debug, Clone)]
+pub struct RuntimeArgs {
     /// Bridge the jobs' veths are plugged into
     #[arg(long, default_value = "slipway0")]
     pub bridge: String,
@@ -79,12 +93,26 @@ pub struct DaemonArgs {
     /// The runc binary
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,
-    /// Host id [default: generated once and kept in DATA_DIR/host-id]
-    #[arg(long)]
-    pub id: Option<String>,
-    /// Host tags, KEY=VALUE (repeatable)
-    #[arg(long = "tag", value_parser = parse_kv)]
-    pub tags: Vec<(String, String)>,
+}
+
+impl RuntimeArgs {
+    /// The runc runtime configuration for an agent keeping its state in `data_dir`.
+    pub fn config(&self, data_dir: &std::path::Path) -> Result<RuncConfig> {
+        let mut rc = RuncConfig::new(data_dir);
+        let (subnet, prefix) = NetworkConfig::parse_subnet(&self.subnet)?;
+        rc.network = NetworkConfig {
+            bridge: self.bridge.clone(),
+            subnet,
+            prefix,
+            nft_table: self.nft_table.clone(),
+        };
+        rc.cgroup_parent = self.cgroup_parent.clone();
+        rc.runc = self.runc.clone();
+        if let Some(s) = &self.stacks_dir {
+            rc.stacks_dir = s.clone();
+        }
+        Ok(rc)
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -275,19 +303,7 @@ pub async fn run(args: HostArgs) -> Result<()> {
 }
 
 async fn daemon(d: DaemonArgs) -> Result<()> {
-    let mut rc = RuncConfig::new(&d.data_dir);
-    let (subnet, prefix) = NetworkConfig::parse_subnet(&d.subnet)?;
-    rc.network = NetworkConfig {
-        bridge: d.bridge,
-        subnet,
-        prefix,
-        nft_table: d.nft_table,
-    };
-    rc.cgroup_parent = d.cgroup_parent;
-    rc.runc = d.runc;
-    if let Some(s) = d.stacks_dir {
-        rc.stacks_dir = s;
-    }
+    let rc = d.runtime.config(&d.data_dir)?;
     let mut ac = crate::AgentConfig::new(&d.data_dir);
     if let Some(id) = d.id {
         ac.id = id;
