@@ -1,0 +1,3 @@
+//! Discovery conformance: every case runs on the in-process registry and over HTTP/SSE.
+
+mod suite;
