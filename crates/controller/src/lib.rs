@@ -6,6 +6,8 @@
 
 mod api;
 mod auth;
+pub mod cluster;
+pub mod deployer;
 mod error;
 mod extract;
 
@@ -15,6 +17,7 @@ use slipway_store::Store;
 use std::sync::Arc;
 
 pub use auth::generate_api_key;
+pub use cluster::Cluster;
 pub use error::ApiErr;
 
 /// Request bodies larger than this get a 413: the API takes config, not uploads.
@@ -33,13 +36,25 @@ pub struct ControllerConfig {
 pub(crate) struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<ControllerConfig>,
+    /// The scheduler's job controls, when this process runs one.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 /// The whole API as an axum router, ready to serve.
 pub fn router(store: Arc<dyn Store>, config: ControllerConfig) -> Router {
+    router_with(store, config, None)
+}
+
+/// The API with job controls (`kill`, `run`) backed by `cluster`.
+pub fn router_with(
+    store: Arc<dyn Store>,
+    config: ControllerConfig,
+    cluster: Option<Arc<dyn Cluster>>,
+) -> Router {
     let state = AppState {
         store,
         config: Arc::new(config),
+        cluster,
     };
     api::routes()
         .layer(axum::middleware::from_fn_with_state(
@@ -57,7 +72,18 @@ pub async fn serve(
     config: ControllerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(store, config))
+    serve_with(listener, store, config, None, shutdown).await
+}
+
+/// [`serve`] with job controls.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    config: ControllerConfig,
+    cluster: Option<Arc<dyn Cluster>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with(store, config, cluster))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -164,3 +164,15 @@ mod tests {
         assert!(JobState::Down.is_finished() && !JobState::Up.is_finished());
     }
 }
+
+/// Body of `POST /apps/:app/jobs`: a one-off job (`slipway run -d`) of the app's current release
+/// (or `release`), with the release's env plus `env`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewJob {
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: StringMap,
+    #[serde(default)]
+    pub release: Option<Id>,
+}

@@ -73,6 +73,6 @@ pub async fn delete(
 }
 
 /// Resolves `:app` (id or name) to the app.
-pub(super) async fn resolve(s: &AppState, app: &str) -> Result<App, ApiErr> {
+pub(crate) async fn resolve(s: &AppState, app: &str) -> Result<App, ApiErr> {
     Ok(s.store.get_app(app).await?)
 }

@@ -12,6 +12,8 @@ use axum::Router;
 use axum::routing::{get, post, put};
 use slipway_types::ErrorCode;
 
+pub(crate) use apps::resolve as resolve_app;
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route(
@@ -44,8 +46,14 @@ pub fn routes() -> Router<AppState> {
             "/apps/{app}/formations/{release}",
             put(releases::put_formation).get(releases::get_formation),
         )
-        .route("/apps/{app}/jobs", get(jobs::list))
-        .route("/apps/{app}/jobs/{job}", get(jobs::get).put(jobs::put))
+        .route(
+            "/apps/{app}/jobs",
+            get(jobs::list).post(crate::cluster::run),
+        )
+        .route(
+            "/apps/{app}/jobs/{job}",
+            get(jobs::get).put(jobs::put).delete(crate::cluster::kill),
+        )
         .route("/apps/{app}/deploy", post(jobs::deploy))
         .route("/apps/{app}/deployments", get(jobs::list_deployments))
         .route("/deployments/{id}", get(jobs::get_deployment))

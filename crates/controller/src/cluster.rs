@@ -1,0 +1,65 @@
+//! The controller's handle on Layer 0: stopping jobs (`slipway kill`) and starting one-off jobs
+//! (`slipway run`) need the scheduler, which the controller does not depend on. `slipway server`
+//! passes an implementation in; a controller without one answers 503 for these two endpoints.
+
+use crate::AppState;
+use crate::api::resolve_app;
+use crate::error::{ApiErr, ApiResult};
+use crate::extract::JsonBody;
+use async_trait::async_trait;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use slipway_types::{App, ErrorCode, Id, Job, NewJob, Release};
+
+/// Message of a `run` before the app has any release.
+pub const NO_RELEASE: &str = "App release has no image, push a release first";
+
+#[async_trait]
+pub trait Cluster: Send + Sync + 'static {
+    async fn stop_job(&self, app_id: Id, job_id: &str) -> Result<Job, ApiErr>;
+    async fn run_job(&self, app: &App, release: &Release, job: &NewJob) -> Result<Job, ApiErr>;
+}
+
+fn cluster(s: &AppState) -> ApiResult<&dyn Cluster> {
+    s.cluster.as_deref().ok_or_else(|| {
+        ApiErr::new(
+            ErrorCode::Unavailable,
+            "this controller runs without a scheduler: jobs cannot be started or stopped",
+        )
+    })
+}
+
+pub(crate) async fn kill(
+    State(s): State<AppState>,
+    Path((app, job)): Path<(String, String)>,
+) -> ApiResult<Json<Job>> {
+    let app = resolve_app(&s, &app).await?;
+    Ok(Json(cluster(&s)?.stop_job(app.id, &job).await?))
+}
+
+pub(crate) async fn run(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+    JsonBody(body): JsonBody<NewJob>,
+) -> ApiResult<(StatusCode, Json<Job>)> {
+    let app = resolve_app(&s, &app).await?;
+    if body.args.is_empty() {
+        return Err(ApiErr::new(
+            ErrorCode::ValidationError,
+            "a command is needed: run -- CMD…",
+        ));
+    }
+    let Some(release) = body.release.or(app.release) else {
+        return Err(ApiErr::new(ErrorCode::ValidationError, NO_RELEASE));
+    };
+    let release = s.store.get_release(release).await?;
+    if release.app_id != app.id {
+        return Err(ApiErr::new(
+            ErrorCode::NotFound,
+            format!("release {} not found in app {}", release.id, app.name),
+        ));
+    }
+    let job = cluster(&s)?.run_job(&app, &release, &body).await?;
+    Ok((StatusCode::CREATED, Json(job)))
+}

@@ -1,0 +1,331 @@
+//! The deployment executor: moves an app's formation from its current release to a new one
+//! without downtime, following the deployment's strategy (Flynn's `controller/worker/deployment`).
+//!
+//! It works only through the store: it writes formations (the scheduler converges them) and
+//! reads job rows (the scheduler writes them), so it runs the same next to one host or a
+//! hundred. A new job counts as up when its row says `up` (the host's health checks passed). If
+//! new jobs keep failing ([`FAILURE_THRESHOLD`] times) or the deploy timeout passes, the old
+//! formation is restored and the deployment fails with an error that names the process type
+//! and the reason, so the old release keeps serving.
+
+use slipway_store::Store;
+use slipway_types::{
+    DeployStrategy, Deployment, DeploymentStatus, Formation, FormationUpdate, Id, Job, JobState,
+    StringMap,
+};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Flynn's `newJobFailureThreshold`: new jobs may fail this many times before the deploy fails.
+pub const FAILURE_THRESHOLD: usize = 5;
+
+#[derive(Clone, Debug)]
+pub struct DeployerConfig {
+    /// How often pending deployments and job states are re-read when no event wakes us.
+    pub poll: Duration,
+    /// Batch size of `in-batches` when the app sets none (Flynn: the host count).
+    pub default_batch_size: u32,
+}
+
+impl Default for DeployerConfig {
+    fn default() -> Self {
+        DeployerConfig {
+            poll: Duration::from_millis(500),
+            default_batch_size: 1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Deployer {
+    store: Arc<dyn Store>,
+    cfg: DeployerConfig,
+    running: Arc<Mutex<HashSet<Id>>>,
+}
+
+/// What a step waits for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At least n jobs up.
+    Up(u32),
+    /// At most n jobs not finished.
+    Down(u32),
+}
+
+impl Deployer {
+    pub fn new(store: Arc<dyn Store>, cfg: DeployerConfig) -> Deployer {
+        Deployer {
+            store,
+            cfg,
+            running: Default::default(),
+        }
+    }
+
+    /// Picks up pending deployments forever (woken by store events, else every `poll`).
+    pub async fn run(self) {
+        let mut notifier = self.store.event_notifier();
+        loop {
+            if let Err(e) = self.pick_up().await {
+                tracing::warn!("deployer: {e}");
+            }
+            let _ = tokio::time::timeout(self.cfg.poll * 2, notifier.changed()).await;
+        }
+    }
+
+    async fn pick_up(&self) -> Result<(), slipway_store::StoreError> {
+        for app in self.store.list_apps().await? {
+            for d in self.store.list_deployments(app.id).await? {
+                if d.status == DeploymentStatus::Pending
+                    && self.running.lock().expect("running").insert(d.id)
+                {
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let id = d.id;
+                        me.execute(d).await;
+                        me.running.lock().expect("running").remove(&id);
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one deployment to `complete` or `failed`.
+    pub async fn execute(&self, d: Deployment) {
+        let res = match self
+            .store
+            .update_deployment(d.id, DeploymentStatus::Running, None)
+            .await
+        {
+            Ok(_) => self.steps(&d).await,
+            Err(e) => Err(Failure::plain(format!("cannot start the deployment: {e}"))),
+        };
+        let outcome = match res {
+            Ok(()) => {
+                self.store
+                    .update_deployment(d.id, DeploymentStatus::Complete, None)
+                    .await
+            }
+            Err(f) => {
+                tracing::warn!(deployment = %d.id, "deployment failed: {}", f.message);
+                if f.restore {
+                    self.restore(&d).await;
+                }
+                self.store
+                    .update_deployment(d.id, DeploymentStatus::Failed, Some(&f.message))
+                    .await
+            }
+        };
+        if let Err(e) = outcome {
+            tracing::error!(deployment = %d.id, "could not record the deployment's end: {e}");
+        }
+    }
+
+    async fn steps(&self, d: &Deployment) -> Result<(), Failure> {
+        let old = match d.old_release_id {
+            Some(r) => self.store.get_formation(d.app_id, r).await.ok(),
+            None => None,
+        };
+        let tags = old.as_ref().map(|f| f.tags.clone()).unwrap_or_default();
+        let counts = &d.processes;
+        let deadline = Instant::now() + Duration::from_secs(u64::from(d.deploy_timeout.max(1)));
+        let mut new_f: BTreeMap<String, u32> = counts.keys().map(|t| (t.clone(), 0)).collect();
+        let mut old_f: BTreeMap<String, u32> = old
+            .as_ref()
+            .map(|f| f.processes.clone())
+            .unwrap_or_default();
+        if counts.values().all(|n| *n == 0) {
+            self.put(d.app_id, d.new_release_id, counts, &tags).await?;
+            return Ok(());
+        }
+        match d.strategy {
+            DeployStrategy::AllAtOnce => {
+                self.put(d.app_id, d.new_release_id, counts, &tags).await?;
+                for (t, n) in counts {
+                    self.wait(d, d.new_release_id, t, Until::Up(*n), deadline)
+                        .await?;
+                }
+                if let Some(o) = d.old_release_id {
+                    // Only the old scale-down is left: a failure here keeps the new release.
+                    old_f.values_mut().for_each(|n| *n = 0);
+                    self.put(d.app_id, o, &old_f, &tags)
+                        .await
+                        .map_err(Failure::keep)?;
+                    for t in counts.keys() {
+                        self.wait(d, o, t, Until::Down(0), deadline)
+                            .await
+                            .map_err(Failure::keep)?;
+                    }
+                }
+            }
+            DeployStrategy::OneByOne | DeployStrategy::InBatches => {
+                let batch = match d.strategy {
+                    DeployStrategy::OneByOne => 1,
+                    _ => d
+                        .deploy_batch_size
+                        .unwrap_or(self.cfg.default_batch_size)
+                        .max(1),
+                };
+                for (t, n) in counts {
+                    while new_f[t] < *n {
+                        let step = batch.min(n - new_f[t]);
+                        *new_f.get_mut(t).expect("type") += step;
+                        self.put(d.app_id, d.new_release_id, &new_f, &tags).await?;
+                        self.wait(d, d.new_release_id, t, Until::Up(new_f[t]), deadline)
+                            .await?;
+                        if let (Some(o), Some(cur)) = (d.old_release_id, old_f.get_mut(t)) {
+                            *cur = cur.saturating_sub(step);
+                            let left = *cur;
+                            self.put(d.app_id, o, &old_f, &tags).await?;
+                            self.wait(d, o, t, Until::Down(left), deadline).await?;
+                        }
+                    }
+                }
+                if let Some(o) = d.old_release_id {
+                    old_f.values_mut().for_each(|n| *n = 0);
+                    self.put(d.app_id, o, &old_f, &tags).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn put(
+        &self,
+        app: Id,
+        release: Id,
+        processes: &BTreeMap<String, u32>,
+        tags: &BTreeMap<String, StringMap>,
+    ) -> Result<Formation, Failure> {
+        let update = FormationUpdate {
+            processes: processes.clone(),
+            tags: tags.clone(),
+        };
+        self.store
+            .put_formation(app, release, &update)
+            .await
+            .map_err(|e| Failure::plain(format!("cannot scale release {release}: {e}")))
+    }
+
+    /// Waits until the jobs of `release`'s `ptype` meet `until`. New jobs that fail count
+    /// towards the failure threshold.
+    async fn wait(
+        &self,
+        d: &Deployment,
+        release: Id,
+        ptype: &str,
+        until: Until,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let mut notifier = self.store.event_notifier();
+        loop {
+            let jobs: Vec<Job> = self
+                .store
+                .list_jobs(d.app_id)
+                .await
+                .map_err(|e| Failure::plain(format!("cannot read jobs: {e}")))?
+                .into_iter()
+                .filter(|j| j.release_id == release && j.process_type.as_deref() == Some(ptype))
+                .collect();
+            match until {
+                Until::Up(n) => {
+                    if jobs.iter().filter(|j| j.state == JobState::Up).count() >= n as usize {
+                        return Ok(());
+                    }
+                    let failed: Vec<&Job> = jobs
+                        .iter()
+                        .filter(|j| {
+                            matches!(j.state, JobState::Crashed | JobState::Failed)
+                                || (j.state == JobState::Down
+                                    && j.exit_status.is_some_and(|c| c != 0))
+                        })
+                        .collect();
+                    if failed.len() >= FAILURE_THRESHOLD {
+                        let last = failed
+                            .iter()
+                            .max_by_key(|j| j.updated_at)
+                            .expect("failed jobs");
+                        return Err(Failure::plain(format!(
+                            "{ptype} job failed to start: {}",
+                            reason(last)
+                        )));
+                    }
+                }
+                Until::Down(n) => {
+                    if jobs.iter().filter(|j| !j.state.is_finished()).count() <= n as usize {
+                        return Ok(());
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let what = match until {
+                    Until::Up(n) => format!("{n} {ptype} job(s) of the new release to be up"),
+                    Until::Down(n) => {
+                        format!("{ptype} jobs of the old release to stop (down to {n})")
+                    }
+                };
+                return Err(Failure::plain(format!(
+                    "timed out after {}s waiting for {what}",
+                    d.deploy_timeout
+                )));
+            }
+            let wait = self.cfg.poll.min(deadline - now);
+            let _ = tokio::time::timeout(wait, notifier.changed()).await;
+        }
+    }
+
+    /// Puts the old formation back and scales the new release to zero.
+    async fn restore(&self, d: &Deployment) {
+        let Some(old) = d.old_release_id else { return };
+        let tags = match self.store.get_formation(d.app_id, old).await {
+            Ok(f) => f.tags,
+            Err(_) => Default::default(),
+        };
+        let zero: BTreeMap<String, u32> = d.processes.keys().map(|t| (t.clone(), 0)).collect();
+        let mut back = d.processes.clone();
+        if let Ok(f) = self.store.get_formation(d.app_id, old).await {
+            for (t, n) in f.processes {
+                back.entry(t).or_insert(n);
+            }
+        }
+        let _ = self.put(d.app_id, old, &back, &tags).await;
+        let _ = self.put(d.app_id, d.new_release_id, &zero, &tags).await;
+    }
+}
+
+/// A failed job's reason in words: the host's error, else how it exited.
+fn reason(j: &Job) -> String {
+    if let Some(e) = &j.host_error {
+        return e
+            .strip_prefix("the job could not start: ")
+            .unwrap_or(e)
+            .to_string();
+    }
+    match j.exit_status {
+        Some(c) => format!("exited with status {c}"),
+        None => "got down job event".into(),
+    }
+}
+
+struct Failure {
+    message: String,
+    /// Put the old formation back (false once the new release is fully up).
+    restore: bool,
+}
+
+impl Failure {
+    fn plain(message: String) -> Failure {
+        Failure {
+            message,
+            restore: true,
+        }
+    }
+    fn keep(f: Failure) -> Failure {
+        Failure {
+            restore: false,
+            ..f
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The scheduler: turns the controller's formations into jobs on hosts, and keeps them there.
+//!
+//! Level-triggered on purpose: every round reads the whole desired state (formations from the
+//! [`Store`]) and the whole actual state (what the hosts reported), plans with the pure
+//! [`plan::plan`] and acts. Events (formation writes, host job events, restart deadlines) only
+//! say *when* to run a round; a missed event costs at most one resync interval, never a wrong
+//! cluster. It drives hosts only through [`HostApi`], so one in-process agent and a hundred
+//! remote ones are the same code.
+//!
+//! The scheduler is the only writer of job rows: every state change of a tracked job is queued
+//! to one writer task in order, so the store's job events (what `ps`, `scale` and the deployer
+//! read) follow the order things happened.
+
+pub mod hostjob;
+pub mod plan;
+mod state;
+
+use plan::{Action, HostView, Key, Phase, Want};
+use slipway_host::{HostApi, JobInfo};
+use slipway_store::Store;
+use slipway_types::{App, Id, Job, JobState, Release, Timestamp};
+use state::{State, Tracked};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, mpsc};
+
+pub use hostjob::NO_IMAGE;
+
+#[derive(Clone, Debug)]
+pub struct SchedulerConfig {
+    /// Full resync of every host's job list and every formation (Flynn: jobs every 30 s).
+    pub resync_interval: Duration,
+    /// How often each host is checked (Flynn: 1 s while unhealthy).
+    pub host_check_interval: Duration,
+    /// Consecutive failed checks after which a host is lost and its jobs replaced (Flynn: 10).
+    pub max_host_checks: u32,
+    /// Stack a release without artifacts runs on.
+    pub stack: String,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            resync_interval: Duration::from_secs(10),
+            host_check_interval: Duration::from_secs(1),
+            max_host_checks: 10,
+            stack: "busybox".into(),
+        }
+    }
+}
+
+/// Why a request to the scheduler was refused, in words for users.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What one round did (tests and the benchmark read it).
+#[derive(Clone, Debug, Default)]
+pub struct RoundStats {
+    pub started: usize,
+    pub stopped: usize,
+    pub blocked: usize,
+    pub plan_time: Duration,
+}
+
+/// The scheduler. Cheap to clone.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    store: Arc<dyn Store>,
+    cfg: SchedulerConfig,
+    state: Mutex<State>,
+    wake: Notify,
+    releases: Mutex<HashMap<Id, Release>>,
+    seq: AtomicU64,
+    rows: mpsc::UnboundedSender<Job>,
+}
+
+impl Scheduler {
+    /// A scheduler over `store` with no hosts yet. Call [`Scheduler::add_host`] and spawn
+    /// [`Scheduler::run`].
+    pub fn new(store: Arc<dyn Store>, cfg: SchedulerConfig) -> Scheduler {
+        let (rows, mut rx) = mpsc::unbounded_channel::<Job>();
+        let writer = store.clone();
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                if let Err(e) = writer.put_job(&job).await {
+                    tracing::warn!(job = %job.id, "could not record job state: {e}");
+                }
+            }
+        });
+        Scheduler {
+            inner: Arc::new(Inner {
+                store,
+                cfg,
+                state: Mutex::new(State::default()),
+                wake: Notify::new(),
+                releases: Mutex::new(HashMap::new()),
+                seq: AtomicU64::new(1),
+                rows,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &SchedulerConfig {
+        &self.inner.cfg
+    }
+
+    /// Asks for a round soon (coalesced with other requests).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Follows a host: adopts the jobs it already runs, subscribes to its job events and checks
+    /// it every `host_check_interval`. Returns its id.
+    pub async fn add_host(&self, api: Arc<dyn HostApi>) -> anyhow::Result<String> {
+        let status = api.status().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let id = status.id.clone();
+        let jobs = api.list_jobs().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        {
+            let mut st = self.lock();
+            st.add_host(id.clone(), api.clone(), status.tags);
+            for info in &jobs {
+                self.on_host_job(&mut st, &id, info, false);
+            }
+        }
+        tokio::spawn(state::follow_events(self.clone(), id.clone(), api.clone()));
+        tokio::spawn(state::check_host(self.clone(), id.clone(), api));
+        self.wake();
+        Ok(id)
+    }
+
+    /// Graceful shutdown of a host: no new jobs go there, and its jobs are replaced elsewhere
+    /// and then stopped.
+    pub fn drain_host(&self, id: &str) {
+        if let Some(h) = self.lock().hosts.get_mut(id) {
+            h.view.shutting_down = true;
+        }
+        self.wake();
+    }
+
+    /// Host ids and tags as the scheduler sees them.
+    pub fn hosts(&self) -> Vec<HostView> {
+        self.lock().hosts.values().map(|h| h.view.clone()).collect()
+    }
+
+    /// The jobs the scheduler tracks (live and recently finished).
+    pub fn jobs(&self) -> Vec<Job> {
+        self.lock().jobs.values().map(|t| t.job.clone()).collect()
+    }
+
+    /// Rounds forever: on every wake-up, on formation events in the store, at restart deadlines,
+    /// and every `resync_interval` in any case.
+    pub async fn run(self) {
+        let mut notifier = self.inner.store.event_notifier();
+        let mut last_event = *notifier.borrow_and_update();
+        loop {
+            if let Err(e) = self.round().await {
+                tracing::warn!("scheduler round failed (retrying): {e:#}");
+            }
+            let deadline = {
+                let st = self.lock();
+                let resync = Instant::now() + self.inner.cfg.resync_interval;
+                st.next_restart.map_or(resync, |d| d.min(resync))
+            };
+            loop {
+                tokio::select! {
+                    _ = self.inner.wake.notified() => break,
+                    _ = tokio::time::sleep_until(deadline.into()) => break,
+                    r = notifier.changed() => {
+                        if r.is_err() {
+                            tokio::time::sleep(self.inner.cfg.resync_interval).await;
+                            break;
+                        }
+                        let newest = *notifier.borrow_and_update();
+                        if self.formations_changed(last_event).await {
+                            last_event = newest;
+                            break;
+                        }
+                        last_event = newest;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn formations_changed(&self, since: i64) -> bool {
+        let filter = slipway_types::EventFilter {
+            object_types: vec![slipway_types::ObjectType::Formation],
+            since_id: Some(since),
+            limit: Some(1),
+            ..Default::default()
+        };
+        self.inner
+            .store
+            .list_events(&filter)
+            .await
+            .map(|e| !e.is_empty())
+            .unwrap_or(true)
+    }
+
+    /// One reconcile round: reads the formations, plans against the tracked jobs and acts.
+    pub async fn round(&self) -> anyhow::Result<RoundStats> {
+        let (wants, ctx) = self.desired().await?;
+        let now = Instant::now();
+        let mut stats = RoundStats::default();
+        let mut starts = Vec::new();
+        let mut stops = Vec::new();
+        {
+            let mut st = self.lock();
+            let mut wants = wants;
+            let live = st.live_counts();
+            for w in &mut wants {
+                let missing =
+                    (w.count as usize).saturating_sub(live.get(&w.key).copied().unwrap_or(0));
+                w.deferred = st.deferred(&w.key, missing, now) as u32;
+            }
+            st.restarts
+                .retain(|k, q| !q.is_empty() && wants.iter().any(|w| &w.key == k));
+            st.next_restart = st.restarts.values().flatten().map(|r| r.ready).min();
+            let hosts: Vec<HostView> = st.hosts.values().map(|h| h.view.clone()).collect();
+            let views = st.job_views();
+            let t0 = Instant::now();
+            let actions = plan::plan(&wants, &hosts, &views);
+            stats.plan_time = t0.elapsed();
+            for a in actions {
+                match a {
+                    Action::Start { key, host } => {
+                        let restarts = st.take_ready_restart(&key, now);
+                        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+                        let id = match &host {
+                            Some(h) => format!("{h}-{}", uuid::Uuid::new_v4().simple()),
+                            None => uuid::Uuid::new_v4().simple().to_string(),
+                        };
+                        let job = new_job(&id, &key, host.as_deref(), restarts);
+                        if host.is_none() {
+                            stats.blocked += 1;
+                        }
+                        let t = Tracked::new(job, Some(key.clone()), seq, host.is_some());
+                        self.put(&mut st, t);
+                        if let Some(h) = host {
+                            starts.push((h, id, key));
+                        }
+                    }
+                    Action::Place { job_id, host } => {
+                        let Some(old) = st.jobs.get_mut(&job_id) else {
+                            continue;
+                        };
+                        let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
+                        old.phase = None;
+                        old.job.state = JobState::Down;
+                        old.job.host_error = Some(format!("a host matched: started as {id}"));
+                        old.job.updated_at = Timestamp::now();
+                        let (key, restarts) =
+                            (old.key.clone().expect("formation job"), old.job.restarts);
+                        let row = old.job.clone();
+                        self.send(row);
+                        let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+                        let t = Tracked::new(
+                            new_job(&id, &key, Some(&host), restarts),
+                            Some(key.clone()),
+                            seq,
+                            true,
+                        );
+                        self.put(&mut st, t);
+                        starts.push((host, id, key));
+                    }
+                    Action::Stop { job_id } => {
+                        if let Some(s) = self.mark_stopping(&mut st, &job_id) {
+                            stops.push(s);
+                        }
+                    }
+                }
+            }
+        }
+        stats.started = starts.len();
+        stats.stopped = stops.len();
+        for (host, id, key) in starts {
+            let Some((app, release)) = ctx.get(&(key.app, key.release)) else {
+                continue;
+            };
+            let restarts = self
+                .lock()
+                .jobs
+                .get(&id)
+                .map(|t| t.job.restarts)
+                .unwrap_or(0);
+            let built = hostjob::host_job(
+                &id,
+                app,
+                release,
+                Some(&key.process_type),
+                &[],
+                &Default::default(),
+                &self.inner.cfg.stack,
+            );
+            match built {
+                Ok(mut hj) => {
+                    hj.metadata
+                        .insert("slipway.restarts".into(), restarts.to_string());
+                    self.spawn_start(host, hj);
+                }
+                Err(msg) => self.start_failed(&id, msg),
+            }
+        }
+        for (host, id) in stops {
+            self.spawn_stop(host, id);
+        }
+        Ok(stats)
+    }
+
+    /// Starts a one-off job (`slipway run`) of `release` on the host with the fewest jobs.
+    /// One-off jobs are never restarted.
+    pub async fn run_job(
+        &self,
+        app: &App,
+        release: &Release,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Job, SchedError> {
+        let host = {
+            let st = self.lock();
+            st.hosts
+                .values()
+                .filter(|h| !h.view.shutting_down)
+                .min_by_key(|h| (st.jobs_on(&h.view.id), h.view.id.clone()))
+                .map(|h| h.view.id.clone())
+        }
+        .ok_or_else(|| SchedError::Unavailable("no host is available to run the job".into()))?;
+        let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
+        let hj = hostjob::host_job(&id, app, release, None, args, env, &self.inner.cfg.stack)
+            .map_err(SchedError::Invalid)?;
+        let now = Timestamp::now();
+        let job = Job {
+            id: id.clone(),
+            app_id: app.id,
+            release_id: release.id,
+            process_type: None,
+            host_id: Some(host.clone()),
+            state: JobState::Pending,
+            args: hj.config.args.clone(),
+            exit_status: None,
+            host_error: None,
+            restarts: 0,
+            meta: Default::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        {
+            let mut st = self.lock();
+            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
+            self.put(&mut st, Tracked::new(job.clone(), None, seq, true));
+        }
+        self.spawn_start(host, hj);
+        Ok(job)
+    }
+
+    /// Stops a job (`slipway kill`). A formation job is replaced, like any job that goes away.
+    pub async fn stop_job(&self, app_id: Id, job_id: &str) -> Result<Job, SchedError> {
+        let (stop, row) = {
+            let mut st = self.lock();
+            let Some(t) = st.jobs.get(job_id).filter(|t| t.job.app_id == app_id) else {
+                return Err(SchedError::NotFound(format!("job {job_id} not found")));
+            };
+            if t.job.state.is_finished() {
+                return Err(SchedError::Invalid(format!(
+                    "job {job_id} has already finished ({})",
+                    t.job.state.as_str()
+                )));
+            }
+            let stop = self.mark_stopping(&mut st, job_id);
+            (stop, st.jobs.get(job_id).map(|t| t.job.clone()))
+        };
+        if let Some((host, id)) = stop {
+            self.spawn_stop(host, id);
+        }
+        self.wake();
+        row.ok_or_else(|| SchedError::NotFound(format!("job {job_id} not found")))
+    }
+
+    /// Desired state: one [`Want`] per process type with a count, and the apps and releases the
+    /// starts need (releases never change, so they are cached).
+    #[allow(clippy::type_complexity)]
+    async fn desired(&self) -> anyhow::Result<(Vec<Want>, HashMap<(Id, Id), (App, Release)>)> {
+        let store = &self.inner.store;
+        let mut wants = Vec::new();
+        let mut ctx = HashMap::new();
+        for app in store.list_apps().await? {
+            for f in store.list_formations(app.id).await? {
+                if f.processes.values().all(|n| *n == 0) {
+                    continue;
+                }
+                let release = self.release(f.release_id).await?;
+                for (t, n) in &f.processes {
+                    if *n == 0 || !release.processes.contains_key(t) {
+                        continue;
+                    }
+                    let mut tags = f.tags.get(t).cloned().unwrap_or_default();
+                    let host = tags.remove("host");
+                    wants.push(Want {
+                        key: Key {
+                            app: app.id,
+                            release: f.release_id,
+                            process_type: t.clone(),
+                        },
+                        count: *n,
+                        tags,
+                        host,
+                        deferred: 0,
+                    });
+                }
+                ctx.insert((app.id, f.release_id), (app.clone(), release));
+            }
+        }
+        Ok((wants, ctx))
+    }
+
+    async fn release(&self, id: Id) -> anyhow::Result<Release> {
+        if let Some(r) = self.inner.releases.lock().expect("releases").get(&id) {
+            return Ok(r.clone());
+        }
+        let r = self.inner.store.get_release(id).await?;
+        self.inner
+            .releases
+            .lock()
+            .expect("releases")
+            .insert(id, r.clone());
+        Ok(r)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().expect("scheduler state")
+    }
+
+    fn send(&self, job: Job) {
+        let _ = self.inner.rows.send(job);
+    }
+
+    fn put(&self, st: &mut State, t: Tracked) {
+        self.send(t.job.clone());
+        st.jobs.insert(t.job.id.clone(), t);
+    }
+
+    /// Marks a job stopping; returns the host call to make, if any.
+    fn mark_stopping(&self, st: &mut State, job_id: &str) -> Option<(String, String)> {
+        let t = st.jobs.get_mut(job_id)?;
+        t.stop_requested = true;
+        let was_blocked = t.phase == Some(Phase::Blocked);
+        t.phase = None;
+        t.job.state = if was_blocked {
+            JobState::Down
+        } else {
+            JobState::Stopping
+        };
+        t.job.updated_at = Timestamp::now();
+        let row = t.job.clone();
+        let host = t.job.host_id.clone();
+        let in_flight = t.in_flight;
+        self.send(row);
+        if was_blocked || in_flight {
+            // An in-flight start is stopped when the host answers (see `on_started`).
+            return None;
+        }
+        host.map(|h| (h, job_id.to_string()))
+    }
+
+    fn spawn_start(&self, host: String, hj: slipway_host::HostJob) {
+        let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
+        let sched = self.clone();
+        tokio::spawn(async move {
+            let id = hj.id.clone();
+            let res = match api {
+                Some(api) => api.add_job(hj).await.map_err(|e| e.to_string()),
+                None => Err(format!("host {host} is gone")),
+            };
+            sched.on_started(&host, &id, res);
+        });
+    }
+
+    fn on_started(&self, host: &str, id: &str, res: Result<JobInfo, String>) {
+        let stop = {
+            let mut st = self.lock();
+            if let Some(t) = st.jobs.get_mut(id) {
+                t.in_flight = false;
+            }
+            match res {
+                Ok(info) => {
+                    self.on_host_job(&mut st, host, &info, false);
+                    st.jobs
+                        .get(id)
+                        .is_some_and(|t| t.stop_requested && !t.job.state.is_finished())
+                }
+                Err(e) => {
+                    drop(st);
+                    self.start_failed(id, format!("the job could not start: {e}"));
+                    false
+                }
+            }
+        };
+        if stop {
+            self.spawn_stop(host.to_string(), id.to_string());
+        }
+    }
+
+    /// A start that failed before the host ran anything: recorded as `failed` and, for a
+    /// formation job, restarted with backoff like a crash.
+    fn start_failed(&self, id: &str, msg: String) {
+        let mut st = self.lock();
+        if let Some(t) = st.jobs.get_mut(id) {
+            t.in_flight = false;
+            t.job.host_error = Some(msg);
+        }
+        st.finish(self, id, JobState::Failed, true);
+        self.wake();
+    }
+
+    fn spawn_stop(&self, host: String, id: String) {
+        let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
+        if let Some(api) = api {
+            tokio::spawn(async move {
+                if let Err(e) = api.stop_job(&id).await {
+                    tracing::warn!(job = %id, "stop failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+fn new_job(id: &str, key: &Key, host: Option<&str>, restarts: u32) -> Job {
+    let now = Timestamp::now();
+    Job {
+        id: id.to_string(),
+        app_id: key.app,
+        release_id: key.release,
+        process_type: Some(key.process_type.clone()),
+        host_id: host.map(str::to_string),
+        state: if host.is_some() {
+            JobState::Pending
+        } else {
+            JobState::Blocked
+        },
+        args: Vec::new(),
+        exit_status: None,
+        host_error: host
+            .is_none()
+            .then(|| "no host matches the formation's tags: waiting for one".to_string()),
+        restarts,
+        meta: Default::default(),
+        created_at: now,
+        updated_at: now,
+    }
+}

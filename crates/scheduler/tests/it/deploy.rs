@@ -1,0 +1,217 @@
+//! The deployment executor on the real scheduler over three fake hosts: each strategy's exact
+//! ordered job events (as Flynn's deployer tests assert them), and a failing release that leaves
+//! the old one serving.
+
+use crate::harness::*;
+use slipway_controller::deployer::{Deployer, DeployerConfig};
+use slipway_types::{
+    App, AppUpdate, DeployStrategy, DeploymentStatus, EventFilter, Job, JobState, ObjectType,
+    Release,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
+
+/// An app running `web=n` of release v1 (current), and a release v2 running `v2_args`.
+async fn running(
+    c: &Cluster,
+    strategy: DeployStrategy,
+    batch: Option<u32>,
+    n: u32,
+    v2_args: &[&str],
+) -> (App, Release, Release) {
+    let (app, v1) = c.app(&[("web", &["run"])]).await;
+    let update = AppUpdate {
+        strategy: Some(strategy),
+        deploy_batch_size: batch,
+        deploy_timeout: Some(20),
+        ..Default::default()
+    };
+    c.store.update_app(app.id, &update).await.unwrap();
+    c.scale(&app, &v1, &[("web", n)], &[]).await;
+    c.wait_jobs(&app, T, "v1 up", |j| up(j).len() == n as usize)
+        .await;
+    let app = c.store.set_app_release(app.id, v1.id).await.unwrap();
+    let mut new = slipway_types::NewRelease::default();
+    new.processes.insert(
+        "web".into(),
+        slipway_types::ProcessType {
+            args: v2_args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    );
+    new.env.insert("V".into(), "2".into());
+    let v2 = c.store.create_release(app.id, &new).await.unwrap();
+    (app, v1, v2)
+}
+
+/// Deploys v2 and returns the job transitions to up/down that followed, as `old web up`.
+async fn deploy(
+    c: &Cluster,
+    app: &App,
+    v1: &Release,
+    v2: &Release,
+) -> (slipway_types::Deployment, Vec<String>) {
+    let since = c
+        .store
+        .list_events(&EventFilter::default())
+        .await
+        .unwrap()
+        .last()
+        .map(|e| e.id);
+    let d = c.store.create_deployment(app.id, v2.id).await.unwrap();
+    let deployer = Deployer::new(
+        c.store.clone(),
+        DeployerConfig {
+            poll: Duration::from_millis(100),
+            default_batch_size: 1,
+        },
+    );
+    deployer.execute(d.clone()).await;
+    let d = c.store.get_deployment(d.id).await.unwrap();
+    let filter = EventFilter {
+        app_id: Some(app.id),
+        object_types: vec![ObjectType::Job],
+        since_id: since,
+        ..Default::default()
+    };
+    let mut last: HashMap<String, JobState> = HashMap::new();
+    let mut seen = Vec::new();
+    for e in c.store.list_events(&filter).await.unwrap() {
+        let job: Job = serde_json::from_value(e.data).unwrap();
+        let prev = last.insert(job.id.clone(), job.state);
+        if prev == Some(job.state) || !matches!(job.state, JobState::Up | JobState::Down) {
+            continue;
+        }
+        let rel = if job.release_id == v1.id {
+            "old"
+        } else if job.release_id == v2.id {
+            "new"
+        } else {
+            "?"
+        };
+        seen.push(format!("{rel} web {}", job.state.as_str()));
+    }
+    (d, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_at_once_starts_every_new_job_then_stops_the_old_ones() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[]), ("hc", &[])], fast()).await;
+    let (app, v1, v2) = running(&c, DeployStrategy::AllAtOnce, None, 2, &["run"]).await;
+    let (d, events) = deploy(&c, &app, &v1, &v2).await;
+    assert_eq!(d.status, DeploymentStatus::Complete, "{:?}", d.error);
+    assert_eq!(
+        events,
+        ["new web up", "new web up", "old web down", "old web down"]
+    );
+    assert_eq!(
+        c.store.get_app(&app.id.to_string()).await.unwrap().release,
+        Some(v2.id)
+    );
+    assert_eq!(
+        c.store
+            .get_formation(app.id, v1.id)
+            .await
+            .unwrap()
+            .processes["web"],
+        0
+    );
+    assert_eq!(
+        c.store
+            .get_formation(app.id, v2.id)
+            .await
+            .unwrap()
+            .processes["web"],
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_by_one_alternates_new_up_and_old_down() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[]), ("hc", &[])], fast()).await;
+    let (app, v1, v2) = running(&c, DeployStrategy::OneByOne, None, 3, &["run"]).await;
+    let (d, events) = deploy(&c, &app, &v1, &v2).await;
+    assert_eq!(d.status, DeploymentStatus::Complete, "{:?}", d.error);
+    assert_eq!(
+        events,
+        [
+            "new web up",
+            "old web down",
+            "new web up",
+            "old web down",
+            "new web up",
+            "old web down"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_batches_moves_the_app_batch_by_batch() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[]), ("hc", &[])], fast()).await;
+    let (app, v1, v2) = running(&c, DeployStrategy::InBatches, Some(2), 3, &["run"]).await;
+    let (d, events) = deploy(&c, &app, &v1, &v2).await;
+    assert_eq!(d.status, DeploymentStatus::Complete, "{:?}", d.error);
+    assert_eq!(
+        events,
+        [
+            "new web up",
+            "new web up",
+            "old web down",
+            "old web down",
+            "new web up",
+            "old web down"
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_cannot_start_fails_with_the_reason_and_the_old_one_keeps_serving() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[]), ("hc", &[])], fast()).await;
+    let (app, v1, v2) = running(&c, DeployStrategy::AllAtOnce, None, 2, &["fail-start"]).await;
+    let before: Vec<String> = up(&c.store.list_jobs(app.id).await.unwrap())
+        .iter()
+        .map(|j| j.id.clone())
+        .collect();
+    let (d, events) = deploy(&c, &app, &v1, &v2).await;
+    assert_eq!(d.status, DeploymentStatus::Failed);
+    let err = d.error.unwrap();
+    assert!(
+        err.starts_with("web job failed to start: fake runtime: job ")
+            && err.ends_with(" asked to fail at start"),
+        "{err}"
+    );
+    assert!(
+        events.iter().all(|e| !e.starts_with("old")),
+        "old jobs were never stopped: {events:?}"
+    );
+    assert_eq!(
+        c.store.get_app(&app.id.to_string()).await.unwrap().release,
+        Some(v1.id)
+    );
+    assert_eq!(
+        c.store
+            .get_formation(app.id, v1.id)
+            .await
+            .unwrap()
+            .processes["web"],
+        2
+    );
+    assert_eq!(
+        c.store
+            .get_formation(app.id, v2.id)
+            .await
+            .unwrap()
+            .processes["web"],
+        0
+    );
+    let jobs = c
+        .wait_jobs(&app, T, "no v2 job left", |j| {
+            j.iter()
+                .all(|j| j.release_id == v1.id || j.state.is_finished())
+        })
+        .await;
+    let after: Vec<String> = up(&jobs).iter().map(|j| j.id.clone()).collect();
+    assert_eq!(after, before, "the old release's jobs kept running");
+}

@@ -1,0 +1,6 @@
+//! Scheduler tests over several fake hosts: real agents on the in-memory runtime, a real SQLite
+//! store, the real reconcile loop. What they assert is what users see: job rows in the store.
+
+mod deploy;
+mod harness;
+mod multi_host;
