@@ -27,7 +27,10 @@ type Shared = Arc<dyn Registry>;
 /// The HTTP API over any registry (normally a [`crate::LocalRegistry`]).
 pub fn router(registry: Shared) -> Router {
     Router::new()
-        .route("/ping", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
+        .route(
+            "/ping",
+            get(|| async { Json(serde_json::json!({"status": "ok"})) }),
+        )
         .route(
             "/services/{service}/instances/{id}",
             put(register).delete(deregister),

@@ -17,7 +17,10 @@ async fn registries() -> Vec<(&'static str, Arc<dyn Registry>)> {
     tokio::spawn(async move { axum::serve(listener, app).await });
     vec![
         ("local", Arc::new(local) as Arc<dyn Registry>),
-        ("http", Arc::new(HttpRegistry::new(&format!("http://{addr}")))),
+        (
+            "http",
+            Arc::new(HttpRegistry::new(&format!("http://{addr}"))),
+        ),
     ]
 }
 
@@ -64,11 +67,17 @@ async fn register_list_and_leader_is_oldest() {
 async fn bad_input_is_refused() {
     for (name, r) in registries().await {
         assert!(
-            matches!(r.register("web", "a", &inst("nope")).await, Err(Error::Invalid(_))),
+            matches!(
+                r.register("web", "a", &inst("nope")).await,
+                Err(Error::Invalid(_))
+            ),
             "{name}"
         );
         assert!(
-            matches!(r.register("w b", "a", &inst("1.2.3.4:5")).await, Err(Error::Invalid(_))),
+            matches!(
+                r.register("w b", "a", &inst("1.2.3.4:5")).await,
+                Err(Error::Invalid(_))
+            ),
             "{name}"
         );
     }
@@ -78,17 +87,29 @@ async fn bad_input_is_refused() {
 async fn watch_snapshot_current_then_live_events() {
     for (name, r) in registries().await {
         r.register("api", "a", &inst("10.0.0.1:80")).await.unwrap();
-        r.register("other", "x", &inst("10.0.0.9:80")).await.unwrap();
+        r.register("other", "x", &inst("10.0.0.9:80"))
+            .await
+            .unwrap();
         let mut w = r.watch(Some("api")).await.unwrap();
         let e = next(&mut w).await;
-        assert_eq!((e.kind, e.instance.unwrap().id.as_str()), (EventKind::Up, "a"), "{name}");
+        assert_eq!(
+            (e.kind, e.instance.unwrap().id.as_str()),
+            (EventKind::Up, "a"),
+            "{name}"
+        );
         assert_eq!(next(&mut w).await.kind, EventKind::Leader, "{name}");
         assert_eq!(next(&mut w).await.kind, EventKind::Current, "{name}");
 
-        r.register("other", "y", &inst("10.0.0.8:80")).await.unwrap(); // filtered out
+        r.register("other", "y", &inst("10.0.0.8:80"))
+            .await
+            .unwrap(); // filtered out
         r.register("api", "b", &inst("10.0.0.2:80")).await.unwrap();
         let e = next(&mut w).await;
-        assert_eq!((e.kind, e.instance.unwrap().id.as_str()), (EventKind::Up, "b"), "{name}");
+        assert_eq!(
+            (e.kind, e.instance.unwrap().id.as_str()),
+            (EventKind::Up, "b"),
+            "{name}"
+        );
 
         // Same data again is a heartbeat: no event. New meta is an update.
         r.register("api", "b", &inst("10.0.0.2:80")).await.unwrap();
@@ -101,7 +122,11 @@ async fn watch_snapshot_current_then_live_events() {
 
         r.deregister("api", "a").await.unwrap();
         let e = next(&mut w).await;
-        assert_eq!((e.kind, e.instance.unwrap().id.as_str()), (EventKind::Down, "a"), "{name}");
+        assert_eq!(
+            (e.kind, e.instance.unwrap().id.as_str()),
+            (EventKind::Down, "a"),
+            "{name}"
+        );
         let e = next(&mut w).await;
         assert_eq!(
             (e.kind, e.instance.unwrap().id.as_str()),
@@ -126,19 +151,28 @@ async fn watch_all_services() {
         }
         assert_eq!(
             seen,
-            [(EventKind::Up, "s1".into()), (EventKind::Leader, "s1".into())],
+            [
+                (EventKind::Up, "s1".into()),
+                (EventKind::Leader, "s1".into())
+            ],
             "{name}"
         );
         r.register("s2", "b", &inst("10.0.0.2:80")).await.unwrap();
         let e = next(&mut w).await;
-        assert_eq!((e.kind, e.service.as_str()), (EventKind::Up, "s2"), "{name}");
+        assert_eq!(
+            (e.kind, e.service.as_str()),
+            (EventKind::Up, "s2"),
+            "{name}"
+        );
     }
 }
 
 #[tokio::test]
 async fn instances_expire_without_heartbeat_and_live_with_it() {
     for (name, r) in registries().await {
-        r.register("web", "dead", &inst("10.0.0.1:80")).await.unwrap();
+        r.register("web", "dead", &inst("10.0.0.1:80"))
+            .await
+            .unwrap();
         let reg = slipway_discovery::Registration::start(
             r.clone(),
             "web",
@@ -152,17 +186,34 @@ async fn instances_expire_without_heartbeat_and_live_with_it() {
         while next(&mut w).await.kind != EventKind::Current {}
         let started = std::time::Instant::now();
         let e = next(&mut w).await;
-        assert_eq!((e.kind, e.instance.unwrap().id.as_str()), (EventKind::Down, "dead"), "{name}");
+        assert_eq!(
+            (e.kind, e.instance.unwrap().id.as_str()),
+            (EventKind::Down, "dead"),
+            "{name}"
+        );
         let waited = started.elapsed();
-        assert!(waited <= TTL + Duration::from_millis(300), "{name}: expired after {waited:?}");
+        assert!(
+            waited <= TTL + Duration::from_millis(300),
+            "{name}: expired after {waited:?}"
+        );
         tokio::time::sleep(TTL * 3).await;
-        let ids: Vec<String> = r.instances("web").await.unwrap().into_iter().map(|i| i.id).collect();
+        let ids: Vec<String> = r
+            .instances("web")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
         assert_eq!(ids, ["alive"], "{name}: the heartbeated instance stays");
         drop(reg);
         let mut e = next(&mut w).await;
         while e.kind == EventKind::Leader {
             e = next(&mut w).await;
         }
-        assert_eq!((e.kind, e.instance.unwrap().id.as_str()), (EventKind::Down, "alive"), "{name}: deregistered on drop");
+        assert_eq!(
+            (e.kind, e.instance.unwrap().id.as_str()),
+            (EventKind::Down, "alive"),
+            "{name}: deregistered on drop"
+        );
     }
 }

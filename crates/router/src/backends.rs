@@ -1,0 +1,319 @@
+//! Backends: the up instances of each service as discovery reports them, their in-flight
+//! counts (for power-of-two-choices and draining) and their pools of idle upstream connections.
+
+use hyper::client::conn::http1::SendRequest;
+use slipway_discovery::{EventKind, Registry};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// The request body the router sends upstream (the client's body, streamed).
+pub type UpBody = hyper::body::Incoming;
+
+/// Idle keep-alive connections kept per backend; more are closed after use.
+const MAX_IDLE: usize = 256;
+
+pub struct Backend {
+    pub id: String,
+    pub service: String,
+    pub addr: SocketAddr,
+    pub in_flight: AtomicUsize,
+    /// Set when discovery reports it down: no new requests; `backend-drained` at 0 in flight.
+    pub removed: AtomicBool,
+    idle: Mutex<Vec<SendRequest<UpBody>>>,
+}
+
+impl Backend {
+    pub fn new(id: &str, service: &str, addr: SocketAddr) -> Backend {
+        Backend {
+            id: id.into(),
+            service: service.into(),
+            addr,
+            in_flight: AtomicUsize::new(0),
+            removed: AtomicBool::new(false),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A pooled connection that can take a request now, if any.
+    pub fn take_idle(&self) -> Option<SendRequest<UpBody>> {
+        let mut idle = self.idle.lock().unwrap();
+        while let Some(s) = idle.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection to the pool once its response is fully read.
+    pub fn put_idle(self: &Arc<Self>, mut sender: SendRequest<UpBody>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() && !me.removed.load(Ordering::Relaxed) {
+                let mut idle = me.idle.lock().unwrap();
+                if idle.len() < MAX_IDLE {
+                    idle.push(sender);
+                }
+            }
+        });
+    }
+}
+
+/// Counts a request against its backend until dropped (when the response body is done).
+pub struct InFlight {
+    backend: Arc<Backend>,
+    events: broadcast::Sender<RouterEvent>,
+}
+
+impl InFlight {
+    pub fn new(backend: Arc<Backend>, events: broadcast::Sender<RouterEvent>) -> InFlight {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight { backend, events }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let left = self.backend.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
+        if left == 0 && self.backend.removed.load(Ordering::Acquire) {
+            let _ = self.events.send(RouterEvent::drained(&self.backend));
+        }
+    }
+}
+
+/// What the router reports to whoever listens (the scheduler waits for `backend-drained`
+/// before stopping a job, and for `backend-up` before counting a new job as up).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RouterEvent {
+    pub kind: &'static str,
+    pub service: String,
+    pub instance: String,
+    pub addr: String,
+}
+
+impl RouterEvent {
+    fn new(kind: &'static str, b: &Backend) -> RouterEvent {
+        RouterEvent {
+            kind,
+            service: b.service.clone(),
+            instance: b.id.clone(),
+            addr: b.addr.to_string(),
+        }
+    }
+    fn drained(b: &Backend) -> RouterEvent {
+        RouterEvent::new("backend-drained", b)
+    }
+}
+
+/// One service's up backends and leader, replaced as a whole on change.
+#[derive(Default, Clone)]
+pub struct ServiceBackends {
+    pub all: Vec<Arc<Backend>>,
+    pub leader: Option<Arc<Backend>>,
+}
+
+#[derive(Default)]
+pub struct Backends {
+    services: RwLock<HashMap<String, Arc<ServiceBackends>>>,
+}
+
+impl Backends {
+    pub fn get(&self, service: &str) -> Option<Arc<ServiceBackends>> {
+        self.services.read().unwrap().get(service).cloned()
+    }
+
+    fn update(&self, service: &str, f: impl FnOnce(&mut ServiceBackends)) {
+        let mut map = self.services.write().unwrap();
+        let mut s = map.get(service).map(|s| (**s).clone()).unwrap_or_default();
+        f(&mut s);
+        if s.all.is_empty() {
+            map.remove(service);
+        } else {
+            map.insert(service.to_string(), Arc::new(s));
+        }
+    }
+
+    fn remove(&self, service: &str, id: &str, events: &broadcast::Sender<RouterEvent>) {
+        self.update(service, |s| {
+            if let Some(pos) = s.all.iter().position(|b| b.id == id) {
+                let b = s.all.remove(pos);
+                retire(&b, events);
+            }
+            if s.leader.as_ref().is_some_and(|l| l.id == id) {
+                s.leader = None;
+            }
+        });
+    }
+
+    /// Follows a registry forever: a full resync from each watch's snapshot, then live events.
+    pub async fn follow(
+        self: Arc<Self>,
+        registry: Arc<dyn Registry>,
+        events: broadcast::Sender<RouterEvent>,
+    ) {
+        loop {
+            match registry.watch(None).await {
+                Ok(mut w) => {
+                    let mut snapshot: HashMap<String, ServiceBackends> = HashMap::new();
+                    let mut current = false;
+                    while let Some(ev) = w.recv().await {
+                        let Some(inst) = ev.instance.as_ref() else {
+                            if ev.kind == EventKind::Current {
+                                current = true;
+                                self.resync(std::mem::take(&mut snapshot), &events);
+                            }
+                            continue;
+                        };
+                        let Ok(addr) = inst.addr.parse::<SocketAddr>() else {
+                            continue;
+                        };
+                        if !current {
+                            let s = snapshot.entry(ev.service.clone()).or_default();
+                            match ev.kind {
+                                EventKind::Up => {
+                                    s.all
+                                        .push(Arc::new(Backend::new(&inst.id, &ev.service, addr)))
+                                }
+                                EventKind::Leader => {
+                                    s.leader = s.all.iter().find(|b| b.id == inst.id).cloned()
+                                }
+                                _ => {}
+                            }
+                            continue;
+                        }
+                        match ev.kind {
+                            EventKind::Up | EventKind::Update => {
+                                let b = Arc::new(Backend::new(&inst.id, &ev.service, addr));
+                                let _ = events.send(RouterEvent::new("backend-up", &b));
+                                self.update(&ev.service, |s| {
+                                    if let Some(pos) = s.all.iter().position(|x| x.id == inst.id) {
+                                        if s.all[pos].addr == addr {
+                                            return;
+                                        }
+                                        retire(&s.all[pos], &events);
+                                        s.all[pos] = b;
+                                    } else {
+                                        s.all.push(b);
+                                    }
+                                });
+                            }
+                            EventKind::Down => self.remove(&ev.service, &inst.id, &events),
+                            EventKind::Leader => self.update(&ev.service, |s| {
+                                s.leader = s.all.iter().find(|b| b.id == inst.id).cloned()
+                            }),
+                            EventKind::Current => {}
+                        }
+                    }
+                    tracing::warn!("router: discovery watch ended; resyncing");
+                }
+                Err(e) => tracing::warn!("router: cannot watch discovery: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Replaces everything with a fresh snapshot, keeping the `Backend` (and its pool and
+    /// in-flight count) of instances that are still there.
+    fn resync(
+        &self,
+        fresh: HashMap<String, ServiceBackends>,
+        events: &broadcast::Sender<RouterEvent>,
+    ) {
+        let mut map = self.services.write().unwrap();
+        let old = std::mem::take(&mut *map);
+        let mut fresh_ids = std::collections::HashSet::new();
+        for (name, mut s) in fresh {
+            let prev = old.get(&name);
+            for b in s.all.iter_mut() {
+                fresh_ids.insert((name.clone(), b.id.clone()));
+                if let Some(p) =
+                    prev.and_then(|p| p.all.iter().find(|x| x.id == b.id && x.addr == b.addr))
+                {
+                    *b = p.clone();
+                } else {
+                    let _ = events.send(RouterEvent::new("backend-up", b));
+                }
+            }
+            if let Some(l) = s.leader.take() {
+                s.leader = s.all.iter().find(|b| b.id == l.id).cloned();
+            }
+            map.insert(name, Arc::new(s));
+        }
+        for (name, s) in old {
+            for b in &s.all {
+                if !fresh_ids.contains(&(name.clone(), b.id.clone())) {
+                    retire(b, events);
+                }
+            }
+        }
+    }
+}
+
+/// Stops new traffic to a backend; reports `backend-down`, and `backend-drained` once it has
+/// nothing in flight (now, or when its last request finishes: see [`InFlight`]).
+fn retire(b: &Arc<Backend>, events: &broadcast::Sender<RouterEvent>) {
+    b.removed.store(true, Ordering::Release);
+    b.idle.lock().unwrap().clear();
+    let _ = events.send(RouterEvent::new("backend-down", b));
+    if b.in_flight.load(Ordering::Acquire) == 0 {
+        let _ = events.send(RouterEvent::drained(b));
+    }
+}
+
+/// Power of two choices: two random candidates, the one with fewer requests in flight.
+/// `skip` holds backends that already failed to connect for this request.
+pub fn pick(cands: &[Arc<Backend>], skip: &[SocketAddr]) -> Option<Arc<Backend>> {
+    let usable = |b: &&Arc<Backend>| !skip.contains(&b.addr) && !b.removed.load(Ordering::Relaxed);
+    let n = cands.len();
+    if n == 0 {
+        return None;
+    }
+    if skip.is_empty() && n >= 2 {
+        let i = rand_below(n);
+        let mut j = rand_below(n - 1);
+        if j >= i {
+            j += 1;
+        }
+        let (a, b) = (&cands[i], &cands[j]);
+        let la = a.in_flight.load(Ordering::Relaxed);
+        let lb = b.in_flight.load(Ordering::Relaxed);
+        let best = if la <= lb { a } else { b };
+        if !best.removed.load(Ordering::Relaxed) {
+            return Some(best.clone());
+        }
+    }
+    let start = rand_below(n);
+    cands
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(n)
+        .filter(usable)
+        .min_by_key(|b| b.in_flight.load(Ordering::Relaxed))
+        .cloned()
+}
+
+/// A fast per-thread xorshift: choosing backends needs spread, not cryptographic randomness.
+fn rand_below(n: usize) -> usize {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u8(0);
+            h.finish() | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        (x % n as u64) as usize
+    })
+}

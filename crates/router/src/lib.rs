@@ -1,0 +1,242 @@
+//! Slipway's router (Flynn's `router/`): an HTTP(S) and TCP reverse proxy written on hyper 1
+//! and tokio-rustls. Routes come from the controller's Store (the list, then route events);
+//! backends come from discovery (a watch of all services). Both apply live: the routing table
+//! is an immutable snapshot swapped whole, so changes never restart a listener or drop a
+//! connection. See `docs/router.md`.
+
+pub mod backends;
+mod proxy;
+mod table;
+mod tcp;
+pub mod tls;
+
+pub use backends::RouterEvent;
+
+use anyhow::Context;
+use backends::Backends;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use slipway_discovery::Registry;
+use slipway_store::Store;
+use slipway_types::{EventFilter, ObjectType, Route};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::broadcast;
+
+/// Limits and timeouts (Flynn's values where it had them).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub connect_timeout: Duration,
+    /// From sending the request to the response head.
+    pub response_timeout: Duration,
+    /// Requests declaring a bigger `Content-Length` get 413.
+    pub max_request_body: u64,
+    /// Time a client has to send its request head.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            connect_timeout: Duration::from_secs(1),
+            response_timeout: Duration::from_secs(600),
+            max_request_body: 1 << 30,
+            header_read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub limits: Limits,
+    /// Address TCP route listeners bind (their port is the route's).
+    pub tcp_bind: IpAddr,
+    /// Default HTTPS certificate (PEM cert, key); `None`: a self-signed one for `localhost`.
+    pub default_certificate: Option<(String, String)>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            limits: Limits::default(),
+            tcp_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            default_certificate: None,
+        }
+    }
+}
+
+pub(crate) struct Shared {
+    pub table: RwLock<Arc<table::Table>>,
+    pub backends: Arc<Backends>,
+    pub events: broadcast::Sender<RouterEvent>,
+    pub limits: Limits,
+}
+
+#[derive(Clone)]
+pub struct Router {
+    sh: Arc<Shared>,
+    sni: Arc<tls::SniResolver>,
+    tcp: Arc<Mutex<tcp::TcpListeners>>,
+    tcp_bind: IpAddr,
+}
+
+impl Router {
+    pub fn new(config: Config) -> anyhow::Result<Router> {
+        let (cert, key) = match config.default_certificate {
+            Some(ck) => ck,
+            None => tls::self_signed(&["localhost"])?,
+        };
+        let default = tls::load(&cert, &key).context("the default HTTPS certificate")?;
+        Ok(Router {
+            sh: Arc::new(Shared {
+                table: RwLock::default(),
+                backends: Arc::default(),
+                events: broadcast::channel(1024).0,
+                limits: config.limits,
+            }),
+            sni: Arc::new(tls::SniResolver::new(default)),
+            tcp: Arc::default(),
+            tcp_bind: config.tcp_bind,
+        })
+    }
+
+    /// Replaces all routes: HTTP table, SNI certificates, TCP listeners.
+    pub fn set_routes(&self, routes: &[Route]) {
+        let table = table::Table::new(routes);
+        self.sni.set(
+            table
+                .certificates()
+                .filter_map(|r| Some((r.domain.as_str(), r.certificate.as_ref()?))),
+        );
+        self.tcp
+            .lock()
+            .unwrap()
+            .reconcile(&self.sh, self.tcp_bind, &table.tcp);
+        *self.sh.table.write().unwrap() = Arc::new(table);
+    }
+
+    /// `backend-up`, `backend-down`, `backend-drained` as they happen.
+    pub fn events(&self) -> broadcast::Receiver<RouterEvent> {
+        self.sh.events.subscribe()
+    }
+
+    /// Follows discovery forever (resyncing after a broken watch).
+    pub fn follow_registry(&self, registry: Arc<dyn Registry>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(
+            self.sh
+                .backends
+                .clone()
+                .follow(registry, self.sh.events.clone()),
+        )
+    }
+
+    /// Loads the routes from the Store, then reloads them after every route event. Returns
+    /// once the first load is done, so traffic is routed from the start.
+    pub async fn follow_store(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+        let mut notifier = store.event_notifier();
+        let mut mark = *notifier.borrow_and_update();
+        let routes = store
+            .list_routes(None)
+            .await
+            .context("cannot load the routes")?;
+        self.set_routes(&routes);
+        let me = self.clone();
+        Ok(tokio::spawn(async move {
+            loop {
+                if notifier.changed().await.is_err() {
+                    return;
+                }
+                let filter = EventFilter {
+                    object_types: vec![ObjectType::Route],
+                    since_id: Some(mark),
+                    ..Default::default()
+                };
+                let seen = *notifier.borrow_and_update();
+                match store.list_events(&filter).await {
+                    Ok(ev) if ev.is_empty() => mark = mark.max(seen),
+                    Ok(ev) => {
+                        let last = ev.last().map_or(mark, |e| e.id);
+                        // A full reload is simple and always right; routes are few.
+                        match store.list_routes(None).await {
+                            Ok(routes) => {
+                                me.set_routes(&routes);
+                                mark = last;
+                            }
+                            Err(e) => tracing::warn!("router: cannot reload routes: {e}"),
+                        }
+                    }
+                    Err(e) => tracing::warn!("router: cannot read route events: {e}"),
+                }
+            }
+        }))
+    }
+
+    /// Serves plain HTTP (HTTP/1.1, and h2c with prior knowledge) until the task is dropped.
+    pub async fn serve_http(&self, listener: TcpListener) {
+        self.serve(listener, None).await
+    }
+
+    /// Serves HTTPS: SNI certificates, HTTP/1.1 or h2 by ALPN.
+    pub async fn serve_https(&self, listener: TcpListener) -> anyhow::Result<()> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(self.sni.clone())?);
+        self.serve(listener, Some(acceptor)).await;
+        Ok(())
+    }
+
+    async fn serve(&self, listener: TcpListener, tls: Option<tokio_rustls::TlsAcceptor>) {
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.sh.limits.header_read_timeout);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: don't spin.
+                    tracing::warn!("router: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let conn = Arc::new(proxy::ConnInfo {
+                peer,
+                https: tls.is_some(),
+                port,
+            });
+            let sh = self.sh.clone();
+            let builder = builder.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    proxy::handle(sh.clone(), conn.clone(), req)
+                });
+                let res = match tls {
+                    None => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .await
+                    }
+                    Some(acceptor) => {
+                        let hs =
+                            tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
+                        let Ok(Ok(stream)) = hs.await else { return };
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .await
+                    }
+                };
+                if let Err(e) = res {
+                    tracing::debug!(%peer, "router: connection ended: {e}");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,322 @@
+//! One proxied HTTP request: route lookup, backend choice, header rewriting, the upstream
+//! exchange on a pooled HTTP/1.1 connection, and Upgrade (WebSocket) splicing.
+
+use crate::Shared;
+use crate::backends::{Backend, InFlight, UpBody, pick};
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Flynn's figure: a request moves to another backend at most this many times, and only
+/// when connecting failed (so it was never sent).
+const MAX_ATTEMPTS: usize = 4;
+
+/// Where a request came in.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub https: bool,
+    pub port: u16,
+}
+
+/// A response body: the backend's, streamed (holding the backend's in-flight count until it
+/// ends), or a short one of our own.
+pub enum RespBody {
+    Up { inner: Incoming, _guard: InFlight },
+    Own(Option<Bytes>),
+}
+
+impl Body for RespBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RespBody::Up { inner, .. } => Pin::new(inner).poll_frame(cx),
+            RespBody::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RespBody::Up { inner, .. } => inner.is_end_stream(),
+            RespBody::Own(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RespBody::Up { inner, .. } => inner.size_hint(),
+            RespBody::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// A short plain-text answer of the router's own (404, 503, …): says what happened in words.
+pub fn text(status: StatusCode, msg: String) -> Response<RespBody> {
+    let mut r = Response::new(RespBody::Own(Some(Bytes::from(msg))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub async fn handle(
+    sh: Arc<Shared>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, Infallible> {
+    Ok(proxy(&sh, &conn, req).await)
+}
+
+async fn proxy(sh: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<RespBody> {
+    let route = {
+        let host = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        let table = sh.table.read().unwrap().clone();
+        match table.lookup(host, req.uri().path()) {
+            Some(r) => r.clone(),
+            None => {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    format!("404 Not Found: no route for {host}{}\n", req.uri().path()),
+                );
+            }
+        }
+    };
+    let svc = sh.backends.get(&route.service).unwrap_or_default();
+    let leader_only: Vec<Arc<Backend>>;
+    let cands: &[Arc<Backend>] = if route.leader {
+        leader_only = svc.leader.iter().cloned().collect();
+        &leader_only
+    } else {
+        &svc.all
+    };
+    if cands.is_empty() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "503 Service Unavailable: no backend is up for service {}\n",
+                route.service
+            ),
+        );
+    }
+    let too_big = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > sh.limits.max_request_body);
+    if too_big {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "413 Payload Too Large: request bodies are limited to {} bytes\n",
+                sh.limits.max_request_body
+            ),
+        );
+    }
+
+    let upgrade = prepare_request(&mut req, conn);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let mut skip: Vec<SocketAddr> = Vec::new();
+    let mut req = req;
+    for _ in 0..MAX_ATTEMPTS {
+        let Some(b) = pick(cands, &skip) else { break };
+        let mut sender = match b.take_idle() {
+            Some(s) => s,
+            None => match connect(b.addr, sh.limits.connect_timeout).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(backend = %b.addr, service = %route.service, "router: cannot connect: {e}; trying another backend");
+                    skip.push(b.addr);
+                    continue;
+                }
+            },
+        };
+        let guard = InFlight::new(b.clone(), sh.events.clone());
+        let sent = tokio::time::timeout(sh.limits.response_timeout, sender.try_send_request(req));
+        let mut resp = match sent.await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(mut e)) => match e.take_message() {
+                // A pooled connection the backend had closed: the request was not sent.
+                Some(r) => {
+                    req = r;
+                    continue;
+                }
+                None => {
+                    tracing::warn!(backend = %b.addr, "router: backend failed: {}", e.error());
+                    return text(
+                        StatusCode::BAD_GATEWAY,
+                        format!("502 Bad Gateway: the backend {} failed\n", route.service),
+                    );
+                }
+            },
+            Err(_) => {
+                return text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "504 Gateway Timeout: the backend did not answer within {:?}\n",
+                        sh.limits.response_timeout
+                    ),
+                );
+            }
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return text(
+                    StatusCode::BAD_GATEWAY,
+                    "502 Bad Gateway: the backend switched protocols unasked\n".into(),
+                );
+            };
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let _guard = guard;
+                if let (Ok(up), Ok(down)) = (backend_upgrade.await, client_upgrade.await) {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(up),
+                        &mut TokioIo::new(down),
+                    )
+                    .await;
+                }
+            });
+            return resp.map(|_| RespBody::Own(None));
+        }
+        b.put_idle(sender);
+        strip_hop_by_hop(resp.headers_mut());
+        return resp.map(|inner| RespBody::Up {
+            inner,
+            _guard: guard,
+        });
+    }
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "503 Service Unavailable: no backend of {} could be reached\n",
+            route.service
+        ),
+    )
+}
+
+/// Rewrites the client's request for the backend; returns whether it asks for an Upgrade.
+fn prepare_request(req: &mut Request<Incoming>, conn: &ConnInfo) -> bool {
+    let upgrade_to = req.headers().get(header::UPGRADE).cloned();
+    let upgrade = upgrade_to.is_some()
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    // HTTP/2 has no Host header: the backend speaks HTTP/1.1 and needs one.
+    if !req.headers().contains_key(header::HOST)
+        && let Some(a) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        req.headers_mut().insert(header::HOST, a);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(pq);
+    *req.version_mut() = Version::HTTP_11;
+
+    let h = req.headers_mut();
+    strip_hop_by_hop(h);
+    if upgrade && let Some(u) = upgrade_to {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, u);
+    }
+    let ip = conn.peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if conn.https { "https" } else { "http" }),
+    );
+    h.insert("x-forwarded-port", HeaderValue::from(conn.port));
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    h.insert("x-request-start", HeaderValue::from(now_ms));
+    if !h.contains_key("x-request-id") {
+        let id = uuid::Uuid::new_v4().to_string();
+        h.insert(
+            "x-request-id",
+            HeaderValue::from_str(&id).expect("uuid is a valid header"),
+        );
+    }
+    upgrade
+}
+
+/// Headers meant for one hop only (RFC 9110 §7.6.1), and those the Connection header names.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(n);
+    }
+}
+
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<SendRequest<UpBody>> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    Ok(sender)
+}

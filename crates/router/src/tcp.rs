@@ -1,0 +1,88 @@
+//! TCP routes: one listener per route port; each connection is spliced raw to a backend
+//! (the leader for leader routes), power-of-two-choices like HTTP.
+
+use crate::Shared;
+use crate::backends::{InFlight, pick};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+
+/// Listeners by port: started for new TCP routes, stopped for removed ones.
+#[derive(Default)]
+pub struct TcpListeners {
+    running: HashMap<u16, (String, bool, JoinHandle<()>)>,
+}
+
+impl TcpListeners {
+    pub fn reconcile(
+        &mut self,
+        sh: &Arc<Shared>,
+        bind: IpAddr,
+        routes: &[slipway_types::TcpRoute],
+    ) {
+        let wanted: HashMap<u16, (String, bool)> = routes
+            .iter()
+            .map(|r| (r.port, (r.service.clone(), r.leader)))
+            .collect();
+        self.running.retain(|port, (svc, leader, task)| {
+            let keep = wanted.get(port) == Some(&(svc.clone(), *leader));
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (port, (service, leader)) in wanted {
+            if self.running.contains_key(&port) {
+                continue;
+            }
+            let addr = SocketAddr::new(bind, port);
+            let std = match std::net::TcpListener::bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(%addr, %service, "router: cannot listen for the TCP route: {e}");
+                    continue;
+                }
+            };
+            let _ = std.set_nonblocking(true);
+            let Ok(listener) = tokio::net::TcpListener::from_std(std) else {
+                continue;
+            };
+            let task = tokio::spawn(serve(sh.clone(), listener, service.clone(), leader));
+            self.running.insert(port, (service, leader, task));
+        }
+    }
+}
+
+async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener, service: String, leader: bool) {
+    loop {
+        let Ok((mut down, _)) = listener.accept().await else {
+            continue;
+        };
+        let sh = sh.clone();
+        let service = service.clone();
+        tokio::spawn(async move {
+            let svc = sh.backends.get(&service).unwrap_or_default();
+            let cands = if leader {
+                svc.leader.iter().cloned().collect()
+            } else {
+                svc.all.clone()
+            };
+            let mut skip = Vec::new();
+            while let Some(b) = pick(&cands, &skip) {
+                let connect = tokio::net::TcpStream::connect(b.addr);
+                match tokio::time::timeout(sh.limits.connect_timeout, connect).await {
+                    Ok(Ok(mut up)) => {
+                        let _guard = InFlight::new(b.clone(), sh.events.clone());
+                        let _ = up.set_nodelay(true);
+                        let _ = down.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                        return;
+                    }
+                    _ => skip.push(b.addr),
+                }
+            }
+            tracing::warn!(%service, "router: TCP connection dropped: no backend could be reached");
+        });
+    }
+}
