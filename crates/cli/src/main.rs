@@ -10,7 +10,7 @@ mod output;
 mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use commands::{apps, cluster, env, limit, meta, release, route};
+use commands::{apps, cluster, env, jobs, limit, meta, release, route};
 use context::Ctx;
 use std::process::ExitCode;
 
@@ -75,6 +75,17 @@ enum Command {
     /// List, add, update and remove HTTP and TCP routes
     #[command(visible_alias = "routes")]
     Route(route::RouteArgs),
+    /// Show or change how many jobs of each process type run (and wait for them)
+    Scale(jobs::ScaleArgs),
+    /// List the app's jobs
+    Ps(jobs::PsArgs),
+    /// Stop jobs (a job of a formation is replaced)
+    Kill(jobs::KillArgs),
+    /// Run a one-off job of the current release: run -d -- CMD…
+    Run(jobs::RunArgs),
+    /// List the app's deployments
+    #[command(visible_alias = "deployments")]
+    Deployment(jobs::DeploymentArgs),
     /// List and manage the clusters this CLI knows
     #[command(visible_alias = "clusters")]
     Cluster(cluster::ClusterArgs),
@@ -129,6 +140,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Limit(args) => limit::run(&ctx, args).await,
         Command::Release(args) => release::run(&ctx, args).await,
         Command::Route(args) => route::run(&ctx, args).await,
+        Command::Scale(args) => jobs::scale(&ctx, args).await,
+        Command::Ps(args) => jobs::ps(&ctx, args).await,
+        Command::Kill(args) => jobs::kill(&ctx, args).await,
+        Command::Run(args) => jobs::run(&ctx, args).await,
+        Command::Deployment(args) => jobs::deployments(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args),
         Command::Version => {
             println!("slipway {}", env!("CARGO_PKG_VERSION"));

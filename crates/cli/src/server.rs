@@ -1,5 +1,6 @@
-//! `slipway server`: runs the daemon roles in one process (embedded mode). So far: the
-//! controller API on SQLite (or PostgreSQL with `--database-url`).
+//! `slipway server`: runs the daemon roles in one process (embedded mode): the controller API on
+//! SQLite (or PostgreSQL with `--database-url`), the deployment executor, the scheduler and the
+//! local host agent (runc) in-process. One function per role, so roles can be added side by side.
 
 use anyhow::{Context, Result};
 use std::io::Write;
@@ -26,6 +27,22 @@ pub struct ServerArgs {
     /// Don't add this server to the CLI's cluster list (~/.config/slipway/config.toml).
     #[arg(long)]
     no_register: bool,
+    /// Run no local host agent: the controller, scheduler and deployer only (jobs stay `blocked`
+    /// until a host is added).
+    #[arg(long)]
+    no_host: bool,
+    /// Tags of the local host, KEY=VALUE (repeatable); formations' tags are matched against them.
+    #[arg(long = "host-tag", value_parser = parse_tag)]
+    host_tags: Vec<(String, String)>,
+    #[command(flatten)]
+    runtime: slipway_host::cli::RuntimeArgs,
+}
+
+fn parse_tag(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("invalid tag {s:?}: expected KEY=VALUE")),
+    }
 }
 
 pub async fn run(args: ServerArgs) -> Result<()> {
@@ -38,7 +55,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .try_init();
     let domain = slipway_types::normalize_domain(&args.domain)
         .map_err(|e| anyhow::anyhow!("--domain: {}", e.message))?;
-    let data_dir = match args.data_dir {
+    let data_dir = match args.data_dir.clone() {
         Some(d) => d,
         None => default_data_dir()?,
     };
@@ -46,14 +63,19 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let api_key = load_or_create_key(&data_dir.join("api-key"))?;
     let database_url = args
         .database_url
+        .clone()
         .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("slipway.db").display()));
-    let store = slipway_store::open(&database_url)
-        .await
-        .context("cannot open the controller database")?;
-    tracing::info!(
-        backend = slipway_store::Store::backend(&store),
-        "store ready"
+    let store: Arc<dyn slipway_store::Store> = Arc::new(
+        slipway_store::open(&database_url)
+            .await
+            .context("cannot open the controller database")?,
     );
+    tracing::info!(backend = store.backend(), "store ready");
+    let scheduler = start_scheduler(store.clone());
+    if !args.no_host {
+        start_local_host(&args, &data_dir, &scheduler).await?;
+    }
+    start_deployer(store.clone());
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {
         format!("cannot listen on {}: is another `slipway server` running? Use --listen to pick another address", args.listen)
@@ -74,9 +96,85 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         git_url: local_url.clone(),
     };
     tracing::info!(data_dir = %data_dir.display(), "controller API on {local_url}");
-    slipway_controller::serve(listener, Arc::new(store), config, shutdown_signal()).await?;
+    let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
+    slipway_controller::serve_with(listener, store, config, Some(cluster), shutdown_signal())
+        .await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The scheduler: converges formations into jobs on the hosts it follows.
+fn start_scheduler(store: Arc<dyn slipway_store::Store>) -> slipway_scheduler::Scheduler {
+    let scheduler = slipway_scheduler::Scheduler::new(store, Default::default());
+    tokio::spawn(scheduler.clone().run());
+    scheduler
+}
+
+/// The local host agent (runc) in-process, followed by the scheduler. Builds the busybox stack
+/// on first start (<1 s), since releases without artifacts run on it.
+async fn start_local_host(
+    args: &ServerArgs,
+    data_dir: &Path,
+    scheduler: &slipway_scheduler::Scheduler,
+) -> Result<()> {
+    let host_dir = data_dir.join("host");
+    let runc = args.runtime.config(&host_dir)?;
+    let stacks = runc.stacks_dir.clone();
+    let stack = scheduler.config().stack.clone();
+    tokio::task::spawn_blocking(move || slipway_host::stack::build(&stacks, &stack, false))
+        .await?
+        .context("cannot build the default stack")?;
+    let mut agent = slipway_host::AgentConfig::new(&host_dir);
+    agent.tags = args.host_tags.iter().cloned().collect();
+    let host = slipway_host::daemon::start(runc, agent, None)
+        .await
+        .context("cannot start the local host agent (use --no-host to run without one)")?;
+    let id = scheduler.add_host(host.api()).await?;
+    tracing::info!(host = %id, "local host agent ready");
+    Ok(())
+}
+
+/// The deployment executor: runs pending deployments (a deploy of an app with nothing running
+/// completes at once, so this runs with or without hosts).
+fn start_deployer(store: Arc<dyn slipway_store::Store>) {
+    let deployer = slipway_controller::deployer::Deployer::new(store, Default::default());
+    tokio::spawn(deployer.run());
+}
+
+/// The controller's job controls (`kill`, `run`), backed by the scheduler.
+struct Layer0(slipway_scheduler::Scheduler);
+
+#[async_trait::async_trait]
+impl slipway_controller::Cluster for Layer0 {
+    async fn stop_job(
+        &self,
+        app_id: slipway_types::Id,
+        job_id: &str,
+    ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
+        self.0.stop_job(app_id, job_id).await.map_err(api_err)
+    }
+    async fn run_job(
+        &self,
+        app: &slipway_types::App,
+        release: &slipway_types::Release,
+        job: &slipway_types::NewJob,
+    ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
+        self.0
+            .run_job(app, release, &job.args, &job.env)
+            .await
+            .map_err(api_err)
+    }
+}
+
+fn api_err(e: slipway_scheduler::SchedError) -> slipway_controller::ApiErr {
+    use slipway_scheduler::SchedError;
+    use slipway_types::ErrorCode;
+    let code = match &e {
+        SchedError::NotFound(_) => ErrorCode::NotFound,
+        SchedError::Invalid(_) => ErrorCode::ValidationError,
+        SchedError::Unavailable(_) => ErrorCode::Unavailable,
+    };
+    slipway_controller::ApiErr::new(code, e.to_string())
 }
 
 /// Where a client on this machine reaches a server bound to `addr` (0.0.0.0 → 127.0.0.1).

@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Serialize, de::DeserializeOwned};
 use slipway_types::{
     ApiError, App, AppDeletion, AppUpdate, Artifact, ClusterInfo, Deployment, ErrorCode, Event,
-    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment,
+    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment, NewJob,
     NewRelease, NewRoute, Release, Route, RouteType, RouteUpdate, SetRelease,
 };
 use std::time::Duration;
@@ -289,6 +289,16 @@ impl Client {
     /// Upserts a job (how the scheduler reports job state).
     pub async fn put_job(&self, app: &str, job: &Job) -> Result<Job> {
         self.put(&["apps", app, "jobs", &job.id], job).await
+    }
+
+    /// Stops a job (`slipway kill`); a formation's job is replaced by the scheduler.
+    pub async fn kill_job(&self, app: &str, job: &str) -> Result<Job> {
+        self.delete(&["apps", app, "jobs", job]).await
+    }
+
+    /// Starts a one-off job (`slipway run -d`).
+    pub async fn run_job(&self, app: &str, job: &NewJob) -> Result<Job> {
+        self.post(&["apps", app, "jobs"], job).await
     }
 
     /// Starts a deployment of `release`; a conflict while another one is unfinished.

@@ -298,15 +298,33 @@ impl Deployer {
 /// A failed job's reason in words: the host's error, else how it exited.
 fn reason(j: &Job) -> String {
     if let Some(e) = &j.host_error {
-        return e
-            .strip_prefix("the job could not start: ")
-            .unwrap_or(e)
-            .to_string();
+        let e = e.strip_prefix("the job could not start: ").unwrap_or(e);
+        return runc_message(e).unwrap_or_else(|| e.to_string());
     }
     match j.exit_status {
         Some(c) => format!("exited with status {c}"),
         None => "got down job event".into(),
     }
+}
+
+/// runc reports in logfmt (`time=… level=error msg="runc run failed: unable to start container
+/// process: exec: \"foo\": …"`): users need only the message, and only its last part.
+fn runc_message(e: &str) -> Option<String> {
+    let start = e.rfind("msg=\"")? + 5;
+    let mut msg = String::new();
+    let mut chars = e[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => msg.extend(chars.next()),
+            '"' => break,
+            c => msg.push(c),
+        }
+    }
+    const PREFIX: &str = "unable to start container process: ";
+    Some(match msg.find(PREFIX) {
+        Some(i) => msg[i + PREFIX.len()..].to_string(),
+        None => msg,
+    })
 }
 
 struct Failure {
@@ -327,5 +345,18 @@ impl Failure {
             restore: false,
             ..f
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn runc_errors_are_shown_as_their_message() {
+        let e = r#"runc run failed: time="2026-11-22T03:31:08Z" level=error msg="runc run failed: unable to start container process: exec: \"foo\": executable file not found in $PATH""#;
+        assert_eq!(
+            super::runc_message(e).unwrap(),
+            r#"exec: "foo": executable file not found in $PATH"#
+        );
+        assert_eq!(super::runc_message("plain"), None);
     }
 }

@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod cluster;
 pub mod env;
+pub mod jobs;
 pub mod limit;
 pub mod meta;
 pub mod release;

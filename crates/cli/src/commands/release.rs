@@ -209,14 +209,14 @@ async fn rollback(client: &Client, app: &str, id: Option<&str>, yes: bool) -> Re
     if !output::confirm(&question, yes)? {
         bail!("rollback cancelled");
     }
-    client.set_app_release(app, target.id).await?;
+    super::jobs::deploy_and_wait(client, app, target.id).await?;
     println!("Rolled back to release {}.", target.id);
     Ok(())
 }
 
 /// Makes a new release from the current one (or an empty one when the app has none) with
-/// `change` applied, makes it current, and prints Flynn's `Created release ID.`. The deploy
-/// follows from the scheduler, not from here.
+/// `change` applied, deploys it (waiting for the deployment: a failure is an error and the old
+/// release keeps serving), and prints Flynn's `Created release ID.`.
 pub async fn change_release(
     client: &Client,
     app: &str,
@@ -228,7 +228,7 @@ pub async fn change_release(
     };
     change(&mut next)?;
     let release = client.create_release(app, &next).await?;
-    client.set_app_release(app, release.id).await?;
+    super::jobs::deploy_and_wait(client, app, release.id).await?;
     println!("Created release {}.", release.id);
     Ok(release)
 }

@@ -28,7 +28,34 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A server without a host agent (the controller, scheduler and deployer only).
     pub fn start() -> TestServer {
+        Self::start_with(&["--no-host".to_string()])
+    }
+
+    /// A server with its local host agent on runc, with a bridge, subnet, nft table and cgroup
+    /// parent of its own (`n` must be unique among the tests running at once).
+    pub fn start_with_host(n: u32) -> TestServer {
+        let args: Vec<String> = [
+            "--bridge".to_string(),
+            format!("slws{n}"),
+            "--nft-table".into(),
+            format!("slws{n}"),
+            "--subnet".into(),
+            format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
+            "--cgroup-parent".into(),
+            format!("slipway-srvtest-{n}"),
+            "--stacks-dir".into(),
+            std::env::temp_dir()
+                .join("slipway-test-stacks")
+                .display()
+                .to_string(),
+        ]
+        .into();
+        Self::start_with(&args)
+    }
+
+    pub fn start_with(extra: &[String]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
         let work = dir.path().join("work");
@@ -38,6 +65,7 @@ impl TestServer {
             .args(["server", "--listen", "127.0.0.1:0", "--domain", DOMAIN])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
+            .args(extra)
             .env("SLIPWAY_CONFIG", &config)
             .env("HOME", dir.path())
             .env_remove("SLIPWAY_URL")
