@@ -5,7 +5,9 @@
 //! connection. See `docs/router.md`.
 
 pub mod backends;
+mod metrics;
 mod proxy;
+mod sticky;
 mod table;
 mod tcp;
 pub mod tls;
@@ -55,6 +57,10 @@ pub struct Config {
     pub tcp_bind: IpAddr,
     /// Default HTTPS certificate (PEM cert, key); `None`: a self-signed one for `localhost`.
     pub default_certificate: Option<(String, String)>,
+    /// Seals sticky-session cookies; share it between routers of a cluster. `None`: random.
+    pub cookie_key: Option<[u8; 32]>,
+    /// One structured log line per request (target `slipway_router::access`). Off by default.
+    pub access_log: bool,
 }
 
 impl Default for Config {
@@ -63,6 +69,8 @@ impl Default for Config {
             limits: Limits::default(),
             tcp_bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             default_certificate: None,
+            cookie_key: None,
+            access_log: false,
         }
     }
 }
@@ -72,6 +80,9 @@ pub(crate) struct Shared {
     pub backends: Arc<Backends>,
     pub events: broadcast::Sender<RouterEvent>,
     pub limits: Limits,
+    pub cookie_key: sticky::CookieKey,
+    pub metrics: metrics::Metrics,
+    pub access_log: bool,
 }
 
 #[derive(Clone)]
@@ -95,6 +106,9 @@ impl Router {
                 backends: Arc::default(),
                 events: broadcast::channel(1024).0,
                 limits: config.limits,
+                cookie_key: sticky::CookieKey::new(config.cookie_key),
+                metrics: Default::default(),
+                access_log: config.access_log,
             }),
             sni: Arc::new(tls::SniResolver::new(default)),
             tcp: Arc::default(),
@@ -115,6 +129,44 @@ impl Router {
             .unwrap()
             .reconcile(&self.sh, self.tcp_bind, &table.tcp);
         *self.sh.table.write().unwrap() = Arc::new(table);
+    }
+
+    /// Prometheus text: requests per route and status class, latency histograms.
+    pub fn metrics(&self) -> String {
+        self.sh.metrics.render()
+    }
+
+    /// The admin endpoint: `GET /metrics` (Prometheus text), `GET /ping`.
+    pub async fn serve_admin(&self, listener: TcpListener) {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let me = me.clone();
+                        async move {
+                            let (status, body) = match req.uri().path() {
+                                "/metrics" => (200, me.metrics()),
+                                "/ping" => (200, "ok\n".to_string()),
+                                _ => (404, "not found: try /metrics\n".to_string()),
+                            };
+                            let mut resp = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from(body),
+                            ));
+                            *resp.status_mut() =
+                                hyper::StatusCode::from_u16(status).expect("status");
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
     }
 
     /// `backend-up`, `backend-down`, `backend-drained` as they happen.

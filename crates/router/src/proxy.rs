@@ -1,8 +1,8 @@
 //! One proxied HTTP request: route lookup, backend choice, header rewriting, the upstream
 //! exchange on a pooled HTTP/1.1 connection, and Upgrade (WebSocket) splicing.
 
-use crate::Shared;
 use crate::backends::{Backend, InFlight, UpBody, pick};
+use crate::{Shared, sticky};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::SendRequest;
@@ -13,6 +13,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,10 +80,38 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
-    Ok(proxy(&sh, &conn, req).await)
+    let start = std::time::Instant::now();
+    let (method, path) = if sh.access_log {
+        (req.method().clone(), req.uri().path().to_string())
+    } else {
+        Default::default()
+    };
+    let mut route = None;
+    let resp = proxy(&sh, &conn, req, &mut route).await;
+    let took = start.elapsed();
+    sh.metrics
+        .record(route.as_deref(), resp.status().as_u16(), took);
+    if sh.access_log {
+        tracing::info!(
+            target: "slipway_router::access",
+            client = %conn.peer.ip(),
+            %method,
+            host = route.as_ref().map_or("", |r| r.domain.as_str()),
+            %path,
+            status = resp.status().as_u16(),
+            ms = took.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+    Ok(resp)
 }
 
-async fn proxy(sh: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Response<RespBody> {
+async fn proxy(
+    sh: &Shared,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    matched: &mut Option<Arc<slipway_types::HttpRoute>>,
+) -> Response<RespBody> {
     let route = {
         let host = req
             .uri()
@@ -105,6 +134,7 @@ async fn proxy(sh: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Resp
             }
         }
     };
+    *matched = Some(route.clone());
     let svc = sh.backends.get(&route.service).unwrap_or_default();
     let leader_only: Vec<Arc<Backend>>;
     let cands: &[Arc<Backend>] = if route.leader {
@@ -137,13 +167,26 @@ async fn proxy(sh: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Resp
         );
     }
 
+    // Sticky routes: the backend named by the client's cookie first, if it is still up.
+    let sticky_to = if route.sticky {
+        sticky::from_request(req.headers()).and_then(|v| sh.cookie_key.open(v))
+    } else {
+        None
+    };
     let upgrade = prepare_request(&mut req, conn);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let mut skip: Vec<SocketAddr> = Vec::new();
     let mut req = req;
     for _ in 0..MAX_ATTEMPTS {
-        let Some(b) = pick(cands, &skip) else { break };
+        let preferred = sticky_to.filter(|a| !skip.contains(a)).and_then(|a| {
+            cands
+                .iter()
+                .find(|b| b.addr == a && !b.removed.load(Relaxed))
+        });
+        let Some(b) = preferred.cloned().or_else(|| pick(cands, &skip)) else {
+            break;
+        };
         let mut sender = match b.take_idle() {
             Some(s) => s,
             None => match connect(b.addr, sh.limits.connect_timeout).await {
@@ -205,6 +248,16 @@ async fn proxy(sh: &Shared, conn: &ConnInfo, mut req: Request<Incoming>) -> Resp
         }
         b.put_idle(sender);
         strip_hop_by_hop(resp.headers_mut());
+        if route.sticky && sticky_to != Some(b.addr) {
+            let cookie = format!(
+                "{}={}; Path=/; HttpOnly; SameSite=Lax",
+                sticky::COOKIE,
+                sh.cookie_key.seal(b.addr)
+            );
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
         return resp.map(|inner| RespBody::Up {
             inner,
             _guard: guard,

@@ -246,3 +246,88 @@ async fn draining_backend_finishes_in_flight_requests_then_reports_drained() {
     }
     wait_event(&mut ev, "backend-drained", "old").await;
 }
+
+#[tokio::test]
+async fn sticky_sessions_keep_a_client_on_one_backend() {
+    let t = start(Config::default()).await;
+    for name in ["s1", "s2", "s3"] {
+        t.add("web", name, backend(name).await).await;
+    }
+    let mut r = http_route("web.test", "/", "web");
+    if let Route::Http(h) = &mut r {
+        h.sticky = true;
+    }
+    t.router.set_routes(&[r]);
+    let first = send(
+        t.http,
+        Request::get("/")
+            .header("host", "web.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    let cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.starts_with("_backend=") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let chosen = body_string(first).await;
+    for _ in 0..20 {
+        let req = Request::get("/")
+            .header("host", "web.test")
+            .header("cookie", format!("theme=dark; {pair}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = send(t.http, req).await;
+        assert!(
+            !resp.headers().contains_key("set-cookie"),
+            "a valid cookie is not replaced"
+        );
+        assert_eq!(body_string(resp).await, chosen);
+    }
+    // A forged cookie is ignored (and replaced), never an error.
+    let req = Request::get("/")
+        .header("host", "web.test")
+        .header("cookie", "_backend=00112233")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send(t.http, req).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("set-cookie"));
+}
+
+#[tokio::test]
+async fn metrics_count_requests_per_route_and_status_class() {
+    let t = start(Config::default()).await;
+    t.add("web", "b", backend("b").await).await;
+    t.router.set_routes(&[http_route("web.test", "/", "web")]);
+    for _ in 0..3 {
+        assert_eq!(get(t.http, "web.test", "/").await.0, 200);
+    }
+    assert_eq!(get(t.http, "nope.test", "/").await.0, 404);
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = l.local_addr().unwrap();
+    let r = t.router.clone();
+    tokio::spawn(async move { r.serve_admin(l).await });
+    let (status, m) = get(admin, "admin", "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        m.contains("slipway_router_requests_total{route=\"web.test/\",status=\"2xx\"} 3\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("slipway_router_requests_total{route=\"unmatched\",status=\"4xx\"} 1\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains("slipway_router_request_duration_seconds_count{route=\"web.test/\"} 3\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            "slipway_router_request_duration_seconds_bucket{route=\"web.test/\",le=\"+Inf\"} 3\n"
+        ),
+        "{m}"
+    );
+}

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Router benchmark: Slipway's router next to nginx as reverse proxies in front of the same
+# backend (an nginx answering a fixed 12-byte body), with wrk at fixed concurrency, plain HTTP
+# and HTTPS (HTTP/1.1 over TLS, keep-alive). Runs alternate (nginx, router, nginx, router…) so
+# outside load hits both alike. Also reports the router's RSS after the loaded runs.
+# Needs nginx, wrk, openssl (apt-get install nginx wrk). Results: docs/benchmarks.md.
+#
+#   bench/router.sh                      # release build; C=64 connections, D=10s, R=2 rounds
+#   C=128 D=20s R=3 bench/router.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+C="${C:-64}"; D="${D:-10s}"; R="${R:-2}"; T="${T:-2}"
+cargo build -q --release -p slipway-router --example router_bench
+BIN="$PWD/target/release/examples/router_bench"
+W=$(mktemp -d /tmp/slipway-bench-router.XXXXXX)
+BACKEND=127.0.0.1:18181 NGX_HTTP=18180 NGX_HTTPS=18543 RT_HTTP=18190 RT_HTTPS=18553
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
+trap cleanup EXIT
+openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=bench.test -days 1 \
+  -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+mkdir -p "$W/b" "$W/p"
+cat > "$W/b/nginx.conf" <<NGX
+worker_processes 1; pid $W/b/pid; error_log $W/b/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen $BACKEND; location / { return 200 "hello world\n"; } } }
+NGX
+cat > "$W/p/nginx.conf" <<NGX
+worker_processes auto; pid $W/p/pid; error_log $W/p/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream app { server $BACKEND; keepalive 256; }
+  server { listen 127.0.0.1:$NGX_HTTP; listen 127.0.0.1:$NGX_HTTPS ssl;
+    ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Port \$server_port;
+      proxy_set_header X-Request-Start \$msec; proxy_set_header X-Request-Id \$request_id; } } }
+NGX
+nginx -p "$W/b" -c "$W/b/nginx.conf" -g 'daemon off;' & pids+=($!)
+nginx -p "$W/p" -c "$W/p/nginx.conf" -g 'daemon off;' & pids+=($!)
+"$BIN" 127.0.0.1:$RT_HTTP 127.0.0.1:$RT_HTTPS $BACKEND > "$W/router.out" & RPID=$!; pids+=($RPID)
+for _ in $(seq 50); do grep -q ready "$W/router.out" 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
+for u in http://127.0.0.1:$NGX_HTTP/ http://127.0.0.1:$RT_HTTP/; do
+  curl -fsS -H 'Host: bench.test' "$u" >/dev/null || { echo "no answer from $u"; exit 1; }
+done
+
+# wrk → "req/s p50 p99" (latencies in ms)
+run() {
+  wrk -t"$T" -c"$C" -d"$D" --latency -H 'Host: bench.test' "$1" | awk '
+    function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
+    /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=ms($2) } /^ +99%/ { p99=ms($2) }
+    /Non-2xx|Socket errors/ { err=err $0 }
+    END { printf "%s %.2f %.2f %s\n", rps, p50, p99, (err==""?"":"ERR:" err) }'
+}
+echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus, wrk -t$T -c$C -d$D, $(nginx -v 2>&1)"
+echo "| proxy | proto | round | req/s | p50 ms | p99 ms |"
+echo "|---|---|---|---|---|---|"
+for proto in http https; do
+  for r in $(seq "$R"); do
+    if [ $proto = http ]; then n=$NGX_HTTP; s=$RT_HTTP; else n=$NGX_HTTPS; s=$RT_HTTPS; fi
+    read -r a b c e <<<"$(run $proto://127.0.0.1:$n/)"; echo "| nginx | $proto | $r | $a | $b | $c | $e"
+    read -r a b c e <<<"$(run $proto://127.0.0.1:$s/)"; echo "| slipway router | $proto | $r | $a | $b | $c | $e"
+  done
+done
+echo
+echo "router RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' /proc/$RPID/status), peak $(awk '/VmHWM/ {print $2, $3}' /proc/$RPID/status)"
