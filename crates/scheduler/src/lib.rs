@@ -94,10 +94,18 @@ impl Scheduler {
         let (rows, mut rx) = mpsc::unbounded_channel::<Job>();
         let writer = store.clone();
         tokio::spawn(async move {
-            while let Some(job) = rx.recv().await {
-                if let Err(e) = writer.put_job(&job).await {
-                    tracing::warn!(job = %job.id, "could not record job state: {e}");
+            // Rows queued meanwhile go in one transaction: one commit per batch, not per row.
+            let mut batch = Vec::new();
+            while rx.recv_many(&mut batch, 1000).await > 0 {
+                if writer.put_jobs(&batch).await.is_err() {
+                    // One bad row (e.g. its app was just deleted) must not lose the others.
+                    for job in &batch {
+                        if let Err(e) = writer.put_job(job).await {
+                            tracing::warn!(job = %job.id, "could not record job state: {e}");
+                        }
+                    }
                 }
+                batch.clear();
             }
         });
         Scheduler {

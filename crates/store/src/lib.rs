@@ -103,6 +103,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Inserts or updates a job (the scheduler reports state this way).
     async fn put_job(&self, job: &Job) -> Result<Job>;
+    /// Many [`Store::put_job`]s in one transaction, in order (one event each); all or nothing.
+    async fn put_jobs(&self, jobs: &[Job]) -> Result<Vec<Job>>;
     async fn get_job(&self, app_id: Id, job_id: &str) -> Result<Job>;
     async fn list_jobs(&self, app_id: Id) -> Result<Vec<Job>>;
 

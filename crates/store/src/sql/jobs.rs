@@ -3,7 +3,7 @@
 use super::rows::{
     id, json, opt_id, opt_int, opt_text, opt_time, opt_u32, text, time, to_json, u32_of,
 };
-use super::{SqlStore, now, one, unique_violation};
+use super::{SqlStore, WriteTx, now, one, unique_violation};
 use crate::{Result, StoreError};
 use slipway_types::{
     DeployStrategy, Deployment, DeploymentStatus, EventOp, Id, Job, JobState, ObjectType, Timestamp,
@@ -51,10 +51,28 @@ fn deployment_from_row(row: &AnyRow) -> Result<Deployment> {
 
 impl SqlStore {
     pub async fn put_job(&self, job: &Job) -> Result<Job> {
-        job.validate()?;
         let mut tx = self.begin().await?;
-        let app = self.get_app_tx(&mut tx, job.app_id).await?;
-        let release = self.release_tx(&mut tx, job.release_id).await?;
+        let job = self.put_job_tx(&mut tx, job).await?;
+        self.commit(tx).await?;
+        Ok(job)
+    }
+
+    /// Many job writes in one transaction (one commit instead of one per job: the scheduler's
+    /// rows keep up with 10,000 jobs). All or nothing.
+    pub async fn put_jobs(&self, jobs: &[Job]) -> Result<Vec<Job>> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            out.push(self.put_job_tx(&mut tx, job).await?);
+        }
+        self.commit(tx).await?;
+        Ok(out)
+    }
+
+    async fn put_job_tx(&self, tx: &mut WriteTx, job: &Job) -> Result<Job> {
+        job.validate()?;
+        let app = self.get_app_tx(tx, job.app_id).await?;
+        let release = self.release_tx(tx, job.release_id).await?;
         if release.app_id != app.id {
             return Err(StoreError::NotFound(format!(
                 "release {} not found in app {}",
@@ -64,7 +82,7 @@ impl SqlStore {
         let existing: Option<String> =
             sqlx::query_scalar("SELECT created_at FROM jobs WHERE id = $1")
                 .bind(job.id.clone())
-                .fetch_optional(&mut **tx)
+                .fetch_optional(&mut ***tx)
                 .await?;
         let mut job = job.clone();
         let op = match existing {
@@ -95,18 +113,10 @@ impl SqlStore {
         .bind(to_json(&job.meta))
         .bind(job.created_at.to_string())
         .bind(job.updated_at.to_string())
-        .execute(&mut **tx)
+        .execute(&mut ***tx)
         .await?;
-        self.append_event(
-            &mut tx,
-            Some(job.app_id),
-            ObjectType::Job,
-            &job.id,
-            op,
-            &job,
-        )
-        .await?;
-        self.commit(tx).await?;
+        self.append_event(tx, Some(job.app_id), ObjectType::Job, &job.id, op, &job)
+            .await?;
         Ok(job)
     }
 

@@ -78,6 +78,9 @@ impl Store for SqlStore {
     async fn put_job(&self, job: &Job) -> Result<Job> {
         SqlStore::put_job(self, job).await
     }
+    async fn put_jobs(&self, jobs: &[Job]) -> Result<Vec<Job>> {
+        SqlStore::put_jobs(self, jobs).await
+    }
     async fn get_job(&self, app_id: Id, job_id: &str) -> Result<Job> {
         SqlStore::get_job(self, app_id, job_id).await
     }

@@ -810,6 +810,34 @@ pub async fn jobs(b: &Backend) {
     assert_not_found(s.put_job(&job).await);
     job.id = "bad id!".into();
     assert_invalid(s.put_job(&job).await, "id");
+
+    // A batch: one event per job, in order; a bad job rolls the whole batch back.
+    let before = s.list_events(&EventFilter::default()).await.unwrap().len();
+    job.release_id = r.id;
+    let batch: Vec<Job> = (3..6)
+        .map(|i| Job {
+            id: format!("h1-000{i}"),
+            ..job.clone()
+        })
+        .collect();
+    let written = s.put_jobs(&batch).await.unwrap();
+    assert_eq!(written.len(), 3);
+    let events = s.list_events(&EventFilter::default()).await.unwrap();
+    let ids: Vec<&str> = events[before..]
+        .iter()
+        .map(|e| e.object_id.as_str())
+        .collect();
+    assert_eq!(ids, ["h1-0003", "h1-0004", "h1-0005"]);
+    let mut bad = batch.clone();
+    bad[0].state = JobState::Up;
+    bad[1].release_id = Id::new_v4();
+    assert_not_found(s.put_jobs(&bad).await);
+    assert_eq!(
+        s.get_job(a.id, "h1-0003").await.unwrap().state,
+        JobState::Down,
+        "the failed batch changed nothing"
+    );
+    assert_eq!(s.list_jobs(a.id).await.unwrap().len(), 4);
 }
 
 pub async fn concurrent_writes(b: &Backend) {
