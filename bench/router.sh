@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C="${C:-64}"; D="${D:-10s}"; R="${R:-2}"; T="${T:-2}"
-cargo build -q --release -p slipway-router --example router_bench
+[ -n "${NO_BUILD:-}" ] || cargo build -q --release -p slipway-router --example router_bench
 BIN="$PWD/target/release/examples/router_bench"
 W=$(mktemp -d /tmp/slipway-bench-router.XXXXXX)
 BACKEND=127.0.0.1:18181 NGX_HTTP=18180 NGX_HTTPS=18543 RT_HTTP=18190 RT_HTTPS=18553

@@ -38,28 +38,33 @@ impl Backend {
         }
     }
 
-    /// A pooled connection that can take a request now, if any.
+    /// A pooled connection that can take a request now, if any. Connections still finishing
+    /// their previous exchange stay in the pool; closed ones are dropped.
     pub fn take_idle(&self) -> Option<SendRequest<UpBody>> {
         let mut idle = self.idle.lock().unwrap();
-        while let Some(s) = idle.pop() {
-            if s.is_ready() {
-                return Some(s);
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].is_ready() {
+                return Some(idle.swap_remove(i));
+            }
+            if idle[i].is_closed() {
+                idle.swap_remove(i);
             }
         }
         None
     }
 
-    /// Returns a connection to the pool once its response is fully read.
-    pub fn put_idle(self: &Arc<Self>, mut sender: SendRequest<UpBody>) {
-        let me = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() && !me.removed.load(Ordering::Relaxed) {
-                let mut idle = me.idle.lock().unwrap();
-                if idle.len() < MAX_IDLE {
-                    idle.push(sender);
-                }
-            }
-        });
+    /// Returns a connection to the pool (called when its response body has been read to the
+    /// end, so no task has to wait for it).
+    pub fn put_idle(&self, sender: SendRequest<UpBody>) {
+        if self.removed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
     }
 }
 
@@ -299,6 +304,23 @@ pub fn pick(cands: &[Arc<Backend>], skip: &[SocketAddr]) -> Option<Arc<Backend>>
 
 /// A fast per-thread xorshift: choosing backends needs spread, not cryptographic randomness.
 fn rand_below(n: usize) -> usize {
+    (rand_u64() % n as u64) as usize
+}
+
+/// A random UUID-shaped request id, without a system call per request.
+pub fn request_id() -> String {
+    let (a, b) = (rand_u64(), rand_u64());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        (b >> 48) & 0x3fff | 0x8000,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+fn rand_u64() -> u64 {
     use std::cell::Cell;
     thread_local! {
         static STATE: Cell<u64> = Cell::new({
@@ -314,6 +336,6 @@ fn rand_below(n: usize) -> usize {
         x ^= x >> 7;
         x ^= x << 17;
         s.set(x);
-        (x % n as u64) as usize
+        x
     })
 }

@@ -31,8 +31,24 @@ pub struct ConnInfo {
 /// A response body: the backend's, streamed (holding the backend's in-flight count until it
 /// ends), or a short one of our own.
 pub enum RespBody {
-    Up { inner: Incoming, _guard: InFlight },
+    Up {
+        inner: Incoming,
+        _guard: InFlight,
+        /// Back to the backend's pool once the body was read to the end.
+        conn: Option<(Arc<Backend>, SendRequest<UpBody>)>,
+    },
     Own(Option<Bytes>),
+}
+
+impl Drop for RespBody {
+    fn drop(&mut self) {
+        if let RespBody::Up { inner, conn, .. } = self
+            && inner.is_end_stream()
+            && let Some((b, sender)) = conn.take()
+        {
+            b.put_idle(sender);
+        }
+    }
 }
 
 impl Body for RespBody {
@@ -246,7 +262,6 @@ async fn proxy(
             });
             return resp.map(|_| RespBody::Own(None));
         }
-        b.put_idle(sender);
         strip_hop_by_hop(resp.headers_mut());
         if route.sticky && sticky_to != Some(b.addr) {
             let cookie = format!(
@@ -261,6 +276,7 @@ async fn proxy(
         return resp.map(|inner| RespBody::Up {
             inner,
             _guard: guard,
+            conn: Some((b, sender)),
         });
     }
     text(
@@ -324,10 +340,10 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnInfo) -> bool {
         .map_or(0, |d| d.as_millis() as u64);
     h.insert("x-request-start", HeaderValue::from(now_ms));
     if !h.contains_key("x-request-id") {
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = crate::backends::request_id();
         h.insert(
             "x-request-id",
-            HeaderValue::from_str(&id).expect("uuid is a valid header"),
+            HeaderValue::from_str(&id).expect("hex is a valid header"),
         );
     }
     upgrade

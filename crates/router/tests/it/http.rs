@@ -331,3 +331,41 @@ async fn metrics_count_requests_per_route_and_status_class() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let t = start(Config::default()).await;
+    // A backend that counts the connections it accepts.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from("ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    t.add("web", "counted", addr).await;
+    t.router.set_routes(&[http_route("web.test", "/", "web")]);
+    for _ in 0..30 {
+        assert_eq!(
+            get(t.http, "web.test", "/").await,
+            (StatusCode::OK, "ok".into())
+        );
+    }
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n <= 3,
+        "30 sequential requests used {n} upstream connections"
+    );
+}
