@@ -164,6 +164,23 @@ impl slipway_controller::Cluster for Layer0 {
             .await
             .map_err(api_err)
     }
+    async fn job_output(
+        &self,
+        app_id: slipway_types::Id,
+        job_id: &str,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, slipway_types::OutputLine>,
+        slipway_controller::ApiErr,
+    > {
+        use futures_util::StreamExt;
+        let lines = self.0.job_output(app_id, job_id).await.map_err(api_err)?;
+        Ok(lines
+            .map(|l| slipway_types::OutputLine {
+                stream: l.stream,
+                msg: l.msg,
+            })
+            .boxed())
+    }
 }
 
 fn api_err(e: slipway_scheduler::SchedError) -> slipway_controller::ApiErr {

@@ -17,7 +17,7 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Serialize, de::DeserializeOwned};
 use slipway_types::{
     ApiError, App, AppDeletion, AppUpdate, Artifact, ClusterInfo, Deployment, ErrorCode, Event,
-    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment, NewJob,
+    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment, NewJob, OutputLine,
     NewRelease, NewRoute, Release, Route, RouteType, RouteUpdate, SetRelease,
 };
 use std::time::Duration;
@@ -299,6 +299,45 @@ impl Client {
     /// Starts a one-off job (`slipway run -d`).
     pub async fn run_job(&self, app: &str, job: &NewJob) -> Result<Job> {
         self.post(&["apps", app, "jobs"], job).await
+    }
+
+    /// A job's output lines until it exits (an attached `slipway run`).
+    pub async fn job_output(
+        &self,
+        app: &str,
+        job: &str,
+    ) -> Result<futures_util::stream::BoxStream<'static, Result<OutputLine>>> {
+        use futures_util::StreamExt;
+        let url = self.endpoint(&["apps", app, "jobs", job, "output"]);
+        let resp = self.send(self.request(Method::GET, url)).await?;
+        let display = self.display_url.clone();
+        let bytes = resp.bytes_stream().boxed();
+        let lines = futures_util::stream::unfold(
+            (bytes, Vec::<u8>::new(), display),
+            |(mut bytes, mut buf, display)| async move {
+                loop {
+                    if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=i).collect();
+                        let parsed = serde_json::from_slice::<OutputLine>(&line).map_err(|e| {
+                            ClientError::Protocol {
+                                url: display.clone(),
+                                reason: format!("cannot read a job output line: {e}"),
+                            }
+                        });
+                        return Some((parsed, (bytes, buf, display)));
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => {
+                            let err = ClientError::from_reqwest(&display, e);
+                            return Some((Err(err), (bytes, Vec::new(), display)));
+                        }
+                        None => return None,
+                    }
+                }
+            },
+        );
+        Ok(lines.boxed())
     }
 
     /// Starts a deployment of `release`; a conflict while another one is unfinished.

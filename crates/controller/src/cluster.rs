@@ -7,10 +7,11 @@ use crate::api::resolve_app;
 use crate::error::{ApiErr, ApiResult};
 use crate::extract::JsonBody;
 use async_trait::async_trait;
+use futures_util::stream::BoxStream;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use slipway_types::{App, ErrorCode, Id, Job, NewJob, Release};
+use slipway_types::{App, ErrorCode, Id, Job, NewJob, OutputLine, Release};
 
 /// Message of a `run` before the app has any release.
 pub const NO_RELEASE: &str = "App release has no image, push a release first";
@@ -19,6 +20,33 @@ pub const NO_RELEASE: &str = "App release has no image, push a release first";
 pub trait Cluster: Send + Sync + 'static {
     async fn stop_job(&self, app_id: Id, job_id: &str) -> Result<Job, ApiErr>;
     async fn run_job(&self, app: &App, release: &Release, job: &NewJob) -> Result<Job, ApiErr>;
+    /// The job's output until it exits.
+    async fn job_output(
+        &self,
+        app_id: Id,
+        job_id: &str,
+    ) -> Result<BoxStream<'static, OutputLine>, ApiErr>;
+}
+
+
+/// `GET /apps/:app/jobs/:job/output`: the job's output as NDJSON ([`OutputLine`] per line),
+/// until the job exits (what an attached `slipway run` prints).
+pub(crate) async fn output(
+    State(s): State<AppState>,
+    Path((app, job)): Path<(String, String)>,
+) -> ApiResult<axum::response::Response> {
+    use futures_util::StreamExt;
+    let app = resolve_app(&s, &app).await?;
+    let lines = cluster(&s)?.job_output(app.id, &job).await?;
+    let body = lines.map(|l| {
+        let mut b = serde_json::to_vec(&l).unwrap_or_default();
+        b.push(b'\n');
+        Ok::<_, std::convert::Infallible>(b)
+    });
+    Ok(axum::response::Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(axum::body::Body::from_stream(body))
+        .expect("static response parts"))
 }
 
 fn cluster(s: &AppState) -> ApiResult<&dyn Cluster> {

@@ -176,3 +176,11 @@ pub struct NewJob {
     #[serde(default)]
     pub release: Option<Id>,
 }
+
+/// One line of a job's output (`GET /apps/:app/jobs/:job/output`, NDJSON): `stream` is `stdout`,
+/// `stderr` or `init` (the host's notes about the job).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLine {
+    pub stream: String,
+    pub msg: String,
+}

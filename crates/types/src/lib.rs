@@ -21,7 +21,7 @@ pub use app::{
 pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};
-pub use job::{Formation, FormationUpdate, Job, JobState, NewJob};
+pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine};
 pub use names::random_app_name;
 pub use release::{
     Artifact, ArtifactType, HealthCheck, HealthCheckType, NewArtifact, NewRelease, Port,

@@ -54,7 +54,8 @@ pub struct KillArgs {
 pub struct RunArgs {
     #[command(flatten)]
     app: AppFlag,
-    /// Detached: print the job id and return (the exit shows in `ps -a`)
+    /// Detached: print the job id and return (the exit shows in `ps -a`). Attached (the
+    /// default), the job's stdout and stderr are printed apart and its exit code is ours
     #[arg(short = 'd', long)]
     detached: bool,
     /// Environment for the job, KEY=VALUE (repeatable)
@@ -235,12 +236,6 @@ pub async fn kill(ctx: &Ctx, args: KillArgs) -> Result<()> {
 }
 
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
-    if !args.detached {
-        bail!(
-            "attached `run` is not available yet (the host agent has no attach API): use \
-             `run -d` and `ps -a`"
-        );
-    }
     let client = ctx.client()?;
     let app = ctx.app(&args.app)?;
     let env = super::parse_pairs(&args.env)?.into_iter().collect();
@@ -250,8 +245,61 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
         release: args.release,
     };
     let job = client.run_job(&app, &job).await?;
-    println!("{}", job.id);
-    Ok(())
+    if args.detached {
+        println!("{}", job.id);
+        return Ok(());
+    }
+    let code = attach(&client, &app, &job.id).await?;
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(code);
+}
+
+/// Prints a job's output as it comes (stdout to stdout, stderr and the host's notes to stderr),
+/// stops the job on Ctrl-C, and returns its exit code.
+///
+/// Not yet: stdin and a pty (the host agent has no attach API yet); the job's stdin is empty.
+async fn attach(client: &Client, app: &str, job: &str) -> Result<i32> {
+    use futures_util::StreamExt;
+    let mut lines = client.job_output(app, job).await?;
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            line = lines.next() => match line {
+                Some(Ok(l)) if l.stream == "stdout" => println!("{}", l.msg),
+                Some(Ok(l)) => eprintln!("{}", l.msg),
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                let _ = client.kill_job(app, job).await;
+            }
+        }
+    }
+    // The output ends with the process; the job row follows within moments.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let j = client.job(app, job).await?;
+        if j.state.is_finished() {
+            return Ok(match (j.state, j.exit_status) {
+                (_, Some(code)) => code,
+                (JobState::Failed, None) => {
+                    eprintln!(
+                        "error: {}",
+                        j.host_error.as_deref().unwrap_or("the job failed to start")
+                    );
+                    1
+                }
+                _ => 0,
+            });
+        }
+        if Instant::now() > deadline {
+            bail!("job {job} is still {} after its output ended", j.state.as_str());
+        }
+        tokio::time::sleep(POLL).await;
+    }
 }
 
 pub async fn deployments(ctx: &Ctx, args: DeploymentArgs) -> Result<()> {

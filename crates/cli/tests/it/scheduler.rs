@@ -278,8 +278,18 @@ fn a_crashing_process_restarts_with_backoff_and_run_d_reports_its_exit() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let err = s.fails(&["-a", "crash", "run", "--", "true"]);
-    assert!(err.contains("use `run -d`"), "{err}");
+    // Attached: stdout and stderr apart, the exit code passed back.
+    let out = s
+        .cmd()
+        .args(["-a", "crash", "run", "--", "sh", "-c", "echo out; echo err >&2; exit 42"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(42));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("out"));
+    let out = s.cmd().args(["-a", "crash", "run", "--", "true"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]
