@@ -7,6 +7,7 @@ mod context;
 mod git;
 mod host_cmd;
 mod output;
+mod routing;
 mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};

@@ -36,6 +36,8 @@ pub struct ServerArgs {
     host_tags: Vec<(String, String)>,
     #[command(flatten)]
     runtime: slipway_host::cli::RuntimeArgs,
+    #[command(flatten)]
+    routing: crate::routing::RoutingArgs,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -72,8 +74,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     );
     tracing::info!(backend = store.backend(), "store ready");
     let scheduler = start_scheduler(store.clone());
+    let routing = crate::routing::start(&args.routing, store.clone()).await?;
     if !args.no_host {
-        start_local_host(&args, &data_dir, &scheduler).await?;
+        start_local_host(&args, &data_dir, &scheduler, &routing).await?;
     }
     start_deployer(store.clone());
 
@@ -116,6 +119,7 @@ async fn start_local_host(
     args: &ServerArgs,
     data_dir: &Path,
     scheduler: &slipway_scheduler::Scheduler,
+    routing: &crate::routing::Routing,
 ) -> Result<()> {
     let host_dir = data_dir.join("host");
     let runc = args.runtime.config(&host_dir)?;
@@ -130,6 +134,7 @@ async fn start_local_host(
         .await
         .context("cannot start the local host agent (use --no-host to run without one)")?;
     let id = scheduler.add_host(host.api()).await?;
+    crate::routing::follow_host(host.api(), routing.registry.clone());
     tracing::info!(host = %id, "local host agent ready");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests that drive the real `slipway` binary.
 mod cli;
 mod host;
+mod routing;
 mod scheduler;
 mod support;

@@ -1,0 +1,201 @@
+//! `slipway server`'s discovery and router (embedded mode): an in-process registry (with its
+//! HTTP/SSE API for debugging and future cluster members), the router following the Store's
+//! routes and the registry's instances, and the bridge that registers the local host's jobs
+//! in discovery once their health checks pass.
+
+use anyhow::{Context, Result};
+use slipway_discovery::{LocalRegistry, NewInstance, Registration, Registry};
+use slipway_host::{EventKind, HostApi, JobInfo, JobStatus};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RoutingArgs {
+    /// The router's HTTP port (0: any free port). Default: 80 as root, 8080 otherwise.
+    #[arg(long, env = "SLIPWAY_HTTP_PORT")]
+    http_port: Option<u16>,
+    /// The router's HTTPS port (0: any free port). Default: 443 as root, 8443 otherwise.
+    #[arg(long, env = "SLIPWAY_HTTPS_PORT")]
+    https_port: Option<u16>,
+    /// Address the router's HTTP, HTTPS and TCP-route listeners bind.
+    #[arg(long, env = "SLIPWAY_ROUTER_IP", default_value = "0.0.0.0")]
+    router_ip: IpAddr,
+    /// Address of discovery's HTTP API (`/services/…`, SSE watches).
+    #[arg(
+        long,
+        env = "SLIPWAY_DISCOVERY_LISTEN",
+        default_value = "127.0.0.1:1111"
+    )]
+    discovery_listen: SocketAddr,
+    /// Run no router (discovery still runs).
+    #[arg(long)]
+    no_router: bool,
+}
+
+pub struct Routing {
+    pub registry: Arc<dyn Registry>,
+}
+
+/// Starts discovery and the router. A port that is taken does not stop the server: that
+/// listener is skipped with a warning saying which flag picks another port.
+pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> Result<Routing> {
+    let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(slipway_discovery::DEFAULT_TTL));
+    match tokio::net::TcpListener::bind(args.discovery_listen).await {
+        Ok(l) => {
+            tracing::info!("discovery API on http://{}", l.local_addr()?);
+            let app = slipway_discovery::http::router(registry.clone());
+            tokio::spawn(async move { axum::serve(l, app).await });
+        }
+        Err(e) => tracing::warn!(
+            "discovery API: cannot listen on {}: {e}; use --discovery-listen to pick another address",
+            args.discovery_listen
+        ),
+    }
+    if args.no_router {
+        return Ok(Routing { registry });
+    }
+    let root = unsafe { libc::geteuid() } == 0;
+    let http_port = args.http_port.unwrap_or(if root { 80 } else { 8080 });
+    let https_port = args.https_port.unwrap_or(if root { 443 } else { 8443 });
+    let router = slipway_router::Router::new(slipway_router::Config {
+        tcp_bind: args.router_ip,
+        ..Default::default()
+    })?;
+    router.follow_registry(registry.clone());
+    router
+        .follow_store(store)
+        .await
+        .context("router: cannot load routes")?;
+    match tokio::net::TcpListener::bind((args.router_ip, http_port)).await {
+        Ok(l) => {
+            tracing::info!("router: HTTP on {}", l.local_addr()?);
+            let r = router.clone();
+            tokio::spawn(async move { r.serve_http(l).await });
+        }
+        Err(e) => tracing::warn!(
+            "router: cannot listen on {}:{http_port}: {e}; HTTP routing is off (use --http-port)",
+            args.router_ip
+        ),
+    }
+    match tokio::net::TcpListener::bind((args.router_ip, https_port)).await {
+        Ok(l) => {
+            tracing::info!("router: HTTPS on {}", l.local_addr()?);
+            let r = router.clone();
+            tokio::spawn(async move {
+                if let Err(e) = r.serve_https(l).await {
+                    tracing::error!("router: HTTPS stopped: {e:#}");
+                }
+            });
+        }
+        Err(e) => tracing::warn!(
+            "router: cannot listen on {}:{https_port}: {e}; HTTPS routing is off (use --https-port)",
+            args.router_ip
+        ),
+    }
+    Ok(Routing { registry })
+}
+
+/// Registers a host's jobs in discovery: each port of a job as an instance of `APP-TYPE`
+/// (Flynn's service naming; the app's default route points at `APP-web`) at `JOB_IP:PORT`,
+/// once the job's health checks pass (or once it started, for ports without a check), and
+/// deregisters it when the job goes down, stops or fails. Heartbeats keep it alive; if this
+/// process dies, the instance expires after the TTL.
+pub fn follow_host(host: Arc<dyn HostApi>, registry: Arc<dyn Registry>) {
+    tokio::spawn(async move {
+        let mut live: HashMap<String, Vec<Registration>> = HashMap::new();
+        loop {
+            let events = match host.events().await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    tracing::warn!("discovery: cannot follow the host's jobs: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Ok(jobs) = host.list_jobs().await {
+                for j in jobs {
+                    sync_job(&registry, &mut live, &j, None).await;
+                }
+            }
+            use futures_util::StreamExt;
+            let mut events = events;
+            while let Some(ev) = events.next().await {
+                sync_job(&registry, &mut live, &ev.job, Some(ev.kind)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
+async fn sync_job(
+    registry: &Arc<dyn Registry>,
+    live: &mut HashMap<String, Vec<Registration>>,
+    job: &JobInfo,
+    kind: Option<EventKind>,
+) {
+    let id = job.job.id.clone();
+    let running = job.status == JobStatus::Running && !job.stop_requested;
+    let checked = job.job.config.ports.iter().any(|p| p.check.is_some());
+    let wanted = running
+        && (job.up || !checked)
+        && !matches!(
+            kind,
+            Some(EventKind::Down | EventKind::Stop | EventKind::Error | EventKind::Cleanup)
+        );
+    if !wanted {
+        // Dropping the registrations deregisters them.
+        live.remove(&id);
+        return;
+    }
+    let (Some(ip), false) = (job.ip, live.contains_key(&id)) else {
+        return;
+    };
+    if job.job.app_name.is_empty() || job.job.process_type.is_empty() {
+        return;
+    }
+    let service = format!("{}-{}", job.job.app_name, job.job.process_type);
+    // A web process that declares no port listens on $PORT (8080) all the same.
+    let mut ports: Vec<u16> = job
+        .job
+        .config
+        .ports
+        .iter()
+        .filter(|p| p.proto == "tcp")
+        .map(|p| p.port)
+        .collect();
+    if job.job.config.ports.is_empty() && job.job.process_type == "web" {
+        ports.push(slipway_host::DEFAULT_WEB_PORT);
+    }
+    let mut regs = Vec::new();
+    for (i, port) in ports.into_iter().enumerate() {
+        let mut meta = std::collections::BTreeMap::new();
+        meta.insert("release".into(), job.job.release_id.clone());
+        meta.insert("app".into(), job.job.app_name.clone());
+        let new = NewInstance {
+            addr: SocketAddr::new(IpAddr::V4(ip), port).to_string(),
+            proto: Some("tcp".into()),
+            meta,
+        };
+        let inst_id = if i == 0 {
+            id.clone()
+        } else {
+            format!("{id}.{port}")
+        };
+        match Registration::start(
+            registry.clone(),
+            &service,
+            &inst_id,
+            new,
+            slipway_discovery::DEFAULT_TTL,
+        )
+        .await
+        {
+            Ok(r) => regs.push(r),
+            Err(e) => tracing::warn!(job = %id, %service, "discovery: cannot register: {e}"),
+        }
+    }
+    tracing::info!(job = %id, %service, "discovery: registered");
+    live.insert(id, regs);
+}

@@ -1,0 +1,175 @@
+//! `slipway server` runs discovery and the router: a new app's default route reaches an
+//! instance registered over discovery's HTTP API, through the router's HTTP port.
+
+use crate::support::*;
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// The `ADDR` from a server log line containing `marker` followed by `IP:PORT`.
+fn logged_addr(server: &TestServer, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+        if let Some(rest) = log.split(marker).nth(1) {
+            return rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {marker:?} in the server log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Repeats `f` until its answer starts with `prefix` (5 s at most).
+fn until(f: impl Fn() -> String, prefix: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = f();
+        if resp.starts_with(prefix) {
+            return resp;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {prefix:?}, got: {resp}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One HTTP/1.1 request on a new connection; the whole response as text.
+fn http(addr: &str, method: &str, path: &str, host: &str, body: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn app_default_route_reaches_a_registered_instance_through_the_router() {
+    let server = TestServer::start_with(&[
+        "--no-host".into(),
+        "--router-ip".into(),
+        "127.0.0.1".into(),
+        "--http-port".into(),
+        "0".into(),
+        "--https-port".into(),
+        "0".into(),
+        "--discovery-listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let router = logged_addr(&server, "router: HTTP on ");
+    let discovery = logged_addr(&server, "discovery API on http://");
+
+    // A backend: answers every request with a fixed body.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in backend.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 11\r\nConnection: close\r\n\r\nhello shop\n",
+            );
+        }
+    });
+
+    server.create_app("shop");
+    let host = format!("shop.{DOMAIN}");
+    // The route arrives through the store's event stream (milliseconds); no instance yet.
+    let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 503");
+    assert!(
+        resp.contains("no backend is up for service shop-web"),
+        "{resp}"
+    );
+
+    let reg = http(
+        &discovery,
+        "PUT",
+        "/services/shop-web/instances/job1",
+        "discovery",
+        &format!("{{\"addr\":\"{backend_addr}\"}}"),
+    );
+    assert!(reg.starts_with("HTTP/1.1 200"), "{reg}");
+    let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 200");
+    assert!(resp.ends_with("hello shop\n"), "{resp}");
+    let resp = http(&router, "GET", "/", "unknown.example", "");
+    assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+}
+
+/// Item 6 of the issue, on real runc: a job of the app's web process is registered in
+/// discovery once it runs, the router sends the app's domain to it, and scaling to 0 removes it.
+#[test]
+fn a_scaled_web_job_is_served_by_the_router_and_removed_on_scale_down() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "SKIPPED a_scaled_web_job_is_served_by_the_router: needs root (runc); CI runs it as root"
+        );
+        return;
+    }
+    let n = 600 + std::process::id() % 200;
+    let server = TestServer::start_with(&[
+        "--bridge".into(),
+        format!("slwr{n}"),
+        "--nft-table".into(),
+        format!("slwr{n}"),
+        "--subnet".into(),
+        format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
+        "--cgroup-parent".into(),
+        format!("slipway-rttest-{n}"),
+        "--stacks-dir".into(),
+        std::env::temp_dir()
+            .join("slipway-test-stacks")
+            .display()
+            .to_string(),
+        "--router-ip".into(),
+        "127.0.0.1".into(),
+        "--http-port".into(),
+        "0".into(),
+        "--https-port".into(),
+        "0".into(),
+        "--discovery-listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let router = logged_addr(&server, "router: HTTP on ");
+    server.create_app("hello");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = server.client();
+        let mut r = slipway_types::NewRelease::default();
+        r.processes.insert(
+            "web".into(),
+            slipway_types::ProcessType {
+                args: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "mkdir -p /tmp/www && echo hello-from-job > /tmp/www/index.html; trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait".into(),
+                ],
+                ..Default::default()
+            },
+        );
+        let r = c.create_release("hello", &r).await.unwrap();
+        c.set_app_release("hello", r.id).await.unwrap();
+    });
+    let host = format!("hello.{DOMAIN}");
+    server.ok(&["-a", "hello", "scale", "web=1"]);
+    let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 200");
+    assert!(resp.contains("hello-from-job"), "{resp}");
+    server.ok(&["-a", "hello", "scale", "web=0"]);
+    let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 503");
+    assert!(
+        resp.contains("no backend is up for service hello-web"),
+        "{resp}"
+    );
+}
