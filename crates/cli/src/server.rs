@@ -78,6 +78,12 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     if !args.no_host {
         start_local_host(&args, &data_dir, &scheduler, &routing).await?;
     }
+    // Rows of jobs that ended while no scheduler ran would show as alive forever otherwise.
+    match scheduler.mark_lost_rows().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("marked {n} job(s) no host reports as down"),
+        Err(e) => tracing::warn!("cannot check job rows against the hosts: {e:#}"),
+    }
     start_deployer(store.clone());
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| {

@@ -409,6 +409,28 @@ impl Scheduler {
         })
     }
 
+    /// At start, after the hosts are added: job rows the store shows alive but no host reports
+    /// (they ended while no scheduler was running) are marked `down`, so `ps` tells the truth
+    /// and the formation gets replacements.
+    pub async fn mark_lost_rows(&self) -> anyhow::Result<usize> {
+        let mut lost = Vec::new();
+        for app in self.inner.store.list_apps().await? {
+            for mut job in self.inner.store.list_jobs(app.id).await? {
+                if job.state.is_finished() || self.lock().jobs.contains_key(&job.id) {
+                    continue;
+                }
+                job.state = JobState::Down;
+                job.host_error = Some("no host reports this job any more (it ended while the scheduler was not running)".into());
+                lost.push(job);
+            }
+        }
+        let n = lost.len();
+        if n > 0 {
+            self.inner.store.put_jobs(&lost).await?;
+        }
+        Ok(n)
+    }
+
     /// Stops a job (`slipway kill`). A formation job is replaced, like any job that goes away.
     pub async fn stop_job(&self, app_id: Id, job_id: &str) -> Result<Job, SchedError> {
         let (stop, row) = {

@@ -289,3 +289,30 @@ async fn a_crashing_job_restarts_at_once_five_times_then_after_10s() {
         "the 6th restart waits 10 s, waited {gap} ms"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_jobs_no_host_reports_are_marked_down_at_start() {
+    let c = Cluster::new(&[("ha", &[])], fast()).await;
+    let (app, rel) = c.app(&[("web", &["run"])]).await;
+    c.scale(&app, &rel, &[("web", 1)], NONE).await;
+    let live = c.wait_jobs(&app, T, "1 up", |j| up(j).len() == 1).await[0].clone();
+    // A row left by an earlier scheduler for a job that is gone.
+    let mut ghost = live.clone();
+    ghost.id = "ha-ghost".into();
+    c.store.put_job(&ghost).await.unwrap();
+    assert_eq!(c.sched.mark_lost_rows().await.unwrap(), 1);
+    let jobs = c.store.list_jobs(app.id).await.unwrap();
+    let ghost = jobs.iter().find(|j| j.id == "ha-ghost").unwrap();
+    assert_eq!(ghost.state, JobState::Down);
+    assert!(
+        ghost
+            .host_error
+            .as_deref()
+            .unwrap()
+            .starts_with("no host reports this job")
+    );
+    assert_eq!(
+        jobs.iter().find(|j| j.id == live.id).unwrap().state,
+        JobState::Up
+    );
+}
