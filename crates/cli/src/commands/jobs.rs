@@ -75,6 +75,18 @@ pub struct DeploymentArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
+    #[command(subcommand)]
+    cmd: Option<DeploymentCmd>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum DeploymentCmd {
+    /// Show or set how long a deployment may take, in seconds (default 120)
+    Timeout { secs: Option<u32> },
+    /// Show or set the batch size of the in-batches strategy
+    BatchSize { n: Option<u32> },
+    /// Show or set the strategy: all-at-once, one-by-one or in-batches
+    Strategy { name: Option<String> },
 }
 
 fn parse_counts(args: &[String]) -> Result<BTreeMap<String, u32>> {
@@ -296,7 +308,10 @@ async fn attach(client: &Client, app: &str, job: &str) -> Result<i32> {
             });
         }
         if Instant::now() > deadline {
-            bail!("job {job} is still {} after its output ended", j.state.as_str());
+            bail!(
+                "job {job} is still {} after its output ended",
+                j.state.as_str()
+            );
         }
         tokio::time::sleep(POLL).await;
     }
@@ -305,6 +320,29 @@ async fn attach(client: &Client, app: &str, job: &str) -> Result<i32> {
 pub async fn deployments(ctx: &Ctx, args: DeploymentArgs) -> Result<()> {
     let client = ctx.client()?;
     let app = ctx.app(&args.app)?;
+    if let Some(cmd) = args.cmd {
+        let a = client.app(&app).await?;
+        let mut update = slipway_types::AppUpdate::default();
+        match cmd {
+            DeploymentCmd::Timeout { secs: None } => println!("{}", a.deploy_timeout),
+            DeploymentCmd::Timeout { secs } => update.deploy_timeout = secs,
+            DeploymentCmd::BatchSize { n: None } => match a.deploy_batch_size {
+                Some(n) => println!("{n}"),
+                None => println!("default (1 per host)"),
+            },
+            DeploymentCmd::BatchSize { n } => update.deploy_batch_size = n,
+            DeploymentCmd::Strategy { name: None } => println!("{}", a.strategy.as_str()),
+            DeploymentCmd::Strategy { name: Some(n) } => {
+                update.strategy = Some(n.parse().map_err(|e: slipway_types::ValidationError| {
+                    anyhow::anyhow!("{}", e.message)
+                })?)
+            }
+        }
+        if update != slipway_types::AppUpdate::default() {
+            client.update_app(&app, &update).await?;
+        }
+        return Ok(());
+    }
     let list = client.deployments(&app).await?;
     if args.json {
         return print_json(&list);
@@ -328,11 +366,32 @@ pub async fn deployments(ctx: &Ctx, args: DeploymentArgs) -> Result<()> {
 /// Deploys `release` and waits for the deployment to finish; a failed deployment is an error
 /// carrying its reason (the old release keeps serving).
 pub async fn deploy_and_wait(client: &Client, app: &str, release: Id) -> Result<()> {
+    let mut seen: HashMap<String, JobState> = client
+        .jobs(app)
+        .await?
+        .into_iter()
+        .map(|j| (j.id, j.state))
+        .collect();
     let d = client.deploy(app, release).await?;
     let timeout = Duration::from_secs(u64::from(d.deploy_timeout) + 30);
     let deadline = Instant::now() + timeout;
     loop {
         let d = client.deployment(d.id).await?;
+        // Progress: every job state change of the two releases, as `scale` prints them.
+        let mut jobs = client.jobs(app).await?;
+        jobs.sort_by_key(|j| j.updated_at);
+        for j in &jobs {
+            let old = seen.insert(j.id.clone(), j.state);
+            if old != Some(j.state) && j.state != JobState::Pending {
+                println!(
+                    "{} ==> {} {} {}",
+                    clock(j),
+                    ptype(j),
+                    j.id,
+                    j.state.as_str()
+                );
+            }
+        }
         match d.status {
             DeploymentStatus::Complete => return Ok(()),
             DeploymentStatus::Failed => bail!(

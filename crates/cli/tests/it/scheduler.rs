@@ -281,14 +281,26 @@ fn a_crashing_process_restarts_with_backoff_and_run_d_reports_its_exit() {
     // Attached: stdout and stderr apart, the exit code passed back.
     let out = s
         .cmd()
-        .args(["-a", "crash", "run", "--", "sh", "-c", "echo out; echo err >&2; exit 42"])
+        .args([
+            "-a",
+            "crash",
+            "run",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 42",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(42));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
     assert!(String::from_utf8_lossy(&out.stderr).contains("err\n"));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("out"));
-    let out = s.cmd().args(["-a", "crash", "run", "--", "true"]).output().unwrap();
+    let out = s
+        .cmd()
+        .args(["-a", "crash", "run", "--", "true"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
 
@@ -306,7 +318,26 @@ fn a_release_whose_command_does_not_exist_fails_to_deploy_and_the_old_one_keeps_
     let before = ps(s, "bad", false);
     // env set deploys the new release (same command): all-at-once replaces both jobs.
     let out = s.ok(&["-a", "bad", "env", "set", "A=1"]);
-    assert!(out.starts_with("Created release "), "{out}");
+    assert!(
+        out.lines().last().unwrap().starts_with("Created release "),
+        "{out}"
+    );
+    assert_eq!(
+        event_states(&out),
+        ["up", "up", "down", "down"],
+        "progress: {out}"
+    );
+    assert_eq!(s.ok(&["-a", "bad", "deployment", "timeout"]), "120\n");
+    s.ok(&["-a", "bad", "deployment", "strategy", "one-by-one"]);
+    assert_eq!(
+        s.ok(&["-a", "bad", "deployment", "strategy"]),
+        "one-by-one\n"
+    );
+    let err = s.fails(&["-a", "bad", "deployment", "strategy", "sideways"]);
+    assert!(
+        err.contains("unknown deploy strategy \"sideways\""),
+        "{err}"
+    );
     let rows = ps(s, "bad", false);
     assert_eq!(rows.len(), 2);
     assert!(
