@@ -14,6 +14,7 @@ C="${C:-64}"; D="${D:-10s}"; R="${R:-2}"; T="${T:-2}"
 BIN="$PWD/target/release/examples/router_bench"
 W=$(mktemp -d /tmp/slipway-bench-router.XXXXXX)
 BACKEND=127.0.0.1:18181 NGX_HTTP=18180 NGX_HTTPS=18543 RT_HTTP=18190 RT_HTTPS=18553
+PC_HTTP=18191 PC_HTTPS=18554
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
@@ -41,9 +42,11 @@ NGX
 nginx -p "$W/b" -c "$W/b/nginx.conf" -g 'daemon off;' & pids+=($!)
 nginx -p "$W/p" -c "$W/p/nginx.conf" -g 'daemon off;' & pids+=($!)
 "$BIN" 127.0.0.1:$RT_HTTP 127.0.0.1:$RT_HTTPS $BACKEND > "$W/router.out" & RPID=$!; pids+=($RPID)
-for _ in $(seq 50); do grep -q ready "$W/router.out" 2>/dev/null && break; sleep 0.1; done
+# The same router with one current-thread runtime per core on SO_REUSEPORT listeners.
+PER_CORE=$(nproc) "$BIN" 127.0.0.1:$PC_HTTP 127.0.0.1:$PC_HTTPS $BACKEND > "$W/pc.out" & PCPID=$!; pids+=($PCPID)
+for _ in $(seq 50); do grep -q ready "$W/router.out" 2>/dev/null && grep -q ready "$W/pc.out" 2>/dev/null && break; sleep 0.1; done
 sleep 0.5
-for u in http://127.0.0.1:$NGX_HTTP/ http://127.0.0.1:$RT_HTTP/; do
+for u in http://127.0.0.1:$NGX_HTTP/ http://127.0.0.1:$RT_HTTP/ http://127.0.0.1:$PC_HTTP/; do
   curl -fsS -H 'Host: bench.test' "$u" >/dev/null || { echo "no answer from $u"; exit 1; }
 done
 
@@ -60,10 +63,14 @@ echo "| proxy | proto | round | req/s | p50 ms | p99 ms |"
 echo "|---|---|---|---|---|---|"
 for proto in http https; do
   for r in $(seq "$R"); do
-    if [ $proto = http ]; then n=$NGX_HTTP; s=$RT_HTTP; else n=$NGX_HTTPS; s=$RT_HTTPS; fi
+    if [ $proto = http ]; then n=$NGX_HTTP; s=$RT_HTTP; p=$PC_HTTP; else n=$NGX_HTTPS; s=$RT_HTTPS; p=$PC_HTTPS; fi
     read -r a b c e <<<"$(run $proto://127.0.0.1:$n/)"; echo "| nginx | $proto | $r | $a | $b | $c | $e"
-    read -r a b c e <<<"$(run $proto://127.0.0.1:$s/)"; echo "| slipway router | $proto | $r | $a | $b | $c | $e"
+    read -r a b c e <<<"$(run $proto://127.0.0.1:$s/)"; echo "| slipway router (multi-thread runtime) | $proto | $r | $a | $b | $c | $e"
+    read -r a b c e <<<"$(run $proto://127.0.0.1:$p/)"; echo "| slipway router (runtime per core) | $proto | $r | $a | $b | $c | $e"
   done
 done
 echo
-echo "router RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' /proc/$RPID/status), peak $(awk '/VmHWM/ {print $2, $3}' /proc/$RPID/status)"
+for x in "multi-thread $RPID" "per-core $PCPID"; do set -- $x
+  echo "router ($1) RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' /proc/$2/status), peak $(awk '/VmHWM/ {print $2, $3}' /proc/$2/status)"
+done
+echo "nginx proxy RSS (all processes): $(ps -o rss= --ppid "$(cat "$W/p/pid")" -p "$(cat "$W/p/pid")" | awk '{s+=$1} END {print s, "kB"}')"

@@ -39,6 +39,27 @@ async fn main() -> anyhow::Result<()> {
         created_at: now,
         updated_at: now,
     })]);
+    // PER_CORE=N: N threads, each a current-thread runtime with its own SO_REUSEPORT
+    // listeners (nginx's worker model). Otherwise: one multi-thread runtime.
+    let per_core: usize = std::env::var("PER_CORE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if per_core > 0 {
+        let (h, s) = (args[0].parse()?, args[1].parse()?);
+        for _ in 0..per_core {
+            let router = router.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(async move {
+                    let http = reuseport(h).unwrap();
+                    let https = reuseport(s).unwrap();
+                    let r = router.clone();
+                    tokio::spawn(async move { r.serve_https(https).await });
+                    router.serve_http(http).await;
+                });
+            });
+        }
+        println!("ready");
+        std::future::pending::<()>().await;
+    }
     let http = tokio::net::TcpListener::bind(&args[0]).await?;
     let https = tokio::net::TcpListener::bind(&args[1]).await?;
     let r = router.clone();
@@ -46,4 +67,12 @@ async fn main() -> anyhow::Result<()> {
     println!("ready");
     router.serve_http(http).await;
     Ok(())
+}
+
+fn reuseport(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let s = tokio::net::TcpSocket::new_v4()?;
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
 }
