@@ -41,13 +41,19 @@ async fn main() -> anyhow::Result<()> {
     })]);
     // PER_CORE=N: N threads, each a current-thread runtime with its own SO_REUSEPORT
     // listeners (nginx's worker model). Otherwise: one multi-thread runtime.
-    let per_core: usize = std::env::var("PER_CORE").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let per_core: usize = std::env::var("PER_CORE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     if per_core > 0 {
         let (h, s) = (args[0].parse()?, args[1].parse()?);
         for _ in 0..per_core {
             let router = router.clone();
             std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async move {
                     let http = reuseport(h).unwrap();
                     let https = reuseport(s).unwrap();
