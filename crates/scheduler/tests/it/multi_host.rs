@@ -285,7 +285,7 @@ async fn a_crashing_job_restarts_at_once_five_times_then_after_10s() {
         .unix_millis();
     let gap = sixth - fifth;
     assert!(
-        (9_900..12_000).contains(&gap),
+        (9_000..13_000).contains(&gap),
         "the 6th restart waits 10 s, waited {gap} ms"
     );
 }
