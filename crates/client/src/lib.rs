@@ -17,8 +17,8 @@ use reqwest::{Method, StatusCode, Url};
 use serde::{Serialize, de::DeserializeOwned};
 use slipway_types::{
     ApiError, App, AppDeletion, AppUpdate, Artifact, ClusterInfo, Deployment, ErrorCode, Event,
-    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment, NewJob, OutputLine,
-    NewRelease, NewRoute, Release, Route, RouteType, RouteUpdate, SetRelease,
+    EventFilter, Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewDeployment, NewJob,
+    NewRelease, NewRoute, OutputLine, Release, Route, RouteType, RouteUpdate, SetRelease,
 };
 use std::time::Duration;
 

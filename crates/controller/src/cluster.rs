@@ -7,10 +7,10 @@ use crate::api::resolve_app;
 use crate::error::{ApiErr, ApiResult};
 use crate::extract::JsonBody;
 use async_trait::async_trait;
-use futures_util::stream::BoxStream;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use futures_util::stream::BoxStream;
 use slipway_types::{App, ErrorCode, Id, Job, NewJob, OutputLine, Release};
 
 /// Message of a `run` before the app has any release.
@@ -27,7 +27,6 @@ pub trait Cluster: Send + Sync + 'static {
         job_id: &str,
     ) -> Result<BoxStream<'static, OutputLine>, ApiErr>;
 }
-
 
 /// `GET /apps/:app/jobs/:job/output`: the job's output as NDJSON ([`OutputLine`] per line),
 /// until the job exits (what an attached `slipway run` prints).
