@@ -68,18 +68,33 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
         .follow_store(store)
         .await
         .context("router: cannot load routes")?;
-    match tokio::net::TcpListener::bind((args.router_ip, http_port)).await {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (http, https) = (
+        SocketAddr::new(args.router_ip, http_port),
+        SocketAddr::new(args.router_ip, https_port),
+    );
+    match router.spawn_per_core(http, Some(https), threads) {
+        Ok((h, s)) => {
+            tracing::info!("router: HTTP on {h}");
+            tracing::info!("router: HTTPS on {}", s.unwrap_or(https));
+            return Ok(Routing { registry });
+        }
+        Err(e) => tracing::warn!("router: cannot listen on {http} and {https}: {e}"),
+    }
+    // One of the ports is taken: serve what can be served, on this runtime.
+    match tokio::net::TcpListener::bind(http).await {
         Ok(l) => {
             tracing::info!("router: HTTP on {}", l.local_addr()?);
             let r = router.clone();
             tokio::spawn(async move { r.serve_http(l).await });
         }
-        Err(e) => tracing::warn!(
-            "router: cannot listen on {}:{http_port}: {e}; HTTP routing is off (use --http-port)",
-            args.router_ip
-        ),
+        Err(e) => {
+            tracing::warn!(
+                "router: cannot listen on {http}: {e}; HTTP routing is off (use --http-port)"
+            )
+        }
     }
-    match tokio::net::TcpListener::bind((args.router_ip, https_port)).await {
+    match tokio::net::TcpListener::bind(https).await {
         Ok(l) => {
             tracing::info!("router: HTTPS on {}", l.local_addr()?);
             let r = router.clone();
@@ -90,8 +105,7 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
             });
         }
         Err(e) => tracing::warn!(
-            "router: cannot listen on {}:{https_port}: {e}; HTTPS routing is off (use --https-port)",
-            args.router_ip
+            "router: cannot listen on {https}: {e}; HTTPS routing is off (use --https-port)"
         ),
     }
     Ok(Routing { registry })

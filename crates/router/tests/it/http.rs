@@ -369,3 +369,37 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         "30 sequential requests used {n} upstream connections"
     );
 }
+
+#[tokio::test]
+async fn per_core_listeners_serve_http_and_https() {
+    let t = start(Config::default()).await;
+    t.add("web", "b", backend("b").await).await;
+    t.router.set_routes(&[http_route("web.test", "/", "web")]);
+    let (http, https) = t
+        .router
+        .spawn_per_core(
+            "127.0.0.1:0".parse().unwrap(),
+            Some("127.0.0.1:0".parse().unwrap()),
+            2,
+        )
+        .unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            get(http, "web.test", "/").await,
+            (StatusCode::OK, "b".into())
+        );
+    }
+    assert_ne!(https.unwrap().port(), 0);
+    assert!(tokio::net::TcpStream::connect(https.unwrap()).await.is_ok());
+}
+
+#[tokio::test]
+async fn per_core_listeners_refuse_a_port_already_taken() {
+    let t = start(Config::default()).await;
+    let (http, _) = t
+        .router
+        .spawn_per_core("127.0.0.1:0".parse().unwrap(), None, 2)
+        .unwrap();
+    let err = t.router.spawn_per_core(http, None, 2).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+}
