@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// Flynn's `newJobFailureThreshold`: new jobs may fail this many times before the deploy fails.
 pub const FAILURE_THRESHOLD: usize = 5;
 
+/// Error of a deployment the server stopped in the middle of.
+pub const INTERRUPTED: &str =
+    "the deployment was interrupted (the server stopped); the previous formation was restored";
+
 #[derive(Clone, Debug)]
 pub struct DeployerConfig {
     /// How often pending deployments and job states are re-read when no event wakes us.
@@ -62,8 +66,13 @@ impl Deployer {
         }
     }
 
-    /// Picks up pending deployments forever (woken by store events, else every `poll`).
+    /// Picks up pending deployments forever (woken by store events, else every `poll`). First,
+    /// deployments left `running` by a previous process are failed and rolled back: their
+    /// steps cannot be resumed, and an unfinished deployment would block every later one.
     pub async fn run(self) {
+        if let Err(e) = self.fail_interrupted().await {
+            tracing::warn!("deployer: cannot check interrupted deployments: {e}");
+        }
         let mut notifier = self.store.event_notifier();
         loop {
             if let Err(e) = self.pick_up().await {
@@ -71,6 +80,20 @@ impl Deployer {
             }
             let _ = tokio::time::timeout(self.cfg.poll * 2, notifier.changed()).await;
         }
+    }
+
+    async fn fail_interrupted(&self) -> Result<(), slipway_store::StoreError> {
+        for app in self.store.list_apps().await? {
+            for d in self.store.list_deployments(app.id).await? {
+                if d.status == DeploymentStatus::Running {
+                    self.restore(&d).await;
+                    self.store
+                        .update_deployment(d.id, DeploymentStatus::Failed, Some(INTERRUPTED))
+                        .await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn pick_up(&self) -> Result<(), slipway_store::StoreError> {

@@ -215,3 +215,61 @@ async fn a_release_that_cannot_start_fails_with_the_reason_and_the_old_one_keeps
     let after: Vec<String> = up(&jobs).iter().map(|j| j.id.clone()).collect();
     assert_eq!(after, before, "the old release's jobs kept running");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_interrupted_by_a_restart_fails_and_restores_the_old_formation() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[]), ("hc", &[])], fast()).await;
+    let (app, v1, v2) = running(&c, DeployStrategy::AllAtOnce, None, 2, &["run"]).await;
+    let d = c.store.create_deployment(app.id, v2.id).await.unwrap();
+    // The previous server got this far, then died.
+    c.store
+        .update_deployment(d.id, DeploymentStatus::Running, None)
+        .await
+        .unwrap();
+    c.scale(&app, &v2, &[("web", 2)], &[]).await;
+    c.scale(&app, &v1, &[("web", 0)], &[]).await;
+    let deployer = Deployer::new(
+        c.store.clone(),
+        DeployerConfig {
+            poll: Duration::from_millis(100),
+            default_batch_size: 1,
+        },
+    );
+    tokio::spawn(deployer.run());
+    let deadline = std::time::Instant::now() + T;
+    let d = loop {
+        let d = c.store.get_deployment(d.id).await.unwrap();
+        if d.status.is_finished() {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "still {:?}", d.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(d.status, DeploymentStatus::Failed);
+    assert_eq!(
+        d.error.as_deref(),
+        Some(slipway_controller::deployer::INTERRUPTED)
+    );
+    assert_eq!(
+        c.store
+            .get_formation(app.id, v1.id)
+            .await
+            .unwrap()
+            .processes["web"],
+        2
+    );
+    assert_eq!(
+        c.store
+            .get_formation(app.id, v2.id)
+            .await
+            .unwrap()
+            .processes["web"],
+        0
+    );
+    c.wait_jobs(&app, T, "2 v1 jobs up, no v2 job", |j| {
+        up(j).len() == 2 && up(j).iter().all(|x| x.release_id == v1.id)
+    })
+    .await;
+    // The app can deploy again.
+    c.store.create_deployment(app.id, v2.id).await.unwrap();
+}
