@@ -103,8 +103,18 @@ enum Command {
     Host(host_cmd::HostArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // A job's shim is this binary started as `slipway host shim DIR`; it must not build an async
+    // runtime (that would cost every job ~2 MiB more), so it is dispatched before anything else.
+    slipway_host::shim::run_if_shim_invocation();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("start the async runtime")
+        .block_on(cli_main())
+}
+
+async fn cli_main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
