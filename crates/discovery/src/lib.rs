@@ -15,6 +15,7 @@
 //!   live events. A watcher that falls too far behind is disconnected (its stream ends) rather
 //!   than slowing everyone down: it re-watches and resyncs from the new snapshot.
 
+pub mod dns;
 pub mod http;
 mod local;
 

@@ -1,3 +1,4 @@
 //! Discovery conformance: every case runs on the in-process registry and over HTTP/SSE.
 
+mod dns;
 mod suite;
