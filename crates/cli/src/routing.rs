@@ -29,6 +29,11 @@ pub struct RoutingArgs {
         default_value = "127.0.0.1:1111"
     )]
     discovery_listen: SocketAddr,
+    /// Serve discovery's DNS (`SERVICE.discover.`, `leader.SERVICE.discover.`, SRV; other names
+    /// forwarded to /etc/resolv.conf's first nameserver) on this address, UDP and TCP. Off
+    /// unless given, e.g. `--dns-listen 127.0.0.1:5353`.
+    #[arg(long, env = "SLIPWAY_DNS_LISTEN")]
+    dns_listen: Option<SocketAddr>,
     /// Run no router (discovery still runs).
     #[arg(long)]
     no_router: bool,
@@ -52,6 +57,18 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
             "discovery API: cannot listen on {}: {e}; use --discovery-listen to pick another address",
             args.discovery_listen
         ),
+    }
+    if let Some(addr) = args.dns_listen {
+        let handler = slipway_discovery::dns::DnsHandler::new(
+            registry.clone(),
+            slipway_discovery::dns::host_resolver(),
+        );
+        match slipway_discovery::dns::serve(handler, addr).await {
+            Ok(a) => tracing::info!("discovery DNS on {a}"),
+            Err(e) => tracing::warn!(
+                "discovery DNS: cannot listen on {addr}: {e}; use --dns-listen to pick another address"
+            ),
+        }
     }
     if args.no_router {
         return Ok(Routing { registry });

@@ -24,6 +24,43 @@ fn logged_addr(server: &TestServer, marker: &str) -> String {
     }
 }
 
+/// The A records of `name` from the DNS server at `addr` (a hand-made query over UDP).
+fn dns_a(addr: &str, name: &str) -> Vec<[u8; 4]> {
+    let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.trim_end_matches('.').split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(&q, addr).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = sock.recv(&mut buf).expect("a DNS answer");
+    let r = &buf[..n];
+    assert_eq!(&r[..2], &[0x12, 0x34]);
+    assert_eq!(r[3] & 0x0f, 0, "rcode NOERROR");
+    let answers = u16::from_be_bytes([r[6], r[7]]) as usize;
+    // Skip the question (same bytes as ours), then read each answer.
+    let mut i = q.len();
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        // The owner name: labels up to a zero byte, or a 2-byte compression pointer.
+        while r[i] != 0 && r[i] & 0xc0 == 0 {
+            i += 1 + r[i] as usize;
+        }
+        i += if r[i] == 0 { 1 } else { 2 };
+        let rtype = u16::from_be_bytes([r[i], r[i + 1]]);
+        let len = u16::from_be_bytes([r[i + 8], r[i + 9]]) as usize;
+        i += 10;
+        if rtype == 1 && len == 4 {
+            out.push([r[i], r[i + 1], r[i + 2], r[i + 3]]);
+        }
+        i += len;
+    }
+    out
+}
+
 /// Repeats `f` until its answer starts with `prefix` (5 s at most).
 fn until(f: impl Fn() -> String, prefix: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -66,9 +103,12 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
         "0".into(),
         "--discovery-listen".into(),
         "127.0.0.1:0".into(),
+        "--dns-listen".into(),
+        "127.0.0.1:0".into(),
     ]);
     let router = logged_addr(&server, "router: HTTP on ");
     let discovery = logged_addr(&server, "discovery API on http://");
+    let dns = logged_addr(&server, "discovery DNS on ");
 
     // A backend: answers every request with a fixed body.
     let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -103,6 +143,13 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
     assert!(reg.starts_with("HTTP/1.1 200"), "{reg}");
     let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 200");
     assert!(resp.ends_with("hello shop\n"), "{resp}");
+    // The same instance in DNS: one A record, 127.0.0.1.
+    let answer = dns_a(&dns, "shop-web.discover.");
+    assert_eq!(
+        answer,
+        vec![[127, 0, 0, 1]],
+        "A records of shop-web.discover."
+    );
     let resp = http(&router, "GET", "/", "unknown.example", "");
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
 }
