@@ -28,6 +28,9 @@ use tokio::sync::{Notify, mpsc};
 
 pub use hostjob::NO_IMAGE;
 
+/// Why a job is `blocked` when the scheduler follows no host at all.
+pub const NO_HOST: &str = "no host is available: waiting for one";
+
 #[derive(Clone, Debug)]
 pub struct SchedulerConfig {
     /// Full resync of every host's job list and every formation (Flynn: jobs every 30 s).
@@ -251,9 +254,12 @@ impl Scheduler {
                             Some(h) => format!("{h}-{}", uuid::Uuid::new_v4().simple()),
                             None => uuid::Uuid::new_v4().simple().to_string(),
                         };
-                        let job = new_job(&id, &key, host.as_deref(), restarts);
+                        let mut job = new_job(&id, &key, host.as_deref(), restarts);
                         if host.is_none() {
                             stats.blocked += 1;
+                            if hosts.is_empty() {
+                                job.host_error = Some(NO_HOST.into());
+                            }
                         }
                         let t = Tracked::new(job, Some(key.clone()), seq, host.is_some());
                         self.put(&mut st, t);

@@ -95,6 +95,11 @@ impl Drop for HostServer {
 /// Creates an app whose current release runs `web` (and returns the release id).
 fn app_with_web(s: &TestServer, name: &str, web: &[&str]) -> String {
     s.create_app(name);
+    app_with_web_only(s, name, web)
+}
+
+/// Gives an existing app a current release that runs `web`.
+fn app_with_web_only(s: &TestServer, name: &str, web: &[&str]) -> String {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let c = s.client();
@@ -379,4 +384,60 @@ fn a_release_whose_command_does_not_exist_fails_to_deploy_and_the_old_one_keeps_
         "{deployments}"
     );
     s.ok(&["-a", "bad", "scale", "web=0"]);
+}
+
+#[test]
+fn without_a_host_jobs_are_blocked_and_ps_says_so() {
+    // No root needed: a server with no host agent.
+    let s = TestServer::start();
+    let err = s.fails(&["-a", "nohost", "scale", "web=1"]);
+    assert!(
+        err.contains("app \"nohost\" not found") || err.contains("not found"),
+        "{err}"
+    );
+    s.create_app("nohost");
+    let err = s.fails(&["-a", "nohost", "scale", "web=1"]);
+    assert!(
+        err.contains("app \"nohost\" has no release yet: push a release first"),
+        "{err}"
+    );
+    app_with_web_only(&s, "nohost", &["sh", "-c", HTTPD]);
+    let out = s.ok(&["-a", "nohost", "scale", "--no-wait", "web=2"]);
+    assert_eq!(out, "scaling web: 0=>2\n");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rows = loop {
+        let rows = ps(&s, "nohost", false);
+        if rows.len() == 2 {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "no blocked jobs: {rows:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        rows.iter().all(|r| r[1] == "web" && r[2] == "blocked"),
+        "{rows:?}"
+    );
+    let jobs = s.json(&["-a", "nohost", "ps", "--json"]);
+    assert_eq!(
+        jobs[0]["host_error"],
+        "no host is available: waiting for one"
+    );
+    assert_eq!(s.ok(&["-a", "nohost", "scale"]), "web=2\n");
+    let err = s.fails(&["-a", "nohost", "run", "-d", "--", "true"]);
+    assert!(err.contains("no host is available to run the job"), "{err}");
+    // Killing a blocked job ends it; the formation asks for another one.
+    let victim = rows[0][0].clone();
+    assert_eq!(
+        s.ok(&["-a", "nohost", "kill", &victim]),
+        format!("Job {victim} killed.\n")
+    );
+    let all = ps(&s, "nohost", true);
+    assert!(
+        all.iter().any(|r| r[0] == victim && r[2] == "down"),
+        "{all:?}"
+    );
+    let err = s.fails(&["-a", "nohost", "kill", "nope"]);
+    assert!(err.contains("job nope not found"), "{err}");
+    let out = s.ok(&["-a", "nohost", "scale", "--no-wait", "web=0"]);
+    assert_eq!(out, "scaling web: 2=>0\n");
 }
