@@ -34,6 +34,19 @@ pub struct RoutingArgs {
     /// unless given, e.g. `--dns-listen 127.0.0.1:5353`.
     #[arg(long, env = "SLIPWAY_DNS_LISTEN")]
     dns_listen: Option<SocketAddr>,
+    /// Default HTTPS certificate chain (PEM file), for names without a route certificate.
+    /// Default: a self-signed certificate for `localhost`, generated at start.
+    #[arg(long, env = "SLIPWAY_ROUTER_CERT", requires = "router_key")]
+    router_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM file) of --router-cert.
+    #[arg(long, env = "SLIPWAY_ROUTER_KEY", requires = "router_cert")]
+    router_key: Option<std::path::PathBuf>,
+    /// The router's admin endpoint: `GET /metrics` (Prometheus text).
+    #[arg(long, env = "SLIPWAY_ROUTER_ADMIN", default_value = "127.0.0.1:1112")]
+    router_admin: SocketAddr,
+    /// One log line per proxied request (target `slipway_router::access`).
+    #[arg(long, env = "SLIPWAY_ACCESS_LOG")]
+    access_log: bool,
     /// Run no router (discovery still runs).
     #[arg(long)]
     no_router: bool,
@@ -76,10 +89,32 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
     let root = unsafe { libc::geteuid() } == 0;
     let http_port = args.http_port.unwrap_or(if root { 80 } else { 8080 });
     let https_port = args.https_port.unwrap_or(if root { 443 } else { 8443 });
+    let default_certificate = match (&args.router_cert, &args.router_key) {
+        (Some(c), Some(k)) => Some((
+            std::fs::read_to_string(c)
+                .with_context(|| format!("cannot read --router-cert {}", c.display()))?,
+            std::fs::read_to_string(k)
+                .with_context(|| format!("cannot read --router-key {}", k.display()))?,
+        )),
+        _ => None,
+    };
     let router = slipway_router::Router::new(slipway_router::Config {
         tcp_bind: args.router_ip,
+        default_certificate,
+        access_log: args.access_log,
         ..Default::default()
     })?;
+    match tokio::net::TcpListener::bind(args.router_admin).await {
+        Ok(l) => {
+            tracing::info!("router: admin (metrics) on http://{}", l.local_addr()?);
+            let r = router.clone();
+            tokio::spawn(async move { r.serve_admin(l).await });
+        }
+        Err(e) => tracing::warn!(
+            "router: cannot listen on {} for metrics: {e}; use --router-admin",
+            args.router_admin
+        ),
+    }
     router.follow_registry(registry.clone());
     router
         .follow_store(store)

@@ -105,8 +105,11 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
         "127.0.0.1:0".into(),
         "--dns-listen".into(),
         "127.0.0.1:0".into(),
+        "--router-admin".into(),
+        "127.0.0.1:0".into(),
     ]);
     let router = logged_addr(&server, "router: HTTP on ");
+    let admin = logged_addr(&server, "router: admin (metrics) on http://");
     let discovery = logged_addr(&server, "discovery API on http://");
     let dns = logged_addr(&server, "discovery DNS on ");
 
@@ -152,6 +155,12 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
     );
     let resp = http(&router, "GET", "/", "unknown.example", "");
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
+    let metrics = http(&admin, "GET", "/metrics", "admin", "");
+    assert!(
+        metrics
+            .contains("slipway_router_requests_total{route=\"shop.apps.test/\",status=\"2xx\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Item 6 of the issue, on real runc: a job of the app's web process is registered in
