@@ -37,7 +37,7 @@ pub struct ServerArgs {
     #[command(flatten)]
     runtime: slipway_host::cli::RuntimeArgs,
     #[command(flatten)]
-    routing: crate::routing::RoutingArgs,
+    routing: Box<crate::routing::RoutingArgs>,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
