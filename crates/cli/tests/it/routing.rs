@@ -166,11 +166,11 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
 /// Item 6 of the issue, on real runc: a job of the app's web process is registered in
 /// discovery once it runs, the router sends the app's domain to it, and scaling to 0 removes it.
 #[test]
-fn a_scaled_web_job_is_served_by_the_router_and_removed_on_scale_down() {
+fn a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!(
-            "SKIPPED a_scaled_web_job_is_served_by_the_router: needs root (runc); CI runs it as root"
+            "SKIPPED a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down: needs root (runc); CI runs it as root"
         );
         return;
     }
@@ -199,6 +199,7 @@ fn a_scaled_web_job_is_served_by_the_router_and_removed_on_scale_down() {
         "127.0.0.1:0".into(),
     ]);
     let router = logged_addr(&server, "router: HTTP on ");
+    let discovery = logged_addr(&server, "discovery API on http://");
     server.create_app("hello");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -210,7 +211,7 @@ fn a_scaled_web_job_is_served_by_the_router_and_removed_on_scale_down() {
                 args: vec![
                     "sh".into(),
                     "-c".into(),
-                    "mkdir -p /tmp/www && echo hello-from-job > /tmp/www/index.html; trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait".into(),
+                    format!("mkdir -p /tmp/www && echo hello-from-job > /tmp/www/index.html; trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait # {n}"),
                 ],
                 ..Default::default()
             },
@@ -222,6 +223,43 @@ fn a_scaled_web_job_is_served_by_the_router_and_removed_on_scale_down() {
     server.ok(&["-a", "hello", "scale", "web=1"]);
     let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 200");
     assert!(resp.contains("hello-from-job"), "{resp}");
+
+    // kill -9 of the job's init: its instance leaves discovery (well within the 10 s TTL), and
+    // the job the scheduler starts instead is served.
+    let ids = |d: &str| -> Vec<String> {
+        let resp = http(d, "GET", "/services/hello-web/instances", "discovery", "");
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("[]");
+        let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["id"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let first = ids(&discovery);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let killed = std::process::Command::new("pkill")
+        .args(["-9", "-f", &format!("wait # {n}$")])
+        .status()
+        .unwrap();
+    assert!(
+        killed.success(),
+        "the job's init process was found and killed"
+    );
+    let t0 = Instant::now();
+    while ids(&discovery).contains(&first[0]) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the killed job stayed registered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("killed job left discovery after {:?}", t0.elapsed());
+    let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 200");
+    assert!(resp.contains("hello-from-job"), "{resp}");
+
     server.ok(&["-a", "hello", "scale", "web=0"]);
     let resp = until(|| http(&router, "GET", "/", &host, ""), "HTTP/1.1 503");
     assert!(
