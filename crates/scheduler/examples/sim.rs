@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         let agent = Agent::start(cfg, Arc::new(FakeRuntime::new())).await?;
         sched.add_host(Arc::new(agent)).await?;
     }
+    let rss_hosts = rss_mib();
     let mut ids = Vec::new();
     for a in 0..apps {
         let app = store
@@ -171,8 +172,26 @@ async fn main() -> anyhow::Result<()> {
         recorded.as_secs_f64()
     );
     println!(
-        "memory: process RSS {:.0} MiB before the hosts, {:.0} MiB with {total} jobs up (includes the 100 in-process agents and the fake runtime)",
-        rss0, rss_up
+        "memory: process RSS {rss0:.0} MiB before the hosts, {rss_hosts:.0} MiB with {hosts} idle hosts, {rss_up:.0} MiB with {total} jobs up (the agents' and fake runtime's job tables included)"
+    );
+    // The scheduler's own share, estimated from what it holds per job: the job row (struct and
+    // strings), the formation key (uuid pair + type), and hash map overhead (≈ 2× the entry).
+    let jobs = sched.jobs();
+    let heap: usize = jobs
+        .iter()
+        .map(|j| {
+            j.id.len()
+                + j.host_id.as_ref().map_or(0, String::len)
+                + j.process_type.as_ref().map_or(0, String::len) * 2
+                + j.host_error.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    let per_entry = std::mem::size_of::<slipway_types::Job>() + std::mem::size_of::<Key>() + 64;
+    let est = (jobs.len() * per_entry * 2 + heap) as f64 / (1 << 20) as f64;
+    println!(
+        "memory: the scheduler's job table ({} jobs) ≈ {est:.1} MiB (estimate: {} B per entry + strings)",
+        jobs.len(),
+        per_entry
     );
     Ok(())
 }
