@@ -148,14 +148,19 @@ impl Router {
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let me = me.clone();
                         async move {
+                            use http_body_util::{BodyExt, Full};
+                            if req.uri().path() == "/events" {
+                                return Ok(me.event_stream().map(|b| b.boxed()));
+                            }
                             let (status, body) = match req.uri().path() {
                                 "/metrics" => (200, me.metrics()),
                                 "/ping" => (200, "ok\n".to_string()),
                                 _ => (404, "not found: try /metrics\n".to_string()),
                             };
-                            let mut resp = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::from(body),
-                            ));
+                            let full = Full::new(bytes::Bytes::from(body))
+                                .map_err(|never| match never {})
+                                .boxed();
+                            let mut resp = hyper::Response::new(full);
                             *resp.status_mut() =
                                 hyper::StatusCode::from_u16(status).expect("status");
                             Ok::<_, std::convert::Infallible>(resp)
@@ -167,6 +172,33 @@ impl Router {
                     .await;
             });
         }
+    }
+
+    /// Router events as Server-Sent Events (Flynn's router-api `/events`): one
+    /// `data: {"kind","service","instance","addr"}` per event, for a scheduler in another
+    /// process. A reader that falls behind by more than 1024 events is disconnected.
+    fn event_stream(
+        &self,
+    ) -> hyper::Response<
+        http_body_util::StreamBody<
+            impl futures_util::Stream<
+                Item = Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>,
+            > + Send
+            + use<>,
+        >,
+    > {
+        let rx = self.events();
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            let ev = rx.recv().await.ok()?;
+            let line = format!("data: {}\n\n", serde_json::to_string(&ev).ok()?);
+            Some((Ok(hyper::body::Frame::data(bytes::Bytes::from(line))), rx))
+        });
+        let mut resp = hyper::Response::new(http_body_util::StreamBody::new(stream));
+        resp.headers_mut().insert(
+            hyper::header::CONTENT_TYPE,
+            hyper::header::HeaderValue::from_static("text/event-stream"),
+        );
+        resp
     }
 
     /// `backend-up`, `backend-down`, `backend-drained` as they happen.

@@ -403,3 +403,40 @@ async fn per_core_listeners_refuse_a_port_already_taken() {
     let err = t.router.spawn_per_core(http, None, 2).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
 }
+
+#[tokio::test]
+async fn admin_events_stream_reports_backends_over_sse() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let t = start(Config::default()).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = l.local_addr().unwrap();
+    let r = t.router.clone();
+    tokio::spawn(async move { r.serve_admin(l).await });
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .await
+        .unwrap();
+    // The stream is subscribed once the response head is out.
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let mut b = [0u8; 512];
+        let n = s.read(&mut b).await.unwrap();
+        got.extend_from_slice(&b[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("text/event-stream"));
+    t.add("web", "w1", backend("w1").await).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains("\"kind\":\"backend-up\"") {
+        let mut b = [0u8; 512];
+        let n = tokio::time::timeout_at(deadline, s.read(&mut b))
+            .await
+            .expect("event within 5s")
+            .unwrap();
+        got.extend_from_slice(&b[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("data: {\"kind\":\"backend-up\",\"service\":\"web\",\"instance\":\"w1\""),
+        "{text}"
+    );
+}
