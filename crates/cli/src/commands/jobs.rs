@@ -26,7 +26,8 @@ pub struct ScaleArgs {
     /// How long to wait for the jobs, in seconds
     #[arg(long, default_value_t = 120)]
     timeout: u64,
-    /// New counts, e.g. web=3 worker=1; none prints the current counts
+    /// New counts, e.g. web=3 worker=1, with host tags for a type: web=3,disk=ssd; none prints
+    /// the current counts
     #[arg(value_name = "TYPE=N")]
     counts: Vec<String>,
 }
@@ -89,19 +90,36 @@ enum DeploymentCmd {
     Strategy { name: Option<String> },
 }
 
-fn parse_counts(args: &[String]) -> Result<BTreeMap<String, u32>> {
-    args.iter()
-        .map(|a| {
-            let (t, n) = a
-                .split_once('=')
-                .filter(|(t, _)| !t.is_empty())
-                .with_context(|| format!("invalid argument {a:?}: expected TYPE=N"))?;
-            let n = n
-                .parse::<u32>()
-                .with_context(|| format!("invalid count in {a:?}: expected a number"))?;
-            Ok((t.to_string(), n))
-        })
-        .collect()
+/// Counts per type, and host tags for the types given with some (`web=3,disk=ssd`, Flynn's form).
+#[allow(clippy::type_complexity)]
+fn parse_counts(
+    args: &[String],
+) -> Result<(
+    BTreeMap<String, u32>,
+    BTreeMap<String, slipway_types::StringMap>,
+)> {
+    let mut counts = BTreeMap::new();
+    let mut tags = BTreeMap::new();
+    for a in args {
+        let mut parts = a.split(',');
+        let (t, n) = parts
+            .next()
+            .and_then(|p| p.split_once('='))
+            .filter(|(t, _)| !t.is_empty())
+            .with_context(|| format!("invalid argument {a:?}: expected TYPE=N[,TAG=VALUE…]"))?;
+        let n = n
+            .parse::<u32>()
+            .with_context(|| format!("invalid count in {a:?}: expected a number"))?;
+        counts.insert(t.to_string(), n);
+        let kv: Vec<String> = parts.map(str::to_string).collect();
+        if !kv.is_empty() {
+            tags.insert(
+                t.to_string(),
+                super::parse_pairs(&kv)?.into_iter().collect(),
+            );
+        }
+    }
+    Ok((counts, tags))
 }
 
 /// `HH:MM:SS.mmm` of a timestamp (its text form is RFC 3339 in UTC).
@@ -125,7 +143,7 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
             .release
             .with_context(|| format!("app {app:?} has no release yet: push a release first"))?,
     };
-    let (cur, tags) = match client.formation(&app, release).await {
+    let (cur, mut tags) = match client.formation(&app, release).await {
         Ok(f) => (f.processes, f.tags),
         Err(e) if e.is_not_found() => Default::default(),
         Err(e) => return Err(e.into()),
@@ -135,7 +153,8 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
         println!("{}", line.join(" "));
         return Ok(());
     }
-    let wanted = parse_counts(&args.counts)?;
+    let (wanted, new_tags) = parse_counts(&args.counts)?;
+    tags.extend(new_tags);
     let mut processes = cur.clone();
     processes.extend(wanted.clone());
     let summary: Vec<String> = wanted

@@ -438,6 +438,26 @@ fn without_a_host_jobs_are_blocked_and_ps_says_so() {
     );
     let err = s.fails(&["-a", "nohost", "kill", "nope"]);
     assert!(err.contains("job nope not found"), "{err}");
+    // Tags per type, Flynn's way.
+    s.ok(&[
+        "-a",
+        "nohost",
+        "scale",
+        "--no-wait",
+        "web=2,disk=ssd,zone=a",
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let formations = rt.block_on(s.client().formations("nohost")).unwrap();
+    let web_tags = &formations[0].tags["web"];
+    assert_eq!(
+        (web_tags["disk"].as_str(), web_tags["zone"].as_str()),
+        ("ssd", "a")
+    );
+    let err = s.fails(&["-a", "nohost", "scale", "web=1,disk"]);
+    assert!(
+        err.contains("invalid argument \"disk\": expected KEY=VALUE"),
+        "{err}"
+    );
     let out = s.ok(&["-a", "nohost", "scale", "--no-wait", "web=0"]);
     assert_eq!(out, "scaling web: 2=>0\n");
 }
