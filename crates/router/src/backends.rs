@@ -193,18 +193,23 @@ impl Backends {
                         match ev.kind {
                             EventKind::Up | EventKind::Update => {
                                 let b = Arc::new(Backend::new(&inst.id, &ev.service, addr));
-                                let _ = events.send(RouterEvent::new("backend-up", &b));
+                                let mut added = false;
                                 self.update(&ev.service, |s| {
                                     if let Some(pos) = s.all.iter().position(|x| x.id == inst.id) {
                                         if s.all[pos].addr == addr {
                                             return;
                                         }
                                         retire(&s.all[pos], &events);
-                                        s.all[pos] = b;
+                                        s.all[pos] = b.clone();
                                     } else {
-                                        s.all.push(b);
+                                        s.all.push(b.clone());
                                     }
+                                    added = true;
                                 });
+                                // Only once requests can reach it: a listener may act on it.
+                                if added {
+                                    let _ = events.send(RouterEvent::new("backend-up", &b));
+                                }
                             }
                             EventKind::Down => self.remove(&ev.service, &inst.id, &events),
                             EventKind::Leader => self.update(&ev.service, |s| {
