@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 /// A web process that stops on SIGTERM.
 const HTTPD: &str = "trap 'exit 0' TERM; httpd -f -p 8080 & wait";
 
-const CONTROLLERS: [&str; 8] = [
-    "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset",
+const CONTROLLERS: [&str; 10] = [
+    "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset", "systemd",
+    "unified",
 ];
 
 fn skip_unless_root(test: &str) -> bool {
@@ -41,6 +42,8 @@ impl HostServer {
 
 impl Drop for HostServer {
     fn drop(&mut self) {
+        // The server first: alive, its scheduler would replace the jobs removed below.
+        self.s.kill();
         let host = self.s.dir.path().join("data/host");
         let root = host.join("runc");
         if let Ok(out) = Command::new("runc")

@@ -198,6 +198,14 @@ impl TestServer {
     }
 }
 
+impl TestServer {
+    /// Kills the server now, keeping its directory (to clean up what its jobs left).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
