@@ -3,7 +3,7 @@
 
 use crate::context::{AppFlag, Ctx};
 use crate::output::{self, ago, print_json, print_table};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use slipway_client::Client;
 use slipway_types::{NewRelease, Release, units::format_bytes};
 
@@ -23,6 +23,12 @@ pub struct ReleaseArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum ReleaseCmd {
+    /// Create and deploy a release from a JSON file (`-` for stdin): `{"processes": {"web":
+    /// {"args": […]}}, "env": {…}}`. The current release's env is kept; the file's wins.
+    Add {
+        /// The release as JSON (the API's NewRelease shape, docs/api.md)
+        file: String,
+    },
     /// Show a release [default: the current one]
     Show {
         /// Print the release as JSON
@@ -55,10 +61,30 @@ pub async fn run(ctx: &Ctx, args: ReleaseArgs) -> Result<()> {
     let app = ctx.app(&args.app)?;
     match args.cmd {
         None => list(&client, &app, args.json, args.quiet).await,
+        Some(ReleaseCmd::Add { file }) => add(&client, &app, &file).await,
         Some(ReleaseCmd::Show { json, id }) => show(&client, &app, id.as_deref(), json).await,
         Some(ReleaseCmd::Delete { yes, id }) => delete(&client, &app, &id, yes).await,
         Some(ReleaseCmd::Rollback { yes, id }) => rollback(&client, &app, id.as_deref(), yes).await,
     }
+}
+
+async fn add(client: &Client, app: &str, file: &str) -> Result<()> {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the release from stdin")?
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?
+    };
+    let new: NewRelease = serde_json::from_str(&text)
+        .with_context(|| format!("invalid release file {file}: expected JSON like {{\"processes\": {{\"web\": {{\"args\": [\"httpd\", \"-f\"]}}}}}}"))?;
+    change_release(client, app, |next| {
+        next.artifacts = new.artifacts;
+        next.processes = new.processes;
+        next.meta.extend(new.meta);
+        next.env.extend(new.env);
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }
 
 async fn list(client: &Client, app: &str, json: bool, quiet: bool) -> Result<()> {

@@ -185,3 +185,41 @@ fn limits_are_parsed_and_stored_per_process_type() {
     );
     assert_eq!(s.ok(&["env", "-a", &app, "-t", "web"]), "WEB_ONLY=1\n");
 }
+
+#[test]
+fn release_add_deploys_a_file_and_keeps_the_env() {
+    let s = TestServer::start();
+    let app = s.create_app("add-app");
+    s.ok(&["env", "-a", &app, "set", "KEPT=yes"]);
+    let file = s.dir.path().join("release.json");
+    std::fs::write(
+        &file,
+        r#"{"env": {"PORT_NOTE": "x"}, "processes": {"web": {"args": ["httpd", "-f", "-p", "8080"]}}}"#,
+    )
+    .unwrap();
+    let id = created_release(&s.ok(&["release", "-a", &app, "add", file.to_str().unwrap()]));
+    let shown = s.json(&["release", "-a", &app, "show", "--json"]);
+    assert_eq!(shown["id"], id.as_str(), "the new release is current");
+    assert_eq!(
+        shown["env"],
+        serde_json::json!({"KEPT": "yes", "PORT_NOTE": "x"})
+    );
+    assert_eq!(shown["processes"]["web"]["args"][0], "httpd");
+    // Now `web` exists, so limits can be set on it.
+    s.ok(&["limit", "-a", &app, "set", "web", "memory=256MB"]);
+
+    std::fs::write(&file, "{\"processes\": ").unwrap();
+    let err = s.fails(&["release", "-a", &app, "add", file.to_str().unwrap()]);
+    assert!(err.contains("invalid release file"), "{err}");
+    let missing = s.fails(&["release", "-a", &app, "add", "/nonexistent/r.json"]);
+    assert!(
+        missing.contains("cannot read /nonexistent/r.json"),
+        "{missing}"
+    );
+    let count = s
+        .json(&["release", "-a", &app, "--json"])
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(count, 3, "the bad files made no release");
+}
