@@ -2,25 +2,13 @@
 //! jobs on runc (its shims are `slipway host shim`), `slipway host run-job/ps/stop` drive it,
 //! and a `kill -9`ed daemon re-adopts its jobs when restarted. Root-only tests say when skipped.
 
+use crate::support::skip_unless_root;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_slipway");
-const CONTROLLERS: [&str; 8] = [
-    "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset",
-];
-
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: needs root (runc, mounts, network namespaces); CI runs it as root");
-    true
-}
-
 fn stacks_dir() -> PathBuf {
     std::env::temp_dir().join("slipway-test-stacks")
 }
@@ -99,54 +87,11 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let root = self.dir.path().join("runc");
-        if let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "-f", id])
-                    .output();
-            }
-        }
-        // Jobs of a killed daemon may still hold mounts, netns and cgroups.
-        if let Ok(rd) = std::fs::read_dir(self.dir.path().join("containers")) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg(e.path().join("bundle/rootfs"))
-                    .output();
-                slipway_host::runc::network::remove_netns(&id);
-                for c in CONTROLLERS {
-                    let _ = std::fs::remove_dir(
-                        Path::new("/sys/fs/cgroup")
-                            .join(c)
-                            .join(format!("slipway-clitest-{}", self.n))
-                            .join(&id),
-                    );
-                }
-            }
-        }
-        let n = self.n;
-        let _ = Command::new("ip")
-            .args(["link", "del", &format!("slwc{n}")])
-            .output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("slwc{n}")])
-            .output();
-        for c in CONTROLLERS {
-            let _ = std::fs::remove_dir(
-                Path::new("/sys/fs/cgroup")
-                    .join(c)
-                    .join(format!("slipway-clitest-{n}")),
-            );
-        }
+        crate::support::remove_host_leftovers(
+            self.dir.path(),
+            &format!("slipway-clitest-{}", self.n),
+            &format!("slwc{}", self.n),
+        );
     }
 }
 

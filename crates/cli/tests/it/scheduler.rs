@@ -1,28 +1,12 @@
 //! Scheduler and deployment scenarios on real runc through the `slipway` binary: `slipway
 //! server` with its local host agent, apps whose releases run busybox commands. Root only.
 
-use crate::support::TestServer;
+use crate::support::{TestServer, skip_unless_root};
 use slipway_types::{NewRelease, ProcessType};
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A web process that stops on SIGTERM.
 const HTTPD: &str = "trap 'exit 0' TERM; httpd -f -p 8080 & wait";
-
-const CONTROLLERS: [&str; 10] = [
-    "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset", "systemd",
-    "unified",
-];
-
-fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: needs root (runc); CI runs it as root");
-    true
-}
 
 /// A server with a host agent; on drop, whatever its jobs left (the server is SIGKILLed, its
 /// jobs' shims are not) is removed.
@@ -45,53 +29,11 @@ impl Drop for HostServer {
         // The server first: alive, its scheduler would replace the jobs removed below.
         self.s.kill();
         let host = self.s.dir.path().join("data/host");
-        let root = host.join("runc");
-        if let Ok(out) = Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "-f", id])
-                    .output();
-            }
-        }
-        if let Ok(rd) = std::fs::read_dir(host.join("containers")) {
-            for e in rd.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                let _ = Command::new("umount")
-                    .arg("-l")
-                    .arg(e.path().join("bundle/rootfs"))
-                    .output();
-                slipway_host::runc::network::remove_netns(&id);
-                for c in CONTROLLERS {
-                    let _ = std::fs::remove_dir(
-                        Path::new("/sys/fs/cgroup")
-                            .join(c)
-                            .join(format!("slipway-srvtest-{}", self.n))
-                            .join(&id),
-                    );
-                }
-            }
-        }
-        let n = self.n;
-        let _ = Command::new("ip")
-            .args(["link", "del", &format!("slws{n}")])
-            .output();
-        let _ = Command::new("nft")
-            .args(["delete", "table", "ip", &format!("slws{n}")])
-            .output();
-        for c in CONTROLLERS {
-            let _ = std::fs::remove_dir(
-                Path::new("/sys/fs/cgroup")
-                    .join(c)
-                    .join(format!("slipway-srvtest-{n}")),
-            );
-        }
+        crate::support::remove_host_leftovers(
+            &host,
+            &format!("slipway-srvtest-{}", self.n),
+            &format!("slws{}", self.n),
+        );
     }
 }
 

@@ -271,3 +271,70 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// cgroup v1 hierarchies a job's cgroup may have been created in.
+const CONTROLLERS: [&str; 10] = [
+    "memory", "cpu", "cpuacct", "pids", "blkio", "devices", "freezer", "cpuset", "systemd",
+    "unified",
+];
+
+/// Removes what a killed host agent may leave behind for its data dir `host_dir`: runc
+/// containers (runc root `host_dir/runc`), rootfs mounts, netns and cgroups of its jobs, then its
+/// cgroup parent, its bridge and its nft table (both named `net_name` in the tests).
+pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &str) {
+    use std::process::Command;
+    let root = host_dir.join("runc");
+    if let Ok(out) = Command::new("runc")
+        .arg("--root")
+        .arg(&root)
+        .args(["list", "-q"])
+        .output()
+    {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "-f", id])
+                .output();
+        }
+    }
+    let cgroups = |sub: &str| {
+        CONTROLLERS.map(|c| {
+            Path::new("/sys/fs/cgroup")
+                .join(c)
+                .join(cgroup_parent)
+                .join(sub)
+        })
+    };
+    if let Ok(rd) = std::fs::read_dir(host_dir.join("containers")) {
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(e.path().join("bundle/rootfs"))
+                .output();
+            slipway_host::runc::network::remove_netns(&id);
+            for dir in cgroups(&id) {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["link", "del", net_name]).output();
+    let _ = Command::new("nft")
+        .args(["delete", "table", "ip", net_name])
+        .output();
+    for dir in cgroups("") {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// True (after saying so) when the test needs root and we are not: runc, mounts and network
+/// namespaces need it. CI runs as root and skips nothing.
+pub fn skip_unless_root(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return false;
+    }
+    eprintln!("SKIPPED {test}: needs root (runc, mounts, network namespaces); CI runs it as root");
+    true
+}
