@@ -154,8 +154,8 @@ impl SqlStore {
         .bind(app.id.to_string())
         .execute(&mut **tx)
         .await?;
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app.id),
             ObjectType::App,
             &app.id.to_string(),
@@ -163,7 +163,6 @@ impl SqlStore {
             &app,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(app)
     }
 
@@ -209,8 +208,8 @@ impl SqlStore {
             )
             .await?;
         }
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::App,
             &key,
@@ -218,7 +217,6 @@ impl SqlStore {
             &app,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(AppDeletion {
             app: app.name,
             routes: routes.len() as u64,
@@ -245,8 +243,8 @@ impl SqlStore {
             .bind(app_id.to_string())
             .execute(&mut **tx)
             .await?;
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::AppRelease,
             &app_id.to_string(),
@@ -254,7 +252,6 @@ impl SqlStore {
             &release,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(app)
     }
 }

@@ -196,8 +196,8 @@ impl SqlStore {
         .execute(&mut **tx)
         .await
         .map_err(unique_violation("Cannot create deploy, there is already one in progress for this app."))?;
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::Deployment,
             &deployment.id.to_string(),
@@ -205,7 +205,6 @@ impl SqlStore {
             &deployment,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(deployment)
     }
 

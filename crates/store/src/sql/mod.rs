@@ -154,6 +154,21 @@ impl SqlStore {
         self.last_event.subscribe()
     }
 
+    /// The usual end of a write: append its event, then commit.
+    pub(crate) async fn commit_with_event(
+        &self,
+        mut tx: WriteTx,
+        app_id: Option<Id>,
+        object_type: ObjectType,
+        object_id: &str,
+        op: EventOp,
+        data: &impl Serialize,
+    ) -> Result<()> {
+        self.append_event(&mut tx, app_id, object_type, object_id, op, data)
+            .await?;
+        self.commit(tx).await
+    }
+
     /// Appends an event to the write transaction.
     pub(crate) async fn append_event(
         &self,

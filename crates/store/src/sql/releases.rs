@@ -85,8 +85,8 @@ impl SqlStore {
         .bind(artifact.created_at.to_string())
         .execute(&mut **tx)
         .await?;
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             None,
             ObjectType::Artifact,
             &artifact.id.to_string(),
@@ -94,7 +94,6 @@ impl SqlStore {
             &artifact,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(artifact)
     }
 
@@ -151,8 +150,8 @@ impl SqlStore {
                 .execute(&mut **tx)
                 .await?;
         }
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::Release,
             &release.id.to_string(),
@@ -160,7 +159,6 @@ impl SqlStore {
             &release,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(release)
     }
 
@@ -260,16 +258,15 @@ impl SqlStore {
             .bind(release_id.to_string())
             .execute(&mut **tx)
             .await?;
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::Release,
             &release_id.to_string(),
             EventOp::Delete,
             &release,
         )
-        .await?;
-        self.commit(tx).await
+        .await
     }
 
     pub async fn put_formation(
@@ -322,8 +319,8 @@ impl SqlStore {
             updated_at: Timestamp::parse(&ts).expect("own format"),
         };
         let object_id = format!("{app_id}:{release_id}");
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::Formation,
             &object_id,
@@ -331,7 +328,6 @@ impl SqlStore {
             &formation,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(formation)
     }
 

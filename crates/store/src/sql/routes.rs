@@ -301,8 +301,8 @@ impl SqlStore {
                     .await?;
             }
         }
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::Route,
             &route_id.to_string(),
@@ -310,7 +310,6 @@ impl SqlStore {
             &route,
         )
         .await?;
-        self.commit(tx).await?;
         Ok(route)
     }
 
@@ -325,15 +324,14 @@ impl SqlStore {
             .bind(route_id.to_string())
             .execute(&mut **tx)
             .await?;
-        self.append_event(
-            &mut tx,
+        self.commit_with_event(
+            tx,
             Some(app_id),
             ObjectType::Route,
             &route_id.to_string(),
             EventOp::Delete,
             &route,
         )
-        .await?;
-        self.commit(tx).await
+        .await
     }
 }
