@@ -175,31 +175,22 @@ fn a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down() {
         return;
     }
     let n = 600 + std::process::id() % 200;
-    let server = TestServer::start_with(&[
-        "--bridge".into(),
-        format!("slwr{n}"),
-        "--nft-table".into(),
-        format!("slwr{n}"),
-        "--subnet".into(),
-        format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
-        "--cgroup-parent".into(),
-        format!("slipway-rttest-{n}"),
-        "--stacks-dir".into(),
-        std::env::temp_dir()
-            .join("slipway-test-stacks")
-            .display()
-            .to_string(),
-        "--router-ip".into(),
-        "127.0.0.1".into(),
-        "--http-port".into(),
-        "0".into(),
-        "--https-port".into(),
-        "0".into(),
-        "--discovery-listen".into(),
-        "127.0.0.1:0".into(),
-    ]);
-    let router = logged_addr(&server, "router: HTTP on ");
-    let discovery = logged_addr(&server, "discovery API on http://");
+    let host = HostServer::start(
+        n,
+        &[
+            "--router-ip".into(),
+            "127.0.0.1".into(),
+            "--http-port".into(),
+            "0".into(),
+            "--https-port".into(),
+            "0".into(),
+            "--discovery-listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+    );
+    let server = &host.s;
+    let router = logged_addr(server, "router: HTTP on ");
+    let discovery = logged_addr(server, "discovery API on http://");
     server.create_app("hello");
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {

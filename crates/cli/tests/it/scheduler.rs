@@ -1,41 +1,12 @@
 //! Scheduler and deployment scenarios on real runc through the `slipway` binary: `slipway
 //! server` with its local host agent, apps whose releases run busybox commands. Root only.
 
-use crate::support::{TestServer, skip_unless_root};
+use crate::support::{HostServer, TestServer, skip_unless_root};
 use slipway_types::{NewRelease, ProcessType};
 use std::time::{Duration, Instant};
 
 /// A web process that stops on SIGTERM.
 const HTTPD: &str = "trap 'exit 0' TERM; httpd -f -p 8080 & wait";
-
-/// A server with a host agent; on drop, whatever its jobs left (the server is SIGKILLed, its
-/// jobs' shims are not) is removed.
-struct HostServer {
-    s: TestServer,
-    n: u32,
-}
-
-impl HostServer {
-    fn start(n: u32) -> HostServer {
-        HostServer {
-            s: TestServer::start_with_host(n),
-            n,
-        }
-    }
-}
-
-impl Drop for HostServer {
-    fn drop(&mut self) {
-        // The server first: alive, its scheduler would replace the jobs removed below.
-        self.s.kill();
-        let host = self.s.dir.path().join("data/host");
-        crate::support::remove_host_leftovers(
-            &host,
-            &format!("slipway-srvtest-{}", self.n),
-            &format!("slws{}", self.n),
-        );
-    }
-}
 
 /// Creates an app whose current release runs `web` (and returns the release id).
 fn app_with_web(s: &TestServer, name: &str, web: &[&str]) -> String {
@@ -95,7 +66,7 @@ fn scale_web_0_3_1_0_on_runc_and_a_killed_job_is_replaced() {
     if skip_unless_root("scale_web_0_3_1_0_on_runc_and_a_killed_job_is_replaced") {
         return;
     }
-    let hs = HostServer::start(std::process::id() % 200);
+    let hs = HostServer::start(std::process::id() % 200, &[]);
     let s = &hs.s;
     // busybox httpd as PID 1 ignores SIGTERM (it would wait out the 30 s grace): trap it.
     let release = app_with_web(s, "web1", &["sh", "-c", HTTPD]);
@@ -171,7 +142,7 @@ fn a_crashing_process_restarts_with_backoff_and_run_d_reports_its_exit() {
     if skip_unless_root("a_crashing_process_restarts_with_backoff_and_run_d_reports_its_exit") {
         return;
     }
-    let hs = HostServer::start(200 + std::process::id() % 200);
+    let hs = HostServer::start(200 + std::process::id() % 200, &[]);
     let s = &hs.s;
     app_with_web(s, "crash", &["sh", "-c", "exit 3"]);
     let out = s.ok(&["-a", "crash", "scale", "--no-wait", "web=1"]);
@@ -261,7 +232,7 @@ fn a_release_whose_command_does_not_exist_fails_to_deploy_and_the_old_one_keeps_
     ) {
         return;
     }
-    let hs = HostServer::start(400 + std::process::id() % 200);
+    let hs = HostServer::start(400 + std::process::id() % 200, &[]);
     let s = &hs.s;
     let old = app_with_web(s, "bad", &["sh", "-c", HTTPD]);
     s.ok(&["-a", "bad", "scale", "web=2"]);

@@ -35,26 +35,6 @@ impl TestServer {
 
     /// A server with its local host agent on runc, with a bridge, subnet, nft table and cgroup
     /// parent of its own (`n` must be unique among the tests running at once).
-    pub fn start_with_host(n: u32) -> TestServer {
-        let args: Vec<String> = [
-            "--bridge".to_string(),
-            format!("slws{n}"),
-            "--nft-table".into(),
-            format!("slws{n}"),
-            "--subnet".into(),
-            format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
-            "--cgroup-parent".into(),
-            format!("slipway-srvtest-{n}"),
-            "--stacks-dir".into(),
-            std::env::temp_dir()
-                .join("slipway-test-stacks")
-                .display()
-                .to_string(),
-        ]
-        .into();
-        Self::start_with(&args)
-    }
-
     pub fn start_with(extra: &[String]) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
         let config = dir.path().join("config.toml");
@@ -337,4 +317,49 @@ pub fn skip_unless_root(test: &str) -> bool {
     }
     eprintln!("SKIPPED {test}: needs root (runc, mounts, network namespaces); CI runs it as root");
     true
+}
+
+/// A `slipway server` with a local host agent (real runc). `n` makes the agent's bridge, nft
+/// table, subnet and cgroup parent unique per test. On drop the server is killed first (alive,
+/// its scheduler would replace what is removed), then whatever its jobs left is removed.
+pub struct HostServer {
+    pub s: TestServer,
+    n: u32,
+}
+
+impl HostServer {
+    pub fn start(n: u32, extra: &[String]) -> HostServer {
+        let mut args: Vec<String> = vec![
+            "--bridge".into(),
+            format!("slws{n}"),
+            "--nft-table".into(),
+            format!("slws{n}"),
+            "--subnet".into(),
+            format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
+            "--cgroup-parent".into(),
+            format!("slipway-srvtest-{n}"),
+            "--stacks-dir".into(),
+            std::env::temp_dir()
+                .join("slipway-test-stacks")
+                .display()
+                .to_string(),
+        ];
+        args.extend_from_slice(extra);
+        HostServer {
+            s: TestServer::start_with(&args),
+            n,
+        }
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        self.s.kill();
+        let host = self.s.dir.path().join("data/host");
+        remove_host_leftovers(
+            &host,
+            &format!("slipway-srvtest-{}", self.n),
+            &format!("slws{}", self.n),
+        );
+    }
 }
