@@ -13,6 +13,15 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(10);
 
+/// The `web` count of each release's formation, in the order given.
+async fn web_counts(c: &Cluster, app: &App, releases: [&Release; 2]) -> [u32; 2] {
+    let mut counts = [0; 2];
+    for (count, r) in counts.iter_mut().zip(releases) {
+        *count = c.store.get_formation(app.id, r.id).await.unwrap().processes["web"];
+    }
+    counts
+}
+
 /// An app running `web=n` of release v1 (current), and a release v2 running `v2_args`.
 async fn running(
     c: &Cluster,
@@ -110,22 +119,7 @@ async fn all_at_once_starts_every_new_job_then_stops_the_old_ones() {
         c.store.get_app(&app.id.to_string()).await.unwrap().release,
         Some(v2.id)
     );
-    assert_eq!(
-        c.store
-            .get_formation(app.id, v1.id)
-            .await
-            .unwrap()
-            .processes["web"],
-        0
-    );
-    assert_eq!(
-        c.store
-            .get_formation(app.id, v2.id)
-            .await
-            .unwrap()
-            .processes["web"],
-        2
-    );
+    assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [0, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,22 +184,7 @@ async fn a_release_that_cannot_start_fails_with_the_reason_and_the_old_one_keeps
         c.store.get_app(&app.id.to_string()).await.unwrap().release,
         Some(v1.id)
     );
-    assert_eq!(
-        c.store
-            .get_formation(app.id, v1.id)
-            .await
-            .unwrap()
-            .processes["web"],
-        2
-    );
-    assert_eq!(
-        c.store
-            .get_formation(app.id, v2.id)
-            .await
-            .unwrap()
-            .processes["web"],
-        0
-    );
+    assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [2, 0]);
     let jobs = c
         .wait_jobs(&app, T, "no v2 job left", |j| {
             j.iter()
@@ -250,22 +229,7 @@ async fn a_deployment_interrupted_by_a_restart_fails_and_restores_the_old_format
         d.error.as_deref(),
         Some(slipway_controller::deployer::INTERRUPTED)
     );
-    assert_eq!(
-        c.store
-            .get_formation(app.id, v1.id)
-            .await
-            .unwrap()
-            .processes["web"],
-        2
-    );
-    assert_eq!(
-        c.store
-            .get_formation(app.id, v2.id)
-            .await
-            .unwrap()
-            .processes["web"],
-        0
-    );
+    assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [2, 0]);
     c.wait_jobs(&app, T, "2 v1 jobs up, no v2 job", |j| {
         up(j).len() == 2 && up(j).iter().all(|x| x.release_id == v1.id)
     })
