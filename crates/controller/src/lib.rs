@@ -51,18 +51,30 @@ pub fn router_with(
     config: ControllerConfig,
     cluster: Option<Arc<dyn Cluster>>,
 ) -> Router {
+    router_with_extra(store, config, cluster, Router::new())
+}
+
+/// The API plus `extra` routes served on the same port behind the same API key (the blob store,
+/// git receiver, registry and logs are mounted this way by `slipway server`). `extra` routes set
+/// their own body limits: the API's 1 MiB limit applies to the API's routes only.
+pub fn router_with_extra(
+    store: Arc<dyn Store>,
+    config: ControllerConfig,
+    cluster: Option<Arc<dyn Cluster>>,
+    extra: Router,
+) -> Router {
     let state = AppState {
         store,
         config: Arc::new(config),
         cluster,
     };
-    api::routes()
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_key,
-        ))
+    let api = api::routes()
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+        .with_state(state.clone());
+    api.merge(extra).layer(axum::middleware::from_fn_with_state(
+        state,
+        auth::require_key,
+    ))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
@@ -83,7 +95,16 @@ pub async fn serve_with(
     cluster: Option<Arc<dyn Cluster>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router_with(store, config, cluster))
+    serve_router(listener, router_with(store, config, cluster), shutdown).await
+}
+
+/// Serves a router built by [`router_with_extra`] until `shutdown` completes.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
 }

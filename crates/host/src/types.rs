@@ -73,6 +73,34 @@ pub struct JobConfig {
     /// Bind-mount the host CA bundle and point pip/npm/openssl at it (needed for HTTPS here).
     #[serde(default = "yes")]
     pub ca_bundle: bool,
+    /// Blob-store layers (slugs, image layers), bottom first: the agent fetches each once into
+    /// its layer cache (by digest) and mounts it read-only above the stack, below `layers`.
+    #[serde(default)]
+    pub layer_refs: Vec<LayerRef>,
+    /// Host directories bind-mounted into the container (a build's source, cache and env dirs).
+    #[serde(default)]
+    pub mounts: Vec<BindMount>,
+    /// User to run as, resolved in the container's rootfs: `name`, `uid`, `name:group` or
+    /// `uid:gid` (an image's `User`). `uid`/`gid`, when set, win.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// A layer in the blob store. Compression (none, gzip, zstd) is detected from the content.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LayerRef {
+    /// `sha256:<hex>`: the blob's digest, which the agent verifies while fetching.
+    pub digest: String,
+}
+
+/// A host path bind-mounted into the container.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    /// Absolute path inside the container.
+    pub target: String,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 fn yes() -> bool {
@@ -94,6 +122,9 @@ impl JobConfig {
             ports: Vec::new(),
             stop_grace_ms: None,
             ca_bundle: true,
+            layer_refs: Vec::new(),
+            mounts: Vec::new(),
+            user: None,
         }
     }
 }
