@@ -106,8 +106,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     };
     tracing::info!(data_dir = %data_dir.display(), "controller API on {local_url}");
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
-    slipway_controller::serve_with(listener, store, config, Some(cluster), shutdown_signal())
-        .await?;
+    // Roles served on the controller's port, behind its API key: one `.merge` per role.
+    let extra = axum::Router::new();
+    let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
+    slipway_controller::serve_router(listener, router, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }
