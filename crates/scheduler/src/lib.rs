@@ -12,6 +12,7 @@
 //! read) follow the order things happened.
 
 pub mod hostjob;
+mod oneoff;
 pub mod plan;
 mod state;
 
