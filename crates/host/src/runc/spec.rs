@@ -4,8 +4,8 @@
 //! `noNewPrivileges`, runc's masked and read-only `/proc` paths, deny-all device cgroup (runc then
 //! allows only the standard devices), tmpfs `/tmp` and `/dev/shm`.
 
-use crate::types::{DEFAULT_WEB_PORT, HostJob};
-use anyhow::{Context, Result};
+use crate::types::{BindMount, DEFAULT_WEB_PORT, HostJob};
+use anyhow::{Context, Result, bail};
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
     LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
@@ -96,6 +96,30 @@ fn bind(dest: &str, src: &Path, ro: bool) -> Result<Mount> {
         .build()?)
 }
 
+/// A job's bind mount (`JobConfig.mounts`, e.g. a build's source and cache dirs). Both paths
+/// must be absolute and the target free of `..`, so a mount lands where it says.
+fn job_mount(m: &BindMount) -> Result<Mount> {
+    let target = Path::new(&m.target);
+    if !target.is_absolute()
+        || target == Path::new("/")
+        || target
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        bail!(
+            "bind mount target {:?} must be an absolute path below / without '..'",
+            m.target
+        );
+    }
+    if !m.source.is_absolute() {
+        bail!(
+            "bind mount source {} must be an absolute path",
+            m.source.display()
+        );
+    }
+    bind(&m.target, &m.source, m.readonly)
+}
+
 fn tmpfs(dest: &str, size: &str) -> Result<Mount> {
     Ok(MountBuilder::default()
         .destination(PathBuf::from(dest))
@@ -166,6 +190,9 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
     mounts.push(tmpfs("/tmp", "256m")?);
     mounts.push(bind("/etc/hosts", inp.hosts_file, true)?);
     mounts.push(bind("/etc/resolv.conf", inp.resolv_conf, true)?);
+    for m in &job.config.mounts {
+        mounts.push(job_mount(m)?);
+    }
     if let Some(ca) = inp.ca_bundle {
         mounts.push(bind(HOST_CA_BUNDLE, ca, true)?);
     }
@@ -238,6 +265,16 @@ mod tests {
         let mut config = JobConfig::new("busybox", &["httpd", "-f"]);
         config.env.insert("FOO".into(), "bar".into());
         config.env.insert("PORT".into(), "1".into());
+        config.mounts.push(BindMount {
+            source: "/srv/src".into(),
+            target: "/app".into(),
+            readonly: false,
+        });
+        config.mounts.push(BindMount {
+            source: "/srv/env".into(),
+            target: "/slipway/env".into(),
+            readonly: true,
+        });
         config.ports.push(PortSpec {
             port: 5000,
             proto: "tcp".into(),
@@ -321,6 +358,35 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert!(ns.contains(&"network"));
+        let m = v["mounts"].as_array().unwrap();
+        let opts = |dest: &str| {
+            let m = m.iter().find(|m| m["destination"] == dest).unwrap();
+            (
+                m["source"].clone(),
+                m["options"].as_array().unwrap().clone(),
+            )
+        };
+        let (src, o) = opts("/app");
+        assert_eq!(src, "/srv/src");
+        assert!(
+            !o.contains(&"ro".into()) && o.contains(&"rbind".into()),
+            "{o:?}"
+        );
+        assert!(opts("/slipway/env").1.contains(&"ro".into()));
+        for (source, target) in [
+            ("/srv", "../etc"),
+            ("/srv", "/app/../../etc"),
+            ("srv", "/app"),
+            ("/srv", "/"),
+        ] {
+            let bad = BindMount {
+                source: source.into(),
+                target: target.into(),
+                readonly: true,
+            };
+            let err = job_mount(&bad).unwrap_err().to_string();
+            assert!(err.contains("must be an absolute path"), "{err}");
+        }
         let mut web = job();
         web.config.ports.clear();
         assert_eq!(
