@@ -1,0 +1,172 @@
+//! The blob store over HTTP (served on the controller's port, behind its API key):
+//!
+//! | method | path | |
+//! |---|---|---|
+//! | PUT | `/blobs/{digest}` | streams the body in, verified against `{digest}` → `BlobInfo` (201, or 200 if it was there) |
+//! | POST | `/blobs` | streams the body in, digest computed by the server → `BlobInfo` (201/200) |
+//! | GET | `/blobs/{digest}` | the content; `Content-Length`, `Docker-Content-Digest` |
+//! | HEAD | `/blobs/{digest}` | the same headers, no body |
+//! | DELETE | `/blobs/{digest}` | → `{}`; 404 if absent |
+//! | GET | `/blobs` | → `[BlobInfo]` |
+//!
+//! Bodies are streamed both ways and have no size limit beyond the disk. A malformed digest is a
+//! 400, a body that does not match its digest a 422 (`digest_mismatch`, nothing stored), an absent
+//! blob a 404. Errors are `{"code","message"}` like the controller's. [`crate::HttpBlobStore`] is
+//! the client.
+
+use crate::{BlobError, BlobInfo, BlobStore, Digest};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::TryStreamExt;
+use std::sync::Arc;
+use tokio::io::AsyncRead;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+/// The digest header, as Docker's registry API names it.
+pub const DIGEST_HEADER: &str = "docker-content-digest";
+
+type Shared = Arc<dyn BlobStore>;
+
+/// The HTTP API over any blob store (normally an [`crate::FsBlobStore`]).
+pub fn router(store: Shared) -> Router {
+    Router::new()
+        .route("/blobs", get(list).post(post))
+        .route(
+            "/blobs/{digest}",
+            get(get_blob).head(head_blob).put(put).delete(delete),
+        )
+        // Blobs are layers and slugs: the only bound is the disk.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(store)
+}
+
+/// The JSON error response for a blob error.
+pub fn error_response(e: &BlobError) -> Response {
+    let (status, code) = match e {
+        BlobError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+        BlobError::DigestMismatch { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch"),
+        BlobError::InvalidDigest(_) => (StatusCode::BAD_REQUEST, "invalid_digest"),
+        BlobError::Io(_) | BlobError::Http(_) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "blob_store_error")
+        }
+    };
+    (
+        status,
+        Json(serde_json::json!({"code": code, "message": e.to_string()})),
+    )
+        .into_response()
+}
+
+fn parse(d: &str) -> Result<Digest, Box<Response>> {
+    d.parse().map_err(|e| Box::new(error_response(&e)))
+}
+
+fn body_reader(body: Body) -> Box<dyn AsyncRead + Send + Unpin> {
+    Box::new(StreamReader::new(
+        body.into_data_stream().map_err(std::io::Error::other),
+    ))
+}
+
+fn info_headers(info: &BlobInfo, mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+    if let Ok(v) = HeaderValue::from_str(info.digest.as_str()) {
+        h.insert(DIGEST_HEADER, v.clone());
+        h.insert(header::ETAG, v);
+    }
+    resp
+}
+
+async fn stored(s: &Shared, body: Body, expected: Option<&Digest>) -> Response {
+    // Already there: drain the body (so the client's upload completes cleanly) and answer 200.
+    if let Some(d) = expected {
+        match s.head(d).await {
+            Ok(Some(info)) => {
+                let mut r = body_reader(body);
+                let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
+                return (StatusCode::OK, Json(info)).into_response();
+            }
+            Ok(None) => {}
+            Err(e) => return error_response(&e),
+        }
+    }
+    match s.put(body_reader(body), expected).await {
+        Ok(info) => (StatusCode::CREATED, Json(info)).into_response(),
+        Err(e) => {
+            if !matches!(e, BlobError::DigestMismatch { .. }) {
+                tracing::warn!(error = %e, "blob upload failed");
+            }
+            error_response(&e)
+        }
+    }
+}
+
+async fn put(State(s): State<Shared>, Path(d): Path<String>, body: Body) -> Response {
+    let d = match parse(&d) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    stored(&s, body, Some(&d)).await
+}
+
+async fn post(State(s): State<Shared>, body: Body) -> Response {
+    stored(&s, body, None).await
+}
+
+async fn get_blob(State(s): State<Shared>, Path(d): Path<String>) -> Response {
+    let d = match parse(&d) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    match s.get(&d).await {
+        Ok(Some((info, reader))) => {
+            let resp = Response::new(Body::from_stream(ReaderStream::with_capacity(
+                reader,
+                256 * 1024,
+            )));
+            let mut resp = info_headers(&info, resp);
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            resp
+        }
+        Ok(None) => error_response(&BlobError::NotFound(d)),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn head_blob(State(s): State<Shared>, Path(d): Path<String>) -> Response {
+    let d = match parse(&d) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    match s.head(&d).await {
+        Ok(Some(info)) => info_headers(&info, StatusCode::OK.into_response()),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn delete(State(s): State<Shared>, Path(d): Path<String>) -> Response {
+    let d = match parse(&d) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    match s.delete(&d).await {
+        Ok(true) => Json(serde_json::json!({})).into_response(),
+        Ok(false) => error_response(&BlobError::NotFound(d)),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn list(State(s): State<Shared>) -> Response {
+    match s.list().await {
+        Ok(l) => Json(l).into_response(),
+        Err(e) => error_response(&e),
+    }
+}
