@@ -14,11 +14,16 @@ pub const STACKS: [(&str, &str); 2] = [
     ),
 ];
 
-/// FNV-1a of the recipe: enough to notice a change.
+/// The slug runner, installed as `/runner/init` in every stack: slug jobs run
+/// `/runner/init start TYPE` (see `docs/build.md`). Part of every recipe's hash, so a change
+/// rebuilds the cached stacks.
+pub const RUNNER_INIT: &str = include_str!("../../../stacks/runner/init");
+
+/// FNV-1a of the recipe (and the slug runner): enough to notice a change.
 pub fn recipe_hash(name: &str) -> Option<String> {
     let (_, script) = STACKS.iter().find(|(n, _)| *n == name)?;
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in script.bytes() {
+    for b in script.bytes().chain(RUNNER_INIT.bytes()) {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
     Some(format!("{h:016x}"))
@@ -75,6 +80,7 @@ pub fn build(stacks_dir: &Path, name: &str, progress: bool) -> Result<PathBuf> {
             out.1.trim()
         );
     }
+    install_runner(&tmp.join("rootfs"))?;
     std::fs::write(tmp.join("recipe-hash"), &hash)?;
     let dest = stacks_dir.join(name);
     if dest.exists() && built(stacks_dir, name).is_none() {
@@ -90,4 +96,15 @@ pub fn build(stacks_dir: &Path, name: &str, progress: bool) -> Result<PathBuf> {
         eprintln!("stack {name} built in {:.1?}", started.elapsed());
     }
     built(stacks_dir, name).with_context(|| format!("stack {name} missing after the build"))
+}
+
+/// Writes [`RUNNER_INIT`] to `<rootfs>/runner/init` (0755).
+fn install_runner(rootfs: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = rootfs.join("runner");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let init = dir.join("init");
+    std::fs::write(&init, RUNNER_INIT).with_context(|| format!("writing {}", init.display()))?;
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
 }
