@@ -1,0 +1,293 @@
+//! Manifests: PUT (validate, store, tag, then artifact + release + deployment), GET/HEAD by tag
+//! or digest, tag list.
+//!
+//! A manifest's bytes are kept exactly as pushed, in the blob store under their digest (a client
+//! re-computes the digest of what it pulls). `<repo>/manifests/<hex>` records that this app
+//! received it and its media type; `<repo>/tags/<tag>` holds the digest a tag points at.
+
+use crate::deploy::{self, DeployOutcome};
+use crate::error::{RegistryError, Result};
+use crate::server::{Registry, parse_digest};
+use crate::spec::{self, ImageConfig, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use slipway_blobstore::Digest;
+use std::collections::HashMap;
+use tokio::io::AsyncReadExt;
+
+/// Tags whose name starts with this store the image (artifact) without a release or deploy.
+pub const NO_DEPLOY_TAG_PREFIX: &str = "no-deploy";
+
+fn valid_tag(t: &str) -> bool {
+    let b = t.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+fn parse_reference(r: &str) -> Result<Reference> {
+    if r.contains(':') {
+        return Ok(Reference::Digest(parse_digest(r)?));
+    }
+    if !valid_tag(r) {
+        return Err(RegistryError::new(
+            StatusCode::BAD_REQUEST,
+            "TAG_INVALID",
+            format!("invalid tag {r:?}: use up to 128 letters, digits, '_', '.' and '-'"),
+        ));
+    }
+    Ok(Reference::Tag(r.to_string()))
+}
+
+/// Reads a whole blob (configs, manifests) if it is no larger than `max` bytes.
+pub(crate) async fn read_small_blob(
+    reg: &Registry,
+    d: &Digest,
+    max: u64,
+) -> Result<Option<Vec<u8>>> {
+    let Some((info, mut reader)) = reg.blobs.get(d).await? else {
+        return Ok(None);
+    };
+    if info.size > max {
+        return Err(RegistryError::manifest_invalid(format!(
+            "blob {d} is {} bytes, more than the {max} allowed for a manifest or config",
+            info.size
+        )));
+    }
+    let mut buf = Vec::with_capacity(info.size as usize);
+    reader
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| RegistryError::internal(format!("cannot read blob {d}: {e}")))?;
+    Ok(Some(buf))
+}
+
+async fn write_atomic(path: &std::path::Path, content: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("file in a directory");
+    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
+    let res = async {
+        tokio::fs::create_dir_all(dir).await?;
+        tokio::fs::write(&tmp, content).await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if res.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    res.map_err(|e| RegistryError::internal(format!("cannot record the manifest: {e}")))
+}
+
+pub async fn put(
+    State(reg): State<Registry>,
+    Path((name, reference)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> Result<Response> {
+    let app = reg.app(&name).await?;
+    let reference = parse_reference(&reference)?;
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| {
+            RegistryError::manifest_invalid(format!(
+                "cannot read the manifest (at most {MAX_MANIFEST_BYTES} bytes): {e}"
+            ))
+        })?;
+    let digest = Digest::of_bytes(&bytes);
+    if let Reference::Digest(d) = &reference
+        && *d != digest
+    {
+        return Err(RegistryError::digest_invalid(format!(
+            "the manifest's digest is {digest}, not {d} as its URL says"
+        )));
+    }
+    let parsed = spec::parse_manifest(&bytes, content_type.as_deref())?;
+    // Every blob the manifest names must be here, with the size it says.
+    let m = &parsed.manifest;
+    for desc in std::iter::once(&m.config).chain(&m.layers) {
+        match reg.blobs.head(&desc.digest).await? {
+            None => {
+                return Err(RegistryError::new(
+                    StatusCode::BAD_REQUEST,
+                    "MANIFEST_BLOB_UNKNOWN",
+                    format!(
+                        "the manifest refers to blob {} which was not uploaded: push its blobs first",
+                        desc.digest
+                    ),
+                )
+                .with_detail(serde_json::json!({ "digest": desc.digest.to_string() })));
+            }
+            Some(info) if info.size != desc.size => {
+                return Err(RegistryError::manifest_invalid(format!(
+                    "the manifest says blob {} has {} bytes, the stored blob has {}",
+                    desc.digest, desc.size, info.size
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let config_bytes = read_small_blob(&reg, &m.config.digest, MAX_CONFIG_BYTES)
+        .await?
+        .ok_or_else(|| RegistryError::blob_unknown(m.config.digest.as_str()))?;
+    let config = ImageConfig::parse(&config_bytes)?;
+    if !config.os.is_empty() && config.os != "linux" {
+        return Err(RegistryError::unsupported(format!(
+            "the image is for os {:?}: Slipway runs linux images",
+            config.os
+        )));
+    }
+
+    reg.store_manifest_bytes(&bytes, &digest).await?;
+    let repo = reg.repo_dir(&app);
+    write_atomic(
+        &repo.join("manifests").join(digest.hex()),
+        parsed.media_type.as_bytes(),
+    )
+    .await?;
+    let tag = match &reference {
+        Reference::Tag(t) => {
+            write_atomic(&repo.join("tags").join(t), digest.as_str().as_bytes()).await?;
+            Some(t.clone())
+        }
+        Reference::Digest(_) => None,
+    };
+    reg.count_manifest();
+    let no_deploy = q
+        .get("deploy")
+        .is_some_and(|v| v == "false" || v == "0" || v == "no")
+        || tag
+            .as_deref()
+            .is_some_and(|t| t.starts_with(NO_DEPLOY_TAG_PREFIX));
+    let outcome = deploy::create(
+        &reg.store,
+        &app,
+        &parsed,
+        &digest,
+        &config,
+        tag.as_deref(),
+        !no_deploy,
+    )
+    .await?;
+    tracing::info!(app = %app.name, %digest, release = ?outcome.release, "registry: image pushed");
+    Ok(created(&name, &digest, &outcome))
+}
+
+fn created(name: &str, digest: &Digest, outcome: &DeployOutcome) -> Response {
+    let mut resp = (StatusCode::CREATED, axum::Json(outcome)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&format!("/v2/{name}/manifests/{digest}")).expect("ASCII"),
+    );
+    h.insert(
+        "Docker-Content-Digest",
+        HeaderValue::from_str(digest.as_str()).expect("ASCII"),
+    );
+    h.insert(
+        "Slipway-Artifact",
+        HeaderValue::from_str(&outcome.artifact.to_string()).expect("ASCII"),
+    );
+    if let Some(r) = outcome.release {
+        h.insert(
+            "Slipway-Release",
+            HeaderValue::from_str(&r.to_string()).expect("ASCII"),
+        );
+    }
+    resp
+}
+
+impl Registry {
+    async fn store_manifest_bytes(&self, bytes: &[u8], digest: &Digest) -> Result<()> {
+        let body: slipway_blobstore::Body = Box::new(std::io::Cursor::new(bytes.to_vec()));
+        self.blobs.put(body, Some(digest)).await?;
+        Ok(())
+    }
+
+    /// The digest and media type of `reference` in `name`'s repository.
+    async fn resolve_manifest(&self, name: &str, reference: &str) -> Result<(Digest, String)> {
+        let app = self.app(name).await?;
+        let repo = self.repo_dir(&app);
+        let digest = match parse_reference(reference)? {
+            Reference::Digest(d) => d,
+            Reference::Tag(t) => {
+                let text = tokio::fs::read_to_string(repo.join("tags").join(&t))
+                    .await
+                    .map_err(|_| RegistryError::manifest_unknown(reference))?;
+                parse_digest(text.trim())?
+            }
+        };
+        let media_type = tokio::fs::read_to_string(repo.join("manifests").join(digest.hex()))
+            .await
+            .map_err(|_| RegistryError::manifest_unknown(reference))?;
+        Ok((digest, media_type))
+    }
+}
+
+fn manifest_headers(resp: &mut Response, digest: &Digest, media_type: &str, len: usize) {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(media_type).unwrap_or(HeaderValue::from_static(spec::OCI_MANIFEST)),
+    );
+    h.insert(header::CONTENT_LENGTH, len.into());
+    h.insert(
+        "Docker-Content-Digest",
+        HeaderValue::from_str(digest.as_str()).expect("ASCII"),
+    );
+}
+
+async fn load(reg: &Registry, name: &str, reference: &str) -> Result<(Digest, String, Vec<u8>)> {
+    let (digest, media_type) = reg.resolve_manifest(name, reference).await?;
+    let bytes = read_small_blob(reg, &digest, MAX_MANIFEST_BYTES as u64)
+        .await?
+        .ok_or_else(|| RegistryError::manifest_unknown(reference))?;
+    Ok((digest, media_type, bytes))
+}
+
+pub async fn get(
+    State(reg): State<Registry>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Response> {
+    let (digest, media_type, bytes) = load(&reg, &name, &reference).await?;
+    let len = bytes.len();
+    let mut resp = bytes.into_response();
+    manifest_headers(&mut resp, &digest, &media_type, len);
+    Ok(resp)
+}
+
+pub async fn head(
+    State(reg): State<Registry>,
+    Path((name, reference)): Path<(String, String)>,
+) -> Result<Response> {
+    let (digest, media_type, bytes) = load(&reg, &name, &reference).await?;
+    let mut resp = StatusCode::OK.into_response();
+    manifest_headers(&mut resp, &digest, &media_type, bytes.len());
+    Ok(resp)
+}
+
+pub async fn tags(State(reg): State<Registry>, Path(name): Path<String>) -> Result<Response> {
+    let app = reg.app(&name).await?;
+    let mut tags = Vec::new();
+    if let Ok(mut rd) = tokio::fs::read_dir(reg.repo_dir(&app).join("tags")).await {
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let t = e.file_name().to_string_lossy().to_string();
+            if valid_tag(&t) {
+                tags.push(t);
+            }
+        }
+    }
+    tags.sort();
+    Ok(axum::Json(serde_json::json!({ "name": name, "tags": tags })).into_response())
+}
