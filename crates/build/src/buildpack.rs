@@ -1,0 +1,168 @@
+//! Which buildpacks a build runs, and fetching them: `BUILDPACK_URL` (one), else `.buildpacks`
+//! (several, in order), else detection over the bundled ones. Each entry is a bundled name
+//! (`python`) or a git URL (`https://…`, `file:///…`) with an optional `#ref` (branch, tag or
+//! commit). Git URLs are cloned on the host into the build dir, then mounted read-only.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+/// The bundled buildpacks in detection order, when `buildpacks/order` does not say otherwise.
+pub const DEFAULT_ORDER: [&str; 4] = ["python", "nodejs", "static", "procfile"];
+
+/// How the buildpacks were chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// Detect over the bundled buildpacks; the first whose `bin/detect` passes runs.
+    Detect(Vec<String>),
+    /// These run in order, whatever their `bin/detect` says.
+    Explicit(Vec<String>),
+}
+
+/// `BUILDPACK_URL` from the env, else the lines of the tree's `.buildpacks`, else detection.
+pub fn choose(
+    env: &std::collections::BTreeMap<String, String>,
+    dot_buildpacks: Option<&str>,
+    bundled_dir: &Path,
+) -> Choice {
+    if let Some(url) = env
+        .get("BUILDPACK_URL")
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+    {
+        return Choice::Explicit(vec![url.to_string()]);
+    }
+    if let Some(text) = dot_buildpacks {
+        let list: Vec<String> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect();
+        if !list.is_empty() {
+            return Choice::Explicit(list);
+        }
+    }
+    Choice::Detect(bundled_order(bundled_dir))
+}
+
+/// The bundled buildpacks in detection order: `<dir>/order` (one name per line) if present,
+/// else [`DEFAULT_ORDER`], keeping those that exist.
+pub fn bundled_order(dir: &Path) -> Vec<String> {
+    let names: Vec<String> = match std::fs::read_to_string(dir.join("order")) {
+        Ok(t) => t
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        Err(_) => DEFAULT_ORDER.iter().map(|s| s.to_string()).collect(),
+    };
+    names
+        .into_iter()
+        .filter(|n| is_bundled_name(n) && dir.join(n).join("bin").is_dir())
+        .collect()
+}
+
+/// A bundled buildpack's name: a plain directory name, nothing that could walk elsewhere.
+pub fn is_bundled_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Whether `s` is a git URL Slipway fetches (rather than a bundled name).
+pub fn is_git_url(s: &str) -> bool {
+    ["https://", "http://", "git://", "file://", "ssh://"]
+        .iter()
+        .any(|p| s.starts_with(p))
+        || s.starts_with("git@")
+}
+
+/// Splits `url#ref`.
+pub fn split_ref(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('#') {
+        Some((u, r)) if !r.is_empty() => (u, Some(r)),
+        Some((u, _)) => (u, None),
+        None => (s, None),
+    }
+}
+
+/// Clones `url` (`#ref` honoured: a branch, tag or commit) into `dest`. Errors are for users.
+pub async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
+    let (url, rref) = split_ref(spec);
+    if url.starts_with('-') {
+        return Err(format!("invalid buildpack URL {spec:?}"));
+    }
+    let run = |args: Vec<String>, dir: Option<PathBuf>| async move {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.args(&args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(d) = dir {
+            cmd.current_dir(d);
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
+            .await
+            .map_err(|_| "git took longer than 5 minutes".to_string())?
+            .map_err(|e| format!("running git: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    };
+    let d = dest.display().to_string();
+    let shallow = vec![
+        "clone".to_string(),
+        "--quiet".into(),
+        "--depth=1".into(),
+        "--recurse-submodules".into(),
+    ];
+    let res = match rref {
+        None => run([shallow, vec!["--".into(), url.into(), d]].concat(), None).await,
+        Some(r) => {
+            // A branch or tag clones shallow; a commit needs the full history.
+            let by_name = [
+                shallow,
+                vec![
+                    "--branch".into(),
+                    r.into(),
+                    "--".into(),
+                    url.into(),
+                    d.clone(),
+                ],
+            ]
+            .concat();
+            match run(by_name, None).await {
+                Ok(()) => Ok(()),
+                Err(_) => {
+                    let _ = tokio::fs::remove_dir_all(dest).await;
+                    let full = vec![
+                        "clone".to_string(),
+                        "--quiet".into(),
+                        "--".into(),
+                        url.into(),
+                        d,
+                    ];
+                    run(full, None).await?;
+                    run(
+                        vec![
+                            "-c".into(),
+                            "advice.detachedHead=false".into(),
+                            "checkout".into(),
+                            "--quiet".into(),
+                            r.into(),
+                            "--".into(),
+                        ],
+                        Some(dest.to_path_buf()),
+                    )
+                    .await
+                    .map_err(|e| format!("no branch, tag or commit {r:?}: {e}"))
+                }
+            }
+        }
+    };
+    res.map_err(|e| format!("fetching buildpack {spec} failed: {e}"))
+}

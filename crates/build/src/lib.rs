@@ -1,0 +1,16 @@
+//! Slipway's build pipeline (Flynn's slugbuilder): Heroku buildpack API v2 buildpacks run as a
+//! one-off `build` job in a container on the app's stack; the built `/app` becomes a slug
+//! (a tarball with paths under `app/`) in the blob store. See `docs/build.md`.
+//!
+//! - [`pipeline`]: [`pipeline::build`], the entry point the git receiver calls;
+//! - `buildpack`: choosing and fetching buildpacks (bundled names, git URLs, `.buildpacks`);
+//! - `slug`: the source tree's checks and `.slugignore`, and tarring the result.
+
+pub mod buildpack;
+pub mod pipeline;
+pub mod runner;
+pub mod slug;
+
+pub use pipeline::{
+    BuildContext, BuildError, BuildInput, BuildLimits, Built, JobExit, JobRunner, app_stack, build,
+};

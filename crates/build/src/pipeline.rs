@@ -1,0 +1,523 @@
+//! The build pipeline: source tree → build job (buildpacks in a container) → slug → blob store.
+
+use crate::{buildpack, slug};
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use slipway_blobstore::{BlobInfo, BlobStore};
+use slipway_host::{BindMount, HostJob, JobConfig, LogLine, Resources};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The stack a build (and the release built from it) runs on when the app names none.
+pub const DEFAULT_STACK: &str = "busybox";
+
+/// The app's stack: `app.meta["stack"]`, else `default`. The git receiver passes this as
+/// [`BuildInput::stack`]; the artifact records it in `meta["stack"]`.
+pub fn app_stack(app: &slipway_types::App, default: &str) -> String {
+    app.meta
+        .get("stack")
+        .filter(|s| !s.is_empty())
+        .cloned()
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// Limits of one build. Hitting one fails the build with a message naming the limit.
+#[derive(Clone, Debug)]
+pub struct BuildLimits {
+    /// Memory of the build container (Flynn and Heroku: 1 GiB... Heroku's is the dyno size).
+    pub memory_bytes: u64,
+    /// Total size of the source tree (after `.slugignore`).
+    pub source_bytes: u64,
+    /// Size of the compressed slug (Heroku: 500 MB).
+    pub slug_bytes: u64,
+    /// Wall-clock time of the build job (Heroku: 15 min).
+    pub timeout: std::time::Duration,
+}
+
+impl Default for BuildLimits {
+    fn default() -> Self {
+        BuildLimits {
+            memory_bytes: 1 << 30,
+            source_bytes: 100_000_000,
+            slug_bytes: 500_000_000,
+            timeout: std::time::Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// How the pipeline runs its build job: through the scheduler (so the job shows in `ps` as
+/// type `build`, can be killed, and its lines reach the logs), or straight on one host.
+#[async_trait]
+pub trait JobRunner: Send + Sync + 'static {
+    /// Starts `job` as a one-off job of `app`; returns the id the job got.
+    async fn start(&self, app: &slipway_types::App, job: HostJob) -> Result<String, String>;
+    /// The job's output until it exits.
+    async fn output(
+        &self,
+        app: &slipway_types::App,
+        id: &str,
+    ) -> Result<BoxStream<'static, LogLine>, String>;
+    /// Waits for the job to exit; its exit code (None if it never ran) and the host's reason.
+    async fn wait(&self, app: &slipway_types::App, id: &str) -> Result<JobExit, String>;
+    /// Stops the job (SIGTERM, SIGKILL after its grace period).
+    async fn stop(&self, app: &slipway_types::App, id: &str) -> Result<(), String>;
+}
+
+/// How a build job ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobExit {
+    /// None if the job never ran.
+    pub exit: Option<slipway_host::ExitStatus>,
+    /// The host's words for a job that failed (e.g. could not start).
+    pub error: Option<String>,
+}
+
+/// What a build needs besides its input.
+pub struct BuildContext {
+    pub blobs: Arc<dyn BlobStore>,
+    pub jobs: Arc<dyn JobRunner>,
+    /// Holds `build-cache/<app id>` (kept between builds) and `builds/<id>` (one per build,
+    /// removed afterwards).
+    pub data_dir: PathBuf,
+    /// The bundled buildpacks (`buildpacks/` of the source tree, or installed next to it).
+    pub buildpacks_dir: PathBuf,
+    pub limits: BuildLimits,
+}
+
+/// One build.
+pub struct BuildInput {
+    pub app: slipway_types::App,
+    /// The app's current release env: written to `ENV_DIR`; `BUILDPACK_URL` picks buildpacks.
+    pub env: BTreeMap<String, String>,
+    /// The checked-out tree; `.slugignore` is applied to a copy, this dir is left as it is.
+    pub source_dir: PathBuf,
+    /// `SOURCE_VERSION`.
+    pub commit: String,
+    /// The stack to build on (see [`app_stack`]).
+    pub stack: String,
+}
+
+/// A successful build.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub slug: BlobInfo,
+    pub slug_size: u64,
+    /// From the Procfile, else the last buildpack's `default_process_types`.
+    pub process_types: BTreeMap<String, String>,
+    /// The buildpacks used (bundled names or URLs), in order.
+    pub buildpacks: Vec<String>,
+}
+
+/// Why a build failed, in words for the user pushing.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The user's app or buildpack failed (no buildpack detected, compile failed, a limit hit).
+    #[error("{0}")]
+    Failed(String),
+    /// Slipway could not run the build (no host, blob store down, I/O).
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The unprivileged user builds run as (it owns `/app`, the cache and the output dir).
+pub const BUILD_UID: u32 = 1000;
+/// How long a cancelled build gets between SIGTERM and SIGKILL.
+const STOP_GRACE_MS: u64 = 3000;
+const BUILDER: &str = include_str!("builder.sh");
+
+fn failed(msg: impl Into<String>) -> BuildError {
+    BuildError::Failed(msg.into())
+}
+
+fn internal(what: &str, e: impl std::fmt::Display) -> BuildError {
+    BuildError::Internal(format!("{what}: {e}"))
+}
+
+/// Runs the build, sending user-facing lines (buildpack output, `-----> …`) to `out` as they
+/// come. Dropping the returned future stops the build job (within 10 s), so Ctrl-C on
+/// `git push` cancels it. Errors are user-facing.
+pub async fn build(
+    ctx: &BuildContext,
+    input: BuildInput,
+    out: tokio::sync::mpsc::Sender<String>,
+) -> Result<Built, BuildError> {
+    let say = |line: String| {
+        let out = out.clone();
+        async move {
+            // A client that went away stops caring about output, not the build: dropping
+            // the future is how a build is cancelled.
+            let _ = out.send(line).await;
+        }
+    };
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let dir = ctx.data_dir.join("builds").join(&id);
+    let mut guard = Guard {
+        jobs: ctx.jobs.clone(),
+        app: input.app.clone(),
+        job: None,
+        dir: Some(dir.clone()),
+    };
+    let app_dir = dir.join("app");
+    let (env_dir, meta_dir, out_dir, bp_dir) = (
+        dir.join("env"),
+        dir.join("meta"),
+        dir.join("out"),
+        dir.join("buildpacks"),
+    );
+    let cache_dir = ctx
+        .data_dir
+        .join("build-cache")
+        .join(input.app.id.to_string());
+    for d in [&env_dir, &meta_dir, &out_dir, &bp_dir, &cache_dir] {
+        tokio::fs::create_dir_all(d)
+            .await
+            .map_err(|e| internal(&format!("creating {}", d.display()), e))?;
+    }
+
+    // The source, with .slugignore applied, capped.
+    let (src, dest, limit) = (
+        input.source_dir.clone(),
+        app_dir.clone(),
+        ctx.limits.source_bytes,
+    );
+    let copied = tokio::task::spawn_blocking(move || slug::copy_source(&src, &dest, limit))
+        .await
+        .map_err(|e| internal("copying the source", e))?;
+    match copied {
+        Ok(c) if c.ignored > 0 => {
+            say(format!(
+                "-----> Deleting {} files matching .slugignore patterns.",
+                c.ignored
+            ))
+            .await
+        }
+        Ok(_) => {}
+        Err(slug::CopyError::TooLarge { limit }) => {
+            return Err(failed(format!(
+                "The source tree is larger than the limit of {}: remove large files from the \
+                 repository or list them in .slugignore.",
+                slug::human_size(limit)
+            )));
+        }
+        Err(e) => return Err(internal("copying the source", e)),
+    }
+
+    // ENV_DIR: one file per variable (names that are not plain file names are left out).
+    for (k, v) in &input.env {
+        if k.is_empty() || k.contains('/') || k.starts_with('.') || k.contains('\0') {
+            continue;
+        }
+        tokio::fs::write(env_dir.join(k), v)
+            .await
+            .map_err(|e| internal("writing ENV_DIR", e))?;
+    }
+
+    // The buildpacks: container paths, and the names users gave them.
+    let dot = slug::read_nofollow(&app_dir.join(".buildpacks"), 64 << 10)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    let choice = buildpack::choose(&input.env, dot.as_deref(), &ctx.buildpacks_dir);
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
+    let (mode, specs) = match &choice {
+        buildpack::Choice::Detect(list) => ("detect", list.clone()),
+        buildpack::Choice::Explicit(list) => ("explicit", list.clone()),
+    };
+    let mut paths = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let path = if buildpack::is_git_url(spec) {
+            say(format!("-----> Fetching buildpack {spec}")).await;
+            buildpack::clone(spec, &bp_dir.join(i.to_string()))
+                .await
+                .map_err(failed)?;
+            format!("/slipway/buildpacks/custom/{i}")
+        } else if buildpack::is_bundled_name(spec)
+            && ctx.buildpacks_dir.join(spec).join("bin").is_dir()
+        {
+            format!("/slipway/buildpacks/bundled/{spec}")
+        } else {
+            let bundled = buildpack::bundled_order(&ctx.buildpacks_dir).join(", ");
+            return Err(failed(format!(
+                "Unknown buildpack {spec:?}: not a bundled buildpack ({bundled}) nor a git URL \
+                 (https://…, file://…, with an optional #branch)"
+            )));
+        };
+        names.insert(path.clone(), spec.clone());
+        paths.push(path);
+    }
+    let plan = format!("{mode}\n{}\n", paths.join("\n"));
+    let write = |p: PathBuf, data: String| async move {
+        tokio::fs::write(&p, data)
+            .await
+            .map_err(|e| internal(&format!("writing {}", p.display()), e))
+    };
+    write(meta_dir.join("plan"), plan).await?;
+    write(meta_dir.join("builder.sh"), BUILDER.to_string()).await?;
+
+    let (a, c, o) = (app_dir.clone(), cache_dir.clone(), out_dir.clone());
+    tokio::task::spawn_blocking(move || {
+        for d in [&a, &c, &o] {
+            slug::chown_tree(d, BUILD_UID, BUILD_UID)?;
+        }
+        Ok::<_, std::io::Error>(())
+    })
+    .await
+    .map_err(|e| internal("preparing the build dir", e))?
+    .map_err(|e| internal("preparing the build dir", e))?;
+
+    // The build job.
+    let job = build_job(ctx, &input, &dir, &cache_dir);
+    let job_id = ctx
+        .jobs
+        .start(&input.app, job)
+        .await
+        .map_err(|e| internal("starting the build job", e))?;
+    guard.job = Some(job_id.clone());
+    let run = async {
+        let mut lines = ctx
+            .jobs
+            .output(&input.app, &job_id)
+            .await
+            .map_err(|e| internal("reading the build's output", e))?;
+        while let Some(l) = futures_util::StreamExt::next(&mut lines).await {
+            if l.stream != "init" {
+                say(l.msg).await;
+            }
+        }
+        ctx.jobs
+            .wait(&input.app, &job_id)
+            .await
+            .map_err(|e| internal("waiting for the build job", e))
+    };
+    let exit = tokio::time::timeout(ctx.limits.timeout, run)
+        .await
+        .map_err(|_| {
+            failed(format!(
+                "The build took longer than the limit of {} and was stopped.",
+                human_duration(ctx.limits.timeout)
+            ))
+        })??;
+    guard.job = None;
+    check_exit(&exit, &out_dir, ctx.limits.memory_bytes)?;
+
+    // Process types: the Procfile, else the last buildpack's defaults (written as the Procfile,
+    // so every slug has one).
+    let used: Vec<String> = slug::read_nofollow(&out_dir.join("buildpacks"), 64 << 10)
+        .ok()
+        .flatten()
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .lines()
+                .filter_map(|p| names.get(p.trim()).cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let procfile = app_dir.join("Procfile");
+    let process_types = match slug::read_nofollow(&procfile, 1 << 20)
+        .map_err(|e| internal("reading the Procfile", e))?
+    {
+        Some(text) => {
+            let types = slug::parse_procfile(&String::from_utf8_lossy(&text));
+            say("-----> Discovering process types".into()).await;
+            say(format!(
+                "       Procfile declares types -> {}",
+                list_or_none(&types)
+            ))
+            .await;
+            types
+        }
+        None => {
+            let release = slug::read_nofollow(&out_dir.join("release.yml"), 1 << 20)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            let types = slug::parse_release_yaml(&release);
+            say("-----> Discovering process types".into()).await;
+            say(format!(
+                "       Default types for buildpack -> {}",
+                list_or_none(&types)
+            ))
+            .await;
+            let text: String = types.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+            // The build may have left a dangling symlink named Procfile: replace it, never
+            // write through it.
+            let _ = std::fs::remove_file(&procfile);
+            slug::write_new_nofollow(&procfile, text.as_bytes())
+                .map_err(|e| internal("writing the Procfile", e))?;
+            types
+        }
+    };
+
+    // The slug.
+    say("-----> Compressing...".into()).await;
+    let slug_path = dir.join("slug.tgz");
+    let (a, sp, cap) = (app_dir.clone(), slug_path.clone(), ctx.limits.slug_bytes);
+    let size = tokio::task::spawn_blocking(move || slug::make_slug(&a, &sp, cap))
+        .await
+        .map_err(|e| internal("making the slug", e))?
+        .map_err(|e| match e {
+            slug::SlugError::TooLarge { limit } => failed(format!(
+                "The compiled slug is larger than the limit of {}: list what the app does not \
+                 need at runtime in .slugignore, or clean up in bin/compile.",
+                slug::human_size(limit)
+            )),
+            e => internal("making the slug", e),
+        })?;
+    say(format!(
+        "-----> Compiled slug size is {}",
+        slug::human_size(size)
+    ))
+    .await;
+    let slug = put_slug(ctx.blobs.as_ref(), &slug_path).await?;
+    Ok(Built {
+        slug_size: slug.size,
+        slug,
+        process_types,
+        buildpacks: used,
+    })
+}
+
+/// Stores the slug file in the blob store.
+async fn put_slug(blobs: &dyn BlobStore, path: &std::path::Path) -> Result<BlobInfo, BuildError> {
+    let f = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| internal("reading the slug", e))?;
+    blobs
+        .put(Box::new(f), None)
+        .await
+        .map_err(|e| internal("storing the slug in the blob store", e))
+}
+
+fn list_or_none(types: &BTreeMap<String, String>) -> String {
+    if types.is_empty() {
+        "(none)".into()
+    } else {
+        types.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 60 && s.is_multiple_of(60) {
+        format!("{} min", s / 60)
+    } else {
+        format!("{s} s")
+    }
+}
+
+/// Turns the job's end into the user's error: out of memory, the builder's own reason
+/// (`Unable to select a buildpack`, the compile's exit status), or the bare exit.
+fn check_exit(exit: &JobExit, out_dir: &std::path::Path, memory: u64) -> Result<(), BuildError> {
+    let Some(st) = &exit.exit else {
+        return Err(BuildError::Internal(format!(
+            "the build job did not run: {}",
+            exit.error.as_deref().unwrap_or("no reason given")
+        )));
+    };
+    if st.oom_killed {
+        return Err(failed(format!(
+            "The build ran out of memory (limit {}) and was killed.",
+            slug::human_size(st.memory_limit.unwrap_or(memory))
+        )));
+    }
+    if st.code == 0 {
+        return Ok(());
+    }
+    let reason = slug::read_nofollow(&out_dir.join("failed"), 4096)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|s| !s.is_empty());
+    Err(failed(
+        reason.unwrap_or_else(|| format!("The build failed ({st}).")),
+    ))
+}
+
+fn build_job(
+    ctx: &BuildContext,
+    input: &BuildInput,
+    dir: &std::path::Path,
+    cache: &std::path::Path,
+) -> HostJob {
+    let mut config = JobConfig::new(&input.stack, &["/bin/sh", "/slipway/meta/builder.sh"]);
+    config.uid = Some(BUILD_UID);
+    config.gid = Some(BUILD_UID);
+    config.working_dir = Some("/app".into());
+    config.stop_grace_ms = Some(STOP_GRACE_MS);
+    config.ca_bundle = true;
+    for (k, v) in [
+        ("HOME", "/app"),
+        ("STACK", input.stack.as_str()),
+        ("SOURCE_VERSION", input.commit.as_str()),
+    ] {
+        config.env.insert(k.into(), v.into());
+    }
+    let m = |source: PathBuf, target: &str, readonly: bool| BindMount {
+        source,
+        target: target.into(),
+        readonly,
+    };
+    config.mounts = vec![
+        m(dir.join("app"), "/app", false),
+        m(cache.to_path_buf(), "/cache", false),
+        m(dir.join("env"), "/slipway/env", true),
+        m(dir.join("meta"), "/slipway/meta", true),
+        m(dir.join("out"), "/slipway/out", false),
+        m(
+            ctx.buildpacks_dir.clone(),
+            "/slipway/buildpacks/bundled",
+            true,
+        ),
+        m(dir.join("buildpacks"), "/slipway/buildpacks/custom", true),
+    ];
+    HostJob {
+        id: format!("build-{}", uuid::Uuid::new_v4().simple()),
+        app_id: input.app.id.to_string(),
+        app_name: input.app.name.clone(),
+        release_id: input.app.release.map(|r| r.to_string()).unwrap_or_default(),
+        process_type: "build".into(),
+        metadata: [("slipway.commit".to_string(), input.commit.clone())].into(),
+        config,
+        resources: Resources {
+            memory_bytes: Some(ctx.limits.memory_bytes),
+            ..Default::default()
+        },
+    }
+}
+
+/// Stops the build job if the build did not see it end (the future was dropped, or an error
+/// left it running), then removes the build dir. The cache dir stays.
+struct Guard {
+    jobs: Arc<dyn JobRunner>,
+    app: slipway_types::App,
+    job: Option<String>,
+    dir: Option<PathBuf>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let (job, dir) = (self.job.take(), self.dir.take());
+        let (jobs, app) = (self.jobs.clone(), self.app.clone());
+        let cleanup = async move {
+            if let Some(id) = job {
+                if let Err(e) = jobs.stop(&app, &id).await {
+                    tracing::warn!(job = %id, "stopping a cancelled build: {e}");
+                }
+                let _ =
+                    tokio::time::timeout(std::time::Duration::from_secs(15), jobs.wait(&app, &id))
+                        .await;
+            }
+            if let Some(d) = dir {
+                let _ = tokio::fs::remove_dir_all(d).await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(cleanup);
+            }
+            Err(_) => tracing::warn!("a build was dropped outside a runtime; its job may linger"),
+        }
+    }
+}
