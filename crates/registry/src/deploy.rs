@@ -87,8 +87,33 @@ pub async fn create(
     new_artifact
         .validate()
         .map_err(|e| RegistryError::manifest_invalid(e.message))?;
+    // The release's config is worked out first, so an image that cannot run leaves nothing.
+    let mut new = None;
+    if release {
+        let prev = match app.release {
+            Some(id) => Some(store.get_release(id).await?),
+            None => None,
+        };
+        let prev_is_slug = match &prev {
+            Some(r) => {
+                let mut slug = false;
+                for a in &r.artifacts {
+                    slug |= store.get_artifact(*a).await?.kind == ArtifactType::Slug;
+                }
+                slug
+            }
+            None => false,
+        };
+        new = Some(release_for(
+            app,
+            prev.as_ref(),
+            prev_is_slug,
+            digest,
+            config,
+        )?);
+    }
     let artifact = store.create_artifact(&new_artifact).await?;
-    if !release {
+    let Some(mut new) = new else {
         return Ok(DeployOutcome {
             artifact: artifact.id,
             release: None,
@@ -100,29 +125,8 @@ pub async fn create(
                 crate::manifests::NO_DEPLOY_TAG_PREFIX
             ),
         });
-    }
-    let prev = match app.release {
-        Some(id) => Some(store.get_release(id).await?),
-        None => None,
     };
-    let prev_is_slug = match &prev {
-        Some(r) => {
-            let mut slug = false;
-            for a in &r.artifacts {
-                slug |= store.get_artifact(*a).await?.kind == ArtifactType::Slug;
-            }
-            slug
-        }
-        None => false,
-    };
-    let new = release_for(
-        app,
-        prev.as_ref(),
-        prev_is_slug,
-        artifact.id,
-        digest,
-        config,
-    )?;
+    new.artifacts = vec![artifact.id];
     let rel = store.create_release(app.id, &new).await?;
     retarget_routes(store, app, &rel).await?;
     let deployment = store.create_deployment(app.id, rel.id).await?;
@@ -153,19 +157,19 @@ pub async fn create(
     })
 }
 
-/// The new release's config from the previous release and the image config (pure).
+/// The new release's config from the previous release and the image config (pure); its
+/// `artifacts` are left empty for the caller to fill.
 pub fn release_for(
     app: &App,
     prev: Option<&Release>,
     prev_is_slug: bool,
-    artifact: Id,
     digest: &Digest,
     config: &ImageConfig,
 ) -> Result<NewRelease> {
     let command = config.command();
     let port = config.first_tcp_port().unwrap_or(DEFAULT_PORT);
     let mut new = prev.map(NewRelease::from_release).unwrap_or_default();
-    new.artifacts = vec![artifact];
+    new.artifacts.clear();
     let prev_generated =
         prev.is_none_or(|r| r.meta.get(META_GENERATED).is_some_and(|v| v == "true"));
     let user_types = !new.processes.is_empty() && !prev_generated && !prev_is_slug;

@@ -17,6 +17,7 @@ pub mod local;
 mod manifests;
 pub mod server;
 pub mod spec;
+pub mod testimage;
 
 pub use error::RegistryError;
 pub use manifests::NO_DEPLOY_TAG_PREFIX;

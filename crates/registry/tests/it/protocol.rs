@@ -1,0 +1,278 @@
+//! The registry v2 protocol, request by request.
+
+use crate::{Server, error_code};
+use reqwest::Method;
+use slipway_blobstore::Digest;
+
+#[tokio::test]
+async fn ping_needs_the_key_and_says_its_version() {
+    let s = Server::start().await;
+    let resp = s.http.get(format!("{}/v2/", s.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Basic realm=\"slipway\""
+    );
+    let resp = s.req(Method::GET, "/v2/").send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["docker-distribution-api-version"],
+        "registry/2.0"
+    );
+}
+
+#[tokio::test]
+async fn chunked_upload_then_head_and_get() {
+    let s = Server::start().await;
+    s.create_app("chunky").await;
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = Digest::of_bytes(&data);
+
+    let resp = s
+        .req(Method::POST, "/v2/chunky/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.starts_with("/v2/chunky/blobs/uploads/"),
+        "{location}"
+    );
+
+    let resp = s
+        .req(Method::PATCH, &location)
+        .header("Content-Range", "0-39999")
+        .body(data[..40_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["range"], "0-39999");
+
+    // A chunk that does not continue the upload: 416, nothing appended.
+    let resp = s
+        .req(Method::PATCH, &location)
+        .header("Content-Range", "10-20")
+        .body(vec![0u8; 11])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 416);
+
+    let resp = s
+        .req(Method::PATCH, &location)
+        .body(data[40_000..90_000].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["range"], "0-89999");
+
+    // The last chunk with the PUT.
+    let resp = s
+        .req(Method::PUT, &format!("{location}?digest={digest}"))
+        .body(data[90_000..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
+    assert_eq!(
+        resp.headers()["location"],
+        format!("/v2/chunky/blobs/{digest}").as_str()
+    );
+
+    let resp = s
+        .req(Method::HEAD, &format!("/v2/chunky/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-length"], "100000");
+    let resp = s
+        .req(Method::GET, &format!("/v2/chunky/blobs/{digest}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &data[..]);
+    // The upload is finished: its URL is gone.
+    let resp = s.req(Method::GET, &location).send().await.unwrap();
+    assert_eq!(error_code(resp).await.1, "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(s.reg.stats().blobs_uploaded, 1);
+}
+
+#[tokio::test]
+async fn digest_mismatch_is_digest_invalid_and_stores_nothing() {
+    let s = Server::start().await;
+    s.create_app("liar").await;
+    let claimed = Digest::of_bytes(b"what I claim");
+    // Monolithic.
+    let resp = s
+        .req(
+            Method::POST,
+            &format!("/v2/liar/blobs/uploads/?digest={claimed}"),
+        )
+        .body(b"what I send".to_vec())
+        .send()
+        .await
+        .unwrap();
+    let (status, code, message) = error_code(resp).await;
+    assert_eq!((status, code.as_str()), (400, "DIGEST_INVALID"));
+    assert!(message.contains("digest mismatch"), "{message}");
+    // Chunked.
+    let resp = s
+        .req(Method::POST, "/v2/liar/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let resp = s
+        .req(Method::PUT, &format!("{location}?digest={claimed}"))
+        .body(b"something else".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await.1, "DIGEST_INVALID");
+    assert!(s.blobs.head(&claimed).await.unwrap().is_none());
+    assert!(s.blobs.list().await.unwrap().is_empty());
+    // A digest that is not one.
+    let resp = s
+        .req(Method::HEAD, "/v2/liar/blobs/sha256:..%2F..%2Fetc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // No upload file left behind.
+    let uploads = std::fs::read_dir(s.dir.path().join("registry/uploads"))
+        .unwrap()
+        .count();
+    assert_eq!(uploads, 0);
+}
+
+#[tokio::test]
+async fn unknown_app_is_name_unknown() {
+    let s = Server::start().await;
+    for (method, path) in [
+        (Method::POST, "/v2/ghost/blobs/uploads/"),
+        (Method::GET, "/v2/ghost/manifests/latest"),
+        (Method::GET, "/v2/Bad..Name/tags/list"),
+    ] {
+        let resp = s.req(method, path).send().await.unwrap();
+        let (status, code, message) = error_code(resp).await;
+        assert_eq!((status, code.as_str()), (404, "NAME_UNKNOWN"), "{path}");
+        assert!(message.contains("slipway create"), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn cross_repo_mount_and_abandoned_uploads() {
+    let s = Server::start().await;
+    s.create_app("one").await;
+    s.create_app("two").await;
+    let data = b"shared layer".to_vec();
+    let d = Digest::of_bytes(&data);
+    let resp = s
+        .req(Method::POST, &format!("/v2/one/blobs/uploads/?digest={d}"))
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = s
+        .req(
+            Method::POST,
+            &format!("/v2/two/blobs/uploads/?mount={d}&from=one"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "a blob the server has is mounted");
+    let missing = Digest::of_bytes(b"not here");
+    let resp = s
+        .req(
+            Method::POST,
+            &format!("/v2/two/blobs/uploads/?mount={missing}&from=one"),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "else an upload starts");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(s.reg.clean_uploads(std::time::Duration::ZERO), 1);
+    let resp = s
+        .req(Method::PATCH, &location)
+        .body(b"late".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await.1, "BLOB_UPLOAD_UNKNOWN");
+}
+
+#[tokio::test]
+async fn manifest_errors_are_clear() {
+    let s = Server::start().await;
+    s.create_app("strict").await;
+    let layer = b"not really a tar".to_vec();
+    let ld = Digest::of_bytes(&layer);
+    let config = br#"{"os":"linux","config":{}}"#.to_vec();
+    let cd = Digest::of_bytes(&config);
+    let manifest = |layer_digest: &Digest| {
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": slipway_registry::spec::OCI_MANIFEST,
+            "config": {"mediaType": slipway_registry::spec::OCI_CONFIG, "digest": cd.to_string(), "size": config.len()},
+            "layers": [{"mediaType": slipway_registry::spec::OCI_LAYER_TAR, "digest": layer_digest.to_string(), "size": layer.len()}],
+        }))
+        .unwrap()
+    };
+    let put = |body: Vec<u8>, reference: &str| {
+        s.req(Method::PUT, &format!("/v2/strict/manifests/{reference}"))
+            .header("Content-Type", slipway_registry::spec::OCI_MANIFEST)
+            .body(body)
+            .send()
+    };
+    // The blobs were never uploaded.
+    let (status, code, _) = error_code(put(manifest(&ld), "v1").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "MANIFEST_BLOB_UNKNOWN"));
+    for (d, body) in [(&ld, layer.clone()), (&cd, config.clone())] {
+        let resp = s
+            .req(
+                Method::POST,
+                &format!("/v2/strict/blobs/uploads/?digest={d}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    // The image has no command and the app no process types: nothing could run.
+    let (_, code, message) = error_code(put(manifest(&ld), "v1").await.unwrap()).await;
+    assert_eq!(code, "MANIFEST_INVALID");
+    assert!(message.contains("neither Entrypoint nor Cmd"), "{message}");
+    // A digest reference must be the manifest's digest.
+    let other = Digest::of_bytes(b"x");
+    let (_, code, _) = error_code(put(manifest(&ld), other.as_str()).await.unwrap()).await;
+    assert_eq!(code, "DIGEST_INVALID");
+    // Indexes are refused with what to do.
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": slipway_registry::spec::OCI_INDEX, "manifests": []
+    }))
+    .unwrap();
+    let (_, code, message) = error_code(put(index, "multi").await.unwrap()).await;
+    assert_eq!(code, "MANIFEST_INVALID");
+    assert!(message.contains("single-platform"), "{message}");
+    // Bad tags and unknown manifests.
+    let (status, code, _) = error_code(put(manifest(&ld), "-bad").await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "TAG_INVALID"));
+    let resp = s
+        .req(Method::GET, "/v2/strict/manifests/nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(resp).await.1, "MANIFEST_UNKNOWN");
+    // Nothing was created for the app.
+    let app = s.store.get_app("strict").await.unwrap();
+    assert!(app.release.is_none());
+    assert!(s.store.list_releases(app.id).await.unwrap().is_empty());
+}

@@ -1,0 +1,310 @@
+//! Whole pushes: Slipway's push client (OCI layout dir and tar, docker save archive), skopeo,
+//! and what a pushed manifest creates (artifact, release, deployment, routes, env).
+
+use crate::{Server, web_image};
+use reqwest::Method;
+use slipway_registry::client::Quiet;
+use slipway_registry::local;
+use slipway_types::{ArtifactType, RouteType};
+use std::sync::Arc;
+
+#[tokio::test]
+async fn oci_layout_push_creates_artifact_release_and_deployment() {
+    let s = Server::start().await;
+    let app = s.create_app("web1").await;
+    let layout = s.dir.path().join("layout");
+    let digest = web_image("hi").write_oci(&layout).unwrap();
+    let image = local::open(&layout).unwrap();
+    assert_eq!(image.digest, digest);
+    let report = s
+        .client()
+        .push("web1", &image, "latest", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!((report.blobs_uploaded, report.blobs_skipped), (3, 0));
+    assert_eq!(
+        report.outcome.message,
+        "Docker image deployed, scale it with 'slipway scale app=N'"
+    );
+
+    let artifact = s.store.get_artifact(report.outcome.artifact).await.unwrap();
+    assert_eq!(artifact.kind, ArtifactType::Image);
+    assert_eq!(artifact.uri, format!("web1@{digest}"));
+    assert_eq!(artifact.digest.as_deref(), Some(digest.as_str()));
+    assert_eq!(artifact.meta["image.working_dir"], "/www");
+    let layers = artifact.manifest.as_ref().unwrap()["layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(layers, 2);
+
+    s.settle(&app).await;
+    let app = s.store.get_app("web1").await.unwrap();
+    let release = s.store.get_release(app.release.unwrap()).await.unwrap();
+    assert_eq!(Some(release.id), report.outcome.release);
+    assert_eq!(release.artifacts, vec![artifact.id]);
+    let p = &release.processes["app"];
+    assert_eq!(p.args, ["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    assert_eq!(p.ports[0].port, 8080);
+    assert_eq!(release.env["GREETING"], "hello");
+    // The default route now reaches the `app` type.
+    let routes = s.store.list_routes(Some(app.id)).await.unwrap();
+    let http: Vec<_> = routes
+        .iter()
+        .filter(|r| r.kind() == RouteType::Http)
+        .collect();
+    assert_eq!(http.len(), 1);
+    assert_eq!(http[0].service(), "web1-app");
+
+    // Manifest by tag and by digest, byte for byte, with its media type.
+    for reference in ["latest", digest.as_str()] {
+        let resp = s
+            .req(Method::GET, &format!("/v2/web1/manifests/{reference}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"],
+            slipway_registry::spec::OCI_MANIFEST
+        );
+        assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), &image.manifest[..]);
+    }
+    let resp = s
+        .req(Method::HEAD, "/v2/web1/manifests/latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let tags: serde_json::Value = s
+        .req(Method::GET, "/v2/web1/tags/list")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["latest"]));
+}
+
+#[tokio::test]
+async fn repush_uploads_nothing_twice_and_keeps_user_env() {
+    let s = Server::start().await;
+    let app = s.create_app("envy").await;
+    let v1 = web_image("v1")
+        .env("A=1")
+        .env("B=1")
+        .env("D=1")
+        .expose(9000);
+    let dir1 = s.dir.path().join("v1");
+    v1.write_oci(&dir1).unwrap();
+    let img1 = local::open(&dir1).unwrap();
+    let r1 = s
+        .client()
+        .push("envy", &img1, "latest", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(r1.blobs_uploaded, 3);
+    s.settle(&app).await;
+
+    // The user overrides B and adds their own variable (what `slipway env set` does).
+    let app = s.store.get_app("envy").await.unwrap();
+    let cur = s.store.get_release(app.release.unwrap()).await.unwrap();
+    assert_eq!(
+        cur.processes["app"].ports[0].port, 8080,
+        "lowest exposed port"
+    );
+    let mut next = slipway_types::NewRelease::from_release(&cur);
+    next.env.insert("B".into(), "user".into());
+    next.env.insert("MINE".into(), "x".into());
+    let rel = s.store.create_release(app.id, &next).await.unwrap();
+    s.store.create_deployment(app.id, rel.id).await.unwrap();
+    s.settle(&app).await;
+
+    // The same image again: nothing uploaded.
+    let again = s
+        .client()
+        .push("envy", &img1, "latest", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!((again.blobs_uploaded, again.blobs_skipped), (0, 3));
+    assert_eq!(s.reg.stats().blobs_uploaded, 3);
+    s.settle(&app).await;
+
+    // A new image version: shares the busybox layer, changes the image env.
+    let v2 = web_image("v2").env("A=2").env("B=2").env("C=3");
+    let dir2 = s.dir.path().join("v2");
+    v2.write_oci(&dir2).unwrap();
+    let img2 = local::open(&dir2).unwrap();
+    let r2 = s
+        .client()
+        .push("envy", &img2, "latest", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r2.blobs_uploaded, r2.blobs_skipped),
+        (2, 1),
+        "config and app layer only"
+    );
+    s.settle(&app).await;
+    let app = s.store.get_app("envy").await.unwrap();
+    let cur = s.store.get_release(app.release.unwrap()).await.unwrap();
+    assert_eq!(cur.env["A"], "2", "image var updated");
+    assert_eq!(cur.env["B"], "user", "user's override kept");
+    assert_eq!(cur.env["C"], "3", "new image var");
+    assert_eq!(cur.env["MINE"], "x", "user's var kept");
+    assert!(!cur.env.contains_key("D"), "var the image dropped is gone");
+}
+
+#[tokio::test]
+async fn docker_archive_and_oci_tar_push() {
+    let s = Server::start().await;
+    let app = s.create_app("archive").await;
+    let tarball = s.dir.path().join("image.tar");
+    web_image("docker")
+        .write_docker_archive(&tarball, "archive:v3")
+        .unwrap();
+    let image = local::open(&tarball).unwrap();
+    assert_eq!(image.format, "docker-archive");
+    assert_eq!(image.tag.as_deref(), Some("v3"));
+    assert_eq!(image.media_type, slipway_registry::spec::DOCKER_MANIFEST);
+    let report = s
+        .client()
+        .push("archive", &image, "v3", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(report.blobs_uploaded, 3);
+    s.settle(&app).await;
+    let app = s.store.get_app("archive").await.unwrap();
+    let rel = s.store.get_release(app.release.unwrap()).await.unwrap();
+    assert_eq!(rel.processes["app"].args[0], "httpd");
+    // The layers the server stored are the archive's tars, verified by digest.
+    let m: serde_json::Value = serde_json::from_slice(&image.manifest).unwrap();
+    for l in m["layers"].as_array().unwrap() {
+        assert_eq!(l["mediaType"], slipway_registry::spec::DOCKER_LAYER_TAR);
+        let d = l["digest"].as_str().unwrap().parse().unwrap();
+        assert!(s.blobs.head(&d).await.unwrap().is_some());
+    }
+
+    // An OCI layout packed in a tar, with gzip'd layers.
+    let layout = s.dir.path().join("layout");
+    web_image("gz").gzip(true).write_oci(&layout).unwrap();
+    let oci_tar = s.dir.path().join("oci.tar");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout)
+        .arg("-cf")
+        .arg(&oci_tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let image = local::open(&oci_tar).unwrap();
+    assert_eq!(image.format, "oci-layout");
+    let report = s
+        .client()
+        .push("archive", &image, "gz", false, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert_eq!(
+        report.blobs_uploaded, 3,
+        "gzip'd layers differ from the tars"
+    );
+    assert!(report.outcome.release.is_none(), "deploy=false");
+
+    // Neither format: a clear error.
+    let junk = s.dir.path().join("junk.tar");
+    std::fs::write(
+        &junk,
+        slipway_registry::testimage::LayerBuilder::new()
+            .file("hello", 0o644, b"x")
+            .finish(),
+    )
+    .unwrap();
+    let err = local::open(&junk).unwrap_err().to_string();
+    assert!(err.contains("neither a `docker save` archive"), "{err}");
+    let gz = s.dir.path().join("image.tar.gz");
+    std::fs::write(
+        &gz,
+        slipway_registry::testimage::gzip(&std::fs::read(&tarball).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let err = local::open(&gz).unwrap_err().to_string();
+    assert!(err.contains("gunzip"), "{err}");
+}
+
+#[tokio::test]
+async fn no_deploy_tag_stores_the_image_only() {
+    let s = Server::start().await;
+    let app = s.create_app("quiet").await;
+    let layout = s.dir.path().join("layout");
+    web_image("x").write_oci(&layout).unwrap();
+    let image = local::open(&layout).unwrap();
+    let report = s
+        .client()
+        .push("quiet", &image, "no-deploy-v1", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    assert!(report.outcome.release.is_none());
+    assert!(s.store.get_artifact(report.outcome.artifact).await.is_ok());
+    assert!(s.store.list_releases(app.id).await.unwrap().is_empty());
+}
+
+/// skopeo, a real registry client, pushes an OCI layout with chunked uploads.
+#[tokio::test]
+async fn skopeo_copy_pushes_and_skips_known_blobs() {
+    if std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "skopeo is missing (scripts/install-deps installs it)"
+        );
+        eprintln!("SKIPPED: skopeo is not installed");
+        return;
+    }
+    let s = Server::start().await;
+    let app = s.create_app("skop").await;
+    let layout = s.dir.path().join("layout");
+    web_image("skopeo").gzip(true).write_oci(&layout).unwrap();
+    let dest = format!(
+        "docker://{}/skop:latest",
+        s.url.trim_start_matches("http://")
+    );
+    let copy = |dest: String, creds: String, layout: std::path::PathBuf| async move {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new("skopeo")
+                .args(["copy", "--dest-tls-verify=false", "--dest-creds", &creds])
+                .arg(format!("oci:{}:latest", layout.display()))
+                .arg(dest)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap()
+    };
+    let creds = format!("x:{}", s.key);
+    let out = copy(dest.clone(), creds.clone(), layout.clone()).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(s.reg.stats().blobs_uploaded, 3);
+    assert_eq!(s.reg.stats().manifests_pushed, 1);
+    s.settle(&app).await;
+    let app = s.store.get_app("skop").await.unwrap();
+    assert!(app.release.is_some());
+
+    let out = copy(dest.clone(), creds, layout.clone()).await;
+    assert!(out.status.success());
+    assert_eq!(s.reg.stats().blobs_uploaded, 3, "no blob uploaded twice");
+    assert_eq!(s.reg.stats().manifests_pushed, 2);
+
+    // Wrong credentials: refused.
+    let out = copy(dest, "x:wrong".into(), layout).await;
+    assert!(!out.status.success());
+}
