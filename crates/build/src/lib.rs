@@ -8,6 +8,8 @@
 
 pub mod buildpack;
 pub mod pipeline;
+pub mod push;
+pub mod receiver;
 pub mod runner;
 pub mod slug;
 

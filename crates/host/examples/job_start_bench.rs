@@ -161,6 +161,7 @@ async fn bench() -> anyhow::Result<()> {
                     nofile_ceiling: 20_000,
                     ca_bundle: None,
                     netns: Some(&ns_path),
+                    init: None,
                 },
             )?;
             // Same spec, but the netns is prepared beforehand (raw runc does no networking).

@@ -43,4 +43,11 @@ pub trait HostApi: Send + Sync {
     /// A job's log lines; with `follow`, until the job has exited.
     async fn logs(&self, id: &str, follow: bool) -> HostResult<BoxStream<'static, LogLine>>;
     async fn status(&self) -> HostResult<HostStatus>;
+    /// Attaches to a job started with `config.attach`: a stream of [`crate::attach`] frames
+    /// (stdin, signals and resizes in; output and the exit status out).
+    async fn attach(&self, id: &str) -> HostResult<crate::attach::AttachStream> {
+        Err(HostError::BadRequest(format!(
+            "this host cannot attach to jobs (job {id})"
+        )))
+    }
 }

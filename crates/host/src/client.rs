@@ -166,4 +166,10 @@ impl HostApi for HttpHost {
     async fn status(&self) -> HostResult<HostStatus> {
         self.send(self.http.get(self.url("/host/status"))).await
     }
+    async fn attach(&self, id: &str) -> HostResult<crate::attach::AttachStream> {
+        let url = self.url(&format!("/host/jobs/{}/attach", Self::seg(id)));
+        crate::attach::upgrade_request(self.http.post(url))
+            .await
+            .map_err(HostError::Conflict)
+    }
 }

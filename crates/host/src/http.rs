@@ -11,6 +11,7 @@
 //! | PUT | `/host/jobs/{id}/signal/{sig}` | signal a job |
 //! | GET | `/host/jobs/{id}/wait` | wait until the job has finished |
 //! | GET | `/host/jobs/{id}/logs?follow=true` | log lines, one JSON object per line |
+//! | POST | `/host/jobs/{id}/attach` | `Upgrade: slipway-attach`: the job's [`crate::attach`] frames |
 
 use crate::api::{HostApi, HostError};
 use crate::types::{HostJob, parse_signal};
@@ -49,12 +50,22 @@ pub fn router(api: Api) -> Router {
         .route("/host/jobs/{id}/signal/{sig}", put(signal))
         .route("/host/jobs/{id}/wait", get(wait))
         .route("/host/jobs/{id}/logs", get(logs))
+        .route("/host/jobs/{id}/attach", axum::routing::post(attach))
         .with_state(api)
 }
 
 /// Serves the API on `listener` until the future is dropped.
 pub async fn serve(api: Api, listener: tokio::net::TcpListener) -> std::io::Result<()> {
     axum::serve(listener, router(api)).await
+}
+
+async fn attach(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    req: axum::extract::Request,
+) -> R<Response> {
+    let stream = api.attach(&id).await?;
+    Ok(crate::attach::upgrade_response(req, stream))
 }
 
 async fn status(State(api): State<Api>) -> R<impl IntoResponse> {

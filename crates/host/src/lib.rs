@@ -13,6 +13,8 @@
 
 pub mod agent;
 pub mod api;
+pub mod attach;
+mod attach_shim;
 pub mod cli;
 pub mod client;
 pub mod daemon;

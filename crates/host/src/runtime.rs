@@ -45,6 +45,13 @@ pub trait Runtime: Send + Sync + 'static {
     async fn recover(&self) -> anyhow::Result<Vec<(String, Recovered)>>;
     /// The job's log lines; with `follow`, keeps yielding until the job has exited.
     fn logs(&self, id: &str, follow: bool) -> BoxStream<'static, LogLine>;
+    /// Connects to an attached job's stdin/output (see [`crate::attach`]).
+    async fn attach(&self, id: &str) -> anyhow::Result<crate::attach::AttachStream> {
+        anyhow::bail!(
+            "the {} runtime cannot attach to jobs (job {id})",
+            self.name()
+        )
+    }
     /// Deletes what is kept of a finished job after cleanup (its logs).
     fn forget(&self, _id: &str) {}
     /// Removes host-wide state (bridge, NAT table, cgroup parent). For tests and uninstall.

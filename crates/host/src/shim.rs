@@ -8,8 +8,10 @@
 //! (exit code, signal, OOM kill) before exiting. The agent watches the shim through a pidfd, so
 //! a restarted agent simply reopens the pidfd and keeps going.
 
+use crate::attach_shim;
 use crate::logs::{LineSplitter, LogWriter};
 use crate::types::ExitStatus;
+use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -30,6 +32,9 @@ pub struct ShimConfig {
     pub memory_limit: u64,
     /// Commands run between `runc create` and `runc start`; `{pid}` is the container init's pid.
     pub setup: Vec<Vec<String>>,
+    /// Serve the job's stdin (or pty) and output on `attach.sock` (see [`crate::attach`]).
+    #[serde(default)]
+    pub attach: Option<crate::attach::AttachConfig>,
 }
 
 /// What the shim writes to its stdout once the container runs (or failed to start).
@@ -121,6 +126,25 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     let mut log = LogWriter::open(&cfg.log_dir, cfg.log_max_bytes)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    // Attached jobs: the socket clients attach to, and the job's stdin (a pipe, or the pty
+    // master that runc hands over on the console socket).
+    let mut _dir_fds = Vec::new();
+    let mut attach_listener = None;
+    let mut console = None;
+    let mut stdin_pipe = None;
+    if let Some(a) = &cfg.attach {
+        let (path, fd) = attach_shim::socket_path(dir, crate::attach::SOCKET)?;
+        _dir_fds.extend(fd);
+        let _ = std::fs::remove_file(dir.join(crate::attach::SOCKET));
+        attach_listener = Some(std::os::unix::net::UnixListener::bind(&path)?);
+        if a.tty {
+            let (path, fd) = attach_shim::socket_path(dir, "console.sock")?;
+            _dir_fds.extend(fd);
+            console = Some((std::os::unix::net::UnixListener::bind(&path)?, path));
+        } else {
+            stdin_pipe = Some(pipe()?);
+        }
+    }
     let pid_file = dir.join("init.pid");
     let runc = |args: &[&str]| {
         let mut c = Command::new(&cfg.runc);
@@ -158,13 +182,21 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     } else {
         &["create"]
     };
-    let created = runc(verb)
+    let mut cmd = runc(verb);
+    if let Some((_, path)) = &console {
+        cmd.arg("--console-socket").arg(path);
+    }
+    let (stdin_r, stdin_w) = match stdin_pipe {
+        Some((r, w)) => (Stdio::from(r), Some(w)),
+        None => (Stdio::null(), None),
+    };
+    let created = cmd
         .arg("--bundle")
         .arg(&cfg.bundle)
         .arg("--pid-file")
         .arg(&pid_file)
         .arg(&cfg.id)
-        .stdin(Stdio::null())
+        .stdin(stdin_r)
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status()?;
@@ -180,6 +212,20 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         );
     }
     let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    let pty = match &console {
+        Some((l, _)) => match attach_shim::receive_console(l) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                return fail(
+                    &mut log,
+                    &mut handshake,
+                    format!("cannot get the job's terminal from runc: {e}"),
+                );
+            }
+        },
+        None => None,
+    };
+    drop(console);
     for cmd in &cfg.setup {
         let args: Vec<String> = cmd
             .iter()
@@ -224,7 +270,28 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         unsafe { libc::dup2(null.as_raw_fd(), 1) };
     }
 
-    let status = pump(pid, out_r, err_r, &mut log);
+    let mut sources = vec![(out_r, "stdout"), (err_r, "stderr")];
+    let mut attach = None;
+    if let (Some(a), Some(listener)) = (cfg.attach, attach_listener) {
+        let input = match &pty {
+            Some(m) => {
+                if a.cols > 0 && a.rows > 0 {
+                    attach_shim::set_window_size(m.as_raw_fd(), a.cols, a.rows);
+                }
+                sources.push((m.try_clone()?, "stdout"));
+                m.try_clone()?
+            }
+            None => stdin_w.context("stdin pipe")?,
+        };
+        attach = Some(attach_shim::Attach::new(
+            a,
+            pid,
+            listener,
+            input,
+            pty.as_ref().map(|m| m.as_raw_fd()),
+        ));
+    }
+    let status = pump(pid, sources, &mut log, attach.as_mut());
     let oom = cfg
         .memory_cgroup
         .as_ref()
@@ -244,11 +311,14 @@ fn run(dir: &Path) -> anyhow::Result<()> {
     write_exit(
         dir,
         &ExitRecord {
-            status: Some(status),
+            status: Some(status.clone()),
             start_error: None,
             finished_at: time::OffsetDateTime::now_utc(),
         },
     )?;
+    if let Some(a) = attach {
+        a.finish(&status);
+    }
     Ok(())
 }
 
@@ -260,15 +330,21 @@ fn set_nonblocking(fd: &OwnedFd) {
     }
 }
 
-/// Copies both streams into the log until the container's init has exited and the pipes are
-/// drained; returns init's exit status.
-fn pump(pid: i32, out: OwnedFd, err: OwnedFd, log: &mut LogWriter) -> ExitStatus {
-    set_nonblocking(&out);
-    set_nonblocking(&err);
-    let mut files = [
-        Some((std::fs::File::from(out), LineSplitter::default(), "stdout")),
-        Some((std::fs::File::from(err), LineSplitter::default(), "stderr")),
-    ];
+/// Copies the output streams into the log (and to an attached client) until the container's
+/// init has exited and the streams are drained; returns init's exit status.
+fn pump(
+    pid: i32,
+    sources: Vec<(OwnedFd, &'static str)>,
+    log: &mut LogWriter,
+    mut attach: Option<&mut attach_shim::Attach>,
+) -> ExitStatus {
+    let mut files: Vec<_> = sources
+        .into_iter()
+        .map(|(fd, name)| {
+            set_nonblocking(&fd);
+            Some((std::fs::File::from(fd), LineSplitter::default(), name))
+        })
+        .collect();
     let mut status: Option<ExitStatus> = None;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -283,6 +359,9 @@ fn pump(pid: i32, out: OwnedFd, err: OwnedFd, log: &mut LogWriter) -> ExitStatus
             .collect();
         if pfds.is_empty() {
             break;
+        }
+        if let Some(a) = &attach {
+            pfds.extend(a.pollfds());
         }
         // After init exited only drain what is already buffered.
         let timeout = if status.is_some() { 50 } else { 1000 };
@@ -302,11 +381,26 @@ fn pump(pid: i32, out: OwnedFd, err: OwnedFd, log: &mut LogWriter) -> ExitStatus
                         closed = true;
                         break;
                     }
-                    Ok(k) => split.feed(&buf[..k], &mut |l| {
-                        let _ = log.write(name, l);
-                    }),
+                    Ok(k) => {
+                        if let Some(a) = attach.as_deref_mut() {
+                            let kind = if *name == "stderr" {
+                                crate::attach::STDERR
+                            } else {
+                                crate::attach::STDOUT
+                            };
+                            a.output(kind, &buf[..k]);
+                        }
+                        split.feed(&buf[..k], &mut |l| {
+                            let _ = log.write(name, l);
+                        })
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break, // EAGAIN: nothing more for now
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        // EIO: a pty whose other side is closed.
+                        closed = true;
+                        break;
+                    }
                 }
             }
             if closed {
@@ -315,6 +409,9 @@ fn pump(pid: i32, out: OwnedFd, err: OwnedFd, log: &mut LogWriter) -> ExitStatus
                 });
                 *slot = None;
             }
+        }
+        if let Some(a) = attach.as_deref_mut() {
+            a.service();
         }
         if status.is_none() {
             status = reap(pid, false);

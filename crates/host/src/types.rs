@@ -84,6 +84,10 @@ pub struct JobConfig {
     /// `uid:gid` (an image's `User`). `uid`/`gid`, when set, win.
     #[serde(default)]
     pub user: Option<String>,
+    /// An attached one-off job (`slipway run`): its stdin (or a pty) and output are served on
+    /// the attach socket (see [`crate::attach`]). `None`: stdin is `/dev/null`.
+    #[serde(default)]
+    pub attach: Option<crate::attach::AttachConfig>,
 }
 
 /// A layer in the blob store. Compression (none, gzip, zstd) is detected from the content.
@@ -125,6 +129,7 @@ impl JobConfig {
             layer_refs: Vec::new(),
             mounts: Vec::new(),
             user: None,
+            attach: None,
         }
     }
 }

@@ -39,7 +39,14 @@ pub struct RuncConfig {
     pub log_max_bytes: u64,
     /// Where stacks live (`<stacks_dir>/<name>/rootfs`).
     pub stacks_dir: PathBuf,
+    /// A statically linked tini, bind-mounted read-only into every container and run as its
+    /// PID 1: it forwards signals to the job and reaps zombies (a plain `httpd` as PID 1 ignores
+    /// SIGTERM, so every stop took the whole grace period). `None` runs the command as PID 1.
+    pub init: Option<PathBuf>,
 }
+
+/// Debian's `tini` package ships it here.
+pub const DEFAULT_INIT: &str = "/usr/bin/tini-static";
 
 impl RuncConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -53,6 +60,7 @@ impl RuncConfig {
             network: NetworkConfig::default(),
             shim_command: vec![exe.into(), "host".into(), "shim".into()],
             log_max_bytes: crate::logs::DEFAULT_MAX_BYTES,
+            init: Some(PathBuf::from(DEFAULT_INIT)),
         }
     }
 }
@@ -166,6 +174,15 @@ pub fn preflight(cfg: &RuncConfig) -> Result<()> {
             "runc was not found or does not run ({}): install it with `apt-get install runc` \
              (or scripts/install-deps)",
             cfg.runc.display()
+        );
+    }
+    if let Some(init) = &cfg.init
+        && !init.is_file()
+    {
+        bail!(
+            "the container init {} was not found: install it with `apt-get install tini` (or \
+             scripts/install-deps); every job runs it as PID 1 to forward signals and reap zombies",
+            init.display()
         );
     }
     for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {
@@ -336,6 +353,7 @@ impl Shared {
             ),
             memory_limit: job.resources.memory(),
             setup: Vec::new(),
+            attach: job.config.attach,
         };
         Ok((cfg, ip, warnings))
     }
@@ -410,6 +428,7 @@ impl RuncRuntime {
                 Ok(())
             });
         }
+                init: self.cfg.init.as_deref(),
         cmd.spawn()
             .with_context(|| format!("starting the job shim {}", prog.to_string_lossy()))
     }
@@ -417,6 +436,46 @@ impl RuncRuntime {
     /// Hands the shim its config and waits for its handshake (container running, or why not).
     async fn run_shim(
         &self,
+/// Fails like runc does (`exec: "foo": executable file not found in $PATH`) when the job's
+/// command is not in its rootfs. Paths under a bind mount are not known yet and pass.
+fn check_command(job: &HostJob, rootfs: &Path) -> Result<()> {
+    let Some(cmd) = job.config.args.first() else {
+        bail!("the job has no command");
+    };
+    let mounted = |p: &str| {
+        job.config
+            .mounts
+            .iter()
+            .any(|m| Path::new(p).starts_with(&m.target) || Path::new(&m.target).starts_with(p))
+    };
+    let exists = |p: &str| {
+        let inside = rootfs.join(p.trim_start_matches('/'));
+        std::fs::symlink_metadata(inside).is_ok() || mounted(p)
+    };
+    if cmd.contains('/') {
+        let abs = if cmd.starts_with('/') {
+            cmd.clone()
+        } else {
+            let cwd = job.config.working_dir.as_deref().unwrap_or("/");
+            format!("{}/{cmd}", cwd.trim_end_matches('/'))
+        };
+        if !exists(&abs) {
+            bail!("exec: {cmd:?}: stat {abs}: no such file or directory");
+        }
+        return Ok(());
+    }
+    let env = spec::job_env(job);
+    let path = env.get("PATH").map(String::as_str).unwrap_or_default();
+    if !path
+        .split(':')
+        .filter(|d| d.starts_with('/'))
+        .any(|d| exists(&format!("{}/{cmd}", d.trim_end_matches('/'))))
+    {
+        bail!("exec: {cmd:?}: executable file not found in $PATH");
+    }
+    Ok(())
+}
+
         mut child: tokio::process::Child,
         cfg: Option<&ShimConfig>,
         dir: &Path,
@@ -684,3 +743,15 @@ impl Runtime for RuncRuntime {
         Ok(())
     }
 }
+    async fn attach(&self, id: &str) -> Result<crate::attach::AttachStream> {
+        let dir = self.container_dir(id);
+        let (path, _dir_fd) = crate::attach_shim::socket_path(&dir, crate::attach::SOCKET)
+            .with_context(|| format!("job {id} has finished"))?;
+        let conn = tokio::net::UnixStream::connect(&path)
+            .await
+            .with_context(|| {
+                format!("cannot attach to job {id}: it has finished, or was not started attached")
+            })?;
+        Ok(Box::new(conn))
+    }
+

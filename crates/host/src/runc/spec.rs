@@ -48,6 +48,24 @@ pub struct SpecInputs<'a> {
     pub ca_bundle: Option<&'a Path>,
     /// The job's prepared network namespace (`None`: host networking).
     pub netns: Option<&'a Path>,
+    /// A static init (tini) bind-mounted at [`INIT_PATH`] and run as the container's PID 1 in
+    /// front of the job's command (`None`: the command itself is PID 1).
+    pub init: Option<&'a Path>,
+}
+
+/// Where the init binary appears inside every container.
+pub const INIT_PATH: &str = "/.slipway/init";
+
+/// The process args: the job's command behind the init. `-g` makes tini forward signals to the
+/// child's whole process group, so `sh -c 'a | b'` stops as a whole on SIGTERM (as Heroku sends
+/// SIGTERM to every process of a dyno) and Ctrl-C through a pty reaches the foreground job.
+pub fn process_args(job_args: &[String], init: bool) -> Vec<String> {
+    if !init {
+        return job_args.to_vec();
+    }
+    let mut args = vec![INIT_PATH.to_string(), "-g".into(), "--".into()];
+    args.extend(job_args.iter().cloned());
+    args
 }
 
 /// The environment a job sees: defaults, release + process env, then Slipway's variables.
@@ -159,15 +177,20 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
-    let process = ProcessBuilder::default()
-        .terminal(false)
+    let attach = job.config.attach.unwrap_or(crate::attach::AttachConfig {
+        tty: false,
+        cols: 0,
+        rows: 0,
+    });
+    let mut process = ProcessBuilder::default()
+        .terminal(attach.tty)
         .user(
             UserBuilder::default()
                 .uid(job.config.uid.unwrap_or(0))
                 .gid(job.config.gid.unwrap_or(0))
                 .build()?,
         )
-        .args(job.config.args.clone())
+        .args(process_args(&job.config.args, inp.init.is_some()))
         .env(env)
         .cwd(job.config.working_dir.clone().unwrap_or_else(|| "/".into()))
         .capabilities(capabilities)
@@ -180,6 +203,14 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
                 .build()?,
         ])
         .build()?;
+    if attach.tty && attach.cols > 0 && attach.rows > 0 {
+        process.set_console_size(Some(
+            oci_spec::runtime::BoxBuilder::default()
+                .width(attach.cols as u64)
+                .height(attach.rows as u64)
+                .build()?,
+        ));
+    }
 
     // runc spec's mounts, but our own /dev/shm size and a tmpfs /tmp.
     let mut mounts: Vec<Mount> = get_default_mounts()
@@ -195,6 +226,9 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
     }
     if let Some(ca) = inp.ca_bundle {
         mounts.push(bind(HOST_CA_BUNDLE, ca, true)?);
+    }
+    if let Some(init) = inp.init {
+        mounts.push(bind(INIT_PATH, init, true)?);
     }
 
     let mut namespaces: Vec<LinuxNamespace> = [
@@ -309,6 +343,7 @@ mod tests {
                 nofile_ceiling: 20_000,
                 ca_bundle: Some(p),
                 netns: Some(Path::new("/run/netns/x")),
+                init: Some(Path::new("/usr/bin/tini-static")),
             },
         )
         .unwrap();
@@ -387,6 +422,14 @@ mod tests {
             let err = job_mount(&bad).unwrap_err().to_string();
             assert!(err.contains("must be an absolute path"), "{err}");
         }
+        assert!(dests.contains(&INIT_PATH));
+        let args: Vec<&str> = v["process"]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args, [INIT_PATH, "-g", "--", "httpd", "-f"]);
         let mut web = job();
         web.config.ports.clear();
         assert_eq!(

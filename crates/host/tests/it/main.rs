@@ -1,5 +1,6 @@
 //! Integration tests of the host agent. The runc tests need root and say so when skipped.
 mod api;
+mod attach;
 mod cleanup;
 mod cli;
 mod harness;

@@ -200,9 +200,17 @@ async fn sigterm_is_seen_by_a_trap_and_ignorers_are_killed_after_the_grace() {
         return;
     }
     let h = TestHost::start().await;
-    // PID 1 without a handler ignores SIGTERM: it must get SIGKILL after the grace period.
-    let mut ignorer = job("ignore", &["sleep", "1000"]);
+    // A job that ignores SIGTERM must get SIGKILL after the grace period.
+    let mut ignorer = job(
+        "ignore",
+        &["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"],
+    );
     ignorer.config.stop_grace_ms = Some(1500);
+    // A plain command has no handler, but it is not PID 1 (the init is), so SIGTERM's default
+    // action ends it at once (before the init, `sleep` as PID 1 ignored it for the whole grace).
+    let mut plain = job("plain", &["sleep", "1000"]);
+    plain.config.stop_grace_ms = Some(20_000);
+    h.agent.add_job(plain.clone()).await.unwrap();
     let mut trapper = job(
         "trap",
         &[
@@ -242,6 +250,12 @@ async fn sigterm_is_seen_by_a_trap_and_ignorers_are_killed_after_the_grace() {
     );
     let ie = i.exit.unwrap();
     assert_eq!((ie.code, ie.signal), (137, Some(9)));
+    let t0 = Instant::now();
+    h.agent.stop_job(&plain.id).await.unwrap();
+    let p = h.agent.wait_job(&plain.id).await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(p.exit.unwrap().code, 143, "128 + SIGTERM, reported by the init");
+    assert_eq!(p.status, slipway_host::JobStatus::Done);
     assert!(
         ignore_time >= Duration::from_millis(1400),
         "{ignore_time:?}"

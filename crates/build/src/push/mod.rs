@@ -1,0 +1,391 @@
+//! The push flow (Flynn's `flynn-receiver`): what happens between `git push` sending its objects
+//! and the refs being updated. The repo's `pre-receive` hook (`slipway git-hook`, see [`hook`])
+//! posts the ref updates to `POST /APP.git/slipway-hook`; the server checks the branch, takes
+//! the app's push lock, unpacks the pushed commit, builds it ([`crate::pipeline::build`]),
+//! creates the artifact and release, deploys, and streams every line back, which git shows the
+//! pusher as `remote: …`. The hook exits non-zero on any failure, so git rejects the push: the
+//! ref is not updated and the previous release keeps serving.
+//!
+//! Wire format of the hook endpoint: a JSON [`HookRequest`] in, newline-delimited JSON
+//! [`HookEvent`]s out, the last one `ok` or `error`.
+
+pub mod hook;
+pub mod release;
+pub mod source;
+
+use crate::pipeline::{BuildContext, BuildError, BuildInput};
+use crate::receiver::{Receiver, Session, plain};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use slipway_store::Store;
+use slipway_types::App;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Branches that deploy when `app.meta["deploy_branch"]` names none.
+pub const DEFAULT_DEPLOY_BRANCHES: [&str; 2] = ["main", "master"];
+/// The app meta key naming the deploy branch.
+pub const DEPLOY_BRANCH_KEY: &str = "deploy_branch";
+
+const ZERO: &str = "0000000000000000000000000000000000000000";
+
+/// One line of the hook's stdin: `old new ref`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    #[serde(rename = "ref")]
+    pub name: String,
+}
+
+/// What the hook sends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HookRequest {
+    /// The push's token (from `SLIPWAY_PUSH_TOKEN`): ties the hook to a running receive-pack.
+    pub token: String,
+    pub updates: Vec<RefUpdate>,
+    /// `GIT_QUARANTINE_PATH`: where git keeps the pushed objects until the hook accepts them.
+    #[serde(default)]
+    pub quarantine: Option<String>,
+}
+
+/// What the server streams back, one JSON object per line.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HookEvent {
+    /// A line for the pusher.
+    Line(String),
+    /// The push is deployed: accept it.
+    Ok,
+    /// Reject the push, saying why.
+    Error(String),
+}
+
+/// What the push flow needs: the store and the build pipeline.
+pub struct Pusher {
+    pub store: Arc<dyn Store>,
+    pub build: BuildContext,
+    /// The stack of apps that name none (`app.meta["stack"]`).
+    pub default_stack: String,
+}
+
+/// `POST /APP.git/slipway-hook`.
+pub(crate) async fn hook_endpoint(
+    State(r): State<Arc<Receiver>>,
+    Path(repo): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: HookRequest = match serde_json::from_slice(&body) {
+        Ok(req) => req,
+        Err(e) => return plain(StatusCode::BAD_REQUEST, format!("bad hook request: {e}")),
+    };
+    let Some(session) = r.session(&req.token) else {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "unknown push: the hook only runs inside a push to the Slipway git URL".into(),
+        );
+    };
+    let name = repo.strip_suffix(".git").unwrap_or(&repo);
+    if name != session.app.name && name != session.app.id.to_string() {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "the push token is for another app".into(),
+        );
+    }
+    let (tx, rx) = mpsc::channel::<HookEvent>(256);
+    // The hook going away (its git push was interrupted) cancels the build like the
+    // receive-pack request ending does.
+    let gone = session.cancel.child_token();
+    let drop_guard = gone.clone().drop_guard();
+    tokio::spawn(async move {
+        let out = Out { tx: tx.clone() };
+        let end = match run(&r, &session, &req, &out, &gone).await {
+            Ok(()) => HookEvent::Ok,
+            Err(message) => HookEvent::Error(message),
+        };
+        let _ = tx.send(end).await;
+    });
+    let stream = futures_util::stream::unfold((rx, drop_guard), |(mut rx, g)| async move {
+        let ev = rx.recv().await?;
+        let mut line = serde_json::to_vec(&ev).expect("serialisable");
+        line.push(b'\n');
+        Some((Ok::<_, std::convert::Infallible>(line), (rx, g)))
+    });
+    (
+        [(header::CONTENT_TYPE, "application/x-ndjson")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Lines to the pusher.
+#[derive(Clone)]
+struct Out {
+    tx: mpsc::Sender<HookEvent>,
+}
+
+impl Out {
+    async fn say(&self, line: impl Into<String>) {
+        let _ = self.tx.send(HookEvent::Line(line.into())).await;
+    }
+}
+
+/// The deploy branches of `app`.
+pub fn deploy_branches(app: &App) -> Vec<String> {
+    match app.meta.get(DEPLOY_BRANCH_KEY).map(|b| b.trim()) {
+        Some(b) if !b.is_empty() => vec![b.trim_start_matches("refs/heads/").to_string()],
+        _ => DEFAULT_DEPLOY_BRANCHES
+            .iter()
+            .map(|b| b.to_string())
+            .collect(),
+    }
+}
+
+/// The one update that deploys, or why the push is refused.
+pub fn deploy_update<'a>(app: &App, updates: &'a [RefUpdate]) -> Result<&'a RefUpdate, String> {
+    let branches = deploy_branches(app);
+    let named = branches.join(" or ");
+    let mut found = None;
+    for u in updates {
+        let branch = u.name.strip_prefix("refs/heads/");
+        if !branch.is_some_and(|b| branches.iter().any(|d| d == b)) {
+            return Err(format!(
+                "{} is not deployed: {} deploys the {named} branch. Push it there with \
+                 `git push slipway {}:{}` (or set another deploy branch: \
+                 `slipway meta set {DEPLOY_BRANCH_KEY}=BRANCH`)",
+                u.name,
+                app.name,
+                branch.unwrap_or("HEAD"),
+                branches[0],
+            ));
+        }
+        if u.new.bytes().all(|b| b == b'0') {
+            return Err(format!(
+                "{} is {}'s deploy branch: it cannot be deleted",
+                u.name, app.name
+            ));
+        }
+        if found.is_some() {
+            return Err(format!(
+                "push one deploy branch at a time ({named}); this push updates several"
+            ));
+        }
+        found = Some(u);
+    }
+    found.ok_or_else(|| "the push updates no branch".to_string())
+}
+
+async fn run(
+    r: &Arc<Receiver>,
+    session: &Session,
+    req: &HookRequest,
+    out: &Out,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<(), String> {
+    let app = &session.app;
+    let update = deploy_update(app, &req.updates)?;
+    // One push per app at a time; the lock is held until receive-pack has updated the refs.
+    let lock = r.app_lock(app.id);
+    let guard = match lock.clone().try_lock_owned() {
+        Ok(g) => g,
+        Err(_) => {
+            out.say(format!(
+                "-----> Another push to {} is in progress; waiting for it to finish...",
+                app.name
+            ))
+            .await;
+            tokio::select! {
+                g = lock.lock_owned() => g,
+                _ = cancel.cancelled() => return Err("push cancelled".into()),
+            }
+        }
+    };
+    *session.lock.lock().expect("session lock") = Some(guard);
+    // A push that waited must not overwrite what the one before it deployed.
+    let current = git_rev(&session.repo, &update.name).await;
+    let expected =
+        (update.old != ZERO && !update.old.bytes().all(|b| b == b'0')).then(|| update.old.clone());
+    if current != expected {
+        return Err(format!(
+            "{} changed while this push waited (another push deployed it): fetch, merge and push again",
+            update.name
+        ));
+    }
+    // The app as it is now (a release may have been deployed since the push began).
+    let app = r
+        .store
+        .get_app(&app.id.to_string())
+        .await
+        .map_err(|e| format!("cannot read the app: {e}"))?;
+    let pusher = r.pusher.clone();
+    out.say(format!("-----> Building {}...", app.name)).await;
+
+    let src_root = pusher.build.data_dir.join("sources");
+    std::fs::create_dir_all(&src_root).map_err(|e| format!("cannot make a build dir: {e}"))?;
+    let src = tempfile::Builder::new()
+        .prefix("push-")
+        .tempdir_in(&src_root)
+        .map_err(|e| format!("cannot make a build dir: {e}"))?;
+    let quarantine = match &req.quarantine {
+        Some(q) => Some(source::quarantine_dir(&session.repo, q).ok_or_else(|| {
+            "the hook named an object directory outside the app's repository".to_string()
+        })?),
+        None => None,
+    };
+    let (repo, commit, dest) = (
+        session.repo.clone(),
+        update.new.clone(),
+        src.path().to_path_buf(),
+    );
+    let max = pusher.build.limits.source_bytes;
+    tokio::task::spawn_blocking(move || {
+        source::checkout(&repo, quarantine.as_deref(), &commit, &dest, max)
+    })
+    .await
+    .map_err(|e| format!("cannot unpack the pushed commit: {e}"))?
+    .map_err(|e| e.to_string())?;
+
+    let prev = match app.release {
+        Some(id) => Some(
+            r.store
+                .get_release(id)
+                .await
+                .map_err(|e| format!("cannot read the current release: {e}"))?,
+        ),
+        None => None,
+    };
+    let stack = crate::pipeline::app_stack(&app, &pusher.default_stack);
+    let input = BuildInput {
+        app: app.clone(),
+        env: prev.as_ref().map(|p| p.env.clone()).unwrap_or_default(),
+        source_dir: src.path().to_path_buf(),
+        commit: update.new.clone(),
+        stack: stack.clone(),
+    };
+    let (line_tx, mut line_rx) = mpsc::channel::<String>(256);
+    let relay = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Some(line) = line_rx.recv().await {
+                out.say(line).await;
+            }
+        })
+    };
+    let built = tokio::select! {
+        b = crate::pipeline::build(&pusher.build, input, line_tx) => b,
+        _ = cancel.cancelled() => Err(BuildError::Failed("push cancelled: the build was stopped".into())),
+    };
+    let _ = relay.await;
+    drop(src);
+    let built = built.map_err(|e| match e {
+        BuildError::Failed(m) => m,
+        BuildError::Internal(m) => format!("the build could not run: {m}"),
+    })?;
+
+    // From here on the push is committed to: cancelling would leave a half-made deploy.
+    out.say("-----> Creating release...").await;
+    let artifact = r
+        .store
+        .create_artifact(&release::slug_artifact(&built, &stack, &update.new))
+        .await
+        .map_err(|e| format!("cannot create the slug artifact: {e}"))?;
+    let new = release::new_release(&app, prev.as_ref(), artifact.id, &built, &update.new);
+    let rel = r
+        .store
+        .create_release(app.id, &new)
+        .await
+        .map_err(|e| format!("cannot create the release: {e}"))?;
+    let (say_tx, mut say_rx) = mpsc::unbounded_channel::<String>();
+    let relay = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Some(line) = say_rx.recv().await {
+                out.say(line).await;
+            }
+        })
+    };
+    let res = release::deploy(&r.store, &app, &rel, move |l| {
+        let _ = say_tx.send(l);
+    })
+    .await;
+    let _ = relay.await;
+    res?;
+    out.say("=====> Application deployed").await;
+    if let Ok(app) = r.store.get_app(&app.id.to_string()).await {
+        match release::trim_old_slugs(&r.store, &app).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(app = %app.name, "deleted {n} old slug release(s)"),
+            Err(e) => tracing::warn!(app = %app.name, "cannot trim old slugs: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// The commit `refname` points at in `repo`, if it exists.
+async fn git_rev(repo: &std::path::Path, refname: &str) -> Option<String> {
+    let out = tokio::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["rev-parse", "-q", "--verify"])
+        .arg(format!("{refname}^{{commit}}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(meta: &[(&str, &str)]) -> App {
+        serde_json::from_value(serde_json::json!({
+            "id": "0b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
+            "name": "demo",
+            "meta": meta.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            "strategy": "all-at-once",
+            "deploy_timeout": 120,
+            "created_at": "2026-11-22T05:00:00Z",
+            "updated_at": "2026-11-22T05:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    fn upd(name: &str, new: &str) -> RefUpdate {
+        RefUpdate {
+            old: ZERO.into(),
+            new: new.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn main_or_master_deploy_by_default() {
+        let a = app(&[]);
+        let c = "a".repeat(40);
+        assert!(deploy_update(&a, &[upd("refs/heads/main", &c)]).is_ok());
+        assert!(deploy_update(&a, &[upd("refs/heads/master", &c)]).is_ok());
+        let e = deploy_update(&a, &[upd("refs/heads/feature", &c)]).unwrap_err();
+        assert!(e.contains("refs/heads/feature is not deployed"), "{e}");
+        assert!(e.contains("main or master"), "{e}");
+        let e = deploy_update(&a, &[upd("refs/tags/v1", &c)]).unwrap_err();
+        assert!(e.contains("refs/tags/v1"), "{e}");
+        let e = deploy_update(&a, &[upd("refs/heads/main", ZERO)]).unwrap_err();
+        assert!(e.contains("cannot be deleted"), "{e}");
+    }
+
+    #[test]
+    fn the_deploy_branch_is_configurable() {
+        let a = app(&[("deploy_branch", "production")]);
+        let c = "b".repeat(40);
+        assert!(deploy_update(&a, &[upd("refs/heads/production", &c)]).is_ok());
+        let e = deploy_update(&a, &[upd("refs/heads/main", &c)]).unwrap_err();
+        assert!(e.contains("deploys the production branch"), "{e}");
+    }
+}

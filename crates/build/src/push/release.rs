@@ -1,0 +1,272 @@
+//! From a build to a running release (Flynn's `flynn-receiver` after the slugbuilder): the slug
+//! artifact, the release (previous env + the build's process types), the deployment, the
+//! initial `web=1` on a first deploy, and trimming old slug releases.
+
+use crate::pipeline::Built;
+use slipway_store::Store;
+use slipway_types::{
+    App, Artifact, ArtifactType, DeploymentStatus, FormationUpdate, HealthCheck, HealthCheckType,
+    Id, Job, JobState, NewArtifact, NewRelease, Port, ProcessType, Release, Service,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Inactive slugs kept per app when `app.meta["slug.keep"]` says nothing.
+pub const DEFAULT_SLUGS_KEPT: usize = 10;
+/// The app meta key for it.
+pub const SLUGS_KEPT_KEY: &str = "slug.keep";
+/// New jobs of a first deploy may fail this many times (the deployer's threshold).
+const FAILURE_THRESHOLD: usize = 5;
+
+pub fn slug_artifact(built: &Built, stack: &str, commit: &str) -> NewArtifact {
+    let mut meta = BTreeMap::new();
+    meta.insert("stack".to_string(), stack.to_string());
+    meta.insert("git.commit".to_string(), commit.to_string());
+    if !built.buildpacks.is_empty() {
+        meta.insert("buildpacks".to_string(), built.buildpacks.join(","));
+    }
+    NewArtifact {
+        kind: ArtifactType::Slug,
+        uri: format!("blob:{}", built.slug.digest),
+        manifest: None,
+        meta,
+        size: Some(built.slug.size),
+        digest: Some(built.slug.digest.to_string()),
+    }
+}
+
+/// Does `ptype` serve HTTP (Flynn: `web` and `*-web`)?
+fn is_web(ptype: &str) -> bool {
+    ptype == "web" || ptype.ends_with("-web")
+}
+
+/// The release: the previous release's env, one process type per type the build found (empty
+/// args: slug jobs run `/runner/init start TYPE`, which reads the slug's Procfile), keeping each
+/// type's ports, env and limits from the previous release; web types without ports get one
+/// with the `APP-web` / `APP-TYPE` service and a TCP check.
+pub fn new_release(
+    app: &App,
+    prev: Option<&Release>,
+    artifact: Id,
+    built: &Built,
+    commit: &str,
+) -> NewRelease {
+    let mut processes = BTreeMap::new();
+    for ptype in built.process_types.keys() {
+        let old = prev.and_then(|r| r.processes.get(ptype));
+        let mut p = ProcessType {
+            args: Vec::new(),
+            ..old.cloned().unwrap_or_default()
+        };
+        p.args.clear();
+        if p.ports.is_empty() && is_web(ptype) {
+            let service = if ptype == "web" {
+                format!("{}-web", app.name)
+            } else {
+                format!("{}-{ptype}", app.name)
+            };
+            p.ports.push(Port {
+                port: 0,
+                proto: "tcp".into(),
+                service: Some(Service {
+                    name: service,
+                    create: true,
+                    check: Some(tcp_check()),
+                }),
+            });
+        }
+        processes.insert(ptype.clone(), p);
+    }
+    let mut meta = BTreeMap::new();
+    meta.insert("git".to_string(), "true".to_string());
+    meta.insert("git.commit".to_string(), commit.to_string());
+    NewRelease {
+        artifacts: vec![artifact],
+        env: prev.map(|r| r.env.clone()).unwrap_or_default(),
+        meta,
+        processes,
+    }
+}
+
+fn tcp_check() -> HealthCheck {
+    // The API's JSON defaults (10 s interval) suit long-running checks; a deploy waits on the
+    // first pass, so check often.
+    HealthCheck {
+        kind: HealthCheckType::Tcp,
+        path: None,
+        status: None,
+        interval_ms: 200,
+        threshold: 1,
+        start_timeout_ms: 30_000,
+        kill_down: false,
+    }
+}
+
+/// Deploys `release` of `app` and waits: through a deployment (the old release keeps serving if
+/// it fails); on a first deploy, then `web=1` and waiting for that job to be up. `say` prints a
+/// progress line.
+pub async fn deploy(
+    store: &Arc<dyn Store>,
+    app: &App,
+    release: &Release,
+    say: impl Fn(String),
+) -> Result<(), String> {
+    // First deploy: nothing ran before (no formation, or one of all zeros — also what a failed
+    // first deploy leaves), so nothing would start: scale web to 1 as Flynn did.
+    let first = match app.release {
+        None => true,
+        Some(prev) => match store.get_formation(app.id, prev).await {
+            Ok(f) => f.processes.values().all(|n| *n == 0),
+            Err(_) => true,
+        },
+    };
+    let d = store
+        .create_deployment(app.id, release.id)
+        .await
+        .map_err(|e| format!("cannot start the deployment: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(d.deploy_timeout) + 30);
+    let mut notifier = store.event_notifier();
+    loop {
+        let d = store
+            .get_deployment(d.id)
+            .await
+            .map_err(|e| format!("cannot read the deployment: {e}"))?;
+        match d.status {
+            DeploymentStatus::Complete => break,
+            DeploymentStatus::Failed => {
+                return Err(format!(
+                    "deployment failed: {}; the previous release keeps serving",
+                    d.error.as_deref().unwrap_or("no reason given")
+                ));
+            }
+            _ if Instant::now() > deadline => {
+                return Err(format!(
+                    "deployment {} is still {} after {}s (see `slipway deployment`)",
+                    d.id,
+                    d.status.as_str(),
+                    d.deploy_timeout + 30
+                ));
+            }
+            _ => {
+                let _ = tokio::time::timeout(Duration::from_millis(200), notifier.changed()).await;
+            }
+        }
+    }
+    if !(first && release.processes.contains_key("web")) {
+        return Ok(());
+    }
+    say("=====> Scaling initial release to web=1".into());
+    let mut update = FormationUpdate::default();
+    update.processes.insert("web".into(), 1);
+    store
+        .put_formation(app.id, release.id, &update)
+        .await
+        .map_err(|e| format!("cannot scale web to 1: {e}"))?;
+    let timeout = Duration::from_secs(u64::from(app.deploy_timeout.max(1)));
+    match wait_web_up(store, app.id, release.id, timeout).await {
+        Ok(()) => {
+            say("=====> Initial web job started".into());
+            Ok(())
+        }
+        Err(reason) => {
+            update.processes.insert("web".into(), 0);
+            let _ = store.put_formation(app.id, release.id, &update).await;
+            Err(format!("Initial web job failed to start: {reason}"))
+        }
+    }
+}
+
+/// Waits for a `web` job of `release` to be up; fails after [`FAILURE_THRESHOLD`] failed jobs
+/// or `timeout`.
+async fn wait_web_up(
+    store: &Arc<dyn Store>,
+    app: Id,
+    release: Id,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut notifier = store.event_notifier();
+    loop {
+        let jobs: Vec<Job> = store
+            .list_jobs(app)
+            .await
+            .map_err(|e| format!("cannot read jobs: {e}"))?
+            .into_iter()
+            .filter(|j| j.release_id == release && j.process_type.as_deref() == Some("web"))
+            .collect();
+        if jobs.iter().any(|j| j.state == JobState::Up) {
+            return Ok(());
+        }
+        let failed: Vec<&Job> = jobs
+            .iter()
+            .filter(|j| {
+                matches!(j.state, JobState::Crashed | JobState::Failed)
+                    || (j.state == JobState::Down && j.exit_status.is_some_and(|c| c != 0))
+            })
+            .collect();
+        if failed.len() >= FAILURE_THRESHOLD {
+            let last = failed.iter().max_by_key(|j| j.updated_at).expect("failed");
+            return Err(match (&last.host_error, last.exit_status) {
+                (Some(e), _) => e.clone(),
+                (None, Some(c)) => format!("the web process exited with status {c}"),
+                (None, None) => "the web job went down".into(),
+            });
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no web job was up after {}s (is the web process listening on $PORT?)",
+                timeout.as_secs()
+            ));
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), notifier.changed()).await;
+    }
+}
+
+/// Deletes the releases of slugs older than the newest `keep` inactive ones (the current
+/// release's slug is active). Releases without a slug are left alone. Returns how many releases
+/// were deleted; the blob store's GC removes slugs no artifact needs.
+pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<usize, String> {
+    let keep = app
+        .meta
+        .get(SLUGS_KEPT_KEY)
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(DEFAULT_SLUGS_KEPT);
+    let releases = store
+        .list_releases(app.id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut kinds: BTreeMap<Id, Option<Artifact>> = BTreeMap::new();
+    let current_slugs: Vec<Id> = releases
+        .iter()
+        .filter(|r| Some(r.id) == app.release)
+        .flat_map(|r| r.artifacts.clone())
+        .collect();
+    // Slugs in order of their newest release (releases are newest first).
+    let mut order: Vec<Id> = Vec::new();
+    for r in &releases {
+        for a in &r.artifacts {
+            if !kinds.contains_key(a) {
+                let art = store.get_artifact(*a).await.ok();
+                kinds.insert(*a, art);
+            }
+            let is_slug = kinds[a]
+                .as_ref()
+                .is_some_and(|x| x.kind == ArtifactType::Slug);
+            if is_slug && !current_slugs.contains(a) && !order.contains(a) {
+                order.push(*a);
+            }
+        }
+    }
+    let old: Vec<Id> = order.into_iter().skip(keep).collect();
+    let mut deleted = 0;
+    for r in &releases {
+        if Some(r.id) != app.release
+            && r.artifacts.iter().any(|a| old.contains(a))
+            && store.delete_release(app.id, r.id).await.is_ok()
+        {
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}

@@ -1,0 +1,292 @@
+//! The pushed commit as a directory: `git archive` of the commit (its objects are still in the
+//! push's quarantine, which the hook names) unpacked with checks, so a hostile tree writes
+//! nothing outside the directory: no absolute paths, no `..`, nothing written through a symlink,
+//! only files, directories and symlinks, and a size cap with a clear error.
+
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Why the source could not be unpacked, in the pusher's words.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("{0}")]
+    Refused(String),
+    #[error("cannot read the pushed commit: {0}")]
+    Internal(String),
+}
+
+/// The quarantine dir git made for this push, if `path` is one: a direct child of the repo's
+/// `objects` dir named `tmp_objdir-incoming-*`. Anything else is refused, so a request cannot
+/// point git at another directory.
+pub fn quarantine_dir(repo: &Path, path: &str) -> Option<PathBuf> {
+    let p = Path::new(path);
+    let name = p.file_name()?.to_str()?;
+    if !name.starts_with("tmp_objdir-incoming-") {
+        return None;
+    }
+    let objects = repo.join("objects").canonicalize().ok()?;
+    let p = p.canonicalize().ok()?;
+    (p.parent()? == objects).then_some(p)
+}
+
+/// Unpacks `commit` of `repo` into `dest` (an empty dir), reading objects from `quarantine`
+/// too. At most `max_bytes` of file content. Blocking.
+pub fn checkout(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+    dest: &Path,
+    max_bytes: u64,
+) -> Result<u64, SourceError> {
+    if !(commit.len() == 40 || commit.len() == 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(SourceError::Refused(format!(
+            "{commit:?} is not a commit id"
+        )));
+    }
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(repo)
+        .args(["archive", "--format=tar", commit])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(q) = quarantine {
+        cmd.env("GIT_OBJECT_DIRECTORY", q)
+            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", repo.join("objects"));
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| SourceError::Internal(format!("cannot run git archive: {e}")))?;
+    let stdout = child.stdout.take().expect("piped");
+    let res = unpack(stdout, dest, max_bytes);
+    if res.is_err() {
+        let _ = child.kill();
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| SourceError::Internal(e.to_string()))?;
+    let size = res?;
+    if !out.status.success() {
+        return Err(SourceError::Internal(format!(
+            "git archive failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(size)
+}
+
+/// Unpacks a tar stream into `dest` with the checks above; returns the bytes of file content.
+pub fn unpack(input: impl Read, dest: &Path, max_bytes: u64) -> Result<u64, SourceError> {
+    let io = |e: std::io::Error| SourceError::Internal(e.to_string());
+    let mut archive = tar::Archive::new(input);
+    let mut total: u64 = 0;
+    for entry in archive.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let kind = entry.header().entry_type();
+        // git archive adds a pax header with the commit id: metadata, not a file.
+        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+            continue;
+        }
+        let raw = entry.path().map_err(io)?.into_owned();
+        let rel = safe_relative(&raw).ok_or_else(|| {
+            SourceError::Refused(format!(
+                "the pushed tree has a path that leaves the app's directory ({}): remove it from the repo",
+                raw.display()
+            ))
+        })?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let target = dest.join(&rel);
+        check_parents(dest, &rel)?;
+        if kind.is_dir() {
+            std::fs::create_dir_all(&target).map_err(io)?;
+        } else if kind.is_file() {
+            let size = entry.header().size().map_err(io)?;
+            total += size;
+            if total > max_bytes {
+                return Err(SourceError::Refused(format!(
+                    "the pushed source is over the {} limit ({} is {}): keep large files out of \
+                     git (remove them with `git rm --cached` and push again)",
+                    human(max_bytes),
+                    rel.display(),
+                    human(size)
+                )));
+            }
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&target)
+                .map_err(|e| {
+                    SourceError::Refused(format!("cannot write {}: {e}", rel.display()))
+                })?;
+            std::io::copy(&mut (&mut entry).take(size), &mut file).map_err(io)?;
+            let mode = entry.header().mode().map_err(io)?;
+            use std::os::unix::fs::PermissionsExt;
+            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            file.set_permissions(std::fs::Permissions::from_mode(mode))
+                .map_err(io)?;
+        } else if kind.is_symlink() {
+            // The link itself is fine wherever it points: it is created, never followed here.
+            let to = entry.link_name().map_err(io)?.ok_or_else(|| {
+                SourceError::Refused(format!("symlink {} has no target", rel.display()))
+            })?;
+            std::os::unix::fs::symlink(&to, &target).map_err(|e| {
+                SourceError::Refused(format!("cannot create symlink {}: {e}", rel.display()))
+            })?;
+        } else {
+            return Err(SourceError::Refused(format!(
+                "the pushed tree has {} of an unsupported type: only files, directories and symlinks are built",
+                rel.display()
+            )));
+        }
+    }
+    Ok(total)
+}
+
+/// `p` as a relative path of normal components only (`./` dropped); None if it is absolute or
+/// has `..`.
+fn safe_relative(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Every existing parent of `rel` under `dest` must be a real directory, so nothing is written
+/// through a symlink the tree made earlier (`link -> /etc`, then `link/passwd`).
+fn check_parents(dest: &Path, rel: &Path) -> Result<(), SourceError> {
+    let mut at = dest.to_path_buf();
+    let parts: Vec<_> = rel.components().collect();
+    for c in &parts[..parts.len().saturating_sub(1)] {
+        at.push(c);
+        match std::fs::symlink_metadata(&at) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(SourceError::Refused(format!(
+                    "the pushed tree writes {} through {}, which is not a directory (a symlink?)",
+                    rel.display(),
+                    at.strip_prefix(dest).unwrap_or(&at).display()
+                )));
+            }
+            Err(_) => std::fs::create_dir(&at)
+                .map_err(|e| SourceError::Internal(format!("{}: {e}", at.display())))?,
+        }
+    }
+    Ok(())
+}
+
+/// `104857600` → `100.0 MiB`.
+pub fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < UNITS.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data, link) in entries {
+            let mut h = tar::Header::new_old();
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            // Bypass the builder's own path checks: hostile archives are the point.
+            let name = path.as_bytes();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpacks_files_dirs_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tar_of(&[
+            ("app/", tar::EntryType::Directory, b"", None),
+            ("app/Procfile", tar::EntryType::Regular, b"web: x\n", None),
+            ("link", tar::EntryType::Symlink, b"", Some("/etc/passwd")),
+        ]);
+        let n = unpack(&t[..], dir.path(), 1000).unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("app/Procfile")).unwrap(),
+            "web: x\n"
+        );
+        assert_eq!(
+            std::fs::read_link(dir.path().join("link")).unwrap(),
+            PathBuf::from("/etc/passwd")
+        );
+    }
+
+    #[test]
+    fn refuses_escapes() {
+        let outside = tempfile::tempdir().unwrap();
+        for entries in [
+            vec![("../evil", tar::EntryType::Regular, &b"x"[..], None)],
+            vec![("/tmp/evil", tar::EntryType::Regular, &b"x"[..], None)],
+            vec![
+                (
+                    "l",
+                    tar::EntryType::Symlink,
+                    &b""[..],
+                    outside.path().to_str(),
+                ),
+                ("l/evil", tar::EntryType::Regular, &b"x"[..], None),
+            ],
+            vec![("h", tar::EntryType::Link, &b""[..], Some("/etc/passwd"))],
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = tar_of(&entries);
+            let e = unpack(&t[..], dir.path(), 1000).unwrap_err();
+            assert!(matches!(e, SourceError::Refused(_)), "{e}");
+            assert!(!outside.path().join("evil").exists());
+            assert!(!dir.path().parent().unwrap().join("evil").exists());
+        }
+    }
+
+    #[test]
+    fn size_cap_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![0u8; 3000];
+        let t = tar_of(&[("big.bin", tar::EntryType::Regular, &big, None)]);
+        let e = unpack(&t[..], dir.path(), 2048).unwrap_err().to_string();
+        assert!(e.contains("2.0 KiB limit"), "{e}");
+        assert!(e.contains("big.bin is 2.9 KiB"), "{e}");
+    }
+
+    #[test]
+    fn quarantine_must_be_in_the_repo() {
+        let repo = tempfile::tempdir().unwrap();
+        let q = repo.path().join("objects/tmp_objdir-incoming-abc");
+        std::fs::create_dir_all(&q).unwrap();
+        std::fs::create_dir_all(repo.path().join("objects/other")).unwrap();
+        assert!(quarantine_dir(repo.path(), q.to_str().unwrap()).is_some());
+        let other = repo.path().join("objects/other");
+        assert!(quarantine_dir(repo.path(), other.to_str().unwrap()).is_none());
+        assert!(quarantine_dir(repo.path(), "/tmp/tmp_objdir-incoming-x").is_none());
+    }
+}

@@ -1,0 +1,477 @@
+//! The git receiver: git's smart HTTP protocol served by Slipway itself (Flynn's `gitreceive`),
+//! on the controller's port behind its API key.
+//!
+//! `GET /APP.git/info/refs?service=…` and `POST /APP.git/git-{receive,upload}-pack` spawn
+//! `git receive-pack --stateless-rpc` / `git upload-pack --stateless-rpc` and stream the bodies
+//! both ways (DESIGN.md §5: this handles chunked pushes where `git http-backend` did not).
+//!
+//! One bare repo per app, kept between pushes, at `<repos>/<app id>.git`: the path is built from
+//! the app's id as the store has it, never from the URL, so no name can point outside the repos
+//! dir. Each repo has a `pre-receive` hook (`slipway git-hook`) that hands the push to
+//! [`crate::push`] and relays its lines; the hook's exit status accepts or rejects the push.
+
+use crate::push::Pusher;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use slipway_store::{Store, StoreError};
+use slipway_types::App;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncWriteExt;
+use tokio_util::sync::CancellationToken;
+
+/// The hook every app repo runs before accepting a push. It only execs the binary the server
+/// names in the environment, so a server upgrade needs no hook rewrite, and a push that does not
+/// come through the server (no env) is refused instead of updating refs without a deploy.
+const PRE_RECEIVE: &str = "#!/bin/sh\n\
+# Installed by slipway: hands the push to the slipway server, which builds and deploys it.\n\
+if [ -z \"$SLIPWAY_HOOK_EXE\" ]; then\n\
+  echo 'This repository is managed by slipway: push through the slipway git URL (slipway info).' >&2\n\
+  exit 1\n\
+fi\n\
+exec \"$SLIPWAY_HOOK_EXE\" git-hook\n";
+
+/// Largest pack a push may send (git's `receive.maxInputSize`): over it git itself stops with
+/// `pack exceeds maximum allowed size`.
+pub const MAX_PUSH_BYTES: u64 = 1 << 30;
+/// Largest gzip-encoded request body (git only gzips requests that fit its 1 MiB post buffer).
+const MAX_GZIP_BODY: usize = 16 << 20;
+
+/// How the receiver is set up.
+#[derive(Clone, Debug)]
+pub struct ReceiverConfig {
+    /// Where the bare repos live (`<data>/repos`).
+    pub repos_dir: PathBuf,
+    /// The `slipway` binary the hook runs (`std::env::current_exe()`).
+    pub hook_exe: PathBuf,
+    /// The server's URL as the hook (a local process) reaches it.
+    pub server_url: String,
+    /// The controller's API key, which the hook presents.
+    pub api_key: String,
+}
+
+/// A push in progress: created when `git receive-pack` starts, ended (cancelling its build)
+/// when that request ends — by finishing, or because the client went away (Ctrl-C).
+pub(crate) struct Session {
+    pub app: App,
+    pub repo: PathBuf,
+    pub cancel: CancellationToken,
+    /// The app's push lock once the hook's build holds it: kept until `receive-pack` has
+    /// updated the refs, so the next push to the app sees them.
+    pub lock: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+}
+
+/// Removes its session (and cancels it) when dropped.
+struct SessionGuard {
+    token: String,
+    receiver: Arc<Receiver>,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        let session = self
+            .receiver
+            .sessions
+            .lock()
+            .expect("sessions")
+            .remove(&self.token);
+        if let Some(s) = session {
+            s.cancel.cancel();
+        }
+    }
+}
+
+pub struct Receiver {
+    pub(crate) cfg: ReceiverConfig,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) pusher: Arc<Pusher>,
+    sessions: Mutex<HashMap<String, Arc<Session>>>,
+    /// One push at a time per app (by id).
+    locks: Mutex<HashMap<slipway_types::Id, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Receiver {
+    pub fn new(cfg: ReceiverConfig, store: Arc<dyn Store>, pusher: Arc<Pusher>) -> Arc<Receiver> {
+        Arc::new(Receiver {
+            cfg,
+            store,
+            pusher,
+            sessions: Default::default(),
+            locks: Default::default(),
+        })
+    }
+
+    /// The routes, to merge into the controller's router (behind its API key).
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        axum::Router::new()
+            .route("/{repo}/info/refs", get(info_refs))
+            .route("/{repo}/git-receive-pack", post(receive_pack))
+            .route("/{repo}/git-upload-pack", post(upload_pack))
+            .route("/{repo}/slipway-hook", post(crate::push::hook_endpoint))
+            .with_state(self.clone())
+    }
+
+    pub(crate) fn session(&self, token: &str) -> Option<Arc<Session>> {
+        self.sessions.lock().expect("sessions").get(token).cloned()
+    }
+
+    pub(crate) fn app_lock(&self, app: slipway_types::Id) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("locks")
+            .entry(app)
+            .or_default()
+            .clone()
+    }
+
+    /// The app a `/APP.git` path segment names, and its repo (created on first use).
+    pub(crate) async fn open_repo(&self, segment: &str) -> Result<(App, PathBuf), Response> {
+        let Some(name) = segment.strip_suffix(".git") else {
+            return Err(not_found(format!(
+                "{segment:?} is not a Slipway git URL: use <server>/APP.git (see `slipway info`)"
+            )));
+        };
+        let valid =
+            slipway_types::validate_app_name(name).is_ok() || uuid::Uuid::parse_str(name).is_ok();
+        if !valid {
+            return Err(not_found(format!(
+                "no app named {name:?}: app names are lowercase letters, digits and dashes"
+            )));
+        }
+        let app = match self.store.get_app(name).await {
+            Ok(app) => app,
+            Err(StoreError::NotFound(_)) => {
+                return Err(not_found(format!(
+                    "app {name:?} not found: create it with `slipway create {name}`"
+                )));
+            }
+            Err(e) => return Err(unavailable(format!("cannot read app {name:?}: {e}"))),
+        };
+        let repo = self.cfg.repos_dir.join(format!("{}.git", app.id));
+        let dir = repo.clone();
+        match tokio::task::spawn_blocking(move || init_repo(&dir)).await {
+            Ok(Ok(())) => Ok((app, repo)),
+            Ok(Err(e)) => Err(unavailable(format!(
+                "cannot prepare the app's repository: {e}"
+            ))),
+            Err(e) => Err(unavailable(format!(
+                "cannot prepare the app's repository: {e}"
+            ))),
+        }
+    }
+}
+
+/// Creates the bare repo if needed (in a temp dir renamed into place, so two first pushes
+/// cannot see a half-made repo), and (re)writes its hook and settings.
+fn init_repo(repo: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = repo.parent().expect("repo path has a parent");
+    if !repo.join("HEAD").exists() {
+        std::fs::create_dir_all(parent)?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".init-")
+            .tempdir_in(parent)?;
+        let out = std::process::Command::new("git")
+            .args(["init", "--bare", "--quiet"])
+            .arg(tmp.path())
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(std::io::Error::other(format!(
+                "git init failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let configs: [(&str, String); 4] = [
+            // Check every object pushed: refuses trees with `..`, `.git` or odd modes.
+            ("receive.fsckObjects", "true".into()),
+            ("receive.maxInputSize", MAX_PUSH_BYTES.to_string()),
+            ("receive.denyDeletes", "true".into()),
+            // Keep pushed objects in one pack instead of thousands of loose files.
+            ("receive.unpackLimit", "1000".into()),
+        ];
+        for (k, v) in configs {
+            git_config(tmp.path(), k, &v)?;
+        }
+        let tmp = tmp.keep();
+        if let Err(e) = std::fs::rename(&tmp, repo) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !repo.join("HEAD").exists() {
+                return Err(e);
+            }
+        }
+    }
+    let hook = repo.join("hooks/pre-receive");
+    if std::fs::read_to_string(&hook).ok().as_deref() != Some(PRE_RECEIVE) {
+        std::fs::create_dir_all(repo.join("hooks"))?;
+        let tmp = repo.join("hooks/.pre-receive.tmp");
+        std::fs::write(&tmp, PRE_RECEIVE)?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::rename(&tmp, &hook)?;
+    }
+    Ok(())
+}
+
+fn git_config(repo: &std::path::Path, key: &str, value: &str) -> std::io::Result<()> {
+    let st = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(repo)
+        .args(["config", key, value])
+        .stdin(Stdio::null())
+        .status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("git config {key} failed")))
+    }
+}
+
+/// An error git shows the pusher: git prints `text/plain` bodies of failed requests as
+/// `remote: …` lines.
+pub(crate) fn plain(status: StatusCode, message: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        format!("{message}\n"),
+    )
+        .into_response()
+}
+
+fn not_found(message: String) -> Response {
+    plain(StatusCode::NOT_FOUND, message)
+}
+
+fn unavailable(message: String) -> Response {
+    tracing::warn!("git receiver: {message}");
+    plain(StatusCode::SERVICE_UNAVAILABLE, message)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Service {
+    Receive,
+    Upload,
+}
+
+impl Service {
+    fn name(self) -> &'static str {
+        match self {
+            Service::Receive => "receive-pack",
+            Service::Upload => "upload-pack",
+        }
+    }
+}
+
+async fn info_refs(
+    State(r): State<Arc<Receiver>>,
+    Path(repo): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let service = match q.get("service").map(String::as_str) {
+        Some("git-receive-pack") => Service::Receive,
+        Some("git-upload-pack") => Service::Upload,
+        _ => {
+            return plain(
+                StatusCode::FORBIDDEN,
+                "only git's smart HTTP protocol is served: use git 1.6.6 or newer".into(),
+            );
+        }
+    };
+    let (_app, path) = match r.open_repo(&repo).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let out = tokio::process::Command::new("git")
+        .args([service.name(), "--stateless-rpc", "--advertise-refs"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let out = match out {
+        Ok(o) if o.status.success() => o.stdout,
+        Ok(o) => {
+            return unavailable(format!(
+                "git {} failed: {}",
+                service.name(),
+                String::from_utf8_lossy(&o.stderr).trim()
+            ));
+        }
+        Err(e) => return unavailable(format!("cannot run git: {e}")),
+    };
+    let mut body = pkt_line(&format!("# service=git-{}\n", service.name()));
+    body.extend_from_slice(b"0000");
+    body.extend_from_slice(&out);
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                format!("application/x-git-{}-advertisement", service.name()),
+            ),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn pkt_line(s: &str) -> Vec<u8> {
+    format!("{:04x}{s}", s.len() + 4).into_bytes()
+}
+
+async fn receive_pack(
+    State(r): State<Arc<Receiver>>,
+    Path(repo): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    rpc(r, repo, headers, body, Service::Receive).await
+}
+
+async fn upload_pack(
+    State(r): State<Arc<Receiver>>,
+    Path(repo): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    rpc(r, repo, headers, body, Service::Upload).await
+}
+
+async fn rpc(
+    r: Arc<Receiver>,
+    repo: String,
+    headers: HeaderMap,
+    body: Body,
+    service: Service,
+) -> Response {
+    let (app, path) = match r.open_repo(&repo).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
+    let gzip = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip"));
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.args([service.name(), "--stateless-rpc"])
+        .arg(&path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut guard = None;
+    if service == Service::Receive {
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        cmd.env("SLIPWAY_HOOK_EXE", &r.cfg.hook_exe)
+            .env(
+                "SLIPWAY_HOOK_URL",
+                format!("{}/{repo}/slipway-hook", r.cfg.server_url),
+            )
+            .env("SLIPWAY_HOOK_KEY", &r.cfg.api_key)
+            .env("SLIPWAY_PUSH_TOKEN", &token)
+            .env("SLIPWAY_APP", &app.name);
+        let session = Arc::new(Session {
+            app: app.clone(),
+            repo: path.clone(),
+            cancel: CancellationToken::new(),
+            lock: Mutex::new(None),
+        });
+        r.sessions
+            .lock()
+            .expect("sessions")
+            .insert(token.clone(), session);
+        guard = Some(SessionGuard {
+            token,
+            receiver: r.clone(),
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return unavailable(format!("cannot run git {}: {e}", service.name())),
+    };
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let stderr = child.stderr.take().expect("piped stderr");
+    tokio::spawn(feed_stdin(body, gzip, stdin));
+    let svc = service.name();
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::debug!("git {svc}: {line}");
+        }
+    });
+    // The child and the session live as long as the response body: when git finishes, or the
+    // client goes away, both are dropped (git is killed, the push's build cancelled).
+    let keep = (child, guard);
+    let stream = tokio_util::io::ReaderStream::new(stdout).map(move |chunk| {
+        let _ = &keep;
+        chunk
+    });
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                format!("application/x-git-{}-result", service.name()),
+            ),
+            (header::CACHE_CONTROL, "no-cache".to_string()),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+/// Copies the request body into git's stdin, un-gzipping it if git sent it compressed. A body
+/// that fails midway just ends git's input: git reports the truncated pack itself.
+async fn feed_stdin(body: Body, gzip: bool, mut stdin: tokio::process::ChildStdin) {
+    let mut stream = body.into_data_stream();
+    if gzip {
+        let mut compressed = Vec::new();
+        while let Some(Ok(chunk)) = stream.next().await {
+            compressed.extend_from_slice(&chunk);
+            if compressed.len() > MAX_GZIP_BODY {
+                tracing::warn!("git receiver: gzip request over {MAX_GZIP_BODY} bytes refused");
+                return;
+            }
+        }
+        let decoded = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&compressed[..])
+                .take(MAX_PUSH_BYTES)
+                .read_to_end(&mut out)
+                .map(|_| out)
+        })
+        .await;
+        match decoded {
+            Ok(Ok(bytes)) => {
+                let _ = stdin.write_all(&bytes).await;
+            }
+            _ => tracing::warn!("git receiver: bad gzip request body"),
+        }
+        return;
+    }
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(bytes) => {
+                if stdin.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::debug!("git receiver: request body ended early: {e}");
+                return;
+            }
+        }
+    }
+    let _ = stdin.shutdown().await;
+}
