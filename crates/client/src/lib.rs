@@ -5,12 +5,14 @@
 //! controller through this crate, so errors are phrased for people: the CLI prints them as-is.
 
 mod error;
+mod log;
 mod sse;
 
 pub use error::ClientError;
 /// Re-exported so that callers of [`Client::events_stream`] can consume it without adding
 /// futures-util themselves.
 pub use futures_util::{Stream, StreamExt};
+pub use log::LogQuery;
 pub use sse::{SseMessage, SseParser};
 
 use reqwest::{Method, StatusCode, Url};

@@ -9,6 +9,7 @@ mod deployment;
 mod error;
 mod event;
 mod job;
+mod log;
 mod names;
 mod release;
 mod route;
@@ -22,6 +23,7 @@ pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};
 pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine};
+pub use log::{LOG_METADATA_KEY, LOG_STREAMS, LogEntry};
 pub use names::random_app_name;
 pub use release::{
     Artifact, ArtifactType, HealthCheck, HealthCheckType, NewArtifact, NewRelease, Port,

@@ -28,6 +28,14 @@ impl Timestamp {
         ))
     }
 
+    /// A point in time from elsewhere (e.g. a host's log line), in UTC, truncated to the
+    /// microseconds the text form keeps.
+    pub fn from_datetime(t: OffsetDateTime) -> Self {
+        let t = t.to_offset(UtcOffset::UTC);
+        let micros = t.microsecond();
+        Timestamp(t.replace_microsecond(micros).expect("valid microsecond"))
+    }
+
     pub fn unix_millis(&self) -> i128 {
         self.0.unix_timestamp_nanos() / 1_000_000
     }
