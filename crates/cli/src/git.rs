@@ -53,6 +53,24 @@ pub fn remove_remote(name: &str) -> Result<()> {
     run(&["remote", "remove", "--", name])
 }
 
+/// Makes git ask `slipway git-credentials` for the API key when it talks to `url`'s server,
+/// in this repo only: `credential.<scheme://host:port>.helper`, after an empty value that
+/// drops helpers from wider configs for this URL (they would prompt or store the key).
+pub fn set_credential_helper(url: &str) -> Result<()> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        bail!("not an http(s) URL: {url}");
+    };
+    let origin = format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest));
+    let key = format!("credential.{origin}.helper");
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(String::from))
+        .unwrap_or_else(|| "slipway".into());
+    let helper = format!("!'{}' git-credentials", exe.replace('\'', r"'\''"));
+    run(&["config", "--local", "--replace-all", &key, ""])?;
+    run(&["config", "--local", "--add", &key, &helper])
+}
+
 /// The app a remote URL points at: its last path segment without `.git`
 /// (`http://git.example/my-app.git` → `my-app`; scp-like `git@host:my-app.git` too).
 pub fn app_from_remote_url(url: &str) -> Option<String> {

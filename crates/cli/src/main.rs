@@ -4,6 +4,7 @@
 mod commands;
 mod config;
 mod context;
+mod credentials;
 mod git;
 mod host_cmd;
 mod output;
@@ -101,6 +102,15 @@ enum Command {
     Server(server::ServerArgs),
     /// Run or inspect a host agent
     Host(host_cmd::HostArgs),
+    /// The pre-receive hook of the server's app repos (run by `git receive-pack`)
+    #[command(name = "git-hook", hide = true)]
+    GitHook,
+    /// Git credential helper for the Slipway git remote (`slipway create` configures it)
+    #[command(name = "git-credentials", hide = true)]
+    GitCredentials {
+        /// get, store or erase (git's credential helper protocol)
+        action: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -172,6 +182,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Server(args) => server::run(args).await,
         Command::Host(args) => host_cmd::run(args).await,
+        Command::GitHook => match slipway_build::push::hook::run().await {
+            0 => Ok(()),
+            code => std::process::exit(code),
+        },
+        Command::GitCredentials { action } => credentials::run(&action),
     }
 }
 

@@ -105,9 +105,16 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         git_url: local_url.clone(),
     };
     tracing::info!(data_dir = %data_dir.display(), "controller API on {local_url}");
+    let build = start_build(
+        &data_dir,
+        store.clone(),
+        &scheduler,
+        &config.api_key,
+        &local_url,
+    )?;
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
     // Roles served on the controller's port, behind its API key: one `.merge` per role.
-    let extra = axum::Router::new();
+    let extra = axum::Router::new().merge(build);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
     slipway_controller::serve_router(listener, router, shutdown_signal()).await?;
     tracing::info!("stopped");
@@ -145,6 +152,75 @@ async fn start_local_host(
     crate::routing::follow_host(host.api(), routing.registry.clone());
     tracing::info!(host = %id, "local host agent ready");
     Ok(())
+}
+
+/// The git receiver and build pipeline: `git push` to `<url>/APP.git` builds the pushed commit
+/// in a `build` job on the app's stack and deploys it. Repos in `<data>/repos`, build caches and
+/// scratch dirs in `<data>/build`, slugs in the blob store.
+fn start_build(
+    data_dir: &Path,
+    store: Arc<dyn slipway_store::Store>,
+    scheduler: &slipway_scheduler::Scheduler,
+    api_key: &str,
+    local_url: &str,
+) -> Result<axum::Router> {
+    let blobs: Arc<dyn slipway_blobstore::BlobStore> = Arc::new(
+        slipway_blobstore::FsBlobStore::open(data_dir.join("blobs"))
+            .context("cannot open the blob store")?,
+    );
+    let build = slipway_build::BuildContext {
+        blobs,
+        jobs: Arc::new(scheduler.clone()),
+        data_dir: data_dir.join("build"),
+        buildpacks_dir: buildpacks_dir(),
+        limits: Default::default(),
+    };
+    let pusher = Arc::new(slipway_build::push::Pusher {
+        store: store.clone(),
+        build,
+        default_stack: scheduler.config().stack.clone(),
+    });
+    let cfg = slipway_build::receiver::ReceiverConfig {
+        repos_dir: data_dir.join("repos"),
+        hook_exe: std::env::current_exe().context("cannot find the slipway binary")?,
+        server_url: local_url.to_string(),
+        api_key: api_key.to_string(),
+    };
+    Ok(slipway_build::receiver::Receiver::new(cfg, store, pusher).router())
+}
+
+/// The bundled buildpacks: `$SLIPWAY_BUILDPACKS_DIR`, else `share/slipway/buildpacks` next to
+/// the binary's `bin/`, else the source tree's `buildpacks/` (development builds).
+fn buildpacks_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("SLIPWAY_BUILDPACKS_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let installed = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/slipway/buildpacks")));
+    match installed {
+        Some(d) if d.is_dir() => d,
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../buildpacks")),
+    }
+}
+
+/// The registry v2 endpoint (`/v2/…`, repository = app): `docker push`, `skopeo copy` and
+/// `slipway image push` deploy images through it. Layers go into the blob store; upload state and
+/// tags live in `<data>/registry`.
+fn start_registry(
+    data_dir: &Path,
+    store: Arc<dyn slipway_store::Store>,
+) -> Result<axum::Router> {
+    // TODO(blobs): take the server's one shared blob store once start_blobstore returns it; until
+    // then this opens the same directory (before anything is served, so no put is in flight).
+    let blobs: Arc<dyn slipway_blobstore::BlobStore> = Arc::new(
+        slipway_blobstore::FsBlobStore::open(data_dir.join("blobs"))
+            .context("cannot open the blob store")?,
+    );
+    let registry = slipway_registry::Registry::open(store, blobs, data_dir.join("registry"))
+        .context("cannot open the registry's directory")?;
+    registry.spawn_cleaner();
+    Ok(slipway_registry::router(registry))
 }
 
 /// The deployment executor: runs pending deployments (a deploy of an app with nothing running

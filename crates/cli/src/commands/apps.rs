@@ -94,7 +94,7 @@ pub async fn create(ctx: &Ctx, args: CreateArgs) -> Result<()> {
         } else {
             git::add_remote(name, &url)
         };
-        if let Err(e) = added {
+        if let Err(e) = added.and_then(|()| git::set_credential_helper(&url)) {
             eprintln!("warning: app created, but the git remote was not set: {e:#}");
         }
     }
