@@ -88,6 +88,8 @@ enum Command {
     /// List the app's deployments
     #[command(visible_alias = "deployments")]
     Deployment(jobs::DeploymentArgs),
+    /// Deploy a Docker/OCI image file (`docker save` archive, OCI layout): image push FILE
+    Image(commands::image::ImageArgs),
     /// List and manage the clusters this CLI knows
     #[command(visible_alias = "clusters")]
     Cluster(cluster::ClusterArgs),
@@ -166,6 +168,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kill(args) => jobs::kill(&ctx, args).await,
         Command::Run(args) => jobs::run(&ctx, args).await,
         Command::Deployment(args) => jobs::deployments(&ctx, args).await,
+        Command::Image(args) => commands::image::run(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args),
         Command::Version => {
             println!("slipway {}", env!("CARGO_PKG_VERSION"));

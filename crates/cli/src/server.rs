@@ -114,7 +114,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     )?;
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
     // Roles served on the controller's port, behind its API key: one `.merge` per role.
-    let extra = axum::Router::new().merge(build);
+    let extra = axum::Router::new()
+        .merge(build)
+        .merge(start_registry(&data_dir, store.clone())?);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
     slipway_controller::serve_router(listener, router, shutdown_signal()).await?;
     tracing::info!("stopped");

@@ -3,8 +3,10 @@
 pub mod apps;
 pub mod cluster;
 pub mod env;
+pub mod image;
 pub mod jobs;
 pub mod limit;
+pub mod log;
 pub mod meta;
 pub mod release;
 pub mod route;
