@@ -537,6 +537,20 @@ impl HostApi for Agent {
         Ok(info)
     }
 
+    async fn attach(&self, id: &str) -> HostResult<crate::attach::AttachStream> {
+        let j = self.get_job(id).await?;
+        if j.job.config.attach.is_none() {
+            return Err(HostError::BadRequest(format!(
+                "job {id} was not started attached (run it without -d to attach)"
+            )));
+        }
+        self.inner
+            .runtime
+            .attach(id)
+            .await
+            .map_err(|e| HostError::Conflict(format!("{e:#}")))
+    }
+
     async fn signal_job(&self, id: &str, signal: i32) -> HostResult<()> {
         let j = self.get_job(id).await?;
         if j.status.is_terminal() {
@@ -584,20 +598,6 @@ impl HostApi for Agent {
                 cpu_milli: live
                     .iter()
                     .map(|j| j.job.resources.cpu_milli.unwrap_or(DEFAULT_CPU_MILLI))
-    async fn attach(&self, id: &str) -> HostResult<crate::attach::AttachStream> {
-        let j = self.get_job(id).await?;
-        if j.job.config.attach.is_none() {
-            return Err(HostError::BadRequest(format!(
-                "job {id} was not started attached (run it without -d to attach)"
-            )));
-        }
-        self.inner
-            .runtime
-            .attach(id)
-            .await
-            .map_err(|e| HostError::Conflict(format!("{e:#}")))
-    }
-
                     .sum(),
             };
             (live.len(), allocated)

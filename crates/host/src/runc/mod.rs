@@ -379,6 +379,25 @@ impl Shared {
         let mut lower: Vec<PathBuf> = job.config.layers.iter().rev().cloned().collect();
         lower.push(stack);
         mount_overlay(&lower, &upper, &work, &rootfs)?;
+        // `user` names are looked up in the merged rootfs (top layer first); explicit
+        // `uid`/`gid` win.
+        let with_user;
+        let job = match &job.config.user {
+            Some(user) if job.config.uid.is_none() || job.config.gid.is_none() => {
+                let (uid, gid) = crate::user::resolve(&rootfs, user)?;
+                let mut j = job.clone();
+                j.config.uid = j.config.uid.or(Some(uid));
+                j.config.gid = j.config.gid.or(Some(gid));
+                with_user = j;
+                &with_user
+            }
+            _ => job,
+        };
+        if self.cfg.init.is_some() {
+            // runc would report a missing command itself, but behind the init it only shows
+            // as a crash with exit 127; say it at start, in runc's words.
+            check_command(job, &rootfs)?;
+        }
         let hostname: String = job.id.chars().take(12).collect();
         let hosts = dir.join("hosts");
         let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost\n");
@@ -398,6 +417,7 @@ impl Shared {
                 nofile_ceiling: self.nofile_ceiling,
                 ca_bundle: (job.config.ca_bundle && ca.exists()).then_some(ca),
                 netns: netns.as_deref(),
+                init: self.cfg.init.as_deref(),
             },
         )?;
         spec.save(bundle.join("config.json"))?;
@@ -405,37 +425,6 @@ impl Shared {
     }
 }
 
-impl RuncRuntime {
-    /// Starts the job's shim. It waits for its config on stdin, so starting it overlaps with the
-    /// job's preparation; closing stdin without a config makes it exit.
-    fn spawn_shim(&self, dir: &Path) -> Result<tokio::process::Child> {
-        let (prog, args) = self
-            .cfg
-            .shim_command
-            .split_first()
-            .context("empty shim command")?;
-        let mut cmd = tokio::process::Command::new(prog);
-        cmd.args(args)
-            .arg(dir)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(dir.join("shim.log"))?);
-        // SAFETY: setsid is async-signal-safe. Its own session keeps the shim (and the job)
-        // alive when the agent's process group or terminal goes away.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
-                init: self.cfg.init.as_deref(),
-        cmd.spawn()
-            .with_context(|| format!("starting the job shim {}", prog.to_string_lossy()))
-    }
-
-    /// Hands the shim its config and waits for its handshake (container running, or why not).
-    async fn run_shim(
-        &self,
 /// Fails like runc does (`exec: "foo": executable file not found in $PATH`) when the job's
 /// command is not in its rootfs. Paths under a bind mount are not known yet and pass.
 fn check_command(job: &HostJob, rootfs: &Path) -> Result<()> {
@@ -476,6 +465,36 @@ fn check_command(job: &HostJob, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
+impl RuncRuntime {
+    /// Starts the job's shim. It waits for its config on stdin, so starting it overlaps with the
+    /// job's preparation; closing stdin without a config makes it exit.
+    fn spawn_shim(&self, dir: &Path) -> Result<tokio::process::Child> {
+        let (prog, args) = self
+            .cfg
+            .shim_command
+            .split_first()
+            .context("empty shim command")?;
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(args)
+            .arg(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("shim.log"))?);
+        // SAFETY: setsid is async-signal-safe. Its own session keeps the shim (and the job)
+        // alive when the agent's process group or terminal goes away.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        cmd.spawn()
+            .with_context(|| format!("starting the job shim {}", prog.to_string_lossy()))
+    }
+
+    /// Hands the shim its config and waits for its handshake (container running, or why not).
+    async fn run_shim(
+        &self,
         mut child: tokio::process::Child,
         cfg: Option<&ShimConfig>,
         dir: &Path,
@@ -729,6 +748,18 @@ impl Runtime for RuncRuntime {
         })
     }
 
+    async fn attach(&self, id: &str) -> Result<crate::attach::AttachStream> {
+        let dir = self.container_dir(id);
+        let (path, _dir_fd) = crate::attach_shim::socket_path(&dir, crate::attach::SOCKET)
+            .with_context(|| format!("job {id} has finished"))?;
+        let conn = tokio::net::UnixStream::connect(&path)
+            .await
+            .with_context(|| {
+                format!("cannot attach to job {id}: it has finished, or was not started attached")
+            })?;
+        Ok(Box::new(conn))
+    }
+
     fn forget(&self, id: &str) {
         let _ = std::fs::remove_dir_all(self.log_dir(id));
     }
@@ -743,15 +774,3 @@ impl Runtime for RuncRuntime {
         Ok(())
     }
 }
-    async fn attach(&self, id: &str) -> Result<crate::attach::AttachStream> {
-        let dir = self.container_dir(id);
-        let (path, _dir_fd) = crate::attach_shim::socket_path(&dir, crate::attach::SOCKET)
-            .with_context(|| format!("job {id} has finished"))?;
-        let conn = tokio::net::UnixStream::connect(&path)
-            .await
-            .with_context(|| {
-                format!("cannot attach to job {id}: it has finished, or was not started attached")
-            })?;
-        Ok(Box::new(conn))
-    }
-
