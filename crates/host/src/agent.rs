@@ -15,7 +15,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 use tokio::sync::{Notify, broadcast};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     /// Host id, reported in status.
     pub id: String,
@@ -25,6 +25,21 @@ pub struct AgentConfig {
     /// Finished jobs (records and logs) kept on disk; the oldest beyond this are forgotten, so
     /// the disk does not fill up with the history of a busy host.
     pub max_finished_jobs: usize,
+    /// Where jobs' `layer_refs` are fetched from (the server's blob store, in-process or over
+    /// HTTP). `None`: jobs with layer refs fail with a clear error.
+    pub blobs: Option<Arc<dyn slipway_blobstore::BlobStore>>,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("id", &self.id)
+            .field("tags", &self.tags)
+            .field("data_dir", &self.data_dir)
+            .field("max_finished_jobs", &self.max_finished_jobs)
+            .field("blobs", &self.blobs.is_some())
+            .finish()
+    }
 }
 
 impl AgentConfig {
@@ -47,6 +62,7 @@ impl AgentConfig {
             tags: BTreeMap::new(),
             data_dir,
             max_finished_jobs: 1000,
+            blobs: None,
         }
     }
 }
@@ -54,6 +70,8 @@ impl AgentConfig {
 pub(crate) struct Inner {
     cfg: AgentConfig,
     runtime: Arc<dyn Runtime>,
+    /// Unpacked blob-store layers (`<data_dir>/layers`), shared by the jobs that name them.
+    layers: crate::layers::LayerCache,
     jobs: Mutex<HashMap<String, JobInfo>>,
     /// Per job, per checked port: passing or not.
     checks: Mutex<HashMap<String, Vec<bool>>>,
@@ -86,10 +104,13 @@ impl Agent {
             }
         }
         let (events, _) = broadcast::channel(4096);
+        let layers =
+            crate::layers::LayerCache::open(cfg.data_dir.join("layers"), cfg.blobs.clone())?;
         let agent = Agent {
             inner: Arc::new(Inner {
                 cfg,
                 runtime: runtime.clone(),
+                layers,
                 jobs: Mutex::new(jobs),
                 checks: Mutex::new(HashMap::new()),
                 uncleaned: Mutex::new(HashSet::new()),
@@ -165,6 +186,28 @@ impl Agent {
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {
         &self.inner.runtime
+    }
+
+    /// Layer cache hits and misses since the agent started.
+    pub fn layer_cache_stats(&self) -> crate::layers::LayerCacheStats {
+        self.inner.layers.stats()
+    }
+
+    /// The job as the runtime gets it: each `layer_refs` entry fetched and unpacked (once per
+    /// host) and put below the job's own `layers`, bottom first.
+    async fn resolve_layers(&self, job: &HostJob) -> anyhow::Result<HostJob> {
+        if job.config.layer_refs.is_empty() {
+            return Ok(job.clone());
+        }
+        let mut layers = Vec::new();
+        for r in &job.config.layer_refs {
+            layers.push(self.inner.layers.resolve(&r.digest).await?);
+        }
+        let mut job = job.clone();
+        layers.append(&mut job.config.layers);
+        job.config.layers = layers;
+        job.config.layer_refs.clear();
+        Ok(job)
     }
 
     fn persist(&self, info: &JobInfo) {
@@ -453,7 +496,11 @@ impl HostApi for Agent {
             .expect("uncleaned")
             .insert(id.clone());
         self.update(&id, Some(EventKind::Create), |_| {});
-        match self.inner.runtime.start(&job).await {
+        let started = match self.resolve_layers(&job).await {
+            Ok(resolved) => self.inner.runtime.start(&resolved).await,
+            Err(e) => Err(e),
+        };
+        match started {
             Ok(started) => {
                 for w in &started.warnings {
                     tracing::warn!(job = %id, "{w}");
@@ -614,6 +661,7 @@ impl HostApi for Agent {
             },
             job_count,
             allocated,
+            layer_cache: self.inner.layers.stats(),
         })
     }
 }

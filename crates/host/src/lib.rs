@@ -21,12 +21,14 @@ pub mod daemon;
 pub mod fake;
 pub mod health;
 pub mod http;
+pub mod layers;
 pub mod logs;
 pub mod runc;
 pub mod runtime;
 pub mod shim;
 pub mod stack;
 pub mod types;
+pub mod user;
 
 pub use agent::{Agent, AgentConfig};
 pub use api::{HostApi, HostError, HostResult};

@@ -411,6 +411,9 @@ pub struct HostStatus {
     /// Sum of the limits of the jobs that are not finished (what a scheduler places against).
     #[serde(default)]
     pub allocated: Allocated,
+    /// Blob-store layers reused from / added to this host's layer cache.
+    #[serde(default)]
+    pub layer_cache: crate::layers::LayerCacheStats,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

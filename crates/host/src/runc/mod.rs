@@ -316,7 +316,18 @@ impl Shared {
                 job.id
             );
         }
-        let stack = self.stack_rootfs(&job.config.stack)?;
+        // An empty stack runs the layers alone (an image brings its own rootfs).
+        let stack = if job.config.stack.is_empty() {
+            if job.config.layers.is_empty() {
+                bail!(
+                    "the job has no stack and no layers: nothing to run it on (give it a stack \
+                     or layer_refs)"
+                );
+            }
+            None
+        } else {
+            Some(self.stack_rootfs(&job.config.stack)?)
+        };
         let ip = if job.config.host_network {
             None
         } else {
@@ -364,7 +375,7 @@ impl Shared {
         job: &HostJob,
         dir: &Path,
         ip: Option<Ipv4Addr>,
-        stack: PathBuf,
+        stack: Option<PathBuf>,
     ) -> Result<Vec<String>> {
         let bundle = dir.join("bundle");
         let (rootfs, upper, work) = (
@@ -377,7 +388,7 @@ impl Shared {
         }
         // overlayfs lists the top layer first: artifact layers (top down), then the stack.
         let mut lower: Vec<PathBuf> = job.config.layers.iter().rev().cloned().collect();
-        lower.push(stack);
+        lower.extend(stack);
         mount_overlay(&lower, &upper, &work, &rootfs)?;
         // `user` names are looked up in the merged rootfs (top layer first); explicit
         // `uid`/`gid` win.

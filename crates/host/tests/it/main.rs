@@ -4,6 +4,7 @@ mod attach;
 mod cleanup;
 mod cli;
 mod harness;
+mod layers;
 mod restart;
 mod runc;
 mod slow;

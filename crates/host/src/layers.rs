@@ -1,0 +1,466 @@
+//! The host's layer cache: blob-store layers (slugs, image layers) fetched, verified and
+//! unpacked once per host into `<data>/layers/<hex>`, then mounted read-only by every job that
+//! names them.
+//!
+//! - **Once per digest.** A per-digest lock makes concurrent jobs wait for one fetch; the second
+//!   job finds the directory and reuses it (a cache hit). An unpack goes to
+//!   `<data>/layers/tmp/` and is renamed into place, so a crash never leaves a half layer under
+//!   its digest; `tmp/` is emptied when the cache is opened.
+//! - **Verified.** The blob is streamed to a temp file while hashing and unpacked only if its
+//!   digest matches: a corrupt or substituted blob is never unpacked.
+//! - **Hostile-safe unpacking** ([`unpack`]). Layers come from users (`image push`, buildpacks),
+//!   so a tarball must not write outside its directory: leading `/` is stripped (absolute paths
+//!   become relative to the layer, as Docker and GNU tar do); an entry with a `..` component
+//!   refuses the whole layer; nothing is written through a symlink (an entry whose parent is a
+//!   symlink refuses the layer; an existing symlink at the entry's own path is replaced, never
+//!   followed); hard links must name a regular file an earlier entry of the same layer wrote;
+//!   device nodes and fifos are skipped with a warning. Ownership and mode bits (setuid
+//!   included) are kept: they only matter inside the container.
+//! - **Whiteouts.** OCI/AUFS whiteouts become overlayfs ones: `.wh.NAME` → a 0:0 character
+//!   device `NAME`, `.wh..wh..opq` → the `trusted.overlay.opaque=y` xattr on its directory.
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use slipway_blobstore::{BlobStore, Digest, Hasher};
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::io::{BufReader, Read, Seek};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A fetch that makes no progress for this long fails instead of holding the job forever.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Cache counters, reported in the host status (`layer_cache`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerCacheStats {
+    /// Layers a job needed that were already unpacked (including ones another job was
+    /// unpacking at the time).
+    pub hits: u64,
+    /// Layers fetched and unpacked.
+    pub misses: u64,
+    /// Fetches or unpacks that failed.
+    pub failures: u64,
+}
+
+/// The layer cache of one host.
+pub struct LayerCache {
+    dir: PathBuf,
+    blobs: Option<Arc<dyn BlobStore>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl LayerCache {
+    /// Opens the cache in `dir` (normally `<host data>/layers`), removing unfinished unpacks.
+    pub fn open(dir: impl Into<PathBuf>, blobs: Option<Arc<dyn BlobStore>>) -> Result<Self> {
+        let dir = dir.into();
+        let tmp = dir.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .with_context(|| format!("cannot clean {}", tmp.display()))?;
+        }
+        std::fs::create_dir_all(&tmp)
+            .with_context(|| format!("cannot create {}", tmp.display()))?;
+        Ok(LayerCache {
+            dir,
+            blobs,
+            locks: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    /// Where the layer with this digest is (or will be) unpacked.
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.dir.join(d.hex())
+    }
+
+    pub fn stats(&self) -> LayerCacheStats {
+        LayerCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The unpacked directory of layer `digest`, fetching and unpacking it first if needed.
+    pub async fn resolve(&self, digest: &str) -> Result<PathBuf> {
+        let d: Digest = digest
+            .parse()
+            .map_err(|e| anyhow::anyhow!("cannot fetch layer {digest}: {e}"))?;
+        let dest = self.path(&d);
+        if dest.is_dir() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(dest);
+        }
+        let lock = self
+            .locks
+            .lock()
+            .expect("layer locks")
+            .entry(d.hex().to_string())
+            .or_default()
+            .clone();
+        let _held = lock.lock().await;
+        if dest.is_dir() {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(dest);
+        }
+        match self.fetch_and_unpack(&d, &dest).await {
+            Ok(warnings) => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                for w in warnings {
+                    tracing::warn!(layer = %d, "{w}");
+                }
+                tracing::info!(layer = %d, "layer unpacked");
+                Ok(dest)
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch_and_unpack(&self, d: &Digest, dest: &Path) -> Result<Vec<String>> {
+        let Some(blobs) = &self.blobs else {
+            bail!("cannot fetch layer {d}: this host has no blob store configured");
+        };
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let blob_path = self.dir.join("tmp").join(format!("{}-{tag}.blob", d.hex()));
+        let unpack_dir = self.dir.join("tmp").join(format!("{}-{tag}", d.hex()));
+        let res = async {
+            fetch(&**blobs, d, &blob_path).await?;
+            let (b, u) = (blob_path.clone(), unpack_dir.clone());
+            let warnings = tokio::task::spawn_blocking(move || unpack_file(&b, &u))
+                .await
+                .context("the unpack task failed")?
+                .with_context(|| format!("cannot unpack layer {d}"))?;
+            std::fs::rename(&unpack_dir, dest)
+                .with_context(|| format!("cannot move layer {d} into {}", dest.display()))?;
+            Ok(warnings)
+        }
+        .await;
+        let _ = std::fs::remove_file(&blob_path);
+        if res.is_err() && unpack_dir.exists() {
+            let _ = std::fs::remove_dir_all(&unpack_dir);
+        }
+        res
+    }
+}
+
+/// Streams blob `d` into `path`, verifying its digest.
+async fn fetch(blobs: &dyn BlobStore, d: &Digest, path: &Path) -> Result<()> {
+    let got = tokio::time::timeout(STALL_TIMEOUT, blobs.get(d))
+        .await
+        .map_err(|_| anyhow::anyhow!("cannot fetch layer {d}: the blob store did not answer"))?
+        .with_context(|| format!("cannot fetch layer {d}"))?;
+    let Some((_, mut body)) = got else {
+        bail!("cannot fetch layer {d}: not in the blob store");
+    };
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = tokio::time::timeout(STALL_TIMEOUT, body.read(&mut buf))
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "cannot fetch layer {d}: the download stalled for {STALL_TIMEOUT:?}"
+                )
+            })?
+            .with_context(|| format!("cannot fetch layer {d}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n]).await?;
+    }
+    file.flush().await?;
+    let actual = hasher.finish();
+    if actual != *d {
+        bail!("cannot fetch layer {d}: the blob store sent content with digest {actual}");
+    }
+    Ok(())
+}
+
+/// How a layer blob is compressed, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+pub fn detect_compression(head: &[u8]) -> Compression {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Compression::Gzip
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Compression::Zstd
+    } else {
+        Compression::None
+    }
+}
+
+/// Unpacks the (possibly compressed) tarball at `blob` into the new directory `dest`.
+pub fn unpack_file(blob: &Path, dest: &Path) -> Result<Vec<String>> {
+    let mut f = std::fs::File::open(blob)?;
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head)?;
+    f.rewind()?;
+    let f = BufReader::with_capacity(256 * 1024, f);
+    match detect_compression(&head[..n]) {
+        Compression::Gzip => unpack(flate2::read::MultiGzDecoder::new(f), dest),
+        Compression::Zstd => unpack(zstd::stream::read::Decoder::with_buffer(f)?, dest),
+        Compression::None => unpack(f, dest),
+    }
+}
+
+/// uid and gid to give an entry (only when unpacking as root).
+type Owner = Option<(u32, u32)>;
+
+/// Unpacks an uncompressed tar stream into the new directory `dest` (see the module docs for
+/// what is refused). Returns warnings (skipped entries).
+pub fn unpack(reader: impl Read, dest: &Path) -> Result<Vec<String>> {
+    std::fs::create_dir(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut archive = tar::Archive::new(reader);
+    let mut warnings = Vec::new();
+    // Regular files this layer wrote (hard link targets must be among them).
+    let mut files: HashSet<PathBuf> = HashSet::new();
+    // Directories with their mode and owner, applied last (a 0555 dir must stay writable
+    // while its entries are unpacked).
+    let mut dirs: Vec<(PathBuf, u32, Owner)> = Vec::new();
+    for entry in archive.entries().context("not a tar archive")? {
+        let mut entry = entry.context("the tarball is corrupt or truncated")?;
+        let raw = entry.path().context("bad entry path")?.into_owned();
+        let Some(rel) = normalize(&raw)? else {
+            continue;
+        };
+        let header = entry.header();
+        let kind = header.entry_type();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let owner = match (root, header.uid(), header.gid()) {
+            (true, Ok(u), Ok(g)) => Some((u as u32, g as u32)),
+            _ => None,
+        };
+        let name = rel
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        ensure_dirs(dest, &parent)?;
+        if name == ".wh..wh..opq" {
+            setxattr(&dest.join(&parent), "trusted.overlay.opaque", b"y")
+                .with_context(|| format!("cannot mark {} opaque", parent.display()))?;
+            continue;
+        }
+        if let Some(hidden) = name.strip_prefix(".wh.") {
+            if hidden.is_empty() {
+                bail!("entry {} is a whiteout of nothing", raw.display());
+            }
+            let target = parent.join(hidden);
+            clear(dest, &target, &mut files)?;
+            mknod(&dest.join(&target), libc::S_IFCHR, 0)
+                .with_context(|| format!("cannot create the whiteout for {}", target.display()))?;
+            continue;
+        }
+        let path = dest.join(&rel);
+        use tar::EntryType as T;
+        match kind {
+            T::Directory => {
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        clear(dest, &rel, &mut files)?;
+                        std::fs::create_dir(&path)?;
+                    }
+                    Err(_) => std::fs::create_dir(&path)?,
+                }
+                dirs.push((path, mode, owner));
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                clear(dest, &rel, &mut files)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("cannot create {}", rel.display()))?;
+                std::io::copy(&mut entry, &mut f).with_context(|| {
+                    format!("cannot unpack {}: truncated tarball?", rel.display())
+                })?;
+                // chown clears setuid bits: owner first, then the mode.
+                if let Some((u, g)) = owner {
+                    std::os::unix::fs::fchown(&f, Some(u), Some(g))?;
+                }
+                f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+                files.insert(rel);
+            }
+            T::Symlink => {
+                let target = entry
+                    .link_name()
+                    .context("bad symlink target")?
+                    .context("symlink without a target")?
+                    .into_owned();
+                clear(dest, &rel, &mut files)?;
+                // The target is only ever resolved inside the container.
+                std::os::unix::fs::symlink(&target, &path)
+                    .with_context(|| format!("cannot create symlink {}", rel.display()))?;
+                if let Some((u, g)) = owner {
+                    std::os::unix::fs::lchown(&path, Some(u), Some(g))?;
+                }
+            }
+            T::Link => {
+                let target = entry
+                    .link_name()
+                    .context("bad hard link target")?
+                    .context("hard link without a target")?
+                    .into_owned();
+                let Some(target_rel) = normalize(&target)? else {
+                    bail!("hard link {} points at the layer root", raw.display());
+                };
+                if !files.contains(&target_rel) {
+                    bail!(
+                        "hard link {} -> {} does not point at a file an earlier entry of this \
+                         layer wrote",
+                        raw.display(),
+                        target.display()
+                    );
+                }
+                clear(dest, &rel, &mut files)?;
+                std::fs::hard_link(dest.join(&target_rel), &path)
+                    .with_context(|| format!("cannot create hard link {}", rel.display()))?;
+                files.insert(rel);
+            }
+            T::Char | T::Block | T::Fifo => {
+                warnings.push(format!(
+                    "skipped {} (device nodes and fifos are not unpacked)",
+                    raw.display()
+                ));
+            }
+            other => {
+                warnings.push(format!(
+                    "skipped {} (unsupported entry type {other:?})",
+                    raw.display()
+                ));
+            }
+        }
+    }
+    for (path, mode, owner) in dirs.into_iter().rev() {
+        if let Some((u, g)) = owner {
+            std::os::unix::fs::lchown(&path, Some(u), Some(g))?;
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))?;
+    }
+    // The rename that publishes the layer must not precede its content on disk.
+    let d = std::fs::File::open(dest)?;
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("syncfs");
+    }
+    Ok(warnings)
+}
+
+/// The entry's path relative to the layer root: leading `/` and `.` dropped; `..` refused.
+/// `None` for the root itself.
+fn normalize(p: &Path) -> Result<Option<PathBuf>> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(c) => out.push(c),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => bail!(
+                "entry {} contains '..': refusing a layer that writes outside its directory",
+                p.display()
+            ),
+        }
+    }
+    Ok((!out.as_os_str().is_empty()).then_some(out))
+}
+
+/// Creates the missing directories of `rel` under `root`, refusing to go through anything that
+/// is not a real directory (a symlink `a -> /etc` must not let `a/passwd` reach /etc).
+fn ensure_dirs(root: &Path, rel: &Path) -> Result<()> {
+    let mut cur = root.to_path_buf();
+    for c in rel.components() {
+        cur.push(c);
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => bail!(
+                "entry under {} would be written through a symlink: refusing the layer",
+                cur.strip_prefix(root).unwrap_or(&cur).display()
+            ),
+            Ok(_) => bail!(
+                "entry under {} needs it to be a directory, but an earlier entry made it a file",
+                cur.strip_prefix(root).unwrap_or(&cur).display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir(&cur)?;
+                std::fs::set_permissions(&cur, std::fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Removes whatever an earlier entry put at `rel` (never following a symlink there).
+fn clear(root: &Path, rel: &Path, files: &mut HashSet<PathBuf>) -> Result<()> {
+    let path = root.join(rel);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => {
+            std::fs::remove_dir_all(&path)?;
+            files.retain(|f| !f.starts_with(rel));
+        }
+        Ok(_) => {
+            std::fs::remove_file(&path)?;
+            files.remove(rel);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+fn cstr(p: &Path) -> Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte")
+}
+
+fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> Result<()> {
+    let c = cstr(p)?;
+    if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+fn setxattr(p: &Path, name: &str, value: &[u8]) -> Result<()> {
+    let c = cstr(p)?;
+    let n = CString::new(name)?;
+    let r = unsafe {
+        libc::lsetxattr(
+            c.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
