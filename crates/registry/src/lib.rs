@@ -18,6 +18,7 @@ mod manifests;
 pub mod server;
 pub mod spec;
 pub mod testimage;
+pub mod verify;
 
 pub use error::RegistryError;
 pub use manifests::NO_DEPLOY_TAG_PREFIX;

@@ -138,6 +138,10 @@ pub async fn put(
             Some(_) => {}
         }
     }
+    // Hostile or broken layers are refused now, with the reason, not later on a host.
+    for l in &m.layers {
+        reg.verify_layer(&l.digest, &l.media_type).await?;
+    }
     let config_bytes = read_small_blob(&reg, &m.config.digest, MAX_CONFIG_BYTES)
         .await?
         .ok_or_else(|| RegistryError::blob_unknown(m.config.digest.as_str()))?;

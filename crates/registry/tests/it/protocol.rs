@@ -212,7 +212,9 @@ async fn cross_repo_mount_and_abandoned_uploads() {
 async fn manifest_errors_are_clear() {
     let s = Server::start().await;
     s.create_app("strict").await;
-    let layer = b"not really a tar".to_vec();
+    let layer = slipway_registry::testimage::LayerBuilder::new()
+        .file("a", 0o644, b"a")
+        .finish();
     let ld = Digest::of_bytes(&layer);
     let config = br#"{"os":"linux","config":{}}"#.to_vec();
     let cd = Digest::of_bytes(&config);
@@ -275,4 +277,103 @@ async fn manifest_errors_are_clear() {
     let app = s.store.get_app("strict").await.unwrap();
     assert!(app.release.is_none());
     assert!(s.store.list_releases(app.id).await.unwrap().is_empty());
+}
+
+/// Hostile layers are refused when their manifest is pushed, with the reason.
+#[tokio::test]
+async fn hostile_layers_are_refused_at_push() {
+    use slipway_registry::testimage::{ImageBuilder, LayerBuilder, gzip};
+    let s = Server::start().await;
+    let app = s.create_app("hostile").await;
+    let big = LayerBuilder::new()
+        .file("big", 0o644, &[1u8; 200_000])
+        .finish();
+    let truncated = {
+        let gz = gzip(&big).unwrap();
+        gz[..gz.len() / 2].to_vec()
+    };
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "traversal",
+            LayerBuilder::new()
+                .raw_file("../../../tmp/evil", b"x")
+                .finish(),
+            "outside the image root",
+        ),
+        (
+            "absolute",
+            LayerBuilder::new().raw_file("/etc/evil", b"x").finish(),
+            "outside the image root",
+        ),
+        (
+            "symlink",
+            LayerBuilder::new()
+                .symlink("www", "/etc")
+                .file("www/evil", 0o644, b"x")
+                .finish(),
+            "through the symlink",
+        ),
+        ("truncated", truncated, "truncated"),
+    ];
+    for (name, layer, why) in cases {
+        let dir = s.dir.path().join(name);
+        let gz = name == "truncated";
+        // The truncated layer is already gzip'd bytes: write it as a gzip layer by hand.
+        let builder = ImageBuilder::new().layer(layer.clone()).cmd(&["true"]);
+        let image = if gz {
+            write_raw_gzip_layout(&dir, &builder, &layer)
+        } else {
+            builder.write_oci(&dir).unwrap();
+            slipway_registry::local::open(&dir).unwrap()
+        };
+        let err = s
+            .client()
+            .push(
+                "hostile",
+                &image,
+                name,
+                true,
+                std::sync::Arc::new(slipway_registry::client::Quiet),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("LAYER_INVALID") && err.contains(why),
+            "{name}: {err}"
+        );
+    }
+    assert!(s.store.list_releases(app.id).await.unwrap().is_empty());
+    assert!(!std::path::Path::new("/tmp/evil").exists());
+}
+
+/// An OCI layout whose only layer is `gz` as is (e.g. truncated), declared as gzip.
+fn write_raw_gzip_layout(
+    dir: &std::path::Path,
+    b: &slipway_registry::testimage::ImageBuilder,
+    gz: &[u8],
+) -> slipway_registry::local::LocalImage {
+    use slipway_registry::spec;
+    b.write_oci(dir).unwrap();
+    let blobs = dir.join("blobs/sha256");
+    let config = b.config();
+    let cd = Digest::of_bytes(&config);
+    let ld = Digest::of_bytes(gz);
+    std::fs::write(blobs.join(ld.hex()), gz).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2, "mediaType": spec::OCI_MANIFEST,
+        "config": {"mediaType": spec::OCI_CONFIG, "digest": cd.to_string(), "size": config.len()},
+        "layers": [{"mediaType": spec::OCI_LAYER_GZIP, "digest": ld.to_string(), "size": gz.len()}],
+    }))
+    .unwrap();
+    let md = Digest::of_bytes(&manifest);
+    std::fs::write(blobs.join(md.hex()), &manifest).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": spec::OCI_MANIFEST, "digest": md.to_string(), "size": manifest.len()}]}))
+        .unwrap(),
+    )
+    .unwrap();
+    slipway_registry::local::open(dir).unwrap()
 }
