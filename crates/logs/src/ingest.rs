@@ -12,11 +12,13 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Formation and build jobs are always logged; one-off jobs only when their metadata asks
-/// for it (`slipway.log=1`: `run -d`, `run --enable-log`), so an attached `run` is not.
+/// Formation, build and detached one-off jobs (`run -d`) are logged; an attached one-off job
+/// (`run`, its output goes to the terminal) only when its metadata asks for it (`log=1`:
+/// `run --enable-log`).
 pub fn is_logged(job: &HostJob) -> bool {
     !job.app_id.is_empty()
         && (!job.process_type.is_empty()
+            || job.config.attach.is_none()
             || job.metadata.get(LOG_METADATA_KEY).is_some_and(|v| v == "1"))
 }
 

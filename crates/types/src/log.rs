@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 /// job from the host and the platform (started, health checks, exit status, OOM, restarts).
 pub const LOG_STREAMS: [&str; 3] = ["stdout", "stderr", "init"];
 
-/// Metadata key that makes a one-off job's output logged (`slipway run -d` and
-/// `run --enable-log` set it to `"1"`); formation and build jobs are always logged.
-pub const LOG_METADATA_KEY: &str = "slipway.log";
+/// Job metadata key that makes an attached one-off job's output logged (`slipway run
+/// --enable-log` sets it to `"1"`). Formation jobs, build jobs and detached one-off jobs
+/// (`run -d`) are always logged.
+pub const LOG_METADATA_KEY: &str = "log";
 
 /// One line of an app's log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 //! duplicate after the aggregator restarts. Lines of real runc jobs: `crates/cli/tests/it/logs.rs`.
 
 use crate::open;
+use slipway_host::attach::AttachConfig;
 use slipway_host::fake::FakeRuntime;
 use slipway_host::{Agent, AgentConfig, HostApi, HostJob, JobConfig};
 use slipway_logs::{Aggregator, Query};
@@ -68,18 +69,26 @@ async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing()
     host.add_job(job("crash", "worker", &["exit", "3"]))
         .await
         .unwrap();
-    // One-off jobs: only with the log flag in their metadata.
-    host.add_job(job("attached", "", &["exit", "0"]))
+    // One-off jobs: detached ones, and attached ones with the log flag in their metadata.
+    let attached = |id: &str| {
+        let mut j = job(id, "", &["exit", "0"]);
+        j.config.attach = Some(AttachConfig {
+            tty: false,
+            cols: 0,
+            rows: 0,
+        });
+        j
+    };
+    host.add_job(attached("attached")).await.unwrap();
+    let mut logged = attached("attached-logged");
+    logged.metadata.insert(LOG_METADATA_KEY.into(), "1".into());
+    host.add_job(logged).await.unwrap();
+    host.add_job(job("detached", "", &["exit", "0"]))
         .await
         .unwrap();
-    let mut detached = job("detached", "", &["exit", "0"]);
-    detached
-        .metadata
-        .insert(LOG_METADATA_KEY.into(), "1".into());
-    host.add_job(detached).await.unwrap();
 
     let all = wait_for(&agg, "every logged job's line", |all| {
-        ["early", "web1", "crash", "detached"]
+        ["early", "web1", "crash", "detached", "attached-logged"]
             .iter()
             .all(|j| lines_of(all, j, "stdout").len() == 1)
             && lines_of(all, "crash", "init")
@@ -135,7 +144,14 @@ async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing()
     tokio::time::sleep(Duration::from_millis(500)).await;
     let all2 = agg.read(APP, &Query::default()).await.unwrap();
     assert_eq!(all.len(), all2.len(), "nothing arrived twice");
-    for j in ["early", "web1", "crash", "detached", "web2"] {
+    for j in [
+        "early",
+        "web1",
+        "crash",
+        "detached",
+        "attached-logged",
+        "web2",
+    ] {
         assert_eq!(lines_of(&all2, j, "stdout").len(), 1, "{j}: {all2:#?}");
     }
     let seqs: Vec<u64> = all2.iter().map(|e| e.seq).collect();
