@@ -72,12 +72,16 @@ impl SqlStore {
     async fn put_job_tx(&self, tx: &mut WriteTx, job: &Job) -> Result<Job> {
         job.validate()?;
         let app = self.get_app_tx(tx, job.app_id).await?;
-        let release = self.release_tx(tx, job.release_id).await?;
-        if release.app_id != app.id {
-            return Err(StoreError::NotFound(format!(
-                "release {} not found in app {}",
-                release.id, app.name
-            )));
+        // The nil release id: a job that belongs to no release, like the build of an app's
+        // first push (its release does not exist until the build has made the slug).
+        if !job.release_id.is_nil() {
+            let release = self.release_tx(tx, job.release_id).await?;
+            if release.app_id != app.id {
+                return Err(StoreError::NotFound(format!(
+                    "release {} not found in app {}",
+                    release.id, app.name
+                )));
+            }
         }
         let existing: Option<String> =
             sqlx::query_scalar("SELECT created_at FROM jobs WHERE id = $1")

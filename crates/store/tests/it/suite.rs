@@ -808,6 +808,16 @@ pub async fn jobs(b: &Backend) {
     job.id = "h1-0002".into();
     job.release_id = Id::new_v4();
     assert_not_found(s.put_job(&job).await);
+    // A job of no release (the nil id): the build of an app's first push.
+    job.id = "h1-build".into();
+    job.release_id = Id::nil();
+    job.process_type = Some("build".into());
+    assert_eq!(s.put_job(&job).await.unwrap().release_id, Id::nil());
+    assert_eq!(
+        s.get_job(a.id, "h1-build").await.unwrap().release_id,
+        Id::nil()
+    );
+    job.process_type = Some("web".into());
     job.id = "bad id!".into();
     assert_invalid(s.put_job(&job).await, "id");
 
@@ -837,7 +847,7 @@ pub async fn jobs(b: &Backend) {
         JobState::Down,
         "the failed batch changed nothing"
     );
-    assert_eq!(s.list_jobs(a.id).await.unwrap().len(), 4);
+    assert_eq!(s.list_jobs(a.id).await.unwrap().len(), 5);
 }
 
 pub async fn concurrent_writes(b: &Backend) {
