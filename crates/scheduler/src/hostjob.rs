@@ -1,20 +1,131 @@
-//! How a formation's job becomes a host job: the release's process type on a stack.
+//! How a formation's job becomes a host job: the release's process type on a stack, with the
+//! release's artifacts as blob-store layers.
 //!
-//! Releases have no artifacts yet (git push is a later issue), so a process type runs its own
-//! `args` on the scheduler's default stack (`busybox`); a release with artifacts will add their
-//! layers here. A process type without a command and without an artifact cannot run: that is an
-//! error the job shows (`ps`) rather than a silent no-op.
+//! - No artifacts: a process type runs its own `args` on the scheduler's default stack
+//!   (`busybox`); a type without a command cannot run, and says so (`ps`) rather than looping.
+//! - Slug artifacts (`blob:sha256:…`): the slug is a layer over the app's stack
+//!   (`artifact.meta["stack"]`, else `release.meta["stack"]`, else the default), and the command
+//!   goes through the stacks' slug runner: no args → `/runner/init start TYPE` (the Procfile's
+//!   command), args → `/runner/init ARGS…` (so `slipway run CMD` gets the same environment).
+//! - Image artifacts: no stack; the manifest's `layers[].digest` in order, the image's working
+//!   dir and user (`meta["image.working_dir"]`, `meta["image.user"]`); args as given.
+//!
+//! Layers are in release order, bottom first; the host fetches each once by digest.
 
-use slipway_host::{HealthCheck as HostCheck, HostJob, JobConfig, PortSpec, Resources};
-use slipway_types::{App, HealthCheckType, Release};
+use slipway_host::{HealthCheck as HostCheck, HostJob, JobConfig, LayerRef, PortSpec, Resources};
+use slipway_types::{App, Artifact, ArtifactType, HealthCheckType, Release};
 
 pub const NO_IMAGE: &str = "App release has no image, push a release first";
 
-/// The host job for `process_type` of `release` (None: a one-off job running `args`).
+/// The slug runner every stack carries (`stacks/*/build.sh`).
+pub const SLUG_RUNNER: &str = "/runner/init";
+
+impl crate::Scheduler {
+    /// The release's artifacts, in release order (an error in words for the job).
+    pub(crate) async fn release_artifacts(
+        &self,
+        release: &Release,
+    ) -> Result<Vec<Artifact>, String> {
+        let mut out = Vec::with_capacity(release.artifacts.len());
+        for id in &release.artifacts {
+            out.push(self.inner.store.get_artifact(*id).await.map_err(|e| {
+                format!("cannot load artifact {id} of release {}: {e}", release.id)
+            })?);
+        }
+        Ok(out)
+    }
+}
+
+/// What a release's artifacts add to a job.
+#[derive(Debug, Default, PartialEq)]
+struct FromArtifacts {
+    layers: Vec<LayerRef>,
+    slug: bool,
+    image: bool,
+    stack: Option<String>,
+    working_dir: Option<String>,
+    user: Option<String>,
+}
+
+fn from_artifacts(release: &Release, artifacts: &[Artifact]) -> Result<FromArtifacts, String> {
+    let mut out = FromArtifacts::default();
+    for a in artifacts {
+        match a.kind {
+            ArtifactType::Slug => {
+                let digest = a
+                    .digest
+                    .clone()
+                    .or_else(|| a.uri.strip_prefix("blob:").map(str::to_string))
+                    .filter(|d| d.starts_with("sha256:"))
+                    .ok_or_else(|| {
+                        format!(
+                            "slug artifact {} has no blob digest (uri {:?}): rebuild the app",
+                            a.id, a.uri
+                        )
+                    })?;
+                out.layers.push(LayerRef { digest });
+                out.slug = true;
+                if let Some(s) = a.meta.get("stack").or_else(|| release.meta.get("stack")) {
+                    out.stack = Some(s.clone());
+                }
+            }
+            ArtifactType::Image => {
+                let layers = a
+                    .manifest
+                    .as_ref()
+                    .and_then(|m| m.get("layers"))
+                    .and_then(|l| l.as_array())
+                    .ok_or_else(|| {
+                        format!(
+                            "image artifact {} has no manifest layers: push the image again",
+                            a.id
+                        )
+                    })?;
+                for l in layers {
+                    let digest = l.get("digest").and_then(|d| d.as_str()).ok_or_else(|| {
+                        format!("image artifact {} has a layer without a digest", a.id)
+                    })?;
+                    out.layers.push(LayerRef {
+                        digest: digest.to_string(),
+                    });
+                }
+                out.image = true;
+                out.working_dir = a.meta.get("image.working_dir").cloned().or(out.working_dir);
+                out.user = a.meta.get("image.user").cloned().or(out.user);
+            }
+        }
+    }
+    if out.slug && out.image {
+        return Err(format!(
+            "release {} mixes a slug and an image: a release runs one or the other",
+            release.id
+        ));
+    }
+    Ok(out)
+}
+
+/// The host job for `process_type` of `release`, without looking at its artifacts (see
+/// [`host_job_with`]): for releases known to have none.
 pub fn host_job(
     id: &str,
     app: &App,
     release: &Release,
+    process_type: Option<&str>,
+    args: &[String],
+    extra_env: &std::collections::BTreeMap<String, String>,
+    stack: &str,
+) -> Result<HostJob, String> {
+    host_job_with(id, app, release, &[], process_type, args, extra_env, stack)
+}
+
+/// The host job for `process_type` of `release` with its `artifacts` (loaded in release order),
+/// or a one-off job running `args` when `process_type` is None.
+#[allow(clippy::too_many_arguments)]
+pub fn host_job_with(
+    id: &str,
+    app: &App,
+    release: &Release,
+    artifacts: &[Artifact],
     process_type: Option<&str>,
     args: &[String],
     extra_env: &std::collections::BTreeMap<String, String>,
@@ -26,16 +137,39 @@ pub fn host_job(
     } else {
         proc.map(|p| p.args.clone()).unwrap_or_default()
     };
+    let from = from_artifacts(release, artifacts)?;
+    let args = match (from.slug, process_type) {
+        // The slug runner reads the slug's Procfile for the type's command.
+        (true, Some(t)) if args.is_empty() => {
+            vec![SLUG_RUNNER.to_string(), "start".into(), t.to_string()]
+        }
+        (true, _) if !args.is_empty() => std::iter::once(SLUG_RUNNER.to_string())
+            .chain(args)
+            .collect(),
+        _ => args,
+    };
     if args.is_empty() {
         return Err(match process_type {
             Some(t) if release.artifacts.is_empty() => {
                 format!("process type {t} has no command and the release has no artifact")
             }
+            Some(t) if from.image => format!(
+                "process type {t} has no command and the image has neither Entrypoint nor Cmd: \
+                 give the type a command (`slipway release add`)"
+            ),
             _ => NO_IMAGE.to_string(),
         });
     }
+    let stack = if from.image {
+        ""
+    } else {
+        from.stack.as_deref().unwrap_or(stack)
+    };
     let mut config = JobConfig::new(stack, &[]);
     config.args = args;
+    config.layer_refs = from.layers;
+    config.working_dir = from.working_dir.filter(|w| !w.is_empty());
+    config.user = from.user.filter(|u| !u.is_empty());
     config.env = release.env.clone();
     if let Some(p) = proc {
         config.env.extend(p.env.clone());
@@ -87,4 +221,156 @@ pub fn host_job(
         config,
         resources,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+    const D3: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+
+    fn app() -> App {
+        serde_json::from_value(json!({
+            "id": uuid::Uuid::new_v4(), "name": "web", "strategy": "all-at-once",
+            "deploy_timeout": 120, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    fn release(artifacts: &[&Artifact], meta: serde_json::Value, args: &[&str]) -> Release {
+        serde_json::from_value(json!({
+            "id": uuid::Uuid::new_v4(), "app_id": uuid::Uuid::new_v4(),
+            "artifacts": artifacts.iter().map(|a| a.id).collect::<Vec<_>>(),
+            "meta": meta,
+            "processes": {"web": {"args": args}},
+            "created_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()
+    }
+
+    fn artifact(kind: &str, uri: &str, digest: Option<&str>, extra: serde_json::Value) -> Artifact {
+        let mut v = json!({
+            "id": uuid::Uuid::new_v4(), "type": kind, "uri": uri, "digest": digest,
+            "meta": {}, "created_at": "2026-01-01T00:00:00Z"
+        });
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn digests(hj: &HostJob) -> Vec<&str> {
+        hj.config
+            .layer_refs
+            .iter()
+            .map(|l| l.digest.as_str())
+            .collect()
+    }
+
+    fn job(
+        r: &Release,
+        arts: &[Artifact],
+        t: Option<&str>,
+        args: &[&str],
+    ) -> Result<HostJob, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        host_job_with(
+            "j1",
+            &app(),
+            r,
+            arts,
+            t,
+            &args,
+            &Default::default(),
+            "busybox",
+        )
+    }
+
+    #[test]
+    fn releases_without_artifacts_keep_their_args_on_the_default_stack() {
+        let r = release(&[], json!({}), &["httpd", "-f"]);
+        let hj = job(&r, &[], Some("web"), &[]).unwrap();
+        assert_eq!(hj.config.stack, "busybox");
+        assert_eq!(hj.config.args, ["httpd", "-f"]);
+        assert!(hj.config.layer_refs.is_empty());
+        let r = release(&[], json!({}), &[]);
+        let e = job(&r, &[], Some("web"), &[]).unwrap_err();
+        assert!(e.contains("has no command"), "{e}");
+    }
+
+    #[test]
+    fn slugs_run_through_the_slug_runner_on_the_apps_stack() {
+        let slug = artifact(
+            "slug",
+            &format!("blob:{D1}"),
+            Some(D1),
+            json!({"meta": {"stack": "bookworm"}}),
+        );
+        let r = release(&[&slug], json!({}), &[]);
+        let arts = [slug.clone()];
+        let hj = job(&r, &arts, Some("web"), &[]).unwrap();
+        assert_eq!(hj.config.stack, "bookworm");
+        assert_eq!(hj.config.args, ["/runner/init", "start", "web"]);
+        assert_eq!(digests(&hj), [D1]);
+        assert_eq!(hj.config.user, None);
+        // `slipway run CMD` on a slug: the same runner, so the same environment.
+        let hj = job(&r, &arts, None, &["rake", "db:migrate"]).unwrap();
+        assert_eq!(hj.config.args, ["/runner/init", "rake", "db:migrate"]);
+        // A type with args given in the release also goes through the runner.
+        let r2 = release(&[&slug], json!({}), &["./bin/web"]);
+        let hj = job(&r2, &arts, Some("web"), &[]).unwrap();
+        assert_eq!(hj.config.args, ["/runner/init", "./bin/web"]);
+        // The stack: artifact meta, else release meta, else the scheduler's default.
+        let bare = artifact("slug", &format!("blob:{D2}"), None, json!({}));
+        let r3 = release(&[&bare], json!({"stack": "bookworm"}), &[]);
+        let hj = job(&r3, std::slice::from_ref(&bare), Some("web"), &[]).unwrap();
+        assert_eq!(hj.config.stack, "bookworm");
+        assert_eq!(digests(&hj), [D2], "digest taken from the blob: uri");
+        let r4 = release(&[&bare], json!({}), &[]);
+        let hj = job(&r4, &[bare], Some("web"), &[]).unwrap();
+        assert_eq!(hj.config.stack, "busybox");
+        // A slug with no digest anywhere is a clear error.
+        let broken = artifact("slug", "https://example.com/slug.tgz", None, json!({}));
+        let r5 = release(&[&broken], json!({}), &[]);
+        let e = job(&r5, &[broken], Some("web"), &[]).unwrap_err();
+        assert!(e.contains("has no blob digest"), "{e}");
+    }
+
+    #[test]
+    fn images_run_their_layers_alone_with_their_workdir_and_user() {
+        let image = artifact(
+            "image",
+            &format!("web@{D3}"),
+            Some(D3),
+            json!({
+                "manifest": {"schemaVersion": 2, "config": {"digest": D3},
+                             "layers": [{"digest": D1}, {"digest": D2}]},
+                "meta": {"image.working_dir": "/srv", "image.user": "app:app"}
+            }),
+        );
+        let r = release(&[&image], json!({}), &["python3", "-m", "http.server"]);
+        let hj = job(&r, std::slice::from_ref(&image), Some("web"), &[]).unwrap();
+        assert_eq!(hj.config.stack, "");
+        assert_eq!(digests(&hj), [D1, D2], "manifest order, bottom first");
+        assert_eq!(hj.config.args, ["python3", "-m", "http.server"]);
+        assert_eq!(hj.config.working_dir.as_deref(), Some("/srv"));
+        assert_eq!(hj.config.user.as_deref(), Some("app:app"));
+        // One-off commands run as given (no runner in an image).
+        let hj = job(&r, std::slice::from_ref(&image), None, &["sh"]).unwrap();
+        assert_eq!(hj.config.args, ["sh"]);
+        // An image without layers in its manifest cannot run.
+        let broken = artifact("image", "web@x", None, json!({"manifest": {}}));
+        let r2 = release(&[&broken], json!({}), &["x"]);
+        let e = job(&r2, &[broken], Some("web"), &[]).unwrap_err();
+        assert!(e.contains("no manifest layers"), "{e}");
+        // Mixing is refused.
+        let slug = artifact("slug", &format!("blob:{D1}"), Some(D1), json!({}));
+        let r3 = release(&[&slug, &image], json!({}), &["x"]);
+        let e = job(&r3, &[slug, image], Some("web"), &[]).unwrap_err();
+        assert!(e.contains("mixes a slug and an image"), "{e}");
+    }
 }

@@ -311,15 +311,19 @@ impl Scheduler {
                 .get(&id)
                 .map(|t| t.job.restarts)
                 .unwrap_or(0);
-            let built = hostjob::host_job(
-                &id,
-                app,
-                release,
-                Some(&key.process_type),
-                &[],
-                &Default::default(),
-                &self.inner.cfg.stack,
-            );
+            let built = match self.release_artifacts(release).await {
+                Ok(artifacts) => hostjob::host_job_with(
+                    &id,
+                    app,
+                    release,
+                    &artifacts,
+                    Some(&key.process_type),
+                    &[],
+                    &Default::default(),
+                    &self.inner.cfg.stack,
+                ),
+                Err(e) => Err(e),
+            };
             match built {
                 Ok(mut hj) => {
                     hj.metadata
@@ -354,8 +358,21 @@ impl Scheduler {
         }
         .ok_or_else(|| SchedError::Unavailable("no host is available to run the job".into()))?;
         let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
-        let hj = hostjob::host_job(&id, app, release, None, args, env, &self.inner.cfg.stack)
-            .map_err(SchedError::Invalid)?;
+        let artifacts = self
+            .release_artifacts(release)
+            .await
+            .map_err(SchedError::Unavailable)?;
+        let hj = hostjob::host_job_with(
+            &id,
+            app,
+            release,
+            &artifacts,
+            None,
+            args,
+            env,
+            &self.inner.cfg.stack,
+        )
+        .map_err(SchedError::Invalid)?;
         let now = Timestamp::now();
         let job = Job {
             id: id.clone(),
