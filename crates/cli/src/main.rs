@@ -12,7 +12,7 @@ mod routing;
 mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use commands::{apps, cluster, env, jobs, limit, meta, release, route};
+use commands::{apps, cluster, env, jobs, limit, log, meta, release, route};
 use context::Ctx;
 use std::process::ExitCode;
 
@@ -83,6 +83,9 @@ enum Command {
     Ps(jobs::PsArgs),
     /// Stop jobs (a job of a formation is replaced)
     Kill(jobs::KillArgs),
+    /// Show an app's log: every job's output and the platform's notes (-f to follow)
+    #[command(visible_alias = "logs")]
+    Log(log::LogArgs),
     /// Run a one-off job of the current release: run -d -- CMD…
     Run(jobs::RunArgs),
     /// List the app's deployments
@@ -166,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => jobs::scale(&ctx, args).await,
         Command::Ps(args) => jobs::ps(&ctx, args).await,
         Command::Kill(args) => jobs::kill(&ctx, args).await,
+        Command::Log(args) => log::run(&ctx, args).await,
         Command::Run(args) => jobs::run(&ctx, args).await,
         Command::Deployment(args) => jobs::deployments(&ctx, args).await,
         Command::Image(args) => commands::image::run(&ctx, args).await,

@@ -38,6 +38,12 @@ pub struct ServerArgs {
     runtime: slipway_host::cli::RuntimeArgs,
     #[command(flatten)]
     routing: Box<crate::routing::RoutingArgs>,
+    /// Log lines kept per app (`slipway log`); older ones are dropped as new ones arrive.
+    #[arg(long, env = "SLIPWAY_LOG_LINES", default_value_t = 10_000)]
+    log_lines: u64,
+    /// Also drop log lines older than this (`30d`, `12h`, `90m`, `3600s`). Default: by count only.
+    #[arg(long, env = "SLIPWAY_LOG_MAX_AGE", value_parser = parse_age)]
+    log_max_age: Option<std::time::Duration>,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -75,8 +81,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     tracing::info!(backend = store.backend(), "store ready");
     let scheduler = start_scheduler(store.clone());
     let routing = crate::routing::start(&args.routing, store.clone()).await?;
+    let logs = start_logs(&args, &data_dir)?;
     if !args.no_host {
-        start_local_host(&args, &data_dir, &scheduler, &routing).await?;
+        start_local_host(&args, &data_dir, &scheduler, &routing, &logs).await?;
     }
     // Rows of jobs that ended while no scheduler ran would show as alive forever otherwise.
     match scheduler.mark_lost_rows().await {
@@ -115,6 +122,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
     // Roles served on the controller's port, behind its API key: one `.merge` per role.
     let extra = axum::Router::new()
+        .merge(slipway_logs::http::router(logs, store.clone()))
         .merge(build)
         .merge(start_registry(&data_dir, store.clone())?);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
@@ -137,6 +145,7 @@ async fn start_local_host(
     data_dir: &Path,
     scheduler: &slipway_scheduler::Scheduler,
     routing: &crate::routing::Routing,
+    logs: &slipway_logs::Aggregator,
 ) -> Result<()> {
     let host_dir = data_dir.join("host");
     let runc = args.runtime.config(&host_dir)?;
@@ -152,8 +161,48 @@ async fn start_local_host(
         .context("cannot start the local host agent (use --no-host to run without one)")?;
     let id = scheduler.add_host(host.api()).await?;
     crate::routing::follow_host(host.api(), routing.registry.clone());
+    slipway_logs::follow_host(logs.clone(), host.api());
     tracing::info!(host = %id, "local host agent ready");
     Ok(())
+}
+
+/// The log aggregator: every logged job's lines per app under `<data>/logs` (a bounded history
+/// that survives restarts), fed by the hosts' jobs; `GET /apps/{app}/log` serves it.
+fn start_logs(args: &ServerArgs, data_dir: &Path) -> Result<slipway_logs::Aggregator> {
+    if args.log_lines == 0 {
+        anyhow::bail!("--log-lines must be at least 1");
+    }
+    let dir = data_dir.join("logs");
+    slipway_logs::Aggregator::open(slipway_logs::Config {
+        dir: dir.clone(),
+        retention: slipway_logs::Retention {
+            max_lines: args.log_lines,
+            max_age: args.log_max_age,
+        },
+    })
+    .with_context(|| format!("cannot open the log history in {}", dir.display()))
+}
+
+/// `30d`, `12h`, `90m`, `3600s` (or a number of seconds).
+fn parse_age(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid age {s:?}: expected e.g. 30d, 12h, 90m or 3600s"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid age {s:?}: the unit is one of s, m, h, d")),
+    };
+    match n.checked_mul(secs) {
+        Some(t) if t > 0 => Ok(std::time::Duration::from_secs(t)),
+        _ => Err(format!(
+            "invalid age {s:?}: must be more than 0 and not absurdly large"
+        )),
+    }
 }
 
 /// The git receiver and build pipeline: `git push` to `<url>/APP.git` builds the pushed commit

@@ -1,6 +1,7 @@
 //! End-to-end tests that drive the real `slipway` binary.
 mod cli;
 mod host;
+mod logs;
 mod routing;
 mod scheduler;
 mod support;

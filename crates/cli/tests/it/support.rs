@@ -25,6 +25,8 @@ pub struct TestServer {
     pub config: PathBuf,
     /// A directory outside any git repo, where commands run by default.
     pub work: PathBuf,
+    /// The flags it was started with (a restart uses them again).
+    extra: Vec<String>,
 }
 
 impl TestServer {
@@ -40,66 +42,40 @@ impl TestServer {
         let config = dir.path().join("config.toml");
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
-        let stderr = std::fs::File::create(dir.path().join("server.log")).unwrap();
-        let mut child = std::process::Command::new(BIN)
-            .args(["server", "--listen", "127.0.0.1:0", "--domain", DOMAIN])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .env("SLIPWAY_CONFIG", &config)
-            .env("HOME", dir.path())
-            .env_remove("SLIPWAY_URL")
-            .env_remove("SLIPWAY_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn slipway server");
-
-        // The first stdout line is `Listening on http://127.0.0.1:PORT`; keep draining the
-        // rest so the server never blocks on a full pipe.
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(Result::ok);
-            let _ = tx.send(first);
-            for _ in lines {}
-        });
-        let log = |dir: &Path| std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-        let first = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(Some(line)) => line,
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "slipway server did not print its address ({other:?}); its log:\n{}",
-                    log(dir.path())
-                );
-            }
-        };
-        let url = first
-            .strip_prefix("Listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"))
-            .trim()
-            .to_string();
+        let (child, url) = spawn_server(dir.path(), &config, "127.0.0.1:0", extra);
         let server = TestServer {
             child,
             dir,
             url,
             config,
             work,
+            extra: extra.to_vec(),
         };
+        server.wait_for_ping();
+        server
+    }
+
+    /// Stops the server (as `kill -9` would) and starts it again on the same data dir and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = self.url.trim_start_matches("http://").to_string();
+        let (child, url) = spawn_server(self.dir.path(), &self.config, &listen, &self.extra);
+        self.child = child;
+        self.url = url;
+        self.wait_for_ping();
+    }
+
+    fn wait_for_ping(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !server.ping() {
+        while !self.ping() {
             assert!(
                 Instant::now() < deadline,
                 "server at {} never answered /ping; its log:\n{}",
-                server.url,
-                log(server.dir.path())
+                self.url,
+                server_log(self.dir.path())
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        server
     }
 
     /// `GET /ping` over a plain socket (no HTTP client, no runtime needed here).
@@ -191,6 +167,60 @@ impl Drop for TestServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn server_log(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+}
+
+/// Starts `slipway server` on `dir`'s data dir; returns it and its URL (its first stdout line).
+fn spawn_server(dir: &Path, config: &Path, listen: &str, extra: &[String]) -> (Child, String) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["server", "--listen", listen, "--domain", DOMAIN])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .args(extra)
+        .env("SLIPWAY_CONFIG", config)
+        .env("HOME", dir)
+        .env_remove("SLIPWAY_URL")
+        .env_remove("SLIPWAY_KEY")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn slipway server");
+
+    // The first stdout line is `Listening on http://127.0.0.1:PORT`; keep draining the
+    // rest so the server never blocks on a full pipe.
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok);
+        let _ = tx.send(first);
+        for _ in lines {}
+    });
+    let first = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Some(line)) => line,
+        other => {
+            let _ = child.kill();
+            panic!(
+                "slipway server did not print its address ({other:?}); its log:\n{}",
+                server_log(dir)
+            );
+        }
+    };
+    let url = first
+        .strip_prefix("Listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line from the server: {first:?}"))
+        .trim()
+        .to_string();
+    (child, url)
 }
 
 pub fn ok(cmd: &mut Command) -> String {
