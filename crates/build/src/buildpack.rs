@@ -6,9 +6,6 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-/// The bundled buildpacks in detection order, when `buildpacks/order` does not say otherwise.
-pub const DEFAULT_ORDER: [&str; 4] = ["python", "nodejs", "static", "procfile"];
-
 /// How the buildpacks were chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Choice {
@@ -46,7 +43,7 @@ pub fn choose(
 }
 
 /// The bundled buildpacks in detection order: `<dir>/order` (one name per line) if present,
-/// else [`DEFAULT_ORDER`], keeping those that exist.
+/// else every buildpack in the dir by name; only those with a `bin/` dir.
 pub fn bundled_order(dir: &Path) -> Vec<String> {
     let names: Vec<String> = match std::fs::read_to_string(dir.join("order")) {
         Ok(t) => t
@@ -55,7 +52,16 @@ pub fn bundled_order(dir: &Path) -> Vec<String> {
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(str::to_string)
             .collect(),
-        Err(_) => DEFAULT_ORDER.iter().map(|s| s.to_string()).collect(),
+        Err(_) => {
+            let mut all: Vec<String> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            all.sort();
+            all
+        }
     };
     names
         .into_iter()

@@ -7,6 +7,7 @@
 //! - `slug`: the source tree's checks and `.slugignore`, and tarring the result.
 
 pub mod buildpack;
+pub mod bundled;
 pub mod pipeline;
 pub mod push;
 pub mod receiver;

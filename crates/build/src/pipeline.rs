@@ -25,11 +25,11 @@ pub fn app_stack(app: &slipway_types::App, default: &str) -> String {
 /// Limits of one build. Hitting one fails the build with a message naming the limit.
 #[derive(Clone, Debug)]
 pub struct BuildLimits {
-    /// Memory of the build container (Flynn and Heroku: 1 GiB... Heroku's is the dyno size).
+    /// Memory of the build container (default 1 GiB, Flynn's job default).
     pub memory_bytes: u64,
-    /// Total size of the source tree (after `.slugignore`).
+    /// Total size of the source tree's files (after `.slugignore`; default 100 MiB).
     pub source_bytes: u64,
-    /// Size of the compressed slug (Heroku: 500 MB).
+    /// Size of the compressed slug (default 500 MiB, Heroku's cap).
     pub slug_bytes: u64,
     /// Wall-clock time of the build job (Heroku: 15 min).
     pub timeout: std::time::Duration,
@@ -39,8 +39,8 @@ impl Default for BuildLimits {
     fn default() -> Self {
         BuildLimits {
             memory_bytes: 1 << 30,
-            source_bytes: 100_000_000,
-            slug_bytes: 500_000_000,
+            source_bytes: 100 << 20,
+            slug_bytes: 500 << 20,
             timeout: std::time::Duration::from_secs(30 * 60),
         }
     }
@@ -158,6 +158,22 @@ pub async fn build(
         job: None,
         dir: Some(dir.clone()),
     };
+    let res = run(ctx, input, &say, &dir, &mut guard).await;
+    guard.finish().await;
+    res
+}
+
+async fn run<F, Fut>(
+    ctx: &BuildContext,
+    input: BuildInput,
+    say: &F,
+    dir: &std::path::Path,
+    guard: &mut Guard,
+) -> Result<Built, BuildError>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let app_dir = dir.join("app");
     let (env_dir, meta_dir, out_dir, bp_dir) = (
         dir.join("env"),
@@ -267,7 +283,7 @@ pub async fn build(
     .map_err(|e| internal("preparing the build dir", e))?;
 
     // The build job.
-    let job = build_job(ctx, &input, &dir, &cache_dir);
+    let job = build_job(ctx, &input, dir, &cache_dir);
     let job_id = ctx
         .jobs
         .start(&input.app, job)
@@ -496,11 +512,17 @@ struct Guard {
     dir: Option<PathBuf>,
 }
 
-impl Drop for Guard {
-    fn drop(&mut self) {
+impl Guard {
+    /// The end of a build that was not cancelled: stops the job if an error left it running,
+    /// and removes the build dir before the build returns.
+    async fn finish(&mut self) {
+        self.cleanup().await
+    }
+
+    fn cleanup(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (job, dir) = (self.job.take(), self.dir.take());
         let (jobs, app) = (self.jobs.clone(), self.app.clone());
-        let cleanup = async move {
+        async move {
             if let Some(id) = job {
                 if let Err(e) = jobs.stop(&app, &id).await {
                     tracing::warn!(job = %id, "stopping a cancelled build: {e}");
@@ -512,7 +534,16 @@ impl Drop for Guard {
             if let Some(d) = dir {
                 let _ = tokio::fs::remove_dir_all(d).await;
             }
-        };
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.job.is_none() && self.dir.is_none() {
+            return;
+        }
+        let cleanup = self.cleanup();
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 h.spawn(cleanup);

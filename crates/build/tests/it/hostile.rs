@@ -1,0 +1,254 @@
+//! Hostile trees and limits: nothing is written (or deleted, or read) outside the build dir,
+//! and every limit fails the build with a message naming it. Also: cancelling a build.
+
+use crate::harness::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn tempdir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(prefix).tempdir().unwrap()
+}
+
+/// Everything below `dir`, with contents, to compare before and after.
+fn snapshot(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let ft = e.file_type().unwrap();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if ft.is_dir() {
+                stack.push(p);
+                out.push((rel, "<dir>".into()));
+            } else {
+                out.push((rel, std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn symlinks_out_of_the_tree_and_dot_dot_patterns_touch_nothing_outside() {
+    if skip_unless_root("symlinks_out_of_the_tree_and_dot_dot_patterns_touch_nothing_outside") {
+        return;
+    }
+    let outside = tempdir("slipway-build-outside");
+    std::fs::write(outside.path().join("secret"), "do not touch\n").unwrap();
+    std::fs::create_dir(outside.path().join("sub")).unwrap();
+    std::fs::write(outside.path().join("sub/x.log"), "keep me\n").unwrap();
+    let before = snapshot(outside.path());
+    let o = outside.path().display().to_string();
+    let bps = tempdir("slipway-build-bps");
+    // The buildpack tries its best from inside: write through the links, plant new links to
+    // host paths (the host later reads the Procfile and tars /app).
+    write_tree(
+        bps.path(),
+        &[
+            ("evil/bin/detect", "#!/bin/sh\necho Evil\n"),
+            (
+                "evil/bin/compile",
+                &format!(
+                    "#!/bin/sh\n\
+                     echo pwned > \"$1/abs/pwned\" 2>/dev/null\n\
+                     echo pwned > \"$1/rel/pwned\" 2>/dev/null\n\
+                     echo pwned > \"$1/abs/secret\" 2>/dev/null\n\
+                     ln -sfn {o}/secret \"$1/Procfile\"\n\
+                     ln -sfn {o} \"$1/planted\"\n\
+                     ln -sfn {o}/secret \"$1/.profile.d\" 2>/dev/null\n\
+                     echo compiled\n"
+                ),
+            ),
+            (
+                "evil/bin/release",
+                "#!/bin/sh\nprintf -- '---\\ndefault_process_types:\\n  web: echo safe\\n'\n",
+            ),
+        ],
+    );
+    let c = Cluster::start(Some(bps.path())).await;
+    let app = c.app().await;
+    let src = tempdir("slipway-build-src");
+    write_tree(
+        src.path(),
+        &[
+            ("abs@", &o),
+            ("rel@", &format!("../../../../../../../..{o}")),
+            ("secret-link@", &format!("{o}/secret")),
+            (
+                ".slugignore",
+                &format!(
+                    "abs/secret\nrel/sub\n../outside\n{o}/secret\n/../../../../..{o}/sub\n*.log\n"
+                ),
+            ),
+            (".buildpacks@", &format!("{o}/secret")),
+            ("app.txt", "the app\n"),
+        ],
+    );
+    let (res, lines) = c
+        .build(&app, src.path(), &[("BUILDPACK_URL", "evil")])
+        .await;
+    let built = res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+    assert!(lines.iter().any(|l| l == "compiled"), "{lines:#?}");
+    assert_eq!(
+        snapshot(outside.path()),
+        before,
+        "something outside changed"
+    );
+    // The host never followed the planted Procfile link: the Procfile is the defaults.
+    assert_eq!(built.process_types.keys().collect::<Vec<_>>(), ["web"]);
+    let entries = c.slug_entries(&built).await;
+    assert_eq!(entries["app/Procfile"], "web: echo safe\n");
+    assert_eq!(entries["app/abs"], format!("-> {o}"));
+    assert_eq!(entries["app/planted"], format!("-> {o}"));
+    assert_eq!(entries["app/secret-link"], format!("-> {o}/secret"));
+    assert!(
+        !entries.values().any(|v| v.contains("do not touch")),
+        "a link was followed into the slug: {entries:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_source_size_slug_size_and_memory_fail_with_clear_errors() {
+    if skip_unless_root("limits_source_size_slug_size_and_memory_fail_with_clear_errors") {
+        return;
+    }
+    let bps = tempdir("slipway-build-bps");
+    write_tree(
+        bps.path(),
+        &[
+            ("big/bin/detect", "#!/bin/sh\necho Big\n"),
+            (
+                "big/bin/compile",
+                "#!/bin/sh\nhead -c 3000000 /dev/urandom > \"$1/random.bin\"\necho wrote\n",
+            ),
+            ("big/bin/release", "#!/bin/sh\necho ---\n"),
+            ("hog/bin/detect", "#!/bin/sh\necho Hog\n"),
+            (
+                "hog/bin/compile",
+                "#!/bin/sh\necho allocating\nx=$(head -c 200000000 /dev/zero | tr '\\0' a)\necho survived ${#x}\n",
+            ),
+            ("hog/bin/release", "#!/bin/sh\necho ---\n"),
+        ],
+    );
+    let mut c = Cluster::start(Some(bps.path())).await;
+    let app = c.app().await;
+
+    // A 100 MiB file and a Procfile are over the default source limit (100 MiB).
+    let src = tempdir("slipway-build-src");
+    write_tree(src.path(), &[("Procfile", "web: true\n")]);
+    let f = std::fs::File::create(src.path().join("huge.bin")).unwrap();
+    f.set_len(100 << 20).unwrap();
+    let started = Instant::now();
+    let (res, _) = c.build(&app, src.path(), &[("BUILDPACK_URL", "big")]).await;
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("source tree is larger than the limit of 100M"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    std::fs::remove_file(src.path().join("huge.bin")).unwrap();
+
+    // A slug over its cap.
+    c.ctx.limits.slug_bytes = 1 << 20;
+    let (res, lines) = c.build(&app, src.path(), &[("BUILDPACK_URL", "big")]).await;
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("compiled slug is larger than the limit of 1.0M"),
+        "{err}; {lines:#?}"
+    );
+
+    // A build over its memory limit.
+    c.ctx.limits.memory_bytes = 64 << 20;
+    let (res, lines) = c.build(&app, src.path(), &[("BUILDPACK_URL", "hog")]).await;
+    let err = res.unwrap_err().to_string();
+    assert_eq!(
+        err, "The build ran out of memory (limit 64M) and was killed.",
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.starts_with("survived")));
+    // Nothing is left of the failed builds but the cache.
+    let left: Vec<_> = std::fs::read_dir(c.dir.path().join("builds"))
+        .unwrap()
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let left_after: Vec<_> = std::fs::read_dir(c.dir.path().join("builds"))
+        .unwrap()
+        .collect();
+    assert!(left_after.is_empty(), "{left:?} {left_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_the_build_stops_its_job_within_10_s() {
+    if skip_unless_root("dropping_the_build_stops_its_job_within_10_s") {
+        return;
+    }
+    let bps = tempdir("slipway-build-bps");
+    write_tree(
+        bps.path(),
+        &[
+            ("slow/bin/detect", "#!/bin/sh\necho Slow\n"),
+            (
+                "slow/bin/compile",
+                "#!/bin/sh\necho sleeping\nexec sleep 600\n",
+            ),
+            ("slow/bin/release", "#!/bin/sh\necho ---\n"),
+        ],
+    );
+    let c = std::sync::Arc::new(Cluster::start(Some(bps.path())).await);
+    let app = c.app().await;
+    let src = tempdir("slipway-build-src");
+    write_tree(src.path(), &[("x", "x")]);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(100);
+    let (c2, app2, dir) = (c.clone(), app.clone(), src.path().to_path_buf());
+    let task = tokio::spawn(async move {
+        let input = slipway_build::BuildInput {
+            app: app2,
+            env: [("BUILDPACK_URL".to_string(), "slow".to_string())].into(),
+            source_dir: dir,
+            commit: "abc".into(),
+            stack: "busybox".into(),
+        };
+        slipway_build::build(&c2.ctx, input, tx).await
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let l = tokio::time::timeout_at(deadline.into(), rx.recv())
+            .await
+            .expect("no 'sleeping' line")
+            .expect("build ended early");
+        if l == "sleeping" {
+            break;
+        }
+    }
+    let running = |c: &Cluster| {
+        c.sched
+            .jobs()
+            .into_iter()
+            .filter(|j| j.app_id == app.id && !j.state.is_finished())
+            .count()
+    };
+    assert_eq!(running(&c), 1);
+    task.abort();
+    let dropped = Instant::now();
+    while running(&c) > 0 {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(10),
+            "the build job still runs 10 s after the build was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("build job stopped {:?} after the drop", dropped.elapsed());
+    while std::fs::read_dir(c.dir.path().join("builds"))
+        .unwrap()
+        .next()
+        .is_some()
+    {
+        assert!(
+            dropped.elapsed() < Duration::from_secs(15),
+            "build dir left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

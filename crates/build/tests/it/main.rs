@@ -1,0 +1,8 @@
+//! Integration tests of the build pipeline: real runc build jobs through the real scheduler,
+//! on the busybox stack (bookworm + PyPI under `SLIPWAY_SLOW_TESTS=1`). They need root and say
+//! so when skipped.
+
+mod harness;
+mod hostile;
+mod pipeline;
+mod slow;

@@ -1,0 +1,108 @@
+//! Real-world builds: a Python app on the bookworm stack with pip from PyPI. Only with
+//! `SLIPWAY_SLOW_TESTS=1` (CI sets it); the bookworm stack is built once into the shared test
+//! stacks dir (`/tmp/slipway-test-stacks`, keyed by recipe hash) and reused.
+
+use crate::harness::*;
+use slipway_build::BuildInput;
+
+fn slow_tests(test: &str) -> bool {
+    if std::env::var("SLIPWAY_SLOW_TESTS").as_deref() == Ok("1") {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: a slow real-world test; set SLIPWAY_SLOW_TESTS=1 (CI does)");
+    false
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn python_app_on_bookworm_installs_from_pypi_and_reuses_its_venv() {
+    let name = "python_app_on_bookworm_installs_from_pypi_and_reuses_its_venv";
+    if skip_unless_root(name) || !slow_tests(name) {
+        return;
+    }
+    let stacks = stacks_dir();
+    tokio::task::spawn_blocking(move || {
+        slipway_host::stack::build(&stacks, "bookworm", true).expect("bookworm stack")
+    })
+    .await
+    .unwrap();
+    let c = Cluster::start(None).await;
+    let app = c.app().await;
+    let src = tempfile::tempdir().unwrap();
+    write_tree(
+        src.path(),
+        &[
+            ("requirements.txt", "six==1.16.0\n"),
+            (
+                "app.py",
+                "import six, os\nprint('six', six.__version__, flush=True)\n",
+            ),
+        ],
+    );
+    let (res, lines, first) = run_build(&c, &app, src.path()).await;
+    let built = res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+    for want in [
+        "-----> Python app detected",
+        "-----> Installing dependencies with pip",
+        "       Default types for buildpack -> web",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "{want:?} not in {lines:#?}"
+        );
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Successfully installed six-1.16.0")),
+        "{lines:#?}"
+    );
+    assert_eq!(built.process_types["web"], "python app.py");
+    let entries = c.slug_entries(&built).await;
+    assert!(
+        entries
+            .keys()
+            .any(|k| k.starts_with("app/.venv/lib/") && k.ends_with("/site-packages/six.py")),
+        "six is not in the slug"
+    );
+    assert!(entries.contains_key("app/.profile.d/python.sh"));
+
+    let (res, lines, second) = run_build(&c, &app, src.path()).await;
+    res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "-----> Using cached dependencies (requirements.txt unchanged)"),
+        "{lines:#?}"
+    );
+    eprintln!("python build: first {first:.1?}, second (cached venv) {second:.1?}");
+}
+
+async fn run_build(
+    c: &Cluster,
+    app: &slipway_types::App,
+    src: &std::path::Path,
+) -> (
+    Result<slipway_build::Built, slipway_build::BuildError>,
+    Vec<String>,
+    std::time::Duration,
+) {
+    let input = BuildInput {
+        app: app.clone(),
+        env: Default::default(),
+        source_dir: src.to_path_buf(),
+        commit: "c0ffee".into(),
+        stack: "bookworm".into(),
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1000);
+    let collect = tokio::spawn(async move {
+        let mut lines = Vec::new();
+        while let Some(l) = rx.recv().await {
+            eprintln!("{l}");
+            lines.push(l);
+        }
+        lines
+    });
+    let started = std::time::Instant::now();
+    let res = slipway_build::build(&c.ctx, input, tx).await;
+    (res, collect.await.unwrap(), started.elapsed())
+}
