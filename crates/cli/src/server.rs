@@ -300,9 +300,17 @@ impl slipway_controller::Cluster for Layer0 {
         job: &slipway_types::NewJob,
     ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
         self.0
-            .run_job(app, release, &job.args, &job.env)
+            .run_one_off(app, release, job)
             .await
             .map_err(api_err)
+    }
+    async fn attach_job(
+        &self,
+        app_id: slipway_types::Id,
+        job_id: &str,
+    ) -> Result<slipway_controller::AttachStream, slipway_controller::ApiErr> {
+        let stream = self.0.attach(app_id, job_id).await.map_err(api_err)?;
+        Ok(Box::new(stream))
     }
     async fn job_output(
         &self,

@@ -26,6 +26,61 @@ pub trait Cluster: Send + Sync + 'static {
         app_id: Id,
         job_id: &str,
     ) -> Result<BoxStream<'static, OutputLine>, ApiErr>;
+    /// Connects to a job started with `attach`: a byte stream of attach frames (stdin, signals
+    /// and resizes in; output and the exit status out), passed through unchanged.
+    async fn attach_job(&self, _app_id: Id, job_id: &str) -> Result<AttachStream, ApiErr> {
+        Err(ApiErr::new(
+            ErrorCode::Unavailable,
+            format!("this controller cannot attach to jobs (job {job_id})"),
+        ))
+    }
+}
+
+/// A bidirectional byte stream (the job's attach socket, through its host).
+pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
+pub type AttachStream = Box<dyn Duplex>;
+
+/// The `Upgrade` header value of `POST /apps/:app/jobs/:job/attach`.
+pub const ATTACH_UPGRADE: &str = "slipway-attach";
+
+/// `POST /apps/:app/jobs/:job/attach` with `Connection: Upgrade`, `Upgrade: slipway-attach`:
+/// 101, then the connection carries the job's attach frames both ways (docs/api.md).
+pub(crate) async fn attach(
+    State(s): State<AppState>,
+    Path((app, job)): Path<(String, String)>,
+    mut req: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
+    use axum::http::header;
+    let wants = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(ATTACH_UPGRADE));
+    if !wants {
+        return Err(ApiErr::new(
+            ErrorCode::BadRequest,
+            format!("attach needs `Connection: Upgrade` and `Upgrade: {ATTACH_UPGRADE}`"),
+        ));
+    }
+    let app = resolve_app(&s, &app).await?;
+    let mut stream = cluster(&s)?.attach_job(app.id, &job).await?;
+    let on = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        match on.await {
+            Ok(up) => {
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                let _ = tokio::io::copy_bidirectional(&mut io, &mut stream).await;
+            }
+            Err(e) => tracing::debug!("attach upgrade failed: {e}"),
+        }
+    });
+    Ok(axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, ATTACH_UPGRADE)
+        .body(axum::body::Body::empty())
+        .expect("static response parts"))
 }
 
 /// `GET /apps/:app/jobs/:job/output`: the job's output as NDJSON ([`OutputLine`] per line),

@@ -17,7 +17,7 @@ use slipway_store::Store;
 use std::sync::Arc;
 
 pub use auth::generate_api_key;
-pub use cluster::Cluster;
+pub use cluster::{ATTACH_UPGRADE, AttachStream, Cluster};
 pub use error::ApiErr;
 
 /// Request bodies larger than this get a 413: the API takes config, not uploads.

@@ -11,6 +11,7 @@
 //! to one writer task in order, so the store's job events (what `ps`, `scale` and the deployer
 //! read) follow the order things happened.
 
+mod attach;
 pub mod hostjob;
 mod oneoff;
 pub mod plan;

@@ -175,6 +175,24 @@ pub struct NewJob {
     pub env: StringMap,
     #[serde(default)]
     pub release: Option<Id>,
+    /// Keep the job's stdin open for `POST /apps/:app/jobs/:job/attach` (attached `slipway
+    /// run`); output before the attach is kept for it.
+    #[serde(default)]
+    pub attach: bool,
+    /// With `attach`: give the job a pty of this size instead of pipes.
+    #[serde(default)]
+    pub tty: Option<TermSize>,
+    /// Job metadata, e.g. `log=1` (`slipway run --enable-log`: the log aggregator keeps the
+    /// output of attached jobs only when asked).
+    #[serde(default)]
+    pub meta: StringMap,
+}
+
+/// A terminal's size in characters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermSize {
+    pub cols: u16,
+    pub rows: u16,
 }
 
 /// One line of a job's output (`GET /apps/:app/jobs/:job/output`, NDJSON): `stream` is `stdout`,

@@ -22,7 +22,7 @@ pub use app::{
 pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};
-pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine};
+pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine, TermSize};
 pub use log::{LOG_METADATA_KEY, LOG_STREAMS, LogEntry};
 pub use names::random_app_name;
 pub use release::{

@@ -65,6 +65,9 @@ pub struct RunArgs {
     /// The release to run [default: the current release]
     #[arg(short = 'r', long, value_name = "RELEASE")]
     release: Option<Id>,
+    /// Keep the job's output in the app's log (`slipway log`) as for detached jobs
+    #[arg(long)]
+    enable_log: bool,
     #[arg(required = true, last = true, value_name = "CMD")]
     cmd: Vec<String>,
 }
@@ -270,70 +273,31 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let client = ctx.client()?;
     let app = ctx.app(&args.app)?;
     let env = super::parse_pairs(&args.env)?.into_iter().collect();
+    let tty = !args.detached && super::run::stdin_is_terminal();
+    let mut meta = BTreeMap::new();
+    if args.enable_log {
+        meta.insert("log".to_string(), "1".to_string());
+    }
     let job = NewJob {
         args: args.cmd,
         env,
         release: args.release,
+        attach: !args.detached,
+        tty: tty.then(|| {
+            super::run::terminal_size().unwrap_or(slipway_types::TermSize { cols: 80, rows: 24 })
+        }),
+        meta: meta.into_iter().collect(),
     };
     let job = client.run_job(&app, &job).await?;
     if args.detached {
         println!("{}", job.id);
         return Ok(());
     }
-    let code = attach(&client, &app, &job.id).await?;
+    let code = super::run::session(&client, &app, &job.id, tty).await?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     std::process::exit(code);
-}
-
-/// Prints a job's output as it comes (stdout to stdout, stderr and the host's notes to stderr),
-/// stops the job on Ctrl-C, and returns its exit code.
-///
-/// Not yet: stdin and a pty (the host agent has no attach API yet); the job's stdin is empty.
-async fn attach(client: &Client, app: &str, job: &str) -> Result<i32> {
-    use futures_util::StreamExt;
-    let mut lines = client.job_output(app, job).await?;
-    let mut interrupted = false;
-    loop {
-        tokio::select! {
-            line = lines.next() => match line {
-                Some(Ok(l)) if l.stream == "stdout" => println!("{}", l.msg),
-                Some(Ok(l)) => eprintln!("{}", l.msg),
-                Some(Err(e)) => return Err(e.into()),
-                None => break,
-            },
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
-                let _ = client.kill_job(app, job).await;
-            }
-        }
-    }
-    // The output ends with the process; the job row follows within moments.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let j = client.job(app, job).await?;
-        if j.state.is_finished() {
-            return Ok(match (j.state, j.exit_status) {
-                (_, Some(code)) => code,
-                (JobState::Failed, None) => {
-                    eprintln!(
-                        "error: {}",
-                        j.host_error.as_deref().unwrap_or("the job failed to start")
-                    );
-                    1
-                }
-                _ => 0,
-            });
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "job {job} is still {} after its output ended",
-                j.state.as_str()
-            );
-        }
-        tokio::time::sleep(POLL).await;
-    }
 }
 
 pub async fn deployments(ctx: &Ctx, args: DeploymentArgs) -> Result<()> {

@@ -10,6 +10,7 @@ pub mod log;
 pub mod meta;
 pub mod release;
 pub mod route;
+pub mod run;
 
 use anyhow::{Result, bail};
 

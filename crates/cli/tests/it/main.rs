@@ -3,5 +3,6 @@ mod cli;
 mod host;
 mod logs;
 mod routing;
+mod run;
 mod scheduler;
 mod support;

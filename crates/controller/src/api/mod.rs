@@ -55,6 +55,10 @@ pub fn routes() -> Router<AppState> {
             get(jobs::get).put(jobs::put).delete(crate::cluster::kill),
         )
         .route("/apps/{app}/jobs/{job}/output", get(crate::cluster::output))
+        .route(
+            "/apps/{app}/jobs/{job}/attach",
+            axum::routing::post(crate::cluster::attach),
+        )
         .route("/apps/{app}/deploy", post(jobs::deploy))
         .route("/apps/{app}/deployments", get(jobs::list_deployments))
         .route("/deployments/{id}", get(jobs::get_deployment))
