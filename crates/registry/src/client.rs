@@ -39,6 +39,8 @@ pub struct PushClient {
 impl PushClient {
     /// `base` is the controller URL (`http://HOST:PORT`); `key` its API key.
     pub fn new(base: &str, key: &str) -> Result<PushClient> {
+        // reqwest is built without a default TLS provider: ring, as everywhere in Slipway.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()

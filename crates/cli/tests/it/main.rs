@@ -1,6 +1,7 @@
 //! End-to-end tests that drive the real `slipway` binary.
 mod cli;
 mod host;
+mod images;
 mod logs;
 mod routing;
 mod run;

@@ -1,0 +1,239 @@
+//! Images end to end with the real binary: `slipway image push` (docker save archive, OCI
+//! layout) and skopeo against `slipway server`'s registry endpoint; with real runc, a pushed
+//! image is served through the router and a whiteout layer hides a file of the layer below.
+
+use crate::support::*;
+use slipway_registry::testimage::{ImageBuilder, LayerBuilder, busybox_layer};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// busybox + an app layer with `index.html`, served by `httpd` on 8080.
+fn web_image(body: &str) -> ImageBuilder {
+    ImageBuilder::new()
+        .layer(busybox_layer().unwrap())
+        .layer(
+            LayerBuilder::new()
+                .dir("www")
+                .file("www/index.html", 0o644, body.as_bytes())
+                .finish(),
+        )
+        .cmd(&["httpd", "-f", "-p", "8080", "-h", "/www"])
+        .env("PATH=/bin")
+        .env("GREETING=from-image")
+        .expose(8080)
+}
+
+fn skopeo_available() -> bool {
+    let ok = std::process::Command::new("skopeo")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "skopeo is missing: scripts/install-deps installs it"
+        );
+        eprintln!("SKIPPED: skopeo is not installed (scripts/install-deps installs it)");
+    }
+    ok
+}
+
+/// `skopeo copy oci:LAYOUT docker://SERVER/APP:latest` with the server's key as password.
+fn skopeo_push(server: &TestServer, layout: &Path, app: &str) -> std::process::Output {
+    std::process::Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false", "--dest-creds"])
+        .arg(format!("x:{}", server.key()))
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!(
+            "docker://{}/{app}:latest",
+            server.url.trim_start_matches("http://")
+        ))
+        .output()
+        .expect("run skopeo")
+}
+
+/// What the registry stored so far (`GET /v2/_slipway/stats`).
+fn stats(server: &TestServer) -> slipway_registry::Stats {
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /v2/_slipway/stats HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        server.key()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("stats: {e}: {out}"))
+}
+
+#[test]
+fn image_push_archives_env_survives_repush_and_hostile_layers_are_refused() {
+    let server = TestServer::start();
+    server.create_app("pic");
+    let dir = server.dir.path();
+
+    // A docker save archive.
+    let archive = dir.join("pic.tar");
+    web_image("v1")
+        .write_docker_archive(&archive, "pic:v1")
+        .unwrap();
+    let out = server.ok(&["-a", "pic", "image", "push", archive.to_str().unwrap()]);
+    assert!(out.contains("3 blob(s) uploaded"), "{out}");
+    assert!(out.contains("Created release "), "{out}");
+    assert!(
+        out.contains("Docker image deployed, scale it with 'slipway scale app=N'"),
+        "{out}"
+    );
+    assert_eq!(server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(), "from-image");
+
+    // The user overrides the image's variable; a re-push (same layers) keeps it.
+    server.ok(&["-a", "pic", "env", "set", "GREETING=mine"]);
+    let out = server.ok(&["-a", "pic", "image", "push", archive.to_str().unwrap()]);
+    assert!(out.contains("0 blob(s) uploaded"), "{out}");
+    assert!(out.contains("3 already on the server"), "{out}");
+    assert_eq!(server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(), "mine");
+
+    // An OCI layout directory with a changed app layer: only that layer and the config go up.
+    let layout = dir.join("layout");
+    web_image("v2").env("EXTRA=1").write_oci(&layout).unwrap();
+    let out = server.ok(&["-a", "pic", "image", "push", layout.to_str().unwrap()]);
+    assert!(out.contains("2 blob(s) uploaded"), "{out}");
+    assert_eq!(server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(), "mine");
+    assert_eq!(server.ok(&["-a", "pic", "env", "get", "EXTRA"]).trim(), "1");
+    let rel = server.json(&["-a", "pic", "release", "show", "--json"]);
+    assert_eq!(rel["processes"]["app"]["args"][0], "httpd", "{rel}");
+
+    // Hostile layers: refused at push with the reason, no release, nothing written outside.
+    let canary = dir.join("escaped");
+    let hostile = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .raw_file(&format!("../../../../../..{}", canary.display()), b"x")
+                .finish(),
+        )
+        .cmd(&["true"]);
+    let bad = dir.join("bad.tar");
+    hostile.write_docker_archive(&bad, "pic:bad").unwrap();
+    let releases = server.ok(&["-a", "pic", "release"]).lines().count();
+    let err = server.fails(&["-a", "pic", "image", "push", bad.to_str().unwrap()]);
+    assert!(err.contains("LAYER_INVALID"), "{err}");
+    assert!(err.contains("outside the image root"), "{err}");
+    assert!(!canary.exists());
+    assert_eq!(server.ok(&["-a", "pic", "release"]).lines().count(), releases);
+
+    // Not an app: says how to make one.
+    let err = server.fails(&["-a", "nope", "image", "push", archive.to_str().unwrap()]);
+    assert!(err.contains("slipway create nope"), "{err}");
+
+    // skopeo through the same endpoint: the layers are known, only the manifest goes up.
+    if skopeo_available() {
+        let before = stats(&server);
+        let out = skopeo_push(&server, &layout, "pic");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let after = stats(&server);
+        assert_eq!(after.blobs_uploaded, before.blobs_uploaded, "no blob uploaded twice");
+        assert_eq!(after.manifests_pushed, before.manifests_pushed + 1);
+    }
+}
+
+/// One HTTP/1.1 request to the router for `host`; (status line, body).
+fn get(router: &str, host: &str, path: &str) -> Option<(String, String)> {
+    let mut s = std::net::TcpStream::connect(router).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    Some((head.lines().next()?.to_string(), body.to_string()))
+}
+
+/// Polls until `path` answers with `status` (60 s: the first start unpacks the layers).
+fn until_status(router: &str, host: &str, path: &str, status: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((line, body)) = get(router, host, path)
+            && line.contains(status)
+        {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{host}{path} never answered {status}: last {:?}",
+            get(router, host, path)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn logged_addr(server: &TestServer, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+        if let Some(rest) = log.split(marker).nth(1) {
+            return rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+        }
+        assert!(Instant::now() < deadline, "no {marker:?} in the log:\n{log}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
+    if skip_unless_root("a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file")
+        || !skopeo_available()
+    {
+        return;
+    }
+    let n = 2000 + std::process::id() % 200;
+    let host = HostServer::start(
+        n,
+        &[
+            "--router-ip".into(),
+            "127.0.0.1".into(),
+            "--http-port".into(),
+            "0".into(),
+            "--https-port".into(),
+            "0".into(),
+        ],
+    );
+    let server = &host.s;
+    let router = logged_addr(server, "router: HTTP on ");
+    server.create_app("imgweb");
+    let domain = format!("imgweb.{DOMAIN}");
+    let dir = server.dir.path();
+
+    let v1 = web_image("hello from an image");
+    let layout = dir.join("v1");
+    v1.write_oci(&layout).unwrap();
+    let out = skopeo_push(server, &layout, "imgweb");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.ok(&["-a", "imgweb", "scale", "app=1"]);
+    let body = until_status(&router, &domain, "/", "200");
+    assert_eq!(body, "hello from an image");
+
+    // The same image again: nothing uploaded twice.
+    let before = stats(server);
+    let out = skopeo_push(server, &layout, "imgweb");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stats(server).blobs_uploaded, before.blobs_uploaded);
+
+    // A third layer deletes index.html of the layer below and adds other.html.
+    let v2 = v1.layer(
+        LayerBuilder::new()
+            .whiteout("www/index.html")
+            .file("www/other.html", 0o644, b"v2")
+            .finish(),
+    );
+    let layout2 = dir.join("v2");
+    v2.write_oci(&layout2).unwrap();
+    let out = server.ok(&["-a", "imgweb", "image", "push", layout2.to_str().unwrap()]);
+    assert!(out.contains("Docker image deployed, running app=1"), "{out}");
+    assert_eq!(until_status(&router, &domain, "/other.html", "200"), "v2");
+    until_status(&router, &domain, "/index.html", "404");
+}
