@@ -85,6 +85,9 @@ pub trait Store: Send + Sync + 'static {
 
     async fn create_artifact(&self, new: &NewArtifact) -> Result<Artifact>;
     async fn get_artifact(&self, id: Id) -> Result<Artifact>;
+    /// Every artifact, oldest first: the blob store's garbage collector keeps the blobs these
+    /// name.
+    async fn list_artifacts(&self) -> Result<Vec<Artifact>>;
 
     async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release>;
     async fn get_release(&self, id: Id) -> Result<Release>;

@@ -105,6 +105,13 @@ impl SqlStore {
         artifact_from_row(&one(row, "artifact", artifact_id)?)
     }
 
+    pub async fn list_artifacts(&self) -> Result<Vec<Artifact>> {
+        let rows = sqlx::query("SELECT * FROM artifacts ORDER BY created_at, id")
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(artifact_from_row).collect()
+    }
+
     pub async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release> {
         new.validate()?;
         let mut tx = self.begin().await?;

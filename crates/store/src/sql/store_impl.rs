@@ -49,6 +49,9 @@ impl Store for SqlStore {
     async fn get_artifact(&self, id: Id) -> Result<Artifact> {
         SqlStore::get_artifact(self, id).await
     }
+    async fn list_artifacts(&self) -> Result<Vec<Artifact>> {
+        SqlStore::list_artifacts(self).await
+    }
     async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release> {
         SqlStore::create_release(self, app_id, new).await
     }

@@ -63,6 +63,7 @@ conformance!(
     releases_are_immutable,
     current_release_cannot_be_deleted,
     release_needs_existing_artifacts,
+    list_artifacts,
     formations,
     one_unfinished_deployment_per_app,
     http_routes_unique_by_domain_and_path,

@@ -265,6 +265,33 @@ pub async fn release_needs_existing_artifacts(b: &Backend) {
     assert_not_found(s.create_release(Id::new_v4(), &NewRelease::default()).await);
 }
 
+pub async fn list_artifacts(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    assert!(s.list_artifacts().await.unwrap().is_empty());
+    let mut made = Vec::new();
+    for i in 0..3 {
+        made.push(
+            s.create_artifact(&NewArtifact {
+                kind: ArtifactType::Slug,
+                uri: format!("blob:sha256:{}", i.to_string().repeat(64)),
+                manifest: None,
+                meta: StringMap::new(),
+                size: Some(i),
+                digest: Some(format!("sha256:{}", i.to_string().repeat(64))),
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let listed = s.list_artifacts().await.unwrap();
+    assert_eq!(listed.len(), 3);
+    for a in &made {
+        assert!(listed.contains(a), "{a:?} missing from {listed:?}");
+    }
+    // Oldest first.
+    assert!(listed.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+}
+
 pub async fn formations(b: &Backend) {
     let s: &dyn Store = b.store.as_ref();
     let a = app(s, "form").await;
