@@ -289,7 +289,11 @@ pub async fn list_artifacts(b: &Backend) {
         assert!(listed.contains(a), "{a:?} missing from {listed:?}");
     }
     // Oldest first.
-    assert!(listed.windows(2).all(|w| w[0].created_at <= w[1].created_at));
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| w[0].created_at <= w[1].created_at)
+    );
 }
 
 pub async fn formations(b: &Backend) {
