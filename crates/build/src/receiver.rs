@@ -188,13 +188,11 @@ fn init_repo(repo: &std::path::Path) -> std::io::Result<()> {
                 String::from_utf8_lossy(&out.stderr).trim()
             )));
         }
-        let configs: [(&str, String); 4] = [
+        let configs: [(&str, String); 3] = [
             // Check every object pushed: refuses trees with `..`, `.git` or odd modes.
             ("receive.fsckObjects", "true".into()),
             ("receive.maxInputSize", MAX_PUSH_BYTES.to_string()),
             ("receive.denyDeletes", "true".into()),
-            // Keep pushed objects in one pack instead of thousands of loose files.
-            ("receive.unpackLimit", "1000".into()),
         ];
         for (k, v) in configs {
             git_config(tmp.path(), k, &v)?;

@@ -223,7 +223,7 @@ fn start_build(
         blobs,
         jobs: Arc::new(scheduler.clone()),
         data_dir: data_dir.join("build"),
-        buildpacks_dir: buildpacks_dir(),
+        buildpacks_dir: buildpacks_dir(data_dir)?,
         limits: Default::default(),
     };
     let pusher = Arc::new(slipway_build::push::Pusher {
@@ -240,19 +240,16 @@ fn start_build(
     Ok(slipway_build::receiver::Receiver::new(cfg, store, pusher).router())
 }
 
-/// The bundled buildpacks: `$SLIPWAY_BUILDPACKS_DIR`, else `share/slipway/buildpacks` next to
-/// the binary's `bin/`, else the source tree's `buildpacks/` (development builds).
-fn buildpacks_dir() -> PathBuf {
+/// The buildpacks build jobs detect over: `$SLIPWAY_BUILDPACKS_DIR`, else the bundled ones
+/// (embedded in the binary) written to `<data>/buildpacks` at start.
+fn buildpacks_dir(data_dir: &Path) -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("SLIPWAY_BUILDPACKS_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d);
+        return Ok(PathBuf::from(d));
     }
-    let installed = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Some(exe.parent()?.parent()?.join("share/slipway/buildpacks")));
-    match installed {
-        Some(d) if d.is_dir() => d,
-        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../buildpacks")),
-    }
+    let dir = data_dir.join("buildpacks");
+    slipway_build::bundled::install(&dir)
+        .with_context(|| format!("cannot write the bundled buildpacks to {}", dir.display()))?;
+    Ok(dir)
 }
 
 /// The registry v2 endpoint (`/v2/…`, repository = app): `docker push`, `skopeo copy` and

@@ -3,6 +3,7 @@ mod cli;
 mod host;
 mod images;
 mod logs;
+mod push;
 mod routing;
 mod run;
 mod scheduler;
