@@ -126,6 +126,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .merge(build)
         .merge(start_registry(&data_dir, store.clone())?);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
+    let router = slipway_registry::with_api_version(router);
     slipway_controller::serve_router(listener, router, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

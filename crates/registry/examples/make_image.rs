@@ -17,7 +17,9 @@ fn index(i: usize, layers: usize) -> String {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let out = args.get(1).expect("usage: make_image OUT_DIR SIZE_MB [LAYERS] [--docker FILE]");
+    let out = args
+        .get(1)
+        .expect("usage: make_image OUT_DIR SIZE_MB [LAYERS] [--docker FILE]");
     let size_mb: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(50);
     let layers: usize = args
         .get(3)

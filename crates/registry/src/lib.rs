@@ -22,4 +22,4 @@ pub mod verify;
 
 pub use error::RegistryError;
 pub use manifests::NO_DEPLOY_TAG_PREFIX;
-pub use server::{Registry, Stats, router};
+pub use server::{Registry, Stats, router, with_api_version};

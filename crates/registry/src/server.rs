@@ -188,6 +188,20 @@ pub fn router(reg: Registry) -> Router {
         .with_state(reg)
 }
 
+/// Wraps the whole server (the controller's auth answers before the registry's routes run) so
+/// that every `/v2` response says `Docker-Distribution-API-Version: registry/2.0`, the 401 of a
+/// ping without credentials included: Docker reads the header there to know it talks to a v2
+/// registry before it sends Basic credentials.
+pub fn with_api_version(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |req: Request, next: axum::middleware::Next| async move {
+            let v2 = req.uri().path() == "/v2" || req.uri().path().starts_with("/v2/");
+            let resp = next.run(req).await;
+            if v2 { version_header(resp).await } else { resp }
+        },
+    ))
+}
+
 async fn version_header(mut resp: Response) -> Response {
     resp.headers_mut().insert(
         "Docker-Distribution-API-Version",

@@ -36,12 +36,12 @@ impl Server {
             default_domain: "apps.test".into(),
             git_url: "http://unused".into(),
         };
-        let router = slipway_controller::router_with_extra(
+        let router = slipway_registry::with_api_version(slipway_controller::router_with_extra(
             store.clone(),
             config,
             None,
             slipway_registry::router(reg.clone()),
-        );
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(slipway_controller::serve_router(

@@ -13,6 +13,11 @@ async fn ping_needs_the_key_and_says_its_version() {
         resp.headers()["www-authenticate"],
         "Basic realm=\"slipway\""
     );
+    assert_eq!(
+        resp.headers()["docker-distribution-api-version"],
+        "registry/2.0",
+        "docker reads it on the 401"
+    );
     let resp = s.req(Method::GET, "/v2/").send().await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(
