@@ -158,6 +158,7 @@ pub async fn build(
         job: None,
         dir: Some(dir.clone()),
     };
+    sweep_stale(ctx.data_dir.join("builds"), ctx.limits.timeout).await;
     let res = run(ctx, input, &say, &dir, &mut guard).await;
     guard.finish().await;
     res
@@ -393,6 +394,26 @@ where
         process_types,
         buildpacks: used,
     })
+}
+
+/// Removes build dirs a crashed server left behind: older than the longest a build may take
+/// (plus a margin), so no running build loses its dir.
+async fn sweep_stale(builds: PathBuf, timeout: std::time::Duration) {
+    let max_age = timeout + std::time::Duration::from_secs(600);
+    let _ = tokio::task::spawn_blocking(move || {
+        for e in std::fs::read_dir(&builds).into_iter().flatten().flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > max_age);
+            if old {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    })
+    .await;
 }
 
 /// Stores the slug file in the blob store.

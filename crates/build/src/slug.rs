@@ -375,10 +375,10 @@ fn append_tree<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, name: &Path) -> 
 pub fn parse_procfile(text: &str) -> std::collections::BTreeMap<String, String> {
     let mut types = std::collections::BTreeMap::new();
     for line in text.lines() {
+        // Heroku's rule: `^([A-Za-z0-9_-]+):\s*(.+)$` (the slug runner matches the same way).
         let Some((name, cmd)) = line.split_once(':') else {
             continue;
         };
-        let name = name.trim();
         let cmd = cmd.trim();
         if name.is_empty()
             || cmd.is_empty()
@@ -445,5 +445,47 @@ pub fn human_size(b: u64) -> String {
         format!("{v:.1}{}", UNITS[i])
     } else {
         format!("{v:.0}{}", UNITS[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugignore_patterns() {
+        let ig =
+            SlugIgnore::parse("# c\n*.psd\n/docs\ntmp/*.log\nspec/\n../x\n/a/../b\n**/cache\n");
+        let m = |p: &str, dir: bool| ig.matches(Path::new(p), dir);
+        assert!(m("a.psd", false) && m("x/y/b.psd", false));
+        assert!(m("docs", true) && !m("lib/docs", true));
+        assert!(m("tmp/a.log", false) && !m("tmp/sub/a.log", false) && !m("a.log", false));
+        assert!(m("spec", true) && !m("spec", false));
+        assert!(m("cache", true) && m("x/y/cache", false));
+        assert!(
+            !m("x", false) && !m("b", false),
+            "patterns with .. match nothing"
+        );
+        assert!(glob("[a-c]?.txt", "b1.txt") && !glob("[!a-c]?.txt", "b1.txt"));
+    }
+
+    #[test]
+    fn procfile_and_release_yaml() {
+        let p = parse_procfile(
+            "web: httpd -f -p $PORT\r\nworker:sh -c 'a: b'\n bad: x\nodd name: x\n# c\n",
+        );
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert_eq!(p["web"], "httpd -f -p $PORT");
+        assert_eq!(p["worker"], "sh -c 'a: b'");
+        let r = parse_release_yaml(
+            "---\naddons: []\ndefault_process_types:\n  web: 'gunicorn app:app'\n  worker: \"a \\\"b\\\"\"\nconfig_vars:\n  X: y\n",
+        );
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r["web"], "gunicorn app:app");
+        assert_eq!(r["worker"], "a \"b\"");
+        assert!(parse_release_yaml("---\ndefault_process_types: {}\n").is_empty());
+        assert_eq!(human_size(4_404_019), "4.2M");
+        assert_eq!(human_size(500), "500B");
+        assert_eq!(human_size(100 << 20), "100M");
     }
 }
