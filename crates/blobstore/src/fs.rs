@@ -67,11 +67,26 @@ impl Drop for TempGuard {
 #[async_trait::async_trait]
 impl BlobStore for FsBlobStore {
     async fn put(&self, mut body: Body, expected: Option<&Digest>) -> Result<BlobInfo, BlobError> {
-        // Already stored: still read (and verify) nothing — the content is named by the digest.
+        // Already stored: read nothing — the content is named by the digest.
         if let Some(d) = expected
-            && let Some(info) = self.head(d).await?
+            && self.head(d).await?.is_some()
         {
-            return Ok(info);
+            // Someone is using it again: it is young again for garbage collection.
+            let path = self.path(d);
+            let touched = tokio::task::spawn_blocking(move || {
+                std::fs::File::open(&path)?.set_modified(std::time::SystemTime::now())
+            })
+            .await
+            .map_err(std::io::Error::other)?;
+            match touched {
+                Ok(()) => {}
+                // Deleted meanwhile: store it anew.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e.into()),
+            }
+            if let Some(info) = self.head(d).await? {
+                return Ok(info);
+            }
         }
         let tmp_path = self.dir.join("tmp").join(uuid::Uuid::new_v4().to_string());
         let mut guard = TempGuard(Some(tmp_path.clone()));

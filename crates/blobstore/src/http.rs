@@ -85,10 +85,15 @@ async fn stored(s: &Shared, body: Body, expected: Option<&Digest>) -> Response {
     // Already there: drain the body (so the client's upload completes cleanly) and answer 200.
     if let Some(d) = expected {
         match s.head(d).await {
-            Ok(Some(info)) => {
+            Ok(Some(_)) => {
                 let mut r = body_reader(body);
                 let _ = tokio::io::copy(&mut r, &mut tokio::io::sink()).await;
-                return (StatusCode::OK, Json(info)).into_response();
+                // The store's own idempotent put (it reads nothing for a blob it has, and
+                // marks it as used again for garbage collection).
+                return match s.put(Box::new(tokio::io::empty()), Some(d)).await {
+                    Ok(info) => (StatusCode::OK, Json(info)).into_response(),
+                    Err(e) => error_response(&e),
+                };
             }
             Ok(None) => {}
             Err(e) => return error_response(&e),

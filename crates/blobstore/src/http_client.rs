@@ -83,9 +83,20 @@ fn info_of(resp: &reqwest::Response, d: &Digest) -> BlobInfo {
 impl BlobStore for HttpBlobStore {
     async fn put(&self, body: Body, expected: Option<&Digest>) -> Result<BlobInfo, BlobError> {
         if let Some(d) = expected
-            && let Some(info) = self.head(d).await?
+            && self.head(d).await?.is_some()
         {
-            return Ok(info);
+            // The server has it: an empty PUT marks it as used again (garbage collection) without
+            // sending the content. If it was deleted meanwhile, that PUT fails and the content
+            // is sent after all.
+            let resp = self
+                .req(Method::PUT, &Self::blob_path(d))
+                .body(Vec::new())
+                .send()
+                .await
+                .map_err(http_err)?;
+            if resp.status().is_success() {
+                return resp.json().await.map_err(http_err);
+            }
         }
         let path = match expected {
             Some(d) => Self::blob_path(d),

@@ -10,6 +10,7 @@
 
 mod digest;
 mod fs;
+pub mod gc;
 pub mod http;
 mod http_client;
 

@@ -1,6 +1,7 @@
 //! The conformance suite: every case runs on [`FsBlobStore`] and on [`HttpBlobStore`] talking to
 //! a real axum server (on port 0) over a second `FsBlobStore`.
 
+mod gc;
 mod suite;
 
 use slipway_blobstore::{BlobStore, FsBlobStore, HttpBlobStore};
