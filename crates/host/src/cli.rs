@@ -93,6 +93,10 @@ pub struct RuntimeArgs {
     /// The runc binary
     #[arg(long, default_value = "runc")]
     pub runc: PathBuf,
+    /// Static init run as every container's PID 1 (forwards signals, reaps zombies); `none`
+    /// runs the job's command as PID 1 (which then ignores SIGTERM unless it handles it)
+    #[arg(long, default_value = crate::runc::DEFAULT_INIT)]
+    pub container_init: PathBuf,
 }
 
 impl RuntimeArgs {
@@ -108,6 +112,8 @@ impl RuntimeArgs {
         };
         rc.cgroup_parent = self.cgroup_parent.clone();
         rc.runc = self.runc.clone();
+        rc.init = (self.container_init != std::path::Path::new("none"))
+            .then(|| self.container_init.clone());
         if let Some(s) = &self.stacks_dir {
             rc.stacks_dir = s.clone();
         }
