@@ -17,6 +17,8 @@ pub struct HttpBlobStore {
 impl HttpBlobStore {
     /// `base_url` is the controller's URL (the store is under `/blobs`); `api_key` its key.
     pub fn new(base_url: impl Into<String>, api_key: Option<String>) -> HttpBlobStore {
+        // reqwest is built without a default crypto provider (ring everywhere, DESIGN.md §4).
+        let _ = rustls::crypto::ring::default_provider().install_default();
         HttpBlobStore {
             base: base_url.into().trim_end_matches('/').to_string(),
             key: api_key,

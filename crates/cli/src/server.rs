@@ -44,6 +44,12 @@ pub struct ServerArgs {
     /// Also drop log lines older than this (`30d`, `12h`, `90m`, `3600s`). Default: by count only.
     #[arg(long, env = "SLIPWAY_LOG_MAX_AGE", value_parser = parse_age)]
     log_max_age: Option<std::time::Duration>,
+    /// How often unused blobs are deleted (tests shorten it).
+    #[arg(long, hide = true, default_value = "1h", value_parser = parse_age)]
+    blob_gc_interval: std::time::Duration,
+    /// How old an unused blob must be to be deleted (uploads in flight are younger).
+    #[arg(long, hide = true, default_value = "1h", value_parser = parse_age)]
+    blob_gc_grace: std::time::Duration,
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -81,9 +87,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     tracing::info!(backend = store.backend(), "store ready");
     let scheduler = start_scheduler(store.clone());
     let routing = crate::routing::start(&args.routing, store.clone()).await?;
+    let blobs = start_blobstore(&args, &data_dir, store.clone())?;
     let logs = start_logs(&args, &data_dir)?;
     if !args.no_host {
-        start_local_host(&args, &data_dir, &scheduler, &routing, &logs).await?;
+        start_local_host(&args, &data_dir, &scheduler, &routing, &logs, &blobs).await?;
     }
     // Rows of jobs that ended while no scheduler ran would show as alive forever otherwise.
     match scheduler.mark_lost_rows().await {
@@ -118,13 +125,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         &scheduler,
         &config.api_key,
         &local_url,
+        blobs.clone(),
     )?;
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
     // Roles served on the controller's port, behind its API key: one `.merge` per role.
     let extra = axum::Router::new()
         .merge(slipway_logs::http::router(logs, store.clone()))
+        .merge(slipway_blobstore::http::router(blobs.clone()))
         .merge(build)
-        .merge(start_registry(&data_dir, store.clone())?);
+        .merge(start_registry(&data_dir, store.clone(), blobs)?);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
     let router = slipway_registry::with_api_version(router);
     slipway_controller::serve_router(listener, router, shutdown_signal()).await?;
@@ -147,6 +156,7 @@ async fn start_local_host(
     scheduler: &slipway_scheduler::Scheduler,
     routing: &crate::routing::Routing,
     logs: &slipway_logs::Aggregator,
+    blobs: &Arc<dyn slipway_blobstore::BlobStore>,
 ) -> Result<()> {
     let host_dir = data_dir.join("host");
     let runc = args.runtime.config(&host_dir)?;
@@ -157,6 +167,7 @@ async fn start_local_host(
         .context("cannot build the default stack")?;
     let mut agent = slipway_host::AgentConfig::new(&host_dir);
     agent.tags = args.host_tags.iter().cloned().collect();
+    agent.blobs = Some(blobs.clone());
     let host = slipway_host::daemon::start(runc, agent, None)
         .await
         .context("cannot start the local host agent (use --no-host to run without one)")?;
@@ -215,11 +226,8 @@ fn start_build(
     scheduler: &slipway_scheduler::Scheduler,
     api_key: &str,
     local_url: &str,
+    blobs: Arc<dyn slipway_blobstore::BlobStore>,
 ) -> Result<axum::Router> {
-    let blobs: Arc<dyn slipway_blobstore::BlobStore> = Arc::new(
-        slipway_blobstore::FsBlobStore::open(data_dir.join("blobs"))
-            .context("cannot open the blob store")?,
-    );
     let build = slipway_build::BuildContext {
         blobs,
         jobs: Arc::new(scheduler.clone()),
@@ -259,17 +267,59 @@ fn buildpacks_dir(data_dir: &Path) -> Result<PathBuf> {
 fn start_registry(
     data_dir: &Path,
     store: Arc<dyn slipway_store::Store>,
+    blobs: Arc<dyn slipway_blobstore::BlobStore>,
 ) -> Result<axum::Router> {
-    // TODO(blobs): take the server's one shared blob store once start_blobstore returns it; until
-    // then this opens the same directory (before anything is served, so no put is in flight).
-    let blobs: Arc<dyn slipway_blobstore::BlobStore> = Arc::new(
-        slipway_blobstore::FsBlobStore::open(data_dir.join("blobs"))
-            .context("cannot open the blob store")?,
-    );
     let registry = slipway_registry::Registry::open(store, blobs, data_dir.join("registry"))
         .context("cannot open the registry's directory")?;
     registry.spawn_cleaner();
     Ok(slipway_registry::router(registry))
+}
+
+/// The blob store (slugs, image layers and configs): content-addressed files in `<data>/blobs`,
+/// served at `/blobs/{digest}` behind the API key (remote hosts fetch layers there), shared by
+/// the local host agent, the build pipeline and the registry. An hourly collection deletes the
+/// blobs no artifact names once they are older than an hour.
+fn start_blobstore(
+    args: &ServerArgs,
+    data_dir: &Path,
+    store: Arc<dyn slipway_store::Store>,
+) -> Result<Arc<dyn slipway_blobstore::BlobStore>> {
+    let dir = data_dir.join("blobs");
+    let blobs: Arc<dyn slipway_blobstore::BlobStore> = Arc::new(
+        slipway_blobstore::FsBlobStore::open(&dir)
+            .with_context(|| format!("cannot open the blob store in {}", dir.display()))?,
+    );
+    let gc = blobs.clone();
+    let (interval, grace) = (args.blob_gc_interval, args.blob_gc_grace);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(interval);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let listed = async || store.list_artifacts().await.map_err(|e| e.to_string());
+            match slipway_blobstore::gc::collect(
+                &*gc,
+                listed,
+                grace,
+                std::time::SystemTime::now(),
+            )
+            .await
+            {
+                Ok(r) if r.deleted.is_empty() => {
+                    tracing::debug!(scanned = r.scanned, "blob collection: nothing to delete")
+                }
+                Ok(r) => tracing::info!(
+                    deleted = r.deleted.len(),
+                    freed_bytes = r.freed_bytes,
+                    kept = r.referenced + r.young,
+                    "blob collection"
+                ),
+                Err(e) => tracing::warn!("blob collection failed: {e}"),
+            }
+        }
+    });
+    Ok(blobs)
 }
 
 /// The deployment executor: runs pending deployments (a deploy of an app with nothing running

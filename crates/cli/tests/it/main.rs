@@ -1,4 +1,5 @@
 //! End-to-end tests that drive the real `slipway` binary.
+mod blobs;
 mod cli;
 mod host;
 mod images;
