@@ -15,10 +15,16 @@ impl Scheduler {
         release: &Release,
         job: &NewJob,
     ) -> Result<Job, SchedError> {
-        let mut hj = hostjob::host_job(
+        // The release's slug or image layers: `slipway run` sees the app's code.
+        let artifacts = self
+            .release_artifacts(release)
+            .await
+            .map_err(SchedError::Unavailable)?;
+        let mut hj = hostjob::host_job_with(
             "",
             app,
             release,
+            &artifacts,
             None,
             &job.args,
             &job.env,
