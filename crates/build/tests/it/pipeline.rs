@@ -56,7 +56,9 @@ async fn cache_counts_0_1_2_and_the_api_gets_env_dir_and_source_version() {
         ("DATABASE_URL", "postgres://db/x"),
     ];
     for n in 0..3 {
+        let started = std::time::Instant::now();
         let (res, lines) = c.build(&app, src.path(), &env).await;
+        eprintln!("build {n} took {:?}", started.elapsed());
         let built = res.unwrap_or_else(|e| panic!("build {n}: {e}; output: {lines:#?}"));
         assert!(has(&lines, &format!("cache count: {n}")), "{lines:#?}");
         if n > 0 {
@@ -404,7 +406,7 @@ async fn static_site_builds_with_the_bundled_buildpack_and_its_slug_serves() {
 }
 
 /// Unpacks the slug (as root, keeping owners) into `dir`, the way a layer is unpacked.
-async fn unpack(c: &Cluster, built: &slipway_build::Built, dir: &Path) {
+pub async fn unpack(c: &Cluster, built: &slipway_build::Built, dir: &Path) {
     use tokio::io::AsyncReadExt;
     let (_, mut body) = c.blobs_get(built).await;
     let mut gz = Vec::new();

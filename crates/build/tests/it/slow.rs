@@ -66,6 +66,32 @@ async fn python_app_on_bookworm_installs_from_pypi_and_reuses_its_venv() {
     );
     assert!(entries.contains_key("app/.profile.d/python.sh"));
 
+    // The slug runs: `/runner/init start web` finds the venv through .profile.d.
+    let layer = tempfile::tempdir().unwrap();
+    crate::pipeline::unpack(&c, &built, layer.path()).await;
+    let mut job = slipway_host::HostJob {
+        id: format!("py-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        app_id: app.id.to_string(),
+        app_name: app.name.clone(),
+        release_id: String::new(),
+        process_type: "web".into(),
+        metadata: Default::default(),
+        config: slipway_host::JobConfig::new("bookworm", &["/runner/init", "start", "web"]),
+        resources: Default::default(),
+    };
+    job.config.layers = vec![layer.path().to_path_buf()];
+    use slipway_host::HostApi;
+    c.agent.add_job(job.clone()).await.unwrap();
+    let done = c.agent.wait_job(&job.id).await.unwrap();
+    let out: Vec<String> =
+        futures_util::StreamExt::collect::<Vec<_>>(c.agent.logs(&job.id, false).await.unwrap())
+            .await
+            .into_iter()
+            .map(|l| l.msg)
+            .collect();
+    assert_eq!(done.exit.unwrap().code, 0, "{out:?}");
+    assert!(out.contains(&"six 1.16.0".to_string()), "{out:?}");
+
     let (res, lines, second) = run_build(&c, &app, src.path()).await;
     res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
     assert!(
@@ -94,10 +120,11 @@ async fn run_build(
         stack: "bookworm".into(),
     };
     let (tx, mut rx) = tokio::sync::mpsc::channel(1000);
+    let t0 = std::time::Instant::now();
     let collect = tokio::spawn(async move {
         let mut lines = Vec::new();
         while let Some(l) = rx.recv().await {
-            eprintln!("{l}");
+            eprintln!("[{:6.2}s] {l}", t0.elapsed().as_secs_f64());
             lines.push(l);
         }
         lines
