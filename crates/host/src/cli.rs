@@ -69,6 +69,13 @@ pub struct DaemonArgs {
     /// Host tags, KEY=VALUE (repeatable)
     #[arg(long = "tag", value_parser = parse_kv)]
     pub tags: Vec<(String, String)>,
+    /// URL of the blob store jobs' layers are fetched from: the controller's URL (`slipway
+    /// server` serves it under /blobs). Without it, jobs with layers (slugs, images) fail.
+    #[arg(long, env = "SLIPWAY_BLOB_STORE_URL")]
+    pub blob_store: Option<String>,
+    /// API key of the blob store (the controller's key).
+    #[arg(long, env = "SLIPWAY_BLOB_STORE_KEY", hide_env_values = true)]
+    pub blob_store_key: Option<String>,
 }
 
 /// How the host runs containers: names that must be unique per agent on a machine. Flatten it
@@ -315,6 +322,12 @@ async fn daemon(d: DaemonArgs) -> Result<()> {
         ac.id = id;
     }
     ac.tags = d.tags.into_iter().collect();
+    if let Some(url) = d.blob_store {
+        ac.blobs = Some(std::sync::Arc::new(slipway_blobstore::HttpBlobStore::new(
+            url,
+            d.blob_store_key,
+        )));
+    }
     let host = crate::daemon::start(rc, ac, Some(d.listen)).await?;
     // Tests and scripts wait for this line.
     println!("listening on {}", host.addr.expect("listen address"));
