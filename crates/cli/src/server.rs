@@ -88,7 +88,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let scheduler = start_scheduler(store.clone());
     let routing = crate::routing::start(&args.routing, store.clone()).await?;
     let blobs = start_blobstore(&args, &data_dir, store.clone())?;
-    let logs = start_logs(&args, &data_dir)?;
+    let logs = start_logs(&args, &data_dir, store.clone())?;
     if !args.no_host {
         start_local_host(&args, &data_dir, &scheduler, &routing, &logs, &blobs).await?;
     }
@@ -179,20 +179,27 @@ async fn start_local_host(
 }
 
 /// The log aggregator: every logged job's lines per app under `<data>/logs` (a bounded history
-/// that survives restarts), fed by the hosts' jobs; `GET /apps/{app}/log` serves it.
-fn start_logs(args: &ServerArgs, data_dir: &Path) -> Result<slipway_logs::Aggregator> {
+/// that survives restarts), fed by the hosts' jobs; `GET /apps/{app}/log` serves it; apps with
+/// a `log_sink=syslog://HOST:PORT` meta get their lines forwarded.
+fn start_logs(
+    args: &ServerArgs,
+    data_dir: &Path,
+    store: Arc<dyn slipway_store::Store>,
+) -> Result<slipway_logs::Aggregator> {
     if args.log_lines == 0 {
         anyhow::bail!("--log-lines must be at least 1");
     }
     let dir = data_dir.join("logs");
-    slipway_logs::Aggregator::open(slipway_logs::Config {
+    let logs = slipway_logs::Aggregator::open(slipway_logs::Config {
         dir: dir.clone(),
         retention: slipway_logs::Retention {
             max_lines: args.log_lines,
             max_age: args.log_max_age,
         },
     })
-    .with_context(|| format!("cannot open the log history in {}", dir.display()))
+    .with_context(|| format!("cannot open the log history in {}", dir.display()))?;
+    slipway_logs::sink::run_sinks(logs.clone(), store);
+    Ok(logs)
 }
 
 /// `30d`, `12h`, `90m`, `3600s` (or a number of seconds).

@@ -103,7 +103,7 @@ async fn python_app_on_bookworm_installs_from_pypi_and_reuses_its_venv() {
     eprintln!("python build: first {first:.1?}, second (cached venv) {second:.1?}");
 }
 
-async fn run_build(
+pub async fn run_build(
     c: &Cluster,
     app: &slipway_types::App,
     src: &std::path::Path,
@@ -132,4 +132,47 @@ async fn run_build(
     let started = std::time::Instant::now();
     let res = slipway_build::build(&c.ctx, input, tx).await;
     (res, collect.await.unwrap(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nodejs_app_on_bookworm_installs_from_npm() {
+    let name = "nodejs_app_on_bookworm_installs_from_npm";
+    if skip_unless_root(name) || !slow_tests(name) {
+        return;
+    }
+    let stacks = stacks_dir();
+    tokio::task::spawn_blocking(move || {
+        slipway_host::stack::build(&stacks, "bookworm", true).expect("bookworm stack")
+    })
+    .await
+    .unwrap();
+    let c = Cluster::start(None).await;
+    let app = c.app().await;
+    let src = tempfile::tempdir().unwrap();
+    write_tree(
+        src.path(),
+        &[
+            (
+                "package.json",
+                r#"{"name":"demo","version":"1.0.0","scripts":{"start":"node index.js"},"dependencies":{"ms":"2.1.3"}}"#,
+            ),
+            ("index.js", "console.log(require('ms')(60000));\n"),
+        ],
+    );
+    let (res, lines, took) = run_build(&c, &app, src.path()).await;
+    let built = res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+    for want in [
+        "-----> Node.js app detected",
+        "-----> Installing dependencies with npm install",
+        "       Default types for buildpack -> web",
+    ] {
+        assert!(
+            lines.iter().any(|l| l == want),
+            "{want:?} not in {lines:#?}"
+        );
+    }
+    assert_eq!(built.process_types["web"], "npm start");
+    let entries = c.slug_entries(&built).await;
+    assert!(entries.contains_key("app/node_modules/ms/index.js"));
+    eprintln!("nodejs build: {took:.1?}");
 }
