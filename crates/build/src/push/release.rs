@@ -270,3 +270,158 @@ pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<usize, 
     }
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_types::NewApp;
+
+    async fn slug(store: &Arc<dyn Store>, n: u8) -> Id {
+        let hex = format!("{n:02x}").repeat(32);
+        let a = NewArtifact {
+            kind: ArtifactType::Slug,
+            uri: format!("blob:sha256:{hex}"),
+            manifest: None,
+            meta: Default::default(),
+            size: Some(1),
+            digest: Some(format!("sha256:{hex}")),
+        };
+        store.create_artifact(&a).await.unwrap().id
+    }
+
+    fn app(name: &str) -> App {
+        serde_json::from_value(serde_json::json!({
+            "id": "0b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
+            "name": name,
+            "strategy": "all-at-once",
+            "deploy_timeout": 120,
+            "created_at": "2026-11-22T05:00:00Z",
+            "updated_at": "2026-11-22T05:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    fn built(types: &[&str]) -> Built {
+        Built {
+            slug: slipway_blobstore::BlobInfo {
+                digest: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
+                size: 10,
+                modified: None,
+            },
+            slug_size: 10,
+            process_types: types
+                .iter()
+                .map(|t| (t.to_string(), "cmd".to_string()))
+                .collect(),
+            buildpacks: vec!["procfile".into()],
+        }
+    }
+
+    #[test]
+    fn the_release_keeps_env_and_per_type_settings_and_gives_web_types_a_service() {
+        let app = app("shop");
+        let mut prev: Release = serde_json::from_value(serde_json::json!({
+            "id": "1b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
+            "app_id": "0b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
+            "env": {"GREETING": "hi"},
+            "processes": {
+                "web": {"args": ["old"], "ports": [{"port": 5000}], "resources": {"memory": 1048576}},
+                "gone": {"args": ["x"]}
+            },
+            "created_at": "2026-11-22T05:00:00Z",
+        }))
+        .unwrap();
+        prev.processes
+            .get_mut("web")
+            .unwrap()
+            .env
+            .insert("W".into(), "1".into());
+        let art = Id::new_v4();
+        let r = new_release(
+            &app,
+            Some(&prev),
+            art,
+            &built(&["web", "worker", "api-web"]),
+            "c0ffee",
+        );
+        assert_eq!(r.artifacts, vec![art]);
+        assert_eq!(r.env.get("GREETING").map(String::as_str), Some("hi"));
+        assert_eq!(r.meta.get("git.commit").map(String::as_str), Some("c0ffee"));
+        assert_eq!(
+            r.processes.keys().collect::<Vec<_>>(),
+            ["api-web", "web", "worker"]
+        );
+        let web = &r.processes["web"];
+        assert!(web.args.is_empty(), "slug jobs run /runner/init start web");
+        assert_eq!(web.ports[0].port, 5000, "the previous port is kept");
+        assert_eq!(web.resources, prev.processes["web"].resources);
+        assert_eq!(web.env.get("W").map(String::as_str), Some("1"));
+        let api = &r.processes["api-web"];
+        let svc = api.ports[0].service.as_ref().unwrap();
+        assert_eq!(svc.name, "shop-api-web");
+        assert_eq!(svc.check.as_ref().unwrap().kind, HealthCheckType::Tcp);
+        assert!(r.processes["worker"].ports.is_empty());
+        let first = new_release(&app, None, art, &built(&["web"]), "c0ffee");
+        let svc = first.processes["web"].ports[0].service.as_ref().unwrap();
+        assert_eq!(svc.name, "shop-web");
+        assert!(first.env.is_empty());
+        let a = slug_artifact(&built(&["web"]), "busybox", "c0ffee");
+        assert_eq!(a.uri, format!("blob:sha256:{}", "ab".repeat(32)));
+        assert_eq!(a.digest.as_deref(), Some(&a.uri[5..]));
+        assert_eq!(a.meta.get("stack").map(String::as_str), Some("busybox"));
+    }
+
+    #[tokio::test]
+    async fn old_slugs_releases_go_the_newest_inactive_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db").display());
+        let store: Arc<dyn Store> = Arc::new(slipway_store::open(&url).await.unwrap());
+        let mut meta = BTreeMap::new();
+        meta.insert(SLUGS_KEPT_KEY.to_string(), "2".to_string());
+        let new = NewApp {
+            meta,
+            ..Default::default()
+        };
+        let app = store.create_app("trim", &new, None).await.unwrap();
+        // Slugs 1..=5, a release each, plus an env-only release (no artifact) and a second
+        // release of slug 1 (an env change after it).
+        let mut releases = Vec::new();
+        for n in 1..=5u8 {
+            let s = slug(&store, n).await;
+            let r = NewRelease {
+                artifacts: vec![s],
+                ..Default::default()
+            };
+            releases.push((n, store.create_release(app.id, &r).await.unwrap()));
+            if n == 1 {
+                let again = NewRelease {
+                    artifacts: vec![s],
+                    ..Default::default()
+                };
+                releases.push((1, store.create_release(app.id, &again).await.unwrap()));
+            }
+        }
+        let plain = store
+            .create_release(app.id, &NewRelease::default())
+            .await
+            .unwrap();
+        // The current release is slug 3's: inactive are 5, 4 (kept), 2, 1 (deleted).
+        let current = releases.iter().find(|(n, _)| *n == 3).unwrap().1.id;
+        let app = store.set_app_release(app.id, current).await.unwrap();
+        let deleted = trim_old_slugs(&store, &app).await.unwrap();
+        assert_eq!(deleted, 3, "slug 2's release and slug 1's two");
+        let left: Vec<Id> = store
+            .list_releases(app.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        for (n, r) in &releases {
+            assert_eq!(left.contains(&r.id), *n >= 3, "release of slug {n}");
+        }
+        assert!(left.contains(&plain.id), "releases without a slug stay");
+        // Nothing more to do the second time.
+        assert_eq!(trim_old_slugs(&store, &app).await.unwrap(), 0);
+    }
+}
