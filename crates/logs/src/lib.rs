@@ -6,11 +6,13 @@
 //! - [`aggregator`]: the histories, live followers, per-job resume points.
 //! - [`ingest`]: following hosts through `HostApi` (in-process or HTTP).
 //! - [`http`]: the API route.
+//! - [`sink`]: per-app syslog sinks (RFC 5424 over TCP).
 
 pub mod aggregator;
 pub mod disk;
 pub mod http;
 pub mod ingest;
+pub mod sink;
 
 pub use aggregator::{Aggregator, Config, MAX_LINE, Query, Source};
 pub use disk::Retention;

@@ -5,6 +5,7 @@
 mod aggregator;
 mod api;
 mod ingest;
+mod sink;
 
 use slipway_logs::{Aggregator, Config, Retention, Source};
 use std::path::Path;
