@@ -22,6 +22,15 @@ pub fn app_stack(app: &slipway_types::App, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// Whether `s` names a stack (rather than a path or something odd).
+pub fn valid_stack_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
 /// Limits of one build. Hitting one fails the build with a message naming the limit.
 #[derive(Clone, Debug)]
 pub struct BuildLimits {
@@ -158,6 +167,15 @@ pub async fn build(
         job: None,
         dir: Some(dir.clone()),
     };
+    if !valid_stack_name(&input.stack) {
+        // A stack is a name in the host's stacks dir; a path would make any host directory the
+        // build's root filesystem.
+        return Err(failed(format!(
+            "Invalid stack {:?}: a stack is a name like busybox or bookworm (letters, digits, \
+             '-', '_', '.'); set it with slipway meta set stack=bookworm",
+            input.stack
+        )));
+    }
     sweep_stale(ctx.data_dir.join("builds"), ctx.limits.timeout).await;
     let res = run(ctx, input, &say, &dir, &mut guard).await;
     guard.finish().await;

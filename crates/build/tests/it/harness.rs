@@ -197,6 +197,16 @@ impl Cluster {
         src: &Path,
         env: &[(&str, &str)],
     ) -> (Result<Built, BuildError>, Vec<String>) {
+        self.build_on("busybox", app, src, env).await
+    }
+
+    pub async fn build_on(
+        &self,
+        stack: &str,
+        app: &App,
+        src: &Path,
+        env: &[(&str, &str)],
+    ) -> (Result<Built, BuildError>, Vec<String>) {
         let input = BuildInput {
             app: app.clone(),
             env: env
@@ -205,7 +215,7 @@ impl Cluster {
                 .collect::<BTreeMap<_, _>>(),
             source_dir: src.to_path_buf(),
             commit: "0123456789abcdef0123456789abcdef01234567".into(),
-            stack: "busybox".into(),
+            stack: stack.into(),
         };
         let (tx, mut rx) = tokio::sync::mpsc::channel(1000);
         let collect = tokio::spawn(async move {

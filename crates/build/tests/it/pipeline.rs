@@ -301,6 +301,23 @@ async fn no_buildpack_detected_unknown_buildpack_and_failing_compile() {
         "{lines:#?}"
     );
 
+    // A stack the host does not have: the job cannot start, and the error says why.
+    let (res, _) = c
+        .build_on(
+            "nosuchstack",
+            &app,
+            src.path(),
+            &[("BUILDPACK_URL", "static")],
+        )
+        .await;
+    let err = res.unwrap_err().to_string();
+    assert!(err.contains("stack \"nosuchstack\" is not built"), "{err}");
+    for bad in ["/", "../../..", ".hidden", "a/b"] {
+        let (res, _) = c.build_on(bad, &app, src.path(), &[]).await;
+        let err = res.unwrap_err().to_string();
+        assert!(err.starts_with("Invalid stack"), "{bad}: {err}");
+    }
+
     let (res, _) = c
         .build(&app, src.path(), &[("BUILDPACK_URL", "cobol")])
         .await;
