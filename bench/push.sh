@@ -5,12 +5,17 @@
 # `git push` to a local bare repo + the same buildpack's bin/compile on a checkout + starting the
 # same process and waiting for its first HTTP 200.
 # Needs root (runc). Usage: sudo bench/push.sh [ROUNDS]   (default 5 second pushes)
+# The slug runner and stack come from the binary; the floor runs buildpacks/procfile from the tree.
 set -euo pipefail
 ROUNDS=${1:-5}
 cd "$(dirname "$0")/.."
 root=$PWD
-cargo build --release -q -p slipway
-bin=$root/target/release/slipway
+# SLIPWAY_BIN=path uses that binary instead of building one.
+bin=${SLIPWAY_BIN:-}
+if [ -z "$bin" ]; then
+  cargo build --release -q -p slipway
+  bin=$root/target/release/slipway
+fi
 work=$(mktemp -d)
 net=slwbp0
 cleanup() {

@@ -314,6 +314,14 @@ async fn run(
     let _ = relay.await;
     res?;
     out.say("=====> Application deployed").await;
+    // Clones check out what was deployed: HEAD follows the branch pushed last.
+    let _ = tokio::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(&session.repo)
+        .args(["symbolic-ref", "HEAD", &update.name])
+        .stdin(std::process::Stdio::null())
+        .status()
+        .await;
     if let Ok(app) = r.store.get_app(&app.id.to_string()).await {
         match release::trim_old_slugs(&r.store, &app).await {
             Ok(0) => {}

@@ -343,6 +343,27 @@ fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
     assert!(!err.contains("Scaling initial release"), "{err}");
     assert!(err.contains("=====> Application deployed"), "{err}");
     until("second release", Duration::from_secs(10), get, "hello v2");
+    // Clone (upload-pack, with git's gzip-encoded negotiation) gets what was pushed.
+    let helper = format!("credential.{}.helper=!'{BIN}' git-credentials", server.url);
+    let out = git_as_user(
+        server,
+        server.dir.path(),
+        &[
+            "-c",
+            &helper,
+            "clone",
+            "-q",
+            &format!("{}/{app}.git", server.url),
+            "cloned",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cloned = std::fs::read_to_string(server.dir.path().join("cloned/www/index.html"));
+    assert_eq!(cloned.unwrap(), "hello v2\n");
 
     // A failing build: the push fails with the reason, the ref stays, v2 keeps serving.
     std::fs::remove_file(dir.join("Procfile")).unwrap();
