@@ -49,8 +49,9 @@ struct Names {
 impl Names {
     fn new() -> Names {
         let c = COUNTER.fetch_add(1, Ordering::SeqCst);
-        // A range of its own (the host tests use 0..20000 of 100.101-179.x): 100.180-219.x.
-        let n = (std::process::id().wrapping_mul(7) + c * 1013) % 10_000;
+        // A range of its own: 100.180-199.x (host tests: 100.101-179, `slipway host daemon`
+        // tests: 100.200+, benches: 100.217+, server tests: 100.220+).
+        let n = (std::process::id().wrapping_mul(7) + c * 1013) % 5120;
         Names {
             net: NetworkConfig {
                 bridge: format!("slwb{n}"),
