@@ -292,8 +292,11 @@ where
 
     let (a, c, o) = (app_dir.clone(), cache_dir.clone(), out_dir.clone());
     tokio::task::spawn_blocking(move || {
-        for d in [&a, &c, &o] {
-            slug::chown_tree(d, BUILD_UID, BUILD_UID)?;
+        // The source was copied as root. The cache and out dirs only need their top: what is
+        // inside was written by the build user (a cache can hold 100,000 files).
+        slug::chown_tree(&a, BUILD_UID, BUILD_UID)?;
+        for d in [&c, &o] {
+            std::os::unix::fs::lchown(d, Some(BUILD_UID), Some(BUILD_UID))?;
         }
         Ok::<_, std::io::Error>(())
     })
