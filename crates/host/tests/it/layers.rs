@@ -637,3 +637,99 @@ async fn an_empty_stack_runs_the_layers_alone() {
         "{info:?}"
     );
 }
+
+/// A blob server that demands `Bearer k`, as `slipway server` does with its API key.
+async fn blob_server(store: Arc<FsBlobStore>) -> String {
+    use axum::http::{StatusCode, header};
+    async fn key(
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        if req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes())
+            != Some(b"Bearer k")
+        {
+            return axum::response::IntoResponse::into_response(StatusCode::UNAUTHORIZED);
+        }
+        next.run(req).await
+    }
+    let app = slipway_blobstore::http::router(store).layer(axum::middleware::from_fn(key));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_remote_host_daemon_fetches_layers_over_http_with_the_key() {
+    if skip_unless_root("a_remote_host_daemon_fetches_layers_over_http_with_the_key") {
+        return;
+    }
+    busybox();
+    let blobs = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsBlobStore::open(blobs.path()).unwrap());
+    let d = put(
+        &store,
+        gzip(
+            &Tar::default()
+                .file("app/hello", b"fetched over HTTP")
+                .finish(),
+        ),
+    )
+    .await;
+    let url = blob_server(store).await;
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-remote")
+        .tempdir()
+        .unwrap();
+    let names = Names::new();
+    let mut child = std::process::Command::new(agent_exe())
+        .arg("daemon")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--bridge", &names.net.bridge])
+        .args([
+            "--subnet",
+            &names.net.cidr(),
+            "--nft-table",
+            &names.net.nft_table,
+        ])
+        .args(["--cgroup-parent", &names.cgroup_parent])
+        .arg("--stacks-dir")
+        .arg(stacks_dir())
+        .args(["--blob-store", &url, "--blob-store-key", "k"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _cleanup = crate::restart::Cleanup(names, dir.path().to_path_buf(), Some(child));
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    let api = slipway_host::client::HttpHost::new(&format!("http://{addr}"));
+    let mut j = job("remote", &["cat", "/app/hello"]);
+    j.config.layer_refs = vec![LayerRef {
+        digest: d.to_string(),
+    }];
+    let id = j.id.clone();
+    let info = api.add_job(j).await.unwrap();
+    assert_ne!(info.status, JobStatus::Failed, "{info:?}");
+    let done = api.wait_job(&id).await.unwrap();
+    assert_eq!(done.status, JobStatus::Done, "{done:?}");
+    let out: Vec<String> = log_lines(&api, &id)
+        .await
+        .into_iter()
+        .map(|l| l.msg)
+        .collect();
+    assert_eq!(out, ["fetched over HTTP"]);
+    assert_eq!(api.status().await.unwrap().layer_cache.misses, 1);
+}
