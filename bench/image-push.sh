@@ -12,8 +12,8 @@ PROFILE=${PROFILE:-release}
 cd "$(dirname "$0")/.."
 flag=(); [ "$PROFILE" = release ] && flag=(--release)
 cargo build -q "${flag[@]}" -p slipway -p slipway-registry --example make_image
-bin=./target/$PROFILE/slipway
-[ "$PROFILE" = dev ] && bin=./target/debug/slipway
+bin=$PWD/target/$PROFILE/slipway
+[ "$PROFILE" = dev ] && bin=$PWD/target/debug/slipway
 mk=./target/$PROFILE/examples/make_image
 [ "$PROFILE" = dev ] && mk=./target/debug/examples/make_image
 work=$(mktemp -d)
@@ -21,6 +21,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
   ip link del slwbench 2>/dev/null || true; nft delete table ip slwbench 2>/dev/null || true
+  for c in /sys/fs/cgroup/*/slipway-bench-img; do rmdir "$c" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -31,16 +32,17 @@ start_server() {
   SLIPWAY_CONFIG=$work/$name.toml $bin server --data-dir "$work/$name" --listen 127.0.0.1:0 --no-register "$@" \
     >"$work/$name.out" 2>"$work/$name.log" &
   pids+=($!)
-  for _ in $(seq 100); do grep -q Listening "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  for _ in $(seq 600); do grep -q Listening "$work/$name.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q Listening "$work/$name.out" || { echo "server $name did not start:"; tail -20 "$work/$name.log"; exit 1; }
   URL=$(sed -n 's/^Listening on //p' "$work/$name.out")
   KEY=$(cat "$work/$name/api-key")
 }
 ms() { python3 -c "import time; print(int(time.time()*1000))"; }
-cli() { SLIPWAY_URL=$URL SLIPWAY_KEY=$KEY $bin "$@"; }
+cli() { (cd "$work" && SLIPWAY_URL=$URL SLIPWAY_KEY=$KEY $bin "$@"); }
 timed() { local t0; t0=$(ms); "$@" >"$work/last" 2>&1 || { cat "$work/last"; exit 1; }; echo $(( $(ms) - t0 )); }
 
 echo "building a ${SIZE_MB} MB image..."
-$mk "$work/img" "$SIZE_MB" 5
+$mk "$work/img" "$SIZE_MB" 5 --docker "$work/img.tar"
 SALT=v2 $mk "$work/img2" "$SIZE_MB" 5   # the same layers but the top one (its index.html differs)
 size=$(du -sm "$work/img/blobs" | cut -f1)
 
@@ -67,6 +69,15 @@ if command -v skopeo >/dev/null; then
   URL=$saved_url; KEY=$saved_key
 fi
 
+# A docker save archive (layers are hashed on the client) to a third, empty server.
+saved_url=$URL; saved_key=$KEY
+start_server c --no-host
+cli create bench >/dev/null
+docker_first=$(timed cli -a bench image push "$work/img.tar")
+docker_repeat=$(timed cli -a bench image push "$work/img.tar")
+echo "slipway image push of a docker save archive, ${size} MB: first ${docker_first} ms, repeat ${docker_repeat} ms"
+URL=$saved_url; KEY=$saved_key
+
 if [ "${host_args[0]}" != --no-host ]; then
   # Layer uses: each job start needs every layer of its image (6: busybox + 5).
   cli -a bench scale app=3 >/dev/null
@@ -74,7 +85,7 @@ if [ "${host_args[0]}" != --no-host ]; then
   echo "scale app=3: 18 layer uses, $unpacked unpacked → hit rate $(( (18 - unpacked) * 100 / 18 ))%"
   # A new version with one changed layer (of 6), deployed to the 3 jobs.
   before=$unpacked
-  cli -a bench image push "$work/img2" >/dev/null
+  cli -a bench image push "$work/img2" >/dev/null 2>&1
   unpacked=$(grep -c 'layer unpacked' "$work/a.log" || true)
   echo "deploy of a version with 1 changed layer to 3 jobs: 18 layer uses, $(( unpacked - before )) unpacked → hit rate $(( (18 - unpacked + before) * 100 / 18 ))%"
   cli -a bench scale app=0 >/dev/null

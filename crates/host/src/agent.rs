@@ -25,6 +25,9 @@ pub struct AgentConfig {
     /// Finished jobs (records and logs) kept on disk; the oldest beyond this are forgotten, so
     /// the disk does not fill up with the history of a busy host.
     pub max_finished_jobs: usize,
+    /// Unpacked layers no live job uses are removed once no job started with them for this
+    /// long (checked hourly), so the disk does not fill up with old releases' layers.
+    pub layer_idle: Duration,
     /// Where jobs' `layer_refs` are fetched from (the server's blob store, in-process or over
     /// HTTP). `None`: jobs with layer refs fail with a clear error.
     pub blobs: Option<Arc<dyn slipway_blobstore::BlobStore>>,
@@ -37,6 +40,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("tags", &self.tags)
             .field("data_dir", &self.data_dir)
             .field("max_finished_jobs", &self.max_finished_jobs)
+            .field("layer_idle", &self.layer_idle)
             .field("blobs", &self.blobs.is_some())
             .finish()
     }
@@ -62,6 +66,7 @@ impl AgentConfig {
             tags: BTreeMap::new(),
             data_dir,
             max_finished_jobs: 1000,
+            layer_idle: Duration::from_secs(24 * 3600),
             blobs: None,
         }
     }
@@ -86,6 +91,9 @@ pub(crate) struct Inner {
 pub struct Agent {
     inner: Arc<Inner>,
 }
+
+/// How often unused layers are looked for.
+const LAYER_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 
 fn now() -> Option<OffsetDateTime> {
     Some(OffsetDateTime::now_utc())
@@ -181,7 +189,37 @@ impl Agent {
                 let _ = runtime.cleanup(&id).await;
             }
         }
+        let weak = Arc::downgrade(&agent.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(LAYER_PRUNE_INTERVAL);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let agent = Agent { inner };
+                if let Err(e) = agent.prune_layers(agent.inner.cfg.layer_idle).await {
+                    tracing::warn!("pruning unused layers failed: {e:#}");
+                }
+            }
+        });
         Ok(agent)
+    }
+
+    /// Removes unpacked layers that no unfinished (or not yet cleaned up) job names and that no
+    /// job started with for `idle`; returns their digests.
+    pub async fn prune_layers(&self, idle: Duration) -> anyhow::Result<Vec<String>> {
+        // A finished job's overlay stays mounted until its cleanup: its layers are still in use.
+        let uncleaned = self.inner.uncleaned.lock().expect("uncleaned").clone();
+        let in_use: HashSet<String> = self
+            .inner
+            .jobs
+            .lock()
+            .expect("jobs")
+            .values()
+            .filter(|j| !j.status.is_terminal() || uncleaned.contains(&j.job.id))
+            .flat_map(|j| j.job.config.layer_refs.iter().map(|l| l.digest.clone()))
+            .collect();
+        self.inner.layers.prune(&in_use, idle).await
     }
 
     pub fn runtime(&self) -> &Arc<dyn Runtime> {

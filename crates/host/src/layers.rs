@@ -98,19 +98,11 @@ impl LayerCache {
             .parse()
             .map_err(|e| anyhow::anyhow!("cannot fetch layer {digest}: {e}"))?;
         let dest = self.path(&d);
-        if dest.is_dir() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(dest);
-        }
-        let lock = self
-            .locks
-            .lock()
-            .expect("layer locks")
-            .entry(d.hex().to_string())
-            .or_default()
-            .clone();
+        // Under the digest's lock, so `prune` cannot remove it between the check and the touch.
+        let lock = self.lock(d.hex());
         let _held = lock.lock().await;
         if dest.is_dir() {
+            touch(&dest);
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(dest);
         }
@@ -128,6 +120,56 @@ impl LayerCache {
                 Err(e)
             }
         }
+    }
+
+    fn lock(&self, hex: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .expect("layer locks")
+            .entry(hex.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Removes unpacked layers that no job in `in_use` (digests) needs and that no job
+    /// resolved for `idle`; returns their digests. A job starting meanwhile either touched the
+    /// layer first (it is kept) or finds it gone and fetches it again.
+    pub async fn prune(&self, in_use: &HashSet<String>, idle: Duration) -> Result<Vec<String>> {
+        let keep: HashSet<&str> = in_use
+            .iter()
+            .map(|d| d.strip_prefix("sha256:").unwrap_or(d))
+            .collect();
+        let mut removed = Vec::new();
+        for e in std::fs::read_dir(&self.dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            let Ok(d) = Digest::from_hex(&name) else {
+                continue;
+            };
+            if keep.contains(name.as_str()) {
+                continue;
+            }
+            let lock = self.lock(&name);
+            let Ok(_held) = lock.try_lock() else {
+                continue;
+            };
+            let used = std::fs::metadata(e.path())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|m| m.elapsed().ok());
+            if used.is_none_or(|u| u < idle) {
+                continue;
+            }
+            // Out of its name first, so nothing ever sees a half-removed layer.
+            let doomed = self
+                .dir
+                .join("tmp")
+                .join(format!("{name}-pruned-{}", uuid::Uuid::new_v4().simple()));
+            std::fs::rename(e.path(), &doomed)?;
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed)).await;
+            tracing::info!(layer = %d, "removed an unused layer");
+            removed.push(d.to_string());
+        }
+        Ok(removed)
     }
 
     async fn fetch_and_unpack(&self, d: &Digest, dest: &Path) -> Result<Vec<String>> {
@@ -154,6 +196,15 @@ impl LayerCache {
             let _ = std::fs::remove_dir_all(&unpack_dir);
         }
         res
+    }
+}
+
+/// Marks a layer as just used (its mtime), for `prune`.
+fn touch(dir: &Path) {
+    if let Err(e) =
+        std::fs::File::open(dir).and_then(|f| f.set_modified(std::time::SystemTime::now()))
+    {
+        tracing::debug!("cannot touch {}: {e}", dir.display());
     }
 }
 

@@ -124,7 +124,7 @@ async fn wait_deployment(ctx: &Ctx, id: slipway_types::Id) -> Result<()> {
             _ if Instant::now() > deadline => {
                 bail!("deployment {id} did not finish in time: see `slipway deployment`")
             }
-            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
 }

@@ -254,8 +254,7 @@ fn compression_is_detected_by_magic() {
 
 #[test]
 fn setuid_root_files_keep_their_mode() {
-    if !is_root() {
-        eprintln!("SKIPPED setuid_root_files_keep_their_mode: ownership needs root");
+    if skip_unless_root("setuid_root_files_keep_their_mode") {
         return;
     }
     let s = Sandbox::new();
@@ -732,4 +731,71 @@ async fn a_remote_host_daemon_fetches_layers_over_http_with_the_key() {
         .collect();
     assert_eq!(out, ["fetched over HTTP"]);
     assert_eq!(api.status().await.unwrap().layer_cache.misses, 1);
+}
+
+#[tokio::test]
+async fn unused_layers_are_pruned_and_used_ones_kept() {
+    let (dir, store, cache) = cache_with_store().await;
+    let a = put(&store, Tar::default().file("a", b"a").finish()).await;
+    let b = put(&store, Tar::default().file("b", b"b").finish()).await;
+    cache.resolve(a.as_str()).await.unwrap();
+    cache.resolve(b.as_str()).await.unwrap();
+    let in_use: std::collections::HashSet<String> = [a.to_string()].into();
+    // Both were just used: an hour of idleness is not reached.
+    let removed = cache
+        .prune(&in_use, std::time::Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(removed.is_empty(), "{removed:?}");
+    // With no idle time required, the unused one goes, the used one stays.
+    let removed = cache
+        .prune(&in_use, std::time::Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, [b.to_string()]);
+    assert!(cache.path(&a).is_dir());
+    assert!(!cache.path(&b).exists());
+    assert_eq!(
+        tree(&dir.path().join("layers")),
+        [a.hex(), &format!("{}/a", a.hex()), "tmp"],
+        "the pruned layer left nothing behind"
+    );
+    // A job needing it again fetches it again.
+    cache.resolve(b.as_str()).await.unwrap();
+    assert_eq!(cache.stats().misses, 3);
+}
+
+#[tokio::test]
+async fn the_agent_prunes_only_layers_no_live_job_uses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FsBlobStore::open(dir.path().join("blobs")).unwrap());
+    let d = put(&store, Tar::default().file("x", b"x").finish()).await;
+    let rt = Arc::new(slipway_host::fake::FakeRuntime::new());
+    let mut cfg = AgentConfig::new(dir.path().join("host"));
+    cfg.blobs = Some(store);
+    let agent = Agent::start(cfg, rt.clone()).await.unwrap();
+    let mut j = job("fake", &["sleep", "1000"]);
+    j.config.layer_refs = vec![LayerRef {
+        digest: d.to_string(),
+    }];
+    let id = j.id.clone();
+    let info = agent.add_job(j).await.unwrap();
+    assert_eq!(info.status, JobStatus::Running, "{info:?}");
+    let layer = dir.path().join("host/layers").join(d.hex());
+    assert!(layer.is_dir());
+    assert!(
+        agent
+            .prune_layers(std::time::Duration::ZERO)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(layer.is_dir(), "a running job's layer was removed");
+    rt.exit(&id, 0);
+    agent.wait_job(&id).await.unwrap();
+    assert_eq!(
+        agent.prune_layers(std::time::Duration::ZERO).await.unwrap(),
+        [d.to_string()]
+    );
+    assert!(!layer.exists());
 }
