@@ -21,6 +21,11 @@ net=slwbp0
 cleanup() {
   if [ -n "${pid:-}" ]; then
     (cd "$work/app" && SLIPWAY_CONFIG=$work/config.toml "$bin" scale web=0 >/dev/null 2>&1) || true
+    # The host agent unmounts and removes a stopped job's rootfs, netns and cgroup: wait for it.
+    for _ in $(seq 100); do
+      [ -z "$(ls "$work/data/host/containers" 2>/dev/null)" ] && break
+      sleep 0.1
+    done
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   fi

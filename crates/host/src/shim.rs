@@ -347,6 +347,13 @@ fn pump(
         .collect();
     let mut status: Option<ExitStatus> = None;
     let mut buf = vec![0u8; 64 * 1024];
+    // Init's exit wakes the poll at once (its pidfd turns readable), instead of after the 1 s
+    // timeout when something still holds the output pipes: job exits — a build's end, an old
+    // release's jobs stopping in a deploy — are seen in milliseconds.
+    // SAFETY: plain syscall; a returned fd is owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a fresh pidfd we own.
+    let pidfd = (pidfd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(pidfd as i32) });
     loop {
         let mut pfds: Vec<libc::pollfd> = files
             .iter()
@@ -362,6 +369,13 @@ fn pump(
         }
         if let Some(a) = &attach {
             pfds.extend(a.pollfds());
+        }
+        if let Some(fd) = pidfd.as_ref().filter(|_| status.is_none()) {
+            pfds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
         }
         // After init exited only drain what is already buffered.
         let timeout = if status.is_some() { 50 } else { 1000 };
