@@ -87,21 +87,30 @@ fn image_push_archives_env_survives_repush_and_hostile_layers_are_refused() {
         out.contains("Docker image deployed, scale it with 'slipway scale app=N'"),
         "{out}"
     );
-    assert_eq!(server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(), "from-image");
+    assert_eq!(
+        server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(),
+        "from-image"
+    );
 
     // The user overrides the image's variable; a re-push (same layers) keeps it.
     server.ok(&["-a", "pic", "env", "set", "GREETING=mine"]);
     let out = server.ok(&["-a", "pic", "image", "push", archive.to_str().unwrap()]);
     assert!(out.contains("0 blob(s) uploaded"), "{out}");
     assert!(out.contains("3 already on the server"), "{out}");
-    assert_eq!(server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(), "mine");
+    assert_eq!(
+        server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(),
+        "mine"
+    );
 
     // An OCI layout directory with a changed app layer: only that layer and the config go up.
     let layout = dir.join("layout");
     web_image("v2").env("EXTRA=1").write_oci(&layout).unwrap();
     let out = server.ok(&["-a", "pic", "image", "push", layout.to_str().unwrap()]);
     assert!(out.contains("2 blob(s) uploaded"), "{out}");
-    assert_eq!(server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(), "mine");
+    assert_eq!(
+        server.ok(&["-a", "pic", "env", "get", "GREETING"]).trim(),
+        "mine"
+    );
     assert_eq!(server.ok(&["-a", "pic", "env", "get", "EXTRA"]).trim(), "1");
     let rel = server.json(&["-a", "pic", "release", "show", "--json"]);
     assert_eq!(rel["processes"]["app"]["args"][0], "httpd", "{rel}");
@@ -122,7 +131,10 @@ fn image_push_archives_env_survives_repush_and_hostile_layers_are_refused() {
     assert!(err.contains("LAYER_INVALID"), "{err}");
     assert!(err.contains("outside the image root"), "{err}");
     assert!(!canary.exists());
-    assert_eq!(server.ok(&["-a", "pic", "release"]).lines().count(), releases);
+    assert_eq!(
+        server.ok(&["-a", "pic", "release"]).lines().count(),
+        releases
+    );
 
     // Not an app: says how to make one.
     let err = server.fails(&["-a", "nope", "image", "push", archive.to_str().unwrap()]);
@@ -132,9 +144,16 @@ fn image_push_archives_env_survives_repush_and_hostile_layers_are_refused() {
     if skopeo_available() {
         let before = stats(&server);
         let out = skopeo_push(&server, &layout, "pic");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let after = stats(&server);
-        assert_eq!(after.blobs_uploaded, before.blobs_uploaded, "no blob uploaded twice");
+        assert_eq!(
+            after.blobs_uploaded, before.blobs_uploaded,
+            "no blob uploaded twice"
+        );
         assert_eq!(after.manifests_pushed, before.manifests_pushed + 1);
     }
 }
@@ -143,7 +162,11 @@ fn image_push_archives_env_survives_repush_and_hostile_layers_are_refused() {
 fn get(router: &str, host: &str, path: &str) -> Option<(String, String)> {
     let mut s = std::net::TcpStream::connect(router).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let (head, body) = out.split_once("\r\n\r\n")?;
@@ -178,7 +201,10 @@ fn logged_addr(server: &TestServer, marker: &str) -> String {
                 .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
                 .collect();
         }
-        assert!(Instant::now() < deadline, "no {marker:?} in the log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no {marker:?} in the log:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -212,7 +238,11 @@ fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
     let layout = dir.join("v1");
     v1.write_oci(&layout).unwrap();
     let out = skopeo_push(server, &layout, "imgweb");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     server.ok(&["-a", "imgweb", "scale", "app=1"]);
     let body = until_status(&router, &domain, "/", "200");
     assert_eq!(body, "hello from an image");
@@ -220,7 +250,11 @@ fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
     // The same image again: nothing uploaded twice.
     let before = stats(server);
     let out = skopeo_push(server, &layout, "imgweb");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stats(server).blobs_uploaded, before.blobs_uploaded);
 
     // A third layer deletes index.html of the layer below and adds other.html.
@@ -233,7 +267,10 @@ fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
     let layout2 = dir.join("v2");
     v2.write_oci(&layout2).unwrap();
     let out = server.ok(&["-a", "imgweb", "image", "push", layout2.to_str().unwrap()]);
-    assert!(out.contains("Docker image deployed, running app=1"), "{out}");
+    assert!(
+        out.contains("Docker image deployed, running app=1"),
+        "{out}"
+    );
     assert_eq!(until_status(&router, &domain, "/other.html", "200"), "v2");
     until_status(&router, &domain, "/index.html", "404");
 }
