@@ -90,14 +90,14 @@ pub fn new_release(
 }
 
 fn tcp_check() -> HealthCheck {
-    // The API's JSON defaults (10 s interval) suit long-running checks; a deploy waits on the
-    // first pass, so check often.
+    // Until it first passes the host probes every 100 ms whatever the interval; after that,
+    // every 2 s, and two results in a row flip the state (one lost probe is not an outage).
     HealthCheck {
         kind: HealthCheckType::Tcp,
         path: None,
         status: None,
-        interval_ms: 200,
-        threshold: 1,
+        interval_ms: 2000,
+        threshold: 2,
         start_timeout_ms: 30_000,
         kill_down: false,
     }
