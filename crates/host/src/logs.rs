@@ -120,58 +120,79 @@ pub fn read_all(dir: &Path) -> Vec<LogLine> {
 
 /// Follows a job's log: yields what is on disk, then new lines until `done()` is true and the
 /// file is drained. Polls every 100 ms (cheap, and works across shim restarts and rotation).
+///
+/// The current file stays open between polls: when the shim rotates it (renames it to
+/// `log.1.jsonl`), the rest of the old file is read through that handle before the new file is
+/// opened, so a reader that is behind the writer loses nothing at a rotation.
 pub fn follow(
     dir: PathBuf,
     done: impl Fn() -> bool + Send + 'static,
 ) -> futures_util::stream::BoxStream<'static, LogLine> {
-    use std::io::{BufRead, BufReader, Seek, SeekFrom};
-    let (tx, rx) = tokio::sync::mpsc::channel::<LogLine>(256);
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::MetadataExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<LogLine>(1024);
     tokio::task::spawn_blocking(move || {
-        if let Ok(s) = std::fs::read_to_string(backup_path(&dir)) {
-            for l in s.lines() {
-                if let Ok(line) = serde_json::from_str(l)
-                    && tx.blocking_send(line).is_err()
-                {
-                    return;
+        let send = |l: &str| match serde_json::from_str(l.trim_end()) {
+            Ok(line) => tx.blocking_send(line).is_ok(),
+            Err(_) => true,
+        };
+        // The current file: its inode and a reader positioned after the last whole line read.
+        let mut current: Option<(u64, BufReader<File>)> = None;
+        let mut partial = String::new();
+        // Reads whole lines to the end of the file; false when the receiver is gone.
+        let drain = |r: &mut BufReader<File>, partial: &mut String| -> bool {
+            loop {
+                match r.read_line(partial) {
+                    Ok(0) | Err(_) => return true,
+                    Ok(_) if partial.ends_with('\n') => {
+                        if !send(partial) {
+                            return false;
+                        }
+                        partial.clear();
+                    }
+                    // A line being written: the rest comes with a later read.
+                    Ok(_) => return true,
                 }
             }
+        };
+        // Lines rotated away before we started.
+        if let Ok(f) = File::open(backup_path(&dir)) {
+            let mut r = BufReader::new(f);
+            let mut p = String::new();
+            if !drain(&mut r, &mut p) {
+                return;
+            }
         }
-        let mut pos = 0u64;
-        let mut ino = 0u64;
-        let mut partial = String::new();
         loop {
             let finished = done();
+            if let Some((_, r)) = current.as_mut()
+                && !drain(r, &mut partial)
+            {
+                return;
+            }
             let path = current_path(&dir);
             if let Ok(meta) = std::fs::metadata(&path) {
-                use std::os::unix::fs::MetadataExt;
-                if meta.ino() != ino || meta.len() < pos {
-                    ino = meta.ino();
-                    pos = 0;
-                    partial.clear();
-                }
-                if meta.len() > pos
-                    && let Ok(mut f) = File::open(&path)
-                    && f.seek(SeekFrom::Start(pos)).is_ok()
-                {
-                    let mut r = BufReader::new(f);
-                    loop {
-                        let mut l = String::new();
-                        match r.read_line(&mut l) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                pos += n as u64;
-                                partial.push_str(&l);
-                                if partial.ends_with('\n') {
-                                    if let Ok(line) = serde_json::from_str(partial.trim_end())
-                                        && tx.blocking_send(line).is_err()
-                                    {
-                                        return;
-                                    }
-                                    partial.clear();
-                                }
-                            }
+                let rotated = current.as_ref().is_none_or(|(ino, _)| *ino != meta.ino());
+                if rotated && let Ok(f) = File::open(&path) {
+                    // Whatever reached the old file before the rename is read above or here.
+                    if let Some((old_ino, r)) = current.as_mut() {
+                        if !drain(r, &mut partial) {
+                            return;
+                        }
+                        // Rotated twice since: the file in between is the backup now.
+                        if let Ok(b) = std::fs::metadata(backup_path(&dir))
+                            && b.ino() != *old_ino
+                            && let Ok(f) = File::open(backup_path(&dir))
+                            && !drain(&mut BufReader::new(f), &mut String::new())
+                        {
+                            return;
                         }
                     }
+                    partial.clear();
+                    let ino = f.metadata().map(|m| m.ino()).unwrap_or(meta.ino());
+                    current = Some((ino, BufReader::with_capacity(256 * 1024, f)));
+                    // Read the new file now rather than after a sleep.
+                    continue;
                 }
             }
             if finished || tx.is_closed() {
@@ -203,6 +224,41 @@ mod tests {
         assert_eq!(got[2].len(), MAX_LINE);
         assert_eq!(got[3].len(), MAX_LINE);
         assert_eq!(got[4].len(), 5);
+    }
+
+    /// A follower that reads while the writer rotates the file loses no line and repeats none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn follow_reads_across_rotations() {
+        use futures_util::StreamExt;
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        let mut lines = follow(path.clone(), move || done.load(Ordering::SeqCst));
+        let writer = std::thread::spawn(move || {
+            // Rotates about every 9,000 lines; 100 lines per ms at most.
+            let mut w = LogWriter::open(&path, 1 << 20).unwrap();
+            for i in 0..60_000 {
+                w.write(
+                    "stdout",
+                    format!("line {i:06} {}", "x".repeat(20)).as_bytes(),
+                )
+                .unwrap();
+                if i % 100 == 99 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+            finished.store(true, Ordering::SeqCst);
+        });
+        let mut n = 0;
+        while let Some(l) = lines.next().await {
+            assert_eq!(&l.msg[..11], format!("line {n:06}"), "after {n} lines");
+            n += 1;
+        }
+        writer.join().unwrap();
+        assert_eq!(n, 60_000);
     }
 
     #[test]
