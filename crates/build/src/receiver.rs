@@ -117,6 +117,46 @@ impl Receiver {
             .with_state(self.clone())
     }
 
+    /// Removes the repos of apps that no longer exist, now and then every hour (an app's
+    /// deletion does not reach the receiver).
+    pub fn spawn_housekeeping(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match me.remove_orphan_repos().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("removed {n} repo(s) of deleted apps"),
+                    Err(e) => tracing::warn!("cannot sweep the repos dir: {e}"),
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            }
+        });
+    }
+
+    /// Removes `<repos>/<id>.git` of every app id the store does not know; returns how many.
+    pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
+        let entries = match std::fs::read_dir(&self.cfg.repos_dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e.to_string()),
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name
+                .strip_suffix(".git")
+                .and_then(|id| uuid::Uuid::parse_str(id).ok())
+            else {
+                continue;
+            };
+            if let Err(StoreError::NotFound(_)) = self.store.get_app(&id.to_string()).await {
+                std::fs::remove_dir_all(entry.path()).map_err(|e| e.to_string())?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     pub(crate) fn session(&self, token: &str) -> Option<Arc<Session>> {
         self.sessions.lock().expect("sessions").get(token).cloned()
     }

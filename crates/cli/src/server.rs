@@ -253,7 +253,9 @@ fn start_build(
         server_url: local_url.to_string(),
         api_key: api_key.to_string(),
     };
-    Ok(slipway_build::receiver::Receiver::new(cfg, store, pusher).router())
+    let receiver = slipway_build::receiver::Receiver::new(cfg, store, pusher);
+    receiver.spawn_housekeeping();
+    Ok(receiver.router())
 }
 
 /// The buildpacks build jobs detect over: `$SLIPWAY_BUILDPACKS_DIR`, else the bundled ones

@@ -170,7 +170,7 @@ fn pushes_of_other_branches_big_files_and_bad_trees_are_refused() {
 
 #[test]
 fn git_urls_name_apps_only_and_cannot_leave_the_repos_dir() {
-    let server = TestServer::start();
+    let mut server = TestServer::start();
     let key = server.key();
     let addr = server.url.trim_start_matches("http://").to_string();
     server.create_app("real");
@@ -239,12 +239,29 @@ fn git_urls_name_apps_only_and_cannot_leave_the_repos_dir() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("app \"nope\" not found"), "{err}");
 
-    let repos: Vec<String> = std::fs::read_dir(server.dir.path().join("data/repos"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(repos.len(), 1, "only the real app's repo: {repos:?}");
-    assert!(repos[0].ends_with(".git") && uuid::Uuid::parse_str(&repos[0][..36]).is_ok());
+    let repos_dir = server.dir.path().join("data/repos");
+    let repos = || -> Vec<String> {
+        std::fs::read_dir(&repos_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = repos();
+    assert_eq!(before.len(), 1, "only the real app's repo: {before:?}");
+    assert!(before[0].ends_with(".git") && uuid::Uuid::parse_str(&before[0][..36]).is_ok());
+
+    // A deleted app's repo goes at the next sweep (at start, then hourly).
+    server.ok(&["-a", "real", "delete", "-y"]);
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !repos().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted app's repo stayed: {:?}",
+            repos()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Waits until `f` returns a response containing `want`.
