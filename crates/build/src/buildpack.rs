@@ -172,3 +172,60 @@ pub async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
     };
     res.map_err(|e| format!("fetching buildpack {spec} failed: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn buildpack_url_then_dot_buildpacks_then_detection() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["b", "a", "c"] {
+            std::fs::create_dir_all(dir.path().join(n).join("bin")).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join(".hidden/bin")).unwrap();
+        let mut env = BTreeMap::new();
+        // No order file: every buildpack, by name.
+        assert_eq!(
+            choose(&env, None, dir.path()),
+            Choice::Detect(vec!["a".into(), "b".into(), "c".into()])
+        );
+        std::fs::write(dir.path().join("order"), "c\n# x\nmissing\na\n../etc\n").unwrap();
+        assert_eq!(
+            choose(&env, Some("# only comments\n\n"), dir.path()),
+            Choice::Detect(vec!["c".into(), "a".into()])
+        );
+        assert_eq!(
+            choose(&env, Some("a\n https://x/y.git#v1 \n"), dir.path()),
+            Choice::Explicit(vec!["a".into(), "https://x/y.git#v1".into()])
+        );
+        env.insert("BUILDPACK_URL".into(), " b ".into());
+        assert_eq!(
+            choose(&env, Some("a\n"), dir.path()),
+            Choice::Explicit(vec!["b".into()])
+        );
+    }
+
+    #[test]
+    fn names_urls_and_refs() {
+        assert!(is_bundled_name("python") && is_bundled_name("my_bp-2.0"));
+        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b"] {
+            assert!(!is_bundled_name(bad), "{bad}");
+        }
+        assert!(is_git_url("file:///srv/bp") && is_git_url("git@host:bp.git"));
+        assert!(!is_git_url("python") && !is_git_url("/srv/bp"));
+        assert_eq!(split_ref("file:///x#main"), ("file:///x", Some("main")));
+        assert_eq!(split_ref("file:///x#"), ("file:///x", None));
+        assert_eq!(split_ref("file:///x"), ("file:///x", None));
+    }
+
+    #[tokio::test]
+    async fn a_url_that_looks_like_an_option_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = clone("--upload-pack=touch /tmp/x", &dir.path().join("bp"))
+            .await
+            .unwrap_err();
+        assert!(err.contains("invalid buildpack URL"), "{err}");
+    }
+}

@@ -594,3 +594,25 @@ impl Drop for Guard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stacks_come_from_app_meta_and_are_names() {
+        let mut app: slipway_types::App = serde_json::from_value(serde_json::json!({
+            "id": "00000000-0000-0000-0000-000000000001", "name": "a", "strategy": "all-at-once",
+            "deploy_timeout": 120, "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap();
+        assert_eq!(app_stack(&app, DEFAULT_STACK), "busybox");
+        app.meta.insert("stack".into(), "bookworm".into());
+        assert_eq!(app_stack(&app, DEFAULT_STACK), "bookworm");
+        assert!(valid_stack_name("bookworm") && valid_stack_name("debian-12.1"));
+        for bad in ["", "/", "/srv/root", "../x", ".x", "a/b", "a b"] {
+            assert!(!valid_stack_name(bad), "{bad}");
+        }
+    }
+}
