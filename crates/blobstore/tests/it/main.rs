@@ -82,6 +82,7 @@ conformance!(
     delete,
     list,
     absent_blob,
+    interrupted_upload_stores_nothing,
 );
 
 #[tokio::test]

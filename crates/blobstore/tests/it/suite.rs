@@ -236,3 +236,49 @@ pub async fn absent_blob(b: &Backend) {
     assert!(b.store.head(&d).await.unwrap().is_none());
     assert!(!b.store.delete(&d).await.unwrap());
 }
+
+/// A body that fails after `ok` bytes, like a client that disconnects mid-upload.
+struct Broken {
+    ok: usize,
+}
+
+impl AsyncRead for Broken {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.ok == 0 {
+            return Poll::Ready(Err(std::io::Error::other("connection reset")));
+        }
+        let n = buf.remaining().min(self.ok);
+        buf.put_slice(&vec![b'x'; n]);
+        self.ok -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+pub async fn interrupted_upload_stores_nothing(b: &Backend) {
+    let expected = Digest::of_bytes(&vec![b'x'; 2 << 20]);
+    for want in [Some(&expected), None] {
+        let err = b
+            .store
+            .put(Box::new(Broken { ok: 1 << 20 }), want)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, BlobError::Io(_) | BlobError::Http(_)),
+            "{}: {err:?}",
+            b.name
+        );
+    }
+    assert!(b.store.list().await.unwrap().is_empty(), "{}", b.name);
+    // The server notices the broken body a moment after the client gives up.
+    for _ in 0..50 {
+        if std::fs::read_dir(b.fs.dir().join("tmp")).unwrap().count() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    no_temp_files(b);
+}
