@@ -116,6 +116,8 @@ pub fn busybox_layer() -> Result<Vec<u8>> {
 #[derive(Default, Clone)]
 pub struct ImageBuilder {
     layers: Vec<Vec<u8>>,
+    /// Layers written as given, declared gzip'd (e.g. a truncated stream), above `layers`.
+    raw_gzip: Vec<Vec<u8>>,
     gzip: bool,
     entrypoint: Option<Vec<String>>,
     cmd: Option<Vec<String>>,
@@ -135,6 +137,12 @@ impl ImageBuilder {
     }
     pub fn layer(mut self, tar: Vec<u8>) -> Self {
         self.layers.push(tar);
+        self
+    }
+    /// A layer whose bytes are written as given and declared as gzip'd tar in the OCI layout
+    /// (for broken or hostile streams); not part of docker archives.
+    pub fn raw_gzip_layer(mut self, bytes: Vec<u8>) -> Self {
+        self.raw_gzip.push(bytes);
         self
     }
     /// Gzip the layers in the OCI layout (with the `gzip` program, deterministic `-n`).
@@ -229,6 +237,12 @@ impl ImageBuilder {
             layers.push(
                 serde_json::json!({"mediaType": mt, "digest": d.to_string(), "size": bytes.len()}),
             );
+        }
+        for bytes in &self.raw_gzip {
+            let d = put(bytes)?;
+            layers.push(serde_json::json!({
+                "mediaType": crate::spec::OCI_LAYER_GZIP, "digest": d.to_string(), "size": bytes.len()
+            }));
         }
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,

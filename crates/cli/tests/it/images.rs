@@ -53,20 +53,31 @@ fn skopeo_push(server: &TestServer, layout: &Path, app: &str) -> std::process::O
         .expect("run skopeo")
 }
 
-/// What the registry stored so far (`GET /v2/_slipway/stats`).
-fn stats(server: &TestServer) -> slipway_registry::Stats {
+/// One request to the server's registry with its key; (status line, body).
+fn raw(server: &TestServer, method: &str, path: &str, body: &[u8]) -> (String, String) {
     let addr = server.url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     write!(
         s,
-        "GET /v2/_slipway/stats HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-        server.key()
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        server.key(),
+        body.len()
     )
     .unwrap();
+    s.write_all(body).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default();
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("stats: {e}: {out}"))
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    (
+        head.lines().next().unwrap_or_default().to_string(),
+        body.to_string(),
+    )
+}
+
+/// What the registry stored so far (`GET /v2/_slipway/stats`).
+fn stats(server: &TestServer) -> slipway_registry::Stats {
+    let (status, body) = raw(server, "GET", "/v2/_slipway/stats", b"");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("stats: {e}: {status} {body}"))
 }
 
 #[test]
@@ -117,24 +128,67 @@ fn image_push_archives_env_survives_repush_and_hostile_layers_are_refused() {
 
     // Hostile layers: refused at push with the reason, no release, nothing written outside.
     let canary = dir.join("escaped");
-    let hostile = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .raw_file(&format!("../../../../../..{}", canary.display()), b"x")
-                .finish(),
-        )
-        .cmd(&["true"]);
-    let bad = dir.join("bad.tar");
-    hostile.write_docker_archive(&bad, "pic:bad").unwrap();
+    let truncated = {
+        let big = LayerBuilder::new()
+            .file("big", 0o644, &[7u8; 300_000])
+            .finish();
+        let gz = slipway_registry::testimage::gzip(&big).unwrap();
+        gz[..gz.len() / 2].to_vec()
+    };
+    let cases = [
+        (
+            "traversal",
+            ImageBuilder::new().layer(
+                LayerBuilder::new()
+                    .raw_file(&format!("../../../../../..{}", canary.display()), b"x")
+                    .finish(),
+            ),
+            "outside the image root",
+        ),
+        (
+            "symlink",
+            ImageBuilder::new().layer(
+                LayerBuilder::new()
+                    .symlink("www", dir.to_str().unwrap())
+                    .file("www/escaped", 0o644, b"x")
+                    .finish(),
+            ),
+            "through the symlink",
+        ),
+        (
+            "truncated",
+            ImageBuilder::new().raw_gzip_layer(truncated),
+            "truncated",
+        ),
+    ];
     let releases = server.ok(&["-a", "pic", "release"]).lines().count();
-    let err = server.fails(&["-a", "pic", "image", "push", bad.to_str().unwrap()]);
-    assert!(err.contains("LAYER_INVALID"), "{err}");
-    assert!(err.contains("outside the image root"), "{err}");
+    for (name, image, why) in cases {
+        let layout = dir.join(name);
+        image.cmd(&["true"]).write_oci(&layout).unwrap();
+        let err = server.fails(&["-a", "pic", "image", "push", layout.to_str().unwrap()]);
+        assert!(
+            err.contains("LAYER_INVALID") && err.contains(why),
+            "{name}: {err}"
+        );
+    }
     assert!(!canary.exists());
     assert_eq!(
         server.ok(&["-a", "pic", "release"]).lines().count(),
         releases
     );
+
+    // A blob whose content is not its digest: DIGEST_INVALID, nothing stored.
+    let claimed = slipway_blobstore::Digest::of_bytes(b"claimed");
+    let (status, body) = raw(
+        &server,
+        "POST",
+        &format!("/v2/pic/blobs/uploads/?digest={claimed}"),
+        b"sent",
+    );
+    assert!(status.contains(" 400"), "{status}");
+    assert!(body.contains("DIGEST_INVALID"), "{body}");
+    let (status, _) = raw(&server, "HEAD", &format!("/v2/pic/blobs/{claimed}"), b"");
+    assert!(status.contains(" 404"), "{status}");
 
     // Not an app: says how to make one.
     let err = server.fails(&["-a", "nope", "image", "push", archive.to_str().unwrap()]);
