@@ -452,6 +452,32 @@ fn docker_archive(files: &Files) -> Result<LocalImage> {
 mod tests {
     use super::*;
 
+    fn entry(arch: &str, d: char) -> IndexEntry {
+        IndexEntry {
+            media_type: crate::spec::OCI_MANIFEST.into(),
+            digest: format!("sha256:{}", d.to_string().repeat(64))
+                .parse()
+                .unwrap(),
+            platform: Some(spec::Platform {
+                architecture: arch.into(),
+                os: "linux".into(),
+            }),
+            annotations: HashMap::new(),
+        }
+    }
+
+    #[test]
+    fn picks_linux_amd64_out_of_an_index() {
+        let e = pick(vec![entry("arm64", 'a'), entry("amd64", 'b')]).unwrap();
+        assert_eq!(e.digest.hex(), "b".repeat(64));
+        assert!(pick(vec![entry("arm64", 'a'), entry("s390x", 'b')]).is_err());
+        assert_eq!(
+            pick(vec![entry("arm64", 'a')]).unwrap().digest.hex(),
+            "a".repeat(64)
+        );
+        assert!(pick(vec![]).is_err());
+    }
+
     #[test]
     fn normalize_refuses_escapes() {
         assert_eq!(normalize("./a/./b/../c").unwrap(), "a/c");

@@ -308,3 +308,91 @@ async fn skopeo_copy_pushes_and_skips_known_blobs() {
     let out = copy(dest, "x:wrong".into(), layout).await;
     assert!(!out.status.success());
 }
+
+/// Process types the user configured are kept (a type without a command runs the image's), and
+/// the default route stays on `APP-web` when the release has a `web` type.
+#[tokio::test]
+async fn user_configured_types_are_kept_and_limits_survive_regeneration() {
+    let s = Server::start().await;
+    let app = s.create_app("typed").await;
+    let mut web = slipway_types::ProcessType::default();
+    web.resources.set("memory", "256MB").unwrap();
+    let mut worker = slipway_types::ProcessType::default();
+    worker.args = vec!["sh".into(), "-c".into(), "sleep 1000".into()];
+    let mut new = slipway_types::NewRelease::default();
+    new.processes.insert("web".into(), web);
+    new.processes.insert("worker".into(), worker);
+    let rel = s.store.create_release(app.id, &new).await.unwrap();
+    s.store.create_deployment(app.id, rel.id).await.unwrap();
+    s.settle(&app).await;
+
+    let layout = s.dir.path().join("layout");
+    web_image("typed").write_oci(&layout).unwrap();
+    let image = local::open(&layout).unwrap();
+    let r = s
+        .client()
+        .push("typed", &image, "latest", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    s.settle(&app).await;
+    let cur = s
+        .store
+        .get_release(r.outcome.release.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(cur.processes.len(), 2);
+    assert_eq!(
+        cur.processes["web"].args[0], "httpd",
+        "no command: the image's"
+    );
+    assert_eq!(cur.processes["web"].resources.memory, Some(256 << 20));
+    assert_eq!(
+        cur.processes["worker"].args[2], "sleep 1000",
+        "kept as configured"
+    );
+    let routes = s.store.list_routes(Some(app.id)).await.unwrap();
+    assert_eq!(routes[0].service(), "typed-web");
+
+    // Generated types: a re-push regenerates `app` but keeps its limits.
+    let app2 = s.create_app("gen").await;
+    s.client()
+        .push("gen", &image, "latest", true, Arc::new(Quiet))
+        .await
+        .unwrap();
+    s.settle(&app2).await;
+    let app2 = s.store.get_app("gen").await.unwrap();
+    let cur = s.store.get_release(app2.release.unwrap()).await.unwrap();
+    let mut next = slipway_types::NewRelease::from_release(&cur);
+    next.processes
+        .get_mut("app")
+        .unwrap()
+        .resources
+        .set("memory", "128MB")
+        .unwrap();
+    let rel = s.store.create_release(app2.id, &next).await.unwrap();
+    s.store.create_deployment(app2.id, rel.id).await.unwrap();
+    s.settle(&app2).await;
+    let layout2 = s.dir.path().join("layout2");
+    web_image("gen2")
+        .cmd(&["httpd", "-f", "-p", "8080"])
+        .write_oci(&layout2)
+        .unwrap();
+    let r = s
+        .client()
+        .push(
+            "gen",
+            &local::open(&layout2).unwrap(),
+            "latest",
+            true,
+            Arc::new(Quiet),
+        )
+        .await
+        .unwrap();
+    let cur = s
+        .store
+        .get_release(r.outcome.release.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(cur.processes["app"].args, ["httpd", "-f", "-p", "8080"]);
+    assert_eq!(cur.processes["app"].resources.memory, Some(128 << 20));
+}
