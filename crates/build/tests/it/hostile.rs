@@ -252,3 +252,50 @@ async fn dropping_the_build_stops_its_job_within_10_s() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_over_its_time_limit_is_stopped() {
+    if skip_unless_root("a_build_over_its_time_limit_is_stopped") {
+        return;
+    }
+    let bps = tempdir("slipway-build-bps");
+    write_tree(
+        bps.path(),
+        &[
+            ("slow/bin/detect", "#!/bin/sh\necho Slow\n"),
+            ("slow/bin/compile", "#!/bin/sh\necho sleeping\nsleep 600\n"),
+            ("slow/bin/release", "#!/bin/sh\necho ---\n"),
+        ],
+    );
+    let mut c = Cluster::start(Some(bps.path())).await;
+    c.ctx.limits.timeout = Duration::from_secs(2);
+    let app = c.app().await;
+    let src = tempdir("slipway-build-src");
+    write_tree(src.path(), &[("x", "x")]);
+    let started = Instant::now();
+    let (res, lines) = c
+        .build(&app, src.path(), &[("BUILDPACK_URL", "slow")])
+        .await;
+    let err = res.unwrap_err().to_string();
+    assert_eq!(
+        err, "The build took longer than the limit of 2 s and was stopped.",
+        "{lines:#?}"
+    );
+    assert!(lines.iter().any(|l| l == "sleeping"));
+    // The job is stopped (the scheduler hears of it through the host's events).
+    let running = || {
+        c.sched
+            .jobs()
+            .iter()
+            .filter(|j| j.app_id == app.id && !j.state.is_finished())
+            .count()
+    };
+    while running() > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:#?}",
+            c.sched.jobs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
