@@ -317,8 +317,10 @@ async fn user_configured_types_are_kept_and_limits_survive_regeneration() {
     let app = s.create_app("typed").await;
     let mut web = slipway_types::ProcessType::default();
     web.resources.set("memory", "256MB").unwrap();
-    let mut worker = slipway_types::ProcessType::default();
-    worker.args = vec!["sh".into(), "-c".into(), "sleep 1000".into()];
+    let worker = slipway_types::ProcessType {
+        args: vec!["sh".into(), "-c".into(), "sleep 1000".into()],
+        ..Default::default()
+    };
     let mut new = slipway_types::NewRelease::default();
     new.processes.insert("web".into(), web);
     new.processes.insert("worker".into(), worker);
