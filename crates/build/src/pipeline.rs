@@ -387,6 +387,13 @@ where
             types
         }
     };
+    if process_types.is_empty() {
+        say(
+            " !     No process types: nothing will run. Add a Procfile, e.g. `web: ./server`."
+                .into(),
+        )
+        .await;
+    }
 
     // The slug.
     say("-----> Compressing...".into()).await;

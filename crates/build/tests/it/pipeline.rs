@@ -334,6 +334,12 @@ async fn no_buildpack_detected_unknown_buildpack_and_failing_compile() {
             ("bad/bin/detect", "#!/bin/sh\necho Bad\n"),
             ("bad/bin/compile", "#!/bin/sh\necho compiling...\nexit 3\n"),
             ("bad/bin/release", "#!/bin/sh\necho ---\n"),
+            ("none/bin/detect", "#!/bin/sh\nexit 1\n"),
+            ("none/bin/compile", "#!/bin/sh\ntrue\n"),
+            (
+                "none/bin/release",
+                "#!/bin/sh\necho ---\necho 'default_process_types: {}'\n",
+            ),
         ],
     );
     let c2 = Cluster::start(Some(bps.path())).await;
@@ -344,6 +350,21 @@ async fn no_buildpack_detected_unknown_buildpack_and_failing_compile() {
         "Failed to compile Bad app: bin/compile exited with status 3"
     );
     assert!(has(&lines, "compiling..."), "{lines:#?}");
+
+    // A build that finds no process types succeeds, says so, and the slug has an empty Procfile.
+    let app2 = app_of(&c2).await;
+    let (res, lines) = c2
+        .build(&app2, src.path(), &[("BUILDPACK_URL", "none")])
+        .await;
+    let built = res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+    assert!(built.process_types.is_empty());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(" !     No process types")),
+        "{lines:#?}"
+    );
+    assert_eq!(c2.slug_entries(&built).await["app/Procfile"], "");
 }
 
 async fn app_of(c: &Cluster) -> slipway_types::App {
