@@ -128,8 +128,9 @@ pub async fn create(
     };
     new.artifacts = vec![artifact.id];
     let rel = store.create_release(app.id, &new).await?;
-    retarget_routes(store, app, &rel).await?;
     let deployment = store.create_deployment(app.id, rel.id).await?;
+    // Only once the deployment exists: a refused one (another deploy running) changes nothing.
+    retarget_routes(store, app, &rel).await?;
     let processes: std::collections::BTreeMap<String, i64> = deployment
         .processes
         .iter()
