@@ -54,6 +54,163 @@ pub struct RoutingArgs {
 
 pub struct Routing {
     pub registry: Arc<dyn Registry>,
+    /// The jobs this process registered in discovery (shared with the traffic gate, which
+    /// deregisters a job to drain it).
+    bridge: Arc<Bridge>,
+    /// The router's side of the scheduler's up/stop (None with `--no-router`).
+    gate: Option<Arc<RouterGate>>,
+}
+
+impl Routing {
+    fn new(registry: Arc<dyn Registry>, router: Option<&slipway_router::Router>) -> Routing {
+        let bridge = Arc::new(Bridge::default());
+        let gate = router.map(|r| RouterGate::start(r, bridge.clone()));
+        Routing {
+            registry,
+            bridge,
+            gate,
+        }
+    }
+
+    /// For [`slipway_scheduler::Scheduler::set_traffic_gate`]: deploys and `scale` count a job
+    /// up once the router has it, and stops drain it from the router first.
+    pub fn traffic_gate(&self) -> Option<Arc<dyn slipway_scheduler::TrafficGate>> {
+        self.gate
+            .clone()
+            .map(|g| g as Arc<dyn slipway_scheduler::TrafficGate>)
+    }
+
+    /// Registers a host's jobs in discovery (see [`follow_host_with`]), sharing what it
+    /// registered with the traffic gate.
+    pub fn follow_host(&self, host: Arc<dyn HostApi>) {
+        follow_host_with(host, self.registry.clone(), self.bridge.clone());
+    }
+}
+
+/// How long a new job may take to appear in the router before it counts as up anyway (a job
+/// whose port is not registered, e.g. no health check passed yet, must not block a deploy).
+pub const ROUTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping job's in-flight requests may take before it gets SIGTERM anyway.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Registrations of this process's jobs, and the jobs being drained (never registered again).
+#[derive(Default)]
+struct Bridge {
+    live: tokio::sync::Mutex<HashMap<String, Vec<Registration>>>,
+    draining: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// The scheduler's [`slipway_scheduler::TrafficGate`] over the in-process router: which
+/// instances the router has (from its `backend-up` / `backend-drained` events).
+struct RouterGate {
+    bridge: Arc<Bridge>,
+    routed: std::sync::Mutex<std::collections::HashSet<String>>,
+    changed: tokio::sync::Notify,
+}
+
+impl RouterGate {
+    fn start(router: &slipway_router::Router, bridge: Arc<Bridge>) -> Arc<RouterGate> {
+        let gate = Arc::new(RouterGate {
+            bridge,
+            routed: Default::default(),
+            changed: tokio::sync::Notify::new(),
+        });
+        let mut events = router.events();
+        let g = gate.clone();
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match events.recv().await {
+                    Ok(ev) => {
+                        let mut routed = g.routed.lock().expect("routed");
+                        match ev.kind {
+                            "backend-up" => {
+                                routed.insert(ev.instance);
+                            }
+                            "backend-drained" => {
+                                routed.remove(&ev.instance);
+                            }
+                            _ => {}
+                        }
+                        drop(routed);
+                        g.changed.notify_waiters();
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!("traffic gate: missed {n} router events");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        gate
+    }
+
+    /// Waits until `done()` holds, or `timeout`; returns whether it held.
+    async fn wait_until(&self, timeout: Duration, done: impl Fn(&RouterGate) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if done(self) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return done(self);
+            }
+        }
+    }
+}
+
+/// Whether a job takes traffic through the router: what [`sync_job`] registers.
+fn takes_traffic(job: &JobInfo) -> bool {
+    job.ip.is_some()
+        && !job.job.app_name.is_empty()
+        && (job.job.config.ports.iter().any(|p| p.proto == "tcp")
+            || (job.job.config.ports.is_empty() && job.job.process_type == "web"))
+}
+
+#[async_trait::async_trait]
+impl slipway_scheduler::TrafficGate for RouterGate {
+    async fn routed(&self, job: &JobInfo) {
+        if !takes_traffic(job) {
+            return;
+        }
+        let id = job.job.id.clone();
+        let ok = self
+            .wait_until(ROUTE_TIMEOUT, |g| {
+                g.routed.lock().expect("routed").contains(&id)
+            })
+            .await;
+        if !ok {
+            tracing::warn!(job = %id, "the router did not get the job within {ROUTE_TIMEOUT:?}; counting it up anyway");
+        }
+    }
+
+    async fn drain(&self, job_id: &str) {
+        self.bridge
+            .draining
+            .lock()
+            .expect("draining")
+            .insert(job_id.to_string());
+        // Dropping the registrations deregisters them; the router stops sending new requests
+        // and reports `backend-drained` when the last one in flight is done.
+        let regs = self.bridge.live.lock().await.remove(job_id);
+        let Some(regs) = regs else { return };
+        drop(regs);
+        let id = job_id.to_string();
+        let t0 = std::time::Instant::now();
+        let ok = self
+            .wait_until(DRAIN_TIMEOUT, |g| {
+                !g.routed.lock().expect("routed").contains(&id)
+            })
+            .await;
+        if ok {
+            tracing::debug!(job = %id, "drained from the router in {:?}", t0.elapsed());
+        } else {
+            tracing::warn!(job = %id, "requests to the job were still in flight after {DRAIN_TIMEOUT:?}; stopping it anyway");
+        }
+    }
 }
 
 /// Starts discovery and the router. A port that is taken does not stop the server: that
@@ -84,7 +241,7 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
         }
     }
     if args.no_router {
-        return Ok(Routing { registry });
+        return Ok(Routing::new(registry, None));
     }
     let root = unsafe { libc::geteuid() } == 0;
     let http_port = args.http_port.unwrap_or(if root { 80 } else { 8080 });
@@ -129,7 +286,7 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
         Ok((h, s)) => {
             tracing::info!("router: HTTP on {h}");
             tracing::info!("router: HTTPS on {}", s.unwrap_or(https));
-            return Ok(Routing { registry });
+            return Ok(Routing::new(registry, Some(&router)));
         }
         Err(e) => tracing::warn!("router: cannot listen on {http} and {https}: {e}"),
     }
@@ -160,7 +317,7 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
             "router: cannot listen on {https}: {e}; HTTPS routing is off (use --https-port)"
         ),
     }
-    Ok(Routing { registry })
+    Ok(Routing::new(registry, Some(&router)))
 }
 
 /// Registers a host's jobs in discovery: each port of a job as an instance of `APP-TYPE`
@@ -168,9 +325,8 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
 /// once the job's health checks pass (or once it started, for ports without a check), and
 /// deregisters it when the job goes down, stops or fails. Heartbeats keep it alive; if this
 /// process dies, the instance expires after the TTL.
-pub fn follow_host(host: Arc<dyn HostApi>, registry: Arc<dyn Registry>) {
+fn follow_host_with(host: Arc<dyn HostApi>, registry: Arc<dyn Registry>, bridge: Arc<Bridge>) {
     tokio::spawn(async move {
-        let mut live: HashMap<String, Vec<Registration>> = HashMap::new();
         loop {
             let events = match host.events().await {
                 Ok(ev) => ev,
@@ -182,13 +338,13 @@ pub fn follow_host(host: Arc<dyn HostApi>, registry: Arc<dyn Registry>) {
             };
             if let Ok(jobs) = host.list_jobs().await {
                 for j in jobs {
-                    sync_job(&registry, &mut live, &j, None).await;
+                    sync_job(&registry, &bridge, &j, None).await;
                 }
             }
             use futures_util::StreamExt;
             let mut events = events;
             while let Some(ev) = events.next().await {
-                sync_job(&registry, &mut live, &ev.job, Some(ev.kind)).await;
+                sync_job(&registry, &bridge, &ev.job, Some(ev.kind)).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -197,14 +353,20 @@ pub fn follow_host(host: Arc<dyn HostApi>, registry: Arc<dyn Registry>) {
 
 async fn sync_job(
     registry: &Arc<dyn Registry>,
-    live: &mut HashMap<String, Vec<Registration>>,
+    bridge: &Bridge,
     job: &JobInfo,
     kind: Option<EventKind>,
 ) {
     let id = job.job.id.clone();
+    if matches!(kind, Some(EventKind::Cleanup)) {
+        bridge.draining.lock().expect("draining").remove(&id);
+    }
+    let draining = bridge.draining.lock().expect("draining").contains(&id);
+    let mut live = bridge.live.lock().await;
     let running = job.status == JobStatus::Running && !job.stop_requested;
     let checked = job.job.config.ports.iter().any(|p| p.check.is_some());
     let wanted = running
+        && !draining
         && (job.up || !checked)
         && !matches!(
             kind,

@@ -87,6 +87,9 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     tracing::info!(backend = store.backend(), "store ready");
     let scheduler = start_scheduler(store.clone());
     let routing = crate::routing::start(&args.routing, store.clone()).await?;
+    if let Some(gate) = routing.traffic_gate() {
+        scheduler.set_traffic_gate(gate);
+    }
     let blobs = start_blobstore(&args, &data_dir, store.clone())?;
     let logs = start_logs(&args, &data_dir, store.clone())?;
     if !args.no_host {
@@ -172,7 +175,7 @@ async fn start_local_host(
         .await
         .context("cannot start the local host agent (use --no-host to run without one)")?;
     let id = scheduler.add_host(host.api()).await?;
-    crate::routing::follow_host(host.api(), routing.registry.clone());
+    routing.follow_host(host.api());
     slipway_logs::follow_host(logs.clone(), host.api());
     tracing::info!(host = %id, "local host agent ready");
     Ok(())

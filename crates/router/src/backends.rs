@@ -76,7 +76,8 @@ pub struct InFlight {
 
 impl InFlight {
     pub fn new(backend: Arc<Backend>, events: broadcast::Sender<RouterEvent>) -> InFlight {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        // SeqCst with `retire`: either it sees this request, or the caller sees `removed`.
+        backend.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight { backend, events }
     }
 }
@@ -266,10 +267,10 @@ impl Backends {
 /// Stops new traffic to a backend; reports `backend-down`, and `backend-drained` once it has
 /// nothing in flight (now, or when its last request finishes: see [`InFlight`]).
 fn retire(b: &Arc<Backend>, events: &broadcast::Sender<RouterEvent>) {
-    b.removed.store(true, Ordering::Release);
+    b.removed.store(true, Ordering::SeqCst);
     b.idle.lock().unwrap().clear();
     let _ = events.send(RouterEvent::new("backend-down", b));
-    if b.in_flight.load(Ordering::Acquire) == 0 {
+    if b.in_flight.load(Ordering::SeqCst) == 0 {
         let _ = events.send(RouterEvent::drained(b));
     }
 }

@@ -203,6 +203,14 @@ async fn proxy(
         let Some(b) = preferred.cloned().or_else(|| pick(cands, &skip)) else {
             break;
         };
+        // Counted from the pick on, so that a backend removed while we connect to it is not
+        // reported drained (and stopped) under this request.
+        let guard = InFlight::new(b.clone(), sh.events.clone());
+        if b.removed.load(std::sync::atomic::Ordering::SeqCst) {
+            // Removed between the pick and the count: it may already be reported drained.
+            drop(guard);
+            continue;
+        }
         let mut sender = match b.take_idle() {
             Some(s) => s,
             None => match connect(b.addr, sh.limits.connect_timeout).await {
@@ -214,7 +222,6 @@ async fn proxy(
                 }
             },
         };
-        let guard = InFlight::new(b.clone(), sh.events.clone());
         let sent = tokio::time::timeout(sh.limits.response_timeout, sender.try_send_request(req));
         let mut resp = match sent.await {
             Ok(Ok(resp)) => resp,

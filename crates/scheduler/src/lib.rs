@@ -12,11 +12,13 @@
 //! read) follow the order things happened.
 
 mod attach;
+mod gate;
 pub mod hostjob;
 mod oneoff;
 pub mod plan;
 mod state;
 
+pub use gate::TrafficGate;
 use plan::{Action, HostView, Key, Phase, Want};
 use slipway_host::{HostApi, JobInfo};
 use slipway_store::Store;
@@ -90,6 +92,8 @@ pub(crate) struct Inner {
     releases: Mutex<HashMap<Id, Release>>,
     seq: AtomicU64,
     rows: mpsc::UnboundedSender<Job>,
+    /// The router's side of up and stop (see [`gate`]); unset without a router.
+    gate: std::sync::OnceLock<Arc<dyn TrafficGate>>,
 }
 
 impl Scheduler {
@@ -122,6 +126,7 @@ impl Scheduler {
                 releases: Mutex::new(HashMap::new()),
                 seq: AtomicU64::new(1),
                 rows,
+                gate: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -617,8 +622,13 @@ impl Scheduler {
 
     fn spawn_stop(&self, host: String, id: String) {
         let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
+        let gate = self.traffic_gate();
         if let Some(api) = api {
             tokio::spawn(async move {
+                // Out of the router, and its requests done, before SIGTERM.
+                if let Some(gate) = gate {
+                    gate.drain(&id).await;
+                }
                 if let Err(e) = api.stop_job(&id).await {
                     tracing::warn!(job = %id, "stop failed: {e}");
                 }

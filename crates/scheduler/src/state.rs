@@ -35,6 +35,10 @@ pub(crate) struct Tracked {
     pub in_flight: bool,
     pub running_since: Option<Instant>,
     pub finished_at: Option<Instant>,
+    /// The traffic gate said the router has it (or the job needs no route): it may be `up`.
+    pub routed: bool,
+    /// A wait for the router is under way.
+    pub route_wait: bool,
 }
 
 impl Tracked {
@@ -52,6 +56,8 @@ impl Tracked {
             in_flight: placed,
             running_since: None,
             finished_at: None,
+            routed: false,
+            route_wait: false,
         }
     }
 }
@@ -263,6 +269,18 @@ impl Scheduler {
             st.finish(self, id, new, crashed);
             self.wake();
             return;
+        }
+        // A formation job is up for deploys and `scale` only once the router sends it requests.
+        let mut new = new;
+        if new == JobState::Up && !t.routed && t.key.is_some() && self.traffic_gate().is_some() {
+            if !t.route_wait {
+                t.route_wait = true;
+                self.spawn_route_wait(host.to_string(), info.clone());
+            }
+            new = JobState::Starting;
+            if new == old {
+                return;
+            }
         }
         if new == JobState::Stopping {
             t.phase = None;

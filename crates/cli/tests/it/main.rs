@@ -9,3 +9,4 @@ mod routing;
 mod run;
 mod scheduler;
 mod support;
+mod zero_downtime;

@@ -170,6 +170,14 @@ pub fn setup_host(cfg: &NetworkConfig) -> Result<()> {
         run("ip", &["link", "add", br, "type", "bridge"], None)
             .with_context(|| format!("creating bridge {br}"))?;
     }
+    // A fixed MAC: otherwise the bridge takes the lowest MAC of its ports, which changes as
+    // jobs' veths come and go, and jobs keep sending to the gateway's old MAC (their ARP entry)
+    // until it goes stale: replies to the router vanished for ~10 s during deploys.
+    run(
+        "ip",
+        &["link", "set", br, "address", &mac_for(cfg.gateway())],
+        None,
+    )?;
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix);
     run("ip", &["addr", "replace", &gw, "dev", br], None)?;
     run("ip", &["link", "set", br, "up"], None)?;
