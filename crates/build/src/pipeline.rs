@@ -42,6 +42,8 @@ pub struct BuildLimits {
     pub slug_bytes: u64,
     /// Wall-clock time of the build job (Heroku: 15 min).
     pub timeout: std::time::Duration,
+    /// An app's build cache: when it is larger at the start of a build, it is emptied first.
+    pub cache_bytes: u64,
 }
 
 impl Default for BuildLimits {
@@ -51,6 +53,7 @@ impl Default for BuildLimits {
             source_bytes: 100 << 20,
             slug_bytes: 500 << 20,
             timeout: std::time::Duration::from_secs(30 * 60),
+            cache_bytes: 2 << 30,
         }
     }
 }
@@ -208,6 +211,19 @@ where
         tokio::fs::create_dir_all(d)
             .await
             .map_err(|e| internal(&format!("creating {}", d.display()), e))?;
+    }
+
+    let (c, cap) = (cache_dir.clone(), ctx.limits.cache_bytes);
+    let cleared = tokio::task::spawn_blocking(move || slug::clear_if_over(&c, cap))
+        .await
+        .map_err(|e| internal("checking the build cache", e))?
+        .map_err(|e| internal("checking the build cache", e))?;
+    if cleared {
+        say(format!(
+            "-----> The build cache was larger than {}: starting with an empty one",
+            slug::human_size(cap)
+        ))
+        .await;
     }
 
     // The source, with .slugignore applied, capped.

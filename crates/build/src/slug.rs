@@ -272,6 +272,40 @@ pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Empties `dir` if the regular files below it (symlinks not followed) add up to more than
+/// `limit` bytes; returns whether it did. Keeps an app's build cache from growing forever.
+pub fn clear_if_over(dir: &Path, limit: u64) -> io::Result<bool> {
+    fn size(dir: &Path, total: &mut u64, limit: u64) -> io::Result<()> {
+        for e in fs::read_dir(dir)? {
+            let e = e?;
+            let ft = e.file_type()?;
+            if ft.is_dir() {
+                size(&e.path(), total, limit)?;
+            } else if ft.is_file() {
+                *total += e.metadata()?.len();
+            }
+            if *total > limit {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+    let mut total = 0;
+    size(dir, &mut total, limit)?;
+    if total <= limit {
+        return Ok(false);
+    }
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_type()?.is_dir() {
+            fs::remove_dir_all(e.path())?;
+        } else {
+            fs::remove_file(e.path())?;
+        }
+    }
+    Ok(true)
+}
+
 /// Why a slug could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum SlugError {

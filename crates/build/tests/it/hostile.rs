@@ -299,3 +299,42 @@ async fn a_build_over_its_time_limit_is_stopped() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cache_over_its_limit_is_emptied_before_the_build() {
+    if skip_unless_root("a_cache_over_its_limit_is_emptied_before_the_build") {
+        return;
+    }
+    let bps = tempdir("slipway-build-bps");
+    write_tree(
+        bps.path(),
+        &[
+            ("fill/bin/detect", "#!/bin/sh\necho Fill\n"),
+            (
+                "fill/bin/compile",
+                "#!/bin/sh\necho \"cached: $(ls \"$2\" | tr '\\n' ' ')\"\nhead -c 5000 /dev/zero > \"$2/blob-$(ls \"$2\" | wc -l)\"\n",
+            ),
+            ("fill/bin/release", "#!/bin/sh\necho ---\n"),
+        ],
+    );
+    let mut c = Cluster::start(Some(bps.path())).await;
+    c.ctx.limits.cache_bytes = 8000;
+    let app = c.app().await;
+    let src = tempdir("slipway-build-src");
+    write_tree(src.path(), &[("x", "x")]);
+    let mut cached = Vec::new();
+    for _ in 0..3 {
+        let (res, lines) = c
+            .build(&app, src.path(), &[("BUILDPACK_URL", "fill")])
+            .await;
+        res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+        let l = lines.iter().find(|l| l.starts_with("cached:")).unwrap();
+        cached.push(l.split_whitespace().count() - 1);
+        let cleared = lines.iter().any(|l| {
+            l == "-----> The build cache was larger than 7.8K: starting with an empty one"
+        });
+        assert_eq!(cleared, cached.len() == 3, "{lines:#?}");
+    }
+    // 0 files, then 1 (5000 bytes), then 2 (10000 > 8000: emptied before the third build).
+    assert_eq!(cached, [0, 1, 0]);
+}
