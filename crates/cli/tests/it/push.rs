@@ -353,13 +353,21 @@ fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
     let release = &releases.as_array().unwrap()[0];
     assert_eq!(release["processes"]["web"].get("args"), None, "{release}");
 
-    // Second push with a change: served, and no second "initial" scaling.
+    // Second push with a change: served, and no second "initial" scaling. It also carries a
+    // symlink to a file of the host: the link is kept as a link, never followed by the
+    // checkout, the build or the slug, so the host's file is not served.
+    let secret = server.dir.path().join("host-secret");
+    std::fs::write(&secret, "HOST-SECRET\n").unwrap();
+    std::os::unix::fs::symlink(&secret, dir.join("www/leak")).unwrap();
     commit(&dir, &[("www/index.html", "hello v2\n")], "v2");
     let (ok, err) = push(server, &dir, "main");
     assert!(ok, "{err}");
     assert!(!err.contains("Scaling initial release"), "{err}");
     assert!(err.contains("=====> Application deployed"), "{err}");
     until("second release", Duration::from_secs(10), get, "hello v2");
+    let leak = http(&router, "/leak", &vhost, None);
+    assert!(!leak.contains("HOST-SECRET"), "{leak}");
+    assert!(leak.starts_with("HTTP/1.1 404"), "{leak}");
     // Clone (upload-pack, with git's gzip-encoded negotiation) gets what was pushed.
     let helper = format!("credential.{}.helper=!'{BIN}' git-credentials", server.url);
     let out = git_as_user(
