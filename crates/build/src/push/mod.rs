@@ -247,6 +247,22 @@ async fn run(
     .await
     .map_err(|e| format!("cannot unpack the pushed commit: {e}"))?
     .map_err(|e| e.to_string())?;
+    let (repo, commit) = (session.repo.clone(), update.new.clone());
+    let q = req
+        .quarantine
+        .as_deref()
+        .and_then(|q| source::quarantine_dir(&session.repo, q));
+    let subs =
+        tokio::task::spawn_blocking(move || source::submodules(&repo, q.as_deref(), &commit))
+            .await
+            .unwrap_or_default();
+    if !subs.is_empty() {
+        out.say(format!(
+            "-----> Submodules are not built ({}): vendor their files into the repo",
+            subs.join(", ")
+        ))
+        .await;
+    }
 
     let prev = match app.release {
         Some(id) => Some(

@@ -77,6 +77,32 @@ pub fn checkout(
     Ok(size)
 }
 
+/// Paths of the submodules (gitlinks) in `commit`: `git archive` leaves them out, so the push
+/// says which ones the build will not see. Blocking.
+pub fn submodules(repo: &Path, quarantine: Option<&Path>, commit: &str) -> Vec<String> {
+    let mut cmd = Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(repo)
+        .args(["ls-tree", "-r", "-z", commit])
+        .stdin(Stdio::null());
+    if let Some(q) = quarantine {
+        cmd.env("GIT_OBJECT_DIRECTORY", q)
+            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", repo.join("objects"));
+    }
+    let Ok(out) = cmd.output() else {
+        return Vec::new();
+    };
+    // `<mode> <type> <object>\t<path>`, NUL-terminated.
+    out.stdout
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let entry = String::from_utf8_lossy(entry);
+            let (meta, path) = entry.split_once('\t')?;
+            meta.starts_with("160000 ").then(|| path.to_string())
+        })
+        .collect()
+}
+
 /// Unpacks a tar stream into `dest` with the checks above; returns the bytes of file content.
 pub fn unpack(input: impl Read, dest: &Path, max_bytes: u64) -> Result<u64, SourceError> {
     let io = |e: std::io::Error| SourceError::Internal(e.to_string());
@@ -276,6 +302,48 @@ mod tests {
         let e = unpack(&t[..], dir.path(), 2048).unwrap_err().to_string();
         assert!(e.contains("2.0 KiB limit"), "{e}");
         assert!(e.contains("big.bin is 2.9 KiB"), "{e}");
+    }
+
+    #[test]
+    fn gitlinks_are_named_and_files_unpacked() {
+        let work = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .args(["-c", "user.email=a@b", "-c", "user.name=a"])
+                .args(args)
+                .current_dir(work.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+        };
+        git(&["init", "-q", "-b", "main"]);
+        std::fs::write(work.path().join("Procfile"), "web: x\n").unwrap();
+        git(&["add", "Procfile"]);
+        let sha = "1".repeat(40);
+        git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{sha},vendor/lib"),
+        ]);
+        git(&["commit", "-qm", "with a submodule"]);
+        let repo = work.path().join(".git");
+        let head = Command::new("git")
+            .arg("--git-dir")
+            .arg(&repo)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .unwrap();
+        let head = String::from_utf8(head.stdout).unwrap();
+        assert_eq!(submodules(&repo, None, head.trim()), ["vendor/lib"]);
+        let dest = tempfile::tempdir().unwrap();
+        assert_eq!(
+            checkout(&repo, None, head.trim(), dest.path(), 1000).unwrap(),
+            7
+        );
+        assert!(dest.path().join("Procfile").is_file());
+        let e = checkout(&repo, None, "HEAD", dest.path(), 1000).unwrap_err();
+        assert!(e.to_string().contains("not a commit id"), "{e}");
     }
 
     #[test]
