@@ -81,16 +81,25 @@ async fn run_inner() -> Result<bool, String> {
     }
     let mut body = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();
+    // What was printed, to say a build's own last words once (` !     Unable to select…`).
+    let mut printed = std::collections::HashSet::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| format!("the connection to the server broke: {e}"))?;
         buf.extend_from_slice(&chunk);
         while let Some(i) = buf.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = buf.drain(..=i).collect();
             match serde_json::from_slice::<HookEvent>(&line) {
-                Ok(HookEvent::Line(l)) => say(&l),
+                Ok(HookEvent::Line(l)) => {
+                    say(&l);
+                    printed.insert(l.trim_start_matches([' ', '!']).trim_end().to_string());
+                }
                 Ok(HookEvent::Ok) => return Ok(true),
                 Ok(HookEvent::Error(m)) => {
-                    say(&format!("error: {m}"));
+                    if printed.contains(m.trim()) {
+                        say("error: push rejected (the reason is above)");
+                    } else {
+                        say(&format!("error: {m}"));
+                    }
                     return Ok(false);
                 }
                 Err(e) => return Err(format!("bad line from the server: {e}")),
