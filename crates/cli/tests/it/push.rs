@@ -77,9 +77,9 @@ fn http(addr: &str, path: &str, host: &str, auth: Option<&str>) -> String {
         .unwrap_or_default();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[test]
@@ -322,6 +322,18 @@ fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
             ("www/index.html", "hello v1\n"),
         ],
     );
+    // 3 MiB that do not compress: git sends the pack chunked (over its 1 MiB post buffer).
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let noise: Vec<u8> = (0..3 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(dir.join("www/noise.bin"), &noise).unwrap();
+    commit(&dir, &[], "noise");
     create_in(server, &dir, app);
 
     // First push: Flynn's lines, web=1, served through the router.
@@ -349,6 +361,14 @@ fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{lines:#?}");
     let resp = until("first release", Duration::from_secs(10), get, "hello v1");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let resp = http(&router, "/noise.bin", &vhost, None);
+    let head: String = resp.chars().take(300).collect();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains(&format!("content-length: {}", 3 << 20)),
+        "{head}"
+    );
     let releases = server.json(&["-a", app, "release", "--json"]);
     let release = &releases.as_array().unwrap()[0];
     assert_eq!(release["processes"]["web"].get("args"), None, "{release}");
