@@ -161,6 +161,33 @@ fn job_lines_arrive_with_type_job_and_stream_and_the_filters_work() {
     assert!(out_lines.contains(&"out-1"), "{out_lines:?}");
     assert!(!out_lines.contains(&"err-1"), "{out_lines:?}");
     assert_eq!(stderr, "err-1\n");
+    // One-off jobs: `run -d` and `run --enable-log` are logged, a plain attached `run` is not.
+    s.ok(&["-a", "logs1", "run", "-d", "--", "echo", "detached-hello"]);
+    assert_eq!(
+        s.ok(&["-a", "logs1", "run", "--", "echo", "attached-hello"]),
+        "attached-hello\n"
+    );
+    s.ok(&[
+        "-a",
+        "logs1",
+        "run",
+        "--enable-log",
+        "--",
+        "echo",
+        "attached-logged",
+    ]);
+    let all = wait_for(s, "logs1", "the logged one-off jobs' lines", |all| {
+        let m = msgs(all);
+        m.contains(&"detached-hello") && m.contains(&"attached-logged")
+    });
+    let detached = all.iter().find(|e| e.msg == "detached-hello").unwrap();
+    assert_eq!(detached.process_type, "");
+    assert!(detached.to_string().contains(" logs1[run."), "{detached}");
+    assert!(
+        !all.iter().any(|e| !e.platform && e.msg == "attached-hello"),
+        "a plain attached run was logged: {all:#?}"
+    );
+
     // Bad input: a clear error.
     let err = s.fails(&["-a", "nope", "log"]);
     assert!(err.contains("nope"), "{err}");
