@@ -33,6 +33,7 @@ cleanup() {
   for id in $(runc --root "$work/data/host/runc" list -q 2>/dev/null); do
     runc --root "$work/data/host/runc" delete -f "$id" >/dev/null 2>&1 || true
   done
+  for c in /sys/fs/cgroup/*/slipway-bench-push; do rmdir "$c" 2>/dev/null || true; done
   ip link del "$net" 2>/dev/null || true
   nft delete table ip "$net" 2>/dev/null || true
   rm -rf "$work"
@@ -62,7 +63,7 @@ git add . && git -c user.email=b@b -c user.name=b commit -qm v0
 t0=$(now)
 git push -q slipway main 2>"$work/push0" || { cat "$work/push0"; exit 1; }
 wait_for "http://$router/" bench.localhost v0
-first=$(echo "$(now) - $t0" | bc)
+first=$(awk "BEGIN{print $(now) - $t0}")
 
 seconds=()
 for i in $(seq "$ROUNDS"); do
@@ -71,7 +72,7 @@ for i in $(seq "$ROUNDS"); do
   t0=$(now)
   git push -q slipway main 2>"$work/push$i" || { cat "$work/push$i"; exit 1; }
   wait_for "http://$router/" bench.localhost "v$i"
-  seconds+=("$(echo "$(now) - $t0" | bc)")
+  seconds+=("$(awk "BEGIN{print $(now) - $t0}")")
 done
 
 # The floor: the same steps with nothing of Slipway in between.
@@ -89,7 +90,7 @@ for i in $(seq "$ROUNDS"); do
   (cd "$work/build" && exec busybox httpd -f -p "127.0.0.1:$port" -h "$work/build/www") &
   floor_pid=$!
   wait_for "http://127.0.0.1:$port/" x "f$i"
-  floors+=("$(echo "$(now) - $t0" | bc)")
+  floors+=("$(awk "BEGIN{print $(now) - $t0}")")
   kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=
 done
 
