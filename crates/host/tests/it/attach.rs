@@ -148,6 +148,18 @@ async fn a_signal_frame_ends_an_attached_job_and_a_pty_job_sees_a_terminal() {
     assert!(out.stderr.is_empty());
     assert_eq!(out.exit, Some(0));
 
+    // A RESIZE frame changes the pty's window size under the running job.
+    let resized = attached("resize", &["sh", "-c", "read l; stty size"], true);
+    h.agent.add_job(resized.clone()).await.unwrap();
+    let mut s = h.agent.attach(&resized.id).await.unwrap();
+    s.write_all(&attach::resize_frame(120, 40)).await.unwrap();
+    s.write_all(&attach::frame(attach::STDIN, b"go\r"))
+        .await
+        .unwrap();
+    let out = collect(&mut s).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("40 120"), "{text:?}");
+
     // ^C typed into the pty interrupts the foreground job.
     let cat = attached("ctrlc", &["sleep", "100"], true);
     h.agent.add_job(cat.clone()).await.unwrap();
