@@ -69,7 +69,7 @@ fn job_lines_arrive_with_type_job_and_stream_and_the_filters_work() {
     if skip_unless_root("job_lines_arrive_with_type_job_and_stream_and_the_filters_work") {
         return;
     }
-    let hs = HostServer::start(900 + std::process::id() % 100, &[]);
+    let hs = HostServer::start(1300 + std::process::id() % 100, &[]);
     let s = &hs.s;
     app_with(
         s,
@@ -198,7 +198,7 @@ fn log_f_receives_lines_written_one_per_second_each_within_a_second() {
     if skip_unless_root("log_f_receives_lines_written_one_per_second_each_within_a_second") {
         return;
     }
-    let hs = HostServer::start(1000 + std::process::id() % 100, &[]);
+    let hs = HostServer::start(1400 + std::process::id() % 100, &[]);
     let s = &hs.s;
     app_with(
         s,
@@ -259,7 +259,7 @@ fn history_is_bounded_and_survives_a_server_restart() {
         return;
     }
     let mut hs = HostServer::start(
-        1100 + std::process::id() % 100,
+        1500 + std::process::id() % 100,
         &["--log-lines".into(), "1000".into()],
     );
     app_with(&hs.s, "logs3", &[("writer", "seq 1 5000; exec sleep 1000")]);
@@ -283,4 +283,42 @@ fn history_is_bounded_and_survives_a_server_restart() {
     let after = entries(&hs.s, "logs3", &[]);
     assert_eq!(msgs(&after), expected);
     assert_eq!(after.last().unwrap().seq, all.last().unwrap().seq);
+}
+
+#[test]
+fn a_crashing_job_gets_exit_and_restart_lines() {
+    if skip_unless_root("a_crashing_job_gets_exit_and_restart_lines") {
+        return;
+    }
+    let hs = HostServer::start(1600 + std::process::id() % 100, &[]);
+    let s = &hs.s;
+    // Exits 3 after a moment; the scheduler restarts it at once (restarts 1–5 have no backoff).
+    app_with(s, "logs4", &[("crasher", "echo up; sleep 1; exit 3")]);
+    let all = wait_for(s, "logs4", "an exit and a restart", |all| {
+        let platform: Vec<&str> = all
+            .iter()
+            .filter(|e| e.platform)
+            .map(|e| e.msg.as_str())
+            .collect();
+        platform.contains(&"Process exited (exit 3)")
+            && platform
+                .iter()
+                .any(|m| m.starts_with("Restarted (restart 1): starting process"))
+    });
+    // The exit line belongs to the first job, the restart line to its replacement.
+    let exit = all
+        .iter()
+        .find(|e| e.msg == "Process exited (exit 3)")
+        .unwrap();
+    let restart = all
+        .iter()
+        .find(|e| e.msg.starts_with("Restarted (restart 1)"))
+        .unwrap();
+    assert_ne!(exit.job_id, restart.job_id);
+    assert_eq!(
+        (exit.stream.as_str(), exit.process_type.as_str()),
+        ("init", "crasher")
+    );
+    assert!(exit.seq < restart.seq);
+    s.ok(&["-a", "logs4", "scale", "crasher=0"]);
 }
