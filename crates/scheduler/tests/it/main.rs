@@ -2,5 +2,6 @@
 //! store, the real reconcile loop. What they assert is what users see: job rows in the store.
 
 mod deploy;
+mod gate;
 mod harness;
 mod multi_host;
