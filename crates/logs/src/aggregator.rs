@@ -24,6 +24,8 @@ use tokio::sync::broadcast;
 pub const MAX_LINE: usize = 10_000;
 /// How often buffered lines reach the disk.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Resume points are written every this many flushes.
+const CURSORS_EVERY: u64 = 10;
 /// Live lines a follower may fall behind by before it catches up from disk.
 const LIVE_BUFFER: usize = 4096;
 /// Resume points of finished jobs are forgotten after this long.
@@ -313,7 +315,7 @@ impl Aggregator {
 
     /// Writes every buffered line to disk, then the resume points.
     pub fn flush(&self) -> io::Result<()> {
-        flush_inner(&self.inner)
+        flush_inner(&self.inner, true)
     }
 
     /// The last lines of an app's history that match `q`, oldest first.
@@ -402,10 +404,14 @@ fn split(msg: &str) -> Vec<&str> {
     out
 }
 
-fn flush_inner(inner: &Inner) -> io::Result<()> {
+/// Flushes every app's buffered lines, then (with `cursors`) the resume points.
+fn flush_inner(inner: &Inner, cursors: bool) -> io::Result<()> {
     let apps: Vec<Arc<App>> = inner.apps.lock().expect("apps").values().cloned().collect();
     for app in apps {
         app.log.lock().expect("app log").flush()?;
+    }
+    if !cursors {
+        return Ok(());
     }
     // Resume points after the lines they count: on a crash between the two, the history
     // itself (read at start) is the more recent resume point.
@@ -442,7 +448,10 @@ async fn flusher(inner: Weak<Inner>) {
                 .retain(|_, c| !c.done || c.ts > cutoff);
         }
         let inner2 = inner.clone();
-        match tokio::task::spawn_blocking(move || flush_inner(&inner2)).await {
+        // Lines every 100 ms; resume points (one file for every job) every second: a resume
+        // point behind the history is caught up from the history at start.
+        let cursors = n.is_multiple_of(CURSORS_EVERY);
+        match tokio::task::spawn_blocking(move || flush_inner(&inner2, cursors)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("logs: cannot write to {}: {e}", inner.cfg.dir.display()),
             Err(e) => tracing::warn!("logs: flush failed: {e}"),
