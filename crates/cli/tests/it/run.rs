@@ -160,6 +160,20 @@ fn run_forwards_stdin_keeps_stderr_apart_returns_the_exit_code_and_stops_on_ctrl
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // --enable-log marks the job for the log aggregator (metadata log=1); others are not.
+    let child = spawn_run(s, "runner", &["--enable-log", "--", "echo", "kept"]);
+    let (code, out, _) = finish(child, Duration::from_secs(30));
+    assert_eq!((code, out.as_str()), (Some(0), "kept\n"));
+    let jobs = s.json(&["-a", "runner", "ps", "-a", "--json"]);
+    let logged: Vec<_> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["meta"]["log"] == "1")
+        .map(|j| j["args"].clone())
+        .collect();
+    assert_eq!(logged, [serde_json::json!(["echo", "kept"])], "{jobs}");
+
     // A command that does not exist: a clear error, not a hang.
     let child = spawn_run(s, "runner", &["--", "nosuchcommand"]);
     let (code, _, err) = finish(child, Duration::from_secs(30));
