@@ -276,7 +276,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<()> {
     let tty = !args.detached && super::run::stdin_is_terminal();
     let mut meta = BTreeMap::new();
     if args.enable_log {
-        meta.insert("log".to_string(), "1".to_string());
+        meta.insert(slipway_types::LOG_METADATA_KEY.to_string(), "1".to_string());
     }
     let job = NewJob {
         args: args.cmd,
