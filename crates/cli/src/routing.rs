@@ -361,8 +361,10 @@ async fn sync_job(
     if matches!(kind, Some(EventKind::Cleanup)) {
         bridge.draining.lock().expect("draining").remove(&id);
     }
-    let draining = bridge.draining.lock().expect("draining").contains(&id);
+    // Read under the `live` lock: a drain marks the job first, then takes the lock, so a job
+    // being drained is never registered again behind its back.
     let mut live = bridge.live.lock().await;
+    let draining = bridge.draining.lock().expect("draining").contains(&id);
     let running = job.status == JobStatus::Running && !job.stop_requested;
     let checked = job.job.config.ports.iter().any(|p| p.check.is_some());
     let wanted = running
