@@ -322,3 +322,40 @@ fn a_crashing_job_gets_exit_and_restart_lines() {
     assert!(exit.seq < restart.seq);
     s.ok(&["-a", "logs4", "scale", "crasher=0"]);
 }
+
+/// The server restarts while a job is writing: every line arrives exactly once, in order.
+#[test]
+fn a_restart_while_a_job_writes_loses_and_repeats_nothing() {
+    if skip_unless_root("a_restart_while_a_job_writes_loses_and_repeats_nothing") {
+        return;
+    }
+    let mut hs = HostServer::start(1700 + std::process::id() % 100, &[]);
+    app_with(
+        &hs.s,
+        "logs5",
+        &[(
+            "counter",
+            "i=0; while [ $i -lt 2000 ]; do i=$((i+1)); echo n-$i; usleep 2000; done; exec sleep 1000",
+        )],
+    );
+    wait_for(&hs.s, "logs5", "the first lines", |all| {
+        all.iter().any(|e| e.msg == "n-100")
+    });
+    hs.s.restart();
+    // Still writing: the restart happened in the middle.
+    let now = entries(&hs.s, "logs5", &[]);
+    assert!(
+        !now.iter().any(|e| e.msg == "n-2000"),
+        "the job finished before the restart"
+    );
+    let all = wait_for(&hs.s, "logs5", "every line", |all| {
+        all.iter().any(|e| e.msg == "n-2000")
+    });
+    let counted: Vec<&str> = all
+        .iter()
+        .filter(|e| !e.platform && e.msg.starts_with("n-"))
+        .map(|e| e.msg.as_str())
+        .collect();
+    let expected: Vec<String> = (1..=2000).map(|i| format!("n-{i}")).collect();
+    assert_eq!(counted, expected);
+}
