@@ -310,13 +310,8 @@ fn start_blobstore(
         loop {
             every.tick().await;
             let listed = async || store.list_artifacts().await.map_err(|e| e.to_string());
-            match slipway_blobstore::gc::collect(
-                &*gc,
-                listed,
-                grace,
-                std::time::SystemTime::now(),
-            )
-            .await
+            match slipway_blobstore::gc::collect(&*gc, listed, grace, std::time::SystemTime::now())
+                .await
             {
                 Ok(r) if r.deleted.is_empty() => {
                     tracing::debug!(scanned = r.scanned, "blob collection: nothing to delete")
@@ -359,10 +354,7 @@ impl slipway_controller::Cluster for Layer0 {
         release: &slipway_types::Release,
         job: &slipway_types::NewJob,
     ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
-        self.0
-            .run_one_off(app, release, job)
-            .await
-            .map_err(api_err)
+        self.0.run_one_off(app, release, job).await.map_err(api_err)
     }
     async fn attach_job(
         &self,

@@ -254,7 +254,11 @@ async fn sigterm_is_seen_by_a_trap_and_ignorers_are_killed_after_the_grace() {
     h.agent.stop_job(&plain.id).await.unwrap();
     let p = h.agent.wait_job(&plain.id).await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-    assert_eq!(p.exit.unwrap().code, 143, "128 + SIGTERM, reported by the init");
+    assert_eq!(
+        p.exit.unwrap().code,
+        143,
+        "128 + SIGTERM, reported by the init"
+    );
     assert_eq!(p.status, slipway_host::JobStatus::Done);
     assert!(
         ignore_time >= Duration::from_millis(1400),
