@@ -350,3 +350,31 @@ impl Attach {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_socket_paths_go_through_proc_fd() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("x".repeat(120));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (path, fd) = socket_path(&dir, "attach.sock").unwrap();
+        assert!(fd.is_some() && path.starts_with("/proc/"), "{path:?}");
+        assert!(path.as_os_str().len() < 100);
+        let listener = UnixListener::bind(&path).unwrap();
+        assert!(dir.join("attach.sock").exists(), "bound in the long dir");
+        let (connect_path, _fd2) = socket_path(&dir, "attach.sock").unwrap();
+        let mut c = UnixStream::connect(connect_path).unwrap();
+        c.write_all(b"hi").unwrap();
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hi");
+        let short = tmp.path().join("s");
+        std::fs::create_dir_all(&short).unwrap();
+        let (p, fd) = socket_path(&short, "attach.sock").unwrap();
+        assert_eq!((p, fd.is_none()), (short.join("attach.sock"), true));
+    }
+}
