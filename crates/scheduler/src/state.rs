@@ -240,6 +240,9 @@ impl Scheduler {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut t = Tracked::new(job, key, seq, true);
             t.in_flight = false;
+            // Adopted after a restart: it was counted up (and routed) by the previous process;
+            // waiting for the router again would flash its row back to `starting`.
+            t.routed = true;
             st.jobs.insert(id.to_string(), t);
         }
         let Some(t) = st.jobs.get_mut(id) else { return };
