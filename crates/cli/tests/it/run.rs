@@ -72,7 +72,7 @@ fn run_forwards_stdin_keeps_stderr_apart_returns_the_exit_code_and_stops_on_ctrl
     ) {
         return;
     }
-    let hs = HostServer::start(1300 + std::process::id() % 100, &[]);
+    let hs = HostServer::start(2200 + std::process::id() % 100, &[]);
     let s = &hs.s;
     app(s, "runner");
 
@@ -189,7 +189,7 @@ fn run_on_a_terminal_gives_the_job_a_pty() {
     if skip_unless_root("run_on_a_terminal_gives_the_job_a_pty") {
         return;
     }
-    let hs = HostServer::start(1400 + std::process::id() % 100, &[]);
+    let hs = HostServer::start(2300 + std::process::id() % 100, &[]);
     let s = &hs.s;
     app(s, "tty");
     // `script` runs the CLI with a pty as its stdin and stdout, as a terminal would.

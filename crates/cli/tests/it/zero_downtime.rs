@@ -101,7 +101,7 @@ fn a_deploy_and_a_scale_down_under_load_fail_no_request() {
     if skip_unless_root("a_deploy_and_a_scale_down_under_load_fail_no_request") {
         return;
     }
-    let n = 1500 + std::process::id() % 100;
+    let n = 2400 + std::process::id() % 100;
     let hs = HostServer::start(
         n,
         &[
