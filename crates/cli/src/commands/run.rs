@@ -35,8 +35,8 @@ pub fn terminal_size() -> Option<TermSize> {
     None
 }
 
-/// Puts stdin's terminal in raw mode until dropped (also restored before `process::exit` by
-/// the caller dropping it first).
+/// Puts stdin's terminal in raw mode until dropped (the session drops it before the CLI
+/// exits, so the user's terminal is always restored).
 struct RawMode(Option<libc::termios>);
 
 impl RawMode {
@@ -146,7 +146,7 @@ pub async fn session(client: &Client, app: &str, job: &str, tty: bool) -> Result
                     let st: slipway_host::ExitStatus = serde_json::from_slice(&p)
                         .map_err(|e| anyhow!("cannot read the job's exit status: {e}"))?;
                     if st.oom_killed {
-                        drop_raw_and_note(&format!("job {job}: {st}"));
+                        note(&format!("job {job}: {st}"));
                     }
                     code = Some(st.code);
                     break;
@@ -171,6 +171,7 @@ pub async fn session(client: &Client, app: &str, job: &str, tty: bool) -> Result
     })
 }
 
-fn drop_raw_and_note(msg: &str) {
+/// A line of our own on stderr, readable whether or not the terminal is in raw mode.
+fn note(msg: &str) {
     eprint!("\r\n{msg}\r\n");
 }
