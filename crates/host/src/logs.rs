@@ -121,79 +121,71 @@ pub fn read_all(dir: &Path) -> Vec<LogLine> {
 /// Follows a job's log: yields what is on disk, then new lines until `done()` is true and the
 /// file is drained. Polls every 100 ms (cheap, and works across shim restarts and rotation).
 ///
-/// The current file stays open between polls: when the shim rotates it (renames it to
-/// `log.1.jsonl`), the rest of the old file is read through that handle before the new file is
-/// opened, so a reader that is behind the writer loses nothing at a rotation.
+/// Files are followed by handle, not by path: each file of the log (the backup, the current
+/// one, and each new one after a rotation) is opened as soon as it is seen and read to its end
+/// through that handle, even after the shim renamed or deleted it. It checks for new files
+/// every 128 lines it reads and while it waits on its consumer, so a reader that is behind
+/// still holds every file the shim rotates past it, and loses nothing. (Files held open may
+/// exceed the job's log budget on disk until they are read.)
 pub fn follow(
     dir: PathBuf,
     done: impl Fn() -> bool + Send + 'static,
 ) -> futures_util::stream::BoxStream<'static, LogLine> {
-    use std::io::{BufRead, BufReader};
-    use std::os::unix::fs::MetadataExt;
+    use std::io::BufRead;
+    use tokio::sync::mpsc::error::TrySendError;
     let (tx, rx) = tokio::sync::mpsc::channel::<LogLine>(1024);
     tokio::task::spawn_blocking(move || {
-        let send = |l: &str| match serde_json::from_str(l.trim_end()) {
-            Ok(line) => tx.blocking_send(line).is_ok(),
-            Err(_) => true,
-        };
-        // The current file: its inode and a reader positioned after the last whole line read.
-        let mut current: Option<(u64, BufReader<File>)> = None;
+        let mut files = Files::default();
+        files.poll(&dir);
         let mut partial = String::new();
-        // Reads whole lines to the end of the file; false when the receiver is gone.
-        let drain = |r: &mut BufReader<File>, partial: &mut String| -> bool {
-            loop {
-                match r.read_line(partial) {
-                    Ok(0) | Err(_) => return true,
-                    Ok(_) if partial.ends_with('\n') => {
-                        if !send(partial) {
-                            return false;
-                        }
-                        partial.clear();
-                    }
-                    // A line being written: the rest comes with a later read.
-                    Ok(_) => return true,
-                }
-            }
-        };
-        // Lines rotated away before we started.
-        if let Ok(f) = File::open(backup_path(&dir)) {
-            let mut r = BufReader::new(f);
-            let mut p = String::new();
-            if !drain(&mut r, &mut p) {
-                return;
-            }
-        }
         loop {
             let finished = done();
-            if let Some((_, r)) = current.as_mut()
-                && !drain(r, &mut partial)
-            {
-                return;
-            }
-            let path = current_path(&dir);
-            if let Ok(meta) = std::fs::metadata(&path) {
-                let rotated = current.as_ref().is_none_or(|(ino, _)| *ino != meta.ino());
-                if rotated && let Ok(f) = File::open(&path) {
-                    // Whatever reached the old file before the rename is read above or here.
-                    if let Some((old_ino, r)) = current.as_mut() {
-                        if !drain(r, &mut partial) {
-                            return;
+            files.poll(&dir);
+            // Read the oldest open file to its end (checking for new files as we go).
+            let mut n = 0u32;
+            // True at the end of the file, false in the middle of a line being written.
+            let at_end = loop {
+                let Some(r) = files.queue.front_mut() else {
+                    break true;
+                };
+                match r.read_line(&mut partial) {
+                    Ok(0) | Err(_) => break true,
+                    Ok(_) if partial.ends_with('\n') => {
+                        if let Ok(line) = serde_json::from_str::<LogLine>(partial.trim_end()) {
+                            // While the consumer is slow, keep picking up new files, so the
+                            // shim cannot rotate one away before it was opened.
+                            let mut line = line;
+                            loop {
+                                match tx.try_send(line) {
+                                    Ok(()) => break,
+                                    Err(TrySendError::Closed(_)) => return,
+                                    Err(TrySendError::Full(l)) => {
+                                        line = l;
+                                        files.poll(&dir);
+                                        std::thread::sleep(std::time::Duration::from_millis(1));
+                                    }
+                                }
+                            }
                         }
-                        // Rotated twice since: the file in between is the backup now.
-                        if let Ok(b) = std::fs::metadata(backup_path(&dir))
-                            && b.ino() != *old_ino
-                            && let Ok(f) = File::open(backup_path(&dir))
-                            && !drain(&mut BufReader::new(f), &mut String::new())
-                        {
-                            return;
+                        partial.clear();
+                        n += 1;
+                        if n.is_multiple_of(128) {
+                            files.poll(&dir);
                         }
                     }
-                    partial.clear();
-                    let ino = f.metadata().map(|m| m.ino()).unwrap_or(meta.ino());
-                    current = Some((ino, BufReader::with_capacity(256 * 1024, f)));
-                    // Read the new file now rather than after a sleep.
-                    continue;
+                    // A line being written: the rest comes with a later read.
+                    Ok(_) => break false,
                 }
+            };
+            if files.queue.len() > 1 {
+                // A newer file exists, so the shim is done with this one (it renames a file
+                // after its last write): the rest of a line is there now; at the end, on to the
+                // next file.
+                if at_end {
+                    files.queue.pop_front();
+                    partial.clear();
+                }
+                continue;
             }
             if finished || tx.is_closed() {
                 return;
@@ -204,6 +196,45 @@ pub fn follow(
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|l| (l, rx))
     }))
+}
+
+/// The files of a job's log still to be read, oldest first. The newest one stays open (so its
+/// inode cannot be reused), which makes "is this file new" a comparison with its inode.
+#[derive(Default)]
+struct Files {
+    queue: std::collections::VecDeque<std::io::BufReader<File>>,
+    newest: Option<u64>,
+}
+
+impl Files {
+    /// Opens the files that appeared since the last call: the current file and, if the shim
+    /// rotated more than once meanwhile, the backup (the file in between).
+    fn poll(&mut self, dir: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let ino = |f: &File| f.metadata().map(|m| m.ino()).ok();
+        let Ok(current) = File::open(current_path(dir)) else {
+            return;
+        };
+        let Some(current_ino) = ino(&current) else {
+            return;
+        };
+        if self.newest == Some(current_ino) {
+            return;
+        }
+        // The backup is unread if it is neither the newest file we hold nor the current one
+        // (a rotation between the two opens makes them equal).
+        if let Ok(backup) = File::open(backup_path(dir))
+            && let Some(backup_ino) = ino(&backup)
+            && Some(backup_ino) != self.newest
+            && backup_ino != current_ino
+        {
+            self.queue
+                .push_back(std::io::BufReader::with_capacity(256 * 1024, backup));
+        }
+        self.queue
+            .push_back(std::io::BufReader::with_capacity(256 * 1024, current));
+        self.newest = Some(current_ino);
+    }
 }
 
 #[cfg(test)]
@@ -226,7 +257,8 @@ mod tests {
         assert_eq!(got[4].len(), 5);
     }
 
-    /// A follower that reads while the writer rotates the file loses no line and repeats none.
+    /// A follower that falls behind while the writer rotates the file several times loses no
+    /// line and repeats none: it holds every file it has not finished.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn follow_reads_across_rotations() {
         use futures_util::StreamExt;
@@ -235,18 +267,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         let finished = Arc::new(AtomicBool::new(false));
+        let following = Arc::new(AtomicBool::new(false));
         let done = finished.clone();
         let mut lines = follow(path.clone(), move || done.load(Ordering::SeqCst));
+        let started = following.clone();
         let writer = std::thread::spawn(move || {
-            // Rotates about every 9,000 lines; 100 lines per ms at most.
+            // Rotates about every 3,800 lines, at up to 50 lines per ms once the follower has
+            // the first file open (less than two files per 100 ms, the follower's poll when
+            // it has read everything).
             let mut w = LogWriter::open(&path, 1 << 20).unwrap();
             for i in 0..60_000 {
                 w.write(
                     "stdout",
-                    format!("line {i:06} {}", "x".repeat(20)).as_bytes(),
+                    format!("line {i:06} {}", "x".repeat(60)).as_bytes(),
                 )
                 .unwrap();
-                if i % 100 == 99 {
+                while i == 0 && !started.load(Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                if i % 50 == 49 {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                 }
             }
@@ -255,7 +294,12 @@ mod tests {
         let mut n = 0;
         while let Some(l) = lines.next().await {
             assert_eq!(&l.msg[..11], format!("line {n:06}"), "after {n} lines");
+            following.store(true, Ordering::SeqCst);
             n += 1;
+            // A slow consumer: the writer gets two to three rotations ahead.
+            if n % 10_000 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
         }
         writer.join().unwrap();
         assert_eq!(n, 60_000);
