@@ -75,8 +75,11 @@ while first is None:
 shim = subprocess.run(["pgrep", "-f", f"shim {work}"], capture_output=True, text=True).stdout.split()
 shim = [p for p in shim if os.path.exists(f"/proc/{p}")]
 shim_cpu0 = sum(cpu(p) for p in shim)
+samples = []  # (wall, line, seq): where lines went missing, if any
 while True:
     e = last()
+    if e:
+        samples.append((time.time(), int(e["msg"].split()[1]), e["seq"]))
     if e and e["msg"].split()[1] == str(n):
         t_end, cpu_end = time.time(), cpu(pid)
         break
@@ -92,6 +95,10 @@ print(f"ingest (to aggregator): {lines / wall:,.0f} lines/s over {wall:.2f} s")
 print(f"shim capture:           {lines / captured:,.0f} lines/s (from the lines' timestamps)")
 print(f"lag at the end:         {t_end - ts(e):.2f} s after the last line was captured")
 print(f"lines lost:             {lost}")
+for (t0, l0, s0), (t1, l1, s1) in zip(samples, samples[1:]):
+    if (l1 - l0) != (s1 - s0):
+        print(f"  {(l1 - l0) - (s1 - s0)} lost between line {l0} and line {l1} "
+              f"({t0 - t_first:.2f}-{t1 - t_first:.2f} s into the window)")
 print(f"slipway server CPU:     {(cpu_end - cpu_first) / wall * 100:.0f} % of a core")
 print(f"shim CPU:               {(shim_cpu1 - shim_cpu0) / wall * 100:.0f} % of a core ({len(shim)} shim process(es))")
 lat = {}
