@@ -3,8 +3,7 @@
 
 use crate::{SchedError, Scheduler, hostjob};
 use slipway_host::attach::{AttachConfig, AttachStream};
-use slipway_types::{App, Id, Job, JobState, NewJob, Release};
-use std::time::{Duration, Instant};
+use slipway_types::{App, Id, Job, NewJob, Release};
 
 impl Scheduler {
     /// Starts a one-off job as `POST /apps/:app/jobs` asks: attachable when `job.attach`, with
@@ -46,34 +45,9 @@ impl Scheduler {
     /// Connects to an attached job of `app` on its host, once the host has it. A job that could
     /// not start answers with its start error (e.g. `exec: "foo": executable file not found`).
     pub async fn attach(&self, app_id: Id, job_id: &str) -> Result<AttachStream, SchedError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let api = loop {
-            let (in_flight, state, error, api) = {
-                let st = self.lock();
-                let Some(t) = st.jobs.get(job_id).filter(|t| t.job.app_id == app_id) else {
-                    return Err(SchedError::NotFound(format!("job {job_id} not found")));
-                };
-                let api = t
-                    .job
-                    .host_id
-                    .as_ref()
-                    .and_then(|h| st.hosts.get(h))
-                    .map(|h| h.api.clone());
-                (t.in_flight, t.job.state, t.job.host_error.clone(), api)
-            };
-            if state == JobState::Failed {
-                return Err(SchedError::Invalid(
-                    error.unwrap_or_else(|| format!("job {job_id} could not start")),
-                ));
-            }
-            if !in_flight || Instant::now() > deadline {
-                break api;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let api = api.ok_or_else(|| {
-            SchedError::Unavailable(format!("the host of job {job_id} is not available"))
-        })?;
+        let api = self
+            .host_of_started_job(app_id, job_id, SchedError::Invalid)
+            .await?;
         api.attach(job_id)
             .await
             .map_err(|e| SchedError::Unavailable(format!("cannot attach to job {job_id}: {e}")))

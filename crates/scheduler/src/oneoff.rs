@@ -4,8 +4,9 @@
 
 use crate::state::Tracked;
 use crate::{SchedError, Scheduler};
-use slipway_host::{HostJob, JobInfo};
+use slipway_host::{HostApi, HostJob, JobInfo};
 use slipway_types::{App, Id, Job, JobState, Timestamp};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -58,11 +59,14 @@ impl Scheduler {
         Ok(job)
     }
 
-    /// Waits until a job of `app` has exited; returns what its host says about it (exit code,
-    /// the reason it failed). Waits for the host to have the job first. Returns as soon as the
-    /// host reports the exit, without waiting for the host to release the job's resources
-    /// (unmounts, network namespace: 0.1–0.3 s a build would otherwise wait for).
-    pub async fn wait_job(&self, app_id: Id, job_id: &str) -> Result<JobInfo, SchedError> {
+    /// The host of one-off job `job_id` of `app`, once the host has it (up to 60 s). A job that
+    /// could not start gives `failed(its start error)`: callers choose how that reads.
+    pub(crate) async fn host_of_started_job(
+        &self,
+        app_id: Id,
+        job_id: &str,
+        failed: fn(String) -> SchedError,
+    ) -> Result<Arc<dyn HostApi>, SchedError> {
         let deadline = Instant::now() + Duration::from_secs(60);
         let api = loop {
             let (in_flight, state, error, api) = {
@@ -79,8 +83,7 @@ impl Scheduler {
                 (t.in_flight, t.job.state, t.job.host_error.clone(), api)
             };
             if state == JobState::Failed {
-                // Never started: the host may not know it at all.
-                return Err(SchedError::Unavailable(
+                return Err(failed(
                     error.unwrap_or_else(|| format!("job {job_id} could not start")),
                 ));
             }
@@ -89,9 +92,20 @@ impl Scheduler {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        let api = api.ok_or_else(|| {
+        api.ok_or_else(|| {
             SchedError::Unavailable(format!("the host of job {job_id} is not available"))
-        })?;
+        })
+    }
+
+    /// Waits until a job of `app` has exited; returns what its host says about it (exit code,
+    /// the reason it failed). Waits for the host to have the job first. Returns as soon as the
+    /// host reports the exit, without waiting for the host to release the job's resources
+    /// (unmounts, network namespace: 0.1–0.3 s a build would otherwise wait for).
+    pub async fn wait_job(&self, app_id: Id, job_id: &str) -> Result<JobInfo, SchedError> {
+        // Never started: the host may not know it at all.
+        let api = self
+            .host_of_started_job(app_id, job_id, SchedError::Unavailable)
+            .await?;
         let exited = async {
             // Quick checks first (callers usually wait once the output ended), then slower
             // ones, so a long job costs few requests to a remote host.
