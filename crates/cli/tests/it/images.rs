@@ -271,17 +271,7 @@ fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
         return;
     }
     let n = 2000 + std::process::id() % 200;
-    let host = HostServer::start(
-        n,
-        &[
-            "--router-ip".into(),
-            "127.0.0.1".into(),
-            "--http-port".into(),
-            "0".into(),
-            "--https-port".into(),
-            "0".into(),
-        ],
-    );
+    let host = HostServer::start(n, &loopback_router(&[]));
     let server = &host.s;
     let router = logged_addr(server, "router: HTTP on ");
     server.create_app("imgweb");

@@ -298,17 +298,7 @@ fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
         return;
     }
     let n = 800 + std::process::id() % 100;
-    let host = HostServer::start(
-        n,
-        &[
-            "--router-ip".into(),
-            "127.0.0.1".into(),
-            "--http-port".into(),
-            "0".into(),
-            "--https-port".into(),
-            "0".into(),
-        ],
-    );
+    let host = HostServer::start(n, &loopback_router(&[]));
     let server = &host.s;
     let router = logged_addr(server, "router: HTTP on ");
     let app = "pushed";

@@ -175,19 +175,7 @@ fn a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down() {
         return;
     }
     let n = 600 + std::process::id() % 200;
-    let host = HostServer::start(
-        n,
-        &[
-            "--router-ip".into(),
-            "127.0.0.1".into(),
-            "--http-port".into(),
-            "0".into(),
-            "--https-port".into(),
-            "0".into(),
-            "--discovery-listen".into(),
-            "127.0.0.1:0".into(),
-        ],
-    );
+    let host = HostServer::start(n, &loopback_router(&["--discovery-listen", "127.0.0.1:0"]));
     let server = &host.s;
     let router = logged_addr(server, "router: HTTP on ");
     let discovery = logged_addr(server, "discovery API on http://");

@@ -338,6 +338,23 @@ pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &st
     }
 }
 
+/// Flags that give a test server its router on loopback, HTTP and HTTPS on free ports (the HTTP
+/// address is logged as `router: HTTP on …`), followed by `more`.
+pub fn loopback_router(more: &[&str]) -> Vec<String> {
+    [
+        "--router-ip",
+        "127.0.0.1",
+        "--http-port",
+        "0",
+        "--https-port",
+        "0",
+    ]
+    .iter()
+    .chain(more)
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// True (after saying so) when the test needs root and we are not: runc, mounts and network
 /// namespaces need it. CI runs as root and skips nothing.
 pub fn skip_unless_root(test: &str) -> bool {

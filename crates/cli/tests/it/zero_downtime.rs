@@ -104,18 +104,12 @@ fn a_deploy_and_a_scale_down_under_load_fail_no_request() {
     let n = 2400 + std::process::id() % 100;
     let hs = HostServer::start(
         n,
-        &[
-            "--router-ip".into(),
-            "127.0.0.1".into(),
-            "--http-port".into(),
-            "0".into(),
-            "--https-port".into(),
-            "0".into(),
-            "--discovery-listen".into(),
-            "127.0.0.1:0".into(),
-            "--router-admin".into(),
-            "127.0.0.1:0".into(),
-        ],
+        &loopback_router(&[
+            "--discovery-listen",
+            "127.0.0.1:0",
+            "--router-admin",
+            "127.0.0.1:0",
+        ]),
     );
     let s = &hs.s;
     let router = logged_addr(s, "router: HTTP on ");
