@@ -133,3 +133,118 @@ async fn other_names_are_forwarded_upstream() {
     let m = ask(no_upstream, "example.org.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::Refused);
 }
+
+/// The answer to a query `q`: 192.0.2.7 for any name.
+fn stand_in_answer(q: &[u8]) -> Vec<u8> {
+    let q = Message::from_vec(q).unwrap();
+    let mut r = Message::new(q.metadata.id, MessageType::Response, q.metadata.op_code);
+    r.add_query(q.queries[0].clone());
+    r.add_answer(Record::from_rdata(
+        q.queries[0].name().clone(),
+        60,
+        RData::A(A(Ipv4Addr::new(192, 0, 2, 7))),
+    ));
+    r.to_vec().unwrap()
+}
+
+#[tokio::test]
+async fn a_silent_or_closed_upstream_gets_the_client_servfail_not_silence() {
+    use slipway_discovery::dns::FORWARD_TIMEOUT;
+    // An upstream that reads queries and never answers: counted, to see the one resend.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 4096];
+        while silent.recv_from(&mut buf).await.is_ok() {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let reg = Arc::new(LocalRegistry::new(Duration::from_secs(10)));
+    let dns = serve(
+        DnsHandler::new(reg.clone(), Some(silent_addr)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let m = ask(dns, "example.org.", RecordType::A).await;
+    let took = t0.elapsed();
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    // Not before the forward timeout (the upstream had its chance), and well before a stub
+    // resolver gives up on us (glibc: 5 s).
+    assert!(
+        took >= FORWARD_TIMEOUT && took < FORWARD_TIMEOUT + Duration::from_secs(2),
+        "SERVFAIL after {took:?}"
+    );
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "sent twice"
+    );
+
+    // A port nobody listens on: ICMP port unreachable fails the query at once.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let closed_addr = closed.local_addr().unwrap();
+    drop(closed);
+    let dns = serve(
+        DnsHandler::new(reg, Some(closed_addr)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let m = ask(dns, "example.org.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    assert!(t0.elapsed() < FORWARD_TIMEOUT, "{:?}", t0.elapsed());
+    // Names under discover. do not depend on the upstream.
+    let m = ask(dns, "nothing.discover.", RecordType::A).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[tokio::test]
+async fn a_query_over_tcp_is_forwarded_over_tcp() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    async fn read_msg(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await.unwrap();
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut buf).await.unwrap();
+        buf
+    }
+    async fn write_msg(s: &mut tokio::net::TcpStream, m: &[u8]) {
+        let mut out = (m.len() as u16).to_be_bytes().to_vec();
+        out.extend_from_slice(m);
+        s.write_all(&out).await.unwrap();
+    }
+    // The stand-in upstream listens on TCP only: a UDP forward would get no answer.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            let q = read_msg(&mut s).await;
+            write_msg(&mut s, &stand_in_answer(&q)).await;
+        }
+    });
+    let reg = Arc::new(LocalRegistry::new(Duration::from_secs(10)));
+    let dns = serve(
+        DnsHandler::new(reg, Some(up_addr)),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut q = Message::query();
+    q.add_query(Query::query(
+        Name::from_ascii("example.org.").unwrap(),
+        RecordType::A,
+    ));
+    let mut s = tokio::net::TcpStream::connect(dns).await.unwrap();
+    write_msg(&mut s, &q.to_vec().unwrap()).await;
+    let m = tokio::time::timeout(Duration::from_secs(5), read_msg(&mut s))
+        .await
+        .expect("an answer over TCP within 5 s");
+    let m = Message::from_vec(&m).unwrap();
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(ips(&m.answers), [Ipv4Addr::new(192, 0, 2, 7)]);
+}
