@@ -19,12 +19,12 @@ mod sql;
 
 use async_trait::async_trait;
 use slipway_types::{
-    App, AppDeletion, AppUpdate, Artifact, Deployment, DeploymentStatus, Event, EventFilter,
-    Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewRelease, NewRoute, Release, Route,
-    RouteType, RouteUpdate, ValidationError,
+    App, AppDeletion, AppUpdate, Artifact, Build, Deployment, DeploymentStatus, Event, EventFilter,
+    Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewBuild, NewRelease, NewRoute,
+    Release, Route, RouteType, RouteUpdate, ValidationError,
 };
 
-pub use sql::{Dialect, SqlStore};
+pub use sql::{Dialect, FAILED_BUILDS_KEPT, SqlStore};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -88,12 +88,27 @@ pub trait Store: Send + Sync + 'static {
     /// Every artifact, oldest first: the blob store's garbage collector keeps the blobs these
     /// name.
     async fn list_artifacts(&self) -> Result<Vec<Artifact>>;
+    /// Deletes an artifact no release names (Conflict while one does, of any app): the blob
+    /// store's GC then frees its blobs. Housekeeping deletes old slugs this way.
+    async fn delete_artifact(&self, id: Id) -> Result<()>;
 
     async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release>;
     async fn get_release(&self, id: Id) -> Result<Release>;
     /// Newest first.
     async fn list_releases(&self, app_id: Id) -> Result<Vec<Release>>;
+    /// Refuses (Conflict) the app's current release and one being deployed. The release's
+    /// build record goes with it.
     async fn delete_release(&self, app_id: Id, release_id: Id) -> Result<()>;
+
+    /// Records a finished build with its transcript; keeps the newest
+    /// [`FAILED_BUILDS_KEPT`] builds without a release per app (a build with one goes with its
+    /// release).
+    async fn create_build(&self, app_id: Id, new: &NewBuild) -> Result<Build>;
+    async fn get_build(&self, app_id: Id, build_id: Id) -> Result<Build>;
+    /// The build's transcript, as the pusher saw it.
+    async fn get_build_log(&self, app_id: Id, build_id: Id) -> Result<String>;
+    /// Newest first.
+    async fn list_builds(&self, app_id: Id) -> Result<Vec<Build>>;
 
     async fn put_formation(
         &self,

@@ -14,10 +14,11 @@ struct Migration {
     postgres_extra: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "initial schema",
-    sql: r#"
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial schema",
+        sql: r#"
 CREATE TABLE apps (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -130,13 +131,13 @@ CREATE TABLE events (
 );
 CREATE INDEX events_app ON events(app_id, id);
 "#,
-    sqlite_extra: r#"
+        sqlite_extra: r#"
 CREATE TRIGGER releases_immutable BEFORE UPDATE ON releases
 BEGIN SELECT RAISE(ABORT, 'releases are immutable'); END;
 CREATE TRIGGER artifacts_immutable BEFORE UPDATE ON artifacts
 BEGIN SELECT RAISE(ABORT, 'artifacts are immutable'); END;
 "#,
-    postgres_extra: r#"
+        postgres_extra: r#"
 CREATE FUNCTION refuse_update() RETURNS trigger AS $$
 BEGIN RAISE EXCEPTION '% are immutable', TG_TABLE_NAME; END;
 $$ LANGUAGE plpgsql;
@@ -145,7 +146,32 @@ CREATE TRIGGER releases_immutable BEFORE UPDATE ON releases
 CREATE TRIGGER artifacts_immutable BEFORE UPDATE ON artifacts
     FOR EACH ROW EXECUTE FUNCTION refuse_update();
 "#,
-}];
+    },
+    // A push's build and its transcript (`slipway build log`). A build goes with its release
+    // (housekeeping trims old slug releases) or with its app.
+    Migration {
+        version: 2,
+        name: "builds",
+        sql: r#"
+CREATE TABLE builds (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    commit_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    release_id TEXT REFERENCES releases(id) ON DELETE CASCADE,
+    error TEXT,
+    log TEXT NOT NULL,
+    log_bytes BIGINT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL
+);
+CREATE INDEX builds_app ON builds(app_id, created_at);
+CREATE INDEX builds_release ON builds(release_id);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
+];
 
 /// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL
 /// (an advisory lock serialises them).

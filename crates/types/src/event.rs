@@ -15,10 +15,12 @@ pub enum ObjectType {
     Job,
     Deployment,
     Route,
+    /// A push's build was recorded (`slipway build list`).
+    Build,
 }
 
 impl ObjectType {
-    pub const ALL: [ObjectType; 8] = [
+    pub const ALL: [ObjectType; 9] = [
         ObjectType::App,
         ObjectType::Artifact,
         ObjectType::Release,
@@ -27,6 +29,7 @@ impl ObjectType {
         ObjectType::Job,
         ObjectType::Deployment,
         ObjectType::Route,
+        ObjectType::Build,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +42,7 @@ impl ObjectType {
             ObjectType::Job => "job",
             ObjectType::Deployment => "deployment",
             ObjectType::Route => "route",
+            ObjectType::Build => "build",
         }
     }
 

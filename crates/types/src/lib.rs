@@ -5,6 +5,7 @@
 //! the store persists these types, the controller serves them, the client and CLI read them.
 
 mod app;
+mod build;
 mod deployment;
 mod error;
 mod event;
@@ -19,6 +20,7 @@ pub mod units;
 pub use app::{
     App, AppDeletion, AppUpdate, DEFAULT_DEPLOY_TIMEOUT, DeployStrategy, NewApp, validate_app_name,
 };
+pub use build::{Build, BuildStatus, MAX_BUILD_LOG_BYTES, NewBuild};
 pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};

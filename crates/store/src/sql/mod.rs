@@ -1,12 +1,15 @@
 //! [`SqlStore`]: the [`Store`](crate::Store) on SQLite or PostgreSQL through sqlx's `Any` driver.
 
 mod apps;
+mod builds;
 mod events;
 mod jobs;
 mod releases;
 mod routes;
 mod rows;
 mod store_impl;
+
+pub use builds::FAILED_BUILDS_KEPT;
 
 use crate::{Result, StoreError};
 use serde::Serialize;

@@ -112,6 +112,43 @@ impl SqlStore {
         rows.iter().map(artifact_from_row).collect()
     }
 
+    pub async fn delete_artifact(&self, artifact_id: Id) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query("SELECT * FROM artifacts WHERE id = $1")
+            .bind(artifact_id.to_string())
+            .fetch_optional(&mut **tx)
+            .await?;
+        let artifact = artifact_from_row(&one(row, "artifact", artifact_id)?)?;
+        let users: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT release_id FROM release_artifacts WHERE artifact_id = $1 ORDER BY release_id",
+        )
+        .bind(artifact_id.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        if let Some(first) = users.first() {
+            let more = match users.len() {
+                1 => String::new(),
+                n => format!(" and {} other(s)", n - 1),
+            };
+            return Err(StoreError::Conflict(format!(
+                "artifact {artifact_id} is used by release {first}{more}; delete the release(s) first"
+            )));
+        }
+        sqlx::query("DELETE FROM artifacts WHERE id = $1")
+            .bind(artifact_id.to_string())
+            .execute(&mut **tx)
+            .await?;
+        self.commit_with_event(
+            tx,
+            None,
+            ObjectType::Artifact,
+            &artifact_id.to_string(),
+            EventOp::Delete,
+            &artifact,
+        )
+        .await
+    }
+
     pub async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release> {
         new.validate()?;
         let mut tx = self.begin().await?;
@@ -245,7 +282,8 @@ impl SqlStore {
         }
         if app.release == Some(release_id) {
             return Err(StoreError::Conflict(format!(
-                "release {release_id} is the current release of {}; it cannot be deleted",
+                "release {release_id} is the current release of {}; it cannot be deleted: \
+                 deploy another release first (slipway release rollback)",
                 app.name
             )));
         }

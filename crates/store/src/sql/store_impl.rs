@@ -4,9 +4,9 @@ use super::SqlStore;
 use crate::{Result, Store};
 use async_trait::async_trait;
 use slipway_types::{
-    App, AppDeletion, AppUpdate, Artifact, Deployment, DeploymentStatus, Event, EventFilter,
-    Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewRelease, NewRoute, Release, Route,
-    RouteType, RouteUpdate,
+    App, AppDeletion, AppUpdate, Artifact, Build, Deployment, DeploymentStatus, Event, EventFilter,
+    Formation, FormationUpdate, Id, Job, NewApp, NewArtifact, NewBuild, NewRelease, NewRoute,
+    Release, Route, RouteType, RouteUpdate,
 };
 
 #[async_trait]
@@ -51,6 +51,21 @@ impl Store for SqlStore {
     }
     async fn list_artifacts(&self) -> Result<Vec<Artifact>> {
         SqlStore::list_artifacts(self).await
+    }
+    async fn delete_artifact(&self, id: Id) -> Result<()> {
+        SqlStore::delete_artifact(self, id).await
+    }
+    async fn create_build(&self, app_id: Id, new: &NewBuild) -> Result<Build> {
+        SqlStore::create_build(self, app_id, new).await
+    }
+    async fn get_build(&self, app_id: Id, build_id: Id) -> Result<Build> {
+        SqlStore::get_build(self, app_id, build_id).await
+    }
+    async fn get_build_log(&self, app_id: Id, build_id: Id) -> Result<String> {
+        SqlStore::get_build_log(self, app_id, build_id).await
+    }
+    async fn list_builds(&self, app_id: Id) -> Result<Vec<Build>> {
+        SqlStore::list_builds(self, app_id).await
     }
     async fn create_release(&self, app_id: Id, new: &NewRelease) -> Result<Release> {
         SqlStore::create_release(self, app_id, new).await

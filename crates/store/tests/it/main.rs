@@ -1,5 +1,6 @@
 //! The store conformance suite: every case runs on SQLite and on a real PostgreSQL.
 
+mod builds;
 mod suite;
 
 use slipway_store::SqlStore;
@@ -76,4 +77,7 @@ conformance!(
     jobs,
     concurrent_writes,
     survives_reopen,
+    delete_artifact_refuses_while_a_release_names_it,
+    builds_keep_their_log_and_go_with_their_release,
+    failed_builds_are_trimmed_to_the_newest,
 );

@@ -1,6 +1,7 @@
 //! The cases. Each takes a fresh, empty store.
 
 use crate::Backend;
+pub use crate::builds::*;
 use slipway_store::{Store, StoreError};
 use slipway_types::*;
 use std::collections::BTreeMap;
