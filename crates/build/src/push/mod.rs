@@ -9,6 +9,7 @@
 //! Wire format of the hook endpoint: a JSON [`HookRequest`] in, newline-delimited JSON
 //! [`HookEvent`]s out, the last one `ok` or `error`.
 
+mod buildlog;
 pub mod hook;
 pub mod release;
 pub mod source;
@@ -96,12 +97,20 @@ pub(crate) async fn hook_endpoint(
         );
     }
     let (tx, rx) = mpsc::channel::<HookEvent>(256);
+    // The flow's events pass through the build recorder on their way out (buildlog.rs).
+    let (flow_tx, flow_rx) = mpsc::channel::<HookEvent>(256);
+    let trace = buildlog::SharedTrace::default();
+    tokio::spawn(buildlog::tee(flow_rx, tx, r.store.clone(), trace.clone()));
+    let tx = flow_tx;
     // The hook going away (its git push was interrupted) cancels the build like the
     // receive-pack request ending does.
     let gone = session.cancel.child_token();
     let drop_guard = gone.clone().drop_guard();
     tokio::spawn(async move {
-        let out = Out { tx: tx.clone() };
+        let out = Out {
+            tx: tx.clone(),
+            trace,
+        };
         let end = match run(&r, &session, &req, &out, &gone).await {
             Ok(()) => HookEvent::Ok,
             Err(message) => HookEvent::Error(message),
@@ -125,9 +134,21 @@ pub(crate) async fn hook_endpoint(
 #[derive(Clone)]
 struct Out {
     tx: mpsc::Sender<HookEvent>,
+    trace: buildlog::SharedTrace,
 }
 
 impl Out {
+    /// The build of `commit` starts: from here on the push is recorded as a build.
+    fn building(&self, app: &App, commit: &str) {
+        let started = (app.id, commit.to_string(), slipway_types::Timestamp::now());
+        self.trace.lock().expect("trace lock").started = Some(started);
+    }
+
+    /// The push made `release` (its build record goes with it).
+    fn released(&self, release: slipway_types::Id) {
+        self.trace.lock().expect("trace lock").release = Some(release);
+    }
+
     async fn say(&self, line: impl Into<String>) {
         let _ = self.tx.send(HookEvent::Line(line.into())).await;
     }
@@ -221,6 +242,7 @@ async fn run(
         .await
         .map_err(|e| format!("cannot read the app: {e}"))?;
     let pusher = r.pusher.clone();
+    out.building(&app, &update.new);
     out.say(format!("-----> Building {}...", app.name)).await;
 
     let src_root = pusher.build.data_dir.join("sources");
@@ -314,6 +336,7 @@ async fn run(
         .create_release(app.id, &new)
         .await
         .map_err(|e| format!("cannot create the release: {e}"))?;
+    out.released(rel.id);
     let (say_tx, mut say_rx) = mpsc::unbounded_channel::<String>();
     let relay = {
         let out = out.clone();
@@ -340,8 +363,13 @@ async fn run(
         .await;
     if let Ok(app) = r.store.get_app(&app.id.to_string()).await {
         match release::trim_old_slugs(&r.store, &app).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(app = %app.name, "deleted {n} old slug release(s)"),
+            Ok(t) if t == release::Trimmed::default() => {}
+            Ok(t) => tracing::info!(
+                app = %app.name,
+                "deleted {} old slug release(s) and {} slug artifact(s)",
+                t.releases,
+                t.slugs
+            ),
             Err(e) => tracing::warn!(app = %app.name, "cannot trim old slugs: {e}"),
         }
     }

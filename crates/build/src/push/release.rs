@@ -223,10 +223,20 @@ async fn wait_web_up(
     }
 }
 
+/// What [`trim_old_slugs`] deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    pub releases: usize,
+    pub slugs: usize,
+}
+
 /// Deletes the releases of slugs older than the newest `keep` inactive ones (the current
-/// release's slug is active). Releases without a slug are left alone. Returns how many releases
-/// were deleted; the blob store's GC removes slugs no artifact needs.
-pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<usize, String> {
+/// release's slug is active), then those slug artifacts, so that the blob store's GC frees
+/// their blobs (it keeps every blob an artifact names). Releases without a slug, image
+/// artifacts and a slug the current release uses are never touched; a slug another app's
+/// release still names stays (the store refuses to delete it). A release's build record and
+/// log go with it.
+pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<Trimmed, String> {
     let keep = app
         .meta
         .get(SLUGS_KEPT_KEY)
@@ -259,35 +269,32 @@ pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<usize, 
         }
     }
     let old: Vec<Id> = order.into_iter().skip(keep).collect();
-    let mut deleted = 0;
+    let mut trimmed = Trimmed::default();
     for r in &releases {
         if Some(r.id) != app.release
             && r.artifacts.iter().any(|a| old.contains(a))
             && store.delete_release(app.id, r.id).await.is_ok()
         {
-            deleted += 1;
+            trimmed.releases += 1;
         }
     }
-    Ok(deleted)
+    for a in &old {
+        match store.delete_artifact(*a).await {
+            Ok(()) => trimmed.slugs += 1,
+            // Still named by a release (another app's, or one being deployed): kept.
+            Err(
+                slipway_store::StoreError::Conflict(_) | slipway_store::StoreError::NotFound(_),
+            ) => {}
+            Err(e) => return Err(format!("cannot delete slug artifact {a}: {e}")),
+        }
+    }
+    Ok(trimmed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use slipway_types::NewApp;
-
-    async fn slug(store: &Arc<dyn Store>, n: u8) -> Id {
-        let hex = format!("{n:02x}").repeat(32);
-        let a = NewArtifact {
-            kind: ArtifactType::Slug,
-            uri: format!("blob:sha256:{hex}"),
-            manifest: None,
-            meta: Default::default(),
-            size: Some(1),
-            digest: Some(format!("sha256:{hex}")),
-        };
-        store.create_artifact(&a).await.unwrap().id
-    }
 
     fn app(name: &str) -> App {
         serde_json::from_value(serde_json::json!({
@@ -371,11 +378,33 @@ mod tests {
         assert_eq!(a.meta.get("stack").map(String::as_str), Some("busybox"));
     }
 
+    /// A slug artifact whose blob (content `slug N`) is in `blobs`.
+    async fn slug_blob(
+        store: &Arc<dyn Store>,
+        blobs: &slipway_blobstore::FsBlobStore,
+        n: u8,
+    ) -> (Id, slipway_blobstore::Digest) {
+        use slipway_blobstore::BlobStore;
+        let body = Box::new(std::io::Cursor::new(format!("slug {n}").into_bytes()));
+        let digest = blobs.put(body, None).await.unwrap().digest;
+        let a = NewArtifact {
+            kind: ArtifactType::Slug,
+            uri: format!("blob:{digest}"),
+            manifest: None,
+            meta: Default::default(),
+            size: Some(6),
+            digest: Some(digest.to_string()),
+        };
+        (store.create_artifact(&a).await.unwrap().id, digest)
+    }
+
     #[tokio::test]
-    async fn old_slugs_releases_go_the_newest_inactive_ones_stay() {
+    async fn old_slugs_go_with_their_releases_and_the_gc_frees_their_blobs() {
+        use slipway_blobstore::BlobStore;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("db").display());
         let store: Arc<dyn Store> = Arc::new(slipway_store::open(&url).await.unwrap());
+        let blobs = slipway_blobstore::FsBlobStore::open(dir.path().join("blobs")).unwrap();
         let mut meta = BTreeMap::new();
         meta.insert(SLUGS_KEPT_KEY.to_string(), "2".to_string());
         let new = NewApp {
@@ -383,33 +412,71 @@ mod tests {
             ..Default::default()
         };
         let app = store.create_app("trim", &new, None).await.unwrap();
-        // Slugs 1..=5, a release each, plus an env-only release (no artifact) and a second
-        // release of slug 1 (an env change after it).
+        let rel = |a: Vec<Id>| NewRelease {
+            artifacts: a,
+            ..Default::default()
+        };
+        // An old image release (older than every slug): never trimmed.
+        let image = store
+            .create_artifact(&NewArtifact {
+                kind: ArtifactType::Image,
+                uri: "registry:trim@sha256:1".into(),
+                manifest: None,
+                meta: Default::default(),
+                size: None,
+                digest: Some(format!("sha256:{}", "ee".repeat(32))),
+            })
+            .await
+            .unwrap();
+        let image_rel = store
+            .create_release(app.id, &rel(vec![image.id]))
+            .await
+            .unwrap();
+        // Slugs 1..=5, a release each, plus a second release of slug 1 (an env change after
+        // it) and an earlier release of slug 3 (the current slug: it is shared, so it stays).
         let mut releases = Vec::new();
+        let mut slugs = BTreeMap::new();
         for n in 1..=5u8 {
-            let s = slug(&store, n).await;
-            let r = NewRelease {
-                artifacts: vec![s],
-                ..Default::default()
-            };
-            releases.push((n, store.create_release(app.id, &r).await.unwrap()));
+            let (s, digest) = slug_blob(&store, &blobs, n).await;
+            slugs.insert(n, (s, digest));
+            if n == 3 {
+                releases.push((
+                    3,
+                    store.create_release(app.id, &rel(vec![s])).await.unwrap(),
+                ));
+            }
+            releases.push((
+                n,
+                store.create_release(app.id, &rel(vec![s])).await.unwrap(),
+            ));
             if n == 1 {
-                let again = NewRelease {
-                    artifacts: vec![s],
-                    ..Default::default()
-                };
-                releases.push((1, store.create_release(app.id, &again).await.unwrap()));
+                releases.push((
+                    1,
+                    store.create_release(app.id, &rel(vec![s])).await.unwrap(),
+                ));
             }
         }
         let plain = store
             .create_release(app.id, &NewRelease::default())
             .await
             .unwrap();
-        // The current release is slug 3's: inactive are 5, 4 (kept), 2, 1 (deleted).
-        let current = releases.iter().find(|(n, _)| *n == 3).unwrap().1.id;
+        let garbage = blobs
+            .put(Box::new(std::io::Cursor::new(b"unrelated".to_vec())), None)
+            .await
+            .unwrap()
+            .digest;
+        // The current release is slug 3's newest: inactive are 5, 4 (kept), 2, 1 (deleted).
+        let current = releases.iter().rfind(|(n, _)| *n == 3).unwrap().1.id;
         let app = store.set_app_release(app.id, current).await.unwrap();
-        let deleted = trim_old_slugs(&store, &app).await.unwrap();
-        assert_eq!(deleted, 3, "slug 2's release and slug 1's two");
+        let trimmed = trim_old_slugs(&store, &app).await.unwrap();
+        assert_eq!(
+            trimmed,
+            Trimmed {
+                releases: 3,
+                slugs: 2
+            },
+            "slug 2's release and slug 1's two; slugs 1 and 2"
+        );
         let left: Vec<Id> = store
             .list_releases(app.id)
             .await
@@ -421,7 +488,41 @@ mod tests {
             assert_eq!(left.contains(&r.id), *n >= 3, "release of slug {n}");
         }
         assert!(left.contains(&plain.id), "releases without a slug stay");
+        assert!(left.contains(&image_rel.id), "image releases stay");
+        assert!(store.get_artifact(image.id).await.is_ok(), "images stay");
+        for (n, (id, _)) in &slugs {
+            assert_eq!(store.get_artifact(*id).await.is_ok(), *n >= 3, "slug {n}");
+        }
         // Nothing more to do the second time.
-        assert_eq!(trim_old_slugs(&store, &app).await.unwrap(), 0);
+        assert_eq!(
+            trim_old_slugs(&store, &app).await.unwrap(),
+            Trimmed::default()
+        );
+
+        // The GC (no grace) now frees the deleted slugs' blobs and keeps the others'.
+        let listed = async || store.list_artifacts().await.map_err(|e| e.to_string());
+        let report = slipway_blobstore::gc::collect(
+            &blobs,
+            listed,
+            Duration::ZERO,
+            std::time::SystemTime::now() + Duration::from_secs(1),
+        )
+        .await
+        .unwrap();
+        let mut deleted = report.deleted.clone();
+        deleted.sort();
+        let mut want = vec![slugs[&1].1.clone(), slugs[&2].1.clone(), garbage];
+        want.sort();
+        assert_eq!(deleted, want);
+        for (n, (_, digest)) in &slugs {
+            assert_eq!(blobs.path(digest).exists(), *n >= 3, "blob of slug {n}");
+        }
+
+        // A kept inactive release still deploys as the current one (rollback).
+        let back = releases.iter().find(|(n, _)| *n == 4).unwrap().1.id;
+        let app = store.set_app_release(app.id, back).await.unwrap();
+        assert_eq!(app.release, Some(back));
+        let r = store.get_release(back).await.unwrap();
+        assert!(store.get_artifact(r.artifacts[0]).await.is_ok());
     }
 }
