@@ -13,6 +13,7 @@ mod buildlog;
 pub mod hook;
 pub mod release;
 pub mod source;
+pub mod submodules;
 
 use crate::pipeline::{BuildContext, BuildError, BuildInput};
 use crate::receiver::{Receiver, Session, plain};
@@ -263,28 +264,17 @@ async fn run(
         src.path().to_path_buf(),
     );
     let max = pusher.build.limits.source_bytes;
+    // Submodule fetches say what they fetch as they go (they can take a while).
+    let tx = out.tx.clone();
     tokio::task::spawn_blocking(move || {
-        source::checkout(&repo, quarantine.as_deref(), &commit, &dest, max)
+        let mut say = |line: String| {
+            let _ = tx.blocking_send(HookEvent::Line(line));
+        };
+        source::checkout(&repo, quarantine.as_deref(), &commit, &dest, max, &mut say)
     })
     .await
     .map_err(|e| format!("cannot unpack the pushed commit: {e}"))?
     .map_err(|e| e.to_string())?;
-    let (repo, commit) = (session.repo.clone(), update.new.clone());
-    let q = req
-        .quarantine
-        .as_deref()
-        .and_then(|q| source::quarantine_dir(&session.repo, q));
-    let subs =
-        tokio::task::spawn_blocking(move || source::submodules(&repo, q.as_deref(), &commit))
-            .await
-            .unwrap_or_default();
-    if !subs.is_empty() {
-        out.say(format!(
-            "-----> Submodules are not built ({}): vendor their files into the repo",
-            subs.join(", ")
-        ))
-        .await;
-    }
 
     let prev = match app.release {
         Some(id) => Some(

@@ -1,7 +1,8 @@
 //! The pushed commit as a directory: `git archive` of the commit (its objects are still in the
 //! push's quarantine, which the hook names) unpacked with checks, so a hostile tree writes
 //! nothing outside the directory: no absolute paths, no `..`, nothing written through a symlink,
-//! only files, directories and symlinks, and a size cap with a clear error.
+//! only files, directories and symlinks, and a size cap with a clear error. Submodules are
+//! fetched at their pinned commits and unpacked the same way (see [`checkout`]).
 
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
@@ -31,36 +32,64 @@ pub fn quarantine_dir(repo: &Path, path: &str) -> Option<PathBuf> {
 }
 
 /// Unpacks `commit` of `repo` into `dest` (an empty dir), reading objects from `quarantine`
-/// too. At most `max_bytes` of file content. Blocking.
+/// too, then its submodules, recursively: each is fetched at the commit the tree pins from the
+/// URL `.gitmodules` gives it (http, https or git only; a relative URL only inside another
+/// submodule, against that one's URL) and unpacked at its path with the same checks. At most
+/// `max_bytes` of file content in all. `say` gets a line per submodule. Blocking.
 pub fn checkout(
     repo: &Path,
     quarantine: Option<&Path>,
     commit: &str,
     dest: &Path,
     max_bytes: u64,
+    say: &mut dyn FnMut(String),
 ) -> Result<u64, SourceError> {
-    if !(commit.len() == 40 || commit.len() == 64) || !commit.bytes().all(|b| b.is_ascii_hexdigit())
-    {
+    if !is_commit_id(commit) {
         return Err(SourceError::Refused(format!(
             "{commit:?} is not a commit id"
         )));
     }
+    let total = archive_into(repo, quarantine, commit, "", dest, max_bytes, 0)?;
+    super::submodules::unpack_all(repo, quarantine, commit, dest, max_bytes, total, say)
+}
+
+pub(super) fn is_commit_id(s: &str) -> bool {
+    (s.len() == 40 || s.len() == 64) && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `git --git-dir REPO …`, objects from `quarantine` too.
+pub(super) fn git_in(repo: &Path, quarantine: Option<&Path>) -> Command {
     let mut cmd = Command::new("git");
-    cmd.arg("--git-dir")
-        .arg(repo)
-        .args(["archive", "--format=tar", commit])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.arg("--git-dir").arg(repo).stdin(Stdio::null());
     if let Some(q) = quarantine {
         cmd.env("GIT_OBJECT_DIRECTORY", q)
             .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", repo.join("objects"));
     }
+    cmd
+}
+
+/// `git archive` of `commit` with every path under `prefix`, unpacked into `dest`; `total`
+/// bytes are already there. Returns the new total.
+pub(super) fn archive_into(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+    prefix: &str,
+    dest: &Path,
+    max_bytes: u64,
+    total: u64,
+) -> Result<u64, SourceError> {
+    let mut cmd = git_in(repo, quarantine);
+    cmd.args(["archive", "--format=tar"])
+        .arg(format!("--prefix={prefix}"))
+        .arg(commit)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
         .map_err(|e| SourceError::Internal(format!("cannot run git archive: {e}")))?;
     let stdout = child.stdout.take().expect("piped");
-    let res = unpack(stdout, dest, max_bytes);
+    let res = unpack_from(stdout, dest, max_bytes, total);
     if res.is_err() {
         let _ = child.kill();
     }
@@ -77,37 +106,20 @@ pub fn checkout(
     Ok(size)
 }
 
-/// Paths of the submodules (gitlinks) in `commit`: `git archive` leaves them out, so the push
-/// says which ones the build will not see. Blocking.
-pub fn submodules(repo: &Path, quarantine: Option<&Path>, commit: &str) -> Vec<String> {
-    let mut cmd = Command::new("git");
-    cmd.arg("--git-dir")
-        .arg(repo)
-        .args(["ls-tree", "-r", "-z", commit])
-        .stdin(Stdio::null());
-    if let Some(q) = quarantine {
-        cmd.env("GIT_OBJECT_DIRECTORY", q)
-            .env("GIT_ALTERNATE_OBJECT_DIRECTORIES", repo.join("objects"));
-    }
-    let Ok(out) = cmd.output() else {
-        return Vec::new();
-    };
-    // `<mode> <type> <object>\t<path>`, NUL-terminated.
-    out.stdout
-        .split(|b| *b == 0)
-        .filter_map(|entry| {
-            let entry = String::from_utf8_lossy(entry);
-            let (meta, path) = entry.split_once('\t')?;
-            meta.starts_with("160000 ").then(|| path.to_string())
-        })
-        .collect()
-}
-
 /// Unpacks a tar stream into `dest` with the checks above; returns the bytes of file content.
 pub fn unpack(input: impl Read, dest: &Path, max_bytes: u64) -> Result<u64, SourceError> {
+    unpack_from(input, dest, max_bytes, 0)
+}
+
+/// [`unpack`] into a `dest` that already holds `total` bytes; returns the new total.
+fn unpack_from(
+    input: impl Read,
+    dest: &Path,
+    max_bytes: u64,
+    mut total: u64,
+) -> Result<u64, SourceError> {
     let io = |e: std::io::Error| SourceError::Internal(e.to_string());
     let mut archive = tar::Archive::new(input);
-    let mut total: u64 = 0;
     for entry in archive.entries().map_err(io)? {
         let mut entry = entry.map_err(io)?;
         let kind = entry.header().entry_type();
@@ -305,7 +317,7 @@ mod tests {
     }
 
     #[test]
-    fn gitlinks_are_named_and_files_unpacked() {
+    fn checkout_unpacks_a_commit_and_refuses_names_that_are_not_commit_ids() {
         let work = tempfile::tempdir().unwrap();
         let git = |args: &[&str]| {
             let out = Command::new("git")
@@ -315,35 +327,25 @@ mod tests {
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
         };
         git(&["init", "-q", "-b", "main"]);
         std::fs::write(work.path().join("Procfile"), "web: x\n").unwrap();
         git(&["add", "Procfile"]);
-        let sha = "1".repeat(40);
-        git(&[
-            "update-index",
-            "--add",
-            "--cacheinfo",
-            &format!("160000,{sha},vendor/lib"),
-        ]);
-        git(&["commit", "-qm", "with a submodule"]);
+        git(&["commit", "-qm", "one file"]);
+        let head = git(&["rev-parse", "HEAD"]);
         let repo = work.path().join(".git");
-        let head = Command::new("git")
-            .arg("--git-dir")
-            .arg(&repo)
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .unwrap();
-        let head = String::from_utf8(head.stdout).unwrap();
-        assert_eq!(submodules(&repo, None, head.trim()), ["vendor/lib"]);
         let dest = tempfile::tempdir().unwrap();
+        let mut lines = Vec::new();
+        let mut say = |l: String| lines.push(l);
         assert_eq!(
-            checkout(&repo, None, head.trim(), dest.path(), 1000).unwrap(),
+            checkout(&repo, None, head.trim(), dest.path(), 1000, &mut say).unwrap(),
             7
         );
         assert!(dest.path().join("Procfile").is_file());
-        let e = checkout(&repo, None, "HEAD", dest.path(), 1000).unwrap_err();
+        let e = checkout(&repo, None, "HEAD", dest.path(), 1000, &mut say).unwrap_err();
         assert!(e.to_string().contains("not a commit id"), "{e}");
+        assert!(lines.is_empty(), "{lines:?}");
     }
 
     #[test]
