@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
-/// The request body the router sends upstream (the client's body, streamed).
-pub type UpBody = hyper::body::Incoming;
+/// The request body the router sends upstream (the client's body, streamed, with limits).
+pub type UpBody = crate::body::ReqBody;
 
 /// Idle keep-alive connections kept per backend; more are closed after use.
 const MAX_IDLE: usize = 256;

@@ -5,6 +5,7 @@
 //! connection. See `docs/router.md`.
 
 pub mod backends;
+mod body;
 mod metrics;
 mod proxy;
 mod sticky;
@@ -33,7 +34,13 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// From sending the request to the response head.
     pub response_timeout: Duration,
-    /// Requests declaring a bigger `Content-Length` get 413.
+    /// The whole exchange, from the request head to the response body's end (a slow upload
+    /// or a slow streaming download included): past it the request gets 504 (408 if the
+    /// client's body was still coming), or, once the response has started, its connection
+    /// is closed. Upgraded (WebSocket) connections are not limited.
+    pub request_timeout: Duration,
+    /// Bigger request bodies get 413: at once for a declared `Content-Length`, when the
+    /// limit is passed for a chunked one.
     pub max_request_body: u64,
     /// Time a client has to send its request head.
     pub header_read_timeout: Duration,
@@ -44,6 +51,9 @@ impl Default for Limits {
         Limits {
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(600),
+            // Long enough for the largest allowed upload (1 GiB) at ≈300 kB/s; a request
+            // still going after an hour is a leak, not a user.
+            request_timeout: Duration::from_secs(3600),
             max_request_body: 1 << 30,
             header_read_timeout: Duration::from_secs(60),
         }

@@ -2,6 +2,7 @@
 //! exchange on a pooled HTTP/1.1 connection, and Upgrade (WebSocket) splicing.
 
 use crate::backends::{Backend, InFlight, UpBody, pick};
+use crate::body::{BoxError, Deadline, ReqBody, TimedBody, limit_hit};
 use crate::{Shared, sticky};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -32,7 +33,7 @@ pub struct ConnInfo {
 /// ends), or a short one of our own.
 pub enum RespBody {
     Up {
-        inner: Incoming,
+        inner: TimedBody,
         _guard: InFlight,
         /// Back to the backend's pool once the body was read to the end.
         conn: Option<(Arc<Backend>, SendRequest<UpBody>)>,
@@ -43,7 +44,7 @@ pub enum RespBody {
 impl Drop for RespBody {
     fn drop(&mut self) {
         if let RespBody::Up { inner, conn, .. } = self
-            && inner.is_end_stream()
+            && inner.inner.is_end_stream()
             && let Some((b, sender)) = conn.take()
         {
             b.put_idle(sender);
@@ -53,28 +54,28 @@ impl Drop for RespBody {
 
 impl Body for RespBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RespBody::Up { inner, .. } => Pin::new(inner).poll_frame(cx),
+            RespBody::Up { inner, .. } => inner.poll_frame(cx),
             RespBody::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RespBody::Up { inner, .. } => inner.is_end_stream(),
+            RespBody::Up { inner, .. } => inner.inner.is_end_stream(),
             RespBody::Own(b) => b.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RespBody::Up { inner, .. } => inner.size_hint(),
+            RespBody::Up { inner, .. } => inner.inner.size_hint(),
             RespBody::Own(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }
@@ -96,14 +97,14 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     let (method, path) = if sh.access_log {
         (req.method().clone(), req.uri().path().to_string())
     } else {
         Default::default()
     };
     let mut route = None;
-    let resp = proxy(&sh, &conn, req, &mut route).await;
+    let resp = proxy(&sh, &conn, req, start, &mut route).await;
     let took = start.elapsed();
     sh.metrics
         .record(route.as_deref(), resp.status().as_u16(), took);
@@ -126,6 +127,7 @@ async fn proxy(
     sh: &Shared,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
+    start: tokio::time::Instant,
     matched: &mut Option<Arc<slipway_types::HttpRoute>>,
 ) -> Response<RespBody> {
     let route = {
@@ -191,9 +193,14 @@ async fn proxy(
     };
     let upgrade = prepare_request(&mut req, conn);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let limits = &sh.limits;
+    let deadline = || Deadline::new(start, limits.request_timeout);
+    let mut req = req.map(|b| ReqBody::new(b, limits.max_request_body, deadline()));
+    let body_coming = req.body().still_coming();
+    // The response head is awaited until the first of the two limits.
+    let head_by = (start + limits.response_timeout).min(deadline().at());
 
     let mut skip: Vec<SocketAddr> = Vec::new();
-    let mut req = req;
     for _ in 0..MAX_ATTEMPTS {
         let preferred = sticky_to.filter(|a| !skip.contains(a)).and_then(|a| {
             cands
@@ -222,7 +229,7 @@ async fn proxy(
                 }
             },
         };
-        let sent = tokio::time::timeout(sh.limits.response_timeout, sender.try_send_request(req));
+        let sent = tokio::time::timeout_at(head_by, sender.try_send_request(req));
         let mut resp = match sent.await {
             Ok(Ok(resp)) => resp,
             Ok(Err(mut e)) => match e.take_message() {
@@ -232,6 +239,23 @@ async fn proxy(
                     continue;
                 }
                 None => {
+                    match limit_hit(e.error()) {
+                        Some(Ok(too_large)) => {
+                            return text(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("413 Payload Too Large: {too_large}\n"),
+                            );
+                        }
+                        Some(Err(timed_out)) => {
+                            return text(
+                                StatusCode::REQUEST_TIMEOUT,
+                                format!(
+                                    "408 Request Timeout: the body was still coming; {timed_out}\n"
+                                ),
+                            );
+                        }
+                        None => {}
+                    }
                     tracing::warn!(backend = %b.addr, "router: backend failed: {}", e.error());
                     return text(
                         StatusCode::BAD_GATEWAY,
@@ -240,11 +264,20 @@ async fn proxy(
                 }
             },
             Err(_) => {
+                if body_coming.is_some_and(|d| !d.load(Relaxed)) {
+                    return text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "408 Request Timeout: the body was still coming; {}\n",
+                            crate::body::TimedOut(limits.request_timeout)
+                        ),
+                    );
+                }
                 return text(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
-                        "504 Gateway Timeout: the backend did not answer within {:?}\n",
-                        sh.limits.response_timeout
+                        "504 Gateway Timeout: the backend did not answer in time (limits: {:?} for the response head, {:?} for the whole request)\n",
+                        limits.response_timeout, limits.request_timeout
                     ),
                 );
             }
@@ -281,7 +314,10 @@ async fn proxy(
             }
         }
         return resp.map(|inner| RespBody::Up {
-            inner,
+            inner: TimedBody {
+                inner,
+                deadline: deadline(),
+            },
             _guard: guard,
             conn: Some((b, sender)),
         });

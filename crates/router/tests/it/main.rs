@@ -1,6 +1,7 @@
 //! The router with real backends on loopback: real HTTP through real sockets.
 
 mod http;
+mod limits;
 mod live;
 mod tls_tcp;
 
@@ -19,7 +20,8 @@ use std::time::Duration;
 type Resp = Response<Full<Bytes>>;
 
 /// A backend answering by path: `/headers` lists the request headers, `/echo` streams the
-/// body back, `/slow` answers after 500 ms, `Upgrade` requests switch and echo raw bytes;
+/// body back, `/sink` reads the whole body then answers its length, `/drip` streams `.` every
+/// 100 ms for 10 s, `/slow` answers after 500 ms, `Upgrade` requests switch and echo raw bytes;
 /// anything else answers its name.
 pub async fn backend(name: &'static str) -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -41,11 +43,13 @@ pub async fn backend(name: &'static str) -> SocketAddr {
     addr
 }
 
-async fn answer(
-    name: &'static str,
-    mut req: Request<Incoming>,
-) -> Response<http_body_util::Either<Full<Bytes>, Incoming>> {
-    use http_body_util::Either;
+type AnyBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+fn full(b: impl Into<Bytes>) -> AnyBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+async fn answer(name: &'static str, mut req: Request<Incoming>) -> Response<AnyBody> {
     if req.headers().contains_key("upgrade") {
         let on = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
@@ -58,7 +62,7 @@ async fn answer(
             .status(101)
             .header("connection", "upgrade")
             .header("upgrade", "websocket")
-            .body(Either::Left(Full::new(Bytes::new())))
+            .body(full(Bytes::new()))
             .unwrap();
     }
     match req.uri().path() {
@@ -67,14 +71,30 @@ async fn answer(
             for (k, v) in req.headers() {
                 s.push_str(&format!("{k}: {}\n", v.to_str().unwrap()));
             }
-            Response::new(Either::Left(Full::new(Bytes::from(s))))
+            Response::new(full(s))
         }
-        "/echo" => Response::new(Either::Right(req.into_body())),
+        "/echo" => Response::new(req.into_body().boxed()),
+        "/sink" => {
+            let n = req
+                .into_body()
+                .collect()
+                .await
+                .map_or(0, |b| b.to_bytes().len());
+            Response::new(full(n.to_string()))
+        }
+        "/drip" => {
+            let dots = futures_util::stream::unfold(0, |i| async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let dot = hyper::body::Frame::data(Bytes::from_static(b"."));
+                (i < 100).then_some((Ok::<_, hyper::Error>(dot), i + 1))
+            });
+            Response::new(http_body_util::StreamBody::new(dots).boxed())
+        }
         "/slow" => {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            Response::new(Either::Left(Full::new(Bytes::from(name))))
+            Response::new(full(name))
         }
-        _ => Response::new(Either::Left(Full::new(Bytes::from(name)))),
+        _ => Response::new(full(name)),
     }
 }
 
