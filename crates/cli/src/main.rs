@@ -88,6 +88,9 @@ enum Command {
     Log(log::LogArgs),
     /// Run a one-off job of the current release: run -d -- CMD…
     Run(jobs::RunArgs),
+    /// List an app's builds and print their output later: build log [ID]
+    #[command(visible_alias = "builds")]
+    Build(commands::build::BuildArgs),
     /// List the app's deployments
     #[command(visible_alias = "deployments")]
     Deployment(jobs::DeploymentArgs),
@@ -173,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run(args) => jobs::run(&ctx, args).await,
         Command::Deployment(args) => jobs::deployments(&ctx, args).await,
         Command::Image(args) => commands::image::run(&ctx, args).await,
+        Command::Build(args) => commands::build::run(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args),
         Command::Version => {
             println!("slipway {}", env!("CARGO_PKG_VERSION"));

@@ -221,6 +221,34 @@ impl Client {
         self.get(&["artifacts", &id.to_string()]).await
     }
 
+    /// Fails with a conflict while a release names the artifact.
+    pub async fn delete_artifact(&self, id: Id) -> Result<()> {
+        let _: serde_json::Value = self.delete(&["artifacts", &id.to_string()]).await?;
+        Ok(())
+    }
+
+    /// The app's recorded builds (one per push that got as far as building), newest first.
+    pub async fn builds(&self, app: &str) -> Result<Vec<slipway_types::Build>> {
+        self.get(&["apps", app, "builds"]).await
+    }
+
+    pub async fn build(&self, app: &str, id: Id) -> Result<slipway_types::Build> {
+        self.get(&["apps", app, "builds", &id.to_string()]).await
+    }
+
+    /// A build's transcript: the lines its push printed as `remote: …`.
+    pub async fn build_log(&self, app: &str, id: Id) -> Result<String> {
+        let segments = ["apps", app, "builds", &id.to_string(), "log"];
+        let req = self
+            .request(Method::GET, self.endpoint(&segments))
+            .timeout(REQUEST_TIMEOUT);
+        self.send(req)
+            .await?
+            .text()
+            .await
+            .map_err(|e| ClientError::from_reqwest(&self.display_url, e))
+    }
+
     pub async fn create_release(&self, app: &str, release: &NewRelease) -> Result<Release> {
         self.post(&["apps", app, "releases"], release).await
     }

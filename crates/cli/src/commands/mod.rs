@@ -1,6 +1,7 @@
 //! One module per command group, each with its clap arguments and what it does.
 
 pub mod apps;
+pub mod build;
 pub mod cluster;
 pub mod env;
 pub mod image;

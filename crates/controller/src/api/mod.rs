@@ -1,6 +1,7 @@
 //! The route table (docs/api.md) and the handlers, one module per resource.
 
 mod apps;
+mod builds;
 mod events;
 mod jobs;
 mod releases;
@@ -27,7 +28,13 @@ pub fn routes() -> Router<AppState> {
             get(apps::get).post(apps::update).delete(apps::delete),
         )
         .route("/artifacts", post(releases::create_artifact))
-        .route("/artifacts/{id}", get(releases::get_artifact))
+        .route(
+            "/artifacts/{id}",
+            get(releases::get_artifact).delete(releases::delete_artifact),
+        )
+        .route("/apps/{app}/builds", get(builds::list))
+        .route("/apps/{app}/builds/{id}", get(builds::get))
+        .route("/apps/{app}/builds/{id}/log", get(builds::log))
         .route(
             "/apps/{app}/releases",
             post(releases::create).get(releases::list),

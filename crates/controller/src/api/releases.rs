@@ -32,6 +32,15 @@ pub async fn get_artifact(
     ))
 }
 
+/// 409 while a release names it.
+pub async fn delete_artifact(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    s.store.delete_artifact(parse_id("artifact", &id)?).await?;
+    Ok(super::empty())
+}
+
 pub async fn create(
     State(s): State<AppState>,
     Path(app): Path<String>,
