@@ -172,7 +172,12 @@ pub async fn deploy(
         Err(reason) => {
             update.processes.insert("web".into(), 0);
             let _ = store.put_formation(app.id, release.id, &update).await;
-            Err(format!("Initial web job failed to start: {reason}"))
+            // The release stays current at web=0 (Flynn's way): the next push that starts is
+            // again a first deploy and scales web to 1.
+            Err(format!(
+                "Initial web job failed to start: {reason}. The release is kept with web=0: \
+                 fix the web process and push again"
+            ))
         }
     }
 }

@@ -5,6 +5,7 @@ mod host;
 mod images;
 mod logs;
 mod push;
+mod push_slow;
 mod routing;
 mod run;
 mod scheduler;

@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::{Duration, Instant};
 
 /// A git work tree in a new dir under the server's temp dir, with `files` committed on `main`.
-fn app_repo(server: &TestServer, name: &str, files: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn app_repo(server: &TestServer, name: &str, files: &[(&str, &str)]) -> PathBuf {
     let dir = server.dir.path().join(format!("src-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     git(&dir, &["init", "-q", "-b", "main"]);
@@ -17,7 +17,7 @@ fn app_repo(server: &TestServer, name: &str, files: &[(&str, &str)]) -> PathBuf 
 }
 
 /// Writes `files` and commits everything in `dir`.
-fn commit(dir: &Path, files: &[(&str, &str)], message: &str) {
+pub(crate) fn commit(dir: &Path, files: &[(&str, &str)], message: &str) {
     for (path, content) in files {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -42,7 +42,7 @@ fn commit(dir: &Path, files: &[(&str, &str)], message: &str) {
 
 /// `git ARGS` in `dir` as the user would run it (the CLI config of `server`, no terminal to
 /// prompt on: a missing credential fails instead of hanging).
-fn git_as_user(server: &TestServer, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn git_as_user(server: &TestServer, dir: &Path, args: &[&str]) -> Output {
     std::process::Command::new("git")
         .args(args)
         .current_dir(dir)
@@ -56,20 +56,20 @@ fn git_as_user(server: &TestServer, dir: &Path, args: &[&str]) -> Output {
 }
 
 /// `git push slipway REFSPEC`; (success, stderr — where git prints the `remote:` lines).
-fn push(server: &TestServer, dir: &Path, refspec: &str) -> (bool, String) {
+pub(crate) fn push(server: &TestServer, dir: &Path, refspec: &str) -> (bool, String) {
     let out = git_as_user(server, dir, &["push", "slipway", refspec]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     eprintln!("--- git push slipway {refspec}:\n{stderr}");
     (out.status.success(), stderr)
 }
 
-fn create_in(server: &TestServer, dir: &Path, app: &str) {
+pub(crate) fn create_in(server: &TestServer, dir: &Path, app: &str) {
     let out = ok(server.cmd_in(dir).args(["create", app]));
     assert_eq!(out, format!("Created {app}\n"));
 }
 
 /// One HTTP/1.1 request on a new connection; the whole response as text.
-fn http(addr: &str, path: &str, host: &str, auth: Option<&str>) -> String {
+pub(crate) fn http(addr: &str, path: &str, host: &str, auth: Option<&str>) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let auth = auth
@@ -265,7 +265,7 @@ fn git_urls_name_apps_only_and_cannot_leave_the_repos_dir() {
 }
 
 /// Waits until `f` returns a response containing `want`.
-fn until(what: &str, timeout: Duration, f: impl Fn() -> String, want: &str) -> String {
+pub(crate) fn until(what: &str, timeout: Duration, f: impl Fn() -> String, want: &str) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         let resp = f();
@@ -280,7 +280,7 @@ fn until(what: &str, timeout: Duration, f: impl Fn() -> String, want: &str) -> S
     }
 }
 
-fn logged_addr(server: &TestServer, marker: &str) -> String {
+pub(crate) fn logged_addr(server: &TestServer, marker: &str) -> String {
     let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
     log.split(marker)
         .nth(1)
@@ -600,4 +600,211 @@ fn a_second_push_waits_for_the_first_and_ctrl_c_stops_the_build() {
     let refs = git_as_user(server, &a, &["ls-remote", "slipway", "main"]);
     let head1 = git(&a, &["rev-parse", "HEAD~1"]);
     assert!(String::from_utf8_lossy(&refs.stdout).starts_with(head1.trim()));
+}
+
+/// `git daemon` serving the bare repos in `base` as `git://127.0.0.1:PORT/NAME`; killed on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    fn start(base: &Path) -> GitDaemon {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("git")
+            .args([
+                "daemon",
+                "--export-all",
+                "--reuseaddr",
+                "--listen=127.0.0.1",
+            ])
+            .arg(format!("--port={port}"))
+            .arg(format!("--base-path={}", base.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("git daemon (it ships with git)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "git daemon did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        GitDaemon { child, port }
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Commits the staged files plus a submodule at `path` pinned to `pinned`, with `.gitmodules`
+/// giving it `url`.
+fn commit_submodule(dir: &Path, path: &str, url: &str, pinned: &str, message: &str) {
+    let modules = format!("[submodule \"lib\"]\n\tpath = {path}\n\turl = {url}\n");
+    std::fs::write(dir.join(".gitmodules"), modules).unwrap();
+    git(dir, &["add", ".gitmodules"]);
+    let info = format!("160000,{pinned},{path}");
+    git(dir, &["update-index", "--add", "--cacheinfo", &info]);
+    git(
+        dir,
+        &[
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=a",
+            "commit",
+            "-qm",
+            message,
+        ],
+    );
+}
+
+#[test]
+fn submodules_are_fetched_from_their_git_urls_and_file_urls_are_refused() {
+    if skip_unless_root("submodules_are_fetched_from_their_git_urls_and_file_urls_are_refused") {
+        return;
+    }
+    // Host numbers 2800-2819.
+    let n = 2800 + std::process::id() % 20;
+    let host = HostServer::start(n, &loopback_router(&[]));
+    let server = &host.s;
+    let router = logged_addr(server, "router: HTTP on ");
+    let app = "subs";
+    let vhost = format!("{app}.{DOMAIN}");
+    let get = |path: &str| http(&router, path, &vhost, None);
+
+    // The submodule: a repo that `git daemon` serves; the app pins its first commit.
+    let base = server.dir.path().join("daemon");
+    std::fs::create_dir_all(&base).unwrap();
+    let lib = app_repo(server, "lib", &[("page.html", "from the submodule\n")]);
+    let pinned = git(&lib, &["rev-parse", "HEAD"]).trim().to_string();
+    commit(&lib, &[("page.html", "a later commit\n")], "later");
+    let bare = base.join("lib.git");
+    git(&base, &["init", "-q", "--bare", "lib.git"]);
+    git(&lib, &["push", "-q", bare.to_str().unwrap(), "main"]);
+    let daemon = GitDaemon::start(&base);
+    let url = format!("git://127.0.0.1:{}/lib.git", daemon.port);
+
+    let dir = app_repo(
+        server,
+        app,
+        &[
+            ("Procfile", "web: httpd -f -p $PORT -h /app/www\n"),
+            ("www/index.html", "app v1\n"),
+        ],
+    );
+    commit_submodule(&dir, "www/lib", &url, &pinned, "with a submodule");
+    create_in(server, &dir, app);
+    let (ok, err) = push(server, &dir, "main");
+    assert!(ok, "{err}");
+    let want = format!(
+        "remote: -----> Fetching submodule www/lib ({url}) at {}",
+        &pinned[..12]
+    );
+    assert!(err.contains(&want), "{err}");
+    let resp = until(
+        "the submodule's file",
+        Duration::from_secs(10),
+        || get("/lib/page.html"),
+        "from the submodule",
+    );
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // The same submodule by a file:// URL (git itself would read it from the server's disk):
+    // refused with the reason before anything is built; the first release keeps serving.
+    std::fs::write(dir.join("www/index.html"), "app v2\n").unwrap();
+    git(&dir, &["add", "www/index.html"]);
+    let file_url = format!("file://{}", bare.display());
+    commit_submodule(&dir, "www/lib", &file_url, &pinned, "by file://");
+    let (ok, err) = push(server, &dir, "main");
+    assert!(!ok, "{err}");
+    let want = format!(
+        "remote: error: submodule www/lib: {file_url} is refused: file:// URLs and paths would \
+         read the server's own files"
+    );
+    assert!(err.contains(&want), "{err}");
+    assert!(!err.contains("Creating release"), "{err}");
+    assert!(get("/").contains("app v1"));
+    assert!(get("/lib/page.html").contains("from the submodule"));
+}
+
+#[test]
+fn a_first_push_whose_web_process_crashes_fails_and_the_next_good_push_scales_web_to_1() {
+    let name =
+        "a_first_push_whose_web_process_crashes_fails_and_the_next_good_push_scales_web_to_1";
+    if skip_unless_root(name) {
+        return;
+    }
+    // Host numbers 2820-2839.
+    let n = 2820 + std::process::id() % 20;
+    let host = HostServer::start(n, &loopback_router(&[]));
+    let server = &host.s;
+    let router = logged_addr(server, "router: HTTP on ");
+    let app = "crashy";
+    let vhost = format!("{app}.{DOMAIN}");
+    let get = || http(&router, "/", &vhost, None);
+    let dir = app_repo(
+        server,
+        app,
+        &[
+            ("Procfile", "web: echo crashing; exit 3\n"),
+            ("www/index.html", "good\n"),
+        ],
+    );
+    create_in(server, &dir, app);
+
+    // The very first push: the build works, the web process does not.
+    let (ok, err) = push(server, &dir, "main");
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("remote: =====> Scaling initial release to web=1"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "remote: error: Initial web job failed to start: the web process exited with status 3"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("push again"), "{err}");
+    // Flynn's behaviour: the release stays (it is what `slipway release` shows), scaled to
+    // web=0, so nothing restarts in a loop; git's ref did not move.
+    let releases = server.json(&["-a", app, "release", "--json"]);
+    assert_eq!(releases.as_array().unwrap().len(), 1, "{releases}");
+    let ps = server.json(&["-a", app, "ps", "--json"]);
+    let web_up = |ps: &serde_json::Value| {
+        ps.as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["process_type"] == "web" && j["state"] == "up")
+            .count()
+    };
+    assert_eq!(web_up(&ps), 0, "{ps}");
+    let refs = git_as_user(server, &dir, &["ls-remote", "slipway"]);
+    assert_eq!(String::from_utf8_lossy(&refs.stdout), "");
+
+    // A fixed push is again a first deploy: web=1 and it serves.
+    commit(
+        &dir,
+        &[("Procfile", "web: httpd -f -p $PORT -h /app/www\n")],
+        "fixed",
+    );
+    let (ok, err) = push(server, &dir, "main");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("remote: =====> Scaling initial release to web=1"),
+        "{err}"
+    );
+    assert!(err.contains("remote: =====> Application deployed"), "{err}");
+    let resp = until("the fixed release", Duration::from_secs(10), get, "good");
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let ps = server.json(&["-a", app, "ps", "--json"]);
+    assert_eq!(web_up(&ps), 1, "{ps}");
 }

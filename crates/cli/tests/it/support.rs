@@ -371,7 +371,8 @@ pub fn skip_unless_root(test: &str) -> bool {
 /// its scheduler would replace what is removed), then whatever its jobs left is removed.
 ///
 /// `n` ranges in use (each test adds `pid % 100` or so): scheduler 0-599, routing 600-799,
-/// push 800-949, logs 1300-1799, images 2000-2199, run 2200-2399, zero downtime 2400-2499.
+/// push 800-949, logs 1300-1799, images 2000-2199, run 2200-2399, zero downtime 2400-2499,
+/// push (submodules, first deploy, Python on bookworm) 2800-2899.
 pub struct HostServer {
     pub s: TestServer,
     n: u32,
