@@ -2,6 +2,7 @@
 mod blobs;
 mod cli;
 mod host;
+mod housekeeping;
 mod images;
 mod logs;
 mod push;
