@@ -3,6 +3,8 @@
 //! the user's own git config applies.
 
 use anyhow::{Result, bail};
+use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// The remote `create` adds and commands resolve the app from.
@@ -62,13 +64,47 @@ pub fn set_credential_helper(url: &str) -> Result<()> {
     };
     let origin = format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest));
     let key = format!("credential.{origin}.helper");
-    let exe = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.to_str().map(String::from))
-        .unwrap_or_else(|| "slipway".into());
+    let exe = helper_program(
+        std::env::current_exe().ok().as_deref(),
+        std::env::var_os("PATH").as_deref(),
+    );
     let helper = format!("!'{}' git-credentials", exe.replace('\'', r"'\''"));
     run(&["config", "--local", "--replace-all", &key, ""])?;
     run(&["config", "--local", "--add", &key, &helper])
+}
+
+/// The program the credential helper runs: `slipway` when the first `slipway` in `path` (the
+/// `PATH` of `create`) is the running binary `exe` (the same file, or a copy of it), so the
+/// config survives upgrades and rebuilds of the binary found there; else `exe`'s absolute path
+/// (a binary run from, say, a cargo target dir that is not in `PATH` at all).
+pub fn helper_program(exe: Option<&Path>, path: Option<&OsStr>) -> String {
+    let Some(exe) = exe else {
+        return "slipway".into();
+    };
+    let found = path.and_then(|p| {
+        std::env::split_paths(p)
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join("slipway"))
+            .find(|c| c.is_file())
+    });
+    if found.is_some_and(|f| same_binary(&f, exe)) {
+        return "slipway".into();
+    }
+    exe.to_str()
+        .map(String::from)
+        .unwrap_or_else(|| "slipway".into())
+}
+
+/// Are `a` and `b` the same file, or files with the same bytes?
+fn same_binary(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(ma), Ok(mb)) = (std::fs::metadata(a), std::fs::metadata(b)) else {
+        return false;
+    };
+    if (ma.dev(), ma.ino()) == (mb.dev(), mb.ino()) {
+        return true;
+    }
+    ma.len() == mb.len() && matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
 }
 
 /// The app a remote URL points at: its last path segment without `.git`
@@ -97,5 +133,32 @@ mod tests {
         }
         assert_eq!(app_from_remote_url("https://example.com/.git"), None);
         assert_eq!(app_from_remote_url(""), None);
+    }
+
+    #[test]
+    fn the_helper_runs_slipway_from_path_when_it_is_this_binary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let exe = tmp.path().join("target/debug/slipway");
+        std::fs::create_dir_all(exe.parent().unwrap()).unwrap();
+        std::fs::write(&exe, b"the binary").unwrap();
+        let exe_s = exe.to_str().unwrap().to_string();
+        let dir = |name: &str| {
+            let d = tmp.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let path = |dirs: &[&Path]| std::env::join_paths(dirs).unwrap();
+        let (linked, copied, other, empty) = (dir("linked"), dir("copied"), dir("other"), dir("e"));
+        std::os::unix::fs::symlink(&exe, linked.join("slipway")).unwrap();
+        std::fs::copy(&exe, copied.join("slipway")).unwrap();
+        std::fs::write(other.join("slipway"), b"an older binary").unwrap();
+        let helper = |dirs: &[&Path]| helper_program(Some(&exe), Some(&path(dirs)));
+        assert_eq!(helper(&[&empty, &linked]), "slipway");
+        assert_eq!(helper(&[&copied]), "slipway");
+        // The first slipway in PATH is another binary: git would run that one.
+        assert_eq!(helper(&[&other, &linked]), exe_s);
+        assert_eq!(helper(&[&empty]), exe_s);
+        assert_eq!(helper_program(Some(&exe), None), exe_s);
+        assert_eq!(helper_program(None, None), "slipway");
     }
 }
