@@ -5,6 +5,7 @@
 //!   `bundle/` (`config.json`, overlay `rootfs/`, `upper/`, `work/`). Removed at cleanup.
 //! - `logs/<id>/` — the job's log files (kept after cleanup; bounded in size).
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
+//! - `resolv.conf` — the containers' `/etc/resolv.conf` when discovery's DNS serves the bridge.
 
 pub mod netlink;
 pub mod network;
@@ -43,6 +44,9 @@ pub struct RuncConfig {
     /// PID 1: it forwards signals to the job and reaps zombies (a plain `httpd` as PID 1 ignores
     /// SIGTERM, so every stop took the whole grace period). `None` runs the command as PID 1.
     pub init: Option<PathBuf>,
+    /// Discovery's DNS, serving the bridge's gateway on port 53: containers get a resolv.conf
+    /// naming it (written to `<data_dir>/resolv.conf`). `None`: the host's `/etc/resolv.conf`.
+    pub dns: Option<Ipv4Addr>,
 }
 
 /// Debian's `tini` package ships it here.
@@ -61,6 +65,7 @@ impl RuncConfig {
             shim_command: vec![exe.into(), "host".into(), "shim".into()],
             log_max_bytes: crate::logs::DEFAULT_MAX_BYTES,
             init: Some(PathBuf::from(DEFAULT_INIT)),
+            dns: None,
         }
     }
 }
@@ -87,6 +92,8 @@ pub struct Shared {
     cfg: RuncConfig,
     nofile_ceiling: u64,
     ips: Mutex<IpAllocator>,
+    /// Bind-mounted read-only as every container's `/etc/resolv.conf`.
+    resolv_conf: PathBuf,
 }
 
 impl std::ops::Deref for RuncRuntime {
@@ -235,6 +242,10 @@ impl RuncRuntime {
                 .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
         }
         network::setup_host(&cfg.network)?;
+        let resolv_conf = match cfg.dns {
+            Some(ns) => network::write_resolv_conf(&cfg.data_dir, ns)?,
+            None => PathBuf::from("/etc/resolv.conf"),
+        };
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
@@ -245,6 +256,7 @@ impl RuncRuntime {
             shared: Arc::new(Shared {
                 ips: Mutex::new(IpAllocator::new(&cfg.network)),
                 nofile_ceiling: lim.rlim_max,
+                resolv_conf,
                 cfg,
             }),
             states: Mutex::new(HashMap::new()),
@@ -424,7 +436,7 @@ impl Shared {
                 rootfs: &rootfs,
                 cgroups_path: self.cgroups_path(&job.id),
                 hosts_file: &hosts,
-                resolv_conf: Path::new("/etc/resolv.conf"),
+                resolv_conf: &self.resolv_conf,
                 nofile_ceiling: self.nofile_ceiling,
                 ca_bundle: (job.config.ca_bundle && ca.exists()).then_some(ca),
                 netns: netns.as_deref(),

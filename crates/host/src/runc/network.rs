@@ -185,16 +185,68 @@ pub fn setup_host(cfg: &NetworkConfig) -> Result<()> {
         .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
     let t = &cfg.nft_table;
     let cidr = cfg.cidr();
+    // The input chain changes nothing by itself (policy accept, like a host without a
+    // firewall): it states the one service of the host jobs need, discovery's DNS on the
+    // gateway (port 53, UDP and TCP), so `nft list ruleset` shows it; a host whose own input
+    // filter drops by default needs the same two rules there (docs/host.md).
     // `add` then `delete` makes the replacement idempotent whether or not the table existed.
     let rules = format!(
         "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\
          chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
            ip saddr {cidr} ip daddr != {cidr} masquerade\n}}\n\
          chain forward {{ type filter hook forward priority filter; policy accept;\n\
-           ip saddr {cidr} accept\n  ip daddr {cidr} accept\n}}\n}}\n"
+           ip saddr {cidr} accept\n  ip daddr {cidr} accept\n}}\n\
+         chain input {{ type filter hook input priority filter; policy accept;\n\
+           iifname \"{br}\" ip daddr {gw_ip} udp dport 53 accept\n\
+           iifname \"{br}\" ip daddr {gw_ip} tcp dport 53 accept\n}}\n}}\n",
+        gw_ip = cfg.gateway()
     );
     run("nft", &["-f", "-"], Some(&rules)).context("installing the NAT rules with nft")?;
     Ok(())
+}
+
+/// The resolv.conf of an agent's containers when discovery's DNS serves its bridge:
+/// `nameserver` the gateway (the only resolver; it forwards other names to the host's),
+/// `search discover` first so `APP-web` alone resolves, then the host's own search domains (as
+/// containers had them with the host's file), and `ndots:1` (glibc's default, said out loud):
+/// `pypi.org` and `APP-web.discover` are asked as they are, before any search domain.
+pub fn container_resolv_conf(nameserver: Ipv4Addr, host_conf: &str) -> String {
+    let mut search = vec!["discover".to_string()];
+    for line in host_conf.lines() {
+        let mut words = line.split_whitespace();
+        if let Some("search" | "domain") = words.next() {
+            for d in words.map(|d| d.trim_end_matches('.')) {
+                if !d.is_empty() && !search.iter().any(|s| s == d) {
+                    search.push(d.to_string());
+                }
+            }
+        }
+    }
+    format!(
+        "# Written by the Slipway host agent: discovery's DNS on the jobs' bridge answers\n\
+         # SERVICE.discover and forwards other names to the host's resolver.\n\
+         nameserver {nameserver}\nsearch {}\noptions ndots:1\n",
+        search.join(" ")
+    )
+}
+
+/// Writes [`container_resolv_conf`] to `<data_dir>/resolv.conf` (read-only in every container)
+/// and returns its path. Rewritten only when it changes, through a rename, so running jobs keep
+/// a whole file.
+pub fn write_resolv_conf(
+    data_dir: &std::path::Path,
+    nameserver: Ipv4Addr,
+) -> Result<std::path::PathBuf> {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let text = container_resolv_conf(nameserver, &host);
+    let path = data_dir.join("resolv.conf");
+    if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+        let tmp = data_dir.join("resolv.conf.tmp");
+        std::fs::write(&tmp, &text)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing the containers' resolv.conf {}", path.display()))?;
+    }
+    Ok(path)
 }
 
 /// Removes the bridge and NAT table (used by tests and `slipway host daemon --teardown`).
@@ -302,6 +354,24 @@ mod tests {
         assert_eq!(mac_for(Ipv4Addr::new(100, 100, 0, 2)), "02:42:64:64:00:02");
         assert!(veth_name("some-very-long-job-id-1234567890").len() <= 15);
         assert!(NetworkConfig::parse_subnet("10.0.0.0/31").is_err());
+    }
+
+    #[test]
+    fn container_resolv_conf_points_at_the_gateway_and_keeps_the_host_search_domains() {
+        let host = "# generated\nnameserver 127.0.0.53\nsearch corp.example lab.example.\n\
+                    options edns0 trust-ad\n";
+        let conf = container_resolv_conf(Ipv4Addr::new(100, 100, 0, 1), host);
+        let lines: Vec<&str> = conf.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(
+            lines,
+            [
+                "nameserver 100.100.0.1",
+                "search discover corp.example lab.example",
+                "options ndots:1"
+            ]
+        );
+        let conf = container_resolv_conf(Ipv4Addr::new(10, 9, 0, 1), "");
+        assert!(conf.contains("\nsearch discover\n"), "{conf}");
     }
 
     #[test]
