@@ -29,11 +29,18 @@ pub struct RoutingArgs {
         default_value = "127.0.0.1:1111"
     )]
     discovery_listen: SocketAddr,
-    /// Serve discovery's DNS (`SERVICE.discover.`, `leader.SERVICE.discover.`, SRV; other names
-    /// forwarded to /etc/resolv.conf's first nameserver) on this address, UDP and TCP. Off
-    /// unless given, e.g. `--dns-listen 127.0.0.1:5353`.
-    #[arg(long, env = "SLIPWAY_DNS_LISTEN")]
-    dns_listen: Option<SocketAddr>,
+    /// Where discovery's DNS listens, UDP and TCP (`SERVICE.discover.`,
+    /// `leader.SERVICE.discover.`, SRV; other names forwarded to --dns-upstream). `auto`: the
+    /// jobs' bridge address, port 53, and containers resolve through it (off without a local
+    /// host agent); `none`: off, containers use the host's /etc/resolv.conf; `IP:PORT`: there
+    /// (containers use it only if that is the bridge address, or 0.0.0.0, on port 53).
+    #[arg(long, env = "SLIPWAY_DNS_LISTEN", default_value = "auto", value_parser = parse_dns_listen)]
+    dns_listen: DnsListen,
+    /// The resolver discovery's DNS forwards other names to (`IP` or `IP:PORT`). Default: the
+    /// first `nameserver` of the host's /etc/resolv.conf (a loopback one such as 127.0.0.53
+    /// works: the DNS runs on the host).
+    #[arg(long, env = "SLIPWAY_DNS_UPSTREAM", value_parser = parse_upstream)]
+    dns_upstream: Option<SocketAddr>,
     /// Default HTTPS certificate chain (PEM file), for names without a route certificate.
     /// Default: a self-signed certificate for `localhost`, generated at start.
     #[arg(long, env = "SLIPWAY_ROUTER_CERT", requires = "router_key")]
@@ -52,8 +59,37 @@ pub struct RoutingArgs {
     no_router: bool,
 }
 
+/// `--dns-listen`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DnsListen {
+    /// The local host agent's bridge address, port 53; off without a host agent.
+    Auto,
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_dns_listen(s: &str) -> Result<DnsListen, String> {
+    match s {
+        "auto" => Ok(DnsListen::Auto),
+        "none" | "off" => Ok(DnsListen::Off),
+        _ => s.parse().map(DnsListen::At).map_err(|_| {
+            format!(
+                "invalid address {s:?}: expected IP:PORT (e.g. 127.0.0.1:5353), `auto` or `none`"
+            )
+        }),
+    }
+}
+
+fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("invalid resolver {s:?}: expected IP or IP:PORT (e.g. 1.1.1.1)"))
+}
+
 pub struct Routing {
     pub registry: Arc<dyn Registry>,
+    /// `--dns-listen` and `--dns-upstream`, for [`Routing::start_dns`].
+    dns: (DnsListen, Option<SocketAddr>),
     /// The jobs this process registered in discovery (shared with the traffic gate, which
     /// deregisters a job to drain it).
     bridge: Arc<Bridge>,
@@ -62,11 +98,16 @@ pub struct Routing {
 }
 
 impl Routing {
-    fn new(registry: Arc<dyn Registry>, router: Option<&slipway_router::Router>) -> Routing {
+    fn new(
+        registry: Arc<dyn Registry>,
+        router: Option<&slipway_router::Router>,
+        args: &RoutingArgs,
+    ) -> Routing {
         let bridge = Arc::new(Bridge::default());
         let gate = router.map(|r| RouterGate::start(r, bridge.clone()));
         Routing {
             registry,
+            dns: (args.dns_listen, args.dns_upstream),
             bridge,
             gate,
         }
@@ -84,6 +125,73 @@ impl Routing {
     /// registered with the traffic gate.
     pub fn follow_host(&self, host: Arc<dyn HostApi>) {
         follow_host_with(host, self.registry.clone(), self.bridge.clone());
+    }
+
+    /// Starts discovery's DNS as `--dns-listen` says. `bridge`: the local host agent's job
+    /// network, `None` without one. Returns the nameserver that agent's containers should use
+    /// — the DNS, when it serves the bridge's address on port 53 (a resolv.conf cannot name
+    /// another port) — or `None`: they keep the host's resolv.conf. Never fails the server: a
+    /// DNS that cannot start is a warning.
+    pub async fn start_dns(
+        &self,
+        bridge: Option<&slipway_host::runc::network::NetworkConfig>,
+    ) -> Option<std::net::Ipv4Addr> {
+        use slipway_discovery::dns;
+        let addr = match (self.dns.0, bridge) {
+            (DnsListen::Off, _) | (DnsListen::Auto, None) => {
+                tracing::info!("discovery DNS: off; containers use the host's /etc/resolv.conf");
+                return None;
+            }
+            (DnsListen::Auto, Some(net)) => SocketAddr::new(net.gateway().into(), 53),
+            (DnsListen::At(a), _) => a,
+        };
+        if let Some(net) = bridge {
+            // The DNS binds the bridge's address, which exists once the bridge is set up; the
+            // agent sets it up again when it starts (idempotent).
+            let net = net.clone();
+            let setup =
+                tokio::task::spawn_blocking(move || slipway_host::runc::network::setup_host(&net));
+            if let Ok(Err(e)) | Err(e) = setup.await.map_err(anyhow::Error::from) {
+                tracing::warn!(
+                    "discovery DNS: off, the jobs' bridge cannot be set up ({e:#}); containers use the host's /etc/resolv.conf"
+                );
+                return None;
+            }
+        }
+        let mut upstream = self.dns.1.or_else(dns::host_resolver);
+        if upstream == Some(addr) {
+            tracing::warn!(
+                "discovery DNS: the upstream resolver is this DNS itself ({addr}); other names are refused. Use --dns-upstream"
+            );
+            upstream = None;
+        } else if upstream.is_none() {
+            tracing::warn!(
+                "discovery DNS: /etc/resolv.conf names no nameserver and --dns-upstream is not set; names outside {} are refused",
+                dns::DOMAIN
+            );
+        }
+        let bound = match dns::serve(dns::DnsHandler::new(self.registry.clone(), upstream), addr)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(
+                    "discovery DNS: cannot listen on {addr}: {e}; containers use the host's /etc/resolv.conf (use --dns-listen to pick another address, or `none`)"
+                );
+                return None;
+            }
+        };
+        let to = upstream.map_or("nowhere (refused)".to_string(), |u| u.to_string());
+        tracing::info!("discovery DNS on {bound}, forwarding other names to {to}");
+        let gateway = bridge?.gateway();
+        let serves_bridge = bound.port() == 53
+            && (bound.ip() == IpAddr::V4(gateway) || bound.ip().is_unspecified());
+        if !serves_bridge {
+            tracing::info!(
+                "discovery DNS: not on {gateway}:53, so containers use the host's /etc/resolv.conf"
+            );
+        }
+        serves_bridge.then_some(gateway)
     }
 }
 
@@ -228,20 +336,8 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
             args.discovery_listen
         ),
     }
-    if let Some(addr) = args.dns_listen {
-        let handler = slipway_discovery::dns::DnsHandler::new(
-            registry.clone(),
-            slipway_discovery::dns::host_resolver(),
-        );
-        match slipway_discovery::dns::serve(handler, addr).await {
-            Ok(a) => tracing::info!("discovery DNS on {a}"),
-            Err(e) => tracing::warn!(
-                "discovery DNS: cannot listen on {addr}: {e}; use --dns-listen to pick another address"
-            ),
-        }
-    }
     if args.no_router {
-        return Ok(Routing::new(registry, None));
+        return Ok(Routing::new(registry, None, args));
     }
     let root = unsafe { libc::geteuid() } == 0;
     let http_port = args.http_port.unwrap_or(if root { 80 } else { 8080 });
@@ -286,7 +382,7 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
         Ok((h, s)) => {
             tracing::info!("router: HTTP on {h}");
             tracing::info!("router: HTTPS on {}", s.unwrap_or(https));
-            return Ok(Routing::new(registry, Some(&router)));
+            return Ok(Routing::new(registry, Some(&router), args));
         }
         Err(e) => tracing::warn!("router: cannot listen on {http} and {https}: {e}"),
     }
@@ -317,7 +413,7 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
             "router: cannot listen on {https}: {e}; HTTPS routing is off (use --https-port)"
         ),
     }
-    Ok(Routing::new(registry, Some(&router)))
+    Ok(Routing::new(registry, Some(&router), args))
 }
 
 /// Registers a host's jobs in discovery: each port of a job as an instance of `APP-TYPE`

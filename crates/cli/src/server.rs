@@ -94,6 +94,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let logs = start_logs(&args, &data_dir, store.clone())?;
     if !args.no_host {
         start_local_host(&args, &data_dir, &scheduler, &routing, &logs, &blobs).await?;
+    } else {
+        routing.start_dns(None).await;
     }
     // Rows of jobs that ended while no scheduler ran would show as alive forever otherwise.
     match scheduler.mark_lost_rows().await {
@@ -162,7 +164,9 @@ async fn start_local_host(
     blobs: &Arc<dyn slipway_blobstore::BlobStore>,
 ) -> Result<()> {
     let host_dir = data_dir.join("host");
-    let runc = args.runtime.config(&host_dir)?;
+    let mut runc = args.runtime.config(&host_dir)?;
+    // Discovery's DNS on the jobs' bridge: the agent's containers resolve through it.
+    runc.dns = routing.start_dns(Some(&runc.network)).await;
     let stacks = runc.stacks_dir.clone();
     let stack = scheduler.config().stack.clone();
     tokio::task::spawn_blocking(move || slipway_host::stack::build(&stacks, &stack, false))
