@@ -55,6 +55,23 @@ pub(crate) fn git_as_user(server: &TestServer, dir: &Path, args: &[&str]) -> Out
         .expect("run git")
 }
 
+/// `git ARGS` in `dir` with `input` on stdin, which must succeed; its stdout, trimmed.
+fn git_stdin(dir: &Path, args: &[&str], input: &str) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(input.as_bytes())?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// `git push slipway REFSPEC`; (success, stderr — where git prints the `remote:` lines).
 pub(crate) fn push(server: &TestServer, dir: &Path, refspec: &str) -> (bool, String) {
     let out = git_as_user(server, dir, &["push", "slipway", refspec]);
@@ -159,6 +176,44 @@ fn pushes_of_other_branches_big_files_and_bad_trees_are_refused() {
     assert!(!ok);
     assert!(err.contains("contains '..'"), "{err}");
     assert!(!server.dir.path().join("data/evil").exists());
+
+    // A symlink to a directory outside and a tree of the same name (`l -> OUTSIDE`, then
+    // `l/evil`), which a checkout could write through: git's checks refuse the duplicate name
+    // before the hook runs, and nothing appears outside.
+    let outside = server.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let link = git_stdin(
+        &dir,
+        &["hash-object", "-w", "--stdin"],
+        outside.to_str().unwrap(),
+    );
+    let sub = git_stdin(
+        &dir,
+        &["mktree"],
+        &format!("100644 blob {}\tevil\n", blob.trim()),
+    );
+    let tree = git_stdin(
+        &dir,
+        &["mktree"],
+        &format!("120000 blob {link}\tl\n040000 tree {sub}\tl\n"),
+    );
+    let evil = git(
+        &dir,
+        &[
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=a",
+            "commit-tree",
+            &tree,
+            "-m",
+            "evil",
+        ],
+    );
+    let (ok, err) = push(&server, &dir, &format!("{}:refs/heads/main", evil.trim()));
+    assert!(!ok);
+    assert!(err.contains("duplicateEntries"), "{err}");
+    assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 
     // Each app has one repo, named by its id, and nothing else is in the repos dir.
     let repos: Vec<String> = std::fs::read_dir(server.dir.path().join("data/repos"))
