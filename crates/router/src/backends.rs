@@ -13,8 +13,24 @@ use tokio::sync::broadcast;
 /// The request body the router sends upstream (the client's body, streamed, with limits).
 pub type UpBody = crate::body::ReqBody;
 
-/// Idle keep-alive connections kept per backend; more are closed after use.
+/// Idle keep-alive connections kept per backend and pool slot; more are closed after use.
 const MAX_IDLE: usize = 256;
+
+/// Pools per backend: each thread uses its own slot (threads beyond this share), so a
+/// connection is reused by the thread whose runtime drives it. One shared pool made half of
+/// the requests of a runtime-per-core router hop threads twice (an eventfd wake-up each way):
+/// 1.5 extra `write` syscalls per request, ≈25 % of its req/s (`docs/benchmarks.md`).
+const POOL_SLOTS: usize = 16;
+
+/// This thread's pool slot, handed out round-robin on first use.
+fn pool_slot() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % POOL_SLOTS;
+    }
+    SLOT.with(|s| *s)
+}
 
 pub struct Backend {
     pub id: String,
@@ -23,7 +39,9 @@ pub struct Backend {
     pub in_flight: AtomicUsize,
     /// Set when discovery reports it down: no new requests; `backend-drained` at 0 in flight.
     pub removed: AtomicBool,
-    idle: Mutex<Vec<SendRequest<UpBody>>>,
+    /// Idle connections by pool slot ([`pool_slot`]): each lock is taken by one thread, so
+    /// it is never contended.
+    idle: [Mutex<Vec<SendRequest<UpBody>>>; POOL_SLOTS],
 }
 
 impl Backend {
@@ -34,14 +52,14 @@ impl Backend {
             addr,
             in_flight: AtomicUsize::new(0),
             removed: AtomicBool::new(false),
-            idle: Mutex::new(Vec::new()),
+            idle: Default::default(),
         }
     }
 
     /// A pooled connection that can take a request now, if any. Connections still finishing
     /// their previous exchange stay in the pool; closed ones are dropped.
     pub fn take_idle(&self) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle[pool_slot()].lock().unwrap();
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
@@ -61,7 +79,7 @@ impl Backend {
         if self.removed.load(Ordering::Relaxed) {
             return;
         }
-        let mut idle = self.idle.lock().unwrap();
+        let mut idle = self.idle[pool_slot()].lock().unwrap();
         if idle.len() < MAX_IDLE {
             idle.push(sender);
         }
@@ -268,7 +286,9 @@ impl Backends {
 /// nothing in flight (now, or when its last request finishes: see [`InFlight`]).
 fn retire(b: &Arc<Backend>, events: &broadcast::Sender<RouterEvent>) {
     b.removed.store(true, Ordering::SeqCst);
-    b.idle.lock().unwrap().clear();
+    for slot in &b.idle {
+        slot.lock().unwrap().clear();
+    }
     let _ = events.send(RouterEvent::new("backend-down", b));
     if b.in_flight.load(Ordering::SeqCst) == 0 {
         let _ = events.send(RouterEvent::drained(b));
