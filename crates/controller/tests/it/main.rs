@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod builds;
 mod events;
 
 use reqwest::{Method, StatusCode};
