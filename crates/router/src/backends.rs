@@ -333,17 +333,25 @@ fn rand_below(n: usize) -> usize {
     (rand_u64() % n as u64) as usize
 }
 
-/// A random UUID-shaped request id, without a system call per request.
-pub fn request_id() -> String {
+/// A random UUID-shaped (version 4) request id, without a system call or formatting
+/// machinery per request.
+pub fn request_id() -> hyper::header::HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let (a, b) = (rand_u64(), rand_u64());
-    format!(
-        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        (b >> 48) & 0x3fff | 0x8000,
-        b & 0xffff_ffff_ffff
-    )
+    // 32 random nibbles; the version (4) and variant (8..b) nibbles are set below.
+    let mut out = [0u8; 36];
+    let mut nib = (0..16)
+        .map(|i| (a >> (i * 4)) & 15)
+        .chain((0..16).map(|i| (b >> (i * 4)) & 15));
+    for (i, c) in out.iter_mut().enumerate() {
+        *c = match i {
+            8 | 13 | 18 | 23 => b'-',
+            14 => b'4',
+            19 => HEX[(8 | (nib.next().unwrap_or(0) & 3)) as usize],
+            _ => HEX[nib.next().unwrap_or(0) as usize],
+        };
+    }
+    hyper::header::HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
 }
 
 fn rand_u64() -> u64 {

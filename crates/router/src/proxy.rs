@@ -11,6 +11,7 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -365,55 +366,75 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnInfo) -> bool {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, u);
     }
-    let ip = conn.peer.ip().to_string();
-    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
+    // Header values are built in stack buffers: one allocation each, for the value itself.
+    let xff = match h.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 41);
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            let _ = write!(v, "{}", conn.peer.ip());
+            HeaderValue::from_bytes(&v)
+        }
+        None => {
+            let mut buf = [0u8; 39];
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{}", conn.peer.ip());
+            let n = 39 - w.len();
+            HeaderValue::from_bytes(&buf[..n])
+        }
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
+    if let Ok(v) = xff {
+        h.insert(X_FORWARDED_FOR, v);
     }
     h.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if conn.https { "https" } else { "http" }),
     );
-    h.insert("x-forwarded-port", HeaderValue::from(conn.port));
+    h.insert(X_FORWARDED_PORT, HeaderValue::from(conn.port));
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    h.insert("x-request-start", HeaderValue::from(now_ms));
-    if !h.contains_key("x-request-id") {
-        let id = crate::backends::request_id();
-        h.insert(
-            "x-request-id",
-            HeaderValue::from_str(&id).expect("hex is a valid header"),
-        );
+    h.insert(X_REQUEST_START, HeaderValue::from(now_ms));
+    if !h.contains_key(&X_REQUEST_ID) {
+        h.insert(X_REQUEST_ID, crate::backends::request_id());
     }
     upgrade
 }
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_REQUEST_START: HeaderName = HeaderName::from_static("x-request-start");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), as names built at compile time: no parsing per
+/// request.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 /// Headers meant for one hop only (RFC 9110 §7.6.1), and those the Connection header names.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
     }
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }

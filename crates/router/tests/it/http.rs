@@ -113,7 +113,10 @@ async fn forwarded_headers_request_id_and_hop_by_hop() {
         .lines()
         .find_map(|l| l.strip_prefix("x-request-id: "))
         .expect("a request id is added");
-    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let uuid = uuid::Uuid::parse_str(id).expect("a UUID");
+    assert_eq!(uuid.get_version_num(), 4, "{id}");
+    assert_eq!(uuid.get_variant(), uuid::Variant::RFC4122, "{id}");
+    assert_eq!(id, uuid.hyphenated().to_string(), "lower-case hex");
 
     let req = Request::get("/headers")
         .header("host", "web.test")
