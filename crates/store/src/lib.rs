@@ -9,6 +9,8 @@
 //! Rules the store enforces on every backend, so no caller can break them:
 //! - a release (and an artifact) is never modified — there is no update, and a trigger refuses one;
 //! - the current release of an app cannot be deleted;
+//! - an artifact cannot be deleted while a release names it (housekeeping deletes old slugs'
+//!   releases first, then the slugs, so the blob store's GC frees their blobs);
 //! - an app has at most one unfinished deployment (a partial unique index);
 //! - HTTP routes are unique by (domain, path), TCP routes by port;
 //! - every write of a model object appends an [`Event`] in the same transaction, and events
