@@ -42,10 +42,17 @@ pub struct Backend {
     /// Idle connections by pool slot ([`pool_slot`]): each lock is taken by one thread, so
     /// it is never contended.
     idle: [Mutex<Vec<SendRequest<UpBody>>>; POOL_SLOTS],
+    /// Where `backend-drained` goes when its last request ends.
+    events: broadcast::Sender<RouterEvent>,
 }
 
 impl Backend {
-    pub fn new(id: &str, service: &str, addr: SocketAddr) -> Backend {
+    pub fn new(
+        id: &str,
+        service: &str,
+        addr: SocketAddr,
+        events: broadcast::Sender<RouterEvent>,
+    ) -> Backend {
         Backend {
             id: id.into(),
             service: service.into(),
@@ -53,6 +60,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             removed: AtomicBool::new(false),
             idle: Default::default(),
+            events,
         }
     }
 
@@ -87,16 +95,17 @@ impl Backend {
 }
 
 /// Counts a request against its backend until dropped (when the response body is done).
+/// Holds nothing but the backend: every shared reference counted per request is a cache
+/// line the cores fight over.
 pub struct InFlight {
     backend: Arc<Backend>,
-    events: broadcast::Sender<RouterEvent>,
 }
 
 impl InFlight {
-    pub fn new(backend: Arc<Backend>, events: broadcast::Sender<RouterEvent>) -> InFlight {
+    pub fn new(backend: Arc<Backend>) -> InFlight {
         // SeqCst with `retire`: either it sees this request, or the caller sees `removed`.
         backend.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight { backend, events }
+        InFlight { backend }
     }
 }
 
@@ -104,7 +113,10 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         let left = self.backend.in_flight.fetch_sub(1, Ordering::AcqRel) - 1;
         if left == 0 && self.backend.removed.load(Ordering::Acquire) {
-            let _ = self.events.send(RouterEvent::drained(&self.backend));
+            let _ = self
+                .backend
+                .events
+                .send(RouterEvent::drained(&self.backend));
         }
     }
 }
@@ -198,10 +210,12 @@ impl Backends {
                         if !current {
                             let s = snapshot.entry(ev.service.clone()).or_default();
                             match ev.kind {
-                                EventKind::Up => {
-                                    s.all
-                                        .push(Arc::new(Backend::new(&inst.id, &ev.service, addr)))
-                                }
+                                EventKind::Up => s.all.push(Arc::new(Backend::new(
+                                    &inst.id,
+                                    &ev.service,
+                                    addr,
+                                    events.clone(),
+                                ))),
                                 EventKind::Leader => {
                                     s.leader = s.all.iter().find(|b| b.id == inst.id).cloned()
                                 }
@@ -211,7 +225,12 @@ impl Backends {
                         }
                         match ev.kind {
                             EventKind::Up | EventKind::Update => {
-                                let b = Arc::new(Backend::new(&inst.id, &ev.service, addr));
+                                let b = Arc::new(Backend::new(
+                                    &inst.id,
+                                    &ev.service,
+                                    addr,
+                                    events.clone(),
+                                ));
                                 let mut added = false;
                                 self.update(&ev.service, |s| {
                                     if let Some(pos) = s.all.iter().position(|x| x.id == inst.id) {

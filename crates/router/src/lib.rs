@@ -373,17 +373,15 @@ impl Router {
             };
             let _ = stream.set_nodelay(true);
             let conn = Arc::new(proxy::ConnInfo {
+                sh: self.sh.clone(),
                 peer,
                 https: tls.is_some(),
                 port,
             });
-            let sh = self.sh.clone();
             let builder = builder.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    proxy::handle(sh.clone(), conn.clone(), req)
-                });
+                let svc = hyper::service::service_fn(move |req| proxy::handle(conn.clone(), req));
                 let res = match tls {
                     None => {
                         builder

@@ -23,8 +23,10 @@ use std::time::Duration;
 /// when connecting failed (so it was never sent).
 const MAX_ATTEMPTS: usize = 4;
 
-/// Where a request came in.
+/// Where a request came in, and the router's state: one `Arc` per connection, so a request
+/// clones only this (its count is touched by one thread), not the router-wide `Shared`.
 pub struct ConnInfo {
+    pub sh: Arc<Shared>,
     pub peer: SocketAddr,
     pub https: bool,
     pub port: u16,
@@ -94,10 +96,10 @@ pub fn text(status: StatusCode, msg: String) -> Response<RespBody> {
 }
 
 pub async fn handle(
-    sh: Arc<Shared>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, Infallible> {
+    let sh = &conn.sh;
     let start = tokio::time::Instant::now();
     let (method, path) = if sh.access_log {
         (req.method().clone(), req.uri().path().to_string())
@@ -105,7 +107,7 @@ pub async fn handle(
         Default::default()
     };
     let mut route = None;
-    let resp = proxy(&sh, &conn, req, start, &mut route).await;
+    let resp = proxy(sh, &conn, req, start, &mut route).await;
     let took = start.elapsed();
     sh.metrics
         .record(route.as_deref(), resp.status().as_u16(), took);
@@ -213,7 +215,7 @@ async fn proxy(
         };
         // Counted from the pick on, so that a backend removed while we connect to it is not
         // reported drained (and stopped) under this request.
-        let guard = InFlight::new(b.clone(), sh.events.clone());
+        let guard = InFlight::new(b.clone());
         if b.removed.load(std::sync::atomic::Ordering::SeqCst) {
             // Removed between the pick and the count: it may already be reported drained.
             drop(guard);

@@ -73,7 +73,7 @@ async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener, service: Stri
                 let connect = tokio::net::TcpStream::connect(b.addr);
                 match tokio::time::timeout(sh.limits.connect_timeout, connect).await {
                     Ok(Ok(mut up)) => {
-                        let _guard = InFlight::new(b.clone(), sh.events.clone());
+                        let _guard = InFlight::new(b.clone());
                         let _ = up.set_nodelay(true);
                         let _ = down.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
