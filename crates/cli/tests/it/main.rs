@@ -8,6 +8,7 @@ mod images;
 mod logs;
 mod push;
 mod push_slow;
+mod push_submodules;
 mod routing;
 mod run;
 mod scheduler;

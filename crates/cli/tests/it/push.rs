@@ -657,139 +657,6 @@ fn a_second_push_waits_for_the_first_and_ctrl_c_stops_the_build() {
     assert!(String::from_utf8_lossy(&refs.stdout).starts_with(head1.trim()));
 }
 
-/// `git daemon` serving the bare repos in `base` as `git://127.0.0.1:PORT/NAME`; killed on drop.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("git")
-            .args([
-                "daemon",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git daemon (it ships with git)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Commits the staged files plus a submodule at `path` pinned to `pinned`, with `.gitmodules`
-/// giving it `url`.
-fn commit_submodule(dir: &Path, path: &str, url: &str, pinned: &str, message: &str) {
-    let modules = format!("[submodule \"lib\"]\n\tpath = {path}\n\turl = {url}\n");
-    std::fs::write(dir.join(".gitmodules"), modules).unwrap();
-    git(dir, &["add", ".gitmodules"]);
-    let info = format!("160000,{pinned},{path}");
-    git(dir, &["update-index", "--add", "--cacheinfo", &info]);
-    git(
-        dir,
-        &[
-            "-c",
-            "user.email=a@b",
-            "-c",
-            "user.name=a",
-            "commit",
-            "-qm",
-            message,
-        ],
-    );
-}
-
-#[test]
-fn submodules_are_fetched_from_their_git_urls_and_file_urls_are_refused() {
-    if skip_unless_root("submodules_are_fetched_from_their_git_urls_and_file_urls_are_refused") {
-        return;
-    }
-    // Host numbers 2800-2819.
-    let n = 2800 + std::process::id() % 20;
-    let host = HostServer::start(n, &loopback_router(&[]));
-    let server = &host.s;
-    let router = logged_addr(server, "router: HTTP on ");
-    let app = "subs";
-    let vhost = format!("{app}.{DOMAIN}");
-    let get = |path: &str| http(&router, path, &vhost, None);
-
-    // The submodule: a repo that `git daemon` serves; the app pins its first commit.
-    let base = server.dir.path().join("daemon");
-    std::fs::create_dir_all(&base).unwrap();
-    let lib = app_repo(server, "lib", &[("page.html", "from the submodule\n")]);
-    let pinned = git(&lib, &["rev-parse", "HEAD"]).trim().to_string();
-    commit(&lib, &[("page.html", "a later commit\n")], "later");
-    let bare = base.join("lib.git");
-    git(&base, &["init", "-q", "--bare", "lib.git"]);
-    git(&lib, &["push", "-q", bare.to_str().unwrap(), "main"]);
-    let daemon = GitDaemon::start(&base);
-    let url = format!("git://127.0.0.1:{}/lib.git", daemon.port);
-
-    let dir = app_repo(
-        server,
-        app,
-        &[
-            ("Procfile", "web: httpd -f -p $PORT -h /app/www\n"),
-            ("www/index.html", "app v1\n"),
-        ],
-    );
-    commit_submodule(&dir, "www/lib", &url, &pinned, "with a submodule");
-    create_in(server, &dir, app);
-    let (ok, err) = push(server, &dir, "main");
-    assert!(ok, "{err}");
-    let want = format!(
-        "remote: -----> Fetching submodule www/lib ({url}) at {}",
-        &pinned[..12]
-    );
-    assert!(err.contains(&want), "{err}");
-    let resp = until(
-        "the submodule's file",
-        Duration::from_secs(10),
-        || get("/lib/page.html"),
-        "from the submodule",
-    );
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-
-    // The same submodule by a file:// URL (git itself would read it from the server's disk):
-    // refused with the reason before anything is built; the first release keeps serving.
-    std::fs::write(dir.join("www/index.html"), "app v2\n").unwrap();
-    git(&dir, &["add", "www/index.html"]);
-    let file_url = format!("file://{}", bare.display());
-    commit_submodule(&dir, "www/lib", &file_url, &pinned, "by file://");
-    let (ok, err) = push(server, &dir, "main");
-    assert!(!ok, "{err}");
-    let want = format!(
-        "remote: error: submodule www/lib: {file_url} is refused: file:// URLs and paths would \
-         read the server's own files"
-    );
-    assert!(err.contains(&want), "{err}");
-    assert!(!err.contains("Creating release"), "{err}");
-    assert!(get("/").contains("app v1"));
-    assert!(get("/lib/page.html").contains("from the submodule"));
-}
-
 #[test]
 fn a_first_push_whose_web_process_crashes_fails_and_the_next_good_push_scales_web_to_1() {
     let name =
@@ -862,4 +729,49 @@ fn a_first_push_whose_web_process_crashes_fails_and_the_next_good_push_scales_we
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     let ps = server.json(&["-a", app, "ps", "--json"]);
     assert_eq!(web_up(&ps), 1, "{ps}");
+}
+
+#[test]
+fn create_writes_a_credential_helper_that_runs_slipway_from_path_when_it_is_this_binary() {
+    let server = TestServer::start();
+    let dir = app_repo(&server, "pathy", &[("Procfile", "web: x\n")]);
+    // `slipway` in PATH is this binary (a link to it, as an install script would make).
+    let bin = server.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    std::os::unix::fs::symlink(BIN, bin.join("slipway")).unwrap();
+    // The PATH of the test without any other slipway in it, and with the link first.
+    let system: Vec<_> = std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .filter(|d| !d.join("slipway").exists())
+        .collect();
+    let without = std::env::join_paths(&system).unwrap();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(system)).unwrap();
+    let out = ok(server
+        .cmd_in(&dir)
+        .env("PATH", &path)
+        .args(["create", "pathy"]));
+    assert_eq!(out, "Created pathy\n");
+    let helper = git(
+        &dir,
+        &["config", "--get-regexp", r"^credential\..*\.helper$"],
+    );
+    assert!(helper.contains(" !'slipway' git-credentials"), "{helper}");
+    // git finds it through PATH when it pushes: the push gets past auth to the hook.
+    let push_with = |path: &std::ffi::OsStr| {
+        let out = std::process::Command::new("git")
+            .args(["push", "slipway", "main"])
+            .current_dir(&dir)
+            .env("PATH", path)
+            .env("SLIPWAY_CONFIG", &server.config)
+            .env("HOME", server.dir.path())
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = push_with(&path);
+    assert!(err.contains("remote: -----> Building pathy..."), "{err}");
+    // Without it in PATH there is no key to send.
+    let err = push_with(&without);
+    assert!(!err.contains("remote: -----> Building"), "{err}");
+    assert!(err.contains("could not read Username"), "{err}");
 }
