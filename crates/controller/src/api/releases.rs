@@ -71,9 +71,19 @@ pub async fn delete(
     Path((app, id)): Path<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let app = resolve(&s, &app).await?;
-    s.store
-        .delete_release(app.id, parse_id("release", &id)?)
-        .await?;
+    let id = parse_id("release", &id)?;
+    let release = s.store.get_release(id).await?;
+    s.store.delete_release(app.id, id).await?;
+    // Its slugs that no other release names go too, as an app's do when the app is deleted:
+    // else nothing would ever delete them and the GC would keep their blobs. Images stay (the
+    // registry's tags may name them).
+    for a in &release.artifacts {
+        if let Ok(art) = s.store.get_artifact(*a).await
+            && art.kind == slipway_types::ArtifactType::Slug
+        {
+            let _ = s.store.delete_artifact(*a).await;
+        }
+    }
     Ok(super::empty())
 }
 

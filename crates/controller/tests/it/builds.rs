@@ -151,8 +151,14 @@ async fn builds_are_listed_and_their_logs_served_as_text() {
     )
     .await;
 
-    // An artifact a release names cannot be deleted; once the release is gone it can, and its
-    // build record went with the release.
+    // An artifact a release names cannot be deleted, whichever app's release it is.
+    let other_rel = s
+        .ok(
+            Method::POST,
+            "/apps/other/releases",
+            Some(serde_json::json!({"artifacts": [art_id]})),
+        )
+        .await;
     let art_path = format!("/artifacts/{art_id}");
     s.err(
         Method::DELETE,
@@ -163,6 +169,7 @@ async fn builds_are_listed_and_their_logs_served_as_text() {
         "is used by release",
     )
     .await;
+    // Deleting a release takes its build record, and its slugs once no release names them.
     s.ok(
         Method::DELETE,
         &format!("/apps/web/releases/{rel_id}"),
@@ -178,15 +185,41 @@ async fn builds_are_listed_and_their_logs_served_as_text() {
         "not found",
     )
     .await;
-    assert_eq!(
-        s.ok(Method::DELETE, &art_path, None).await,
-        serde_json::json!({})
-    );
+    s.ok(Method::GET, &art_path, None).await;
+    let other_rel = other_rel["id"].as_str().unwrap();
+    s.ok(
+        Method::DELETE,
+        &format!("/apps/other/releases/{other_rel}"),
+        None,
+    )
+    .await;
     s.err(Method::GET, &art_path, None, 404, "not_found", "not found")
         .await;
+    // An artifact no release names can be deleted (once).
+    let image = s
+        .ok(
+            Method::POST,
+            "/artifacts",
+            Some(serde_json::json!({"type": "image", "uri": "registry:web@sha256:1"})),
+        )
+        .await;
+    let image_path = format!("/artifacts/{}", image["id"].as_str().unwrap());
+    assert_eq!(
+        s.ok(Method::DELETE, &image_path, None).await,
+        serde_json::json!({})
+    );
+    s.err(
+        Method::GET,
+        &image_path,
+        None,
+        404,
+        "not_found",
+        "not found",
+    )
+    .await;
     s.err(
         Method::DELETE,
-        &art_path,
+        &image_path,
         None,
         404,
         "not_found",
