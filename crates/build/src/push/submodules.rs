@@ -46,7 +46,9 @@ pub fn unpack_all(
         .map_err(|e| SourceError::Internal(format!("cannot make a scratch dir: {e}")))?;
     let mut fetch = Fetcher {
         scratch: scratch.path(),
+        timeout: SUBMODULE_TIMEOUT,
         deadline: Instant::now() + SUBMODULE_TIMEOUT,
+        max_bytes: SUBMODULE_FETCH_BYTES,
         fetched: 0,
         count: 0,
     };
@@ -249,7 +251,11 @@ fn redact(url: &str) -> String {
 /// time and size budget.
 struct Fetcher<'a> {
     scratch: &'a Path,
+    /// All fetches end by `deadline` (`timeout` after the first began) and bring at most
+    /// `max_bytes` in all.
+    timeout: Duration,
     deadline: Instant,
+    max_bytes: u64,
     fetched: u64,
     count: usize,
 }
@@ -377,29 +383,18 @@ impl Fetcher<'_> {
             }
             let now = dir_size(repo).saturating_sub(before);
             let over_time = Instant::now() > self.deadline;
-            let over_size = self.fetched + now > SUBMODULE_FETCH_BYTES;
-            if over_time || over_size {
+            if over_time || self.fetched + now > self.max_bytes {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(SourceError::Refused(if over_time {
-                    format!(
-                        "fetching submodule {path} from {} took too long: submodules may take \
-                         {} min in all",
-                        redact(url),
-                        SUBMODULE_TIMEOUT.as_secs() / 60
-                    )
-                } else {
-                    format!(
-                        "submodule {path} from {} is over the {} limit for fetched submodules: \
-                         vendor what the app needs into the repo",
-                        redact(url),
-                        human(SUBMODULE_FETCH_BYTES)
-                    )
-                }));
+                return Err(self.over_limit(path, url, over_time));
             }
             std::thread::sleep(Duration::from_millis(50));
         };
+        // A fetch may finish between two looks at its size.
         self.fetched += dir_size(repo).saturating_sub(before);
+        if self.fetched > self.max_bytes {
+            return Err(self.over_limit(path, url, false));
+        }
         if status.success() {
             return Ok(Ok(()));
         }
@@ -411,6 +406,31 @@ impl Fetcher<'_> {
             .unwrap_or("git fetch failed")
             .to_string();
         Ok(Err(last))
+    }
+}
+
+impl Fetcher<'_> {
+    /// The error of a fetch stopped at the deadline (`over_time`) or over the size budget.
+    fn over_limit(&self, path: &str, url: &str, over_time: bool) -> SourceError {
+        SourceError::Refused(if over_time {
+            let t = self.timeout.as_secs();
+            let t = if t % 60 == 0 {
+                format!("{} min", t / 60)
+            } else {
+                format!("{t} s")
+            };
+            format!(
+                "fetching submodule {path} from {} took too long: submodules may take {t} in all",
+                redact(url)
+            )
+        } else {
+            format!(
+                "submodule {path} from {} is over the {} limit for fetched submodules: vendor \
+                 what the app needs into the repo",
+                redact(url),
+                human(self.max_bytes)
+            )
+        })
     }
 }
 
@@ -568,6 +588,57 @@ mod tests {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
+    }
+
+    #[test]
+    fn a_stalled_fetch_stops_at_the_deadline_and_a_big_one_at_the_size_limit() {
+        let tmp = tempfile::tempdir().unwrap();
+        // A "git daemon" that accepts and never answers.
+        let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = stalled.local_addr().unwrap().port();
+        let mut f = Fetcher {
+            scratch: tmp.path(),
+            timeout: Duration::from_secs(1),
+            deadline: Instant::now() + Duration::from_secs(1),
+            max_bytes: 1 << 30,
+            fetched: 0,
+            count: 0,
+        };
+        let t0 = Instant::now();
+        let url = format!("git://127.0.0.1:{port}/x.git");
+        let e = f.fetch("vendor/x", &url, &"a".repeat(40)).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let want = format!(
+            "fetching submodule vendor/x from {url} took too long: submodules may take 1 s in all"
+        );
+        assert_eq!(e.to_string(), want);
+
+        let base = tmp.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        let head = repo_with(&tmp.path().join("w"), &[("f", "some bytes\n")], &[]);
+        git(tmp.path(), &["init", "-q", "--bare", "base/big.git"]);
+        git(
+            &tmp.path().join("w"),
+            &["push", "-q", "../base/big.git", "main"],
+        );
+        let daemon = Daemon::start(&base);
+        let mut f = Fetcher {
+            scratch: tmp.path(),
+            timeout: Duration::from_secs(60),
+            deadline: Instant::now() + Duration::from_secs(60),
+            max_bytes: 100,
+            fetched: 0,
+            count: 0,
+        };
+        let url = format!("git://127.0.0.1:{}/big.git", daemon.1);
+        let e = f.fetch("vendor/big", &url, &head).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "submodule vendor/big from {url} is over the 100 B limit for fetched submodules"
+            )),
+            "{e}"
+        );
+        drop(stalled);
     }
 
     #[test]
