@@ -414,7 +414,7 @@ impl Fetcher<'_> {
     fn over_limit(&self, path: &str, url: &str, over_time: bool) -> SourceError {
         SourceError::Refused(if over_time {
             let t = self.timeout.as_secs();
-            let t = if t % 60 == 0 {
+            let t = if t.is_multiple_of(60) {
                 format!("{} min", t / 60)
             } else {
                 format!("{t} s")
