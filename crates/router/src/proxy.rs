@@ -144,9 +144,15 @@ async fn proxy(
                     .and_then(|h| h.to_str().ok())
             })
             .unwrap_or("");
-        let table = sh.table.read().unwrap().clone();
-        match table.lookup(host, req.uri().path()) {
-            Some(r) => r.clone(),
+        // Looked up under the read lock (no await here): no clone of the table's `Arc`.
+        let found = sh
+            .table
+            .read()
+            .unwrap()
+            .lookup(host, req.uri().path())
+            .cloned();
+        match found {
+            Some(r) => &*matched.insert(r),
             None => {
                 return text(
                     StatusCode::NOT_FOUND,
@@ -155,7 +161,6 @@ async fn proxy(
             }
         }
     };
-    *matched = Some(route.clone());
     let svc = sh.backends.get(&route.service).unwrap_or_default();
     let leader_only: Vec<Arc<Backend>>;
     let cands: &[Arc<Backend>] = if route.leader {
