@@ -304,6 +304,8 @@ impl Agent {
 
     /// Records a job's end, then releases its resources.
     async fn finished(&self, id: &str, res: Result<ExitStatus, String>) {
+        tracing::debug!(job = id, "stop timing: exit seen");
+        let t0 = std::time::Instant::now();
         match res {
             Ok(st) => {
                 self.update(id, Some(EventKind::Stop), |j| {
@@ -337,6 +339,7 @@ impl Agent {
         } else {
             self.update(id, Some(EventKind::Cleanup), |_| {});
         }
+        tracing::debug!(job = id, "stop timing: cleaned up in {:?}", t0.elapsed());
         self.inner.checks.lock().expect("checks").remove(id);
         self.inner.uncleaned.lock().expect("uncleaned").remove(id);
         self.inner.changed.notify_waiters();
@@ -417,6 +420,7 @@ impl Agent {
             (was, c.iter().all(|x| *x))
         };
         if now_up && !was_up {
+            tracing::debug!(job = id, "start timing: health checks passed");
             self.update(id, Some(EventKind::Up), |j| j.up = true);
         } else if !now_up && (was_up || why.is_some()) {
             self.update(id, Some(EventKind::Down), |j| {
@@ -438,9 +442,11 @@ impl Agent {
     }
 
     async fn stop_after_grace(&self, id: String, grace: Duration) {
+        let t0 = std::time::Instant::now();
         if let Err(e) = self.inner.runtime.signal(&id, libc::SIGTERM).await {
             tracing::debug!(job = %id, "SIGTERM: {e:#}");
         }
+        tracing::debug!(job = %id, "stop timing: SIGTERM sent in {:?}", t0.elapsed());
         let agent = self.clone();
         tokio::spawn(async move {
             if tokio::time::timeout(grace, agent.wait_terminal(&id))
@@ -534,10 +540,15 @@ impl HostApi for Agent {
             .expect("uncleaned")
             .insert(id.clone());
         self.update(&id, Some(EventKind::Create), |_| {});
+        let t0 = std::time::Instant::now();
         let started = match self.resolve_layers(&job).await {
-            Ok(resolved) => self.inner.runtime.start(&resolved).await,
+            Ok(resolved) => {
+                tracing::debug!(job = %id, "start timing: layers resolved in {:?}", t0.elapsed());
+                self.inner.runtime.start(&resolved).await
+            }
             Err(e) => Err(e),
         };
+        tracing::debug!(job = %id, "start timing: runtime start returned at {:?}", t0.elapsed());
         match started {
             Ok(started) => {
                 for w in &started.warnings {

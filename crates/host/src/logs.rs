@@ -118,8 +118,14 @@ pub fn read_all(dir: &Path) -> Vec<LogLine> {
     out
 }
 
+/// How long [`follow`] sleeps between polls: right after lines came, and at most.
+const FOLLOW_MIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+const FOLLOW_MAX_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Follows a job's log: yields what is on disk, then new lines until `done()` is true and the
-/// file is drained. Polls every 100 ms (cheap, and works across shim restarts and rotation).
+/// file is drained. Polls (cheap, and works across shim restarts and rotation): 2 ms after
+/// reading lines, backing off to every 100 ms while nothing comes, so the end of a job that just
+/// wrote (a build) is seen within milliseconds, not at the next 100 ms tick.
 ///
 /// Files are followed by handle, not by path: each file of the log (the backup, the current
 /// one, and each new one after a rotation) is opened as soon as it is seen and read to its end
@@ -138,6 +144,7 @@ pub fn follow(
         let mut files = Files::default();
         files.poll(&dir);
         let mut partial = String::new();
+        let mut pause = FOLLOW_MIN_PAUSE;
         loop {
             let finished = done();
             files.poll(&dir);
@@ -190,7 +197,12 @@ pub fn follow(
             if finished || tx.is_closed() {
                 return;
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
+            pause = if n > 0 {
+                FOLLOW_MIN_PAUSE
+            } else {
+                (pause * 2).min(FOLLOW_MAX_PAUSE)
+            };
+            std::thread::sleep(pause);
         }
     });
     Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {

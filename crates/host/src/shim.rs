@@ -200,6 +200,11 @@ fn run(dir: &Path) -> anyhow::Result<()> {
         .stdout(Stdio::from(out_w))
         .stderr(Stdio::from(err_w))
         .status()?;
+    // The Command holds our copies of the pipes' write ends: closed now, the container's
+    // processes are their only writers, so the pipes reach EOF the moment the last of them is
+    // gone and `pump` returns at once, instead of after its 50 ms drain timeout (which every
+    // job's exit paid: a build's end and an old release's stop, each on a push's path).
+    drop(cmd);
     if !created.success() {
         // runc wrote its error to what would have been the container's stderr.
         let mut msg = String::new();

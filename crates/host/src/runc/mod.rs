@@ -79,6 +79,10 @@ struct ContainerState {
     /// against a recycled pid.
     shim_start: u64,
     init_pid: Option<u32>,
+    /// Start time of the container's init (as `shim_start`): lets [`RuncRuntime::signal`]
+    /// signal it directly, knowing the pid is still that process.
+    #[serde(default)]
+    init_start: Option<u64>,
 }
 
 pub struct RuncRuntime {
@@ -564,6 +568,34 @@ impl RuncRuntime {
     }
 }
 
+/// Sends `signal` to the container's init, as `runc kill` does, without starting runc (≈10-15 ms
+/// on a busy machine, on the path of every stop and so of every deploy): through a pidfd opened
+/// first and the start time checked after, so a recycled pid is never signalled. False when
+/// that cannot be done (the init is gone, or another process has its pid): `runc kill` decides.
+fn signal_init(pid: u32, start: u64, signal: i32) -> bool {
+    // SAFETY: plain syscall; the returned fd is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: fd is a fresh pidfd we own.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    if proc_start_time(pid) != Some(start) {
+        return false;
+    }
+    // SAFETY: a valid pidfd, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0
+}
+
 /// Waits until the process `pid` (started at `start`) has exited, through a pidfd (which works
 /// for processes that are not our children, i.e. shims adopted after a restart).
 async fn wait_pid_exit(pid: u32, start: u64) -> Result<()> {
@@ -598,6 +630,7 @@ impl Runtime for RuncRuntime {
             bail!("job {} already exists on this host", job.id);
         }
         std::fs::create_dir_all(&dir)?;
+        let t0 = std::time::Instant::now();
         let child = match self.spawn_shim(&dir) {
             Ok(c) => c,
             Err(e) => {
@@ -611,6 +644,7 @@ impl Runtime for RuncRuntime {
                 .await
                 .context("job preparation panicked")?
         };
+        tracing::debug!(job = %job.id, "start timing: shim spawned and job prepared (netns, overlay, spec) in {:?}", t0.elapsed());
         let (shim_cfg, ip, warnings) = match prepared {
             Ok(x) => x,
             Err(e) => {
@@ -628,7 +662,10 @@ impl Runtime for RuncRuntime {
             }
         }
         let (pid, hs) = match self.run_shim(child, Some(&shim_cfg), &dir).await {
-            Ok(x) => x,
+            Ok(x) => {
+                tracing::debug!(job = %job.id, "start timing: the shim's `runc run -d` returned at {:?}", t0.elapsed());
+                x
+            }
             Err(e) => {
                 self.undo(&job.id, ip).await;
                 return Err(e);
@@ -643,6 +680,7 @@ impl Runtime for RuncRuntime {
             shim_pid: pid,
             shim_start: proc_start_time(pid).unwrap_or(0),
             init_pid: hs.pid,
+            init_start: hs.pid.and_then(proc_start_time),
         };
         self.save_state(&job.id, &st)?;
         self.states
@@ -657,6 +695,17 @@ impl Runtime for RuncRuntime {
     }
 
     async fn signal(&self, id: &str, signal: i32) -> Result<()> {
+        let init = self
+            .states
+            .lock()
+            .expect("states")
+            .get(id)
+            .and_then(|s| Some((s.init_pid?, s.init_start?)));
+        if let Some((pid, start)) = init
+            && signal_init(pid, start, signal)
+        {
+            return Ok(());
+        }
         let out = self.runc(&["kill", id, &signal.to_string()]).await?;
         if !out.status.success() {
             bail!(
