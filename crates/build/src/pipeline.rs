@@ -321,6 +321,8 @@ where
     .map_err(|e| internal("preparing the build dir", e))?;
 
     // The build job.
+    let t0 = std::time::Instant::now();
+    let ms = move || t0.elapsed().as_secs_f64() * 1e3;
     let job = build_job(ctx, &input, dir, &cache_dir);
     let job_id = ctx
         .jobs
@@ -328,6 +330,7 @@ where
         .await
         .map_err(|e| internal("starting the build job", e))?;
     guard.job = Some(job_id.clone());
+    tracing::debug!(job = %job_id, "build timing: job started in {:.1} ms", ms());
     let run = async {
         let mut lines = ctx
             .jobs
@@ -339,6 +342,7 @@ where
                 say(l.msg).await;
             }
         }
+        tracing::debug!(job = %job_id, "build timing: output ended at +{:.1} ms", ms());
         ctx.jobs
             .wait(&input.app, &job_id)
             .await
@@ -353,6 +357,7 @@ where
             ))
         })??;
     guard.job = None;
+    tracing::debug!(job = %job_id, "build timing: job exit seen at +{:.1} ms", ms());
     check_exit(&exit, &out_dir, ctx.limits.memory_bytes)?;
 
     // Process types: the Procfile, else the last buildpack's defaults (written as the Procfile,
@@ -431,7 +436,9 @@ where
         slug::human_size(size)
     ))
     .await;
+    tracing::debug!("build timing: slug made at +{:.1} ms", ms());
     let slug = put_slug(ctx.blobs.as_ref(), &slug_path).await?;
+    tracing::debug!("build timing: slug stored at +{:.1} ms", ms());
     Ok(Built {
         slug_size: slug.size,
         slug,

@@ -146,6 +146,11 @@ impl Deployer {
     }
 
     async fn steps(&self, d: &Deployment) -> Result<(), Failure> {
+        let t0 = Instant::now();
+        let mark = |what: &str| {
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            tracing::debug!(deployment = %d.id, "deploy timing: {what} at +{ms:.1} ms");
+        };
         let old = match d.old_release_id {
             Some(r) => self.store.get_formation(d.app_id, r).await.ok(),
             None => None,
@@ -165,21 +170,25 @@ impl Deployer {
         match d.strategy {
             DeployStrategy::AllAtOnce => {
                 self.put(d.app_id, d.new_release_id, counts, &tags).await?;
+                mark("new formation written");
                 for (t, n) in counts {
                     self.wait(d, d.new_release_id, t, Until::Up(*n), deadline)
                         .await?;
                 }
+                mark("new jobs up");
                 if let Some(o) = d.old_release_id {
                     // Only the old scale-down is left: a failure here keeps the new release.
                     old_f.values_mut().for_each(|n| *n = 0);
                     self.put(d.app_id, o, &old_f, &tags)
                         .await
                         .map_err(Failure::keep)?;
+                    mark("old formation scaled to 0");
                     for t in counts.keys() {
                         self.wait(d, o, t, Until::Down(0), deadline)
                             .await
                             .map_err(Failure::keep)?;
                     }
+                    mark("old jobs down");
                 }
             }
             DeployStrategy::OneByOne | DeployStrategy::InBatches => {

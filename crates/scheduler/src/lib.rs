@@ -230,7 +230,9 @@ impl Scheduler {
 
     /// One reconcile round: reads the formations, plans against the tracked jobs and acts.
     pub async fn round(&self) -> anyhow::Result<RoundStats> {
+        let t0 = Instant::now();
         let (wants, ctx) = self.desired().await?;
+        tracing::debug!("round timing: desired state read in {:?}", t0.elapsed());
         let now = Instant::now();
         let mut stats = RoundStats::default();
         let mut starts = Vec::new();
@@ -575,10 +577,12 @@ impl Scheduler {
         let sched = self.clone();
         tokio::spawn(async move {
             let id = hj.id.clone();
+            let t0 = Instant::now();
             let res = match api {
                 Some(api) => api.add_job(hj).await.map_err(|e| e.to_string()),
                 None => Err(format!("host {host} is gone")),
             };
+            tracing::debug!(job = %id, "start timing: the host started it in {:?}", t0.elapsed());
             sched.on_started(&host, &id, res);
         });
     }
@@ -626,12 +630,15 @@ impl Scheduler {
         if let Some(api) = api {
             tokio::spawn(async move {
                 // Out of the router, and its requests done, before SIGTERM.
+                let t0 = Instant::now();
                 if let Some(gate) = gate {
                     gate.drain(&id).await;
                 }
+                tracing::debug!(job = %id, "stop timing: drained in {:?}", t0.elapsed());
                 if let Err(e) = api.stop_job(&id).await {
                     tracing::warn!(job = %id, "stop failed: {e}");
                 }
+                tracing::debug!(job = %id, "stop timing: stop sent at {:?}", t0.elapsed());
             });
         }
     }

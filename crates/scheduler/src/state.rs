@@ -164,6 +164,12 @@ impl State {
         if t.job.state.is_finished() {
             return;
         }
+        tracing::debug!(
+            job = id,
+            "job {} -> {}",
+            t.job.state.as_str(),
+            state.as_str()
+        );
         t.job.state = state;
         t.job.updated_at = Timestamp::now();
         t.phase = None;
@@ -294,6 +300,7 @@ impl Scheduler {
             t.running_since = Some(Instant::now());
         }
         if new != old {
+            tracing::debug!(job = %id, "job {} -> {}", old.as_str(), new.as_str());
             t.job.state = new;
             t.job.updated_at = Timestamp::now();
             self.send(t.job.clone());

@@ -207,6 +207,7 @@ async fn run(
     out: &Out,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
+    let clock = Clock::start(&session.app.name);
     let app = &session.app;
     let update = deploy_update(app, &req.updates)?;
     // One push per app at a time; the lock is held until receive-pack has updated the refs.
@@ -226,6 +227,7 @@ async fn run(
         }
     };
     *session.lock.lock().expect("session lock") = Some(guard);
+    clock.mark("push lock held");
     // A push that waited must not overwrite what the one before it deployed.
     let current = git_rev(&session.repo, &update.name).await;
     let expected =
@@ -275,6 +277,7 @@ async fn run(
     .await
     .map_err(|e| format!("cannot unpack the pushed commit: {e}"))?
     .map_err(|e| e.to_string())?;
+    clock.mark("source checked out");
 
     let prev = match app.release {
         Some(id) => Some(
@@ -307,6 +310,7 @@ async fn run(
         _ = cancel.cancelled() => Err(BuildError::Failed("push cancelled: the build was stopped".into())),
     };
     let _ = relay.await;
+    clock.mark("build done");
     drop(src);
     let built = built.map_err(|e| match e {
         BuildError::Failed(m) => m,
@@ -327,6 +331,7 @@ async fn run(
         .await
         .map_err(|e| format!("cannot create the release: {e}"))?;
     out.released(rel.id);
+    clock.mark("artifact and release created");
     let (say_tx, mut say_rx) = mpsc::unbounded_channel::<String>();
     let relay = {
         let out = out.clone();
@@ -342,15 +347,20 @@ async fn run(
     .await;
     let _ = relay.await;
     res?;
+    clock.mark("deployed");
     out.say("=====> Application deployed").await;
-    // Clones check out what was deployed: HEAD follows the branch pushed last.
-    let _ = tokio::process::Command::new("git")
-        .arg("--git-dir")
-        .arg(&session.repo)
-        .args(["symbolic-ref", "HEAD", &update.name])
-        .stdin(std::process::Stdio::null())
-        .status()
-        .await;
+    // Clones check out what was deployed: HEAD follows the branch pushed last. Usually it
+    // already does (reading the file spares starting git on every push).
+    let head = std::fs::read_to_string(session.repo.join("HEAD")).unwrap_or_default();
+    if head.trim_end() != format!("ref: {}", update.name) {
+        let _ = tokio::process::Command::new("git")
+            .arg("--git-dir")
+            .arg(&session.repo)
+            .args(["symbolic-ref", "HEAD", &update.name])
+            .stdin(std::process::Stdio::null())
+            .status()
+            .await;
+    }
     if let Ok(app) = r.store.get_app(&app.id.to_string()).await {
         match release::trim_old_slugs(&r.store, &app).await {
             Ok(t) if t == release::Trimmed::default() => {}
@@ -363,7 +373,29 @@ async fn run(
             Err(e) => tracing::warn!(app = %app.name, "cannot trim old slugs: {e}"),
         }
     }
+    clock.mark("push accepted");
     Ok(())
+}
+
+/// Debug-level timings of a push's steps (`SLIPWAY_LOG=slipway_build=debug`): what
+/// `bench/push.sh` breaks a push down with.
+struct Clock<'a> {
+    app: &'a str,
+    t0: std::time::Instant,
+}
+
+impl<'a> Clock<'a> {
+    fn start(app: &'a str) -> Clock<'a> {
+        tracing::debug!(app, "push timing: hook request in");
+        Clock {
+            app,
+            t0: std::time::Instant::now(),
+        }
+    }
+    fn mark(&self, what: &str) {
+        let ms = self.t0.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(app = self.app, "push timing: {what} at +{ms:.1} ms");
+    }
 }
 
 /// The commit `refname` points at in `repo`, if it exists.
