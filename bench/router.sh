@@ -7,18 +7,23 @@
 #
 #   bench/router.sh                      # release build; C=64 connections, D=10s, R=2 rounds
 #   C=128 D=20s R=3 bench/router.sh
+#   BIN=/tmp/t/release/examples/router_bench bench/router.sh   # a binary built elsewhere
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C="${C:-64}"; D="${D:-10s}"; R="${R:-2}"; T="${T:-2}"
-[ -n "${NO_BUILD:-}" ] || cargo build -q --release -p slipway-router --example router_bench
-BIN="$PWD/target/release/examples/router_bench"
+# BIN=path: a router_bench built elsewhere (e.g. with debug line tables for perf); no build.
+if [ -z "${BIN:-}" ]; then
+  [ -n "${NO_BUILD:-}" ] || cargo build -q --release -p slipway-router --example router_bench
+  BIN="$PWD/target/release/examples/router_bench"
+fi
 W=$(mktemp -d /tmp/slipway-bench-router.XXXXXX)
 BACKEND=127.0.0.1:18181 NGX_HTTP=18180 NGX_HTTPS=18543 RT_HTTP=18190 RT_HTTPS=18553
 PC_HTTP=18191 PC_HTTPS=18554
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$W"; }
 trap cleanup EXIT
-openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=bench.test -days 1 \
+# ECDSA P-256, the key type of the router's self-signed default certificate: same handshake cost.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=bench.test -days 1 \
   -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
 mkdir -p "$W/b" "$W/p"
 cat > "$W/b/nginx.conf" <<NGX
@@ -50,25 +55,35 @@ for u in http://127.0.0.1:$NGX_HTTP/ http://127.0.0.1:$RT_HTTP/ http://127.0.0.1
   curl -fsS -H 'Host: bench.test' "$u" >/dev/null || { echo "no answer from $u"; exit 1; }
 done
 
-# wrk → "req/s p50 p99" (latencies in ms)
+# CPU time (user + system, clock ticks) of the given processes, all their threads included.
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{s+=$1} END {print s}'; }
+NGX_PIDS="$(cat "$W/p/pid") $(pgrep -P "$(cat "$W/p/pid")" | tr '\n' ' ')"
+# run URL PIDS… → "req/s p50 p99 cpu-µs-per-request" (latencies in ms). CPU per request is the
+# figure outside load disturbs least: req/s and p99 depend on who else gets the CPUs.
 run() {
-  wrk -t"$T" -c"$C" -d"$D" --latency -H 'Host: bench.test' "$1" | awk '
+  local url=$1; shift
+  local t0; t0=$(ticks "$@")
+  local out; out=$(wrk -t"$T" -c"$C" -d"$D" --latency -H 'Host: bench.test' "$url")
+  local t1; t1=$(ticks "$@")
+  echo "$out" | awk -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
     function ms(v) { if (v ~ /us$/) return v/1000; if (v ~ /ms$/) return v+0; if (v ~ /s$/) return v*1000; return v }
-    /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=ms($2) } /^ +99%/ { p99=ms($2) }
+    /Requests\/sec/ { rps=$2 } /^ +50%/ { p50=ms($2) } /^ +99%/ { p99=ms($2) } / requests in / { n=$1 }
     /Non-2xx|Socket errors/ { err=err $0 }
-    END { printf "%s %.2f %.2f %s\n", rps, p50, p99, (err==""?"":"ERR:" err) }'
+    END { printf "%s %.2f %.2f %.1f %s\n", rps, p50, p99, ticks * 1e6 / hz / n, (err==""?"":"ERR:" err) }'
 }
-echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus, wrk -t$T -c$C -d$D, $(nginx -v 2>&1)"
-echo "| proxy | proto | round | req/s | p50 ms | p99 ms |"
-echo "|---|---|---|---|---|---|"
+echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus, wrk -t$T -c$C -d$D, $(nginx -v 2>&1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "| proxy | proto | round | req/s | p50 ms | p99 ms | CPU µs/req |"
+echo "|---|---|---|---|---|---|---|"
 for proto in http https; do
   for r in $(seq "$R"); do
     if [ $proto = http ]; then n=$NGX_HTTP; s=$RT_HTTP; p=$PC_HTTP; else n=$NGX_HTTPS; s=$RT_HTTPS; p=$PC_HTTPS; fi
-    read -r a b c e <<<"$(run $proto://127.0.0.1:$n/)"; echo "| nginx | $proto | $r | $a | $b | $c | $e"
-    read -r a b c e <<<"$(run $proto://127.0.0.1:$s/)"; echo "| slipway router (multi-thread runtime) | $proto | $r | $a | $b | $c | $e"
-    read -r a b c e <<<"$(run $proto://127.0.0.1:$p/)"; echo "| slipway router (runtime per core) | $proto | $r | $a | $b | $c | $e"
+    # shellcheck disable=SC2086
+    read -r a b c d e <<<"$(run $proto://127.0.0.1:$n/ $NGX_PIDS)"; echo "| nginx | $proto | $r | $a | $b | $c | $d | $e"
+    read -r a b c d e <<<"$(run $proto://127.0.0.1:$s/ $RPID)"; echo "| slipway router (multi-thread runtime) | $proto | $r | $a | $b | $c | $d | $e"
+    read -r a b c d e <<<"$(run $proto://127.0.0.1:$p/ $PCPID)"; echo "| slipway router (runtime per core) | $proto | $r | $a | $b | $c | $d | $e"
   done
 done
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 for x in "multi-thread $RPID" "per-core $PCPID"; do set -- $x
   echo "router ($1) RSS after the runs: $(awk '/VmRSS/ {print $2, $3}' /proc/$2/status), peak $(awk '/VmHWM/ {print $2, $3}' /proc/$2/status)"
