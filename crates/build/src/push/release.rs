@@ -90,8 +90,9 @@ pub fn new_release(
 }
 
 fn tcp_check() -> HealthCheck {
-    // Until it first passes the host probes every 100 ms whatever the interval; after that,
-    // every 2 s, and two results in a row flip the state (one lost probe is not an outage).
+    // Until it first passes the host probes from 2 ms after the start, backing off to every
+    // 100 ms, whatever the interval; after that, every 2 s, and two results in a row flip the
+    // state (one lost probe is not an outage).
     HealthCheck {
         kind: HealthCheckType::Tcp,
         path: None,
