@@ -372,12 +372,12 @@ impl Router {
                 }
             };
             let _ = stream.set_nodelay(true);
-            let conn = Arc::new(proxy::ConnInfo {
-                sh: self.sh.clone(),
+            let conn = Arc::new(proxy::ConnInfo::new(
+                self.sh.clone(),
                 peer,
-                https: tls.is_some(),
+                tls.is_some(),
                 port,
-            });
+            ));
             let builder = builder.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
