@@ -9,6 +9,7 @@
 
 pub mod netlink;
 pub mod network;
+mod pidfd;
 pub mod spec;
 
 use crate::runtime::{Recovered, Runtime, Started};
@@ -18,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use network::{IpAllocator, NetworkConfig};
+use pidfd::{proc_start_time, signal_init, wait_pid_exit};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::{CString, OsString};
@@ -105,13 +107,6 @@ impl std::ops::Deref for RuncRuntime {
     fn deref(&self) -> &Shared {
         &self.shared
     }
-}
-
-fn proc_start_time(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the `(comm)` which may contain spaces.
-    let rest = &s[s.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
 }
 
 fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
@@ -566,56 +561,6 @@ impl RuncRuntime {
             self.ips.lock().expect("ip lock").release(ip);
         }
     }
-}
-
-/// Sends `signal` to the container's init, as `runc kill` does, without starting runc (≈10-15 ms
-/// on a busy machine, on the path of every stop and so of every deploy): through a pidfd opened
-/// first and the start time checked after, so a recycled pid is never signalled. False when
-/// that cannot be done (the init is gone, or another process has its pid): `runc kill` decides.
-fn signal_init(pid: u32, start: u64, signal: i32) -> bool {
-    // SAFETY: plain syscall; the returned fd is owned below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: fd is a fresh pidfd we own.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    if proc_start_time(pid) != Some(start) {
-        return false;
-    }
-    // SAFETY: a valid pidfd, no siginfo, no flags.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    r == 0
-}
-
-/// Waits until the process `pid` (started at `start`) has exited, through a pidfd (which works
-/// for processes that are not our children, i.e. shims adopted after a restart).
-async fn wait_pid_exit(pid: u32, start: u64) -> Result<()> {
-    // SAFETY: plain syscall; the returned fd is owned below.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    if fd < 0 {
-        return Ok(()); // already gone (and reaped)
-    }
-    // SAFETY: fd is a fresh pidfd we own.
-    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-    if proc_start_time(pid) != Some(start) {
-        return Ok(()); // the pid now belongs to someone else: our shim is gone
-    }
-    // SAFETY: the AsyncFd owns the pidfd, which stays open and valid until it is dropped.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| anyhow::anyhow!("watching the shim's pidfd: {e}"))?;
-    let _guard = afd.readable().await?;
-    Ok(())
 }
 
 #[async_trait]
