@@ -5,6 +5,9 @@
 //! whole run), databases are created there; otherwise the test starts a private PostgreSQL
 //! (initdb into a temp dir, a free loopback port) that stops when the returned guard drops.
 
+mod git_daemon;
+pub use git_daemon::GitDaemon;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -456,6 +456,7 @@ fn dir_size(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use slipway_testkit::GitDaemon;
 
     #[test]
     fn only_http_https_and_git_urls_are_fetched_and_relative_ones_resolve_in_submodules() {
@@ -553,43 +554,6 @@ mod tests {
         git(dir, &["rev-parse", "HEAD"])
     }
 
-    /// `git daemon` serving the bare repos in `base` on a free port; killed on drop.
-    struct Daemon(std::process::Child, u16);
-    impl Daemon {
-        fn start(base: &Path) -> Daemon {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let child = Command::new("git")
-                .args([
-                    "daemon",
-                    "--export-all",
-                    "--reuseaddr",
-                    "--listen=127.0.0.1",
-                ])
-                .arg(format!("--port={port}"))
-                .arg(format!("--base-path={}", base.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("git daemon (it ships with git)");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                assert!(Instant::now() < deadline, "git daemon did not listen");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Daemon(child, port)
-        }
-    }
-    impl Drop for Daemon {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
     #[test]
     fn a_stalled_fetch_stops_at_the_deadline_and_a_big_one_at_the_size_limit() {
         let tmp = tempfile::tempdir().unwrap();
@@ -621,7 +585,7 @@ mod tests {
             &tmp.path().join("w"),
             &["push", "-q", "../base/big.git", "main"],
         );
-        let daemon = Daemon::start(&base);
+        let daemon = GitDaemon::start(&base);
         let mut f = Fetcher {
             scratch: tmp.path(),
             timeout: Duration::from_secs(60),
@@ -630,7 +594,7 @@ mod tests {
             fetched: 0,
             count: 0,
         };
-        let url = format!("git://127.0.0.1:{}/big.git", daemon.1);
+        let url = daemon.url("big.git");
         let e = f.fetch("vendor/big", &url, &head).unwrap_err().to_string();
         assert!(
             e.starts_with(&format!(
@@ -646,8 +610,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().join("base");
         std::fs::create_dir_all(&base).unwrap();
-        let daemon = Daemon::start(&base);
-        let url = |name: &str| format!("git://127.0.0.1:{}/{name}", daemon.1);
+        let daemon = GitDaemon::start(&base);
+        let url = |name: &str| daemon.url(name);
         let publish = |work: &Path, name: &str| {
             let bare = base.join(name);
             git(

@@ -7,25 +7,6 @@ use crate::support::*;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// The `IP:PORT` after `marker` in the server log (30 s at most).
-fn logged_addr(server: &TestServer, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
-        if let Some(rest) = log.split(marker).nth(1) {
-            return rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {marker:?} in the server log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A stand-in for the host's resolver on loopback UDP: every A query is answered with
 /// 192.0.2.7 (TEST-NET-1), other types with no records. Returns its address.
 fn stand_in_upstream() -> SocketAddr {

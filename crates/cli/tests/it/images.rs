@@ -245,24 +245,6 @@ fn until_status(router: &str, host: &str, path: &str, status: &str) -> String {
     }
 }
 
-fn logged_addr(server: &TestServer, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
-        if let Some(rest) = log.split(marker).nth(1) {
-            return rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {marker:?} in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
     if skip_unless_root("a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file")

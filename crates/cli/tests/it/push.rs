@@ -335,18 +335,6 @@ pub(crate) fn until(what: &str, timeout: Duration, f: impl Fn() -> String, want:
     }
 }
 
-pub(crate) fn logged_addr(server: &TestServer, marker: &str) -> String {
-    let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
-    log.split(marker)
-        .nth(1)
-        .map(|rest| {
-            rest.chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect()
-        })
-        .unwrap_or_else(|| panic!("no {marker:?} in the server log:\n{log}"))
-}
-
 #[test]
 fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
     if skip_unless_root("git_push_builds_deploys_and_keeps_the_old_release_on_failure") {

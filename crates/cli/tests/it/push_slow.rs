@@ -2,7 +2,7 @@
 //! `SLIPWAY_SLOW_TESTS=1` (CI sets it): the bookworm stack is built once into the shared test
 //! stacks dir (`/tmp/slipway-test-stacks`, minutes the first time) and reused.
 
-use crate::push::{app_repo, create_in, http, logged_addr, push, until};
+use crate::push::{app_repo, create_in, http, push, until};
 use crate::support::*;
 use std::time::Duration;
 

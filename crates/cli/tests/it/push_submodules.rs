@@ -1,52 +1,11 @@
 //! `git push` of an app with submodules: the server fetches them (from a real `git daemon`
 //! the test starts) at their pinned commits and builds them in; a `file://` one is refused.
 
-use crate::push::{app_repo, commit, create_in, http, logged_addr, push, until};
+use crate::push::{app_repo, commit, create_in, http, push, until};
 use crate::support::*;
+use slipway_testkit::GitDaemon;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-/// `git daemon` serving the bare repos in `base` as `git://127.0.0.1:PORT/NAME`; killed on drop.
-struct GitDaemon {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl GitDaemon {
-    fn start(base: &Path) -> GitDaemon {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("git")
-            .args([
-                "daemon",
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-            ])
-            .arg(format!("--port={port}"))
-            .arg(format!("--base-path={}", base.display()))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("git daemon (it ships with git)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "git daemon did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        GitDaemon { child, port }
-    }
-}
-
-impl Drop for GitDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::time::Duration;
 
 /// Commits the staged files plus a submodule at `path` pinned to `pinned`, with `.gitmodules`
 /// giving it `url`.
@@ -94,7 +53,7 @@ fn submodules_are_fetched_from_their_git_urls_and_file_urls_are_refused() {
     git(&base, &["init", "-q", "--bare", "lib.git"]);
     git(&lib, &["push", "-q", bare.to_str().unwrap(), "main"]);
     let daemon = GitDaemon::start(&base);
-    let url = format!("git://127.0.0.1:{}/lib.git", daemon.port);
+    let url = daemon.url("lib.git");
 
     let dir = app_repo(
         server,

@@ -5,25 +5,6 @@ use crate::support::*;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// The `ADDR` from a server log line containing `marker` followed by `IP:PORT`.
-fn logged_addr(server: &TestServer, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
-        if let Some(rest) = log.split(marker).nth(1) {
-            return rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {marker:?} in the server log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The A records of `name` from the DNS server at `addr` (a hand-made query over UDP).
 fn dns_a(addr: &str, name: &str) -> Vec<[u8; 4]> {
     let mut q = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];

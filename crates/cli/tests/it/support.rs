@@ -338,6 +338,26 @@ pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &st
     }
 }
 
+/// The `IP:PORT` that follows `marker` in the test server's log, waiting up to 30 s for the line
+/// (servers log the addresses they bound, e.g. `router: HTTP on 127.0.0.1:PORT`).
+pub fn logged_addr(server: &TestServer, marker: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+        if let Some(rest) = log.split(marker).nth(1) {
+            return rest
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {marker:?} in the server log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Flags that give a test server its router on loopback, HTTP and HTTPS on free ports (the HTTP
 /// address is logged as `router: HTTP on …`), followed by `more`.
 pub fn loopback_router(more: &[&str]) -> Vec<String> {

@@ -9,25 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-fn logged_addr(server: &TestServer, marker: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
-        if let Some(rest) = log.split(marker).nth(1) {
-            return rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {marker:?} in the server log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use std::time::Duration;
 
 /// One request on a new connection: `Ok(body)` for a 200, `Err(what)` otherwise.
 fn get(addr: &str, host: &str) -> Result<String, String> {
