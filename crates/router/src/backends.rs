@@ -23,7 +23,7 @@ const MAX_IDLE: usize = 256;
 const POOL_SLOTS: usize = 16;
 
 /// This thread's pool slot, handed out round-robin on first use.
-fn pool_slot() -> usize {
+pub fn pool_slot() -> usize {
     use std::sync::atomic::AtomicUsize;
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
@@ -64,32 +64,57 @@ impl Backend {
         }
     }
 
-    /// A pooled connection that can take a request now, if any. Connections still finishing
+    /// A pooled connection that can take a request now, if any: this thread's own first,
+    /// then another thread's (a multi-thread runtime moves tasks between threads; without
+    /// this it opened a pool's worth of extra connections). Connections still finishing
     /// their previous exchange stay in the pool; closed ones are dropped.
-    pub fn take_idle(&self) -> Option<SendRequest<UpBody>> {
-        let mut idle = self.idle[pool_slot()].lock().unwrap();
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            if idle[i].is_ready() {
-                return Some(idle.swap_remove(i));
-            }
-            if idle[i].is_closed() {
-                idle.swap_remove(i);
-            }
-        }
-        None
+    pub fn take_idle(&self) -> Option<Pooled> {
+        let own = pool_slot();
+        (0..POOL_SLOTS)
+            .map(|i| (own + i) % POOL_SLOTS)
+            .find_map(|home| {
+                let mut idle = self.idle[home].lock().unwrap();
+                let mut i = idle.len();
+                while i > 0 {
+                    i -= 1;
+                    if idle[i].is_ready() {
+                        let sender = idle.swap_remove(i);
+                        return Some(Pooled { sender, home });
+                    }
+                    if idle[i].is_closed() {
+                        idle.swap_remove(i);
+                    }
+                }
+                None
+            })
     }
 
-    /// Returns a connection to the pool (called when its response body has been read to the
-    /// end, so no task has to wait for it).
-    pub fn put_idle(&self, sender: SendRequest<UpBody>) {
+    /// Returns a connection to its home slot's pool (called when its response body has been
+    /// read to the end, so no task has to wait for it).
+    pub fn put_idle(&self, conn: Pooled) {
         if self.removed.load(Ordering::Relaxed) {
             return;
         }
-        let mut idle = self.idle[pool_slot()].lock().unwrap();
+        let mut idle = self.idle[conn.home].lock().unwrap();
         if idle.len() < MAX_IDLE {
-            idle.push(sender);
+            idle.push(conn.sender);
+        }
+    }
+}
+
+/// An upstream connection and the pool slot of the thread whose runtime drives it (where it
+/// goes back to, whoever used it).
+pub struct Pooled {
+    pub sender: SendRequest<UpBody>,
+    pub home: usize,
+}
+
+impl Pooled {
+    /// A connection just made on this thread.
+    pub fn new(sender: SendRequest<UpBody>) -> Pooled {
+        Pooled {
+            sender,
+            home: pool_slot(),
         }
     }
 }

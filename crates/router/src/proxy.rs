@@ -1,12 +1,11 @@
 //! One proxied HTTP request: route lookup, backend choice, header rewriting, the upstream
 //! exchange on a pooled HTTP/1.1 connection, and Upgrade (WebSocket) splicing.
 
-use crate::backends::{Backend, InFlight, UpBody, pick};
+use crate::backends::{Backend, InFlight, Pooled, pick};
 use crate::body::{BoxError, Deadline, ReqBody, TimedBody, limit_hit};
 use crate::{Shared, sticky};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
@@ -54,7 +53,7 @@ pub enum RespBody {
         inner: TimedBody,
         _guard: InFlight,
         /// Back to the backend's pool once the body was read to the end.
-        conn: Option<(Arc<Backend>, SendRequest<UpBody>)>,
+        conn: Option<(Arc<Backend>, Pooled)>,
     },
     Own(Option<Bytes>),
 }
@@ -63,9 +62,9 @@ impl Drop for RespBody {
     fn drop(&mut self) {
         if let RespBody::Up { inner, conn, .. } = self
             && inner.inner.is_end_stream()
-            && let Some((b, sender)) = conn.take()
+            && let Some((b, pooled)) = conn.take()
         {
-            b.put_idle(sender);
+            b.put_idle(pooled);
         }
     }
 }
@@ -252,7 +251,7 @@ async fn proxy(
                 }
             },
         };
-        let sent = tokio::time::timeout_at(head_by, sender.try_send_request(req));
+        let sent = tokio::time::timeout_at(head_by, sender.sender.try_send_request(req));
         let mut resp = match sent.await {
             Ok(Ok(resp)) => resp,
             Ok(Err(mut e)) => match e.take_message() {
@@ -456,7 +455,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<SendRequest<UpBody>> {
+async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Pooled> {
     let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -468,5 +467,5 @@ async fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<SendReq
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
-    Ok(sender)
+    Ok(Pooled::new(sender))
 }
