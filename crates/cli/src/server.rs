@@ -63,7 +63,8 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                // hickory's server logs every DNS query at info: two lines per container lookup.
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .try_init();
