@@ -213,9 +213,15 @@ impl Scheduler {
         }
     }
 
+    /// Whether a formation changed since the event `since`, or an app went: deleting an app
+    /// removes its formations without formation events, and its jobs should stop now, not at
+    /// the next resync.
     async fn formations_changed(&self, since: i64) -> bool {
         let filter = slipway_types::EventFilter {
-            object_types: vec![slipway_types::ObjectType::Formation],
+            object_types: vec![
+                slipway_types::ObjectType::Formation,
+                slipway_types::ObjectType::App,
+            ],
             since_id: Some(since),
             limit: Some(1),
             ..Default::default()

@@ -377,3 +377,32 @@ fn without_a_host_jobs_are_blocked_and_ps_says_so() {
     let out = s.ok(&["-a", "nohost", "scale", "--no-wait", "web=0"]);
     assert_eq!(out, "scaling web: 2=>0\n");
 }
+
+/// Deleting an app stops its jobs at once. The deletion removes the app's formations without
+/// formation events, so the scheduler used to notice only at its 10 s resync.
+#[test]
+fn deleting_an_app_stops_its_jobs_without_waiting_for_the_resync() {
+    if skip_unless_root("deleting_an_app_stops_its_jobs_without_waiting_for_the_resync") {
+        return;
+    }
+    let hs = HostServer::start(2900 + std::process::id() % 100, &[]);
+    let s = &hs.s;
+    app_with_web(s, "gone1", &["sh", "-c", HTTPD]);
+    let out = s.ok(&["-a", "gone1", "scale", "web=2"]);
+    assert_eq!(event_states(&out), ["up", "up"], "{out}");
+    let containers = s.dir.path().join("data/host/containers");
+    let running = || std::fs::read_dir(&containers).map_or(0, |d| d.count());
+    assert_eq!(running(), 2);
+    let t0 = Instant::now();
+    s.ok(&["-a", "gone1", "delete", "-y", "-r", ""]);
+    while running() > 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(6),
+            "{} job(s) of the deleted app still on the host after {:?}",
+            running(),
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("jobs of the deleted app gone after {:?}", t0.elapsed());
+}
