@@ -1,46 +1,14 @@
 //! Builds (recorded by the push flow through the store, read over the API) and artifact
 //! deletion, over real HTTP.
 
-use crate::{KEY, Server};
+use crate::Server;
 use reqwest::Method;
-use slipway_store::Store;
 use slipway_types::*;
-use std::sync::Arc;
-
-/// A server on SQLite, and the store behind it (the push flow writes builds there directly).
-async fn server() -> (Server, Arc<dyn Store>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let db = format!("sqlite://{}", dir.path().join("c.db").display());
-    let store: Arc<dyn Store> = Arc::new(slipway_store::open(&db).await.unwrap());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = slipway_controller::ControllerConfig {
-        api_key: KEY.into(),
-        default_domain: "apps.test".into(),
-        git_url: url.clone(),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(slipway_controller::serve(
-        listener,
-        store.clone(),
-        config,
-        async {
-            let _ = rx.await;
-        },
-    ));
-    let server = Server {
-        url,
-        http: reqwest::Client::new(),
-        _shutdown: tx,
-        _keep: Box::new(dir),
-    };
-    (server, store)
-}
 
 #[tokio::test]
 async fn builds_are_listed_and_their_logs_served_as_text() {
-    let (s, store) = server().await;
+    let s = Server::sqlite().await;
+    let store = &s.store;
     s.ok(
         Method::POST,
         "/apps",

@@ -15,6 +15,8 @@ pub const KEY: &str = "test-key-0123456789";
 pub struct Server {
     pub url: String,
     pub http: reqwest::Client,
+    /// The store behind the API, for what no route writes (the push flow's build records).
+    pub store: Arc<dyn slipway_store::Store>,
     _shutdown: tokio::sync::oneshot::Sender<()>,
     _keep: Box<dyn std::any::Any + Send>,
 }
@@ -34,7 +36,8 @@ impl Server {
 
     async fn on(db_url: &str, keep: Box<dyn std::any::Any + Send>) -> Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let store = slipway_store::open(db_url).await.unwrap();
+        let store: Arc<dyn slipway_store::Store> =
+            Arc::new(slipway_store::open(db_url).await.unwrap());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let config = slipway_controller::ControllerConfig {
@@ -45,7 +48,7 @@ impl Server {
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(slipway_controller::serve(
             listener,
-            Arc::new(store),
+            store.clone(),
             config,
             async {
                 let _ = rx.await;
@@ -54,6 +57,7 @@ impl Server {
         Server {
             url,
             http: reqwest::Client::new(),
+            store,
             _shutdown: tx,
             _keep: keep,
         }
