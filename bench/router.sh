@@ -8,6 +8,7 @@
 #   bench/router.sh                      # release build; C=64 connections, D=10s, R=2 rounds
 #   C=128 D=20s R=3 bench/router.sh
 #   BIN=/tmp/t/release/examples/router_bench bench/router.sh   # a binary built elsewhere
+#   PROTOS=http R=4 bench/router.sh      # plain HTTP only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C="${C:-64}"; D="${D:-10s}"; R="${R:-2}"; T="${T:-2}"
@@ -74,7 +75,7 @@ run() {
 echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus, wrk -t$T -c$C -d$D, $(nginx -v 2>&1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "| proxy | proto | round | req/s | p50 ms | p99 ms | CPU µs/req |"
 echo "|---|---|---|---|---|---|---|"
-for proto in http https; do
+for proto in ${PROTOS:-http https}; do
   for r in $(seq "$R"); do
     if [ $proto = http ]; then n=$NGX_HTTP; s=$RT_HTTP; p=$PC_HTTP; else n=$NGX_HTTPS; s=$RT_HTTPS; p=$PC_HTTPS; fi
     # shellcheck disable=SC2086
