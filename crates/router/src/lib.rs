@@ -6,7 +6,9 @@
 
 pub mod backends;
 mod body;
+mod h1;
 mod metrics;
+mod prefixed;
 mod proxy;
 mod sticky;
 mod table;
@@ -359,6 +361,7 @@ impl Router {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
+            .max_buf_size(h1::MAX_HEAD)
             .timer(TokioTimer::new())
             .header_read_timeout(self.sh.limits.header_read_timeout);
         loop {
@@ -381,19 +384,35 @@ impl Router {
             let builder = builder.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| proxy::handle(conn.clone(), req));
+                // HTTP/1.1 starts on the plain path (`h1`), which hands hyper what it does not
+                // take; h2 (by ALPN or prior knowledge) goes to hyper from the first byte on.
+                let mut buf = bytes::BytesMut::new();
                 let res = match tls {
                     None => {
+                        let mut stream = stream;
+                        if let h1::Next::Close = h1::serve(&conn, &mut stream, &mut buf).await {
+                            return;
+                        }
+                        let io = prefixed::Prefixed::new(buf.freeze(), stream);
+                        let svc = service(conn);
                         builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
                             .await
                     }
                     Some(acceptor) => {
                         let hs =
                             tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
-                        let Ok(Ok(stream)) = hs.await else { return };
+                        let Ok(Ok(mut stream)) = hs.await else { return };
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        if !h2
+                            && let h1::Next::Close = h1::serve(&conn, &mut stream, &mut buf).await
+                        {
+                            return;
+                        }
+                        let io = prefixed::Prefixed::new(buf.freeze(), stream);
+                        let svc = service(conn);
                         builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
                             .await
                     }
                 };
@@ -403,4 +422,17 @@ impl Router {
             });
         }
     }
+}
+
+/// The hyper path's service for one connection.
+fn service(
+    conn: Arc<proxy::ConnInfo>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<proxy::RespBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<hyper::Response<proxy::RespBody>, std::convert::Infallible>>
+             + Send,
+> + Clone {
+    hyper::service::service_fn(move |req| proxy::handle(conn.clone(), req))
 }

@@ -29,8 +29,8 @@ pub struct ConnInfo {
     pub https: bool,
     /// `X-Forwarded-For` (the peer's IP) and `X-Forwarded-Port`, built once per connection:
     /// a request clones them (a reference count) instead of formatting and allocating.
-    forwarded_for: HeaderValue,
-    forwarded_port: HeaderValue,
+    pub(crate) forwarded_for: HeaderValue,
+    pub(crate) forwarded_port: HeaderValue,
 }
 
 impl ConnInfo {
