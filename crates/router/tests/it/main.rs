@@ -1,5 +1,6 @@
 //! The router with real backends on loopback: real HTTP through real sockets.
 
+mod h1;
 mod http;
 mod limits;
 mod live;
