@@ -1,0 +1,635 @@
+//! The plain HTTP/1.1 path: the common request (HTTP/1.1, origin-form target, no body or a
+//! small one with a `Content-Length`, no `Upgrade`/`Expect`) proxied with one parse of each
+//! head and the rewritten head written straight into the outgoing buffer, on one task, with
+//! one timer per connection. Anything else — chunked uploads, big bodies, WebSocket, HTTP/1.0,
+//! h2c, a head `httparse` rejects — hands the connection, with the bytes read so far, to the
+//! hyper path ([`crate::proxy`]) for the rest of its life, so every rule of that path (limits,
+//! upgrades, error answers) still holds there.
+//!
+//! Why a second path: with hyper on both sides a request went through two header maps, two
+//! encoders, a channel to the upstream connection's task and a body channel back; the router
+//! spent 10–25 % more CPU per request than nginx (`docs/benchmarks.md`). Here the user-space
+//! part of a request is a parse, a copy of the head with headers skipped or added, and a
+//! write; the system calls are nginx's: one read and one write on each side.
+
+use crate::backends::{Backend, InFlight, RawConn, pick};
+use crate::proxy::ConnInfo;
+use crate::sticky;
+use body::Body;
+use bytes::{Buf, BytesMut};
+use heads::{Framing, RespHead, is_hop_by_hop, own_answer, push_decimal, response_head};
+use slipway_types::HttpRoute;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use wait::{Timer, timed, write_out};
+
+mod body;
+mod heads;
+mod wait;
+
+/// Request bodies up to this size take this path: read whole, then sent with the head in one
+/// write. Bigger ones stream through hyper, which sends and receives at once.
+const SMALL_BODY: usize = 16 * 1024;
+/// Bigger request heads get 431 (nginx allows 32 KiB; hyper's own default is 400 KiB, and the
+/// hyper path is given this limit too).
+pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEADERS: usize = 64;
+/// Flynn's figure, as on the hyper path: a request moves to another backend at most this many
+/// times, and only when it was not sent.
+const MAX_ATTEMPTS: usize = 4;
+
+/// How the fast path left a connection.
+pub enum Next {
+    /// Done with it (the client closed, asked to, timed out, or an error cut it).
+    Close,
+    /// The next request is not for this path: hyper takes the connection, reading first
+    /// the bytes still in the buffer.
+    HandOver,
+}
+
+/// Serves requests on `io` until the connection ends or a request needs the hyper path.
+pub async fn serve<IO>(conn: &ConnInfo, io: &mut IO, buf: &mut BytesMut) -> Next
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let sh = &*conn.sh;
+    let limits = &sh.limits;
+    let mut timer = Timer::default();
+    // The request for the backend, and what goes to the client: both reused.
+    let mut rq: Vec<u8> = Vec::with_capacity(1024);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    loop {
+        // The request head, within `header_read_timeout` of starting to wait for it.
+        let head_by = Instant::now() + limits.header_read_timeout;
+        // Bytes before this offset are known not to end the head: a head dripping in a byte
+        // at a time is parsed again only when a line ends, not on every byte.
+        let mut scanned = 0;
+        let prep = loop {
+            if buf[scanned..].contains(&b'\n') {
+                rq.clear();
+                match prepare(conn, buf, &mut rq) {
+                    Prep::Partial => {}
+                    Prep::HandOver => return Next::HandOver,
+                    p => break p,
+                }
+            } else if buf.len() > MAX_HEAD {
+                break too_large();
+            }
+            scanned = buf.len();
+            reserve(buf);
+            match timed(io.read_buf(buf), &mut timer, head_by).await {
+                Some(Ok(n)) if n > 0 => {}
+                _ => return Next::Close, // closed, failed, or too slow: as hyper, no answer
+            }
+        };
+        let start = Instant::now();
+        let deadline = start + limits.request_timeout;
+        let req = match prep {
+            Prep::Go(req) => req,
+            Prep::Answer(a) => {
+                // Our own answer (404, 503, 413): the body, if any, is skipped when it is all
+                // here; otherwise the connection closes after the answer.
+                let whole = a.head_len.saturating_add(a.body_len);
+                let close = a.close || whole > buf.len();
+                if !close {
+                    buf.advance(whole);
+                }
+                sh.metrics
+                    .record(a.route.as_deref(), a.status, start.elapsed());
+                out.clear();
+                own_answer(&mut out, a.status, &a.msg, close);
+                let sent = timed(write_out(io, &out), &mut timer, deadline).await;
+                if close || !matches!(sent, Some(Ok(()))) {
+                    return Next::Close;
+                }
+                continue;
+            }
+            Prep::Partial | Prep::HandOver => unreachable!("handled above"),
+        };
+        // A small body: wait for all of it, then send it with the head.
+        let whole = req.head_len + req.body_len;
+        while buf.len() < whole {
+            reserve(buf);
+            match timed(io.read_buf(buf), &mut timer, deadline).await {
+                Some(Ok(n)) if n > 0 => {}
+                Some(_) => return Next::Close,
+                None => {
+                    let msg = format!(
+                        "408 Request Timeout: the body was still coming; {}\n",
+                        crate::body::TimedOut(limits.request_timeout)
+                    );
+                    out.clear();
+                    own_answer(&mut out, 408, &msg, true);
+                    let _ = timed(write_out(io, &out), &mut timer, Instant::now() + SECOND).await;
+                    return Next::Close;
+                }
+            }
+        }
+        rq.extend_from_slice(&buf[req.head_len..whole]);
+        buf.advance(whole);
+        out.clear();
+        match exchange(conn, io, &req, &rq, &mut out, &mut timer, start).await {
+            Ok(true) if !req.close => {}
+            _ => return Next::Close,
+        }
+    }
+}
+
+const SECOND: Duration = Duration::from_secs(1);
+
+/// Room for the next read.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 2048 {
+        buf.reserve(8 * 1024);
+    }
+}
+
+/// A request on its way: what the exchange needs after the head was parsed and rewritten.
+struct Ready {
+    head_len: usize,
+    body_len: usize,
+    head_method: bool,
+    /// Idempotent (RFC 9110 §9.2.2): may be sent again when a reused upstream connection
+    /// closes before answering.
+    idempotent: bool,
+    /// The client asked to close after this response.
+    close: bool,
+    route: Arc<HttpRoute>,
+    sticky_to: Option<SocketAddr>,
+    /// For the access log only.
+    method: String,
+    path: String,
+}
+
+struct OwnAnswer {
+    head_len: usize,
+    body_len: usize,
+    close: bool,
+    route: Option<Arc<HttpRoute>>,
+    status: u16,
+    msg: String,
+}
+
+enum Prep {
+    /// The upstream request head is in `out`.
+    Go(Ready),
+    Answer(OwnAnswer),
+    Partial,
+    HandOver,
+}
+
+/// Parses the request head at the start of `buf` and, if it is for this path, writes the
+/// rewritten head for the backend into `out`.
+fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
+        Ok(httparse::Status::Complete(_)) => return too_large(),
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return too_large(),
+        Ok(httparse::Status::Partial) => return Prep::Partial,
+        Err(_) => return Prep::HandOver, // hyper gives the error its answer
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Prep::HandOver;
+    };
+    if !target.starts_with('/') || method == "CONNECT" {
+        return Prep::HandOver;
+    }
+
+    // First pass: what decides the path, the route and the framing.
+    let mut host = "";
+    let mut content_length: Option<usize> = None;
+    let mut close = false;
+    let mut conn_tokens: Vec<&[u8]> = Vec::new();
+    let mut cookie_backend: Option<&str> = None;
+    for h in req.headers.iter() {
+        let n = h.name.as_bytes();
+        match n.len() {
+            4 if host.is_empty() && n.eq_ignore_ascii_case(b"host") => {
+                host = std::str::from_utf8(h.value).unwrap_or("");
+            }
+            6 if cookie_backend.is_none() && n.eq_ignore_ascii_case(b"cookie") => {
+                cookie_backend = std::str::from_utf8(h.value).ok().and_then(|v| {
+                    v.split(';')
+                        .find_map(|c| c.trim().strip_prefix(sticky::COOKIE)?.strip_prefix('='))
+                });
+            }
+            6 if n.eq_ignore_ascii_case(b"expect") => return Prep::HandOver,
+            7 if n.eq_ignore_ascii_case(b"upgrade") => return Prep::HandOver,
+            10 if n.eq_ignore_ascii_case(b"connection") => {
+                for t in h.value.split(|&c| c == b',') {
+                    let t = t.trim_ascii();
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !t.is_empty() {
+                        conn_tokens.push(t);
+                    }
+                }
+            }
+            14 if n.eq_ignore_ascii_case(b"content-length") => {
+                let Some(len) = std::str::from_utf8(h.value)
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
+                    .and_then(|v| v.parse::<u64>().ok())
+                else {
+                    return Prep::HandOver;
+                };
+                if content_length.is_some() {
+                    return Prep::HandOver; // hyper decides what a repeated length means
+                }
+                let max = conn.sh.limits.max_request_body;
+                if len > max {
+                    return answer(
+                        head_len,
+                        usize::MAX,
+                        None,
+                        413,
+                        format!(
+                            "413 Payload Too Large: request bodies are limited to {max} bytes\n"
+                        ),
+                    );
+                }
+                if len > SMALL_BODY as u64 {
+                    return Prep::HandOver;
+                }
+                content_length = Some(len as usize);
+            }
+            17 if n.eq_ignore_ascii_case(b"transfer-encoding") => return Prep::HandOver,
+            _ => {}
+        }
+    }
+    let body_len = content_length.unwrap_or(0);
+    let path = target.split('?').next().unwrap_or(target);
+    let sh = &conn.sh;
+    let found = sh.table.read().unwrap().lookup(host, path).cloned();
+    let Some(route) = found else {
+        let msg = format!("404 Not Found: no route for {host}{path}\n");
+        return answer(head_len, body_len, None, 404, msg);
+    };
+    let sticky_to = if route.sticky {
+        cookie_backend.and_then(|v| sh.cookie_key.open(v))
+    } else {
+        None
+    };
+
+    // Second pass: the head for the backend, the client's bytes as they came, minus what is
+    // for one hop only, plus the forwarding headers.
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut prior_xff: Option<&[u8]> = None;
+    let mut has_id = false;
+    for h in req.headers.iter() {
+        let n = h.name.as_bytes();
+        if is_hop_by_hop(n) || conn_tokens.iter().any(|t| t.eq_ignore_ascii_case(n)) {
+            continue;
+        }
+        match n.len() {
+            15 if n.eq_ignore_ascii_case(b"x-forwarded-for") => {
+                // Several lines are one list; the first is kept and ours appended to it.
+                if prior_xff.is_none() {
+                    prior_xff = Some(h.value);
+                }
+                continue;
+            }
+            16 if n.eq_ignore_ascii_case(b"x-forwarded-port") => continue,
+            15 if n.eq_ignore_ascii_case(b"x-request-start") => continue,
+            17 if n.eq_ignore_ascii_case(b"x-forwarded-proto") => continue,
+            12 if n.eq_ignore_ascii_case(b"x-request-id") => has_id = true,
+            _ => {}
+        }
+        out.extend_from_slice(n);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(p) = prior_xff {
+        out.extend_from_slice(p);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(conn.forwarded_for.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(if conn.https { b"https" } else { b"http" });
+    out.extend_from_slice(b"\r\nx-forwarded-port: ");
+    out.extend_from_slice(conn.forwarded_port.as_bytes());
+    out.extend_from_slice(b"\r\nx-request-start: ");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    push_decimal(out, now_ms);
+    if !has_id {
+        out.extend_from_slice(b"\r\nx-request-id: ");
+        out.extend_from_slice(crate::backends::request_id().as_bytes());
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    let (m, p) = if sh.access_log {
+        (method.to_string(), path.to_string())
+    } else {
+        Default::default()
+    };
+    Prep::Go(Ready {
+        head_len,
+        body_len,
+        head_method: method == "HEAD",
+        idempotent: !matches!(method, "POST" | "PATCH" | "LOCK"),
+        close,
+        route,
+        sticky_to,
+        method: m,
+        path: p,
+    })
+}
+
+fn too_large() -> Prep {
+    let msg = format!("431 Request Header Fields Too Large: the limit is {MAX_HEAD} bytes\n");
+    answer(0, usize::MAX, None, 431, msg)
+}
+
+fn answer(
+    head_len: usize,
+    body_len: usize,
+    route: Option<Arc<HttpRoute>>,
+    status: u16,
+    msg: String,
+) -> Prep {
+    Prep::Answer(OwnAnswer {
+        head_len,
+        body_len,
+        close: body_len == usize::MAX,
+        route,
+        status,
+        msg,
+    })
+}
+
+/// Why an exchange with a backend did not produce a response head.
+enum Failed {
+    /// Connecting failed: the request was not sent; another backend may take it.
+    Connect(std::io::Error),
+    /// A reused connection turned out closed before answering; sending again is safe.
+    Stale,
+    /// Anything else, with the words for the 502.
+    Bad(String),
+    TimedOut,
+}
+
+/// One request to a backend (`rq`: its head and body) and its response to the client (its
+/// head is put together in `out`). `Ok(true)`: the client connection can take the next
+/// request.
+async fn exchange<IO>(
+    conn: &ConnInfo,
+    io: &mut IO,
+    req: &Ready,
+    rq: &[u8],
+    out: &mut Vec<u8>,
+    timer: &mut Timer,
+    start: Instant,
+) -> std::io::Result<bool>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let sh = &*conn.sh;
+    let limits = &sh.limits;
+    let deadline = start + limits.request_timeout;
+    let head_by = (start + limits.response_timeout).min(deadline);
+    let route = &req.route;
+    let svc = sh.backends.get(&route.service).unwrap_or_default();
+    let leader_only: Vec<Arc<Backend>>;
+    let cands: &[Arc<Backend>] = if route.leader {
+        leader_only = svc.leader.iter().cloned().collect();
+        &leader_only
+    } else {
+        &svc.all
+    };
+    let mut skip: Vec<SocketAddr> = Vec::new();
+    let mut failure = None;
+    for _ in 0..MAX_ATTEMPTS {
+        if cands.is_empty() {
+            break;
+        }
+        let preferred = req.sticky_to.filter(|a| !skip.contains(a)).and_then(|a| {
+            cands
+                .iter()
+                .find(|b| b.addr == a && !b.removed.load(Ordering::Relaxed))
+        });
+        let Some(b) = preferred.cloned().or_else(|| pick(cands, &skip)) else {
+            break;
+        };
+        // Counted from the pick on, as on the hyper path (see there).
+        let guard = InFlight::new(b.clone());
+        if b.removed.load(Ordering::SeqCst) {
+            drop(guard);
+            continue;
+        }
+        match send(&b, req, rq, out, timer, head_by, limits.connect_timeout).await {
+            Ok((up, head)) => {
+                let r = respond(conn, io, req, up, head, &b, out, timer, start).await;
+                drop(guard);
+                return r;
+            }
+            Err(Failed::Connect(e)) => {
+                tracing::warn!(backend = %b.addr, service = %route.service, "router: cannot connect: {e}; trying another backend");
+                skip.push(b.addr);
+            }
+            Err(Failed::Stale) => {}
+            Err(f) => {
+                failure = Some(f);
+                break;
+            }
+        }
+    }
+    let (status, msg) = match failure {
+        None if cands.is_empty() => (
+            503,
+            format!(
+                "503 Service Unavailable: no backend is up for service {}\n",
+                route.service
+            ),
+        ),
+        None | Some(Failed::Connect(_) | Failed::Stale) => (
+            503,
+            format!(
+                "503 Service Unavailable: no backend of {} could be reached\n",
+                route.service
+            ),
+        ),
+        Some(Failed::TimedOut) => (
+            504,
+            format!(
+                "504 Gateway Timeout: the backend did not answer in time (limits: {:?} for the response head, {:?} for the whole request)\n",
+                limits.response_timeout, limits.request_timeout
+            ),
+        ),
+        Some(Failed::Bad(why)) => {
+            tracing::warn!(service = %route.service, "router: backend failed: {why}");
+            (
+                502,
+                format!("502 Bad Gateway: the backend {} failed\n", route.service),
+            )
+        }
+    };
+    record(conn, req, status, start);
+    out.clear();
+    own_answer(out, status, &msg, req.close);
+    match timed(write_out(io, out), timer, deadline).await {
+        Some(r) => r.map(|()| true),
+        None => Ok(false),
+    }
+}
+
+fn record(conn: &ConnInfo, req: &Ready, status: u16, start: Instant) {
+    let sh = &conn.sh;
+    let took = start.elapsed();
+    sh.metrics.record(Some(req.route.as_ref()), status, took);
+    if sh.access_log {
+        tracing::info!(
+            target: "slipway_router::access",
+            client = %conn.peer.ip(),
+            method = %req.method,
+            host = req.route.domain.as_str(),
+            path = %req.path,
+            status,
+            ms = took.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+/// Sends the request `rq` on a pooled or new connection and reads the response head. On
+/// success the client's response head is in `out`.
+async fn send(
+    b: &Backend,
+    req: &Ready,
+    rq: &[u8],
+    out: &mut Vec<u8>,
+    timer: &mut Timer,
+    head_by: Instant,
+    connect_timeout: Duration,
+) -> Result<(RawConn, RespHead), Failed> {
+    let (mut up, reused) = match b.take_raw() {
+        Some(c) => (c, true),
+        None => {
+            let io =
+                match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(b.addr))
+                    .await
+                {
+                    Ok(Ok(io)) => io,
+                    Ok(Err(e)) => return Err(Failed::Connect(e)),
+                    Err(_) => {
+                        return Err(Failed::Connect(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "connect timed out",
+                        )));
+                    }
+                };
+            let _ = io.set_nodelay(true);
+            (RawConn::new(io), false)
+        }
+    };
+    up.buf.clear();
+    match timed(up.io.write_all(rq), timer, head_by).await {
+        Some(Ok(())) => {}
+        Some(Err(_)) if reused => return Err(Failed::Stale),
+        Some(Err(e)) => return Err(Failed::Bad(format!("sending the request: {e}"))),
+        None => return Err(Failed::TimedOut),
+    }
+    loop {
+        reserve(&mut up.buf);
+        match timed(up.io.read_buf(&mut up.buf), timer, head_by).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(r) => {
+                if reused && up.buf.is_empty() && req.idempotent {
+                    return Err(Failed::Stale);
+                }
+                let why = match r {
+                    Err(e) => format!("reading the response: {e}"),
+                    Ok(_) => "it closed the connection before a complete response head".into(),
+                };
+                return Err(Failed::Bad(why));
+            }
+            None => return Err(Failed::TimedOut),
+        }
+        out.clear();
+        match response_head(&up.buf, req, out) {
+            Ok(Some(head)) => return Ok((up, head)),
+            Ok(None) if up.buf.len() > MAX_HEAD => {
+                return Err(Failed::Bad("its response head is too large".into()));
+            }
+            Ok(None) => {}
+            Err(why) => return Err(Failed::Bad(why)),
+        }
+    }
+}
+
+/// Writes the response to the client: the head in `out` (finished here) with the first part
+/// of the body, then the rest as it comes. `Ok(true)`: the client connection can go on.
+#[allow(clippy::too_many_arguments)]
+async fn respond<IO>(
+    conn: &ConnInfo,
+    io: &mut IO,
+    req: &Ready,
+    mut up: RawConn,
+    head: RespHead,
+    b: &Arc<Backend>,
+    out: &mut Vec<u8>,
+    timer: &mut Timer,
+    start: Instant,
+) -> std::io::Result<bool>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let sh = &*conn.sh;
+    let deadline = start + sh.limits.request_timeout;
+    record(conn, req, head.status, start);
+    if req.route.sticky && req.sticky_to != Some(b.addr) {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(sticky::COOKIE.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(sh.cookie_key.seal(b.addr).as_bytes());
+        out.extend_from_slice(b"; Path=/; HttpOnly; SameSite=Lax\r\n");
+    }
+    let close = req.close || head.framing == Framing::Close;
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    up.buf.advance(head.len);
+
+    // The body: what came with the head goes out with it; then the rest, as it comes.
+    let mut body = Body::new(head.framing);
+    loop {
+        let take = body.take(&up.buf).map_err(std::io::Error::other)?;
+        out.extend_from_slice(&up.buf[..take]);
+        up.buf.advance(take);
+        if !out.is_empty() {
+            match timed(write_out(io, out), timer, deadline).await {
+                Some(r) => r?,
+                None => return Ok(false),
+            }
+            out.clear();
+        }
+        if body.done() {
+            break;
+        }
+        up.buf.clear();
+        reserve(&mut up.buf);
+        match timed(up.io.read_buf(&mut up.buf), timer, deadline).await {
+            Some(Ok(0)) if head.framing == Framing::Close => break,
+            Some(Ok(n)) if n > 0 => {}
+            // The backend stopped mid-body or time ran out: the client sees the connection
+            // close before the body's end, as on the hyper path.
+            _ => return Ok(false),
+        }
+    }
+    if head.reusable && up.buf.is_empty() {
+        b.put_raw(up);
+    }
+    Ok(!close)
+}
