@@ -54,14 +54,19 @@ pub enum RespBody {
         _guard: InFlight,
         /// Back to the backend's pool once the body was read to the end.
         conn: Option<(Arc<Backend>, Pooled)>,
+        /// The body gave its last frame. A chunked body never says so through
+        /// `is_end_stream` (only a counted length does), and its connection went unpooled.
+        ended: bool,
     },
     Own(Option<Bytes>),
 }
 
 impl Drop for RespBody {
     fn drop(&mut self) {
-        if let RespBody::Up { inner, conn, .. } = self
-            && inner.inner.is_end_stream()
+        if let RespBody::Up {
+            inner, conn, ended, ..
+        } = self
+            && (*ended || inner.inner.is_end_stream())
             && let Some((b, pooled)) = conn.take()
         {
             b.put_idle(pooled);
@@ -78,7 +83,11 @@ impl Body for RespBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RespBody::Up { inner, .. } => inner.poll_frame(cx),
+            RespBody::Up { inner, ended, .. } => {
+                let r = inner.poll_frame(cx);
+                *ended |= matches!(r, Poll::Ready(None));
+                r
+            }
             RespBody::Own(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
         }
     }
@@ -342,6 +351,7 @@ async fn proxy(
             },
             _guard: guard,
             conn: Some((b, sender)),
+            ended: false,
         });
     }
     text(
@@ -364,12 +374,13 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnInfo) -> bool {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    // HTTP/2 has no Host header: the backend speaks HTTP/1.1 and needs one.
-    if !req.headers().contains_key(header::HOST)
-        && let Some(a) = req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    // The authority the route was chosen by becomes Host: HTTP/2 has no Host header (the
+    // backend speaks HTTP/1.1 and needs one), and an absolute-form target's authority
+    // overrides Host (RFC 9112 §3.2.2).
+    if let Some(a) = req
+        .uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     {
         req.headers_mut().insert(header::HOST, a);
     }

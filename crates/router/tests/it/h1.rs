@@ -146,6 +146,43 @@ async fn chunked_response_in_pieces_is_relayed_and_both_connections_are_reused()
     );
 }
 
+/// The same through hyper's path (an h2c client: HTTP/2 requests are hyper's): a chunked
+/// body's end gives its upstream connection back to the pool too.
+#[tokio::test]
+async fn chunked_responses_on_the_hyper_path_reuse_their_upstream_connection() {
+    let b = scripted(|_| {
+        let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        Reply::parts(
+            [format!("{head}5\r\nhello\r\n"), "0\r\n\r\n".into()],
+            Duration::from_millis(20),
+        )
+    })
+    .await;
+    let t = routed(&b).await;
+    let s = tokio::net::TcpStream::connect(t.http).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for path in ["/a", "/b", "/c"] {
+        let req = hyper::Request::get(format!("http://web.test{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+    }
+    assert_eq!(
+        b.accepted(),
+        1,
+        "3 chunked responses used {} upstream connections",
+        b.accepted()
+    );
+}
+
 #[tokio::test]
 async fn close_delimited_response_is_relayed_whole() {
     let body = pattern(100_000);
@@ -573,6 +610,14 @@ async fn absolute_form_target_routes_like_origin_form() {
     );
     let seen = &shop.requests()[0];
     assert_eq!(seen.start_line(), "GET /x?y=1 HTTP/1.1", "{}", seen.head);
+    assert_eq!(seen.get("host"), Some("shop.test"), "{}", seen.head);
+    // The target's authority wins over a different Host (RFC 9112 §3.2.2), for the route and
+    // for the Host the backend gets.
+    c.send("GET http://shop.test/z HTTP/1.1\r\nHost: web.test\r\n\r\n")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "shop /z"), "{r:?}");
+    let seen = &shop.requests()[1];
     assert_eq!(seen.get("host"), Some("shop.test"), "{}", seen.head);
 }
 

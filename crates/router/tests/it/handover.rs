@@ -143,10 +143,12 @@ async fn a_websocket_upgrade_after_a_plain_request_is_spliced() {
 async fn h2c_with_prior_knowledge_is_served() {
     let t = routed().await;
     let s = TcpStream::connect(t.http).await.unwrap();
-    let (mut tx, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(s))
-            .await
-            .unwrap();
+    let (mut tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     for path in ["/one", "/two"] {
         let req = Request::get(format!("http://web.test{path}"))
