@@ -1,6 +1,7 @@
 //! The router with real backends on loopback: real HTTP through real sockets.
 
 mod h1;
+mod h1_attacks;
 mod handover;
 mod http;
 mod limits;

@@ -325,6 +325,8 @@ pub async fn scripted(script: impl Fn(&Msg) -> Reply + Send + Sync + 'static) ->
     tokio::spawn(async move {
         loop {
             let (s, _) = l.accept().await.unwrap();
+            // Each part of a reply in its own segment, as scripted (Nagle would merge them).
+            let _ = s.set_nodelay(true);
             count.fetch_add(1, Ordering::SeqCst);
             let (script, log) = (script.clone(), log.clone());
             tokio::spawn(async move {
