@@ -164,7 +164,7 @@ impl RawConn {
     pub fn new(io: tokio::net::TcpStream) -> RawConn {
         RawConn {
             io,
-            buf: bytes::BytesMut::with_capacity(8 * 1024),
+            buf: bytes::BytesMut::with_capacity(crate::h1::HEAD_READ),
             home: pool_slot(),
         }
     }

@@ -38,6 +38,9 @@ const SMALL_BODY: usize = 16 * 1024;
 /// hyper path is given this limit too).
 pub const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 64;
+/// Read sizes: a head and a small body fit the first; a longer body is read in the second.
+pub const HEAD_READ: usize = 8 * 1024;
+const BODY_READ: usize = 64 * 1024;
 /// Flynn's figure, as on the hyper path: a request moves to another backend at most this many
 /// times, and only when it was not sent.
 const MAX_ATTEMPTS: usize = 4;
@@ -602,30 +605,44 @@ where
     out.extend_from_slice(b"\r\n");
     up.buf.advance(head.len);
 
-    // The body: what came with the head goes out with it; then the rest, as it comes.
+    // The body: what came with the head goes out with it; then the rest, as it comes,
+    // straight from the read buffer.
     let mut body = Body::new(head.framing);
-    loop {
-        let take = body.take(&up.buf).map_err(std::io::Error::other)?;
-        out.extend_from_slice(&up.buf[..take]);
-        up.buf.advance(take);
-        if !out.is_empty() {
-            match timed(write_out(io, out), timer, deadline).await {
+    let take = body.take(&up.buf).map_err(std::io::Error::other)?;
+    out.extend_from_slice(&up.buf[..take]);
+    up.buf.advance(take);
+    match timed(write_out(io, out), timer, deadline).await {
+        Some(r) => r?,
+        None => return Ok(false),
+    }
+    if !body.done() {
+        // Bigger reads for a body still coming (the first part took all that was read): a
+        // 64 KiB response took 8 reads and 8 writes with 8 KiB, 5 % more CPU than nginx.
+        if up.buf.capacity() < BODY_READ {
+            up.buf = BytesMut::with_capacity(BODY_READ);
+        }
+        loop {
+            up.buf.clear();
+            match timed(up.io.read_buf(&mut up.buf), timer, deadline).await {
+                Some(Ok(0)) if head.framing == Framing::Close => break,
+                Some(Ok(n)) if n > 0 => {}
+                // The backend stopped mid-body or time ran out: the client sees the
+                // connection close before the body's end, as on the hyper path.
+                _ => return Ok(false),
+            }
+            let take = body.take(&up.buf).map_err(std::io::Error::other)?;
+            match timed(write_out(io, &up.buf[..take]), timer, deadline).await {
                 Some(r) => r?,
                 None => return Ok(false),
             }
-            out.clear();
+            up.buf.advance(take);
+            if body.done() {
+                break;
+            }
         }
-        if body.done() {
-            break;
-        }
-        up.buf.clear();
-        reserve(&mut up.buf);
-        match timed(up.io.read_buf(&mut up.buf), timer, deadline).await {
-            Some(Ok(0)) if head.framing == Framing::Close => break,
-            Some(Ok(n)) if n > 0 => {}
-            // The backend stopped mid-body or time ran out: the client sees the connection
-            // close before the body's end, as on the hyper path.
-            _ => return Ok(false),
+        // An idle pooled connection keeps a small buffer.
+        if up.buf.is_empty() {
+            up.buf = BytesMut::with_capacity(HEAD_READ);
         }
     }
     if head.reusable && up.buf.is_empty() {
