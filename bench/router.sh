@@ -9,6 +9,7 @@
 #   C=128 D=20s R=3 bench/router.sh
 #   BIN=/tmp/t/release/examples/router_bench bench/router.sh   # a binary built elsewhere
 #   PROTOS=http R=4 bench/router.sh      # plain HTTP only
+#   BODY=65536 bench/router.sh           # the backend answers a 64 KiB file instead
 set -euo pipefail
 cd "$(dirname "$0")/.."
 C="${C:-64}"; D="${D:-10s}"; R="${R:-2}"; T="${T:-2}"
@@ -26,12 +27,19 @@ trap cleanup EXIT
 # ECDSA P-256, the key type of the router's self-signed default certificate: same handshake cost.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=bench.test -days 1 \
   -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
-mkdir -p "$W/b" "$W/p"
+mkdir -p "$W/b" "$W/p" "$W/www"
+if [ -n "${BODY:-}" ]; then
+  head -c "$BODY" /dev/urandom > "$W/www/index.html"
+  chmod 755 "$W" "$W/www"; chmod 644 "$W/www/index.html"  # nginx workers run as www-data
+  BACKEND_ANSWER="root $W/www; index index.html;"
+else
+  BACKEND_ANSWER='return 200 "hello world\n";'
+fi
 cat > "$W/b/nginx.conf" <<NGX
 worker_processes 1; pid $W/b/pid; error_log $W/b/error.log;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { listen $BACKEND; location / { return 200 "hello world\n"; } } }
+  server { listen $BACKEND; location / { $BACKEND_ANSWER } } }
 NGX
 cat > "$W/p/nginx.conf" <<NGX
 worker_processes auto; pid $W/p/pid; error_log $W/p/error.log;
@@ -72,7 +80,7 @@ run() {
     /Non-2xx|Socket errors/ { err=err $0 }
     END { printf "%s %.2f %.2f %.1f %s\n", rps, p50, p99, ticks * 1e6 / hz / n, (err==""?"":"ERR:" err) }'
 }
-echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus, wrk -t$T -c$C -d$D, $(nginx -v 2>&1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%FT%TZ) $(uname -r), $(nproc) cpus, wrk -t$T -c$C -d$D, body ${BODY:-12} bytes, $(nginx -v 2>&1), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "| proxy | proto | round | req/s | p50 ms | p99 ms | CPU µs/req |"
 echo "|---|---|---|---|---|---|---|"
 for proto in ${PROTOS:-http https}; do
