@@ -31,7 +31,7 @@ pub fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
 }
 
 /// A short plain-text answer of the router's own, as the hyper path words it.
-pub fn own_answer(out: &mut Vec<u8>, status: u16, msg: &str, close: bool) {
+pub fn own_answer(out: &mut Vec<u8>, status: u16, msg: &str, close: bool, head: bool) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_decimal(out, status.into());
     out.push(b' ');
@@ -44,7 +44,9 @@ pub fn own_answer(out: &mut Vec<u8>, status: u16, msg: &str, close: bool) {
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(msg.as_bytes());
+    if !head {
+        out.extend_from_slice(msg.as_bytes());
+    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -135,16 +137,13 @@ pub fn response_head(
                             keep_alive = false;
                         } else if t.eq_ignore_ascii_case(b"keep-alive") {
                             keep_alive = true;
-                        } else if !t.is_empty() {
+                        } else if !t.is_empty() && !super::names_framing(t) {
                             tokens.push(t);
                         }
                     }
                 }
                 14 if n.eq_ignore_ascii_case(b"content-length") => {
-                    let v = std::str::from_utf8(h.value)
-                        .ok()
-                        .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
-                        .and_then(|v| v.parse::<u64>().ok())
+                    let v = super::content_length(h.value)
                         .ok_or("its Content-Length is not a number")?;
                     if length.is_some_and(|l| l != v) {
                         return Err("it sent two different Content-Lengths".into());

@@ -37,7 +37,8 @@ const SMALL_BODY: usize = 16 * 1024;
 /// Bigger request heads get 431 (nginx allows 32 KiB; hyper's own default is 400 KiB, and the
 /// hyper path is given this limit too).
 pub const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
+/// Header lines per head, as hyper allows (more: the request goes to hyper, which answers 431).
+const MAX_HEADERS: usize = 100;
 /// Read sizes: a head and a small body fit the first; a longer body is read in the second.
 pub const HEAD_READ: usize = 8 * 1024;
 const BODY_READ: usize = 64 * 1024;
@@ -104,7 +105,7 @@ where
                 sh.metrics
                     .record(a.route.as_deref(), a.status, start.elapsed());
                 out.clear();
-                own_answer(&mut out, a.status, &a.msg, close);
+                own_answer(&mut out, a.status, &a.msg, close, a.head_method);
                 let sent = timed(write_out(io, &out), &mut timer, deadline).await;
                 if close || !matches!(sent, Some(Ok(()))) {
                     return Next::Close;
@@ -125,8 +126,9 @@ where
                         "408 Request Timeout: the body was still coming; {}\n",
                         crate::body::TimedOut(limits.request_timeout)
                     );
+                    record(conn, &req, 408, start);
                     out.clear();
-                    own_answer(&mut out, 408, &msg, true);
+                    own_answer(&mut out, 408, &msg, true, req.head_method);
                     let _ = timed(write_out(io, &out), &mut timer, Instant::now() + SECOND).await;
                     return Next::Close;
                 }
@@ -172,6 +174,8 @@ struct OwnAnswer {
     head_len: usize,
     body_len: usize,
     close: bool,
+    /// An answer to HEAD has no body (RFC 9110 §9.3.2).
+    head_method: bool,
     route: Option<Arc<HttpRoute>>,
     status: u16,
     msg: String,
@@ -206,14 +210,16 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
 
     // First pass: what decides the path, the route and the framing.
     let mut host = "";
-    let mut content_length: Option<usize> = None;
+    let mut hosts = 0;
+    let mut length: Option<u64> = None;
     let mut close = false;
     let mut conn_tokens: Vec<&[u8]> = Vec::new();
     let mut cookie_backend: Option<&str> = None;
     for h in req.headers.iter() {
         let n = h.name.as_bytes();
         match n.len() {
-            4 if host.is_empty() && n.eq_ignore_ascii_case(b"host") => {
+            4 if n.eq_ignore_ascii_case(b"host") => {
+                hosts += 1;
                 host = std::str::from_utf8(h.value).unwrap_or("");
             }
             6 if cookie_backend.is_none() && n.eq_ignore_ascii_case(b"cookie") => {
@@ -229,51 +235,57 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
                     let t = t.trim_ascii();
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if !t.is_empty() {
+                    } else if !t.is_empty() && !names_framing(t) {
                         conn_tokens.push(t);
                     }
                 }
             }
             14 if n.eq_ignore_ascii_case(b"content-length") => {
-                let Some(len) = std::str::from_utf8(h.value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok())
-                else {
-                    return Prep::HandOver;
-                };
-                if content_length.is_some() {
-                    return Prep::HandOver; // hyper decides what a repeated length means
+                // A repeated or odd length: hyper decides what it means (RFC 9112 §6.3).
+                match (length, content_length(h.value)) {
+                    (None, Some(len)) => length = Some(len),
+                    _ => return Prep::HandOver,
                 }
-                let max = conn.sh.limits.max_request_body;
-                if len > max {
-                    return answer(
-                        head_len,
-                        usize::MAX,
-                        None,
-                        413,
-                        format!(
-                            "413 Payload Too Large: request bodies are limited to {max} bytes\n"
-                        ),
-                    );
-                }
-                if len > SMALL_BODY as u64 {
-                    return Prep::HandOver;
-                }
-                content_length = Some(len as usize);
             }
             17 if n.eq_ignore_ascii_case(b"transfer-encoding") => return Prep::HandOver,
             _ => {}
         }
     }
-    let body_len = content_length.unwrap_or(0);
+    let own = |status, msg, route, body_len, close| {
+        Prep::Answer(OwnAnswer {
+            head_len,
+            body_len,
+            close,
+            head_method: method == "HEAD",
+            route,
+            status,
+            msg,
+        })
+    };
+    let body = length.unwrap_or(0);
+    let body_len = usize::try_from(body).unwrap_or(usize::MAX);
+    if hosts > 1 {
+        // RFC 9112 §3.2: routing by one Host while the app reads another is host confusion.
+        let msg = "400 Bad Request: more than one Host header\n".to_string();
+        return own(400, msg, None, body_len, true);
+    }
+    // A fragment is no part of a request target (RFC 9112 §3.2); hyper's path drops it too.
+    let target = target.split('#').next().unwrap_or(target);
     let path = target.split('?').next().unwrap_or(target);
     let sh = &conn.sh;
     let found = sh.table.read().unwrap().lookup(host, path).cloned();
     let Some(route) = found else {
         let msg = format!("404 Not Found: no route for {host}{path}\n");
-        return answer(head_len, body_len, None, 404, msg);
+        return own(404, msg, None, body_len, close);
     };
+    let max = sh.limits.max_request_body;
+    if body > max {
+        let msg = format!("413 Payload Too Large: request bodies are limited to {max} bytes\n");
+        return own(413, msg, Some(route), usize::MAX, true);
+    }
+    if body_len > SMALL_BODY {
+        return Prep::HandOver;
+    }
     let sticky_to = if route.sticky {
         cookie_backend.and_then(|v| sh.cookie_key.open(v))
     } else {
@@ -286,7 +298,7 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut prior_xff: Option<&[u8]> = None;
+    let mut prior_xff: Vec<&[u8]> = Vec::new();
     let mut has_id = false;
     for h in req.headers.iter() {
         let n = h.name.as_bytes();
@@ -295,10 +307,8 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         }
         match n.len() {
             15 if n.eq_ignore_ascii_case(b"x-forwarded-for") => {
-                // Several lines are one list; the first is kept and ours appended to it.
-                if prior_xff.is_none() {
-                    prior_xff = Some(h.value);
-                }
+                // Several lines are one list (RFC 9110 §5.3); ours goes at its end.
+                prior_xff.push(h.value);
                 continue;
             }
             16 if n.eq_ignore_ascii_case(b"x-forwarded-port") => continue,
@@ -313,7 +323,7 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(p) = prior_xff {
+    for p in prior_xff {
         out.extend_from_slice(p);
         out.extend_from_slice(b", ");
     }
@@ -341,7 +351,11 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
         head_len,
         body_len,
         head_method: method == "HEAD",
-        idempotent: !matches!(method, "POST" | "PATCH" | "LOCK"),
+        // RFC 9110 §9.2.2; a method not known to be idempotent is not.
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        ),
         close,
         route,
         sticky_to,
@@ -351,25 +365,38 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
 }
 
 fn too_large() -> Prep {
-    let msg = format!("431 Request Header Fields Too Large: the limit is {MAX_HEAD} bytes\n");
-    answer(0, usize::MAX, None, 431, msg)
+    Prep::Answer(OwnAnswer {
+        head_len: 0,
+        body_len: usize::MAX,
+        close: true,
+        head_method: false,
+        route: None,
+        status: 431,
+        msg: format!("431 Request Header Fields Too Large: the limit is {MAX_HEAD} bytes\n"),
+    })
 }
 
-fn answer(
-    head_len: usize,
-    body_len: usize,
-    route: Option<Arc<HttpRoute>>,
-    status: u16,
-    msg: String,
-) -> Prep {
-    Prep::Answer(OwnAnswer {
-        head_len,
-        body_len,
-        close: body_len == usize::MAX,
-        route,
-        status,
-        msg,
-    })
+/// A `Connection` option naming a header that frames or routes the message is not obeyed:
+/// dropping `Content-Length` would leave the body to be read as the next request.
+pub fn names_framing(token: &[u8]) -> bool {
+    token.eq_ignore_ascii_case(b"content-length") || token.eq_ignore_ascii_case(b"host")
+}
+
+/// A `Content-Length` value: digits, or a list of the same digits (RFC 9110 §8.6).
+pub fn content_length(v: &[u8]) -> Option<u64> {
+    let mut out = None;
+    for part in v.split(|&c| c == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let n = std::str::from_utf8(part).ok()?.parse::<u64>().ok()?;
+        if out.is_some_and(|o| o != n) {
+            return None;
+        }
+        out = Some(n);
+    }
+    out
 }
 
 /// Why an exchange with a backend did not produce a response head.
@@ -480,7 +507,7 @@ where
     };
     record(conn, req, status, start);
     out.clear();
-    own_answer(out, status, &msg, req.close);
+    own_answer(out, status, &msg, req.close, req.head_method);
     match timed(write_out(io, out), timer, deadline).await {
         Some(r) => r.map(|()| true),
         None => Ok(false),
