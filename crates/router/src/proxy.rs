@@ -400,15 +400,17 @@ fn prepare_request(req: &mut Request<Incoming>, conn: &ConnInfo) -> bool {
     }
     // Room for the headers added below at once, rather than growing the map step by step.
     h.reserve(5);
-    let xff = match h.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + conn.forwarded_for.len());
+    // Several lines are one list (RFC 9110 §5.3); ours goes at its end.
+    let xff = if h.contains_key(&X_FORWARDED_FOR) {
+        let mut v = Vec::new();
+        for prev in h.get_all(&X_FORWARDED_FOR) {
             v.extend_from_slice(prev.as_bytes());
             v.extend_from_slice(b", ");
-            v.extend_from_slice(conn.forwarded_for.as_bytes());
-            HeaderValue::from_bytes(&v).ok()
         }
-        None => Some(conn.forwarded_for.clone()),
+        v.extend_from_slice(conn.forwarded_for.as_bytes());
+        HeaderValue::from_bytes(&v).ok()
+    } else {
+        Some(conn.forwarded_for.clone())
     };
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR, v);
