@@ -156,6 +156,18 @@ async fn proxy(
     start: tokio::time::Instant,
     matched: &mut Option<Arc<slipway_types::HttpRoute>>,
 ) -> Response<RespBody> {
+    // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request (h2 has `:authority`).
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
+        return text(
+            StatusCode::BAD_REQUEST,
+            if hosts == 0 {
+                "400 Bad Request: an HTTP/1.1 request needs a Host header\n".into()
+            } else {
+                "400 Bad Request: more than one Host header\n".into()
+            },
+        );
+    }
     let route = {
         let host = req
             .uri()
@@ -457,7 +469,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .map(str::trim)
+            .filter(|t| !crate::h1::names_framing(t.as_bytes()))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
             .collect();
         for n in named {
             h.remove(n);

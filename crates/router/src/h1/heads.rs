@@ -179,8 +179,16 @@ pub fn response_head(
             if is_hop_by_hop(n) || tokens.iter().any(|t| t.eq_ignore_ascii_case(n)) {
                 continue;
             }
-            // A chunked body with a length too: the length is wrong (RFC 9112 §6.3).
-            if chunked.is_some() && n.eq_ignore_ascii_case(b"content-length") {
+            if n.eq_ignore_ascii_case(b"content-length") {
+                // A chunked body with a length too: the length is wrong (RFC 9112 §6.3).
+                // Otherwise one value, even if the backend listed it twice.
+                if chunked.is_none()
+                    && let Some(len) = length.take()
+                {
+                    out.extend_from_slice(b"content-length: ");
+                    push_decimal(out, len);
+                    out.extend_from_slice(b"\r\n");
+                }
                 continue;
             }
             out.extend_from_slice(n);

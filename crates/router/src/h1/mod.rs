@@ -264,10 +264,15 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     };
     let body = length.unwrap_or(0);
     let body_len = usize::try_from(body).unwrap_or(usize::MAX);
-    if hosts > 1 {
-        // RFC 9112 §3.2: routing by one Host while the app reads another is host confusion.
-        let msg = "400 Bad Request: more than one Host header\n".to_string();
-        return own(400, msg, None, body_len, true);
+    if hosts != 1 {
+        // RFC 9112 §3.2: exactly one Host; routing by one while the app reads another is
+        // host confusion.
+        let msg = if hosts == 0 {
+            "400 Bad Request: an HTTP/1.1 request needs a Host header\n"
+        } else {
+            "400 Bad Request: more than one Host header\n"
+        };
+        return own(400, msg.to_string(), None, body_len, true);
     }
     // A fragment is no part of a request target (RFC 9112 §3.2); hyper's path drops it too.
     let target = target.split('#').next().unwrap_or(target);
@@ -315,6 +320,13 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
             15 if n.eq_ignore_ascii_case(b"x-request-start") => continue,
             17 if n.eq_ignore_ascii_case(b"x-forwarded-proto") => continue,
             12 if n.eq_ignore_ascii_case(b"x-request-id") => has_id = true,
+            // One value, even if the client listed it twice (a backend may not take lists).
+            14 if n.eq_ignore_ascii_case(b"content-length") => {
+                out.extend_from_slice(b"content-length: ");
+                push_decimal(out, body);
+                out.extend_from_slice(b"\r\n");
+                continue;
+            }
             _ => {}
         }
         out.extend_from_slice(n);
@@ -617,7 +629,6 @@ where
 {
     let sh = &*conn.sh;
     let deadline = start + sh.limits.request_timeout;
-    record(conn, req, head.status, start);
     if req.route.sticky && req.sticky_to != Some(b.addr) {
         out.extend_from_slice(b"set-cookie: ");
         out.extend_from_slice(sticky::COOKIE.as_bytes());
@@ -635,7 +646,23 @@ where
     // The body: what came with the head goes out with it; then the rest, as it comes,
     // straight from the read buffer.
     let mut body = Body::new(head.framing);
-    let take = body.take(&up.buf).map_err(std::io::Error::other)?;
+    let take = match body.take(&up.buf) {
+        Ok(n) => n,
+        Err(why) => {
+            // Nothing went to the client yet: it gets a 502 rather than a silent close.
+            tracing::warn!(backend = %b.addr, service = %req.route.service, "router: backend failed: {why}");
+            record(conn, req, 502, start);
+            let msg = format!(
+                "502 Bad Gateway: the backend {} failed\n",
+                req.route.service
+            );
+            out.clear();
+            own_answer(out, 502, &msg, true, req.head_method);
+            let _ = timed(write_out(io, out), timer, deadline).await;
+            return Ok(false);
+        }
+    };
+    record(conn, req, head.status, start);
     out.extend_from_slice(&up.buf[..take]);
     up.buf.advance(take);
     match timed(write_out(io, out), timer, deadline).await {
@@ -649,7 +676,9 @@ where
             up.buf = BytesMut::with_capacity(BODY_READ);
         }
         loop {
+            // Cleared and reserved: the space already passed on is read into again.
             up.buf.clear();
+            up.buf.reserve(BODY_READ);
             match timed(up.io.read_buf(&mut up.buf), timer, deadline).await {
                 Some(Ok(0)) if head.framing == Framing::Close => break,
                 Some(Ok(n)) if n > 0 => {}

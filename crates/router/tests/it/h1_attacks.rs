@@ -386,6 +386,56 @@ async fn response_length_listing_one_value_twice_is_relayed() {
         got.starts_with("HTTP/1.1 200 ") && got.ends_with("\r\n\r\nok"),
         "{got:?}"
     );
+    // Passed on as one value: the client may not take lists.
+    assert!(got.contains("content-length: 2\r\n"), "{got:?}");
+}
+
+/// A request's `Content-Length: 5, 5` reaches the backend as one value.
+#[tokio::test]
+async fn request_length_listing_one_value_twice_goes_out_as_one() {
+    let b = echo_target().await;
+    let t = routed(&b).await;
+    let mut c = Conn::connect(t.http).await;
+    c.send("POST /p HTTP/1.1\r\nHost: web.test\r\nContent-Length: 5, 5\r\n\r\nhello")
+        .await;
+    assert_eq!(c.response(false).await.status(), 200);
+    let seen = &b.requests()[0];
+    assert_eq!(seen.all("content-length"), ["5"], "{}", seen.head);
+}
+
+/// RFC 9112 §3.2: an HTTP/1.1 request without Host is a 400, on both paths (a chunked upload
+/// goes to hyper's), and reaches no backend.
+#[tokio::test]
+async fn a_request_without_host_is_400_on_both_paths() {
+    let b = echo_target().await;
+    let t = routed(&b).await;
+    for req in [
+        "GET / HTTP/1.1\r\n\r\n",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let mut c = Conn::connect(t.http).await;
+        c.send(req).await;
+        let r = c.response(false).await;
+        assert_eq!(r.status(), 400, "{req:?}: {r:?}");
+        assert!(r.text().contains("Host"), "{req:?}: {r:?}");
+    }
+    assert!(b.requests().is_empty());
+}
+
+/// A chunked body malformed in its first bytes: nothing went to the client yet, so it gets a
+/// 502 saying which backend failed, not a silent close.
+#[tokio::test]
+async fn a_malformed_chunked_body_from_the_start_is_502() {
+    let b = scripted(|_| {
+        Reply::raw("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n")
+    })
+    .await;
+    let t = routed(&b).await;
+    let mut c = Conn::connect(t.http).await;
+    c.send(get("/")).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status(), 502, "{r:?}");
+    assert!(r.text().contains("the backend web failed"), "{r:?}");
 }
 
 /// Interim 100 and 103 heads, a chunk extension and trailers, each byte in its own write:
