@@ -48,6 +48,9 @@ http { access_log off; keepalive_requests 1000000;
   upstream app { server $BACKEND; keepalive 256; }
   server { listen 127.0.0.1:$NGX_HTTP; listen 127.0.0.1:$NGX_HTTPS ssl;
     ssl_certificate $W/cert.pem; ssl_certificate_key $W/key.pem;
+    # Buffers for a whole 64 KiB answer (BODY=65536): nginx's default 8 x 4 KiB would write
+    # the rest of each response to a temporary file.
+    proxy_buffer_size 16k; proxy_buffers 16 16k; proxy_busy_buffers_size 32k;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header Host \$host; proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Port \$server_port;
