@@ -245,6 +245,17 @@ pub struct ServiceBackends {
     pub leader: Option<Arc<Backend>>,
 }
 
+impl ServiceBackends {
+    /// The backends a route may send to: the leader alone for a leader route.
+    pub fn candidates(&self, leader_only: bool) -> &[Arc<Backend>] {
+        if leader_only {
+            self.leader.as_slice()
+        } else {
+            &self.all
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Backends {
     services: RwLock<HashMap<String, Arc<ServiceBackends>>>,
@@ -405,6 +416,21 @@ fn retire(b: &Arc<Backend>, events: &broadcast::Sender<RouterEvent>) {
     if b.in_flight.load(Ordering::SeqCst) == 0 {
         let _ = events.send(RouterEvent::drained(b));
     }
+}
+
+/// The backend for a request's next attempt: the one its sticky cookie names, while it is up
+/// and has not failed this request, else [`pick`].
+pub fn choose(
+    cands: &[Arc<Backend>],
+    sticky_to: Option<SocketAddr>,
+    skip: &[SocketAddr],
+) -> Option<Arc<Backend>> {
+    let sticky = sticky_to.filter(|a| !skip.contains(a)).and_then(|a| {
+        cands
+            .iter()
+            .find(|b| b.addr == a && !b.removed.load(Ordering::Relaxed))
+    });
+    sticky.cloned().or_else(|| pick(cands, skip))
 }
 
 /// Power of two choices: two random candidates, the one with fewer requests in flight.

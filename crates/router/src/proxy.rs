@@ -1,7 +1,7 @@
 //! One proxied HTTP request: route lookup, backend choice, header rewriting, the upstream
 //! exchange on a pooled HTTP/1.1 connection, and Upgrade (WebSocket) splicing.
 
-use crate::backends::{Backend, InFlight, Pooled, pick};
+use crate::backends::{Backend, InFlight, Pooled, choose};
 use crate::body::{BoxError, Deadline, ReqBody, TimedBody, limit_hit};
 use crate::{Shared, sticky};
 use bytes::Bytes;
@@ -197,13 +197,7 @@ async fn proxy(
         }
     };
     let svc = sh.backends.get(&route.service).unwrap_or_default();
-    let leader_only: Vec<Arc<Backend>>;
-    let cands: &[Arc<Backend>] = if route.leader {
-        leader_only = svc.leader.iter().cloned().collect();
-        &leader_only
-    } else {
-        &svc.all
-    };
+    let cands = svc.candidates(route.leader);
     if cands.is_empty() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -245,12 +239,7 @@ async fn proxy(
 
     let mut skip: Vec<SocketAddr> = Vec::new();
     for _ in 0..MAX_ATTEMPTS {
-        let preferred = sticky_to.filter(|a| !skip.contains(a)).and_then(|a| {
-            cands
-                .iter()
-                .find(|b| b.addr == a && !b.removed.load(Relaxed))
-        });
-        let Some(b) = preferred.cloned().or_else(|| pick(cands, &skip)) else {
+        let Some(b) = choose(cands, sticky_to, &skip) else {
             break;
         };
         // Counted from the pick on, so that a backend removed while we connect to it is not

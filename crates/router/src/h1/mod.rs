@@ -12,7 +12,7 @@
 //! part of a request is a parse, a copy of the head with headers skipped or added, and a
 //! write; the system calls are nginx's: one read and one write on each side.
 
-use crate::backends::{Backend, InFlight, RawConn, pick};
+use crate::backends::{Backend, InFlight, RawConn, choose};
 use crate::proxy::ConnInfo;
 use crate::sticky;
 use body::Body;
@@ -443,25 +443,14 @@ where
     let head_by = (start + limits.response_timeout).min(deadline);
     let route = &req.route;
     let svc = sh.backends.get(&route.service).unwrap_or_default();
-    let leader_only: Vec<Arc<Backend>>;
-    let cands: &[Arc<Backend>] = if route.leader {
-        leader_only = svc.leader.iter().cloned().collect();
-        &leader_only
-    } else {
-        &svc.all
-    };
+    let cands = svc.candidates(route.leader);
     let mut skip: Vec<SocketAddr> = Vec::new();
     let mut failure = None;
     for _ in 0..MAX_ATTEMPTS {
         if cands.is_empty() {
             break;
         }
-        let preferred = req.sticky_to.filter(|a| !skip.contains(a)).and_then(|a| {
-            cands
-                .iter()
-                .find(|b| b.addr == a && !b.removed.load(Ordering::Relaxed))
-        });
-        let Some(b) = preferred.cloned().or_else(|| pick(cands, &skip)) else {
+        let Some(b) = choose(cands, req.sticky_to, &skip) else {
             break;
         };
         // Counted from the pick on, as on the hyper path (see there).

@@ -3,6 +3,7 @@
 //! `Connection: close`, garbage), and what crosses each socket is asserted. Any HTTP/1.1 path
 //! of the router (hyper's, or a hand-written fast path) must pass these unchanged.
 
+mod attacks;
 mod wire;
 
 use super::*;
@@ -159,14 +160,7 @@ async fn chunked_responses_on_the_hyper_path_reuse_their_upstream_connection() {
     })
     .await;
     let t = routed(&b).await;
-    let s = tokio::net::TcpStream::connect(t.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2c(t.http).await;
     for path in ["/a", "/b", "/c"] {
         let req = hyper::Request::get(format!("http://web.test{path}"))
             .body(Full::new(Bytes::new()))

@@ -142,14 +142,7 @@ async fn a_websocket_upgrade_after_a_plain_request_is_spliced() {
 #[tokio::test]
 async fn h2c_with_prior_knowledge_is_served() {
     let t = routed().await;
-    let s = TcpStream::connect(t.http).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut tx = h2c(t.http).await;
     for path in ["/one", "/two"] {
         let req = Request::get(format!("http://web.test{path}"))
             .body(Full::new(Bytes::new()))

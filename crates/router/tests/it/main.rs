@@ -1,7 +1,6 @@
 //! The router with real backends on loopback: real HTTP through real sockets.
 
 mod h1;
-mod h1_attacks;
 mod handover;
 mod http;
 mod limits;
@@ -200,6 +199,19 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     Response::from_parts(parts, Full::new(body))
+}
+
+/// An HTTP/2 connection with prior knowledge (h2c) to the router's plain port.
+pub async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (tx, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    tx
 }
 
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, String) {

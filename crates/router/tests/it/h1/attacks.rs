@@ -4,37 +4,9 @@
 //! connection holding bytes meant for someone else (the next client would get them). Each
 //! test names the rule (RFC 9110/9112, or what the hyper path does) it holds the router to.
 
-// The `h1` tests' raw client and scripted backends (private to `h1`, hence loaded again here).
-#[path = "h1/wire.rs"]
-#[allow(dead_code, clippy::duplicate_mod)]
-mod wire;
-
-use super::*;
-use wire::{Conn, Reply, Scripted, ok, scripted};
-
-async fn routed_with(config: Config, b: &Scripted) -> TestRouter {
-    let t = start(config).await;
-    t.add("web", "b", b.addr).await;
-    t.router.set_routes(&[http_route("web.test", "/", "web")]);
-    t
-}
-
-async fn routed(b: &Scripted) -> TestRouter {
-    routed_with(Config::default(), b).await
-}
-
-fn get(path: &str) -> String {
-    format!("GET {path} HTTP/1.1\r\nHost: web.test\r\n\r\n")
-}
-
-fn target(m: &wire::Msg) -> &str {
-    m.start_line().split(' ').nth(1).unwrap_or("")
-}
-
-/// A backend answering `200` with the request's target as the body.
-async fn echo_target() -> Scripted {
-    scripted(|req| ok(target(req))).await
-}
+use super::wire::{Conn, Reply, ok, scripted};
+use super::{echo_target, get, routed, routed_with, target};
+use crate::*;
 
 /// A new client connection's answer to `GET path`: its status and body.
 async fn fresh_get(t: &TestRouter, path: &str) -> (u16, String) {
