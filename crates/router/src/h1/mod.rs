@@ -446,6 +446,9 @@ where
     let cands = svc.candidates(route.leader);
     let mut skip: Vec<SocketAddr> = Vec::new();
     let mut failure = None;
+    // After a pooled connection turned out closed, the next attempt connects afresh: the
+    // others in the pool may have been closed at the same moment (a backend restarting).
+    let mut pooled = true;
     for _ in 0..MAX_ATTEMPTS {
         if cands.is_empty() {
             break;
@@ -459,7 +462,18 @@ where
             drop(guard);
             continue;
         }
-        match send(&b, req, rq, out, timer, head_by, limits.connect_timeout).await {
+        match send(
+            &b,
+            req,
+            rq,
+            out,
+            timer,
+            head_by,
+            limits.connect_timeout,
+            pooled,
+        )
+        .await
+        {
             Ok((up, head)) => {
                 let r = respond(conn, io, req, up, head, &b, out, timer, start).await;
                 drop(guard);
@@ -469,7 +483,7 @@ where
                 tracing::warn!(backend = %b.addr, service = %route.service, "router: cannot connect: {e}; trying another backend");
                 skip.push(b.addr);
             }
-            Err(Failed::Stale) => {}
+            Err(Failed::Stale) => pooled = false,
             Err(f) => {
                 failure = Some(f);
                 break;
@@ -533,8 +547,9 @@ fn record(conn: &ConnInfo, req: &Ready, status: u16, start: Instant) {
     }
 }
 
-/// Sends the request `rq` on a pooled or new connection and reads the response head. On
-/// success the client's response head is in `out`.
+/// Sends the request `rq` on a pooled connection (if `pooled`) or a new one and reads the
+/// response head. On success the client's response head is in `out`.
+#[allow(clippy::too_many_arguments)]
 async fn send(
     b: &Backend,
     req: &Ready,
@@ -543,8 +558,9 @@ async fn send(
     timer: &mut Timer,
     head_by: Instant,
     connect_timeout: Duration,
+    pooled: bool,
 ) -> Result<(RawConn, RespHead), Failed> {
-    let (mut up, reused) = match b.take_raw() {
+    let (mut up, reused) = match pooled.then(|| b.take_raw()).flatten() {
         Some(c) => (c, true),
         None => {
             let io =

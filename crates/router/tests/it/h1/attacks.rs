@@ -4,7 +4,7 @@
 //! connection holding bytes meant for someone else (the next client would get them). Each
 //! test names the rule (RFC 9110/9112, or what the hyper path does) it holds the router to.
 
-use super::wire::{Conn, Reply, ok, scripted};
+use super::wire::{Conn, Reply, ok, scripted, scripted_by_connection};
 use super::{echo_target, get, routed, routed_with, target};
 use crate::*;
 
@@ -232,6 +232,45 @@ async fn own_4xx_answers_are_counted_under_their_route() {
 }
 
 // ---- Retries --------------------------------------------------------------------------------
+
+/// A backend that restarted: every pooled connection closes on the next request without an
+/// answer. A GET is sent again on a new connection, not on the next pooled one (which would be
+/// just as dead: four of them used up every attempt, and the client got a 503).
+#[tokio::test]
+async fn after_a_dead_pooled_connection_the_request_goes_on_a_new_one() {
+    let b = scripted_by_connection(|req, conn, nth| match (conn, nth) {
+        // The first five connections: one slow answer each (so the five overlap), then the
+        // backend "restarts" and drops them at their next request.
+        (0..5, 0) => Reply::parts(
+            [
+                "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n".to_string(),
+                "old".into(),
+            ],
+            Duration::from_millis(300),
+        ),
+        (0..5, _) => Reply::raw("").close(),
+        _ => ok(format!("new {}", target(req))),
+    })
+    .await;
+    let t = routed(&b).await;
+    let first: Vec<_> = (0..5)
+        .map(|_| {
+            let addr = t.http;
+            tokio::spawn(async move {
+                let mut c = Conn::connect(addr).await;
+                c.send(get("/one")).await;
+                c.response(false).await.text()
+            })
+        })
+        .collect();
+    for f in first {
+        assert_eq!(f.await.unwrap(), "old");
+    }
+    assert_eq!(b.accepted(), 5, "the five requests did not overlap");
+    // The pool holds five connections the backend will drop unanswered.
+    let (status, body) = fresh_get(&t, "/two").await;
+    assert_eq!((status, body.as_str()), (200, "new /two"));
+}
 
 /// RFC 9110 §9.2.2: "A proxy MUST NOT automatically retry non-idempotent requests." A method
 /// the router does not know is not known to be idempotent; once sent, it is not sent again.

@@ -316,6 +316,14 @@ impl Scripted {
 }
 
 pub async fn scripted(script: impl Fn(&Msg) -> Reply + Send + Sync + 'static) -> Scripted {
+    scripted_by_connection(move |req, _, _| script(req)).await
+}
+
+/// [`scripted`], with the script told which connection (0, 1, … in accept order) a request
+/// came on and how many came before it on that connection.
+pub async fn scripted_by_connection(
+    script: impl Fn(&Msg, usize, usize) -> Reply + Send + Sync + 'static,
+) -> Scripted {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -327,13 +335,15 @@ pub async fn scripted(script: impl Fn(&Msg) -> Reply + Send + Sync + 'static) ->
             let (s, _) = l.accept().await.unwrap();
             // Each part of a reply in its own segment, as scripted (Nagle would merge them).
             let _ = s.set_nodelay(true);
-            count.fetch_add(1, Ordering::SeqCst);
+            let conn = count.fetch_add(1, Ordering::SeqCst);
             let (script, log) = (script.clone(), log.clone());
             tokio::spawn(async move {
                 let mut c = Conn::new(s);
+                let mut nth = 0;
                 while let Some(req) = c.request().await {
                     log.lock().unwrap().push(req.clone());
-                    let r = script(&req);
+                    let r = script(&req, conn, nth);
+                    nth += 1;
                     for (i, p) in r.parts.iter().enumerate() {
                         if i > 0 {
                             tokio::time::sleep(r.gap).await;
