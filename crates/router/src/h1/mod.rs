@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
-use wait::{Timer, timed, write_out};
+use wait::{Timer, Waited, timed, watching, write_out};
 
 mod body;
 mod heads;
@@ -137,7 +137,7 @@ where
         rq.extend_from_slice(&buf[req.head_len..whole]);
         buf.advance(whole);
         out.clear();
-        match exchange(conn, io, &req, &rq, &mut out, &mut timer, start).await {
+        match exchange(conn, io, buf, &req, &rq, &mut out, &mut timer, start).await {
             Ok(true) if !req.close => {}
             _ => return Next::Close,
         }
@@ -147,7 +147,7 @@ where
 const SECOND: Duration = Duration::from_secs(1);
 
 /// Room for the next read.
-fn reserve(buf: &mut BytesMut) {
+pub(super) fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < 2048 {
         buf.reserve(8 * 1024);
     }
@@ -420,14 +420,18 @@ enum Failed {
     /// Anything else, with the words for the 502.
     Bad(String),
     TimedOut,
+    /// The client closed its connection while the backend had not answered yet (nginx's 499).
+    ClientGone,
 }
 
 /// One request to a backend (`rq`: its head and body) and its response to the client (its
 /// head is put together in `out`). `Ok(true)`: the client connection can take the next
-/// request.
+/// request. Bytes the client sends meanwhile (pipelined requests) are kept in `buf`.
+#[allow(clippy::too_many_arguments)]
 async fn exchange<IO>(
     conn: &ConnInfo,
     io: &mut IO,
+    buf: &mut BytesMut,
     req: &Ready,
     rq: &[u8],
     out: &mut Vec<u8>,
@@ -462,18 +466,8 @@ where
             drop(guard);
             continue;
         }
-        match send(
-            &b,
-            req,
-            rq,
-            out,
-            timer,
-            head_by,
-            limits.connect_timeout,
-            pooled,
-        )
-        .await
-        {
+        let to = (&*b, limits.connect_timeout, pooled);
+        match send(to, req, rq, io, buf, out, timer, head_by).await {
             Ok((up, head)) => {
                 let r = respond(conn, io, req, up, head, &b, out, timer, start).await;
                 drop(guard);
@@ -484,6 +478,11 @@ where
                 skip.push(b.addr);
             }
             Err(Failed::Stale) => pooled = false,
+            Err(Failed::ClientGone) => {
+                // Nobody to answer: the backend's connection is dropped, the request counted.
+                record(conn, req, 499, start);
+                return Ok(false);
+            }
             Err(f) => {
                 failure = Some(f);
                 break;
@@ -498,7 +497,7 @@ where
                 route.service
             ),
         ),
-        None | Some(Failed::Connect(_) | Failed::Stale) => (
+        None | Some(Failed::Connect(_) | Failed::Stale | Failed::ClientGone) => (
             503,
             format!(
                 "503 Service Unavailable: no backend of {} could be reached\n",
@@ -547,18 +546,19 @@ fn record(conn: &ConnInfo, req: &Ready, status: u16, start: Instant) {
     }
 }
 
-/// Sends the request `rq` on a pooled connection (if `pooled`) or a new one and reads the
-/// response head. On success the client's response head is in `out`.
+/// Sends the request `rq` to backend `b` on a pooled connection (if `pooled`) or a new one
+/// (within `connect_timeout`) and reads the response head, watching the client meanwhile (see
+/// [`watching`]). On success the client's response head is in `out`.
 #[allow(clippy::too_many_arguments)]
-async fn send(
-    b: &Backend,
+async fn send<IO: AsyncRead + Unpin>(
+    (b, connect_timeout, pooled): (&Backend, Duration, bool),
     req: &Ready,
     rq: &[u8],
+    io: &mut IO,
+    cbuf: &mut BytesMut,
     out: &mut Vec<u8>,
     timer: &mut Timer,
     head_by: Instant,
-    connect_timeout: Duration,
-    pooled: bool,
 ) -> Result<(RawConn, RespHead), Failed> {
     let (mut up, reused) = match pooled.then(|| b.take_raw()).flatten() {
         Some(c) => (c, true),
@@ -589,9 +589,9 @@ async fn send(
     }
     loop {
         reserve(&mut up.buf);
-        match timed(up.io.read_buf(&mut up.buf), timer, head_by).await {
-            Some(Ok(n)) if n > 0 => {}
-            Some(r) => {
+        match watching(up.io.read_buf(&mut up.buf), io, cbuf, timer, head_by).await {
+            Waited::Done(Ok(n)) if n > 0 => {}
+            Waited::Done(r) => {
                 if reused && up.buf.is_empty() && req.idempotent {
                     return Err(Failed::Stale);
                 }
@@ -601,7 +601,8 @@ async fn send(
                 };
                 return Err(Failed::Bad(why));
             }
-            None => return Err(Failed::TimedOut),
+            Waited::TimedOut => return Err(Failed::TimedOut),
+            Waited::ClientGone => return Err(Failed::ClientGone),
         }
         out.clear();
         match response_head(&up.buf, req, out) {

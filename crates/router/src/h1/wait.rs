@@ -1,9 +1,10 @@
 //! Waiting with deadlines: one timer per connection for all its waits.
 
+use bytes::BytesMut;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 /// One timer for all the waits of a connection. A wait that ends before the timer fires (the
@@ -52,6 +53,46 @@ pub async fn timed<F: Future>(fut: F, timer: &mut Timer, at: Instant) -> Option<
         Poll::Ready(v) => Poll::Ready(Some(v)),
         Poll::Pending if timer.poll_passed(cx, at) => Poll::Ready(None),
         Poll::Pending => Poll::Pending,
+    })
+    .await
+}
+
+pub enum Waited<T> {
+    Done(T),
+    TimedOut,
+    /// The client closed (or half-closed) its connection.
+    ClientGone,
+}
+
+/// `fut` (waiting for the backend), until `at`, while watching the client: bytes it sends
+/// meanwhile (pipelined requests, up to `MAX_HEAD`) are kept in `buf`; its close ends the
+/// wait, as nginx's does (a client that half-closes after its request is taken for gone, by
+/// nginx too). The watch costs no system call: after its request was read, the client's
+/// socket has no readiness until it sends or closes.
+pub async fn watching<F: Future, IO: AsyncRead + Unpin>(
+    fut: F,
+    io: &mut IO,
+    buf: &mut BytesMut,
+    timer: &mut Timer,
+    at: Instant,
+) -> Waited<F::Output> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Waited::Done(v));
+        }
+        while buf.len() < super::MAX_HEAD {
+            super::reserve(buf);
+            match pin!(io.read_buf(buf)).poll(cx) {
+                Poll::Ready(Ok(n)) if n > 0 => continue,
+                Poll::Ready(_) => return Poll::Ready(Waited::ClientGone),
+                Poll::Pending => break,
+            }
+        }
+        if timer.poll_passed(cx, at) {
+            return Poll::Ready(Waited::TimedOut);
+        }
+        Poll::Pending
     })
     .await
 }

@@ -682,3 +682,70 @@ async fn request_line_and_headers_reach_the_backend_in_order_byte_for_byte() {
         .collect();
     assert_eq!(theirs, ours, "{}", seen.head);
 }
+
+/// A client that leaves while the backend has not answered: the router drops the backend's
+/// connection at once (nginx's 499) rather than holding it until the response timeout, and
+/// counts the request.
+#[tokio::test]
+async fn a_client_gone_before_the_answer_drops_the_backend_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut b).await.unwrap();
+            head.extend_from_slice(&b[..n]);
+        }
+        // Thinking; the router should close this connection before the answer is ready.
+        let t0 = Instant::now();
+        let closed = tokio::time::timeout(Duration::from_secs(3), s.read(&mut b)).await;
+        let _ = tx.send((closed.map(|r| r.ok()), t0.elapsed()));
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+            .await;
+    });
+    let t = start(Config::default()).await;
+    t.add("web", "b", addr).await;
+    t.router.set_routes(&[http_route("web.test", "/", "web")]);
+    let mut c = Conn::connect(t.http).await;
+    c.send(get("/think")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    let (closed, after) = rx.await.unwrap();
+    assert_eq!(
+        closed,
+        Ok(Some(0)),
+        "the backend's connection stayed open ({after:?} after the request)"
+    );
+    assert!(
+        after < Duration::from_secs(1),
+        "closed only after {after:?}"
+    );
+    let line = "slipway_router_requests_total{route=\"web.test/\",status=\"4xx\"} 1";
+    assert!(t.router.metrics().contains(line), "{}", t.router.metrics());
+}
+
+/// A request the client pipelines while the previous one waits for its backend is read then,
+/// kept, and answered after it.
+#[tokio::test]
+async fn a_request_sent_while_the_previous_one_waits_is_answered_after_it() {
+    let b = scripted(|req| match target(req) {
+        "/slow" => Reply::parts(
+            ["HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", "slow"],
+            Duration::from_millis(300),
+        ),
+        other => ok(other),
+    })
+    .await;
+    let t = routed(&b).await;
+    let mut c = Conn::connect(t.http).await;
+    c.send(get("/slow")).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    c.send(get("/fast")).await;
+    assert_eq!(c.response(false).await.text(), "slow");
+    assert_eq!(c.response(false).await.text(), "/fast");
+}
