@@ -4,6 +4,7 @@
 //! is an immutable snapshot swapped whole, so changes never restart a listener or drop a
 //! connection. See `docs/router.md`.
 
+mod answers;
 pub mod backends;
 mod body;
 mod h1;

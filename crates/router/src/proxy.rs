@@ -3,7 +3,7 @@
 
 use crate::backends::{Backend, InFlight, Pooled, choose};
 use crate::body::{BoxError, Deadline, ReqBody, TimedBody, limit_hit};
-use crate::{Shared, sticky};
+use crate::{Shared, answers, sticky};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -159,14 +159,7 @@ async fn proxy(
     // RFC 9112 §3.2: exactly one Host in an HTTP/1.1 request (h2 has `:authority`).
     let hosts = req.headers().get_all(header::HOST).iter().count();
     if hosts > 1 || (hosts == 0 && req.version() == Version::HTTP_11) {
-        return text(
-            StatusCode::BAD_REQUEST,
-            if hosts == 0 {
-                "400 Bad Request: an HTTP/1.1 request needs a Host header\n".into()
-            } else {
-                "400 Bad Request: more than one Host header\n".into()
-            },
-        );
+        return text(StatusCode::BAD_REQUEST, answers::host_count(hosts));
     }
     let route = {
         let host = req
@@ -191,7 +184,7 @@ async fn proxy(
             None => {
                 return text(
                     StatusCode::NOT_FOUND,
-                    format!("404 Not Found: no route for {host}{}\n", req.uri().path()),
+                    answers::no_route(host, req.uri().path()),
                 );
             }
         }
@@ -201,10 +194,7 @@ async fn proxy(
     if cands.is_empty() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "503 Service Unavailable: no backend is up for service {}\n",
-                route.service
-            ),
+            answers::none_up(&route.service),
         );
     }
     let too_big = req
@@ -215,10 +205,7 @@ async fn proxy(
     if too_big {
         return text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "413 Payload Too Large: request bodies are limited to {} bytes\n",
-                sh.limits.max_request_body
-            ),
+            answers::body_limit(sh.limits.max_request_body),
         );
     }
 
@@ -281,9 +268,7 @@ async fn proxy(
                         Some(Err(timed_out)) => {
                             return text(
                                 StatusCode::REQUEST_TIMEOUT,
-                                format!(
-                                    "408 Request Timeout: the body was still coming; {timed_out}\n"
-                                ),
+                                answers::body_still_coming(timed_out.0),
                             );
                         }
                         None => {}
@@ -291,7 +276,7 @@ async fn proxy(
                     tracing::warn!(backend = %b.addr, "router: backend failed: {}", e.error());
                     return text(
                         StatusCode::BAD_GATEWAY,
-                        format!("502 Bad Gateway: the backend {} failed\n", route.service),
+                        answers::backend_failed(&route.service),
                     );
                 }
             },
@@ -299,18 +284,12 @@ async fn proxy(
                 if body_coming.is_some_and(|d| !d.load(Relaxed)) {
                     return text(
                         StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "408 Request Timeout: the body was still coming; {}\n",
-                            crate::body::TimedOut(limits.request_timeout)
-                        ),
+                        answers::body_still_coming(limits.request_timeout),
                     );
                 }
                 return text(
                     StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "504 Gateway Timeout: the backend did not answer in time (limits: {:?} for the response head, {:?} for the whole request)\n",
-                        limits.response_timeout, limits.request_timeout
-                    ),
+                    answers::backend_too_slow(limits),
                 );
             }
         };
@@ -357,10 +336,7 @@ async fn proxy(
     }
     text(
         StatusCode::SERVICE_UNAVAILABLE,
-        format!(
-            "503 Service Unavailable: no backend of {} could be reached\n",
-            route.service
-        ),
+        answers::unreachable(&route.service),
     )
 }
 
@@ -439,7 +415,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1), as names built at compile time: no parsing per
 /// request.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

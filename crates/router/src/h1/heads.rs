@@ -215,6 +215,27 @@ pub fn response_head(
 mod tests {
     use super::*;
 
+    /// The plain path's hop-by-hop test (by length, then bytes) and the hyper path's list name
+    /// the same headers.
+    #[test]
+    fn hop_by_hop_is_the_hyper_paths_list() {
+        for n in &crate::proxy::HOP_BY_HOP {
+            assert!(is_hop_by_hop(n.as_str().as_bytes()), "{n}");
+            assert!(is_hop_by_hop(n.as_str().to_uppercase().as_bytes()), "{n}");
+        }
+        // Names of the same lengths, or near them, are not.
+        for n in [
+            "host",
+            "content-length",
+            "x-forwarded-for",
+            "tee",
+            "upgraded",
+            "keep-alivE2",
+        ] {
+            assert!(!is_hop_by_hop(n.as_bytes()), "{n}");
+        }
+    }
+
     #[test]
     fn decimals() {
         for n in [0u64, 7, 10, 1234567890123] {

@@ -12,6 +12,7 @@
 //! part of a request is a parse, a copy of the head with headers skipped or added, and a
 //! write; the system calls are nginx's: one read and one write on each side.
 
+use crate::answers;
 use crate::backends::{Backend, InFlight, RawConn, choose};
 use crate::proxy::ConnInfo;
 use crate::sticky;
@@ -122,10 +123,7 @@ where
                 Some(Ok(n)) if n > 0 => {}
                 Some(_) => return Next::Close,
                 None => {
-                    let msg = format!(
-                        "408 Request Timeout: the body was still coming; {}\n",
-                        crate::body::TimedOut(limits.request_timeout)
-                    );
+                    let msg = answers::body_still_coming(limits.request_timeout);
                     record(conn, &req, 408, start);
                     out.clear();
                     own_answer(&mut out, 408, &msg, true, req.head_method);
@@ -267,12 +265,7 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     if hosts != 1 {
         // RFC 9112 §3.2: exactly one Host; routing by one while the app reads another is
         // host confusion.
-        let msg = if hosts == 0 {
-            "400 Bad Request: an HTTP/1.1 request needs a Host header\n"
-        } else {
-            "400 Bad Request: more than one Host header\n"
-        };
-        return own(400, msg.to_string(), None, body_len, true);
+        return own(400, answers::host_count(hosts), None, body_len, true);
     }
     // A fragment is no part of a request target (RFC 9112 §3.2); hyper's path drops it too.
     let target = target.split('#').next().unwrap_or(target);
@@ -280,13 +273,11 @@ fn prepare(conn: &ConnInfo, buf: &[u8], out: &mut Vec<u8>) -> Prep {
     let sh = &conn.sh;
     let found = sh.table.read().unwrap().lookup(host, path).cloned();
     let Some(route) = found else {
-        let msg = format!("404 Not Found: no route for {host}{path}\n");
-        return own(404, msg, None, body_len, close);
+        return own(404, answers::no_route(host, path), None, body_len, close);
     };
     let max = sh.limits.max_request_body;
     if body > max {
-        let msg = format!("413 Payload Too Large: request bodies are limited to {max} bytes\n");
-        return own(413, msg, Some(route), usize::MAX, true);
+        return own(413, answers::body_limit(max), Some(route), usize::MAX, true);
     }
     if body_len > SMALL_BODY {
         return Prep::HandOver;
@@ -490,33 +481,14 @@ where
         }
     }
     let (status, msg) = match failure {
-        None if cands.is_empty() => (
-            503,
-            format!(
-                "503 Service Unavailable: no backend is up for service {}\n",
-                route.service
-            ),
-        ),
-        None | Some(Failed::Connect(_) | Failed::Stale | Failed::ClientGone) => (
-            503,
-            format!(
-                "503 Service Unavailable: no backend of {} could be reached\n",
-                route.service
-            ),
-        ),
-        Some(Failed::TimedOut) => (
-            504,
-            format!(
-                "504 Gateway Timeout: the backend did not answer in time (limits: {:?} for the response head, {:?} for the whole request)\n",
-                limits.response_timeout, limits.request_timeout
-            ),
-        ),
+        None if cands.is_empty() => (503, answers::none_up(&route.service)),
+        None | Some(Failed::Connect(_) | Failed::Stale | Failed::ClientGone) => {
+            (503, answers::unreachable(&route.service))
+        }
+        Some(Failed::TimedOut) => (504, answers::backend_too_slow(limits)),
         Some(Failed::Bad(why)) => {
             tracing::warn!(service = %route.service, "router: backend failed: {why}");
-            (
-                502,
-                format!("502 Bad Gateway: the backend {} failed\n", route.service),
-            )
+            (502, answers::backend_failed(&route.service))
         }
     };
     record(conn, req, status, start);
@@ -658,10 +630,7 @@ where
             // Nothing went to the client yet: it gets a 502 rather than a silent close.
             tracing::warn!(backend = %b.addr, service = %req.route.service, "router: backend failed: {why}");
             record(conn, req, 502, start);
-            let msg = format!(
-                "502 Bad Gateway: the backend {} failed\n",
-                req.route.service
-            );
+            let msg = answers::backend_failed(&req.route.service);
             out.clear();
             own_answer(out, 502, &msg, true, req.head_method);
             let _ = timed(write_out(io, out), timer, deadline).await;
