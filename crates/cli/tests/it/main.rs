@@ -3,6 +3,7 @@ mod blobs;
 mod cli;
 mod dns;
 mod host;
+mod hostile;
 mod housekeeping;
 mod images;
 mod logs;

@@ -1,0 +1,1 @@
+//! Hostile tests: build (see mod.rs).

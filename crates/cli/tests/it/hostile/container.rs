@@ -1,0 +1,1 @@
+//! Hostile tests: container (see mod.rs).

@@ -1,0 +1,1 @@
+//! Hostile tests: disk (see mod.rs).

@@ -1,0 +1,1 @@
+//! Hostile tests: listeners (see mod.rs).
