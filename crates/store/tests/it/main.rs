@@ -1,6 +1,7 @@
 //! The store conformance suite: every case runs on SQLite and on a real PostgreSQL.
 
 mod builds;
+mod concurrency;
 mod suite;
 
 use slipway_store::SqlStore;
@@ -62,6 +63,7 @@ conformance!(
     app_names_are_validated,
     default_route_conflict_leaves_nothing,
     releases_are_immutable,
+    artifacts_are_immutable,
     current_release_cannot_be_deleted,
     release_needs_existing_artifacts,
     list_artifacts,

@@ -2,6 +2,7 @@
 
 use crate::Backend;
 pub use crate::builds::*;
+pub use crate::concurrency::*;
 use slipway_store::{Store, StoreError};
 use slipway_types::*;
 use std::collections::BTreeMap;
@@ -880,37 +881,6 @@ pub async fn jobs(b: &Backend) {
         "the failed batch changed nothing"
     );
     assert_eq!(s.list_jobs(a.id).await.unwrap().len(), 5);
-}
-
-pub async fn concurrent_writes(b: &Backend) {
-    let s = &b.store;
-    let mut rx = Store::event_notifier(s.as_ref());
-    let start = *rx.borrow_and_update();
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move {
-                s.create_app(&format!("c{i}"), &NewApp::default(), Some("test.local"))
-                    .await
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.unwrap().unwrap();
-    }
-    assert_eq!(s.list_apps().await.unwrap().len(), 20);
-    let events = s
-        .list_events(&EventFilter {
-            limit: Some(1000),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(events.len(), 40);
-    assert!(events.windows(2).all(|w| w[0].id < w[1].id));
-    assert!(rx.has_changed().unwrap());
-    assert_eq!(*rx.borrow(), events.last().unwrap().id);
-    assert!(*rx.borrow() > start);
 }
 
 pub async fn survives_reopen(b: &Backend) {
