@@ -290,6 +290,18 @@ async fn a_crashing_job_restarts_at_once_five_times_then_after_10s() {
         [0, 1, 2, 3, 4, 5],
         "restart counts are visible per job"
     );
+    // "At once": each of restarts 1-5 starts within a few hundred ms of the one before (a
+    // backoff of even 1 s would take 1000 ms per step).
+    let mut by_restart = jobs.clone();
+    by_restart.sort_by_key(|j| j.restarts);
+    let steps: Vec<i128> = by_restart
+        .windows(2)
+        .map(|w| w[1].created_at.unix_millis() - w[0].created_at.unix_millis())
+        .collect();
+    assert!(
+        steps.iter().all(|ms| *ms < 500),
+        "restarts 1-5 each start within 500 ms of the one before, took {steps:?} ms"
+    );
     let jobs = c
         .wait_jobs(&app, Duration::from_secs(15), "restart 6", |j| {
             j.iter().any(|x| x.restarts == 6)
