@@ -7,6 +7,11 @@
 
 mod git_daemon;
 pub use git_daemon::GitDaemon;
+mod skip;
+pub use skip::{
+    current_test, require_all, skip, skip_deliberately, skip_unless_program, skip_unless_root,
+    skip_unless_slow,
+};
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -27,10 +32,7 @@ pub struct TestDatabase {
     _server: Option<PostgresServer>,
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
+use skip::is_root;
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`, if PostgreSQL is installed.
 pub fn postgres_bin_dir() -> Option<PathBuf> {
@@ -141,18 +143,22 @@ impl Drop for PostgresServer {
     }
 }
 
-/// A fresh, empty database on a real PostgreSQL, or `None` (with a message) when PostgreSQL is
-/// not installed and we are not in CI. In CI (`CI` set) a missing PostgreSQL is a failure.
+/// A fresh, empty database on a real PostgreSQL, or `None` (a counted [`skip`] of the running
+/// test) when no server can be had. Under CI or `SLIPWAY_REQUIRE_ALL=1` that is a failure.
 pub async fn postgres_database() -> Option<TestDatabase> {
     let (base_url, server) = match std::env::var("SLIPWAY_TEST_DATABASE_URL") {
         Ok(url) if !url.is_empty() => (url, None),
         _ => match PostgresServer::start() {
             Ok(s) => (s.url("postgres"), Some(s)),
-            Err(e) if std::env::var_os("CI").is_none() => {
-                eprintln!("SKIPPED: PostgreSQL tests need a PostgreSQL server: {e}");
+            Err(e) => {
+                skip(
+                    &current_test(),
+                    &format!(
+                        "a PostgreSQL server (SLIPWAY_TEST_DATABASE_URL, or one to start: {e})"
+                    ),
+                );
                 return None;
             }
-            Err(e) => panic!("cannot start PostgreSQL for the tests: {e}"),
         },
     };
     let name = format!("slipway_test_{}", uuid::Uuid::new_v4().simple());

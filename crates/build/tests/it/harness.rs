@@ -20,15 +20,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Returns true (and says so) when the test must be skipped: it needs root, unless `CI` is set,
 /// where it fails instead.
 pub fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return false;
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} needs root (runc, mounts, network namespaces) and CI must run it");
-    }
-    eprintln!("SKIPPED {test}: needs root (runc, mounts, network namespaces); CI runs it as root");
-    true
+    slipway_testkit::skip_unless_root(test)
 }
 
 /// Stacks are shared by all tests of a run (and across runs), keyed by recipe hash, like the

@@ -24,19 +24,13 @@ fn web_image(body: &str) -> ImageBuilder {
         .expose(8080)
 }
 
+/// True when skopeo runs; otherwise a counted skip of the running test (a failure under CI).
 fn skopeo_available() -> bool {
-    let ok = std::process::Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_ok();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "skopeo is missing: scripts/install-deps installs it"
-        );
-        eprintln!("SKIPPED: skopeo is not installed (scripts/install-deps installs it)");
-    }
-    ok
+    !slipway_testkit::skip_unless_program(
+        &slipway_testkit::current_test(),
+        "skopeo",
+        "scripts/install-deps installs it",
+    )
 }
 
 /// `skopeo copy oci:LAYOUT docker://SERVER/APP:latest` with the server's key as password.

@@ -6,12 +6,9 @@ use crate::push::{app_repo, create_in, http, push, until};
 use crate::support::*;
 use std::time::Duration;
 
+/// True when the slow tests are asked for (`SLIPWAY_SLOW_TESTS=1`); otherwise a counted skip.
 fn slow_tests(test: &str) -> bool {
-    if std::env::var("SLIPWAY_SLOW_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("SKIPPED {test}: a slow real-world test; set SLIPWAY_SLOW_TESTS=1 (CI does)");
-    false
+    !slipway_testkit::skip_unless_slow(test)
 }
 
 /// A web server of the standard library that answers with the version of `six`, which pip

@@ -148,11 +148,8 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
 /// discovery once it runs, the router sends the app's domain to it, and scaling to 0 removes it.
 #[test]
 fn a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "SKIPPED a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down: needs root (runc); CI runs it as root"
-        );
+    if skip_unless_root("a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down")
+    {
         return;
     }
     let n = 600 + std::process::id() % 200;

@@ -375,15 +375,10 @@ pub fn loopback_router(more: &[&str]) -> Vec<String> {
     .collect()
 }
 
-/// True (after saying so) when the test needs root and we are not: runc, mounts and network
-/// namespaces need it. CI runs as root and skips nothing.
+/// True when the test needs root and we are not: runc, mounts and network namespaces need it.
+/// A counted skip, or a failure under CI / `SLIPWAY_REQUIRE_ALL=1` (`slipway_testkit::skip`).
 pub fn skip_unless_root(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: needs root (runc, mounts, network namespaces); CI runs it as root");
-    true
+    slipway_testkit::skip_unless_root(test)
 }
 
 /// A `slipway server` with a local host agent (real runc). `n` makes the agent's bridge, nft

@@ -11,18 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub fn is_root() -> bool {
-    // SAFETY: no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Returns true (and says so) when the test must be skipped because it needs root.
+/// True when the test needs root and we are not: a counted skip, or a failure under CI /
+/// `SLIPWAY_REQUIRE_ALL=1` (`slipway_testkit::skip`).
 pub fn skip_unless_root(test: &str) -> bool {
-    if is_root() {
-        return false;
-    }
-    eprintln!("SKIPPED {test}: needs root (runc, mounts, network namespaces); CI runs it as root");
-    true
+    slipway_testkit::skip_unless_root(test)
 }
 
 /// Stacks are shared by all tests of a run (and across runs): built once, keyed by recipe hash.

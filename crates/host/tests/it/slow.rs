@@ -6,12 +6,9 @@ use crate::harness::*;
 use slipway_host::{HostApi, JobStatus};
 use std::time::Duration;
 
+/// True when the slow tests are asked for (`SLIPWAY_SLOW_TESTS=1`); otherwise a counted skip.
 fn slow_tests_enabled(test: &str) -> bool {
-    if std::env::var("SLIPWAY_SLOW_TESTS").as_deref() == Ok("1") {
-        return true;
-    }
-    eprintln!("SKIPPED {test}: slow test; set SLIPWAY_SLOW_TESTS=1 to run it");
-    false
+    !slipway_testkit::skip_unless_slow(test)
 }
 
 #[tokio::test(flavor = "multi_thread")]

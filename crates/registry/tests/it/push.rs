@@ -254,16 +254,11 @@ async fn no_deploy_tag_stores_the_image_only() {
 /// skopeo, a real registry client, pushes an OCI layout with chunked uploads.
 #[tokio::test]
 async fn skopeo_copy_pushes_and_skips_known_blobs() {
-    if std::process::Command::new("skopeo")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "skopeo is missing (scripts/install-deps installs it)"
-        );
-        eprintln!("SKIPPED: skopeo is not installed");
+    if slipway_testkit::skip_unless_program(
+        "skopeo_copy_pushes_and_skips_known_blobs",
+        "skopeo",
+        "scripts/install-deps installs it",
+    ) {
         return;
     }
     let s = Server::start().await;
