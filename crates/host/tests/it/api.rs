@@ -125,6 +125,10 @@ async fn host_api_over_http_on_the_fake_runtime() {
     conformance(&client).await;
 }
 
+/// Plumbing only: the agent's state file round-trips (running jobs listed again, finished ones
+/// kept with their exit). Both agents share one `FakeRuntime`, whose containers live in memory,
+/// so adopting cannot fail here; that a real container survives its agent and is adopted (same
+/// process, output not restarted) is `restart.rs` on runc.
 #[tokio::test]
 async fn a_restarted_agent_readopts_running_jobs_and_keeps_finished_ones() {
     let dir = tempfile::tempdir().unwrap();

@@ -60,7 +60,17 @@ async fn attached_jobs_get_stdin_keep_stderr_apart_and_return_their_exit_code() 
         false,
     );
     h.agent.add_job(cat.clone()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Attach only once `before` is written (the job's log has it): the client must get what was
+    // written before it came, not merely be early enough to see it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_lines(&h.agent, &cat.id)
+        .await
+        .iter()
+        .any(|l| l.msg == "before")
+    {
+        assert!(Instant::now() < deadline, "the job never wrote `before`");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut s = h.agent.attach(&cat.id).await.unwrap();
     s.write_all(&attach::frame(attach::STDIN, b"hello\nworld\n"))
         .await

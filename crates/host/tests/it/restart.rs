@@ -120,6 +120,30 @@ async fn jobs_survive_agent_kill_9_and_are_adopted() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let n2 = log_lines(&api, first).await.len();
     assert!(n2 > n1, "logs flow after re-adoption ({n1} -> {n2})");
+    // Adopted, not started again: the same process (pid), and its counter went on from where
+    // it was (a new process would print `tick 0` again).
+    for (id, pid) in &ids {
+        let j = api.get_job(id).await.unwrap();
+        assert_eq!(
+            j.pid,
+            Some(*pid),
+            "{id} is still the process it was before the kill"
+        );
+        assert!(
+            Path::new(&format!("/proc/{pid}")).exists(),
+            "{id}: {pid} is gone"
+        );
+        let ticks: Vec<u64> = log_lines(&api, id)
+            .await
+            .iter()
+            .filter_map(|l| l.msg.strip_prefix("tick ")?.parse().ok())
+            .collect();
+        assert!(ticks.len() > 10, "{id}: {ticks:?}");
+        assert!(
+            ticks.iter().enumerate().all(|(i, t)| *t == i as u64),
+            "{id}'s output counts on without starting over: {ticks:?}"
+        );
+    }
 
     // A later exit of an adopted job is reported with its exit code.
     api.signal_job(first, libc::SIGUSR1).await.unwrap();
