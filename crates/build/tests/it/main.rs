@@ -5,4 +5,5 @@
 mod harness;
 mod hostile;
 mod pipeline;
+mod sandbox;
 mod slow;

@@ -45,6 +45,8 @@ fn lines_of<'a>(all: &'a [LogEntry], job: &str, stream: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// Also: what jobs write while the aggregator is down arrives once it is back (it loses
+/// nothing), and what it had stored already does not arrive again.
 #[tokio::test]
 async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +130,14 @@ async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing()
     tokio::time::sleep(Duration::from_millis(50)).await;
     agg.flush().unwrap();
     drop(agg);
+    // Jobs write while no aggregator runs: one starts and finishes, one starts and keeps running.
+    host.add_job(job("down-done", "worker", &["exit", "0"]))
+        .await
+        .unwrap();
+    host.wait_job("down-done").await.unwrap();
+    host.add_job(job("down-web", "web", &["sleep", "1000"]))
+        .await
+        .unwrap();
     let agg = open(&logs, 1000);
     assert_eq!(
         agg.read(APP, &Query::default()).await.unwrap().len(),
@@ -137,9 +147,15 @@ async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing()
     host.add_job(job("web2", "web", &["sleep", "1000"]))
         .await
         .unwrap();
-    let all = wait_for(&agg, "the new job's line", |all| {
-        lines_of(all, "web2", "stdout").len() == 1
-    })
+    let all = wait_for(
+        &agg,
+        "the lines written while down and the new job's line",
+        |all| {
+            ["down-done", "down-web", "web2"]
+                .iter()
+                .all(|j| lines_of(all, j, "stdout").len() == 1)
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let all2 = agg.read(APP, &Query::default()).await.unwrap();
@@ -150,6 +166,8 @@ async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing()
         "crash",
         "detached",
         "attached-logged",
+        "down-done",
+        "down-web",
         "web2",
     ] {
         assert_eq!(lines_of(&all2, j, "stdout").len(), 1, "{j}: {all2:#?}");
