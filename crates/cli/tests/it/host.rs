@@ -145,23 +145,32 @@ fn slipway_host_runs_jobs_and_readopts_them_after_kill_9() {
     assert_eq!(code, Some(5), "{out}\n{err}");
     assert!(out.contains("x is 42"), "{out}");
 
+    // The marker finds the job's shell among the host's processes, to tell "adopted" (the same
+    // process) from "started again" (a new one, whose counter starts over at 0).
+    let marker = format!("adoptee-marker-{}", std::process::id());
+    let script = format!(
+        "trap 'exit 9' USR1; i=0; while true; do echo alive $i; i=$((i+1)); sleep 0.1; done #{marker}"
+    );
     let (code, _, err) = slipway(
         &[
-            "host",
-            "run-job",
-            "--detach",
-            "--id",
-            "adoptee",
-            "--grace",
-            "1",
-            "--",
-            "sh",
-            "-c",
-            "trap 'exit 9' USR1; while true; do echo alive; sleep 0.1; done",
+            "host", "run-job", "--detach", "--id", "adoptee", "--grace", "1", "--", "sh", "-c",
+            &script,
         ],
         &d.url,
     );
     assert_eq!(code, Some(0), "{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pids = loop {
+        let pids = pids_with(&marker);
+        if !pids.is_empty() || std::time::Instant::now() > deadline {
+            break pids;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        !pids.is_empty(),
+        "the job's shell (and its init) among the host's processes"
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let dir = d.kill9();
@@ -172,6 +181,11 @@ fn slipway_host_runs_jobs_and_readopts_them_after_kill_9() {
         ps.lines()
             .any(|l| l.starts_with("adoptee") && l.contains("running")),
         "{ps}"
+    );
+    assert_eq!(
+        pids_with(&marker),
+        pids,
+        "the adopted job is the process that ran before the kill -9, not a new one"
     );
     let (code, _, err) = slipway(&["host", "signal", "adoptee", "USR1"], &d.url);
     assert_eq!(code, Some(0), "{err}");
@@ -186,9 +200,29 @@ fn slipway_host_runs_jobs_and_readopts_them_after_kill_9() {
         "{ps}"
     );
     let (_, logs, _) = slipway(&["host", "log", "adoptee"], &d.url);
+    let counts: Vec<u64> = logs
+        .lines()
+        .filter_map(|l| l.rsplit_once(" alive ")?.1.trim().parse().ok())
+        .collect();
+    assert!(counts.len() >= 3, "{logs}");
     assert!(
-        logs.lines().filter(|l| l.ends_with(" alive")).count() >= 3,
-        "{logs}"
+        counts.iter().enumerate().all(|(i, c)| *c == i as u64),
+        "the job's counter went on across the agent's kill -9, never starting over: {counts:?}"
     );
     let _ = d.kill9();
+}
+
+/// Host pids whose command line contains `marker`.
+fn pids_with(marker: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect();
+    pids.sort();
+    pids
 }
