@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use auth::generate_api_key;
 pub use cluster::{ATTACH_UPGRADE, AttachStream, Cluster};
-pub use error::ApiErr;
+pub use error::{ApiErr, json_rejections};
 
 /// Request bodies larger than this get a 413: the API takes config, not uploads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -71,10 +71,13 @@ pub fn router_with_extra(
     let api = api::routes()
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state.clone());
-    api.merge(extra).layer(axum::middleware::from_fn_with_state(
-        state,
-        auth::require_key,
-    ))
+    // Every error on the port is JSON, the extra roles' too (the registry's are JSON already).
+    api.merge(extra)
+        .layer(axum::middleware::from_fn(error::json_rejections))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::require_key,
+        ))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
