@@ -261,11 +261,11 @@ fn read_sse(c: &mut std::net::TcpStream, until: impl Fn(&[i64]) -> bool) -> (Vec
     let mut buf = Vec::new();
     let mut ids = Vec::new();
     let mut chunk = vec![0u8; 64 << 10];
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         assert!(
             Instant::now() < deadline,
-            "stream still open after 60 s; ids {}",
+            "stream still open after 120 s; ids {}",
             ids.len()
         );
         let n = match c.read(&mut chunk) {
@@ -333,14 +333,14 @@ unsafe fn libc_setsockopt(fd: i32, size: i32) {
 
 /// A subscriber that stops reading is dropped once it is more than MAX_LAG (1000) events behind,
 /// and one that reads gets every event. (Before: the slow one was never dropped: it read every
-/// event to the end, `ids 1300` with no drop notice.)
+/// event to the end and was never told.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_event_subscribers_are_dropped_fast_ones_keep_up() {
     let s = Server::sqlite().await;
     s.ok(Method::POST, "/apps", Some(json!({"name": "feed"})))
         .await;
     let url = s.url.clone();
-    let mut slow = subscribe(&url, Some(4096));
+    let mut slow = subscribe(&url, Some(64 << 10));
     let mut fast = subscribe(&url, None);
     // Both are connected once the first event reaches the fast one.
     s.ok(
@@ -355,7 +355,7 @@ async fn slow_event_subscribers_are_dropped_fast_ones_keep_up() {
     })
     .await
     .unwrap();
-    const N: usize = 1300;
+    const N: usize = 2000;
     let fast_reader = tokio::task::spawn_blocking(move || {
         let last = first + N as i64;
         read_sse(&mut fast, move |ids| ids.last().is_some_and(|l| *l >= last))
