@@ -70,14 +70,14 @@ pub fn router_with_extra(
     };
     let api = api::routes()
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state.clone());
-    // Every error on the port is JSON, the extra roles' too (the registry's are JSON already).
-    api.merge(extra)
         .layer(axum::middleware::from_fn(error::json_rejections))
-        .layer(axum::middleware::from_fn_with_state(
-            state,
-            auth::require_key,
-        ))
+        .with_state(state.clone());
+    // The extra roles answer in their own shapes (git's plain text, which git shows as
+    // `remote:` lines; the registry's JSON); those in the API's shape add `json_rejections`.
+    api.merge(extra).layer(axum::middleware::from_fn_with_state(
+        state,
+        auth::require_key,
+    ))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
