@@ -161,8 +161,15 @@ async fn get_log(
 /// Lines a follower may have waiting (sent by us, not yet taken by its connection). A follower
 /// with this many waiting that takes none for [`FOLLOW_STALL`] is dropped: its history and its
 /// place in the live lines are let go, instead of piling up for a connection that does not read.
-const FOLLOW_BACKLOG: usize = 256;
-const FOLLOW_STALL: Duration = Duration::from_secs(10);
+pub const FOLLOW_BACKLOG: usize = 256;
+pub const FOLLOW_STALL: Duration = Duration::from_secs(10);
+
+static FOLLOWERS_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many followers this process has dropped for not reading (a metric; tests wait on it).
+pub fn followers_dropped() -> u64 {
+    FOLLOWERS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// `lines` through a bounded queue fed by a task: what one follower holds is at most
 /// [`FOLLOW_BACKLOG`] lines, whatever it reads. Ends (the connection then closes) when the
@@ -186,6 +193,7 @@ fn bounded(
                         Ok(Ok(())) => {}
                         Ok(Result::Err(_)) => return,
                         Result::Err(_) => {
+                            FOLLOWERS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(
                                 backlog = FOLLOW_BACKLOG,
                                 "log follow: dropped a follower that stopped reading"
