@@ -6,7 +6,7 @@
 //! | POST | `/blobs` | streams the body in, digest computed by the server → `BlobInfo` (201/200) |
 //! | GET | `/blobs/{digest}` | the content; `Content-Length`, `Docker-Content-Digest` |
 //! | HEAD | `/blobs/{digest}` | the same headers, no body |
-//! | DELETE | `/blobs/{digest}` | → `{}`; 404 if absent |
+//! | DELETE | `/blobs/{digest}` | → `{}`; 404 if absent; 409 while an artifact names it ([`router_guarded`]) |
 //! | GET | `/blobs` | → `[BlobInfo]` |
 //!
 //! Bodies are streamed both ways and have no size limit beyond the disk. A malformed digest is a
@@ -22,6 +22,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures_util::TryStreamExt;
+use futures_util::future::BoxFuture;
+use slipway_types::Artifact;
 use std::sync::Arc;
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
@@ -29,10 +31,38 @@ use tokio_util::io::{ReaderStream, StreamReader};
 /// The digest header, as Docker's registry API names it.
 pub const DIGEST_HEADER: &str = "docker-content-digest";
 
-type Shared = Arc<dyn BlobStore>;
+/// Lists every artifact (the controller's store), to tell which blobs are in use.
+pub type ArtifactLister =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Artifact>, String>> + Send + Sync>;
 
-/// The HTTP API over any blob store (normally an [`crate::FsBlobStore`]).
-pub fn router(store: Shared) -> Router {
+#[derive(Clone)]
+struct Shared {
+    store: Arc<dyn BlobStore>,
+    artifacts: Option<ArtifactLister>,
+}
+
+/// The HTTP API over any blob store (normally an [`crate::FsBlobStore`]), with no knowledge of
+/// artifacts: a delete deletes. For a host's or a test's store; the controller's is
+/// [`router_guarded`].
+pub fn router(store: Arc<dyn BlobStore>) -> Router {
+    routes(Shared {
+        store,
+        artifacts: None,
+    })
+}
+
+/// [`router`], refusing (409) to delete a blob an artifact names — as `DELETE /artifacts/:id`
+/// refuses while a release names the artifact — so a current slug or an image layer cannot be
+/// pulled from under a release. Which blobs an artifact names is the garbage collector's rule
+/// ([`crate::gc::artifact_digests`]).
+pub fn router_guarded(store: Arc<dyn BlobStore>, artifacts: ArtifactLister) -> Router {
+    routes(Shared {
+        store,
+        artifacts: Some(artifacts),
+    })
+}
+
+fn routes(shared: Shared) -> Router {
     Router::new()
         .route("/blobs", get(list).post(post))
         .route(
@@ -41,7 +71,15 @@ pub fn router(store: Shared) -> Router {
         )
         // Blobs are layers and slugs: the only bound is the disk.
         .layer(DefaultBodyLimit::disable())
-        .with_state(store)
+        .with_state(shared)
+}
+
+fn json_error(status: StatusCode, code: &str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({"code": code, "message": message})),
+    )
+        .into_response()
 }
 
 /// The JSON error response for a blob error.
@@ -81,7 +119,7 @@ fn info_headers(info: &BlobInfo, mut resp: Response) -> Response {
     resp
 }
 
-async fn stored(s: &Shared, body: Body, expected: Option<&Digest>) -> Response {
+async fn stored(s: &Arc<dyn BlobStore>, body: Body, expected: Option<&Digest>) -> Response {
     // Already there: drain the body (so the client's upload completes cleanly) and answer 200.
     if let Some(d) = expected {
         match s.head(d).await {
@@ -115,11 +153,11 @@ async fn put(State(s): State<Shared>, Path(d): Path<String>, body: Body) -> Resp
         Ok(d) => d,
         Err(r) => return *r,
     };
-    stored(&s, body, Some(&d)).await
+    stored(&s.store, body, Some(&d)).await
 }
 
 async fn post(State(s): State<Shared>, body: Body) -> Response {
-    stored(&s, body, None).await
+    stored(&s.store, body, None).await
 }
 
 async fn get_blob(State(s): State<Shared>, Path(d): Path<String>) -> Response {
@@ -127,7 +165,7 @@ async fn get_blob(State(s): State<Shared>, Path(d): Path<String>) -> Response {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    match s.get(&d).await {
+    match s.store.get(&d).await {
         Ok(Some((info, reader))) => {
             let resp = Response::new(Body::from_stream(ReaderStream::with_capacity(
                 reader,
@@ -150,7 +188,7 @@ async fn head_blob(State(s): State<Shared>, Path(d): Path<String>) -> Response {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    match s.head(&d).await {
+    match s.store.head(&d).await {
         Ok(Some(info)) => info_headers(&info, StatusCode::OK.into_response()),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
         Err(e) => error_response(&e),
@@ -162,7 +200,34 @@ async fn delete(State(s): State<Shared>, Path(d): Path<String>) -> Response {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    match s.delete(&d).await {
+    if let Some(list) = &s.artifacts {
+        let artifacts = match list().await {
+            Ok(a) => a,
+            Err(e) => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("cannot tell whether an artifact uses blob {d}, so it stays: {e}"),
+                );
+            }
+        };
+        if let Some(a) = artifacts
+            .iter()
+            .find(|a| crate::gc::artifact_digests(a).contains(&d))
+        {
+            return json_error(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!(
+                    "blob {d} is in use by {} artifact {}: delete the artifact first (DELETE /artifacts/{}; a release naming it must go before that)",
+                    a.kind.as_str(),
+                    a.id,
+                    a.id
+                ),
+            );
+        }
+    }
+    match s.store.delete(&d).await {
         Ok(true) => Json(serde_json::json!({})).into_response(),
         Ok(false) => error_response(&BlobError::NotFound(d)),
         Err(e) => error_response(&e),
@@ -170,7 +235,7 @@ async fn delete(State(s): State<Shared>, Path(d): Path<String>) -> Response {
 }
 
 async fn list(State(s): State<Shared>) -> Response {
-    match s.list().await {
+    match s.store.list().await {
         Ok(l) => Json(l).into_response(),
         Err(e) => error_response(&e),
     }

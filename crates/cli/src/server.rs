@@ -136,8 +136,22 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
     // Roles served on the controller's port, behind its API key: one `.merge` per role.
     let extra = axum::Router::new()
-        .merge(slipway_logs::http::router(logs, store.clone()))
-        .merge(slipway_blobstore::http::router(blobs.clone()))
+        .merge(
+            slipway_logs::http::router(logs, store.clone())
+                .merge(slipway_blobstore::http::router_guarded(blobs.clone(), {
+                    let store = store.clone();
+                    Arc::new(move || {
+                        let store = store.clone();
+                        Box::pin(
+                            async move { store.list_artifacts().await.map_err(|e| e.to_string()) },
+                        )
+                    })
+                }))
+                // Their errors are the API's `{"code","message"}`, axum's rejections too.
+                .layer(axum::middleware::from_fn(
+                    slipway_controller::json_rejections,
+                )),
+        )
         .merge(build)
         .merge(start_registry(&data_dir, store.clone(), blobs)?);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
@@ -395,6 +409,7 @@ fn api_err(e: slipway_scheduler::SchedError) -> slipway_controller::ApiErr {
         SchedError::NotFound(_) => ErrorCode::NotFound,
         SchedError::Invalid(_) => ErrorCode::ValidationError,
         SchedError::Unavailable(_) => ErrorCode::Unavailable,
+        SchedError::BadRequest(_) => ErrorCode::BadRequest,
     };
     slipway_controller::ApiErr::new(code, e.to_string())
 }

@@ -317,11 +317,6 @@ impl Client {
         self.get(&["apps", app, "jobs", job]).await
     }
 
-    /// Upserts a job (how the scheduler reports job state).
-    pub async fn put_job(&self, app: &str, job: &Job) -> Result<Job> {
-        self.put(&["apps", app, "jobs", &job.id], job).await
-    }
-
     /// Stops a job (`slipway kill`); a formation's job is replaced by the scheduler.
     pub async fn kill_job(&self, app: &str, job: &str) -> Result<Job> {
         self.delete(&["apps", app, "jobs", job]).await

@@ -126,6 +126,8 @@ pub(crate) async fn run(
     JsonBody(body): JsonBody<NewJob>,
 ) -> ApiResult<(StatusCode, Json<Job>)> {
     let app = resolve_app(&s, &app).await?;
+    slipway_types::validate_args("args", &body.args)?;
+    slipway_types::validate_env("env", &body.env)?;
     if body.args.is_empty() {
         return Err(ApiErr::new(
             ErrorCode::ValidationError,

@@ -47,3 +47,55 @@ impl From<ValidationError> for ApiErr {
         ApiErr(e.into())
     }
 }
+
+/// Largest error body of axum's own rejections that is carried into the JSON message.
+const MAX_REJECTION_TEXT: usize = 4096;
+
+/// Turns every error response that is not JSON — axum's own rejections: a path parameter that is
+/// not UTF-8 or does not parse, a malformed query, a missing extension — into the API's
+/// `{"code", "message"}` shape, keeping its status. One layer over the whole API, so no handler
+/// (and no extractor a handler adds later) can answer bad input in plain text.
+pub async fn json_rejections(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use axum::http::header::CONTENT_TYPE;
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), MAX_REJECTION_TEXT).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status.as_u16() {
+        401 => ErrorCode::Unauthorized,
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        409 => ErrorCode::Conflict,
+        413 => ErrorCode::PayloadTooLarge,
+        415 => ErrorCode::UnsupportedMediaType,
+        422 => ErrorCode::ValidationError,
+        503 => ErrorCode::Unavailable,
+        s if s >= 500 => ErrorCode::Internal,
+        _ => ErrorCode::BadRequest,
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("bad request")
+            .to_string()
+    } else {
+        text
+    };
+    if status.is_server_error() {
+        tracing::error!("{message}");
+    }
+    (status, axum::Json(ApiError::new(code, message))).into_response()
+}

@@ -54,11 +54,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Parses a request body, which must be a JSON object: every body the API takes is one. serde
+/// reads a struct from an array too (`[]` is a struct with every field defaulted), which made
+/// `PUT` formation with `[]` scale an app to 0 and `POST /apps` with `[]` create an app.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiErr::new(
             ErrorCode::BadRequest,
             "request body is empty; expected JSON",
+        ));
+    };
+    let kind = match first {
+        b'{' => None,
+        b'[' => Some("an array"),
+        b'"' => Some("a string"),
+        b'-' | b'0'..=b'9' => Some("a number"),
+        b't' | b'f' => Some("a boolean"),
+        b'n' => Some("null"),
+        _ => None, // not JSON at all: serde's error below says where
+    };
+    if let Some(kind) = kind {
+        // Malformed JSON is still a 400, whatever it starts with.
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            return Err(ApiErr::new(
+                ErrorCode::BadRequest,
+                format!("malformed JSON: {e}"),
+            ));
+        }
+        return Err(ApiErr::new(
+            ErrorCode::ValidationError,
+            format!("invalid request: the body must be a JSON object ({{…}}), not {kind}"),
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 pub use auth::generate_api_key;
 pub use cluster::{ATTACH_UPGRADE, AttachStream, Cluster};
-pub use error::ApiErr;
+pub use error::{ApiErr, json_rejections};
 
 /// Request bodies larger than this get a 413: the API takes config, not uploads.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -70,7 +70,10 @@ pub fn router_with_extra(
     };
     let api = api::routes()
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(error::json_rejections))
         .with_state(state.clone());
+    // The extra roles answer in their own shapes (git's plain text, which git shows as
+    // `remote:` lines; the registry's JSON); those in the API's shape add `json_rejections`.
     api.merge(extra).layer(axum::middleware::from_fn_with_state(
         state,
         auth::require_key,
@@ -98,13 +101,65 @@ pub async fn serve_with(
     serve_router(listener, router_with(store, config, cluster), shutdown).await
 }
 
-/// Serves a router built by [`router_with_extra`] until `shutdown` completes.
+/// Bytes hyper may buffer for one connection, each way. Its default (~400 KB) let every event
+/// subscriber that does not read hold that much of the server's memory (500 of them: ~200 MB);
+/// 64 KiB is room for any request head we take and several events. Past it, hyper waits for the
+/// socket instead of reading more of the response body.
+pub const MAX_CONN_BUFFER: usize = 64 << 10;
+
+/// Serves a router built by [`router_with_extra`] until `shutdown` completes, then finishes
+/// in-flight requests. HTTP/1.1 with upgrades (attach), like `axum::serve`, but with hyper's
+/// per-connection buffer bounded ([`MAX_CONN_BUFFER`]).
 pub async fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    // Each connection holds a receiver: a send asks them to finish, `closed` waits until they have.
+    let (stop, stopping) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = hyper::server::conn::http1::Builder::new()
+            .max_buf_size(MAX_CONN_BUFFER)
+            .serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            )
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let ended = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stopping.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!("connection ended: {e}");
+            }
+            drop(stopping);
+        });
+    }
+    drop(listener);
+    drop(stopping);
+    let _ = stop.send(());
+    stop.closed().await;
+    Ok(())
 }

@@ -123,7 +123,7 @@ async fn get_log(
         ))
     };
     let body = if follow {
-        let lines = s.agg.follow(&app_id, &q).await.map_err(io_err)?;
+        let lines = bounded(s.agg.follow(&app_id, &q).await.map_err(io_err)?);
         if sse {
             // Comments keep idle connections (and proxies) from timing out.
             let keepalive = futures_util::stream::unfold((), |()| async {
@@ -156,6 +156,57 @@ async fn get_log(
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(resp)
+}
+
+/// Lines a follower may have waiting (sent by us, not yet taken by its connection). A follower
+/// with this many waiting that takes none for [`FOLLOW_STALL`] is dropped: its history and its
+/// place in the live lines are let go, instead of piling up for a connection that does not read.
+pub const FOLLOW_BACKLOG: usize = 256;
+pub const FOLLOW_STALL: Duration = Duration::from_secs(10);
+
+static FOLLOWERS_DROPPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many followers this process has dropped for not reading (a metric; tests wait on it).
+pub fn followers_dropped() -> u64 {
+    FOLLOWERS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `lines` through a bounded queue fed by a task: what one follower holds is at most
+/// [`FOLLOW_BACKLOG`] lines, whatever it reads. Ends (the connection then closes) when the
+/// follower is dropped.
+fn bounded(
+    mut lines: futures_util::stream::BoxStream<'static, LogEntry>,
+) -> futures_util::stream::BoxStream<'static, LogEntry> {
+    use tokio::sync::mpsc::error::TrySendError;
+    let (tx, rx) = tokio::sync::mpsc::channel(FOLLOW_BACKLOG);
+    tokio::spawn(async move {
+        loop {
+            let e = tokio::select! {
+                e = lines.next() => match e { Some(e) => e, None => return },
+                _ = tx.closed() => return,
+            };
+            match tx.try_send(e) {
+                Ok(()) => {}
+                Result::Err(TrySendError::Closed(_)) => return,
+                Result::Err(TrySendError::Full(e)) => {
+                    match tokio::time::timeout(FOLLOW_STALL, tx.send(e)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Result::Err(_)) => return,
+                        Result::Err(_) => {
+                            FOLLOWERS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!(
+                                backlog = FOLLOW_BACKLOG,
+                                "log follow: dropped a follower that stopped reading"
+                            );
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) })
+        .boxed()
 }
 
 fn ndjson(e: &LogEntry) -> String {

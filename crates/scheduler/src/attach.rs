@@ -48,8 +48,10 @@ impl Scheduler {
         let api = self
             .host_of_started_job(app_id, job_id, SchedError::Invalid)
             .await?;
-        api.attach(job_id)
-            .await
-            .map_err(|e| SchedError::Unavailable(format!("cannot attach to job {job_id}: {e}")))
+        api.attach(job_id).await.map_err(|e| match e {
+            // The job was not started attached: the caller's mistake, not an outage.
+            slipway_host::HostError::BadRequest(m) => SchedError::BadRequest(m),
+            e => SchedError::Unavailable(format!("cannot attach to job {job_id}: {e}")),
+        })
     }
 }

@@ -67,6 +67,9 @@ pub enum SchedError {
     Invalid(String),
     #[error("{0}")]
     Unavailable(String),
+    /// The request cannot work as asked (attaching to a job not started attached).
+    #[error("{0}")]
+    BadRequest(String),
 }
 
 /// What one round did (tests and the benchmark read it).

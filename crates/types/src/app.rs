@@ -170,7 +170,30 @@ fn validate_deploy_settings(
     Ok(())
 }
 
+/// At most this many meta entries on one object, and bytes in one value: meta labels things
+/// (`git.commit`, `stack`), it does not store data, and every event of the object carries it.
+pub const MAX_META_ENTRIES: usize = 200;
+pub const MAX_META_VALUE_BYTES: usize = 8 << 10;
+
 pub(crate) fn validate_meta(meta: &StringMap) -> Result<(), ValidationError> {
+    if meta.len() > MAX_META_ENTRIES {
+        return Err(ValidationError::new(
+            "meta",
+            format!(
+                "{} meta entries is more than the maximum of {MAX_META_ENTRIES}",
+                meta.len()
+            ),
+        ));
+    }
+    if let Some((k, v)) = meta.iter().find(|(_, v)| v.len() > MAX_META_VALUE_BYTES) {
+        return Err(ValidationError::new(
+            "meta",
+            format!(
+                "meta value of {k:?} is {} bytes long, more than the maximum of {MAX_META_VALUE_BYTES}",
+                v.len()
+            ),
+        ));
+    }
     for key in meta.keys() {
         if key.is_empty()
             || key.len() > 255

@@ -28,8 +28,8 @@ pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine, Ter
 pub use log::{LOG_METADATA_KEY, LOG_STREAMS, LogEntry};
 pub use names::random_app_name;
 pub use release::{
-    Artifact, ArtifactType, HealthCheck, HealthCheckType, NewArtifact, NewRelease, Port,
-    ProcessType, Release, Resources, Service,
+    Artifact, ArtifactType, HealthCheck, HealthCheckType, LimitBound, NewArtifact, NewRelease,
+    Port, ProcessType, Release, Resources, Service, validate_args, validate_env,
 };
 pub use route::{
     Certificate, HttpRoute, NewRoute, Route, RouteType, RouteUpdate, TCP_PORT_RANGE, TcpRoute,

@@ -1,6 +1,6 @@
 //! Artifacts (what runs), releases (artifacts + config, immutable) and process types.
 
-use crate::units::positive;
+use crate::units::{format_bytes, positive};
 use crate::{Id, StringMap, Timestamp, ValidationError, app::validate_meta};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -125,6 +125,15 @@ impl NewRelease {
     pub fn validate(&self) -> Result<(), ValidationError> {
         validate_env("env", &self.env)?;
         validate_meta(&self.meta)?;
+        if self.processes.len() > MAX_PROCESS_TYPES {
+            return Err(ValidationError::new(
+                "processes",
+                format!(
+                    "{} process types is more than the maximum of {MAX_PROCESS_TYPES}",
+                    self.processes.len()
+                ),
+            ));
+        }
         for (name, p) in &self.processes {
             validate_process_type_name(name)?;
             p.validate(name)?;
@@ -145,8 +154,94 @@ pub fn validate_process_type_name(name: &str) -> Result<(), ValidationError> {
     })
 }
 
-fn validate_env(field: &str, env: &StringMap) -> Result<(), ValidationError> {
+/// At most this many variables in one env (a release's, a process type's, a one-off job's).
+pub const MAX_ENV_VARS: usize = 1000;
+/// At most this many bytes in one variable's value: the kernel refuses to exec with a single
+/// `NAME=value` string over 128 KiB (`MAX_ARG_STRLEN`), so the job would never start.
+pub const MAX_ENV_VALUE_BYTES: usize = 64 << 10;
+/// At most this many bytes of names and values in one env: the environment and the command line
+/// of a process share the kernel's `ARG_MAX` (2 MiB with the default stack).
+pub const MAX_ENV_BYTES: usize = 256 << 10;
+/// At most this many arguments in a command, and bytes in all of them (same reason as env).
+pub const MAX_ARGS: usize = 1000;
+pub const MAX_ARG_BYTES: usize = 64 << 10;
+/// At most this many process types in a release, and ports per process type.
+pub const MAX_PROCESS_TYPES: usize = 100;
+pub const MAX_PORTS: usize = 64;
+/// Health check timings (interval, start timeout) above an hour are typos, and a huge one
+/// overflowed the host's deadline arithmetic.
+pub const MAX_CHECK_MS: u64 = 3_600_000;
+pub const MAX_CHECK_THRESHOLD: u32 = 100;
+pub const MAX_CHECK_PATH_BYTES: usize = 1024;
+
+/// Checks a command's arguments against [`MAX_ARGS`] and [`MAX_ARG_BYTES`] (no NUL: exec cannot
+/// pass one).
+pub fn validate_args(field: &str, args: &[String]) -> Result<(), ValidationError> {
+    if args.len() > MAX_ARGS {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{} arguments is more than the maximum of {MAX_ARGS}",
+                args.len()
+            ),
+        ));
+    }
+    let total: usize = args.iter().map(|a| a.len() + 1).sum();
+    if total > MAX_ARG_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!("the command is {total} bytes long, more than the maximum of {MAX_ARG_BYTES}"),
+        ));
+    }
+    if args.iter().any(|a| a.contains('\0')) {
+        return Err(ValidationError::new(
+            field,
+            "an argument contains a NUL byte",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks variable names, values and the bounds above ([`MAX_ENV_VARS`], [`MAX_ENV_VALUE_BYTES`],
+/// [`MAX_ENV_BYTES`]).
+pub fn validate_env(field: &str, env: &StringMap) -> Result<(), ValidationError> {
+    if env.len() > MAX_ENV_VARS {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "{} environment variables is more than the maximum of {MAX_ENV_VARS}",
+                env.len()
+            ),
+        ));
+    }
+    let total: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if total > MAX_ENV_BYTES {
+        return Err(ValidationError::new(
+            field,
+            format!(
+                "the environment is {total} bytes, more than the maximum of {MAX_ENV_BYTES}: keep large data out of env (a file, a service)"
+            ),
+        ));
+    }
     for (k, v) in env {
+        if k.len() > 255 {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "an environment variable name is {} bytes long, more than the maximum of 255",
+                    k.len()
+                ),
+            ));
+        }
+        if v.len() > MAX_ENV_VALUE_BYTES {
+            return Err(ValidationError::new(
+                field,
+                format!(
+                    "environment variable {k} is {} bytes long, more than the maximum of {MAX_ENV_VALUE_BYTES}",
+                    v.len()
+                ),
+            ));
+        }
         let valid = !k.is_empty()
             && !k.as_bytes()[0].is_ascii_digit()
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -188,7 +283,17 @@ pub struct ProcessType {
 impl ProcessType {
     fn validate(&self, name: &str) -> Result<(), ValidationError> {
         validate_env(&format!("processes.{name}.env"), &self.env)?;
+        validate_args(&format!("processes.{name}.args"), &self.args)?;
         self.resources.validate()?;
+        if self.ports.len() > MAX_PORTS {
+            return Err(ValidationError::new(
+                "ports",
+                format!(
+                    "{} ports is more than the maximum of {MAX_PORTS} per process type",
+                    self.ports.len()
+                ),
+            ));
+        }
         for port in &self.ports {
             if port.proto != "tcp" && port.proto != "udp" {
                 return Err(ValidationError::new(
@@ -284,6 +389,28 @@ impl HealthCheck {
                 "health check interval and threshold must be greater than 0",
             ));
         }
+        if self.interval_ms > MAX_CHECK_MS || self.start_timeout_ms > MAX_CHECK_MS {
+            return Err(ValidationError::new(
+                "check",
+                format!(
+                    "health check interval and start timeout must be at most {MAX_CHECK_MS} ms (an hour)"
+                ),
+            ));
+        }
+        if self.threshold > MAX_CHECK_THRESHOLD {
+            return Err(ValidationError::new(
+                "check",
+                format!("health check threshold must be at most {MAX_CHECK_THRESHOLD}"),
+            ));
+        }
+        if let Some(p) = &self.path
+            && p.len() > MAX_CHECK_PATH_BYTES
+        {
+            return Err(ValidationError::new(
+                "check",
+                format!("health check path is longer than {MAX_CHECK_PATH_BYTES} bytes"),
+            ));
+        }
         if let Some(p) = &self.path
             && !p.starts_with('/')
         {
@@ -318,18 +445,10 @@ impl Resources {
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
-        positive("memory", self.memory)?;
-        if let Some(m) = self.memory
-            && m < 4 << 20
-        {
-            return Err(ValidationError::new(
-                "memory",
-                "memory limit must be at least 4MB",
-            ));
-        }
-        positive("cpu", self.cpu)?;
-        positive("max_fd", self.max_fd)?;
-        positive("max_procs", self.max_procs)
+        MEMORY.check(self.memory)?;
+        CPU.check(self.cpu)?;
+        MAX_FD.check(self.max_fd)?;
+        MAX_PROCS.check(self.max_procs)
     }
 
     /// Sets one limit from `key=value` text as `slipway limit set` takes it.
@@ -350,6 +469,100 @@ impl Resources {
         }
         next.validate().map_err(|e| e.message)?;
         *self = next;
+        Ok(())
+    }
+}
+
+/// The range one limit may take. Every limit of [`Resources`] is checked through
+/// [`LimitBound::check`] against one of the constants below, so a new limit (e.g. `disk`) is one
+/// constant and one line in `Resources::validate`. Values outside the range are refused with a 422
+/// that names the limit and its range: the host would otherwise take them to mean "no limit"
+/// (memory) or fail to start the job, again and again (cpu, max_fd).
+#[derive(Clone, Copy, Debug)]
+pub struct LimitBound {
+    pub field: &'static str,
+    pub min: u64,
+    pub max: u64,
+    /// Shows a value in the unit users type (`512MB`, `500`).
+    pub show: fn(u64) -> String,
+    /// Why the maximum is what it is, for the error message.
+    pub why_max: &'static str,
+}
+
+fn plain(v: u64) -> String {
+    v.to_string()
+}
+
+/// Memory: 4 MiB (less and the runtime itself does not fit) to 1 TiB. cgroup v1 reads a huge
+/// `memory.limit_in_bytes` as "unlimited", so `u64::MAX` used to mean no limit at all.
+pub const MEMORY: LimitBound = LimitBound {
+    field: "memory",
+    min: 4 << 20,
+    max: 1 << 40,
+    show: format_bytes,
+    why_max: "no host has more",
+};
+
+/// CPU in milli-CPU: the host gives `cpu * 1024 / 1000` cpu shares and the kernel's maximum is
+/// 262144 shares (256 cores); more overflowed the shares and runc failed at every restart.
+pub const CPU: LimitBound = LimitBound {
+    field: "cpu",
+    min: 1,
+    max: 256_000,
+    show: plain,
+    why_max: "256 cores, the kernel's maximum of cpu shares",
+};
+
+/// Open files: Linux's default `fs.nr_open` (1048576) is the most `RLIMIT_NOFILE` can be; the
+/// host further clamps it to its own hard limit (runc fails above that) and says so in the job's
+/// log.
+pub const MAX_FD: LimitBound = LimitBound {
+    field: "max_fd",
+    min: 1,
+    max: 1 << 20,
+    show: plain,
+    why_max: "Linux's maximum of open files per process (fs.nr_open)",
+};
+
+/// Processes: Linux's `PID_MAX_LIMIT` (4194304) is the most pids a host can have at all.
+pub const MAX_PROCS: LimitBound = LimitBound {
+    field: "max_procs",
+    min: 1,
+    max: 4 << 20,
+    show: plain,
+    why_max: "Linux's maximum number of processes",
+};
+
+impl LimitBound {
+    /// `None` (the host's default) always passes.
+    pub fn check(&self, v: Option<u64>) -> Result<(), ValidationError> {
+        positive(self.field, v)?;
+        let Some(v) = v else { return Ok(()) };
+        let show = self.show;
+        if v < self.min {
+            return Err(ValidationError::new(
+                self.field,
+                format!(
+                    "{} limit {} is below the minimum of {}",
+                    self.field,
+                    show(v),
+                    show(self.min)
+                ),
+            ));
+        }
+        if v > self.max {
+            return Err(ValidationError::new(
+                self.field,
+                format!(
+                    "{} limit {} is above the maximum of {} ({}); ask for {} or less",
+                    self.field,
+                    show(v),
+                    show(self.max),
+                    self.why_max,
+                    show(self.max)
+                ),
+            ));
+        }
         Ok(())
     }
 }

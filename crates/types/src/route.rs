@@ -270,8 +270,20 @@ pub fn normalize_domain(domain: &str) -> Result<String, ValidationError> {
 }
 
 /// Makes a path start and end with `/` (`api` → `/api/`) and rejects what a router can't match.
+/// Longer route paths are refused: the router matches every request against them.
+pub const MAX_PATH_BYTES: usize = 1024;
+
 pub fn normalize_path(path: &str) -> Result<String, ValidationError> {
     let p = path.trim();
+    if p.len() > MAX_PATH_BYTES {
+        return Err(ValidationError::new(
+            "path",
+            format!(
+                "route path is {} bytes long, more than the maximum of {MAX_PATH_BYTES}",
+                p.len()
+            ),
+        ));
+    }
     let err = |why: &str| {
         Err(ValidationError::new(
             "path",

@@ -9,6 +9,10 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use slipway_types::{Deployment, Job, NewDeployment};
 
+// No `PUT /apps/:app/jobs/:job`: the scheduler is the only writer of job rows (it writes them
+// to the store itself), so a job row written through the API was a phantom nothing ran or
+// would ever stop. A PUT there answers 405.
+
 pub async fn list(State(s): State<AppState>, Path(app): Path<String>) -> ApiResult<Json<Vec<Job>>> {
     let app = resolve(&s, &app).await?;
     Ok(Json(s.store.list_jobs(app.id).await?))
@@ -20,18 +24,6 @@ pub async fn get(
 ) -> ApiResult<Json<Job>> {
     let app = resolve(&s, &app).await?;
     Ok(Json(s.store.get_job(app.id, &job).await?))
-}
-
-/// The path names the job; the body's `id` and `app_id` are taken from it.
-pub async fn put(
-    State(s): State<AppState>,
-    Path((app, job_id)): Path<(String, String)>,
-    JsonBody(mut job): JsonBody<Job>,
-) -> ApiResult<Json<Job>> {
-    let app = resolve(&s, &app).await?;
-    job.id = job_id;
-    job.app_id = app.id;
-    Ok(Json(s.store.put_job(&job).await?))
 }
 
 pub async fn deploy(

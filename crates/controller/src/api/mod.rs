@@ -59,7 +59,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/apps/{app}/jobs/{job}",
-            get(jobs::get).put(jobs::put).delete(crate::cluster::kill),
+            get(jobs::get).delete(crate::cluster::kill),
         )
         .route("/apps/{app}/jobs/{job}/output", get(crate::cluster::output))
         .route(

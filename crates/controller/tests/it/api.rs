@@ -152,17 +152,6 @@ async fn flow(s: &Server) {
         .await;
     assert_eq!(dep, d);
 
-    let job = json!({"id": "x", "app_id": id, "release_id": r1, "process_type": "web", "state": "up",
-                     "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"});
-    let put = s
-        .ok(Method::PUT, "/apps/shop/jobs/host1-abc", Some(job))
-        .await;
-    assert_eq!(put["id"], "host1-abc", "the path names the job");
-    assert_eq!(
-        s.ok(Method::GET, "/apps/shop/jobs", None).await[0]["state"],
-        "up"
-    );
-
     let r = s
         .ok(
             Method::POST,

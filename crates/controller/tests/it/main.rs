@@ -5,6 +5,7 @@ mod api;
 mod bad_input;
 mod builds;
 mod events;
+mod hostile;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;

@@ -4,6 +4,7 @@
 
 mod aggregator;
 mod api;
+mod follow_backlog;
 mod ingest;
 mod sink;
 
