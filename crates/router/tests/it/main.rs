@@ -4,6 +4,7 @@ mod h1;
 mod handover;
 mod http;
 mod limits;
+mod listeners;
 mod live;
 mod tls_tcp;
 
