@@ -103,7 +103,10 @@ async fn registrations_naming_the_hosts_own_addresses_are_refused() {
         let (status, body) = put(&url, Some(KEY), &addr).await;
         assert_eq!(status, 422, "{addr}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(v["message"].as_str().unwrap().contains(&addr), "{addr}: {body}");
+        assert!(
+            v["message"].as_str().unwrap().contains(&addr),
+            "{addr}: {body}"
+        );
     }
     assert!(reg.instances("app-web").await.unwrap().is_empty());
     let (status, body) = put(&url, Some(KEY), "10.9.8.7:8080").await;
