@@ -127,6 +127,7 @@ pub fn tcp_route(port: u16, service: &str) -> Route {
         leader: false,
         created_at: now,
         updated_at: now,
+        listener: None,
     })
 }
 
