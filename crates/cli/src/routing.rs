@@ -57,6 +57,55 @@ pub struct RoutingArgs {
     /// Run no router (discovery still runs).
     #[arg(long)]
     no_router: bool,
+    /// The ports TCP routes may use, `FIRST-LAST` (Flynn's range by default). `route add tcp`
+    /// outside it is refused, and so is a port another process holds.
+    #[arg(long, env = "SLIPWAY_TCP_PORTS", default_value = "3000-3500", value_parser = parse_port_range)]
+    pub tcp_ports: std::ops::RangeInclusive<u16>,
+    /// Client connections the router keeps open at once (HTTP, HTTPS and TCP routes together);
+    /// past it new ones are refused. Default: what fits the process's file descriptor limit
+    /// next to the API and the host agent (printed at start).
+    #[arg(long, env = "SLIPWAY_ROUTER_MAX_CONNECTIONS")]
+    pub router_max_connections: Option<usize>,
+    /// Networks (`10.1.0.0/16`, `127.0.0.1`; repeatable) whose addresses discovery's API may
+    /// register although they are this host's own (loopback, the host's addresses): by
+    /// default those are refused, so that a registration cannot point the router at the
+    /// host's own listeners.
+    #[arg(long = "discovery-allow", value_parser = slipway_discovery::http::parse_network)]
+    discovery_allow: Vec<(IpAddr, u8)>,
+    /// Time a client has to send a request head to the API, discovery and the router's admin
+    /// endpoint, which is also how long an idle kept-alive connection stays open (tests
+    /// shorten it; it then applies to the router's HTTP listeners too).
+    #[arg(long, hide = true, env = "SLIPWAY_HEADER_TIMEOUT", value_parser = parse_seconds)]
+    pub header_timeout: Option<Duration>,
+}
+
+/// The control listeners' header (and idle keep-alive) timeout unless `--header-timeout`.
+pub const CONTROL_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections discovery's API keeps open at once (watches included: one per router and host).
+pub const DISCOVERY_MAX_CONNECTIONS: usize = 512;
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected seconds, e.g. 30 or 0.5"))?;
+    if !(0.01..=3600.0).contains(&secs) {
+        return Err(format!("invalid duration {s:?}: 0.01 to 3600 seconds"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let bad = || format!("invalid port range {s:?}: expected FIRST-LAST, e.g. 3000-3500");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
 }
 
 /// `--dns-listen`.
@@ -95,6 +144,9 @@ pub struct Routing {
     bridge: Arc<Bridge>,
     /// The router's side of the scheduler's up/stop (None with `--no-router`).
     gate: Option<Arc<RouterGate>>,
+    /// The router and the address its TCP-route listeners bind (None with `--no-router`).
+    router: Option<(slipway_router::Router, IpAddr)>,
+    tcp_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Routing {
@@ -110,7 +162,34 @@ impl Routing {
             dns: (args.dns_listen, args.dns_upstream),
             bridge,
             gate,
+            router: router.map(|r| (r.clone(), args.router_ip)),
+            tcp_ports: args.tcp_ports.clone(),
         }
+    }
+
+    /// The ports TCP routes may use (`--tcp-ports`).
+    pub fn tcp_ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.tcp_ports.clone()
+    }
+
+    /// Why the router could not listen on `port` now — another process holds it — if so.
+    /// Asked before a TCP route is created (the port no route has yet), so that the route is
+    /// refused at once rather than created with a listener that failed.
+    pub fn tcp_port_taken(&self, port: u16) -> Option<String> {
+        let (_, ip) = self.router.as_ref()?;
+        let addr = SocketAddr::new(*ip, port);
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Some(format!(
+                "port {port} is in use by another process on this host ({addr})"
+            )),
+            Err(e) => Some(format!("the router cannot listen on {addr}: {e}")),
+        }
+    }
+
+    /// `listening` or `failed: REASON` for a TCP route's port.
+    pub fn tcp_listener_state(&self, port: u16) -> Option<String> {
+        self.router.as_ref()?.0.tcp_listener_state(port)
     }
 
     /// For [`slipway_scheduler::Scheduler::set_traffic_gate`]: deploys and `scale` count a job
@@ -322,14 +401,34 @@ impl slipway_scheduler::TrafficGate for RouterGate {
 }
 
 /// Starts discovery and the router. A port that is taken does not stop the server: that
-/// listener is skipped with a warning saying which flag picks another port.
-pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> Result<Routing> {
+/// listener is skipped with a warning saying which flag picks another port. `api_key`: what
+/// discovery's API takes; `router_max_connections`: the router's cap (see `server.rs`).
+pub async fn start(
+    args: &RoutingArgs,
+    store: Arc<dyn slipway_store::Store>,
+    api_key: &str,
+    router_max_connections: usize,
+) -> Result<Routing> {
     let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(slipway_discovery::DEFAULT_TTL));
     match tokio::net::TcpListener::bind(args.discovery_listen).await {
         Ok(l) => {
             tracing::info!("discovery API on http://{}", l.local_addr()?);
-            let app = slipway_discovery::http::router(registry.clone());
-            tokio::spawn(async move { axum::serve(l, app).await });
+            let access = slipway_discovery::http::Access {
+                key: api_key.to_string(),
+                allow: args.discovery_allow.clone(),
+            };
+            let app = slipway_discovery::http::router(registry.clone(), access);
+            let limits = crate::server::listen::Limits {
+                header_timeout: args.header_timeout.unwrap_or(CONTROL_HEADER_TIMEOUT),
+                max_connections: DISCOVERY_MAX_CONNECTIONS,
+            };
+            tokio::spawn(crate::server::listen::serve(
+                l,
+                app,
+                limits,
+                "discovery's API",
+                std::future::pending(),
+            ));
         }
         Err(e) => tracing::warn!(
             "discovery API: cannot listen on {}: {e}; use --discovery-listen to pick another address",
@@ -351,10 +450,17 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
         )),
         _ => None,
     };
+    let mut limits = slipway_router::Limits::default();
+    if let Some(t) = args.header_timeout {
+        limits.header_read_timeout = t;
+    }
     let router = slipway_router::Router::new(slipway_router::Config {
         tcp_bind: args.router_ip,
         default_certificate,
         access_log: args.access_log,
+        max_connections: router_max_connections,
+        tcp_ports: args.tcp_ports.clone(),
+        limits,
         ..Default::default()
     })?;
     match tokio::net::TcpListener::bind(args.router_admin).await {

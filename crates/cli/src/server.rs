@@ -8,6 +8,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod listen;
+
+/// File descriptors kept for everything but the router's and the API's connections: the host
+/// agent (containers' log pipes, attach sockets, cgroup and netns files), the database, logs,
+/// blobs, git and build subprocesses.
+const FD_RESERVE: usize = 4096;
+
 #[derive(clap::Args, Debug)]
 pub struct ServerArgs {
     /// Where Slipway keeps its state (database, API key, and later slugs, repos, logs).
@@ -50,6 +57,47 @@ pub struct ServerArgs {
     /// How old an unused blob must be to be deleted (uploads in flight are younger).
     #[arg(long, hide = true, default_value = "1h", value_parser = parse_age)]
     blob_gc_grace: std::time::Duration,
+    /// Connections the controller API (with git, the registry, blobs and logs) keeps open at
+    /// once; past it new ones get a 503.
+    #[arg(long, env = "SLIPWAY_API_MAX_CONNECTIONS", default_value_t = 1024)]
+    api_max_connections: usize,
+}
+
+/// Raises the soft limit on open files to the hard one (the kernel's default soft limit,
+/// often 1024, would be the first thing a busy router runs into), and returns it.
+fn raise_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The router's connection cap: what the file descriptor limit leaves after the reserve, the
+/// API's, discovery's and the admin endpoint's caps, at two descriptors per connection (the
+/// client's and the backend's).
+fn router_connection_cap(nofile: u64, api: usize) -> usize {
+    let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
+    let others = FD_RESERVE
+        + api
+        + crate::routing::DISCOVERY_MAX_CONNECTIONS
+        + slipway_router::ADMIN_MAX_CONNECTIONS;
+    (nofile.saturating_sub(others) / 2).max(256)
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -86,8 +134,28 @@ pub async fn run(args: ServerArgs) -> Result<()> {
             .context("cannot open the controller database")?,
     );
     tracing::info!(backend = store.backend(), "store ready");
+    let nofile = raise_nofile_limit();
+    let router_cap = args
+        .routing
+        .router_max_connections
+        .unwrap_or_else(|| router_connection_cap(nofile, args.api_max_connections));
+    let needed = FD_RESERVE
+        + args.api_max_connections
+        + crate::routing::DISCOVERY_MAX_CONNECTIONS
+        + 2 * router_cap;
+    tracing::info!(
+        "connection limits: router {router_cap}, API {}, discovery {}; open files limit {nofile}",
+        args.api_max_connections,
+        crate::routing::DISCOVERY_MAX_CONNECTIONS
+    );
+    if (needed as u64) > nofile {
+        tracing::warn!(
+            "the connection limits need about {needed} file descriptors, more than the limit of {nofile}: raise `ulimit -n` (LimitNOFILE=) or lower --router-max-connections"
+        );
+    }
     let scheduler = start_scheduler(store.clone());
-    let routing = crate::routing::start(&args.routing, store.clone()).await?;
+    let routing =
+        Arc::new(crate::routing::start(&args.routing, store.clone(), &api_key, router_cap).await?);
     if let Some(gate) = routing.traffic_gate() {
         scheduler.set_traffic_gate(gate);
     }
@@ -133,7 +201,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         &local_url,
         blobs.clone(),
     )?;
-    let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler));
+    let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0(scheduler, routing));
     // Roles served on the controller's port, behind its API key: one `.merge` per role.
     let extra = axum::Router::new()
         .merge(
@@ -156,7 +224,14 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .merge(start_registry(&data_dir, store.clone(), blobs)?);
     let router = slipway_controller::router_with_extra(store, config, Some(cluster), extra);
     let router = slipway_registry::with_api_version(router);
-    slipway_controller::serve_router(listener, router, shutdown_signal()).await?;
+    let limits = listen::Limits {
+        header_timeout: args
+            .routing
+            .header_timeout
+            .unwrap_or(crate::routing::CONTROL_HEADER_TIMEOUT),
+        max_connections: args.api_max_connections,
+    };
+    listen::serve(listener, router, limits, "the API", shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -355,8 +430,9 @@ fn start_deployer(store: Arc<dyn slipway_store::Store>) {
     tokio::spawn(deployer.run());
 }
 
-/// The controller's job controls (`kill`, `run`), backed by the scheduler.
-struct Layer0(slipway_scheduler::Scheduler);
+/// The controller's job controls (`kill`, `run`), backed by the scheduler, and what it asks
+/// the router about TCP routes.
+struct Layer0(slipway_scheduler::Scheduler, Arc<crate::routing::Routing>);
 
 #[async_trait::async_trait]
 impl slipway_controller::Cluster for Layer0 {
@@ -399,6 +475,15 @@ impl slipway_controller::Cluster for Layer0 {
                 msg: l.msg,
             })
             .boxed())
+    }
+    fn tcp_ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.1.tcp_ports()
+    }
+    fn tcp_port_taken(&self, port: u16) -> Option<String> {
+        self.1.tcp_port_taken(port)
+    }
+    fn tcp_listener_state(&self, port: u16) -> Option<String> {
+        self.1.tcp_listener_state(port)
     }
 }
 

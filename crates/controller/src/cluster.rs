@@ -34,6 +34,19 @@ pub trait Cluster: Send + Sync + 'static {
             format!("this controller cannot attach to jobs (job {job_id})"),
         ))
     }
+    /// The ports TCP routes may use (`slipway server --tcp-ports`); others are refused (422).
+    fn tcp_ports(&self) -> std::ops::RangeInclusive<u16> {
+        slipway_types::TCP_PORT_RANGE
+    }
+    /// Why the router could not listen on `port` now (another process holds it), if so: a
+    /// new route on it is refused (409).
+    fn tcp_port_taken(&self, _port: u16) -> Option<String> {
+        None
+    }
+    /// The router's listener for a TCP route's port: `listening` or `failed: REASON`.
+    fn tcp_listener_state(&self, _port: u16) -> Option<String> {
+        None
+    }
 }
 
 /// A bidirectional byte stream (the job's attach socket, through its host).

@@ -10,6 +10,15 @@
 //! | GET | `/events` | SSE watch of all services |
 //!
 //! Errors are `{"code","message"}` like the controller's. [`HttpRegistry`] is the client.
+//!
+//! Every path but `/ping` needs the API key (`Authorization: Bearer KEY`, 401 without it):
+//! a registration decides where the router sends a domain's traffic, and the instance list
+//! tells where every job listens. Registrations through this API also may not name an
+//! address of this host (loopback, the jobs' bridge gateway, the public address) nor a
+//! link-local, multicast or unspecified one (422): the router would otherwise serve the
+//! host's own listeners (this API, the controller's, the router's metrics) on port 80. The
+//! host agent's registrations go through the in-process registry and are not checked here;
+//! an operator who means to route to a host address lists it with [`Access::allow`].
 
 use crate::{Error, Event, Instance, NewInstance, Registry, Result, Watch};
 use axum::extract::{Path, State};
@@ -20,12 +29,34 @@ use axum::routing::{get, put};
 use axum::{Json, Router};
 use futures_util::StreamExt;
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 type Shared = Arc<dyn Registry>;
 
+/// Who may call the API, and which instance addresses it accepts.
+#[derive(Clone, Debug)]
+pub struct Access {
+    /// The key every request but `/ping` must present as `Authorization: Bearer KEY`.
+    pub key: String,
+    /// Networks whose addresses registrations may name even though they are refused by
+    /// default (a host address, loopback): `(network, prefix length)`.
+    pub allow: Vec<(IpAddr, u8)>,
+}
+
+impl Access {
+    pub fn key(key: &str) -> Access {
+        Access {
+            key: key.to_string(),
+            allow: Vec::new(),
+        }
+    }
+}
+
 /// The HTTP API over any registry (normally a [`crate::LocalRegistry`]).
-pub fn router(registry: Shared) -> Router {
+pub fn router(registry: Shared, access: Access) -> Router {
+    let access = Arc::new(access);
+    let checked = access.clone();
     Router::new()
         .route(
             "/ping",
@@ -38,7 +69,120 @@ pub fn router(registry: Shared) -> Router {
         .route("/services/{service}/instances", get(instances))
         .route("/services/{service}/leader", get(leader))
         .route("/events", get(watch_all))
+        .layer(axum::Extension(access))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            require_key(checked.clone(), req, next)
+        }))
         .with_state(registry)
+}
+
+/// 401 unless the request carries the key (`/ping` excepted: health checks).
+async fn require_key(
+    access: Arc<Access>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path() == "/ping" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, key) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+        });
+    match presented {
+        Some(k) if constant_time_eq(k.as_bytes(), access.key.as_bytes()) => next.run(req).await,
+        found => {
+            let message = if found.is_some() {
+                "invalid API key"
+            } else {
+                "missing API key: discovery's API takes the controller's key as `Authorization: Bearer KEY` (file api-key in the server's data directory)"
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(serde_json::json!({"code": "unauthorized", "message": message})),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Why an instance address is refused for a registration through the API, if it is.
+pub fn refused_addr(addr: &str, allow: &[(IpAddr, u8)]) -> Option<String> {
+    let Ok(sa) = addr.parse::<SocketAddr>() else {
+        return Some(format!(
+            "invalid address {addr:?}: expected IP:PORT (e.g. 10.0.0.5:8080)"
+        ));
+    };
+    let ip = match sa.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if sa.port() == 0 {
+        return Some(format!("invalid address {addr}: port 0"));
+    }
+    if allow.iter().any(|&(net, len)| in_network(ip, net, len)) {
+        return None;
+    }
+    let why = match ip {
+        _ if ip.is_loopback() => "a loopback address",
+        _ if ip.is_unspecified() => "the unspecified address",
+        _ if ip.is_multicast() => "a multicast address",
+        IpAddr::V4(v4) if v4.is_link_local() => "a link-local address",
+        IpAddr::V4(v4) if v4.is_broadcast() => "the broadcast address",
+        IpAddr::V6(v6) if v6.is_unicast_link_local() => "a link-local address",
+        // An address this host has on one of its interfaces (its public one, the jobs' bridge
+        // gateway): binding it succeeds only then.
+        _ if std::net::UdpSocket::bind((ip, 0)).is_ok() => "an address of this host",
+        _ => return None,
+    };
+    Some(format!(
+        "refused address {addr}: it is {why}, and instances registered through discovery's API may not point the router at the host's own listeners (name the job's address, or start the server with --discovery-allow to permit it)"
+    ))
+}
+
+/// Whether `ip` is inside `net`/`len` (same family only).
+pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(len.min(32)))
+                .unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(len.min(128)))
+                .unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+/// `10.0.0.0/8`, `127.0.0.1` (one address), `fd00::/8`.
+pub fn parse_network(s: &str) -> std::result::Result<(IpAddr, u8), String> {
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("invalid network {s:?}: expected e.g. 10.1.0.0/16 or 127.0.0.1"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = if len.is_empty() {
+        max
+    } else {
+        len.parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("invalid prefix length in {s:?}: 0 to {max}"))?
+    };
+    Ok((ip, len))
 }
 
 fn error(e: Error) -> Response {
@@ -59,6 +203,7 @@ fn error(e: Error) -> Response {
 
 async fn register(
     State(r): State<Shared>,
+    axum::Extension(access): axum::Extension<Arc<Access>>,
     Path((service, id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -66,6 +211,9 @@ async fn register(
         Ok(n) => n,
         Err(e) => return error(Error::Invalid(format!("bad instance JSON: {e}"))),
     };
+    if let Some(why) = refused_addr(&new.addr, &access.allow) {
+        return error(Error::Invalid(why));
+    }
     match r.register(&service, &id, &new).await {
         Ok(i) => Json(i).into_response(),
         Err(e) => error(e),
@@ -139,12 +287,19 @@ pub struct HttpRegistry {
 }
 
 impl HttpRegistry {
-    /// `base` like `http://10.0.0.1:1111`. Needs a rustls crypto provider installed.
-    pub fn new(base: &str) -> HttpRegistry {
+    /// `base` like `http://10.0.0.1:1111`; `key`: the API key the server takes (sent as
+    /// `Authorization: Bearer` on every request). Needs a rustls crypto provider installed.
+    pub fn new(base: &str, key: &str) -> HttpRegistry {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}")) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         HttpRegistry {
             base: base.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(2))
+                .default_headers(headers)
                 .build()
                 .expect("reqwest client"),
         }
@@ -166,6 +321,7 @@ impl HttpRegistry {
             .unwrap_or_else(|| format!("HTTP {status}"));
         Err(match status.as_u16() {
             404 => Error::NotFound(msg),
+            401 => Error::Unavailable(format!("discovery refused the API key: {msg}")),
             400 | 422 => Error::Invalid(msg),
             _ => Error::Unavailable(msg),
         })

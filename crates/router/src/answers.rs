@@ -46,3 +46,8 @@ pub fn backend_too_slow(limits: &Limits) -> String {
         limits.response_timeout, limits.request_timeout
     )
 }
+
+/// 400: the client's own body was malformed (a bad chunk size) or cut short.
+pub fn bad_body(e: &crate::body::BadBody) -> String {
+    format!("400 Bad Request: {e}\n")
+}

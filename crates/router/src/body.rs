@@ -48,6 +48,30 @@ impl std::fmt::Display for TimedOut {
 }
 impl std::error::Error for TimedOut {}
 
+/// The client's request body broke its own framing (a malformed chunk size, a body cut short
+/// by the client's close): the client's fault, a 400, not the backend's 502.
+#[derive(Debug)]
+pub struct BadBody(pub hyper::Error);
+
+impl std::fmt::Display for BadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the request body could not be read: {}", self.0)
+    }
+}
+impl std::error::Error for BadBody {}
+
+/// The client's body error behind a failed upstream exchange, if it was one.
+pub fn bad_body(e: &hyper::Error) -> Option<&BadBody> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(b) = s.downcast_ref::<BadBody>() {
+            return Some(b);
+        }
+        src = s.source();
+    }
+    None
+}
+
 /// What cut a failed upstream exchange short, if it was one of our limits (the error hyper
 /// reports carries our body error as its source).
 pub fn limit_hit(e: &hyper::Error) -> Option<Result<&TooLarge, &TimedOut>> {
@@ -177,7 +201,16 @@ impl Body for ReqBody {
             Poll::Ready(None) => me.mark_done(),
             _ => {}
         }
-        r
+        // A hyper error from the incoming body is the client's framing; ours (the limits)
+        // pass as they are.
+        r.map(|f| {
+            f.map(|res| {
+                res.map_err(|e| match e.downcast::<hyper::Error>() {
+                    Ok(h) => Box::new(BadBody(*h)) as BoxError,
+                    Err(e) => e,
+                })
+            })
+        })
     }
 
     fn is_end_stream(&self) -> bool {

@@ -7,6 +7,7 @@
 mod answers;
 pub mod backends;
 mod body;
+mod conns;
 mod h1;
 mod metrics;
 mod prefixed;
@@ -30,6 +31,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
+
+/// Connections the admin endpoint (`/metrics`, `/events`) keeps open at once.
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
 
 /// Limits and timeouts (Flynn's values where it had them).
 #[derive(Clone, Debug)]
@@ -74,6 +78,16 @@ pub struct Config {
     pub cookie_key: Option<[u8; 32]>,
     /// One structured log line per request (target `slipway_router::access`). Off by default.
     pub access_log: bool,
+    /// Client connections open at once, over HTTP, HTTPS and TCP routes together (nginx's
+    /// `worker_connections`): past it a new connection is refused at once (a plain HTTP one
+    /// gets a 503 saying so) rather than taking file descriptors the process shares with the
+    /// API and the host agent. Each may hold a backend connection too: two descriptors.
+    pub max_connections: usize,
+    /// The ports TCP routes may listen on; a route outside is not listened for (its state
+    /// says why). Any by default; `slipway server` passes its `--tcp-ports` (Flynn's
+    /// 3000-3500 unless told), so a route stored before the range was enforced cannot open
+    /// port 22 either.
+    pub tcp_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Default for Config {
@@ -84,6 +98,8 @@ impl Default for Config {
             default_certificate: None,
             cookie_key: None,
             access_log: false,
+            max_connections: 10_000,
+            tcp_ports: 1..=u16::MAX,
         }
     }
 }
@@ -96,6 +112,7 @@ pub(crate) struct Shared {
     pub cookie_key: sticky::CookieKey,
     pub metrics: metrics::Metrics,
     pub access_log: bool,
+    pub conns: conns::ConnLimit,
 }
 
 #[derive(Clone)]
@@ -104,6 +121,7 @@ pub struct Router {
     sni: Arc<tls::SniResolver>,
     tcp: Arc<Mutex<tcp::TcpListeners>>,
     tcp_bind: IpAddr,
+    tcp_ports: std::ops::RangeInclusive<u16>,
 }
 
 impl Router {
@@ -122,10 +140,12 @@ impl Router {
                 cookie_key: sticky::CookieKey::new(config.cookie_key),
                 metrics: Default::default(),
                 access_log: config.access_log,
+                conns: conns::ConnLimit::new(config.max_connections),
             }),
             sni: Arc::new(tls::SniResolver::new(default)),
             tcp: Arc::default(),
             tcp_bind: config.tcp_bind,
+            tcp_ports: config.tcp_ports,
         })
     }
 
@@ -140,8 +160,20 @@ impl Router {
         self.tcp
             .lock()
             .unwrap()
-            .reconcile(&self.sh, self.tcp_bind, &table.tcp);
+            .reconcile(&self.sh, self.tcp_bind, &self.tcp_ports, &table.tcp);
         *self.sh.table.write().unwrap() = Arc::new(table);
+    }
+
+    /// The state of the listener for a TCP route's port: `listening`, or `failed: REASON`
+    /// (the port is held by another process, or outside the allowed range); `None` for a port
+    /// no route of this router names.
+    pub fn tcp_listener_state(&self, port: u16) -> Option<String> {
+        self.tcp.lock().unwrap().state(port)
+    }
+
+    /// Client connections open now (HTTP, HTTPS and TCP routes).
+    pub fn open_connections(&self) -> usize {
+        self.sh.conns.open()
     }
 
     /// Prometheus text: requests per route and status class, latency histograms.
@@ -149,14 +181,26 @@ impl Router {
         self.sh.metrics.render()
     }
 
-    /// The admin endpoint: `GET /metrics` (Prometheus text), `GET /ping`.
+    /// The admin endpoint: `GET /metrics` (Prometheus text), `GET /ping`, `GET /events`.
+    /// Like the other control listeners: a request head (and the wait for the next one on a
+    /// kept-alive connection) has `Limits::header_read_timeout`, and at most [`ADMIN_MAX_CONNECTIONS`]
+    /// connections are open at once (an event stream is a response, not an idle connection:
+    /// the timeout does not cut it).
     pub async fn serve_admin(&self, listener: TcpListener) {
+        let header_timeout = self.sh.limits.header_read_timeout;
+        let limit = conns::ConnLimit::new(ADMIN_MAX_CONNECTIONS);
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let Some(permit) = limit.try_open() else {
+                conns::refuse_http(&stream, "the router's admin endpoint");
                 continue;
             };
             let me = self.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let svc = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let me = me.clone();
@@ -181,6 +225,8 @@ impl Router {
                     },
                 );
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(header_timeout)
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -375,6 +421,13 @@ impl Router {
                     continue;
                 }
             };
+            let Some(permit) = self.sh.conns.try_open() else {
+                if tls.is_none() {
+                    conns::refuse_http(&stream, "the router");
+                }
+                self.sh.conns.refused(peer);
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let conn = Arc::new(proxy::ConnInfo::new(
                 self.sh.clone(),
@@ -385,6 +438,7 @@ impl Router {
             let builder = builder.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 // HTTP/1.1 starts on the plain path (`h1`), which hands hyper what it does not
                 // take; h2 (by ALPN or prior knowledge) goes to hyper from the first byte on.
                 let mut buf = bytes::BytesMut::new();

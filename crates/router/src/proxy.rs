@@ -2,7 +2,7 @@
 //! exchange on a pooled HTTP/1.1 connection, and Upgrade (WebSocket) splicing.
 
 use crate::backends::{Backend, InFlight, Pooled, choose};
-use crate::body::{BoxError, Deadline, ReqBody, TimedBody, limit_hit};
+use crate::body::{BoxError, Deadline, ReqBody, TimedBody, bad_body, limit_hit};
 use crate::{Shared, answers, sticky};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -272,6 +272,9 @@ async fn proxy(
                             );
                         }
                         None => {}
+                    }
+                    if let Some(bad) = bad_body(e.error()) {
+                        return text(StatusCode::BAD_REQUEST, answers::bad_body(bad));
                     }
                     tracing::warn!(backend = %b.addr, "router: backend failed: {}", e.error());
                     return text(

@@ -8,19 +8,33 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::task::JoinHandle;
 
-/// Listeners by port: started for new TCP routes, stopped for removed ones.
+/// Listeners by port: started for new TCP routes, stopped for removed ones. A port that
+/// cannot be listened on (held by another process, outside the allowed range) is kept in
+/// `failed` with the reason, for `slipway route` to show, and tried again at the next
+/// change of routes.
 #[derive(Default)]
 pub struct TcpListeners {
     running: HashMap<u16, (String, bool, JoinHandle<()>)>,
+    failed: HashMap<u16, String>,
 }
 
 impl TcpListeners {
+    /// `listening`, `failed: REASON`, or `None` for a port no route names.
+    pub fn state(&self, port: u16) -> Option<String> {
+        if self.running.contains_key(&port) {
+            return Some("listening".into());
+        }
+        self.failed.get(&port).map(|why| format!("failed: {why}"))
+    }
+
     pub fn reconcile(
         &mut self,
         sh: &Arc<Shared>,
         bind: IpAddr,
+        range: &std::ops::RangeInclusive<u16>,
         routes: &[slipway_types::TcpRoute],
     ) {
+        self.failed.clear();
         let wanted: HashMap<u16, (String, bool)> = routes
             .iter()
             .map(|r| (r.port, (r.service.clone(), r.leader)))
@@ -36,11 +50,28 @@ impl TcpListeners {
             if self.running.contains_key(&port) {
                 continue;
             }
+            if !range.contains(&port) {
+                let why = format!(
+                    "port {port} is outside the TCP route range {}-{}",
+                    range.start(),
+                    range.end()
+                );
+                tracing::warn!(%service, "router: not listening for a TCP route: {why}");
+                self.failed.insert(port, why);
+                continue;
+            }
             let addr = SocketAddr::new(bind, port);
             let std = match std::net::TcpListener::bind(addr) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(%addr, %service, "router: cannot listen for the TCP route: {e}");
+                    let why = match e.kind() {
+                        std::io::ErrorKind::AddrInUse => {
+                            format!("{addr} is in use by another process")
+                        }
+                        _ => format!("cannot listen on {addr}: {e}"),
+                    };
+                    self.failed.insert(port, why);
                     continue;
                 }
             };
@@ -56,12 +87,18 @@ impl TcpListeners {
 
 async fn serve(sh: Arc<Shared>, listener: tokio::net::TcpListener, service: String, leader: bool) {
     loop {
-        let Ok((mut down, _)) = listener.accept().await else {
+        let Ok((mut down, peer)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let Some(permit) = sh.conns.try_open() else {
+            sh.conns.refused(peer);
             continue;
         };
         let sh = sh.clone();
         let service = service.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = sh.backends.get(&service).unwrap_or_default();
             let cands = if leader {
                 svc.leader.iter().cloned().collect()

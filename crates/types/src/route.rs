@@ -102,6 +102,10 @@ pub struct TcpRoute {
     pub leader: bool,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// The router's listener for the port, as the API reports it (`listening`, or
+    /// `failed: REASON`, e.g. another process holds the port); not stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<String>,
 }
 
 /// A TLS certificate chain and its key, PEM-encoded.

@@ -61,7 +61,8 @@ struct AddHttp {
 
 #[derive(clap::Args, Debug)]
 struct AddTcp {
-    /// The port to listen on [default: a free one in 3000-3500]
+    /// The port to listen on [default: a free one in the server's range, 3000-3500 unless
+    /// `slipway server --tcp-ports` says otherwise]
     #[arg(short = 'p', long = "port", value_name = "PORT")]
     port: Option<u16>,
     /// The service to route to [default: APP-web]
@@ -160,13 +161,17 @@ fn describe(r: &Route) -> Vec<String> {
             format!("{}{}", h.domain, h.path),
             yes(h.sticky),
             yes(h.leader),
+            String::new(),
         ],
+        // STATE: the router's listener for the port (`listening`, `failed: …`), when the
+        // server runs a router.
         Route::Tcp(t) => vec![
             r.to_string(),
             t.service.clone(),
             format!("port {}", t.port),
             String::new(),
             yes(t.leader),
+            t.listener.clone().unwrap_or_default(),
         ],
     }
 }
@@ -181,7 +186,10 @@ pub async fn run(ctx: &Ctx, args: RouteArgs) -> Result<()> {
                 return print_json(&routes);
             }
             let rows = routes.iter().map(describe).collect();
-            print_table(&["ROUTE", "SERVICE", "TARGET", "STICKY", "LEADER"], rows);
+            print_table(
+                &["ROUTE", "SERVICE", "TARGET", "STICKY", "LEADER", "STATE"],
+                rows,
+            );
         }
         Some(RouteCmd::Add(AddCmd::Http(a))) => {
             let (domain, path) = split_target(&a.target);

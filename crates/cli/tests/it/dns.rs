@@ -66,12 +66,12 @@ fn nslookup(s: &TestServer, app: &str, name: &str) -> (Vec<Ipv4Addr>, String) {
 }
 
 /// The job IPs of a service's instances, from discovery's HTTP API.
-fn instance_ips(discovery: &str, service: &str) -> Vec<Ipv4Addr> {
+fn instance_ips(discovery: &str, key: &str, service: &str) -> Vec<Ipv4Addr> {
     use std::io::{Read, Write};
     let mut c = std::net::TcpStream::connect(discovery).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!(
-        "GET /services/{service}/instances HTTP/1.1\r\nHost: discovery\r\nConnection: close\r\n\r\n"
+        "GET /services/{service}/instances HTTP/1.1\r\nHost: discovery\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
     );
     c.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
@@ -184,7 +184,10 @@ fn containers_resolve_services_leaders_and_forwarded_names_through_discovery_dns
     web_app(s, "dnsweb", "hello-from-dnsweb");
     client_app(s, "dnsclient");
     s.ok(&["-a", "dnsweb", "scale", "web=2"]);
-    let web = until(|| instance_ips(&discovery, "dnsweb-web"), |v| v.len() == 2);
+    let web = until(
+        || instance_ips(&discovery, &s.key(), "dnsweb-web"),
+        |v| v.len() == 2,
+    );
     assert_eq!(web.len(), 2, "two web instances in discovery: {web:?}");
 
     // Every container's /etc/resolv.conf names the DNS, read-only.
@@ -228,7 +231,7 @@ fn containers_resolve_services_leaders_and_forwarded_names_through_discovery_dns
     );
     assert_eq!(ips.len(), 1, "after scale web=1:\n{out}");
     assert!(web.contains(&ips[0]), "{ips:?} is one of {web:?}");
-    assert_eq!(instance_ips(&discovery, "dnsweb-web"), ips);
+    assert_eq!(instance_ips(&discovery, &s.key(), "dnsweb-web"), ips);
     s.ok(&["-a", "dnsweb", "scale", "web=0"]);
 }
 

@@ -60,10 +60,20 @@ fn until(f: impl Fn() -> String, prefix: &str) -> String {
 
 /// One HTTP/1.1 request on a new connection; the whole response as text.
 fn http(addr: &str, method: &str, path: &str, host: &str, body: &str) -> String {
+    http_as(addr, method, path, host, "", body)
+}
+
+/// [`http`] with `Authorization: Bearer KEY` (discovery's API needs the API key).
+fn http_as(addr: &str, method: &str, path: &str, host: &str, key: &str, body: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = if key.is_empty() {
+        String::new()
+    } else {
+        format!("Authorization: Bearer {key}\r\n")
+    };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).unwrap();
@@ -88,6 +98,9 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
         "127.0.0.1:0".into(),
         "--router-admin".into(),
         "127.0.0.1:0".into(),
+        // The test's backend listens on loopback, which discovery's API refuses by default.
+        "--discovery-allow".into(),
+        "127.0.0.0/8".into(),
     ]);
     let router = logged_addr(&server, "router: HTTP on ");
     let admin = logged_addr(&server, "router: admin (metrics) on http://");
@@ -117,11 +130,12 @@ fn app_default_route_reaches_a_registered_instance_through_the_router() {
         "{resp}"
     );
 
-    let reg = http(
+    let reg = http_as(
         &discovery,
         "PUT",
         "/services/shop-web/instances/job1",
         "discovery",
+        &server.key(),
         &format!("{{\"addr\":\"{backend_addr}\"}}"),
     );
     assert!(reg.starts_with("HTTP/1.1 200"), "{reg}");
@@ -183,8 +197,16 @@ fn a_web_job_is_served_by_the_router_leaves_it_when_killed_and_on_scale_down() {
 
     // kill -9 of the job's init: its instance leaves discovery (well within the 10 s TTL), and
     // the job the scheduler starts instead is served.
+    let key = server.key();
     let ids = |d: &str| -> Vec<String> {
-        let resp = http(d, "GET", "/services/hello-web/instances", "discovery", "");
+        let resp = http_as(
+            d,
+            "GET",
+            "/services/hello-web/instances",
+            "discovery",
+            &key,
+            "",
+        );
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("[]");
         let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
         v.as_array()

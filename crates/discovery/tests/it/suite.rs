@@ -13,13 +13,14 @@ async fn registries() -> Vec<(&'static str, Arc<dyn Registry>)> {
     let served = LocalRegistry::new(TTL);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = slipway_discovery::http::router(Arc::new(served));
+    let access = slipway_discovery::http::Access::key("suite-key");
+    let app = slipway_discovery::http::router(Arc::new(served), access);
     tokio::spawn(async move { axum::serve(listener, app).await });
     vec![
         ("local", Arc::new(local) as Arc<dyn Registry>),
         (
             "http",
-            Arc::new(HttpRegistry::new(&format!("http://{addr}"))),
+            Arc::new(HttpRegistry::new(&format!("http://{addr}"), "suite-key")),
         ),
     ]
 }

@@ -4,6 +4,7 @@ mod h1;
 mod handover;
 mod http;
 mod limits;
+mod listeners;
 mod live;
 mod tls_tcp;
 
@@ -126,6 +127,7 @@ pub fn tcp_route(port: u16, service: &str) -> Route {
         leader: false,
         created_at: now,
         updated_at: now,
+        listener: None,
     })
 }
 

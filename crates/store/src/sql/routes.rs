@@ -40,6 +40,7 @@ fn tcp_from_row(row: &AnyRow) -> Result<TcpRoute> {
         leader: flag(row, "leader")?,
         created_at: time(row, "created_at")?,
         updated_at: time(row, "updated_at")?,
+        listener: None,
     })
 }
 
@@ -111,6 +112,7 @@ impl SqlStore {
                     leader: *leader,
                     created_at: now,
                     updated_at: now,
+                    listener: None,
                 };
                 sqlx::query(
                     "INSERT INTO tcp_routes (id, app_id, service, port, leader, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",

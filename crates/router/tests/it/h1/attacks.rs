@@ -593,3 +593,35 @@ async fn a_backend_leaving_mid_body_closes_the_client_connection() {
     );
     assert_eq!(fresh_get(&t, "/mine").await, (200, "/mine".into()));
 }
+
+/// Issue 14: a malformed chunk size in the client's upload is the client's fault: 400 saying
+/// so, not the 502 that blames the backend — on a connection's first request (the plain path
+/// hands chunked uploads to hyper) and on one hyper already serves.
+#[tokio::test]
+async fn a_malformed_chunk_size_from_the_client_is_400_on_both_paths() {
+    let b = scripted(|req| ok(req.body.clone())).await;
+    let t = routed(&b).await;
+    let bad = "POST /up HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n";
+    // First request: the plain path hands it over.
+    let mut c = Conn::connect(t.http).await;
+    c.send(bad).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status(), 400, "{r:?}");
+    assert!(r.text().contains("request body"), "{r:?}");
+    // A good chunked upload first keeps the connection on hyper's path; then the bad one.
+    let mut c = Conn::connect(t.http).await;
+    c.send("POST /up HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await;
+    let r = c.response(false).await;
+    assert_eq!((r.status(), r.text().as_str()), (200, "hello"), "{r:?}");
+    c.send(bad.replace("zz", "ffffffffffffffffffff")).await;
+    let r = c.response(false).await;
+    assert_eq!(r.status(), 400, "{r:?}");
+    // Counted as the client's errors, not the backend's.
+    let metrics = t.router.metrics();
+    assert!(
+        metrics.contains("route=\"web.test/\",status=\"4xx\"} 2")
+            && metrics.contains("route=\"web.test/\",status=\"5xx\"} 0"),
+        "{metrics}"
+    );
+}
