@@ -704,7 +704,9 @@ impl Runtime for RuncRuntime {
             self.ips.lock().expect("ip lock").release(ip);
         }
         if dir.exists() && !is_mounted(&rootfs) {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            // The writable layer is the job's: any depth (remove_tree does not recurse).
+            crate::layers::remove_tree(&dir)
+                .with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
     }
