@@ -173,9 +173,11 @@ pub async fn build(
     if let Err(e) = slipway_types::validate_stack_name(&input.stack) {
         // A stack is a name in the host's stacks dir; a path would make any host directory the
         // build's root filesystem.
+        // The API's words, as a sentence: `Invalid stack "/": …`.
+        let mut why = e.message;
+        why[..1].make_ascii_uppercase();
         return Err(failed(format!(
-            "{}; set it with slipway meta set stack=bookworm",
-            e.message
+            "{why}; set it with slipway meta set stack=bookworm"
         )));
     }
     sweep_stale(ctx.data_dir.join("builds"), ctx.limits.timeout).await;
@@ -217,14 +219,21 @@ where
         .await
         .map_err(|e| internal("checking the build cache", e))?
         .map_err(|e| internal("checking the build cache", e))?;
-    if cleared {
-        say(format!(
-            "-----> The build cache was larger than {} (or deeper than {} levels): starting \
-             with an empty one",
-            slug::human_size(cap),
-            crate::tree::MAX_DEPTH
-        ))
-        .await;
+    match cleared {
+        None => {}
+        Some(slug::Cleared::TooLarge) => {
+            say(format!(
+                "-----> The build cache was larger than {}: starting with an empty one",
+                slug::human_size(cap)
+            ))
+            .await
+        }
+        Some(slug::Cleared::Unusable(why)) => {
+            say(format!(
+                "-----> The build cache is {why}: starting with an empty one"
+            ))
+            .await
+        }
     }
 
     // The source, with .slugignore applied, capped.

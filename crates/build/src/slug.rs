@@ -202,29 +202,46 @@ impl From<WalkError> for io::Error {
     }
 }
 
+/// Why [`clear_if_over`] emptied a dir.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cleared {
+    /// Its regular files added up to more than the limit.
+    TooLarge,
+    /// It is a tree no build could use: deeper than [`tree::MAX_DEPTH`], a path too long, or
+    /// unreadable.
+    Unusable(String),
+}
+
 /// Empties `dir` if the regular files below it (symlinks not followed) add up to more than
-/// `limit` bytes, or if it is a tree no build could use (deeper than [`tree::MAX_DEPTH`], a path
-/// too long, unreadable); returns whether it did. Keeps an app's build cache from growing
-/// forever, and a cache a build filled with a hostile tree from failing every later build.
-pub fn clear_if_over(dir: &Path, limit: u64) -> io::Result<bool> {
+/// `limit` bytes, or if it is a tree no build could walk; says why it did. Keeps an app's build
+/// cache from growing forever, and a cache a build filled with a hostile tree from failing
+/// every later build.
+pub fn clear_if_over(dir: &Path, limit: u64) -> io::Result<Option<Cleared>> {
     let mut total = 0u64;
     let walked = tree::walk(dir, |e| {
         if e.file_type.is_file() {
-            total += fs::symlink_metadata(&e.path)?.len();
-        }
-        if total > limit {
-            // Stops the walk: the answer is known.
-            return Err(io::Error::other("over the limit"));
+            let io = |err| WalkError::Io {
+                what: "measuring",
+                path: e.path.clone(),
+                err,
+            };
+            total += fs::symlink_metadata(&e.path).map_err(io)?.len();
+            if total > limit {
+                // Stops the walk: the answer is known.
+                return Err(io(io::Error::other("over the limit")));
+            }
         }
         Ok(true)
     });
-    if walked.is_ok() && total <= limit {
-        return Ok(false);
-    }
+    let why = match walked {
+        _ if total > limit => Cleared::TooLarge,
+        Ok(()) => return Ok(None),
+        Err(e) => Cleared::Unusable(e.to_string()),
+    };
     for e in fs::read_dir(dir)? {
         tree::remove_tree(&e?.path())?;
     }
-    Ok(true)
+    Ok(Some(why))
 }
 
 /// Why a slug could not be made.
