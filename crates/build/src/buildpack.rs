@@ -1,10 +1,17 @@
 //! Which buildpacks a build runs, and fetching them: `BUILDPACK_URL` (one), else `.buildpacks`
 //! (several, in order), else detection over the bundled ones. Each entry is a bundled name
-//! (`python`) or a git URL (`https://…`, `file:///…`) with an optional `#ref` (branch, tag or
-//! commit). Git URLs are cloned on the host into the build dir, then mounted read-only.
+//! (`python`) or a git URL (`https://…`, `http://…`, `git://…`) with an optional `#ref`
+//! (branch, tag or commit). Git URLs are cloned on the host into the build dir, then mounted
+//! read-only.
+//!
+//! The clone runs on the server, as root, with a URL and a ref the pusher wrote, so it follows
+//! the submodules' rules ([`crate::push::submodules`]): only http, https and git (a `file://`
+//! URL or a path would read the server's own files, other apps' repos among them), git with an
+//! empty environment, and a ref is checked to be a ref name (never an option: `#--pathspec-
+//! from-file=/etc/shadow` once printed a root-only file into the push) and resolved to a commit
+//! before anything is checked out.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 /// How the buildpacks were chosen.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +84,45 @@ pub fn is_bundled_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
-/// Whether `s` is a git URL Slipway fetches (rather than a bundled name).
-pub fn is_git_url(s: &str) -> bool {
-    ["https://", "http://", "git://", "file://", "ssh://"]
-        .iter()
-        .any(|p| s.starts_with(p))
-        || s.starts_with("git@")
+/// Whether `spec` (`url#ref`) is a buildpack Slipway may fetch; else why not, in the user's
+/// words. `bundled` lists the bundled names, for the hint.
+pub fn check_spec(spec: &str, bundled: &[String]) -> Result<(), String> {
+    let (url, rref) = split_ref(spec);
+    if let Err(why) = crate::push::submodules::transport_allowed(url.trim()) {
+        return Err(format!(
+            "buildpack {} is refused: {why}; Slipway fetches buildpacks from https://, http:// \
+             and git:// URLs (with an optional #branch, #tag or #commit), or uses a bundled \
+             one by name ({})",
+            crate::push::submodules::redact(url),
+            bundled.join(", ")
+        ));
+    }
+    if let Some(r) = rref {
+        check_ref(r)?;
+    }
+    Ok(())
+}
+
+/// A branch, tag or commit name: git's ref name rules, narrowed to what people use; never
+/// something git would read as an option.
+fn check_ref(r: &str) -> Result<(), String> {
+    let ok = r.len() <= 255
+        && !r.starts_with(['-', '/', '.'])
+        && !r.ends_with(['/', '.'])
+        && !r.ends_with(".lock")
+        && !r.contains("..")
+        && !r.contains("//")
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "buildpack ref {:?} is not a branch, tag or commit name (letters, digits, '.', '_', \
+             '-', '+' and '/', not starting with '-')",
+            r.chars().take(100).collect::<String>()
+        ))
+    }
 }
 
 /// Splits `url#ref`.
@@ -94,29 +134,35 @@ pub fn split_ref(s: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Clones `url` (`#ref` honoured: a branch, tag or commit) into `dest`. Errors are for users.
+/// Clones `url` (`#ref` honoured: a branch, tag or commit) into `dest`, with the checks of
+/// [`check_spec`] and git in an empty environment. Errors are for users.
 pub async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
+    check_spec(spec, &[])?;
     let (url, rref) = split_ref(spec);
-    if url.starts_with('-') {
-        return Err(format!("invalid buildpack URL {spec:?}"));
-    }
-    let run = |args: Vec<String>, dir: Option<PathBuf>| async move {
-        let mut cmd = tokio::process::Command::new("git");
-        cmd.args(&args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
+    let url = url.trim();
+    // git's HOME: an empty dir next to the clone, gone with the build dir.
+    let home = dest.with_extension("home");
+    tokio::fs::create_dir_all(&home)
+        .await
+        .map_err(|e| format!("cannot make a dir for git: {e}"))?;
+    let run = |args: Vec<String>, dir: Option<PathBuf>| {
+        let mut cmd = crate::push::submodules::untrusted_git(&home);
+        cmd.args(&args);
         if let Some(d) = dir {
             cmd.current_dir(d);
         }
-        let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
-            .await
-            .map_err(|_| "git took longer than 5 minutes".to_string())?
-            .map_err(|e| format!("running git: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        async move {
+            let mut cmd = tokio::process::Command::from(cmd);
+            cmd.kill_on_drop(true);
+            let out = tokio::time::timeout(std::time::Duration::from_secs(300), cmd.output())
+                .await
+                .map_err(|_| "git took longer than 5 minutes".to_string())?
+                .map_err(|e| format!("running git: {e}"))?;
+            if out.status.success() {
+                Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+            }
         }
     };
     let d = dest.display().to_string();
@@ -127,7 +173,9 @@ pub async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
         "--recurse-submodules".into(),
     ];
     let res = match rref {
-        None => run([shallow, vec!["--".into(), url.into(), d]].concat(), None).await,
+        None => run([shallow, vec!["--".into(), url.into(), d]].concat(), None)
+            .await
+            .map(drop),
         Some(r) => {
             // A branch or tag clones shallow; a commit needs the full history.
             let by_name = [
@@ -142,35 +190,59 @@ pub async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
             ]
             .concat();
             match run(by_name, None).await {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(_) => {
-                    let _ = tokio::fs::remove_dir_all(dest).await;
-                    let full = vec![
-                        "clone".to_string(),
-                        "--quiet".into(),
-                        "--".into(),
-                        url.into(),
-                        d,
-                    ];
-                    run(full, None).await?;
-                    run(
-                        vec![
-                            "-c".into(),
-                            "advice.detachedHead=false".into(),
-                            "checkout".into(),
+                    async {
+                        let _ = tokio::fs::remove_dir_all(dest).await;
+                        let full = vec![
+                            "clone".to_string(),
                             "--quiet".into(),
-                            r.into(),
                             "--".into(),
-                        ],
-                        Some(dest.to_path_buf()),
-                    )
+                            url.into(),
+                            d,
+                        ];
+                        run(full, None).await?;
+                        // The ref as a commit first: only a commit id reaches checkout.
+                        let at = Some(dest.to_path_buf());
+                        let commit = run(
+                            vec![
+                                "rev-parse".into(),
+                                "--verify".into(),
+                                "--quiet".into(),
+                                "--end-of-options".into(),
+                                format!("{r}^{{commit}}"),
+                            ],
+                            at.clone(),
+                        )
+                        .await
+                        .ok()
+                        .filter(|c| c.len() >= 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+                        .ok_or_else(|| format!("no branch, tag or commit {r:?}"))?;
+                        run(
+                            vec![
+                                "-c".into(),
+                                "advice.detachedHead=false".into(),
+                                "checkout".into(),
+                                "--quiet".into(),
+                                "--detach".into(),
+                                commit,
+                            ],
+                            at,
+                        )
+                        .await
+                        .map(drop)
+                    }
                     .await
-                    .map_err(|e| format!("no branch, tag or commit {r:?}: {e}"))
                 }
             }
         }
     };
-    res.map_err(|e| format!("fetching buildpack {spec} failed: {e}"))
+    res.map_err(|e| {
+        format!(
+            "fetching buildpack {} failed: {e}",
+            crate::push::submodules::redact(spec)
+        )
+    })
 }
 
 #[cfg(test)]
@@ -213,19 +285,78 @@ mod tests {
         for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b"] {
             assert!(!is_bundled_name(bad), "{bad}");
         }
-        assert!(is_git_url("file:///srv/bp") && is_git_url("git@host:bp.git"));
-        assert!(!is_git_url("python") && !is_git_url("/srv/bp"));
         assert_eq!(split_ref("file:///x#main"), ("file:///x", Some("main")));
         assert_eq!(split_ref("file:///x#"), ("file:///x", None));
         assert_eq!(split_ref("file:///x"), ("file:///x", None));
     }
 
+    #[test]
+    fn only_http_https_and_git_urls_and_ref_names_are_fetched() {
+        let names = ["python".to_string(), "nodejs".to_string()];
+        for ok in [
+            "https://github.com/heroku/heroku-buildpack-python",
+            "git://127.0.0.1:9418/bp.git#v1.2",
+            "http://h/bp.git#feature/x",
+            "https://h/bp.git#0123456789abcdef0123456789abcdef01234567",
+        ] {
+            check_spec(ok, &names).unwrap();
+        }
+        for (bad, why) in [
+            (
+                "file:///var/lib/slipway/repos/x.git#main",
+                "file:// URLs and paths would read the server's own files",
+            ),
+            (
+                "/var/lib/slipway/repos/x.git",
+                "would read the server's own files",
+            ),
+            ("../other.git", "would read the server's own files"),
+            (
+                "--upload-pack=touch /tmp/x",
+                "would read the server's own files",
+            ),
+            ("ext::sh -c id", "the ext:: transport runs commands"),
+            ("ssh://git@h/bp.git", "the server's own keys"),
+            ("git@h:bp.git", "the server's own keys"),
+            (
+                "https://h/bp.git#--pathspec-from-file=/etc/shadow",
+                "is not a branch, tag or commit name",
+            ),
+            ("https://h/bp.git#-b", "is not a branch, tag or commit name"),
+            (
+                "https://h/bp.git#a..b",
+                "is not a branch, tag or commit name",
+            ),
+            (
+                "https://h/bp.git#a b",
+                "is not a branch, tag or commit name",
+            ),
+        ] {
+            let e = check_spec(bad, &names).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let e = check_spec("file:///x", &names).unwrap_err();
+        assert!(
+            e.contains("or uses a bundled one by name (python, nodejs)"),
+            "{e}"
+        );
+    }
+
     #[tokio::test]
-    async fn a_url_that_looks_like_an_option_is_refused() {
+    async fn a_ref_that_is_an_option_never_reaches_git() {
         let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "SECRET-LINE\n").unwrap();
+        let spec = format!(
+            "git://127.0.0.1:1/x.git#--pathspec-from-file={}",
+            secret.display()
+        );
+        let err = clone(&spec, &dir.path().join("bp")).await.unwrap_err();
+        assert!(err.contains("is not a branch, tag or commit name"), "{err}");
+        assert!(!err.contains("SECRET-LINE"), "{err}");
         let err = clone("--upload-pack=touch /tmp/x", &dir.path().join("bp"))
             .await
             .unwrap_err();
-        assert!(err.contains("invalid buildpack URL"), "{err}");
+        assert!(err.contains("is refused"), "{err}");
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`pipeline`]: [`pipeline::build`], the entry point the git receiver calls;
 //! - `buildpack`: choosing and fetching buildpacks (bundled names, git URLs, `.buildpacks`);
-//! - `slug`: the source tree's checks and `.slugignore`, and tarring the result.
+//! - `slug`: copying the source (with `.slugignore`, see `slugignore`) and tarring the result;
+//! - `tree`: walks over users' trees without recursion, bounded in depth.
 
 pub mod buildpack;
 pub mod bundled;
@@ -13,6 +14,8 @@ pub mod push;
 pub mod receiver;
 pub mod runner;
 pub mod slug;
+pub mod slugignore;
+pub mod tree;
 
 pub use pipeline::{
     BuildContext, BuildError, BuildInput, BuildLimits, Built, JobExit, JobRunner, app_stack, build,

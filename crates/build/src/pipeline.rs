@@ -22,13 +22,10 @@ pub fn app_stack(app: &slipway_types::App, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-/// Whether `s` names a stack (rather than a path or something odd).
+/// Whether `s` names a stack (rather than a path or something odd): see
+/// [`slipway_types::validate_stack_name`].
 pub fn valid_stack_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && !s.starts_with('.')
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    slipway_types::validate_stack_name(s).is_ok()
 }
 
 /// Limits of one build. Hitting one fails the build with a message naming the limit.
@@ -132,6 +129,9 @@ pub enum BuildError {
     Internal(String),
 }
 
+/// Largest Procfile: a bigger one fails the build (it is one line per process type).
+pub const MAX_PROCFILE_BYTES: u64 = 1 << 20;
+
 /// The unprivileged user builds run as (it owns `/app`, the cache and the output dir).
 pub const BUILD_UID: u32 = 1000;
 /// How long a cancelled build gets between SIGTERM and SIGKILL.
@@ -170,13 +170,14 @@ pub async fn build(
         job: None,
         dir: Some(dir.clone()),
     };
-    if !valid_stack_name(&input.stack) {
+    if let Err(e) = slipway_types::validate_stack_name(&input.stack) {
         // A stack is a name in the host's stacks dir; a path would make any host directory the
         // build's root filesystem.
+        // The API's words, as a sentence: `Invalid stack "/": …`.
+        let mut why = e.message;
+        why[..1].make_ascii_uppercase();
         return Err(failed(format!(
-            "Invalid stack {:?}: a stack is a name like busybox or bookworm (letters, digits, \
-             '-', '_', '.'); set it with slipway meta set stack=bookworm",
-            input.stack
+            "{why}; set it with slipway meta set stack=bookworm"
         )));
     }
     sweep_stale(ctx.data_dir.join("builds"), ctx.limits.timeout).await;
@@ -218,12 +219,21 @@ where
         .await
         .map_err(|e| internal("checking the build cache", e))?
         .map_err(|e| internal("checking the build cache", e))?;
-    if cleared {
-        say(format!(
-            "-----> The build cache was larger than {}: starting with an empty one",
-            slug::human_size(cap)
-        ))
-        .await;
+    match cleared {
+        None => {}
+        Some(slug::Cleared::TooLarge) => {
+            say(format!(
+                "-----> The build cache was larger than {}: starting with an empty one",
+                slug::human_size(cap)
+            ))
+            .await
+        }
+        Some(slug::Cleared::Unusable(why)) => {
+            say(format!(
+                "-----> The build cache is {why}: starting with an empty one"
+            ))
+            .await
+        }
     }
 
     // The source, with .slugignore applied, capped.
@@ -251,6 +261,7 @@ where
                 slug::human_size(limit)
             )));
         }
+        Err(slug::CopyError::Refused(why)) => return Err(failed(why)),
         Err(e) => return Err(internal("copying the source", e)),
     }
 
@@ -275,24 +286,32 @@ where
         buildpack::Choice::Detect(list) => ("detect", list.clone()),
         buildpack::Choice::Explicit(list) => ("explicit", list.clone()),
     };
+    // Every entry is checked before any is fetched: a bundled name, or a URL the server may
+    // fetch (the clone runs on the host).
+    let bundled = buildpack::bundled_order(&ctx.buildpacks_dir);
+    for spec in &specs {
+        if buildpack::is_bundled_name(spec) {
+            if !ctx.buildpacks_dir.join(spec).join("bin").is_dir() {
+                return Err(failed(format!(
+                    "Unknown buildpack {spec:?}: not a bundled buildpack ({}) nor a git URL \
+                     (https://…, http://…, git://…, with an optional #branch)",
+                    bundled.join(", ")
+                )));
+            }
+        } else {
+            buildpack::check_spec(spec, &bundled).map_err(failed)?;
+        }
+    }
     let mut paths = Vec::new();
     for (i, spec) in specs.iter().enumerate() {
-        let path = if buildpack::is_git_url(spec) {
+        let path = if buildpack::is_bundled_name(spec) {
+            format!("/slipway/buildpacks/bundled/{spec}")
+        } else {
             say(format!("-----> Fetching buildpack {spec}")).await;
             buildpack::clone(spec, &bp_dir.join(i.to_string()))
                 .await
                 .map_err(failed)?;
             format!("/slipway/buildpacks/custom/{i}")
-        } else if buildpack::is_bundled_name(spec)
-            && ctx.buildpacks_dir.join(spec).join("bin").is_dir()
-        {
-            format!("/slipway/buildpacks/bundled/{spec}")
-        } else {
-            let bundled = buildpack::bundled_order(&ctx.buildpacks_dir).join(", ");
-            return Err(failed(format!(
-                "Unknown buildpack {spec:?}: not a bundled buildpack ({bundled}) nor a git URL \
-                 (https://…, file://…, with an optional #branch)"
-            )));
         };
         names.insert(path.clone(), spec.clone());
         paths.push(path);
@@ -373,9 +392,20 @@ where
         })
         .unwrap_or_default();
     let procfile = app_dir.join("Procfile");
-    let process_types = match slug::read_nofollow(&procfile, 1 << 20)
+    let text = match slug::read_capped(&procfile, MAX_PROCFILE_BYTES)
         .map_err(|e| internal("reading the Procfile", e))?
     {
+        slug::ReadCapped::Data(text) => Some(text),
+        slug::ReadCapped::Missing => None,
+        slug::ReadCapped::TooLarge(size) => {
+            return Err(failed(format!(
+                "The Procfile is larger than the limit of {} (it has {size} bytes): a Procfile \
+                 is one line per process type, like `web: ./server`.",
+                slug::human_size(MAX_PROCFILE_BYTES),
+            )));
+        }
+    };
+    let process_types = match text {
         Some(text) => {
             let types = slug::parse_procfile(&String::from_utf8_lossy(&text));
             say("-----> Discovering process types".into()).await;
@@ -429,6 +459,7 @@ where
                  need at runtime in .slugignore, or clean up in bin/compile.",
                 slug::human_size(limit)
             )),
+            slug::SlugError::Tree(_) => failed(format!("The compiled slug cannot be made: {e}")),
             e => internal("making the slug", e),
         })?;
     say(format!(
@@ -460,7 +491,7 @@ async fn sweep_stale(builds: PathBuf, timeout: std::time::Duration) {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > max_age);
             if old {
-                let _ = std::fs::remove_dir_all(e.path());
+                let _ = crate::tree::remove_tree(&e.path());
             }
         }
     })
@@ -604,7 +635,8 @@ impl Guard {
                         .await;
             }
             if let Some(d) = dir {
-                let _ = tokio::fs::remove_dir_all(d).await;
+                // The built /app can be any tree: removed without recursion.
+                let _ = tokio::task::spawn_blocking(move || crate::tree::remove_tree(&d)).await;
             }
         }
     }
@@ -640,8 +672,18 @@ mod tests {
         assert_eq!(app_stack(&app, DEFAULT_STACK), "busybox");
         app.meta.insert("stack".into(), "bookworm".into());
         assert_eq!(app_stack(&app, DEFAULT_STACK), "bookworm");
-        assert!(valid_stack_name("bookworm") && valid_stack_name("debian-12.1"));
-        for bad in ["", "/", "/srv/root", "../x", ".x", "a/b", "a b"] {
+        assert!(valid_stack_name("bookworm") && valid_stack_name("debian-12"));
+        for bad in [
+            "",
+            "/",
+            "/srv/root",
+            "/usr/local",
+            "../x",
+            ".x",
+            "a/b",
+            "a b",
+            "A",
+        ] {
             assert!(!valid_stack_name(bad), "{bad}");
         }
     }

@@ -117,8 +117,9 @@ impl Receiver {
             .with_state(self.clone())
     }
 
-    /// Removes the repos of apps that no longer exist, now and then every hour (an app's
-    /// deletion does not reach the receiver).
+    /// Removes what a deleted app leaves here (its repo, its build cache): at once when the
+    /// store reports the deletion, and in a sweep at start and then every hour (for deletions
+    /// while the server was down, or by another controller).
     pub fn spawn_housekeeping(self: &Arc<Self>) {
         let me = self.clone();
         tokio::spawn(async move {
@@ -131,27 +132,103 @@ impl Receiver {
                 tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
             }
         });
+        let me = self.clone();
+        tokio::spawn(async move { me.follow_deletions().await });
     }
 
-    /// Removes `<repos>/<id>.git` of every app id the store does not know; returns how many.
-    pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
-        let entries = match std::fs::read_dir(&self.cfg.repos_dir) {
-            Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(e.to_string()),
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(id) = name
-                .strip_suffix(".git")
-                .and_then(|id| uuid::Uuid::parse_str(id).ok())
-            else {
-                continue;
+    /// Forgets every app the store reports deleted from now on.
+    async fn follow_deletions(&self) {
+        let mut notifier = self.store.event_notifier();
+        let mut last = *notifier.borrow_and_update();
+        loop {
+            let filter = slipway_types::EventFilter {
+                object_types: vec![slipway_types::ObjectType::App],
+                since_id: Some(last),
+                limit: Some(100),
+                ..Default::default()
             };
-            if let Err(StoreError::NotFound(_)) = self.store.get_app(&id.to_string()).await {
-                std::fs::remove_dir_all(entry.path()).map_err(|e| e.to_string())?;
-                removed += 1;
+            let more = match self.store.list_events(&filter).await {
+                Ok(events) => {
+                    for e in &events {
+                        last = last.max(e.id);
+                        if e.op == slipway_types::EventOp::Delete
+                            && let Some(id) = e.app_id
+                        {
+                            self.forget_app(id).await;
+                        }
+                    }
+                    events.len() == 100
+                }
+                Err(e) => {
+                    tracing::warn!("cannot read app events: {e}");
+                    false
+                }
+            };
+            if more {
+                continue;
+            }
+            // Woken by this process's writes; polled for other controllers'.
+            let wait = std::time::Duration::from_secs(10);
+            if tokio::time::timeout(wait, notifier.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+
+    /// Removes app `id`'s repo and build cache (its data must not outlive it: a repo is
+    /// clonable data).
+    pub async fn forget_app(&self, id: slipway_types::Id) {
+        let repo = self.cfg.repos_dir.join(format!("{id}.git"));
+        let cache = self
+            .pusher
+            .build
+            .data_dir
+            .join("build-cache")
+            .join(id.to_string());
+        let res = tokio::task::spawn_blocking(move || {
+            crate::tree::remove_tree(&repo)?;
+            crate::tree::remove_tree(&cache)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {
+                tracing::info!(app = %id, "removed the deleted app's repo and build cache")
+            }
+            Ok(Err(e)) => tracing::warn!(app = %id, "cannot remove the deleted app's files: {e}"),
+            Err(e) => tracing::warn!(app = %id, "cannot remove the deleted app's files: {e}"),
+        }
+    }
+
+    /// Removes `<repos>/<id>.git` and `build-cache/<id>` of every app id the store does not
+    /// know; returns how many.
+    pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
+        let mut removed = 0;
+        let caches = self.pusher.build.data_dir.join("build-cache");
+        for (dir, suffix) in [(&self.cfg.repos_dir, ".git"), (&caches, "")] {
+            let entries = match std::fs::read_dir(dir) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some(id) = name
+                    .strip_suffix(suffix)
+                    .and_then(|id| uuid::Uuid::parse_str(id).ok())
+                else {
+                    continue;
+                };
+                if let Err(StoreError::NotFound(_)) = self.store.get_app(&id.to_string()).await {
+                    let p = entry.path();
+                    tokio::task::spawn_blocking(move || crate::tree::remove_tree(&p))
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map_err(|e| e.to_string())?;
+                    removed += 1;
+                }
             }
         }
         Ok(removed)

@@ -9,120 +9,10 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
-/// `.slugignore` patterns (Heroku's format, which is `.gitignore`'s without negation).
-#[derive(Debug, Default)]
-pub struct SlugIgnore {
-    patterns: Vec<Pattern>,
-}
-
-#[derive(Debug)]
-struct Pattern {
-    /// Path components to match (globs each); anchored patterns match from the root.
-    parts: Vec<String>,
-    anchored: bool,
-    dir_only: bool,
-}
-
-impl SlugIgnore {
-    /// Parses the file's text: one pattern per line, `#` comments, blank lines ignored. Lines
-    /// with `..` components are dropped: a pattern only ever matches paths inside the tree.
-    pub fn parse(text: &str) -> SlugIgnore {
-        let mut patterns = Vec::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-                continue;
-            }
-            let dir_only = line.ends_with('/');
-            let body = line.trim_end_matches('/');
-            let anchored = body.starts_with('/') || body.contains('/');
-            let parts: Vec<String> = body
-                .split('/')
-                .filter(|p| !p.is_empty() && *p != ".")
-                .map(str::to_string)
-                .collect();
-            if parts.is_empty() || parts.iter().any(|p| p == "..") {
-                continue;
-            }
-            patterns.push(Pattern {
-                parts,
-                anchored,
-                dir_only,
-            });
-        }
-        SlugIgnore { patterns }
-    }
-
-    /// Whether `rel` (a path relative to the tree's root) is ignored.
-    pub fn matches(&self, rel: &Path, is_dir: bool) -> bool {
-        let parts: Vec<&str> = rel
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(s) => s.to_str(),
-                _ => None,
-            })
-            .collect();
-        self.patterns.iter().any(|p| {
-            if p.dir_only && !is_dir {
-                return false;
-            }
-            if p.anchored {
-                match_parts(&p.parts, &parts)
-            } else {
-                parts.last().is_some_and(|name| glob(&p.parts[0], name))
-            }
-        })
-    }
-}
-
-/// Matches path components against pattern components; `**` matches any number of them.
-fn match_parts(pat: &[String], path: &[&str]) -> bool {
-    match pat.split_first() {
-        None => path.is_empty(),
-        Some((p, rest)) if p == "**" => (0..=path.len()).any(|i| match_parts(rest, &path[i..])),
-        Some((p, rest)) => !path.is_empty() && glob(p, path[0]) && match_parts(rest, &path[1..]),
-    }
-}
-
-/// Shell-style glob of one path component: `*`, `?` and `[...]` classes.
-pub fn glob(pat: &str, name: &str) -> bool {
-    fn rec(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| rec(rest, &n[i..])),
-            Some(('?', rest)) => !n.is_empty() && rec(rest, &n[1..]),
-            Some(('[', rest)) => {
-                let Some(end) = rest.iter().position(|c| *c == ']') else {
-                    return !n.is_empty() && n[0] == '[' && rec(rest, &n[1..]);
-                };
-                let (class, after) = (&rest[..end], &rest[end + 1..]);
-                let (neg, class) = match class.split_first() {
-                    Some(('!' | '^', c)) => (true, c),
-                    _ => (false, class),
-                };
-                let Some(&c) = n.first() else { return false };
-                let mut hit = false;
-                let mut i = 0;
-                while i < class.len() {
-                    if i + 2 < class.len() && class[i + 1] == '-' {
-                        hit |= class[i] <= c && c <= class[i + 2];
-                        i += 3;
-                    } else {
-                        hit |= class[i] == c;
-                        i += 1;
-                    }
-                }
-                hit != neg && rec(after, &n[1..])
-            }
-            Some((c, rest)) => n.first() == Some(c) && rec(rest, &n[1..]),
-        }
-    }
-    let p: Vec<char> = pat.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    rec(&p, &n)
-}
+pub use crate::slugignore::{SlugIgnore, glob};
+use crate::tree::{self, WalkError};
 
 /// What [`copy_source`] did.
 #[derive(Debug, Default)]
@@ -137,70 +27,69 @@ pub struct Copied {
 pub enum CopyError {
     #[error("the source tree is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The tree or its `.slugignore` is beyond what a build handles (user's words).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Io(String),
 }
 
+impl From<WalkError> for CopyError {
+    fn from(e: WalkError) -> Self {
+        match e {
+            WalkError::Io { .. } => CopyError::Io(e.to_string()),
+            e => CopyError::Refused(format!("the source tree is {e}")),
+        }
+    }
+}
+
 /// Copies `src` into `dest` (created), skipping what `.slugignore` (read from `src`, never
 /// through a symlink) ignores, recreating symlinks as symlinks and skipping special files.
-/// Fails once the regular files copied pass `limit` bytes.
+/// Fails once the regular files copied pass `limit` bytes. Iterative (see [`crate::tree`]).
 pub fn copy_source(src: &Path, dest: &Path, limit: u64) -> Result<Copied, CopyError> {
     let ignore = match read_nofollow(&src.join(".slugignore"), 64 << 10) {
-        Ok(Some(text)) => SlugIgnore::parse(&String::from_utf8_lossy(&text)),
+        Ok(Some(text)) => {
+            SlugIgnore::parse(&String::from_utf8_lossy(&text)).map_err(CopyError::Refused)?
+        }
         _ => SlugIgnore::default(),
     };
     let mut c = Copied::default();
     fs::create_dir_all(dest).map_err(|e| io_err("creating", dest, e))?;
-    copy_dir(src, dest, Path::new(""), &ignore, limit, &mut c)?;
-    Ok(c)
-}
-
-fn io_err(what: &str, p: &Path, e: io::Error) -> CopyError {
-    CopyError::Io(format!("{what} {}: {e}", p.display()))
-}
-
-fn copy_dir(
-    src: &Path,
-    dest: &Path,
-    rel: &Path,
-    ignore: &SlugIgnore,
-    limit: u64,
-    c: &mut Copied,
-) -> Result<(), CopyError> {
-    let dir = src.join(rel);
-    let mut entries: Vec<_> = fs::read_dir(&dir)
-        .map_err(|e| io_err("reading", &dir, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| io_err("reading", &dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let rel = rel.join(e.file_name());
-        let from = src.join(&rel);
-        let to = dest.join(&rel);
-        let md = fs::symlink_metadata(&from).map_err(|e| io_err("reading", &from, e))?;
-        let ft = md.file_type();
-        if ignore.matches(&rel, ft.is_dir()) {
+    tree::walk(src, |e| {
+        let ft = e.file_type;
+        if ignore
+            .matches(&e.rel, ft.is_dir())
+            .map_err(CopyError::Refused)?
+        {
             c.ignored += 1;
-            continue;
+            return Ok(false);
         }
+        let (from, to) = (&e.path, dest.join(&e.rel));
         if ft.is_symlink() {
-            let target = fs::read_link(&from).map_err(|e| io_err("reading", &from, e))?;
+            let target = fs::read_link(from).map_err(|e| io_err("reading", from, e))?;
             std::os::unix::fs::symlink(&target, &to).map_err(|e| io_err("creating", &to, e))?;
         } else if ft.is_dir() {
+            let md = fs::symlink_metadata(from).map_err(|e| io_err("reading", from, e))?;
             fs::create_dir(&to).map_err(|e| io_err("creating", &to, e))?;
             fs::set_permissions(&to, md.permissions()).map_err(|e| io_err("chmod", &to, e))?;
-            copy_dir(src, dest, &rel, ignore, limit, c)?;
+            return Ok(true);
         } else if ft.is_file() {
+            let md = fs::symlink_metadata(from).map_err(|e| io_err("reading", from, e))?;
             c.bytes += md.len();
             c.files += 1;
             if c.bytes > limit {
                 return Err(CopyError::TooLarge { limit });
             }
-            copy_file_nofollow(&from, &to, md.mode()).map_err(|e| io_err("copying", &from, e))?;
+            copy_file_nofollow(from, &to, md.mode()).map_err(|e| io_err("copying", from, e))?;
         }
         // Sockets, fifos and devices have no place in a slug.
-    }
-    Ok(())
+        Ok(false)
+    })?;
+    Ok(c)
+}
+
+fn io_err(what: &str, p: &Path, e: io::Error) -> CopyError {
+    CopyError::Io(format!("{what} {}: {e}", p.display()))
 }
 
 fn copy_file_nofollow(from: &Path, to: &Path, mode: u32) -> io::Result<()> {
@@ -241,6 +130,45 @@ pub fn read_nofollow(p: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok(Some(buf))
 }
 
+/// What [`read_capped`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadCapped {
+    /// Nothing (or not a regular file) there.
+    Missing,
+    /// A regular file larger than the cap: not read.
+    TooLarge(u64),
+    Data(Vec<u8>),
+}
+
+/// Like [`read_nofollow`], but tells a file over `max` bytes from a missing one: a file the
+/// user gave that is too big must fail loudly, not be taken as absent.
+pub fn read_capped(p: &Path, max: u64) -> io::Result<ReadCapped> {
+    let f = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ELOOP) => {
+            return Ok(ReadCapped::Missing);
+        }
+        Err(e) => return Err(e),
+    };
+    let md = f.metadata()?;
+    if !md.is_file() {
+        return Ok(ReadCapped::Missing);
+    }
+    if md.len() > max {
+        return Ok(ReadCapped::TooLarge(md.len()));
+    }
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Ok(ReadCapped::TooLarge(buf.len() as u64));
+    }
+    Ok(ReadCapped::Data(buf))
+}
+
 /// Writes a new regular file `p` (fails if anything, a symlink included, is there already).
 pub fn write_new_nofollow(p: &Path, data: &[u8]) -> io::Result<()> {
     let mut f = fs::OpenOptions::new()
@@ -253,57 +181,67 @@ pub fn write_new_nofollow(p: &Path, data: &[u8]) -> io::Result<()> {
 }
 
 /// `lchown -R`: makes `dir` and everything below it owned by `uid:gid`, never following a
-/// symlink (a symlink itself is re-owned, not its target).
+/// symlink (a symlink itself is re-owned, not its target). Iterative.
 pub fn chown_tree(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    let md = fs::symlink_metadata(dir)?;
-    if !md.is_dir() {
+    if !fs::symlink_metadata(dir)?.is_dir() {
         return Ok(());
     }
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let p = e.path();
-        if e.file_type()?.is_dir() {
-            chown_tree(&p, uid, gid)?;
-        } else {
-            std::os::unix::fs::lchown(&p, Some(uid), Some(gid))?;
+    tree::walk(dir, |e| {
+        std::os::unix::fs::lchown(&e.path, Some(uid), Some(gid))?;
+        Ok::<_, io::Error>(true)
+    })
+}
+
+impl From<WalkError> for io::Error {
+    fn from(e: WalkError) -> Self {
+        match e {
+            WalkError::Io { err, .. } => err,
+            e => io::Error::other(e.to_string()),
         }
     }
-    Ok(())
+}
+
+/// Why [`clear_if_over`] emptied a dir.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cleared {
+    /// Its regular files added up to more than the limit.
+    TooLarge,
+    /// It is a tree no build could use: deeper than [`tree::MAX_DEPTH`], a path too long, or
+    /// unreadable.
+    Unusable(String),
 }
 
 /// Empties `dir` if the regular files below it (symlinks not followed) add up to more than
-/// `limit` bytes; returns whether it did. Keeps an app's build cache from growing forever.
-pub fn clear_if_over(dir: &Path, limit: u64) -> io::Result<bool> {
-    fn size(dir: &Path, total: &mut u64, limit: u64) -> io::Result<()> {
-        for e in fs::read_dir(dir)? {
-            let e = e?;
-            let ft = e.file_type()?;
-            if ft.is_dir() {
-                size(&e.path(), total, limit)?;
-            } else if ft.is_file() {
-                *total += e.metadata()?.len();
-            }
-            if *total > limit {
-                return Ok(());
+/// `limit` bytes, or if it is a tree no build could walk; says why it did. Keeps an app's build
+/// cache from growing forever, and a cache a build filled with a hostile tree from failing
+/// every later build.
+pub fn clear_if_over(dir: &Path, limit: u64) -> io::Result<Option<Cleared>> {
+    let mut total = 0u64;
+    let walked = tree::walk(dir, |e| {
+        if e.file_type.is_file() {
+            let io = |err| WalkError::Io {
+                what: "measuring",
+                path: e.path.clone(),
+                err,
+            };
+            total += fs::symlink_metadata(&e.path).map_err(io)?.len();
+            if total > limit {
+                // Stops the walk: the answer is known.
+                return Err(io(io::Error::other("over the limit")));
             }
         }
-        Ok(())
-    }
-    let mut total = 0;
-    size(dir, &mut total, limit)?;
-    if total <= limit {
-        return Ok(false);
-    }
+        Ok(true)
+    });
+    let why = match walked {
+        _ if total > limit => Cleared::TooLarge,
+        Ok(()) => return Ok(None),
+        Err(e) => Cleared::Unusable(e.to_string()),
+    };
     for e in fs::read_dir(dir)? {
-        let e = e?;
-        if e.file_type()?.is_dir() {
-            fs::remove_dir_all(e.path())?;
-        } else {
-            fs::remove_file(e.path())?;
-        }
+        tree::remove_tree(&e?.path())?;
     }
-    Ok(true)
+    Ok(Some(why))
 }
 
 /// Why a slug could not be made.
@@ -311,6 +249,9 @@ pub fn clear_if_over(dir: &Path, limit: u64) -> io::Result<bool> {
 pub enum SlugError {
     #[error("the compressed slug is larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The built tree is deeper or has longer paths than a build handles.
+    #[error("the built app is {0}")]
+    Tree(String),
     #[error("making the slug: {0}")]
     Io(#[from] io::Error),
 }
@@ -354,14 +295,25 @@ pub fn make_slug(app_dir: &Path, out: &Path, limit: u64) -> Result<u64, SlugErro
     let gz = flate2::write::GzEncoder::new(capped, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
+    let mut too_deep = None;
     let res = (|| {
         tar.append_dir(PathBuf::from("app"), app_dir)?;
-        append_tree(&mut tar, app_dir, Path::new("app"))?;
+        append_tree(&mut tar, app_dir, Path::new("app")).map_err(|e| match e {
+            WalkError::Io { err, .. } => err,
+            e => {
+                too_deep = Some(e.to_string());
+                io::Error::other("the built tree is beyond the limits")
+            }
+        })?;
         let gz = tar.into_inner()?;
         let mut capped = gz.finish()?;
         capped.flush()?;
         Ok::<u64, io::Error>(capped.written)
     })();
+    if let Some(why) = too_deep {
+        let _ = fs::remove_file(out);
+        return Err(SlugError::Tree(why));
+    }
     match res {
         Ok(n) => Ok(n),
         Err(e) if e.to_string().contains(CAP_HIT) => {
@@ -375,34 +327,47 @@ pub fn make_slug(app_dir: &Path, out: &Path, limit: u64) -> Result<u64, SlugErro
     }
 }
 
-fn append_tree<W: Write>(tar: &mut tar::Builder<W>, dir: &Path, name: &Path) -> io::Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let p = e.path();
-        let n = name.join(e.file_name());
-        let ft = e.file_type()?;
+/// Appends everything below `dir` as `name/…`, iteratively (the built `/app` is whatever the
+/// buildpacks left there: it can be a tree of any depth).
+fn append_tree<W: Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    name: &Path,
+) -> Result<(), WalkError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |err| WalkError::Io {
+            what: "adding to the slug",
+            path,
+            err,
+        }
+    };
+    tree::walk(dir, |e| {
+        let (p, n, ft) = (&e.path, name.join(&e.rel), e.file_type);
         if ft.is_dir() {
-            tar.append_dir(&n, &p)?;
-            append_tree(tar, &p, &n)?;
-        } else if ft.is_symlink() {
-            let md = fs::symlink_metadata(&p)?;
+            tar.append_dir(&n, p).map_err(io(p))?;
+            return Ok(true);
+        }
+        if ft.is_symlink() {
+            let md = fs::symlink_metadata(p).map_err(io(p))?;
             let mut h = tar::Header::new_gnu();
             h.set_metadata(&md);
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_size(0);
-            tar.append_link(&mut h, &n, fs::read_link(&p)?)?;
+            let target = fs::read_link(p).map_err(io(p))?;
+            tar.append_link(&mut h, &n, target).map_err(io(p))?;
         } else if ft.is_file() {
             let mut f = fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&p)?;
+                .open(p)
+                .map_err(io(p))?;
             let mut h = tar::Header::new_gnu();
-            h.set_metadata(&f.metadata()?);
-            tar.append_data(&mut h, &n, &mut f)?;
+            h.set_metadata(&f.metadata().map_err(io(p))?);
+            tar.append_data(&mut h, &n, &mut f).map_err(io(p))?;
         }
-    }
-    Ok(())
+        Ok(false)
+    })
 }
 
 /// Process types from a Procfile (`name: command` lines; Heroku's names are `[A-Za-z0-9_-]+`).
@@ -485,23 +450,6 @@ pub fn human_size(b: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slugignore_patterns() {
-        let ig =
-            SlugIgnore::parse("# c\n*.psd\n/docs\ntmp/*.log\nspec/\n../x\n/a/../b\n**/cache\n");
-        let m = |p: &str, dir: bool| ig.matches(Path::new(p), dir);
-        assert!(m("a.psd", false) && m("x/y/b.psd", false));
-        assert!(m("docs", true) && !m("lib/docs", true));
-        assert!(m("tmp/a.log", false) && !m("tmp/sub/a.log", false) && !m("a.log", false));
-        assert!(m("spec", true) && !m("spec", false));
-        assert!(m("cache", true) && m("x/y/cache", false));
-        assert!(
-            !m("x", false) && !m("b", false),
-            "patterns with .. match nothing"
-        );
-        assert!(glob("[a-c]?.txt", "b1.txt") && !glob("[!a-c]?.txt", "b1.txt"));
-    }
 
     #[test]
     fn procfile_and_release_yaml() {

@@ -295,7 +295,8 @@ fn start_logs(
         },
     })
     .with_context(|| format!("cannot open the log history in {}", dir.display()))?;
-    slipway_logs::sink::run_sinks(logs.clone(), store);
+    slipway_logs::sink::run_sinks(logs.clone(), store.clone());
+    slipway_logs::sink::forget_deleted_apps(logs.clone(), store);
     Ok(logs)
 }
 

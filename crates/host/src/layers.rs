@@ -33,6 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// Deepest entry a layer may have (path components). Deeper trees are refused: nothing needs
+/// them, and every walk over a tree (here, in the build, in the kernel's path lookup) costs in
+/// proportion to its depth. The build refuses source and slugs deeper than this too.
+pub const MAX_DEPTH: usize = 1000;
+
 /// A fetch that makes no progress for this long fails instead of holding the job forever.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -64,8 +69,7 @@ impl LayerCache {
         let dir = dir.into();
         let tmp = dir.join("tmp");
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)
-                .with_context(|| format!("cannot clean {}", tmp.display()))?;
+            remove_tree(&tmp).with_context(|| format!("cannot clean {}", tmp.display()))?;
         }
         std::fs::create_dir_all(&tmp)
             .with_context(|| format!("cannot create {}", tmp.display()))?;
@@ -165,7 +169,7 @@ impl LayerCache {
                 .join("tmp")
                 .join(format!("{name}-pruned-{}", uuid::Uuid::new_v4().simple()));
             std::fs::rename(e.path(), &doomed)?;
-            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(doomed)).await;
+            let _ = tokio::task::spawn_blocking(move || remove_tree(&doomed)).await;
             tracing::info!(layer = %d, "removed an unused layer");
             removed.push(d.to_string());
         }
@@ -193,7 +197,7 @@ impl LayerCache {
         .await;
         let _ = std::fs::remove_file(&blob_path);
         if res.is_err() && unpack_dir.exists() {
-            let _ = std::fs::remove_dir_all(&unpack_dir);
+            let _ = remove_tree(&unpack_dir);
         }
         res
     }
@@ -299,6 +303,12 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<Vec<String>> {
         let Some(rel) = normalize(&raw)? else {
             continue;
         };
+        if rel.components().count() > MAX_DEPTH {
+            bail!(
+                "entry {} is more than {MAX_DEPTH} directories deep: refusing the layer",
+                short(&raw)
+            );
+        }
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
@@ -473,7 +483,7 @@ fn clear(root: &Path, rel: &Path, files: &mut HashSet<PathBuf>) -> Result<()> {
     let path = root.join(rel);
     match std::fs::symlink_metadata(&path) {
         Ok(m) if m.is_dir() => {
-            std::fs::remove_dir_all(&path)?;
+            remove_tree(&path)?;
             files.retain(|f| !f.starts_with(rel));
         }
         Ok(_) => {
@@ -485,6 +495,72 @@ fn clear(root: &Path, rel: &Path, files: &mut HashSet<PathBuf>) -> Result<()> {
     }
     Ok(())
 }
+
+/// The first 200 bytes of a path, for error messages (a hostile one can be megabytes long).
+fn short(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.into_owned(),
+    }
+}
+
+/// `rm -rf` for trees users made (layers, build dirs, caches), whatever their depth: iterative
+/// (an explicit list, no recursion: a 100,000-deep tree must not overflow the caller's stack,
+/// nor hold a file descriptor per level like `std::fs::remove_dir_all`), never following a
+/// symlink (a symlink is removed, not its target). A directory whose path grows past
+/// [`REMOVE_REHOME_BYTES`] is first moved up to the top of the tree, so no path handed to the
+/// kernel nears `PATH_MAX`. Meant for trees nothing else writes to meanwhile. A missing `top` is
+/// not an error.
+pub fn remove_tree(top: &Path) -> std::io::Result<()> {
+    use std::io::ErrorKind::NotFound;
+    match std::fs::symlink_metadata(top) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return std::fs::remove_file(top),
+        Err(e) if e.kind() == NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    // (dir, its entries were listed): a dir is removed when it comes up the second time.
+    let mut todo: Vec<(PathBuf, bool)> = vec![(top.to_path_buf(), false)];
+    let mut moved = 0u64;
+    while let Some((dir, listed)) = todo.pop() {
+        if listed {
+            match std::fs::remove_dir(&dir) {
+                Err(e) if e.kind() != NotFound => return Err(e),
+                _ => continue,
+            }
+        }
+        todo.push((dir.clone(), true));
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            let p = e.path();
+            if !e.file_type()?.is_dir() {
+                match std::fs::remove_file(&p) {
+                    Err(e) if e.kind() != NotFound => return Err(e),
+                    _ => continue,
+                }
+            }
+            if p.as_os_str().len() > REMOVE_REHOME_BYTES && dir != top {
+                moved += 1;
+                let up = top.join(format!(".slipway-rm-{moved}-{}", std::process::id()));
+                std::fs::rename(&p, &up)?;
+                todo.push((up, false));
+            } else {
+                todo.push((p, false));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// See [`remove_tree`]: well under `PATH_MAX` (4096) with room for one more name (255), and
+/// short enough that each lookup of a path walks few components.
+const REMOVE_REHOME_BYTES: usize = 512;
 
 fn cstr(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes()).context("path contains a NUL byte")
@@ -514,4 +590,86 @@ fn setxattr(p: &Path, name: &str, value: &[u8]) -> Result<()> {
         return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    /// A chain of `depth` directories `d/d/…` under `top`, made relative to a descriptor so
+    /// it can go deeper than `PATH_MAX` (as a process inside a container can).
+    fn deep_chain(top: &Path, depth: usize) {
+        let c = cstr(top).unwrap();
+        let d = CString::new("d").unwrap();
+        // SAFETY: plain syscalls on descriptors this function owns.
+        unsafe {
+            let mut fd = OwnedFd::from_raw_fd(libc::open(c.as_ptr(), libc::O_DIRECTORY));
+            for _ in 0..depth {
+                use std::os::fd::AsRawFd;
+                assert_eq!(libc::mkdirat(fd.as_raw_fd(), d.as_ptr(), 0o755), 0);
+                let next = libc::openat(fd.as_raw_fd(), d.as_ptr(), libc::O_DIRECTORY);
+                assert!(next >= 0);
+                fd = OwnedFd::from_raw_fd(next);
+            }
+            let f = CString::new("f.txt").unwrap();
+            use std::os::fd::AsRawFd;
+            let file = libc::openat(
+                fd.as_raw_fd(),
+                f.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY,
+                0o644,
+            );
+            assert!(file >= 0);
+            libc::close(file);
+        }
+    }
+
+    #[test]
+    fn remove_tree_removes_a_tree_deeper_than_path_max_on_a_small_stack() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top = tmp.path().join("top");
+        std::fs::create_dir(&top).unwrap();
+        deep_chain(&top, 5000);
+        std::os::unix::fs::symlink(tmp.path(), top.join("up")).unwrap();
+        std::fs::write(tmp.path().join("outside"), "kept").unwrap();
+        // 64 KiB of stack: any recursion per level would overflow it.
+        let t = top.clone();
+        std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || remove_tree(&t).unwrap())
+            .unwrap()
+            .join()
+            .unwrap();
+        assert!(!top.exists());
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("outside")).unwrap(),
+            "kept",
+            "the symlink was removed, not followed"
+        );
+        remove_tree(&top).unwrap();
+    }
+
+    #[test]
+    fn a_layer_entry_deeper_than_1000_levels_refuses_the_layer() {
+        let tar_of = |path: &str| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(1);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, &b"x"[..]).unwrap();
+            b.into_inner().unwrap()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let ok = format!("{}f", "d/".repeat(999));
+        unpack(&tar_of(&ok)[..], &tmp.path().join("ok")).unwrap();
+        assert!(tmp.path().join("ok").join(&ok).is_file());
+        let deep = format!("{}f", "d/".repeat(1000));
+        let e = unpack(&tar_of(&deep)[..], &tmp.path().join("deep")).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("more than 1000 directories deep"),
+            "{e:#}"
+        );
+    }
 }

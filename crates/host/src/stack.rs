@@ -29,6 +29,26 @@ pub fn recipe_hash(name: &str) -> Option<String> {
     Some(format!("{h:016x}"))
 }
 
+/// Where stack `name`'s rootfs is: `<stacks_dir>/<name>/rootfs`, and only there. `name` must
+/// be a stack name ([`slipway_types::validate_stack_name`]); anything else (a path such as
+/// `/usr/local`, `..`) is refused, even if it reached a job through a bad value in the store,
+/// so no host directory can become a job's root filesystem. The rootfs must be a real
+/// directory (not a symlink) with `bin` or `usr` in it.
+pub fn rootfs(stacks_dir: &Path, name: &str) -> Result<PathBuf> {
+    slipway_types::validate_stack_name(name).map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let dir = stacks_dir.join(name);
+    let p = dir.join("rootfs");
+    let real_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+    if !real_dir(&dir) || !real_dir(&p) || (!p.join("bin").exists() && !p.join("usr").exists()) {
+        bail!(
+            "stack {name:?} is not built (no rootfs at {}): run `slipway host stack build \
+             {name}`",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
 /// The rootfs of a built stack, if it is built from the current recipe.
 pub fn built(stacks_dir: &Path, name: &str) -> Option<PathBuf> {
     let dir = stacks_dir.join(name);
@@ -107,4 +127,37 @@ fn install_runner(rootfs: &Path) -> Result<()> {
     std::fs::write(&init, RUNNER_INIT).with_context(|| format!("writing {}", init.display()))?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stack_resolves_only_to_a_rootfs_in_the_stacks_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let stacks = tmp.path().join("stacks");
+        std::fs::create_dir_all(stacks.join("mini/rootfs/bin")).unwrap();
+        assert_eq!(rootfs(&stacks, "mini").unwrap(), stacks.join("mini/rootfs"));
+        // A real directory with a bin/ outside the stacks dir, named every way a path can be.
+        std::fs::create_dir_all(tmp.path().join("outside/rootfs/bin")).unwrap();
+        let outside = tmp.path().join("outside");
+        for bad in [
+            "/usr/local",
+            "/",
+            outside.to_str().unwrap(),
+            "../outside",
+            "..",
+            "mini/../../outside",
+        ] {
+            let e = rootfs(&stacks, bad).unwrap_err().to_string();
+            assert!(e.contains("invalid stack"), "{bad}: {e}");
+        }
+        // A symlink in the stacks dir does not lead out of it either.
+        std::os::unix::fs::symlink(&outside, stacks.join("linked")).unwrap();
+        let e = rootfs(&stacks, "linked").unwrap_err().to_string();
+        assert!(e.contains("is not built"), "{e}");
+        let e = rootfs(&stacks, "missing").unwrap_err().to_string();
+        assert!(e.contains("slipway host stack build missing"), "{e}");
+    }
 }

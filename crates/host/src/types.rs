@@ -56,7 +56,7 @@ pub struct JobConfig {
     pub uid: Option<u32>,
     #[serde(default)]
     pub gid: Option<u32>,
-    /// Stack name (resolved in the data dir's `stacks/`) or an absolute rootfs path: the bottom layer.
+    /// Stack name (resolved in the stacks dir only; never a path): the bottom layer.
     pub stack: String,
     /// Artifact layers (directories), bottom first; mounted read-only above the stack.
     #[serde(default)]

@@ -94,6 +94,9 @@ struct Inner {
     cfg: Config,
     apps: Mutex<HashMap<String, Arc<App>>>,
     cursors: Mutex<Cursors>,
+    /// Apps deleted since the start: a late line of one of their jobs must not bring their
+    /// history back.
+    deleted: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -163,10 +166,39 @@ impl Aggregator {
                     map: cursors,
                     dirty: false,
                 }),
+                deleted: Default::default(),
             }),
         };
         tokio::spawn(flusher(Arc::downgrade(&agg.inner)));
         Ok(agg)
+    }
+
+    /// The apps with a history.
+    pub fn app_ids(&self) -> Vec<String> {
+        self.inner
+            .apps
+            .lock()
+            .expect("apps")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// Deletes app `app_id`'s history (the app was deleted) and keeps it from coming back.
+    pub fn forget_app(&self, app_id: &str) -> io::Result<()> {
+        if app_id.is_empty() || app_id.contains(['/', '.']) {
+            return Ok(());
+        }
+        self.inner
+            .deleted
+            .lock()
+            .expect("deleted")
+            .insert(app_id.to_string());
+        self.inner.apps.lock().expect("apps").remove(app_id);
+        match std::fs::remove_dir_all(self.inner.cfg.dir.join(app_id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     pub fn retention(&self) -> Retention {
@@ -177,6 +209,12 @@ impl Aggregator {
         let mut apps = self.inner.apps.lock().expect("apps");
         if let Some(a) = apps.get(app_id) {
             return Ok(a.clone());
+        }
+        if self.inner.deleted.lock().expect("deleted").contains(app_id) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("app {app_id} was deleted"),
+            ));
         }
         if app_id.is_empty() || app_id.contains(['/', '.']) {
             return Err(io::Error::new(

@@ -69,6 +69,57 @@ pub fn rfc5424(e: &LogEntry) -> String {
     format!("{} {msg}", msg.len())
 }
 
+/// Deletes the history of every app the store reports deleted from now on (and of apps
+/// already gone at start), so a deleted app's lines do not outlive it.
+pub fn forget_deleted_apps(agg: Aggregator, store: Arc<dyn Store>) {
+    tokio::spawn(async move {
+        let mut notifier = store.event_notifier();
+        let mut last = *notifier.borrow_and_update();
+        if let Ok(apps) = store.list_apps().await {
+            let known: std::collections::HashSet<String> =
+                apps.iter().map(|a| a.id.to_string()).collect();
+            for id in agg.app_ids() {
+                if !known.contains(&id)
+                    && let Err(e) = agg.forget_app(&id)
+                {
+                    tracing::warn!(app = %id, "logs: cannot delete a deleted app's history: {e}");
+                }
+            }
+        }
+        loop {
+            let filter = slipway_types::EventFilter {
+                object_types: vec![slipway_types::ObjectType::App],
+                since_id: Some(last),
+                limit: Some(100),
+                ..Default::default()
+            };
+            let mut more = false;
+            if let Ok(events) = store.list_events(&filter).await {
+                more = events.len() == 100;
+                for e in events {
+                    last = last.max(e.id);
+                    if e.op == slipway_types::EventOp::Delete
+                        && let Some(id) = e.app_id
+                        && let Err(err) = agg.forget_app(&id.to_string())
+                    {
+                        tracing::warn!(app = %id, "logs: cannot delete a deleted app's history: {err}");
+                    }
+                }
+            }
+            if more {
+                continue;
+            }
+            let wait = std::time::Duration::from_secs(10);
+            if tokio::time::timeout(wait, notifier.changed())
+                .await
+                .is_ok_and(|r| r.is_err())
+            {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    });
+}
+
 /// Keeps one sink per app with a `log_sink`, until the process ends.
 pub fn run_sinks(agg: Aggregator, store: Arc<dyn Store>) {
     tokio::spawn(async move {

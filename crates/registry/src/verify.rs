@@ -7,6 +7,7 @@
 //! - entries written through a symlink the same layer created (`link -> /etc`, then
 //!   `link/passwd`): the classic symlink escape;
 //! - device nodes other than the 0/0 character device (overlay's whiteout form);
+//! - entries more than 1000 directories deep;
 //! - a gzip stream or tar that ends early (truncated) or is not a tar at all.
 //!
 //! A verified layer is remembered (`<dir>/verified/<hex>`), so a re-push does not re-read it.
@@ -17,6 +18,10 @@ use slipway_blobstore::Digest;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Component, Path};
+
+/// Deepest entry a layer may have (path components): the host's layer cache refuses deeper
+/// ones too (`slipway_host::layers::MAX_DEPTH`), so they are refused at push already.
+const MAX_DEPTH: usize = 1000;
 
 /// Why a layer was refused, in words.
 fn refuse(d: &Digest, why: String) -> RegistryError {
@@ -65,9 +70,20 @@ pub fn check_tar(reader: impl Read) -> std::result::Result<u64, String> {
                 _ => None,
             })
             .collect();
-        // Is any parent of this entry a symlink this layer made?
-        for i in 1..norm.len() {
-            let parent = norm[..i].join("/");
+        if norm.len() > MAX_DEPTH {
+            return Err(format!(
+                "entry {:?}… is more than {MAX_DEPTH} directories deep",
+                name.chars().take(200).collect::<String>()
+            ));
+        }
+        // Is any parent of this entry a symlink this layer made? The prefixes grow one
+        // component at a time: linear in the name's length, not quadratic.
+        let mut parent = String::new();
+        for part in &norm[..norm.len().saturating_sub(1)] {
+            if !parent.is_empty() {
+                parent.push('/');
+            }
+            parent.push_str(part);
             if symlinks.contains(&parent) {
                 return Err(format!(
                     "entry {name:?} is written through the symlink {parent:?}"
@@ -172,6 +188,18 @@ mod tests {
             .finish();
         assert_eq!(check_layer(&l[..], false).unwrap(), 4);
         assert_eq!(check_layer(&gzip(&l).unwrap()[..], true).unwrap(), 4);
+    }
+
+    #[test]
+    fn entries_deeper_than_1000_levels_are_refused_and_checked_in_linear_time() {
+        let ok = format!("{}f", "d/".repeat(999));
+        let l = LayerBuilder::new().file(&ok, 0o644, b"x").finish();
+        assert_eq!(check_layer(&l[..], false).unwrap(), 1);
+        let deep = format!("{}f", "d/".repeat(1000));
+        let l = LayerBuilder::new().file(&deep, 0o644, b"x").finish();
+        let e = check_layer(&l[..], false).unwrap_err();
+        assert!(e.contains("more than 1000 directories deep"), "{e}");
+        assert!(e.len() < 400, "the message quotes a bounded part: {e}");
     }
 
     #[test]

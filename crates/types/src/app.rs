@@ -206,6 +206,10 @@ pub(crate) fn validate_meta(meta: &StringMap) -> Result<(), ValidationError> {
             ));
         }
     }
+    // The stack of an app, artifact or release names a host's rootfs: a name, never a path.
+    if let Some(stack) = meta.get("stack") {
+        crate::validate_stack_name(stack)?;
+    }
     Ok(())
 }
 

@@ -26,7 +26,7 @@ pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};
 pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine, TermSize};
 pub use log::{LOG_METADATA_KEY, LOG_STREAMS, LogEntry};
-pub use names::random_app_name;
+pub use names::{MAX_STACK_NAME_LEN, random_app_name, validate_stack_name};
 pub use release::{
     Artifact, ArtifactType, HealthCheck, HealthCheckType, LimitBound, NewArtifact, NewRelease,
     Port, ProcessType, Release, Resources, Service, validate_args, validate_env,

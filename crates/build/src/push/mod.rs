@@ -250,10 +250,13 @@ async fn run(
 
     let src_root = pusher.build.data_dir.join("sources");
     std::fs::create_dir_all(&src_root).map_err(|e| format!("cannot make a build dir: {e}"))?;
-    let src = tempfile::Builder::new()
-        .prefix("push-")
-        .tempdir_in(&src_root)
-        .map_err(|e| format!("cannot make a build dir: {e}"))?;
+    let src = Scratch(
+        tempfile::Builder::new()
+            .prefix("push-")
+            .tempdir_in(&src_root)
+            .map_err(|e| format!("cannot make a build dir: {e}"))?
+            .keep(),
+    );
     let quarantine = match &req.quarantine {
         Some(q) => Some(source::quarantine_dir(&session.repo, q).ok_or_else(|| {
             "the hook named an object directory outside the app's repository".to_string()
@@ -375,6 +378,24 @@ async fn run(
     }
     clock.mark("push accepted");
     Ok(())
+}
+
+/// The push's checkout dir, removed when dropped, whatever its depth (see
+/// [`crate::tree::remove_tree`]; `std::fs::remove_dir_all` recurses once per level).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = crate::tree::remove_tree(&self.0) {
+            tracing::warn!("cannot remove {}: {e}", self.0.display());
+        }
+    }
 }
 
 /// Debug-level timings of a push's steps (`SLIPWAY_LOG=slipway_build=debug`): what

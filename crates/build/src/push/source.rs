@@ -137,6 +137,13 @@ fn unpack_from(
         if rel.as_os_str().is_empty() {
             continue;
         }
+        // Bounded before anything is written: every later walk (copy, chown, slug, removal)
+        // costs in proportion to the depth, and the kernel refuses paths over 4096 bytes.
+        crate::tree::check_path(&rel).map_err(|e| {
+            SourceError::Refused(format!(
+                "the pushed tree is {e}: flatten it, or keep what is that deep out of git"
+            ))
+        })?;
         let target = dest.join(&rel);
         check_parents(dest, &rel)?;
         if kind.is_dir() {
@@ -304,6 +311,39 @@ mod tests {
             assert!(!outside.path().join("evil").exists());
             assert!(!dir.path().parent().unwrap().join("evil").exists());
         }
+    }
+
+    #[test]
+    fn trees_deeper_than_1000_levels_or_with_long_paths_are_refused() {
+        let ok = format!("{}f", "d/".repeat(999));
+        let deep = format!("{}f", "d/".repeat(1000));
+        let long = format!("{}/f", "x".repeat(200)).repeat(16);
+        let tar_of = |path: &str| {
+            let mut b = tar::Builder::new(Vec::new());
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_size(1);
+            h.set_mode(0o644);
+            b.append_data(&mut h, path, &b"x"[..]).unwrap();
+            b.into_inner().unwrap()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(unpack(&tar_of(&ok)[..], dir.path(), 10).unwrap(), 1);
+        let e = unpack(&tar_of(&deep)[..], dir.path(), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the pushed tree is deeper than 1000 levels (at d/d/d/"),
+            "{e}"
+        );
+        assert!(e.len() < 250, "{e}");
+        let e = unpack(&tar_of(&long)[..], dir.path(), 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("the pushed tree is a path longer than 3072 bytes (at xxx"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub const MAX_SUBMODULES: usize = 50;
 /// The transports submodules are fetched with. Not `file` or local paths (they would read the
 /// server's own files, other apps' repos among them), not `ext` (it runs a command), not `ssh`
 /// (it would log in with the server's own keys).
-const SUBMODULE_PROTOCOLS: &str = "http:https:git";
+pub(crate) const SUBMODULE_PROTOCOLS: &str = "http:https:git";
 
 /// Unpacks the submodules of `commit` (nested ones too) into `dest`, which already holds the
 /// commit's own files (`total` bytes of them); returns the new total. Blocking.
@@ -209,14 +209,21 @@ pub fn submodule_url(path: &str, url: &str, parent: Option<&str>) -> Result<Stri
         }
         return submodule_url(path, &format!("{base}/{rest}"), None);
     }
+    transport_allowed(url).map_err(refuse)?;
+    Ok(url.to_string())
+}
+
+/// Whether the server may fetch `url` (a submodule's or a buildpack's): `Ok` for http, https
+/// and git URLs; else why not, in words.
+pub fn transport_allowed(url: &str) -> Result<(), &'static str> {
     let lower = url.to_ascii_lowercase();
     if ["https://", "http://", "git://"]
         .iter()
         .any(|s| lower.starts_with(s))
     {
-        return Ok(url.to_string());
+        return Ok(());
     }
-    Err(refuse(
+    Err(
         if lower.starts_with("file:")
             || url.starts_with('/')
             || url.starts_with('.')
@@ -230,11 +237,11 @@ pub fn submodule_url(path: &str, url: &str, parent: Option<&str>) -> Result<Stri
         } else {
             "unknown transport"
         },
-    ))
+    )
 }
 
 /// `url` without a `user:password@` part, for lines the pusher sees.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match url.split_once("://") {
         Some((scheme, rest)) => {
             let host_end = rest.find('/').unwrap_or(rest.len());
@@ -335,42 +342,12 @@ impl Fetcher<'_> {
     ) -> Result<Result<(), String>, SourceError> {
         let io = |e: std::io::Error| SourceError::Internal(format!("git fetch: {e}"));
         let log = repo.join("slipway-fetch.log");
-        let mut cmd = Command::new("git");
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", self.scratch)
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ALLOW_PROTOCOL", SUBMODULE_PROTOCOLS);
-        for var in [
-            "http_proxy",
-            "https_proxy",
-            "no_proxy",
-            "HTTP_PROXY",
-            "HTTPS_PROXY",
-            "NO_PROXY",
-            "SSL_CERT_FILE",
-            "SSL_CERT_DIR",
-        ] {
-            if let Some(v) = std::env::var_os(var) {
-                cmd.env(var, v);
-            }
-        }
+        let mut cmd = untrusted_git(self.scratch);
         let before = dir_size(repo);
         let mut child = cmd
             .arg("--git-dir")
             .arg(repo)
-            .args([
-                "-c",
-                "protocol.allow=never",
-                "-c",
-                "fetch.fsckObjects=true",
-                "-c",
-                "credential.helper=",
-                "fetch",
-                "-q",
-                "--no-tags",
-            ])
+            .args(["-c", "fetch.fsckObjects=true", "fetch", "-q", "--no-tags"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -432,6 +409,38 @@ impl Fetcher<'_> {
             )
         })
     }
+}
+
+/// `git` for fetching what a user named (submodules, buildpacks) on the server: an empty
+/// environment (none of the server's config, credentials, hooks or `GIT_*` variables; only
+/// `PATH`, the proxy and CA settings), `HOME` at `home`, no prompt, and only the
+/// [`SUBMODULE_PROTOCOLS`] transports (for nested submodules too).
+pub(crate) fn untrusted_git(home: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", SUBMODULE_PROTOCOLS);
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd.env(var, v);
+        }
+    }
+    cmd.args(["-c", "protocol.allow=never", "-c", "credential.helper="])
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// Bytes of the files under `dir` (symlinks not followed).

@@ -171,6 +171,7 @@ async fn slugignore_removes_files_before_compile() {
 
 /// A git repository whose `custom` branch holds a buildpack (main has none).
 fn custom_buildpack_repo(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
     git_repo(
         dir,
         "custom",
@@ -189,17 +190,18 @@ fn custom_buildpack_repo(dir: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn buildpack_url_file_with_a_branch() {
-    if skip_unless_root("buildpack_url_file_with_a_branch") {
+async fn buildpack_url_git_with_a_branch() {
+    if skip_unless_root("buildpack_url_git_with_a_branch") {
         return;
     }
     let c = Cluster::start(None).await;
     let app = c.app().await;
-    let repo = tempdir();
-    custom_buildpack_repo(repo.path());
+    let base = tempdir();
+    custom_buildpack_repo(&base.path().join("bp"));
+    let daemon = slipway_testkit::GitDaemon::start(base.path());
     let src = tempdir();
     write_tree(src.path(), &[("thing.txt", "x")]);
-    let url = format!("file://{}#custom", repo.path().display());
+    let url = format!("{}#custom", daemon.url("bp"));
     let (res, lines) = c.build(&app, src.path(), &[("BUILDPACK_URL", &url)]).await;
     let built = res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
     assert!(
@@ -215,7 +217,7 @@ async fn buildpack_url_file_with_a_branch() {
     assert_eq!(built.process_types["worker"], "sh -c \"echo hi\"");
 
     // Without the ref, main's tree (no buildpack) is what runs: the ref was honoured.
-    let plain = format!("file://{}", repo.path().display());
+    let plain = daemon.url("bp");
     let (res, lines) = c
         .build(&app, src.path(), &[("BUILDPACK_URL", &plain)])
         .await;
@@ -226,7 +228,7 @@ async fn buildpack_url_file_with_a_branch() {
     );
 
     // A ref that does not exist says so.
-    let bad = format!("file://{}#nope", repo.path().display());
+    let bad = format!("{}#nope", daemon.url("bp"));
     let (res, _) = c.build(&app, src.path(), &[("BUILDPACK_URL", &bad)]).await;
     let err = res.unwrap_err().to_string();
     assert!(
@@ -255,9 +257,10 @@ async fn dot_buildpacks_runs_two_in_order_and_the_last_release_wins() {
             ),
         ],
     );
-    let repo = tempdir();
-    custom_buildpack_repo(repo.path());
-    let second = format!("file://{}#custom", repo.path().display());
+    let base = tempdir();
+    custom_buildpack_repo(&base.path().join("bp"));
+    let daemon = slipway_testkit::GitDaemon::start(base.path());
+    let second = format!("{}#custom", daemon.url("bp"));
     let c = Cluster::start(Some(bps.path())).await;
     let app = c.app().await;
     let src = tempdir();

@@ -476,10 +476,12 @@ fn git_push_builds_deploys_and_keeps_the_old_release_on_failure() {
     );
 }
 
-/// A buildpack (in a git repo, used through `.buildpacks` as a `file://` URL) whose compile
-/// prints a tick every 0.2 s for `ticks` ticks: a build that takes a while and talks.
-fn slow_buildpack(server: &TestServer, ticks: u32) -> String {
-    let dir = server.dir.path().join("slow-bp");
+/// A buildpack (in a git repo served by `daemon`, used through `.buildpacks` as a `git://`
+/// URL) whose compile prints a tick every 0.2 s for `ticks` ticks: a build that takes a while
+/// and talks.
+fn slow_buildpack(server: &TestServer, ticks: u32) -> (String, slipway_testkit::GitDaemon) {
+    let base = server.dir.path().join("bp-base");
+    let dir = base.join("slow-bp");
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     let files = [
         ("bin/detect", "#!/bin/sh\necho Slow\n".to_string()),
@@ -499,7 +501,8 @@ fn slow_buildpack(server: &TestServer, ticks: u32) -> String {
     }
     git(&dir, &["init", "-q", "-b", "main"]);
     commit(&dir, &[], "buildpack");
-    format!("file://{}", dir.display())
+    let daemon = slipway_testkit::GitDaemon::start(&base);
+    (daemon.url("slow-bp"), daemon)
 }
 
 /// Starts `git push slipway main` in `dir` in its own process group; returns the child and a
@@ -578,7 +581,7 @@ fn a_second_push_waits_for_the_first_and_ctrl_c_stops_the_build() {
     let host = HostServer::start(n, &[]);
     let server = &host.s;
     let app = "queue";
-    let bp = slow_buildpack(server, 15);
+    let (bp, _daemon) = slow_buildpack(server, 15);
     let a = app_repo(
         server,
         "a",

@@ -280,21 +280,10 @@ impl Shared {
         format!("/{}/{id}", self.cfg.cgroup_parent)
     }
 
-    /// Resolves a stack name (or absolute path) to its rootfs directory.
+    /// Resolves a stack name to its rootfs directory, inside the stacks dir only (see
+    /// [`crate::stack::rootfs`]).
     pub fn stack_rootfs(&self, stack: &str) -> Result<PathBuf> {
-        let p = if stack.starts_with('/') {
-            PathBuf::from(stack)
-        } else {
-            self.cfg.stacks_dir.join(stack).join("rootfs")
-        };
-        if !p.join("bin").exists() && !p.join("usr").exists() {
-            bail!(
-                "stack {stack:?} is not built (no rootfs at {}): run `slipway host stack build \
-                 {stack}`",
-                p.display()
-            );
-        }
-        Ok(p)
+        crate::stack::rootfs(&self.cfg.stacks_dir, stack)
     }
 
     async fn runc(&self, args: &[&str]) -> Result<std::process::Output> {
@@ -715,7 +704,9 @@ impl Runtime for RuncRuntime {
             self.ips.lock().expect("ip lock").release(ip);
         }
         if dir.exists() && !is_mounted(&rootfs) {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            // The writable layer is the job's: any depth (remove_tree does not recurse).
+            crate::layers::remove_tree(&dir)
+                .with_context(|| format!("removing {}", dir.display()))?;
         }
         Ok(())
     }
