@@ -296,6 +296,10 @@ impl HealthCheck {
     }
 }
 
+/// The kernel's own ceiling on pids (`PID_MAX_LIMIT` on 64-bit): a larger `max_procs` means
+/// nothing.
+pub const MAX_PROCS_LIMIT: u64 = 4_194_304;
+
 /// Resource limits of one process type. `None` means the host's default (memory: 1 GiB).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -329,7 +333,19 @@ impl Resources {
         }
         positive("cpu", self.cpu)?;
         positive("max_fd", self.max_fd)?;
-        positive("max_procs", self.max_procs)
+        positive("max_procs", self.max_procs)?;
+        if let Some(n) = self.max_procs
+            && n > MAX_PROCS_LIMIT
+        {
+            return Err(ValidationError::new(
+                "max_procs",
+                format!(
+                    "max_procs {n} is above the most any Linux host allows ({MAX_PROCS_LIMIT}); \
+                     the host agent also caps all jobs together (--jobs-max-procs)"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Sets one limit from `key=value` text as `slipway limit set` takes it.
@@ -385,6 +401,14 @@ mod tests {
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(json["memory"], 536_870_912);
         assert!(json.get("max_procs").is_none());
+        res.set("max_procs", "4194304").unwrap();
+        let e = res.set("max_procs", "4194305").unwrap_err();
+        assert!(e.contains("above the most any Linux host allows"), "{e}");
+        assert_eq!(
+            res.max_procs,
+            Some(4_194_304),
+            "a rejected value changes nothing"
+        );
     }
 
     #[test]
