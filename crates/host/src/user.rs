@@ -45,6 +45,31 @@ pub fn job_user(config: &JobConfig, on_stack: bool, rootfs: &Path) -> Result<Opt
     Ok(None)
 }
 
+/// Makes the merged rootfs's `/tmp` mode 1777. runc gives a tmpfs mount the mode of the
+/// directory under it (a stack's `/tmp` is often 0755), whatever `mode=` the spec asks, and a
+/// job that is not root could then not write to its `/tmp`. Never through a symlink.
+pub fn open_tmp(rootfs: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = rootfs.join("tmp");
+    match std::fs::symlink_metadata(&tmp) {
+        Ok(md) if md.is_dir() => {
+            if md.permissions().mode() & 0o7777 != 0o1777 {
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                    .with_context(|| format!("making {} world-writable", tmp.display()))?;
+            }
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir(&tmp)
+                .and_then(|_| {
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                })
+                .with_context(|| format!("creating {}", tmp.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// `job` as `u` runs it. For the default user, the merged rootfs's `/app` directory (the slug's,
 /// or the stack's empty one) is made its own, so an app can write next to its code as on Heroku
 /// (a slug's files already belong to the build's user, the same uid; only the directory inode

@@ -459,6 +459,7 @@ impl Shared {
         mount_overlay(&lower, &upper, &work, &rootfs)?;
         // `user` names are looked up in the merged rootfs (top layer first); explicit
         // `uid`/`gid` win; a job on a stack that names no user runs unprivileged.
+        crate::user::open_tmp(&rootfs)?;
         let with_user;
         let job = match crate::user::job_user(&job.config, !job.config.stack.is_empty(), &rootfs)? {
             Some(u) => {

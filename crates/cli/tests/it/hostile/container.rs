@@ -93,7 +93,8 @@ fn status_and_escapes(s: &TestServer, app: &str) -> String {
     assert!(!out.contains("unshare-rc=0"), "{out}");
     // No raw sockets: arping needs AF_PACKET, ping a raw ICMP socket.
     assert!(
-        out.contains("arping: socket(AF_PACKET,2,0): Operation not permitted"),
+        out.lines()
+            .any(|l| l.starts_with("arping: socket") && l.ends_with("Operation not permitted")),
         "{out}"
     );
     assert!(!out.contains("arping-rc=0"), "{out}");
@@ -192,10 +193,12 @@ fn a_fork_bomb_stops_at_the_job_limit_and_all_jobs_share_a_capped_parent() {
     let (code, out) = run(
         s,
         "bomb",
-        "echo max=$(cat /sys/fs/cgroup/pids/pids.max); i=0; \
-         while [ $i -lt 1000 ]; do sleep 60 & i=$((i+1)); done 2>/tmp/err; \
-         echo current=$(cat /sys/fs/cgroup/pids/pids.current); head -c 200 /tmp/err; \
-         kill $(jobs -p) 2>/dev/null; true",
+        // The loop runs in a subshell (sh gives up at its first failed fork); the rest uses
+        // builtins only, as the job has no pid left to fork with.
+        "read m < /sys/fs/cgroup/pids/pids.max; echo max=$m; \
+         (i=0; while [ $i -lt 1000 ]; do sleep 60 & i=$((i+1)); done) 2>/tmp/err; \
+         read c < /sys/fs/cgroup/pids/pids.current; echo current=$c; read e < /tmp/err; \
+         echo \"$e\"; true",
     );
     assert_eq!(code, Some(0), "{out}");
     let value = |key: &str| -> String {
