@@ -202,12 +202,12 @@ mod tests {
         std::fs::create_dir(root.path().join("app")).unwrap();
         let mut c = JobConfig::new("busybox", &["true"]);
         let u = |c: &JobConfig, stack| job_user(c, stack, root.path()).unwrap();
-        let default = Some(JobUser {
+        let default = JobUser {
             uid: DEFAULT_JOB_UID,
             gid: DEFAULT_JOB_UID,
             default: true,
-        });
-        assert_eq!(u(&c, true), default);
+        };
+        assert_eq!(u(&c, true), Some(default));
         // An image's rootfs without USER: root, as Docker runs it.
         assert_eq!(u(&c, false), None);
         c.user = Some("web".into());
@@ -236,7 +236,7 @@ mod tests {
             config: JobConfig::new("busybox", &["true"]),
             resources: Default::default(),
         };
-        let j = apply(&job, default.unwrap(), root.path()).unwrap();
+        let j = apply(&job, default, root.path()).unwrap();
         assert_eq!((j.config.uid, j.config.gid), (Some(1000), Some(1000)));
         assert_eq!(j.config.env["HOME"], "/app");
         let md = std::fs::metadata(root.path().join("app")).unwrap();
@@ -244,7 +244,7 @@ mod tests {
         // A symlinked /app is left alone (never followed) and gets no HOME.
         std::fs::remove_dir(root.path().join("app")).unwrap();
         std::os::unix::fs::symlink("/etc", root.path().join("app")).unwrap();
-        let j = apply(&job, default.unwrap(), root.path()).unwrap();
+        let j = apply(&job, default, root.path()).unwrap();
         assert!(!j.config.env.contains_key("HOME"));
     }
 }
