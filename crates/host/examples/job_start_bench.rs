@@ -162,6 +162,7 @@ async fn bench() -> anyhow::Result<()> {
                     ca_bundle: None,
                     netns: Some(&ns_path),
                     init: None,
+                    pids_ceiling: None,
                 },
             )?;
             // Same spec, but the netns is prepared beforehand (raw runc does no networking).

@@ -104,6 +104,10 @@ pub struct RuntimeArgs {
     /// runs the job's command as PID 1 (which then ignores SIGTERM unless it handles it)
     #[arg(long, default_value = crate::runc::DEFAULT_INIT)]
     pub container_init: PathBuf,
+    /// Processes and threads all jobs together may run (pids.max of the cgroup parent), so that
+    /// jobs at their own limits cannot exhaust the host's pids [default: 3/4 of kernel.pid_max]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(64..=4_194_304))]
+    pub jobs_max_procs: Option<u64>,
 }
 
 impl RuntimeArgs {
@@ -119,6 +123,7 @@ impl RuntimeArgs {
         };
         rc.cgroup_parent = self.cgroup_parent.clone();
         rc.runc = self.runc.clone();
+        rc.jobs_max_procs = self.jobs_max_procs;
         rc.init = (self.container_init != std::path::Path::new("none"))
             .then(|| self.container_init.clone());
         if let Some(s) = &self.stacks_dir {

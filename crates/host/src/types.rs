@@ -14,8 +14,13 @@ pub const DEFAULT_MEMORY: u64 = 1 << 30;
 pub const DEFAULT_CPU_MILLI: u64 = 1000;
 /// Flynn's default `max_fd`.
 pub const DEFAULT_MAX_FD: u64 = 10_000;
-/// A fork bomb must not take the host down, so jobs get a pids limit unless they ask otherwise.
-pub const DEFAULT_MAX_PROCS: i64 = 8192;
+/// A fork bomb must not take the host down, so jobs get a pids limit (processes and threads)
+/// unless they ask otherwise. Heroku gives 256 to a 512 MB dyno and 512 to a 1 GB one; the
+/// default job has 1 GiB. The agent also caps all jobs together (`--jobs-max-procs`).
+pub const DEFAULT_MAX_PROCS: i64 = 512;
+/// The uid and gid a job on a stack runs as when it names no user: the build's user, who owns
+/// the slug's `/app` (as on Heroku, where the slug's files belong to the dyno's user).
+pub const DEFAULT_JOB_UID: u32 = 1000;
 /// Flynn's (and Heroku's) stop grace period.
 pub const DEFAULT_STOP_GRACE_MS: u64 = 30_000;
 /// Port a web process listens on when nothing else is asked.

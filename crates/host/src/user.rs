@@ -2,8 +2,102 @@
 //! container's own rootfs, as Docker does: names are looked up in the rootfs's `/etc/passwd` and
 //! `/etc/group` (the merged overlay, so the top layer wins), never the host's.
 
-use anyhow::{Result, bail};
+//!
+//! [`job_user`] decides who a job runs as: its `uid`/`gid`, else its `user` (an image's `USER`),
+//! else, for a job on a stack (slugs, `slipway run`, builds), [`DEFAULT_JOB_UID`] as on Heroku:
+//! container root is the host's root (no user namespace), so only images that ask for it (no
+//! `USER`, as Docker runs them) get it.
+
+use crate::types::{DEFAULT_JOB_UID, HostJob, JobConfig};
+use anyhow::{Context, Result, bail};
 use std::path::Path;
+
+/// Who a job runs as, decided by [`job_user`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// The unprivileged default: the job also gets `/app` and `HOME=/app`.
+    pub default: bool,
+}
+
+/// The user to set on a job whose config does not say it fully; `None` leaves the config as it
+/// is (both ids given, or one of them: the other is 0). `on_stack`: the job runs on a stack
+/// rather than an image's own rootfs.
+pub fn job_user(config: &JobConfig, on_stack: bool, rootfs: &Path) -> Result<Option<JobUser>> {
+    if let Some(user) = &config.user
+        && (config.uid.is_none() || config.gid.is_none())
+    {
+        let (uid, gid) = resolve(rootfs, user)?;
+        return Ok(Some(JobUser {
+            uid: config.uid.unwrap_or(uid),
+            gid: config.gid.unwrap_or(gid),
+            default: false,
+        }));
+    }
+    if on_stack && config.user.is_none() && config.uid.is_none() && config.gid.is_none() {
+        return Ok(Some(JobUser {
+            uid: DEFAULT_JOB_UID,
+            gid: DEFAULT_JOB_UID,
+            default: true,
+        }));
+    }
+    Ok(None)
+}
+
+/// Makes the merged rootfs's `/tmp` mode 1777. runc gives a tmpfs mount the mode of the
+/// directory under it (a stack's `/tmp` is often 0755), whatever `mode=` the spec asks, and a
+/// job that is not root could then not write to its `/tmp`. Never through a symlink.
+pub fn open_tmp(rootfs: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = rootfs.join("tmp");
+    match std::fs::symlink_metadata(&tmp) {
+        Ok(md) if md.is_dir() => {
+            if md.permissions().mode() & 0o7777 != 0o1777 {
+                std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                    .with_context(|| format!("making {} world-writable", tmp.display()))?;
+            }
+        }
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::create_dir(&tmp)
+                .and_then(|_| {
+                    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                })
+                .with_context(|| format!("creating {}", tmp.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// `job` as `u` runs it. For the default user, the merged rootfs's `/app` directory (the slug's,
+/// or the stack's empty one) is made its own, so an app can write next to its code as on Heroku
+/// (a slug's files already belong to the build's user, the same uid; only the directory inode
+/// is copied up), and `HOME` is `/app` unless the job sets it.
+pub fn apply(job: &HostJob, u: JobUser, rootfs: &Path) -> Result<HostJob> {
+    let mut j = job.clone();
+    j.config.uid = Some(u.uid);
+    j.config.gid = Some(u.gid);
+    if !u.default {
+        return Ok(j);
+    }
+    let app = rootfs.join("app");
+    // Never through a symlink: lchown, and only a real directory.
+    if let Ok(md) = std::fs::symlink_metadata(&app)
+        && md.is_dir()
+    {
+        use std::os::unix::fs::MetadataExt;
+        if md.uid() != u.uid || md.gid() != u.gid {
+            std::os::unix::fs::lchown(&app, Some(u.uid), Some(u.gid))
+                .with_context(|| format!("giving {} to uid {}", app.display(), u.uid))?;
+        }
+        j.config
+            .env
+            .entry("HOME".into())
+            .or_insert_with(|| "/app".into());
+    }
+    Ok(j)
+}
 
 /// The uid and gid `user` names in `rootfs`. A numeric uid without a group takes the gid from
 /// its passwd entry if there is one, else 0; a name that is not in the rootfs is an error.
@@ -93,5 +187,64 @@ mod tests {
         assert!(e.contains("group \"wheel\""), "{e}");
         assert!(r("").is_err());
         assert!(r("app:").is_err());
+    }
+
+    #[test]
+    fn stack_jobs_default_to_the_unprivileged_user_and_get_app() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("etc")).unwrap();
+        std::fs::write(
+            root.path().join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nweb:x:1234:2345::/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::create_dir(root.path().join("app")).unwrap();
+        let mut c = JobConfig::new("busybox", &["true"]);
+        let u = |c: &JobConfig, stack| job_user(c, stack, root.path()).unwrap();
+        let default = JobUser {
+            uid: DEFAULT_JOB_UID,
+            gid: DEFAULT_JOB_UID,
+            default: true,
+        };
+        assert_eq!(u(&c, true), Some(default));
+        // An image's rootfs without USER: root, as Docker runs it.
+        assert_eq!(u(&c, false), None);
+        c.user = Some("web".into());
+        assert_eq!(
+            u(&c, false),
+            Some(JobUser {
+                uid: 1234,
+                gid: 2345,
+                default: false
+            })
+        );
+        c.user = None;
+        c.uid = Some(0);
+        assert_eq!(u(&c, true), None, "explicit root stays root");
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return; // chown needs root
+        }
+        let job = HostJob {
+            id: "j".into(),
+            app_id: String::new(),
+            app_name: String::new(),
+            release_id: String::new(),
+            process_type: String::new(),
+            metadata: Default::default(),
+            config: JobConfig::new("busybox", &["true"]),
+            resources: Default::default(),
+        };
+        let j = apply(&job, default, root.path()).unwrap();
+        assert_eq!((j.config.uid, j.config.gid), (Some(1000), Some(1000)));
+        assert_eq!(j.config.env["HOME"], "/app");
+        let md = std::fs::metadata(root.path().join("app")).unwrap();
+        assert_eq!((md.uid(), md.gid()), (1000, 1000));
+        // A symlinked /app is left alone (never followed) and gets no HOME.
+        std::fs::remove_dir(root.path().join("app")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.path().join("app")).unwrap();
+        let j = apply(&job, default, root.path()).unwrap();
+        assert!(!j.config.env.contains_key("HOME"));
     }
 }

@@ -530,7 +530,8 @@ pub const MAX_PROCS: LimitBound = LimitBound {
     min: 1,
     max: 4 << 20,
     show: plain,
-    why_max: "Linux's maximum number of processes",
+    why_max: "Linux's maximum number of processes; the host agent also caps all jobs together \
+              with --jobs-max-procs",
 };
 
 impl LimitBound {
@@ -598,6 +599,14 @@ mod tests {
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(json["memory"], 536_870_912);
         assert!(json.get("max_procs").is_none());
+        res.set("max_procs", "4194304").unwrap();
+        let e = res.set("max_procs", "4194305").unwrap_err();
+        assert!(e.contains("above the maximum of 4194304"), "{e}");
+        assert_eq!(
+            res.max_procs,
+            Some(4_194_304),
+            "a rejected value changes nothing"
+        );
     }
 
     #[test]

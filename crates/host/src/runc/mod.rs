@@ -10,6 +10,7 @@
 pub mod netlink;
 pub mod network;
 mod pidfd;
+pub mod seccomp;
 pub mod spec;
 
 use crate::runtime::{Recovered, Runtime, Started};
@@ -49,6 +50,9 @@ pub struct RuncConfig {
     /// Discovery's DNS, serving the bridge's gateway on port 53: containers get a resolv.conf
     /// naming it (written to `<data_dir>/resolv.conf`). `None`: the host's `/etc/resolv.conf`.
     pub dns: Option<Ipv4Addr>,
+    /// Processes and threads all jobs together may run: the `pids.max` of the cgroup parent.
+    /// `None`: [`default_jobs_max_procs`] (three quarters of the host's `kernel.pid_max`).
+    pub jobs_max_procs: Option<u64>,
 }
 
 /// Debian's `tini` package ships it here.
@@ -68,6 +72,7 @@ impl RuncConfig {
             log_max_bytes: crate::logs::DEFAULT_MAX_BYTES,
             init: Some(PathBuf::from(DEFAULT_INIT)),
             dns: None,
+            jobs_max_procs: None,
         }
     }
 }
@@ -100,6 +105,46 @@ pub struct Shared {
     ips: Mutex<IpAllocator>,
     /// Bind-mounted read-only as every container's `/etc/resolv.conf`.
     resolv_conf: PathBuf,
+    /// The cap on all jobs' processes, written to the cgroup parent (`None`: no pids
+    /// controller).
+    jobs_max_procs: Option<u64>,
+}
+
+/// Three quarters of `kernel.pid_max`: jobs together cannot take the pids the host's own
+/// daemons (and the agent, its shims and runc) need, even when every job is at its limit.
+pub fn default_jobs_max_procs() -> u64 {
+    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(32_768);
+    (pid_max / 4 * 3).max(64)
+}
+
+/// The cgroup v1 pids controller's directory of the jobs' parent.
+fn pids_parent(cgroup_parent: &str) -> PathBuf {
+    Path::new("/sys/fs/cgroup/pids").join(cgroup_parent)
+}
+
+/// Creates the jobs' pids cgroup parent and writes its `pids.max` (runc would create the parent
+/// with no limit). Idempotent. `None` when the pids controller is not mounted.
+fn cap_jobs_pids(cgroup_parent: &str, max: u64) -> Result<Option<u64>> {
+    if !Path::new("/sys/fs/cgroup/pids").is_dir() {
+        tracing::warn!(
+            "the cgroup v1 pids controller is not mounted at /sys/fs/cgroup/pids: jobs run \
+             without a limit on their processes"
+        );
+        return Ok(None);
+    }
+    let dir = pids_parent(cgroup_parent);
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the cgroup {}", dir.display()))?;
+    std::fs::write(dir.join("pids.max"), max.to_string()).with_context(|| {
+        format!(
+            "cannot set {}/pids.max to {max} (the processes all jobs together may run)",
+            dir.display()
+        )
+    })?;
+    Ok(Some(max))
 }
 
 impl std::ops::Deref for RuncRuntime {
@@ -251,11 +296,16 @@ impl RuncRuntime {
         };
         // SAFETY: valid pointer to an rlimit.
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+        let jobs_max_procs = cap_jobs_pids(
+            &cfg.cgroup_parent,
+            cfg.jobs_max_procs.unwrap_or_else(default_jobs_max_procs),
+        )?;
         Ok(RuncRuntime {
             shared: Arc::new(Shared {
                 ips: Mutex::new(IpAllocator::new(&cfg.network)),
                 nofile_ceiling: lim.rlim_max,
                 resolv_conf,
+                jobs_max_procs,
                 cfg,
             }),
             states: Mutex::new(HashMap::new()),
@@ -328,6 +378,12 @@ impl Shared {
         } else {
             Some(self.stack_rootfs(&job.config.stack)?)
         };
+        if let Some(max) = self.jobs_max_procs
+            && !pids_parent(&self.cfg.cgroup_parent).is_dir()
+        {
+            // Removed under us (teardown, an operator): runc would recreate it uncapped.
+            cap_jobs_pids(&self.cfg.cgroup_parent, max)?;
+        }
         let ip = if job.config.host_network {
             None
         } else {
@@ -391,18 +447,15 @@ impl Shared {
         lower.extend(stack);
         mount_overlay(&lower, &upper, &work, &rootfs)?;
         // `user` names are looked up in the merged rootfs (top layer first); explicit
-        // `uid`/`gid` win.
+        // `uid`/`gid` win; a job on a stack that names no user runs unprivileged.
+        crate::user::open_tmp(&rootfs)?;
         let with_user;
-        let job = match &job.config.user {
-            Some(user) if job.config.uid.is_none() || job.config.gid.is_none() => {
-                let (uid, gid) = crate::user::resolve(&rootfs, user)?;
-                let mut j = job.clone();
-                j.config.uid = j.config.uid.or(Some(uid));
-                j.config.gid = j.config.gid.or(Some(gid));
-                with_user = j;
+        let job = match crate::user::job_user(&job.config, !job.config.stack.is_empty(), &rootfs)? {
+            Some(u) => {
+                with_user = crate::user::apply(job, u, &rootfs)?;
                 &with_user
             }
-            _ => job,
+            None => job,
         };
         if self.cfg.init.is_some() {
             // runc would report a missing command itself, but behind the init it only shows
@@ -429,6 +482,7 @@ impl Shared {
                 ca_bundle: (job.config.ca_bundle && ca.exists()).then_some(ca),
                 netns: netns.as_deref(),
                 init: self.cfg.init.as_deref(),
+                pids_ceiling: self.jobs_max_procs,
             },
         )?;
         spec.save(bundle.join("config.json"))?;

@@ -1,8 +1,10 @@
 //! OCI runtime spec (`config.json`) for a job, built with `oci-spec`.
 //!
-//! Hardening follows what `runc spec` and Docker give by default: Docker's capability set,
-//! `noNewPrivileges`, runc's masked and read-only `/proc` paths, deny-all device cgroup (runc then
-//! allows only the standard devices), tmpfs `/tmp` and `/dev/shm`.
+//! Hardening (see docs/security.md, "Containers"): Docker's capability set less `NET_RAW`,
+//! `MKNOD`, `AUDIT_WRITE` and `SETFCAP`, and none at all once a job runs as a user other than
+//! root; a seccomp allowlist ([`super::seccomp`]); `noNewPrivileges`; runc's masked and
+//! read-only `/proc` paths; a deny-all device cgroup (runc then allows only the standard
+//! devices); tmpfs `/tmp` and `/dev/shm`; a pids limit.
 
 use crate::types::{BindMount, DEFAULT_WEB_PORT, HostJob};
 use anyhow::{Context, Result, bail};
@@ -16,22 +18,26 @@ use oci_spec::runtime::{
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
-/// Docker's default capability set.
-const DOCKER_CAPS: [Capability; 14] = [
+/// The capabilities a root job keeps: Docker's default set without
+/// - `NET_RAW`: raw and packet sockets forge any packet on the bridge (ARP and IP spoofing
+///   towards the other jobs), and no web process needs them (Kubernetes' advice);
+/// - `MKNOD`: the device cgroup refuses every node it would make anyway;
+/// - `AUDIT_WRITE`: only login daemons write to the audit log;
+/// - `SETFCAP`: file capabilities are for setting up hosts, and `noNewPrivileges` ignores them.
+///
+/// Jobs running as another uid get none (effective and permitted empty): this is only their
+/// bounding set.
+pub const JOB_CAPS: [Capability; 10] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,
-    Capability::Setfcap,
     Capability::Setpcap,
     Capability::NetBindService,
     Capability::SysChroot,
     Capability::Kill,
-    Capability::AuditWrite,
 ];
 
 pub const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -51,6 +57,8 @@ pub struct SpecInputs<'a> {
     /// A static init (tini) bind-mounted at [`INIT_PATH`] and run as the container's PID 1 in
     /// front of the job's command (`None`: the command itself is PID 1).
     pub init: Option<&'a Path>,
+    /// pids.max of the cgroup parent of all jobs; a job's `max_procs` above it is clamped.
+    pub pids_ceiling: Option<u64>,
 }
 
 /// Where the init binary appears inside every container.
@@ -165,11 +173,33 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
         ));
         nofile = inp.nofile_ceiling;
     }
-    let caps: HashSet<Capability> = DOCKER_CAPS.iter().copied().collect();
+    let mut max_procs = r.max_procs();
+    if let Some(ceiling) = inp.pids_ceiling
+        && max_procs > ceiling as i64
+    {
+        let w = format!(
+            "max_procs {max_procs} is above this host's limit for all jobs together \
+             ({ceiling}); using {ceiling} (raise the agent's --jobs-max-procs to allow more)"
+        );
+        warning = Some(match warning {
+            Some(prev) => format!("{prev}; {w}"),
+            None => w,
+        });
+        max_procs = ceiling as i64;
+    }
+    let uid = job.config.uid.unwrap_or(0);
+    let caps: HashSet<Capability> = JOB_CAPS.iter().copied().collect();
+    // runc sets the sets after switching uid; a non-root job keeps nothing but the bounding set
+    // (its exec would drop them anyway: this makes it explicit).
+    let held = if uid == 0 {
+        caps.clone()
+    } else {
+        HashSet::new()
+    };
     let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps.clone())
+        .bounding(caps)
+        .effective(held.clone())
+        .permitted(held)
         .inheritable(HashSet::new())
         .ambient(HashSet::new())
         .build()?;
@@ -186,7 +216,7 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
         .terminal(attach.tty)
         .user(
             UserBuilder::default()
-                .uid(job.config.uid.unwrap_or(0))
+                .uid(uid)
                 .gid(job.config.gid.unwrap_or(0))
                 .build()?,
         )
@@ -259,7 +289,7 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
         ])
         .memory(LinuxMemoryBuilder::default().limit(mem).swap(mem).build()?)
         .cpu(LinuxCpuBuilder::default().shares(r.cpu_shares()).build()?)
-        .pids(LinuxPidsBuilder::default().limit(r.max_procs()).build()?)
+        .pids(LinuxPidsBuilder::default().limit(max_procs).build()?)
         .build()?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
@@ -267,6 +297,7 @@ pub fn build(job: &HostJob, inp: &SpecInputs) -> Result<(Spec, Option<String>)> 
         .cgroups_path(PathBuf::from(&inp.cgroups_path))
         .masked_paths(get_default_maskedpaths())
         .readonly_paths(get_default_readonly_paths())
+        .seccomp(super::seccomp::profile()?)
         .build()?;
     let hostname: String = job.id.chars().take(12).collect();
     let spec = SpecBuilder::default()
@@ -344,10 +375,16 @@ mod tests {
                 ca_bundle: Some(p),
                 netns: Some(Path::new("/run/netns/x")),
                 init: Some(Path::new("/usr/bin/tini-static")),
+                pids_ceiling: Some(100),
             },
         )
         .unwrap();
-        assert!(warn.unwrap().contains("20000"));
+        let warn = warn.unwrap();
+        assert!(warn.contains("20000"), "{warn}");
+        assert!(
+            warn.contains("max_procs 512 is above this host's limit for all jobs together (100)"),
+            "{warn}"
+        );
         let v = serde_json::to_value(&spec).unwrap();
         let env: Vec<&str> = v["process"]["env"]
             .as_array()
@@ -363,13 +400,24 @@ mod tests {
         assert_eq!(v["process"]["noNewPrivileges"], true);
         assert_eq!(v["linux"]["resources"]["memory"]["limit"], 256 << 20);
         assert_eq!(v["linux"]["resources"]["cpu"]["shares"], 1024);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 100);
+        let caps = &v["process"]["capabilities"];
+        assert_eq!(caps["bounding"].as_array().unwrap().len(), 10);
         assert_eq!(
-            v["process"]["capabilities"]["bounding"]
-                .as_array()
-                .unwrap()
-                .len(),
-            14
+            caps["effective"].as_array().unwrap().len(),
+            10,
+            "root keeps them"
         );
+        for dropped in ["CAP_NET_RAW", "CAP_MKNOD", "CAP_AUDIT_WRITE", "CAP_SETFCAP"] {
+            assert!(
+                !caps["bounding"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&dropped.into()),
+                "{dropped}"
+            );
+        }
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(v["linux"]["maskedPaths"].as_array().unwrap().len() > 5);
         let dests: Vec<&str> = v["mounts"]
             .as_array()
@@ -441,5 +489,33 @@ mod tests {
         assert_eq!(job_env(&web)["PORT"], "8080");
         web.process_type = "worker".into();
         assert!(!job_env(&web).contains_key("PORT"));
+    }
+
+    #[test]
+    fn a_job_of_another_uid_holds_no_capability() {
+        let p = Path::new("/x");
+        let mut j = job();
+        j.config.uid = Some(1000);
+        let inputs = SpecInputs {
+            rootfs: p,
+            cgroups_path: "/slipway/job1".into(),
+            hosts_file: p,
+            resolv_conf: p,
+            nofile_ceiling: 1 << 31,
+            ca_bundle: None,
+            netns: None,
+            init: None,
+            pids_ceiling: None,
+        };
+        let (spec, warn) = build(&j, &inputs).unwrap();
+        assert_eq!(warn, None);
+        let v = serde_json::to_value(&spec).unwrap();
+        let caps = &v["process"]["capabilities"];
+        assert_eq!(v["process"]["user"]["uid"], 1000);
+        assert_eq!(caps["bounding"].as_array().unwrap().len(), 10);
+        for set in ["effective", "permitted", "inheritable", "ambient"] {
+            assert_eq!(caps[set].as_array().map_or(0, |a| a.len()), 0, "{set}");
+        }
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 512);
     }
 }

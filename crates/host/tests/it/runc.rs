@@ -17,7 +17,7 @@ async fn busybox_httpd_answers_on_its_own_ip_with_the_env_asked() {
         &[
             "sh",
             "-c",
-            "mkdir -p /www && env > /www/env.txt && exec httpd -f -p $PORT -h /www",
+            "mkdir -p /tmp/www && env > /tmp/www/env.txt && exec httpd -f -p $PORT -h /tmp/www",
         ],
     );
     j.config.env.insert("GREETING".into(), "hello world".into());
@@ -97,7 +97,7 @@ async fn limits_read_back_inside_the_job() {
              echo nnp=$(grep NoNewPrivs /proc/self/status); \
              echo tmp=$(grep -c ' /tmp tmpfs ' /proc/mounts) shm=$(grep -c ' /dev/shm tmpfs ' /proc/mounts); \
              echo timer_list=$(wc -c < /proc/timer_list); echo devs=$(ls /dev | sort | tr '\\n' ' '); \
-             mknod /tmp/sda b 8 0 && (head -c1 /tmp/sda >/dev/null 2>&1 && echo disk=readable || echo disk=denied)",
+             (mknod /tmp/sda b 8 0 && head -c1 /tmp/sda >/dev/null 2>&1 && echo disk=readable) || echo disk=denied",
         ],
     );
     j.resources = Resources {
@@ -120,14 +120,15 @@ async fn limits_read_back_inside_the_job() {
         "shares=512".into(),
         "pids=123".into(),
         "nofile=4096".into(),
-        "uid=0".into(),
-        // Docker's 14 default capabilities.
-        "caps=CapBnd: 00000000a80425fb".into(),
+        // A job on a stack runs unprivileged unless it names a user.
+        "uid=1000".into(),
+        // Docker's default capabilities less NET_RAW, MKNOD, AUDIT_WRITE, SETFCAP.
+        "caps=CapBnd: 00000000000405fb".into(),
         "nnp=NoNewPrivs: 1".into(),
         "tmp=1 shm=1".into(),
         // Masked by runc's default masked paths.
         "timer_list=0".into(),
-        // Only the standard devices, and the device cgroup denies the rest even after mknod.
+        // Only the standard devices; no node of another can be made (no CAP_MKNOD) or read.
         "devs=fd full mqueue null ptmx pts random shm stderr stdin stdout tty urandom zero".into(),
         "disk=denied".into(),
     ] {
