@@ -95,6 +95,9 @@ pub struct Routing {
     bridge: Arc<Bridge>,
     /// The router's side of the scheduler's up/stop (None with `--no-router`).
     gate: Option<Arc<RouterGate>>,
+    /// The router's ports (HTTP, HTTPS, the TCP-route range) that the local host's jobs may
+    /// connect to on the host: an app calls another by its public name through the router.
+    pub published_tcp: Vec<(u16, u16)>,
 }
 
 impl Routing {
@@ -110,6 +113,7 @@ impl Routing {
             dns: (args.dns_listen, args.dns_upstream),
             bridge,
             gate,
+            published_tcp: Vec::new(),
         }
     }
 
@@ -378,18 +382,28 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
         SocketAddr::new(args.router_ip, http_port),
         SocketAddr::new(args.router_ip, https_port),
     );
+    let tcp_routes = (
+        *slipway_types::TCP_PORT_RANGE.start(),
+        *slipway_types::TCP_PORT_RANGE.end(),
+    );
     match router.spawn_per_core(http, Some(https), threads) {
         Ok((h, s)) => {
             tracing::info!("router: HTTP on {h}");
             tracing::info!("router: HTTPS on {}", s.unwrap_or(https));
-            return Ok(Routing::new(registry, Some(&router), args));
+            let mut routing = Routing::new(registry, Some(&router), args);
+            let s = s.unwrap_or(https);
+            routing.published_tcp = vec![(h.port(), h.port()), (s.port(), s.port()), tcp_routes];
+            return Ok(routing);
         }
         Err(e) => tracing::warn!("router: cannot listen on {http} and {https}: {e}"),
     }
     // One of the ports is taken: serve what can be served, on this runtime.
+    let mut published_tcp = vec![tcp_routes];
     match tokio::net::TcpListener::bind(http).await {
         Ok(l) => {
             tracing::info!("router: HTTP on {}", l.local_addr()?);
+            let p = l.local_addr()?.port();
+            published_tcp.push((p, p));
             let r = router.clone();
             tokio::spawn(async move { r.serve_http(l).await });
         }
@@ -402,6 +416,8 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
     match tokio::net::TcpListener::bind(https).await {
         Ok(l) => {
             tracing::info!("router: HTTPS on {}", l.local_addr()?);
+            let p = l.local_addr()?.port();
+            published_tcp.push((p, p));
             let r = router.clone();
             tokio::spawn(async move {
                 if let Err(e) = r.serve_https(l).await {
@@ -413,7 +429,9 @@ pub async fn start(args: &RoutingArgs, store: Arc<dyn slipway_store::Store>) -> 
             "router: cannot listen on {https}: {e}; HTTPS routing is off (use --https-port)"
         ),
     }
-    Ok(Routing::new(registry, Some(&router), args))
+    let mut routing = Routing::new(registry, Some(&router), args);
+    routing.published_tcp = published_tcp;
+    Ok(routing)
 }
 
 /// Registers a host's jobs in discovery: each port of a job as an instance of `APP-TYPE`

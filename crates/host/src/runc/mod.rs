@@ -7,6 +7,7 @@
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
 //! - `resolv.conf` — the containers' `/etc/resolv.conf` when discovery's DNS serves the bridge.
 
+pub mod filter;
 pub mod netlink;
 pub mod network;
 mod pidfd;
@@ -49,6 +50,9 @@ pub struct RuncConfig {
     /// Discovery's DNS, serving the bridge's gateway on port 53: containers get a resolv.conf
     /// naming it (written to `<data_dir>/resolv.conf`). `None`: the host's `/etc/resolv.conf`.
     pub dns: Option<Ipv4Addr>,
+    /// TCP port ranges of the host that jobs may connect to besides the gateway's DNS (the
+    /// router's ports; see [`network::setup_host_with`]).
+    pub published_tcp: Vec<(u16, u16)>,
 }
 
 /// Debian's `tini` package ships it here.
@@ -68,6 +72,7 @@ impl RuncConfig {
             log_max_bytes: crate::logs::DEFAULT_MAX_BYTES,
             init: Some(PathBuf::from(DEFAULT_INIT)),
             dns: None,
+            published_tcp: Vec::new(),
         }
     }
 }
@@ -85,6 +90,10 @@ struct ContainerState {
     /// signal it directly, knowing the pid is still that process.
     #[serde(default)]
     init_start: Option<u64>,
+    /// The job's network isolation group ([`filter::group_for`] its app), if its app is
+    /// isolated: a restarted agent re-installs the job's bridge filter with it.
+    #[serde(default)]
+    net_group: Option<String>,
 }
 
 pub struct RuncRuntime {
@@ -100,6 +109,8 @@ pub struct Shared {
     ips: Mutex<IpAllocator>,
     /// Bind-mounted read-only as every container's `/etc/resolv.conf`.
     resolv_conf: PathBuf,
+    /// The bridge filter of each job with a netns, removed at cleanup.
+    ports: Mutex<HashMap<String, filter::PortRules>>,
 }
 
 impl std::ops::Deref for RuncRuntime {
@@ -240,7 +251,7 @@ impl RuncRuntime {
             std::fs::create_dir_all(cfg.data_dir.join(d))
                 .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
         }
-        network::setup_host(&cfg.network)?;
+        network::setup_host_with(&cfg.network, &cfg.published_tcp)?;
         let resolv_conf = match cfg.dns {
             Some(ns) => network::write_resolv_conf(&cfg.data_dir, ns)?,
             None => PathBuf::from("/etc/resolv.conf"),
@@ -256,6 +267,7 @@ impl RuncRuntime {
                 ips: Mutex::new(IpAllocator::new(&cfg.network)),
                 nofile_ceiling: lim.rlim_max,
                 resolv_conf,
+                ports: Mutex::new(HashMap::new()),
                 cfg,
             }),
             states: Mutex::new(HashMap::new()),
@@ -344,10 +356,18 @@ impl Shared {
         } else {
             Some(self.ips.lock().expect("ip lock").allocate()?)
         };
+        let group = job.config.isolated.then(|| {
+            let app = if job.app_id.is_empty() {
+                &job.id
+            } else {
+                &job.app_id
+            };
+            filter::group_for(app)
+        });
         let net = ip.map(|ip| {
             let cfg = self.cfg.network.clone();
-            let id = job.id.clone();
-            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip))
+            let (id, group) = (job.id.clone(), group.clone());
+            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip, group))
         });
         let written = self.write_bundle(job, dir, ip, stack);
         let netns = net.map(|t| t.join().expect("netns thread"));
@@ -359,6 +379,17 @@ impl Shared {
         if let Some(Err(e)) = netns {
             release();
             return Err(e);
+        }
+        if let Some(ip) = ip {
+            let rules = filter::PortRules {
+                veth: network::veth_name(&job.id),
+                ip,
+                group,
+            };
+            self.ports
+                .lock()
+                .expect("ports")
+                .insert(job.id.clone(), rules);
         }
         let warnings = written.inspect_err(|_| release())?;
         let cfg = ShimConfig {
@@ -626,6 +657,12 @@ impl Runtime for RuncRuntime {
             shim_start: proc_start_time(pid).unwrap_or(0),
             init_pid: hs.pid,
             init_start: hs.pid.and_then(proc_start_time),
+            net_group: self
+                .ports
+                .lock()
+                .expect("ports")
+                .get(&job.id)
+                .and_then(|p| p.group.clone()),
         };
         self.save_state(&job.id, &st)?;
         self.states
@@ -696,6 +733,9 @@ impl Runtime for RuncRuntime {
             unmount(&rootfs);
         }
         network::remove_netns(id);
+        if let Some(p) = self.ports.lock().expect("ports").remove(id) {
+            filter::remove(&self.cfg.network, &p);
+        }
         // runc delete removes the cgroups; make sure, in every controller.
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in ctrls.flatten() {
@@ -744,6 +784,18 @@ impl Runtime for RuncRuntime {
                 st.filter(|s| proc_start_time(s.shim_pid) == Some(s.shim_start))
             {
                 let ip = st.ip;
+                if let Some(ip) = ip {
+                    // The host setup re-created the bridge filter's table, empty.
+                    let rules = filter::PortRules {
+                        veth: network::veth_name(&id),
+                        ip,
+                        group: st.net_group.clone(),
+                    };
+                    if let Err(e) = filter::add(&self.cfg.network, &rules) {
+                        tracing::warn!(job = %id, "re-installing the bridge filter: {e:#}");
+                    }
+                    self.ports.lock().expect("ports").insert(id.clone(), rules);
+                }
                 self.states.lock().expect("states").insert(id.clone(), st);
                 Recovered::Running { ip }
             } else {
