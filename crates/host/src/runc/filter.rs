@@ -91,6 +91,8 @@ fn add_commands(cfg: &NetworkConfig, p: &PortRules) -> String {
 /// exists (the sets are keyed by name), so it overlaps with the netns setup.
 pub fn spawn_add(cfg: &NetworkConfig, p: &PortRules) -> Result<Child> {
     use std::io::Write;
+    // Written whole before the netns work starts: a batch is a few hundred bytes, far below
+    // the pipe's buffer, so this never blocks on nft.
     let mut child = Command::new("nft")
         .args(["-f", "-"])
         .stdin(Stdio::piped())
@@ -118,9 +120,13 @@ pub fn wait(child: Child) -> Result<()> {
     Ok(())
 }
 
-/// Adds a port's rules and waits (an adopted job's, after the table was re-created).
-pub fn add(cfg: &NetworkConfig, p: &PortRules) -> Result<()> {
-    wait(spawn_add(cfg, p)?)
+/// Adds the rules of many ports in one batch (the jobs a restarted agent adopts, after the
+/// table was re-created).
+pub fn add_all(cfg: &NetworkConfig, ports: &[PortRules]) -> Result<()> {
+    let batch: String = ports.iter().map(|p| add_commands(cfg, p)).collect();
+    run("nft", &["-f", "-"], Some(&batch))
+        .context("installing the adopted jobs' bridge filter with nft")?;
+    Ok(())
 }
 
 /// Removes a port's rules; a no-op for rules that are not there (the batch adds them first:

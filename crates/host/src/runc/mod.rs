@@ -733,8 +733,10 @@ impl Runtime for RuncRuntime {
             unmount(&rootfs);
         }
         network::remove_netns(id);
-        if let Some(p) = self.ports.lock().expect("ports").remove(id) {
-            filter::remove(&self.cfg.network, &p);
+        let port = self.ports.lock().expect("ports").remove(id);
+        if let Some(p) = port {
+            let cfg = self.cfg.network.clone();
+            let _ = tokio::task::spawn_blocking(move || filter::remove(&cfg, &p)).await;
         }
         // runc delete removes the cgroups; make sure, in every controller.
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
@@ -766,6 +768,7 @@ impl Runtime for RuncRuntime {
             Ok(rd) => rd,
             Err(_) => return Ok(out),
         };
+        let mut adopted = Vec::new();
         for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             let dir = e.path();
@@ -785,16 +788,15 @@ impl Runtime for RuncRuntime {
             {
                 let ip = st.ip;
                 if let Some(ip) = ip {
-                    // The host setup re-created the bridge filter's table, empty.
-                    let rules = filter::PortRules {
+                    adopted.push(filter::PortRules {
                         veth: network::veth_name(&id),
                         ip,
                         group: st.net_group.clone(),
-                    };
-                    if let Err(e) = filter::add(&self.cfg.network, &rules) {
-                        tracing::warn!(job = %id, "re-installing the bridge filter: {e:#}");
-                    }
-                    self.ports.lock().expect("ports").insert(id.clone(), rules);
+                    });
+                    self.ports
+                        .lock()
+                        .expect("ports")
+                        .insert(id.clone(), adopted[adopted.len() - 1].clone());
                 }
                 self.states.lock().expect("states").insert(id.clone(), st);
                 Recovered::Running { ip }
@@ -802,6 +804,17 @@ impl Runtime for RuncRuntime {
                 Recovered::Lost
             };
             out.push((id, rec));
+        }
+        // The host setup re-created the bridge filter's table, empty: one batch puts the
+        // adopted jobs' ports back.
+        if !adopted.is_empty() {
+            let cfg = self.cfg.network.clone();
+            let n = adopted.len();
+            match tokio::task::spawn_blocking(move || filter::add_all(&cfg, &adopted)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("re-installing the bridge filter of {n} jobs: {e:#}"),
+                Err(e) => tracing::warn!("re-installing the bridge filter: {e}"),
+            }
         }
         Ok(out)
     }

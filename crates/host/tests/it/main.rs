@@ -5,6 +5,7 @@ mod cleanup;
 mod cli;
 mod harness;
 mod layers;
+mod netfilter;
 mod restart;
 mod runc;
 mod slow;
