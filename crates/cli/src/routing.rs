@@ -147,6 +147,9 @@ pub struct Routing {
     /// The router and the address its TCP-route listeners bind (None with `--no-router`).
     router: Option<(slipway_router::Router, IpAddr)>,
     tcp_ports: std::ops::RangeInclusive<u16>,
+    /// The router's ports (HTTP, HTTPS, the TCP-route range) that the local host's jobs may
+    /// connect to on the host: an app calls another by its public name through the router.
+    pub published_tcp: Vec<(u16, u16)>,
 }
 
 impl Routing {
@@ -164,6 +167,7 @@ impl Routing {
             gate,
             router: router.map(|r| (r.clone(), args.router_ip)),
             tcp_ports: args.tcp_ports.clone(),
+            published_tcp: Vec::new(),
         }
     }
 
@@ -484,18 +488,25 @@ pub async fn start(
         SocketAddr::new(args.router_ip, http_port),
         SocketAddr::new(args.router_ip, https_port),
     );
+    let tcp_routes = (*args.tcp_ports.start(), *args.tcp_ports.end());
     match router.spawn_per_core(http, Some(https), threads) {
         Ok((h, s)) => {
             tracing::info!("router: HTTP on {h}");
             tracing::info!("router: HTTPS on {}", s.unwrap_or(https));
-            return Ok(Routing::new(registry, Some(&router), args));
+            let mut routing = Routing::new(registry, Some(&router), args);
+            let s = s.unwrap_or(https);
+            routing.published_tcp = vec![(h.port(), h.port()), (s.port(), s.port()), tcp_routes];
+            return Ok(routing);
         }
         Err(e) => tracing::warn!("router: cannot listen on {http} and {https}: {e}"),
     }
     // One of the ports is taken: serve what can be served, on this runtime.
+    let mut published_tcp = vec![tcp_routes];
     match tokio::net::TcpListener::bind(http).await {
         Ok(l) => {
             tracing::info!("router: HTTP on {}", l.local_addr()?);
+            let p = l.local_addr()?.port();
+            published_tcp.push((p, p));
             let r = router.clone();
             tokio::spawn(async move { r.serve_http(l).await });
         }
@@ -508,6 +519,8 @@ pub async fn start(
     match tokio::net::TcpListener::bind(https).await {
         Ok(l) => {
             tracing::info!("router: HTTPS on {}", l.local_addr()?);
+            let p = l.local_addr()?.port();
+            published_tcp.push((p, p));
             let r = router.clone();
             tokio::spawn(async move {
                 if let Err(e) = r.serve_https(l).await {
@@ -519,7 +532,9 @@ pub async fn start(
             "router: cannot listen on {https}: {e}; HTTPS routing is off (use --https-port)"
         ),
     }
-    Ok(Routing::new(registry, Some(&router), args))
+    let mut routing = Routing::new(registry, Some(&router), args);
+    routing.published_tcp = published_tcp;
+    Ok(routing)
 }
 
 /// Registers a host's jobs in discovery: each port of a job as an instance of `APP-TYPE`

@@ -255,6 +255,9 @@ async fn start_local_host(
 ) -> Result<()> {
     let host_dir = data_dir.join("host");
     let mut runc = args.runtime.config(&host_dir)?;
+    // Jobs reach the host's router (an app calling another by its public name), nothing else
+    // the host listens on but the gateway's DNS.
+    runc.published_tcp = routing.published_tcp.clone();
     // Discovery's DNS on the jobs' bridge: the agent's containers resolve through it.
     runc.dns = routing.start_dns(Some(&runc.network)).await;
     let stacks = runc.stacks_dir.clone();

@@ -69,6 +69,12 @@ pub struct JobConfig {
     /// Share the host's network namespace instead of getting an own IP.
     #[serde(default)]
     pub host_network: bool,
+    /// Only the host (router, health checks) and jobs of the same app (`app_id`) may connect
+    /// to this job: the app is network-isolated (app meta `network=isolated`). Default: the flat
+    /// network, where every job reaches every other (Flynn's: apps reach resources such as
+    /// databases that run as other apps).
+    #[serde(default)]
+    pub isolated: bool,
     /// Ports the job listens on. The first one is exported as `PORT`.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
@@ -128,6 +134,7 @@ impl JobConfig {
             stack: stack.to_string(),
             layers: Vec::new(),
             host_network: false,
+            isolated: false,
             ports: Vec::new(),
             stop_grace_ms: None,
             ca_bundle: true,

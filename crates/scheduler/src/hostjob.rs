@@ -171,6 +171,7 @@ pub fn host_job_with(
     config.working_dir = from.working_dir.filter(|w| !w.is_empty());
     config.user = from.user.filter(|u| !u.is_empty());
     config.env = release.env.clone();
+    config.isolated = network_isolated(app)?;
     if let Some(p) = proc {
         config.env.extend(p.env.clone());
         config.host_network = p.host_network;
@@ -221,6 +222,23 @@ pub fn host_job_with(
         config,
         resources,
     })
+}
+
+/// The app meta key choosing who may connect to the app's jobs: `flat` (the default: every
+/// job on the network) or `isolated` (the host's router and the app's own jobs only).
+pub const NETWORK_META: &str = "network";
+
+/// `app.meta["network"]`; any other value than `flat` or `isolated` fails the job in words
+/// rather than silently leaving the app open.
+fn network_isolated(app: &App) -> Result<bool, String> {
+    match app.meta.get(NETWORK_META).map(|v| v.trim()) {
+        None | Some("" | "flat") => Ok(false),
+        Some("isolated") => Ok(true),
+        Some(other) => Err(format!(
+            "app meta {NETWORK_META}={other:?} is not understood: use `isolated` (only the \
+             router and the app's own jobs may connect to its jobs) or `flat` (the default)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -288,6 +306,32 @@ mod tests {
             &Default::default(),
             "busybox",
         )
+    }
+
+    #[test]
+    fn the_network_meta_key_isolates_the_app_and_rejects_unknown_values() {
+        let r = release(&[], json!({}), &["httpd", "-f"]);
+        let with = |v: Option<&str>| {
+            let mut a = app();
+            if let Some(v) = v {
+                a.meta.insert(NETWORK_META.into(), v.into());
+            }
+            host_job_with(
+                "j1",
+                &a,
+                &r,
+                &[],
+                Some("web"),
+                &[],
+                &Default::default(),
+                "busybox",
+            )
+        };
+        assert!(!with(None).unwrap().config.isolated);
+        assert!(!with(Some("flat")).unwrap().config.isolated);
+        assert!(with(Some("isolated")).unwrap().config.isolated);
+        let e = with(Some("isolate")).unwrap_err();
+        assert!(e.contains("network=\"isolate\" is not understood"), "{e}");
     }
 
     #[test]

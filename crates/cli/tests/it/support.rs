@@ -290,7 +290,7 @@ const CONTROLLERS: [&str; 10] = [
 
 /// Removes what a killed host agent may leave behind for its data dir `host_dir`: runc
 /// containers (runc root `host_dir/runc`), rootfs mounts, netns and cgroups of its jobs, then its
-/// cgroup parent, its bridge and its nft table (both named `net_name` in the tests).
+/// cgroup parent, its bridge and its nft tables (`ip` and `bridge`; all named `net_name` in the tests).
 pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &str) {
     use std::process::Command;
     let root = host_dir.join("runc");
@@ -330,9 +330,11 @@ pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &st
         }
     }
     let _ = Command::new("ip").args(["link", "del", net_name]).output();
-    let _ = Command::new("nft")
-        .args(["delete", "table", "ip", net_name])
-        .output();
+    for family in ["ip", "bridge"] {
+        let _ = Command::new("nft")
+            .args(["delete", "table", family, net_name])
+            .output();
+    }
     for dir in cgroups("") {
         let _ = std::fs::remove_dir(dir);
     }

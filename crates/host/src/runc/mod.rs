@@ -7,6 +7,7 @@
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
 //! - `resolv.conf` — the containers' `/etc/resolv.conf` when discovery's DNS serves the bridge.
 
+pub mod filter;
 pub mod netlink;
 pub mod network;
 mod pidfd;
@@ -53,6 +54,9 @@ pub struct RuncConfig {
     /// Processes and threads all jobs together may run: the `pids.max` of the cgroup parent.
     /// `None`: [`default_jobs_max_procs`] (three quarters of the host's `kernel.pid_max`).
     pub jobs_max_procs: Option<u64>,
+    /// TCP port ranges of the host that jobs may connect to besides the gateway's DNS (the
+    /// router's ports; see [`network::setup_host_with`]).
+    pub published_tcp: Vec<(u16, u16)>,
 }
 
 /// Debian's `tini` package ships it here.
@@ -73,6 +77,7 @@ impl RuncConfig {
             init: Some(PathBuf::from(DEFAULT_INIT)),
             dns: None,
             jobs_max_procs: None,
+            published_tcp: Vec::new(),
         }
     }
 }
@@ -90,6 +95,10 @@ struct ContainerState {
     /// signal it directly, knowing the pid is still that process.
     #[serde(default)]
     init_start: Option<u64>,
+    /// The job's network isolation group ([`filter::group_for`] its app), if its app is
+    /// isolated: a restarted agent re-installs the job's bridge filter with it.
+    #[serde(default)]
+    net_group: Option<String>,
 }
 
 pub struct RuncRuntime {
@@ -108,6 +117,8 @@ pub struct Shared {
     /// The cap on all jobs' processes, written to the cgroup parent (`None`: no pids
     /// controller).
     jobs_max_procs: Option<u64>,
+    /// The bridge filter of each job with a netns, removed at cleanup.
+    ports: Mutex<HashMap<String, filter::PortRules>>,
 }
 
 /// Three quarters of `kernel.pid_max`: jobs together cannot take the pids the host's own
@@ -285,7 +296,7 @@ impl RuncRuntime {
             std::fs::create_dir_all(cfg.data_dir.join(d))
                 .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
         }
-        network::setup_host(&cfg.network)?;
+        network::setup_host_with(&cfg.network, &cfg.published_tcp)?;
         let resolv_conf = match cfg.dns {
             Some(ns) => network::write_resolv_conf(&cfg.data_dir, ns)?,
             None => PathBuf::from("/etc/resolv.conf"),
@@ -306,6 +317,7 @@ impl RuncRuntime {
                 nofile_ceiling: lim.rlim_max,
                 resolv_conf,
                 jobs_max_procs,
+                ports: Mutex::new(HashMap::new()),
                 cfg,
             }),
             states: Mutex::new(HashMap::new()),
@@ -389,10 +401,18 @@ impl Shared {
         } else {
             Some(self.ips.lock().expect("ip lock").allocate()?)
         };
+        let group = job.config.isolated.then(|| {
+            let app = if job.app_id.is_empty() {
+                &job.id
+            } else {
+                &job.app_id
+            };
+            filter::group_for(app)
+        });
         let net = ip.map(|ip| {
             let cfg = self.cfg.network.clone();
-            let id = job.id.clone();
-            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip))
+            let (id, group) = (job.id.clone(), group.clone());
+            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip, group))
         });
         let written = self.write_bundle(job, dir, ip, stack);
         let netns = net.map(|t| t.join().expect("netns thread"));
@@ -404,6 +424,17 @@ impl Shared {
         if let Some(Err(e)) = netns {
             release();
             return Err(e);
+        }
+        if let Some(ip) = ip {
+            let rules = filter::PortRules {
+                veth: network::veth_name(&job.id),
+                ip,
+                group,
+            };
+            self.ports
+                .lock()
+                .expect("ports")
+                .insert(job.id.clone(), rules);
         }
         let warnings = written.inspect_err(|_| release())?;
         let cfg = ShimConfig {
@@ -669,6 +700,12 @@ impl Runtime for RuncRuntime {
             shim_start: proc_start_time(pid).unwrap_or(0),
             init_pid: hs.pid,
             init_start: hs.pid.and_then(proc_start_time),
+            net_group: self
+                .ports
+                .lock()
+                .expect("ports")
+                .get(&job.id)
+                .and_then(|p| p.group.clone()),
         };
         self.save_state(&job.id, &st)?;
         self.states
@@ -739,6 +776,11 @@ impl Runtime for RuncRuntime {
             unmount(&rootfs);
         }
         network::remove_netns(id);
+        let port = self.ports.lock().expect("ports").remove(id);
+        if let Some(p) = port {
+            let cfg = self.cfg.network.clone();
+            let _ = tokio::task::spawn_blocking(move || filter::remove(&cfg, &p)).await;
+        }
         // runc delete removes the cgroups; make sure, in every controller.
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in ctrls.flatten() {
@@ -771,6 +813,7 @@ impl Runtime for RuncRuntime {
             Ok(rd) => rd,
             Err(_) => return Ok(out),
         };
+        let mut adopted = Vec::new();
         for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
             let dir = e.path();
@@ -789,12 +832,34 @@ impl Runtime for RuncRuntime {
                 st.filter(|s| proc_start_time(s.shim_pid) == Some(s.shim_start))
             {
                 let ip = st.ip;
+                if let Some(ip) = ip {
+                    adopted.push(filter::PortRules {
+                        veth: network::veth_name(&id),
+                        ip,
+                        group: st.net_group.clone(),
+                    });
+                    self.ports
+                        .lock()
+                        .expect("ports")
+                        .insert(id.clone(), adopted[adopted.len() - 1].clone());
+                }
                 self.states.lock().expect("states").insert(id.clone(), st);
                 Recovered::Running { ip }
             } else {
                 Recovered::Lost
             };
             out.push((id, rec));
+        }
+        // The host setup re-created the bridge filter's table, empty: one batch puts the
+        // adopted jobs' ports back.
+        if !adopted.is_empty() {
+            let cfg = self.cfg.network.clone();
+            let n = adopted.len();
+            match tokio::task::spawn_blocking(move || filter::add_all(&cfg, &adopted)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("re-installing the bridge filter of {n} jobs: {e:#}"),
+                Err(e) => tracing::warn!("re-installing the bridge filter: {e}"),
+            }
         }
         Ok(out)
     }

@@ -159,9 +159,17 @@ pub fn run(cmd: &str, args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Creates (or repairs) the bridge, enables forwarding and installs the NAT table. Idempotent:
-/// safe to run on every agent start, including after a crash that left state behind.
+/// Creates (or repairs) the bridge, enables forwarding and installs the NAT table and the
+/// bridge filter ([`super::filter`]), with only DNS open to jobs on the host. Idempotent: safe
+/// to run on every agent start, including after a crash that left state behind.
 pub fn setup_host(cfg: &NetworkConfig) -> Result<()> {
+    setup_host_with(cfg, &[])
+}
+
+/// [`setup_host`], with TCP port ranges of the host that jobs may connect to (the router's
+/// HTTP, HTTPS and TCP-route ports: an app calls another by its public name through the router,
+/// as on Heroku). Everything else the host listens on is closed to jobs.
+pub fn setup_host_with(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> Result<()> {
     let br = cfg.bridge.as_str();
     if br.len() > 15 {
         bail!("bridge name {br:?} is longer than Linux's 15 characters");
@@ -183,26 +191,54 @@ pub fn setup_host(cfg: &NetworkConfig) -> Result<()> {
     run("ip", &["link", "set", br, "up"], None)?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
-    let t = &cfg.nft_table;
-    let cidr = cfg.cidr();
-    // The input chain changes nothing by itself (policy accept, like a host without a
-    // firewall): it states the one service of the host jobs need, discovery's DNS on the
-    // gateway (port 53, UDP and TCP), so `nft list ruleset` shows it; a host whose own input
-    // filter drops by default needs the same two rules there (docs/host.md).
-    // `add` then `delete` makes the replacement idempotent whether or not the table existed.
-    let rules = format!(
+    let rules = host_rules(cfg, published_tcp) + &super::filter::table_rules(cfg);
+    run("nft", &["-f", "-"], Some(&rules))
+        .context("installing the NAT and filter rules with nft")?;
+    Ok(())
+}
+
+/// The `ip` table: masquerade for jobs' outbound traffic, and what jobs may reach on the host
+/// itself (the `input` chain; its policy stays accept for every other interface, like a host
+/// without a firewall): replies to connections the host opened (router, health checks), the
+/// gateway's DNS (port 53, UDP and TCP), `published_tcp`, ping; the rest is rejected at once
+/// (a TCP reset: connecting fails fast instead of hanging). A host whose own input filter drops
+/// by default needs the DNS and published ports there too (docs/host.md).
+/// `add` then `delete` makes the replacement idempotent whether or not the table existed.
+fn host_rules(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> String {
+    let (t, br, cidr, gw_ip) = (&cfg.nft_table, &cfg.bridge, cfg.cidr(), cfg.gateway());
+    let published = if published_tcp.is_empty() {
+        String::new()
+    } else {
+        let ports: Vec<String> = published_tcp
+            .iter()
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        format!(
+            "iifname \"{br}\" tcp dport {{ {} }} accept\n",
+            ports.join(", ")
+        )
+    };
+    format!(
         "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\
          chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
            ip saddr {cidr} ip daddr != {cidr} masquerade\n}}\n\
          chain forward {{ type filter hook forward priority filter; policy accept;\n\
            ip saddr {cidr} accept\n  ip daddr {cidr} accept\n}}\n\
          chain input {{ type filter hook input priority filter; policy accept;\n\
+           iifname \"{br}\" ct state established,related accept\n\
            iifname \"{br}\" ip daddr {gw_ip} udp dport 53 accept\n\
-           iifname \"{br}\" ip daddr {gw_ip} tcp dport 53 accept\n}}\n}}\n",
-        gw_ip = cfg.gateway()
-    );
-    run("nft", &["-f", "-"], Some(&rules)).context("installing the NAT rules with nft")?;
-    Ok(())
+           iifname \"{br}\" ip daddr {gw_ip} tcp dport 53 accept\n\
+           {published}\
+           iifname \"{br}\" icmp type echo-request accept\n\
+           iifname \"{br}\" meta l4proto tcp reject with tcp reset\n\
+           iifname \"{br}\" reject\n}}\n}}\n"
+    )
 }
 
 /// The resolv.conf of an agent's containers when discovery's DNS serves its bridge:
@@ -253,6 +289,7 @@ pub fn write_resolv_conf(
 pub fn teardown_host(cfg: &NetworkConfig) {
     let _ = run("ip", &["link", "del", &cfg.bridge], None);
     let _ = run("nft", &["delete", "table", "ip", &cfg.nft_table], None);
+    super::filter::teardown(cfg);
 }
 
 /// Name of a job's network namespace in `/run/netns` (unique per job id).
@@ -269,11 +306,32 @@ pub fn netns_path(job_id: &str) -> std::path::PathBuf {
 /// single `runc run -d`, which is ~25 ms faster here than `runc create` + `runc start`. Done with
 /// rtnetlink ([`super::netlink`]); two `ip -b` runs if that fails. The agent does this while it
 /// mounts the rootfs and writes the spec.
+///
+/// The job's bridge filter ([`super::filter`]: its MAC and IP, its isolation `group`) is
+/// installed by one `nft` run started first and awaited last, so it overlaps with the netns
+/// setup; the job is not started unless it is in.
 pub fn prepare_netns(
     cfg: &NetworkConfig,
     job_id: &str,
     ip: Ipv4Addr,
+    group: Option<String>,
 ) -> Result<std::path::PathBuf> {
+    let rules = super::filter::PortRules {
+        veth: veth_name(job_id),
+        ip,
+        group,
+    };
+    let filter = super::filter::spawn_add(cfg, &rules)?;
+    let res = create_netns(cfg, job_id, ip);
+    let res = super::filter::wait(filter).and(res);
+    if res.is_err() {
+        super::filter::remove(cfg, &rules);
+        remove_netns(job_id);
+    }
+    res
+}
+
+fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::path::PathBuf> {
     let (ns, veth, mac) = (netns_name(job_id), veth_name(job_id), mac_for(ip));
     remove_netns(job_id); // a leftover from a crashed agent with the same job id
     let path = netns_path(job_id);

@@ -6,6 +6,7 @@ mod cli;
 mod harness;
 mod layers;
 mod privileges;
+mod netfilter;
 mod restart;
 mod runc;
 mod slow;
