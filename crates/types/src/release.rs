@@ -296,7 +296,13 @@ impl HealthCheck {
     }
 }
 
-/// Resource limits of one process type. `None` means the host's default (memory: 1 GiB).
+/// Smallest disk limit a process type may ask for.
+pub const MIN_DISK: u64 = 16 << 20;
+/// Largest disk limit (1 TiB): every job's writable layer is a filesystem of this size.
+pub const MAX_DISK: u64 = 1 << 40;
+
+/// Resource limits of one process type. `None` means the host's default (memory: 1 GiB,
+/// disk: 1 GiB).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
@@ -310,6 +316,10 @@ pub struct Resources {
     pub max_fd: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_procs: Option<u64>,
+    /// Bytes of the job's writable layer (everything it writes outside tmpfs): a write past it
+    /// fails with "No space left on device".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 impl Resources {
@@ -327,6 +337,14 @@ impl Resources {
                 "memory limit must be at least 4MB",
             ));
         }
+        if let Some(d) = self.disk
+            && !(MIN_DISK..=MAX_DISK).contains(&d)
+        {
+            return Err(ValidationError::new(
+                "disk",
+                "disk limit must be between 16MB and 1TB",
+            ));
+        }
         positive("cpu", self.cpu)?;
         positive("max_fd", self.max_fd)?;
         positive("max_procs", self.max_procs)
@@ -339,12 +357,13 @@ impl Resources {
         let mut next = self.clone();
         match key {
             "memory" => next.memory = Some(parse_bytes(value)?),
+            "disk" => next.disk = Some(parse_bytes(value)?),
             "cpu" => next.cpu = Some(parse_milli_cpu(value)?),
             "max_fd" => next.max_fd = Some(parse_count(key, value)?),
             "max_procs" => next.max_procs = Some(parse_count(key, value)?),
             _ => {
                 return Err(format!(
-                    "unknown limit {key:?} (known: memory, cpu, max_fd, max_procs)"
+                    "unknown limit {key:?} (known: memory, disk, cpu, max_fd, max_procs)"
                 ));
             }
         }
@@ -382,6 +401,14 @@ mod tests {
         assert_eq!((res.cpu, res.max_fd), (Some(500), Some(1024)));
         assert!(res.set("memory", "1KB").is_err());
         assert!(res.set("disk", "1").is_err());
+        assert!(res.set("disk", "15MB").is_err());
+        assert!(res.set("disk", "2048GB").is_err());
+        assert!(res.set("disk", "99999999999999999999").is_err());
+        res.set("disk", "2GB").unwrap();
+        assert_eq!(res.disk, Some(2 << 30));
+        assert!(res.set("disk", "1KB").is_err());
+        assert_eq!(res.disk, Some(2 << 30), "a refused value changes nothing");
+        assert!(res.set("dsik", "1GB").unwrap_err().contains("disk"));
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(json["memory"], 536_870_912);
         assert!(json.get("max_procs").is_none());
