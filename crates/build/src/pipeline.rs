@@ -41,6 +41,9 @@ pub struct BuildLimits {
     pub timeout: std::time::Duration,
     /// An app's build cache: when it is larger at the start of a build, it is emptied first.
     pub cache_bytes: u64,
+    /// What the build may write (default 1 GiB, the job default): its build dir (`/app`, the
+    /// output) is a filesystem of this size, and so is the build job's writable layer.
+    pub disk_bytes: u64,
 }
 
 impl Default for BuildLimits {
@@ -51,6 +54,7 @@ impl Default for BuildLimits {
             slug_bytes: 500 << 20,
             timeout: std::time::Duration::from_secs(30 * 60),
             cache_bytes: 2 << 30,
+            disk_bytes: 1 << 30,
         }
     }
 }
@@ -208,6 +212,13 @@ where
         .data_dir
         .join("build-cache")
         .join(input.app.id.to_string());
+    // The build dir is a filesystem of the disk limit: a build writing past it gets ENOSPC,
+    // not the server's disk.
+    let (d, bytes) = (dir.to_path_buf(), ctx.limits.disk_bytes);
+    tokio::task::spawn_blocking(move || slipway_host::runc::disk::mount_bounded_dir(&d, bytes))
+        .await
+        .map_err(|e| internal("mounting the build dir", e))?
+        .map_err(|e| internal("mounting the build dir", e))?;
     for d in [&env_dir, &meta_dir, &out_dir, &bp_dir, &cache_dir] {
         tokio::fs::create_dir_all(d)
             .await
@@ -377,7 +388,8 @@ where
         })??;
     guard.job = None;
     tracing::debug!(job = %job_id, "build timing: job exit seen at +{:.1} ms", ms());
-    check_exit(&exit, &out_dir, ctx.limits.memory_bytes)?;
+    check_exit(&exit, &out_dir, ctx.limits.memory_bytes)
+        .map_err(|e| disk_full(e, &exit, dir, ctx.limits.disk_bytes))?;
 
     // Process types: the Procfile, else the last buildpack's defaults (written as the Procfile,
     // so every slug has one).
@@ -491,6 +503,7 @@ async fn sweep_stale(builds: PathBuf, timeout: std::time::Duration) {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > max_age);
             if old {
+                slipway_host::runc::disk::unmount_dir(&e.path());
                 let _ = crate::tree::remove_tree(&e.path());
             }
         }
@@ -554,6 +567,20 @@ fn check_exit(exit: &JobExit, out_dir: &std::path::Path, memory: u64) -> Result<
     ))
 }
 
+/// A failed build whose disk is full failed for that: say so, with the limit.
+fn disk_full(e: BuildError, exit: &JobExit, dir: &std::path::Path, limit: u64) -> BuildError {
+    let full = exit.exit.as_ref().is_some_and(|s| s.disk_full)
+        || slipway_host::runc::disk::is_full_at(dir);
+    match e {
+        BuildError::Failed(_) if full => failed(format!(
+            "The build ran out of disk space (limit {}): it wrote more than that to /app, the \
+             cache or its filesystem.",
+            slug::human_size(limit)
+        )),
+        e => e,
+    }
+}
+
 fn build_job(
     ctx: &BuildContext,
     input: &BuildInput,
@@ -601,6 +628,7 @@ fn build_job(
         config,
         resources: Resources {
             memory_bytes: Some(ctx.limits.memory_bytes),
+            disk_bytes: Some(ctx.limits.disk_bytes),
             ..Default::default()
         },
     }
@@ -636,6 +664,7 @@ impl Guard {
             }
             if let Some(d) = dir {
                 // The built /app can be any tree: removed without recursion.
+                slipway_host::runc::disk::unmount_dir(&d);
                 let _ = tokio::task::spawn_blocking(move || crate::tree::remove_tree(&d)).await;
             }
         }

@@ -10,6 +10,12 @@ use time::OffsetDateTime;
 
 /// Flynn's default memory limit: 1 GiB.
 pub const DEFAULT_MEMORY: u64 = 1 << 30;
+/// Default size of a job's writable layer (its disk limit): 1 GiB.
+pub const DEFAULT_DISK: u64 = 1 << 30;
+/// Smallest disk limit: ext4 and a little room for the job's writes.
+pub const MIN_DISK: u64 = 16 << 20;
+/// Largest disk limit (1 TiB): the image is sparse, but its metadata grows with its size.
+pub const MAX_DISK: u64 = 1 << 40;
 /// Flynn's default CPU: 1000 milli-CPU (= 1024 shares).
 pub const DEFAULT_CPU_MILLI: u64 = 1000;
 /// Flynn's default `max_fd`.
@@ -163,6 +169,9 @@ fn tcp() -> String {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Resources {
     pub memory_bytes: Option<u64>,
+    /// Size of the job's writable layer (its own filesystem: a write past it gets ENOSPC).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
     pub cpu_milli: Option<u64>,
     pub max_fd: Option<u64>,
     pub max_procs: Option<i64>,
@@ -171,6 +180,9 @@ pub struct Resources {
 impl Resources {
     pub fn memory(&self) -> u64 {
         self.memory_bytes.unwrap_or(DEFAULT_MEMORY)
+    }
+    pub fn disk(&self) -> u64 {
+        self.disk_bytes.unwrap_or(DEFAULT_DISK)
     }
     pub fn cpu_shares(&self) -> u64 {
         // 1000 milli-CPU = 1024 shares (Flynn); the kernel's minimum is 2.
@@ -285,6 +297,12 @@ pub struct ExitStatus {
     /// Memory limit in bytes, to explain OOM kills.
     #[serde(default)]
     pub memory_limit: Option<u64>,
+    /// The job failed with its writable layer full: it most likely failed for that (ENOSPC).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disk_full: bool,
+    /// Disk limit in bytes, to explain `disk_full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_limit: Option<u64>,
 }
 
 impl ExitStatus {
@@ -294,6 +312,8 @@ impl ExitStatus {
             signal: None,
             oom_killed: false,
             memory_limit: None,
+            disk_full: false,
+            disk_limit: None,
         }
     }
 }
@@ -309,6 +329,12 @@ impl std::fmt::Display for ExitStatus {
             }
         } else if let Some(sig) = self.signal {
             write!(f, ": killed by {}", signal_name(sig))?;
+        }
+        if self.disk_full {
+            write!(f, ", disk full")?;
+            if let Some(l) = self.disk_limit {
+                write!(f, " (limit {})", human_bytes(l))?;
+            }
         }
         Ok(())
     }
@@ -455,6 +481,7 @@ mod tests {
             signal: Some(9),
             oom_killed: true,
             memory_limit: Some(256 << 20),
+            ..ExitStatus::code(0)
         };
         assert_eq!(
             oom.to_string(),
@@ -467,12 +494,19 @@ mod tests {
         };
         assert_eq!(term.to_string(), "exit 143: killed by SIGTERM");
         assert_eq!(ExitStatus::code(3).to_string(), "exit 3");
+        let full = ExitStatus {
+            disk_full: true,
+            disk_limit: Some(64 << 20),
+            ..ExitStatus::code(1)
+        };
+        assert_eq!(full.to_string(), "exit 1, disk full (limit 64 MiB)");
     }
 
     #[test]
     fn limits_defaults_and_shares() {
         let r = Resources::default();
         assert_eq!(r.memory(), 1 << 30);
+        assert_eq!(r.disk(), 1 << 30);
         assert_eq!(r.cpu_shares(), 1024);
         let half = Resources {
             cpu_milli: Some(500),

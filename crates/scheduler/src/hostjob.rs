@@ -207,6 +207,7 @@ pub fn host_job_with(
     let resources = proc
         .map(|p| Resources {
             memory_bytes: p.resources.memory,
+            disk_bytes: p.resources.disk,
             cpu_milli: p.resources.cpu,
             max_fd: p.resources.max_fd,
             max_procs: p.resources.max_procs.map(|n| n.min(i64::MAX as u64) as i64),

@@ -423,7 +423,13 @@ impl HealthCheck {
     }
 }
 
-/// Resource limits of one process type. `None` means the host's default (memory: 1 GiB).
+/// Smallest disk limit a process type may ask for.
+pub const MIN_DISK: u64 = 16 << 20;
+/// Largest disk limit (1 TiB): every job's writable layer is a filesystem of this size.
+pub const MAX_DISK: u64 = 1 << 40;
+
+/// Resource limits of one process type. `None` means the host's default (memory: 1 GiB,
+/// disk: 1 GiB).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
@@ -437,6 +443,10 @@ pub struct Resources {
     pub max_fd: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_procs: Option<u64>,
+    /// Bytes of the job's writable layer (everything it writes outside tmpfs): a write past it
+    /// fails with "No space left on device".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<u64>,
 }
 
 impl Resources {
@@ -446,6 +456,7 @@ impl Resources {
 
     fn validate(&self) -> Result<(), ValidationError> {
         MEMORY.check(self.memory)?;
+        DISK.check(self.disk)?;
         CPU.check(self.cpu)?;
         MAX_FD.check(self.max_fd)?;
         MAX_PROCS.check(self.max_procs)
@@ -458,12 +469,13 @@ impl Resources {
         let mut next = self.clone();
         match key {
             "memory" => next.memory = Some(parse_bytes(value)?),
+            "disk" => next.disk = Some(parse_bytes(value)?),
             "cpu" => next.cpu = Some(parse_milli_cpu(value)?),
             "max_fd" => next.max_fd = Some(parse_count(key, value)?),
             "max_procs" => next.max_procs = Some(parse_count(key, value)?),
             _ => {
                 return Err(format!(
-                    "unknown limit {key:?} (known: memory, cpu, max_fd, max_procs)"
+                    "unknown limit {key:?} (known: memory, disk, cpu, max_fd, max_procs)"
                 ));
             }
         }
@@ -501,6 +513,16 @@ pub const MEMORY: LimitBound = LimitBound {
     max: 1 << 40,
     show: format_bytes,
     why_max: "no host has more",
+};
+
+/// Disk: the job's writable layer is a filesystem of this size (see the host's `runc/disk.rs`):
+/// 16 MiB (less holds no more than the filesystem's own metadata) to 1 TiB.
+pub const DISK: LimitBound = LimitBound {
+    field: "disk",
+    min: MIN_DISK,
+    max: MAX_DISK,
+    show: format_bytes,
+    why_max: "the largest writable layer a job may have",
 };
 
 /// CPU in milli-CPU: the host gives `cpu * 1024 / 1000` cpu shares and the kernel's maximum is
@@ -596,6 +618,14 @@ mod tests {
         assert_eq!((res.cpu, res.max_fd), (Some(500), Some(1024)));
         assert!(res.set("memory", "1KB").is_err());
         assert!(res.set("disk", "1").is_err());
+        assert!(res.set("disk", "15MB").is_err());
+        assert!(res.set("disk", "2048GB").is_err());
+        assert!(res.set("disk", "99999999999999999999").is_err());
+        res.set("disk", "2GB").unwrap();
+        assert_eq!(res.disk, Some(2 << 30));
+        assert!(res.set("disk", "1KB").is_err());
+        assert_eq!(res.disk, Some(2 << 30), "a refused value changes nothing");
+        assert!(res.set("dsik", "1GB").unwrap_err().contains("disk"));
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(json["memory"], 536_870_912);
         assert!(json.get("max_procs").is_none());

@@ -24,10 +24,11 @@ pub struct LimitArgs {
 
 #[derive(clap::Subcommand, Debug)]
 enum LimitCmd {
-    /// Set limits of a process type: limit set web memory=512MB cpu=500 max_fd=1024 max_procs=100
+    /// Set limits of a process type: limit set web memory=512MB disk=2GB cpu=500 max_fd=1024 max_procs=100
     #[command(
-        after_help = "memory takes B, KB, MB, GB (binary: 512MB = 512 MiB); cpu is \
-                            milli-CPU (1000 = one core)"
+        after_help = "memory and disk take B, KB, MB, GB (binary: 512MB = 512 MiB); disk \
+                            (default 1GB, 16MB to 1TB) bounds what a job writes outside \
+                            tmpfs; cpu is milli-CPU (1000 = one core)"
     )]
     Set {
         #[arg(value_name = "TYPE")]
@@ -67,13 +68,17 @@ pub async fn run(ctx: &Ctx, args: LimitArgs) -> Result<()> {
                     vec![
                         t,
                         show(r.memory.map(format_bytes)),
+                        show(r.disk.map(format_bytes)),
                         show(r.cpu.map(|c| format!("{c}m"))),
                         show(r.max_fd.map(|n| n.to_string())),
                         show(r.max_procs.map(|n| n.to_string())),
                     ]
                 })
                 .collect();
-            print_table(&["TYPE", "MEMORY", "CPU", "MAX_FD", "MAX_PROCS"], rows);
+            print_table(
+                &["TYPE", "MEMORY", "DISK", "CPU", "MAX_FD", "MAX_PROCS"],
+                rows,
+            );
             Ok(())
         }
         Some(LimitCmd::Set {

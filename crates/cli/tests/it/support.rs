@@ -319,16 +319,14 @@ pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &st
     if let Ok(rd) = std::fs::read_dir(host_dir.join("containers")) {
         for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(e.path().join("bundle/rootfs"))
-                .output();
             slipway_host::runc::network::remove_netns(&id);
             for dir in cgroups(&id) {
                 let _ = std::fs::remove_dir(dir);
             }
         }
     }
+    // Rootfs overlays and the jobs' disk images (loop devices go with their unmount).
+    unmount_under(host_dir);
     let _ = Command::new("ip").args(["link", "del", net_name]).output();
     for family in ["ip", "bridge"] {
         let _ = Command::new("nft")
@@ -337,6 +335,24 @@ pub fn remove_host_leftovers(host_dir: &Path, cgroup_parent: &str, net_name: &st
     }
     for dir in cgroups("") {
         let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// Lazily unmounts every mount under `dir`, the deepest first.
+pub fn unmount_under(dir: &Path) {
+    let d = format!("{}/", dir.display());
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(String::from))
+        .filter(|m| m.starts_with(&d))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(m)
+            .output();
     }
 }
 
@@ -425,6 +441,8 @@ impl Drop for HostServer {
     fn drop(&mut self) {
         self.s.kill();
         let host = self.s.dir.path().join("data/host");
+        // Build dirs are mounted filesystems too (bounded by the build's disk limit).
+        unmount_under(&self.s.dir.path().join("data/build/builds"));
         remove_host_leftovers(
             &host,
             &format!("slipway-srvtest-{}", self.n),

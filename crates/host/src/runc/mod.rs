@@ -2,11 +2,14 @@
 //!
 //! Layout in the data dir:
 //! - `containers/<id>/` — `state.json`, `exit.json`, `hosts`, `net.batch` and
-//!   `bundle/` (`config.json`, overlay `rootfs/`, `upper/`, `work/`). Removed at cleanup.
+//!   `bundle/` (`config.json`, overlay `rootfs/`), `disk.img` mounted at `bundle/disk` (the
+//!   overlay's `upper/` and `work/`: the job's writable layer, bounded, see [`disk`]). Removed
+//!   at cleanup.
 //! - `logs/<id>/` — the job's log files (kept after cleanup; bounded in size).
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
 //! - `resolv.conf` — the containers' `/etc/resolv.conf` when discovery's DNS serves the bridge.
 
+pub mod disk;
 pub mod filter;
 pub mod netlink;
 pub mod network;
@@ -465,14 +468,9 @@ impl Shared {
         stack: Option<PathBuf>,
     ) -> Result<Vec<String>> {
         let bundle = dir.join("bundle");
-        let (rootfs, upper, work) = (
-            bundle.join("rootfs"),
-            bundle.join("upper"),
-            bundle.join("work"),
-        );
-        for d in [&rootfs, &upper, &work] {
-            std::fs::create_dir_all(d)?;
-        }
+        let rootfs = bundle.join("rootfs");
+        std::fs::create_dir_all(&rootfs)?;
+        let (upper, work) = disk::create(dir, job.resources.disk())?;
         // overlayfs lists the top layer first: artifact layers (top down), then the stack.
         let mut lower: Vec<PathBuf> = job.config.layers.iter().rev().cloned().collect();
         lower.extend(stack);
@@ -753,7 +751,14 @@ impl Runtime for RuncRuntime {
         let dir = self.container_dir(id);
         match shim::read_exit(&dir) {
             Some(rec) => match (rec.status, rec.start_error) {
-                (Some(s), _) => Ok(s),
+                (Some(mut s), _) => {
+                    // A job that ended with its disk full most likely ended because of it.
+                    s.disk_full = s.code != 0 && disk::is_full(&dir);
+                    if s.disk_full {
+                        s.disk_limit = disk::limit(&dir);
+                    }
+                    Ok(s)
+                }
                 (None, e) => bail!("{}", e.unwrap_or_else(|| "the job did not start".into())),
             },
             None => bail!(
@@ -774,6 +779,11 @@ impl Runtime for RuncRuntime {
         let rootfs = dir.join("bundle/rootfs");
         if is_mounted(&rootfs) {
             unmount(&rootfs);
+        }
+        // After the overlay, which holds it; the loop device goes with it (autoclear).
+        let disk = disk::mount_point(&dir);
+        if is_mounted(&disk) {
+            unmount(&disk);
         }
         network::remove_netns(id);
         let port = self.ports.lock().expect("ports").remove(id);
@@ -799,7 +809,7 @@ impl Runtime for RuncRuntime {
         if let Some(ip) = ip {
             self.ips.lock().expect("ip lock").release(ip);
         }
-        if dir.exists() && !is_mounted(&rootfs) {
+        if dir.exists() && !is_mounted(&rootfs) && !is_mounted(&disk) {
             // The writable layer is the job's: any depth (remove_tree does not recurse).
             crate::layers::remove_tree(&dir)
                 .with_context(|| format!("removing {}", dir.display()))?;

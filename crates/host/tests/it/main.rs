@@ -3,6 +3,7 @@ mod api;
 mod attach;
 mod cleanup;
 mod cli;
+mod disk;
 mod harness;
 mod layers;
 mod privileges;

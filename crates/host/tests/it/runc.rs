@@ -105,6 +105,7 @@ async fn limits_read_back_inside_the_job() {
         cpu_milli: Some(500),
         max_fd: Some(4096),
         max_procs: Some(123),
+        ..Default::default()
     };
     h.agent.add_job(j.clone()).await.unwrap();
     let done = h.agent.wait_job(&j.id).await.unwrap();

@@ -141,6 +141,7 @@ fn limits_are_parsed_and_stored_per_process_type() {
         "set",
         "web",
         "memory=512MB",
+        "disk=2GB",
         "cpu=500",
         "max_fd=1024",
     ]);
@@ -150,6 +151,7 @@ fn limits_are_parsed_and_stored_per_process_type() {
     assert_eq!(resources["memory"], 536_870_912u64);
     assert_eq!(resources["cpu"], 500);
     assert_eq!(resources["max_fd"], 1024);
+    assert_eq!(resources["disk"], 2u64 << 30);
 
     let table = s.ok(&["limit", "-a", &app]);
     let rows: Vec<Vec<&str>> = table
@@ -159,8 +161,8 @@ fn limits_are_parsed_and_stored_per_process_type() {
     assert_eq!(
         rows,
         [
-            vec!["TYPE", "MEMORY", "CPU", "MAX_FD", "MAX_PROCS"],
-            vec!["web", "512MB", "500m", "1024", "default"]
+            vec!["TYPE", "MEMORY", "DISK", "CPU", "MAX_FD", "MAX_PROCS"],
+            vec!["web", "512MB", "2GB", "500m", "1024", "default"]
         ]
     );
     let json = s.json(&["limit", "-a", &app, "--json"]);
@@ -172,6 +174,11 @@ fn limits_are_parsed_and_stored_per_process_type() {
     );
     let err = s.fails(&["limit", "-a", &app, "set", "web", "memory=lots"]);
     assert!(err.contains("invalid size"), "{err}");
+    let err = s.fails(&["limit", "-a", &app, "set", "web", "disk=4TB"]);
+    assert!(
+        err.contains("disk limit 4TB is above the maximum of 1TB"),
+        "{err}"
+    );
 
     // Per-process env lands in the process type.
     created_release(&s.ok(&["env", "-a", &app, "-t", "web", "set", "WEB_ONLY=1"]));

@@ -1,0 +1,155 @@
+//! Every job's writable layer is bounded (its own loop-mounted ext4 of the job's disk limit): a
+//! write past the limit gets ENOSPC wherever in the rootfs it lands, the host holds at most the
+//! limit for the job, and nothing (mount, loop device, image) outlives the job.
+
+use crate::harness::*;
+use futures_util::StreamExt;
+use slipway_host::{HostApi, JobStatus};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Loop devices whose backing file is under `dir`.
+fn loops_under(dir: &Path) -> Vec<String> {
+    let d = dir.display().to_string();
+    std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("loop/backing_file")).ok())
+        .filter(|f| f.starts_with(&d))
+        .collect()
+}
+
+async fn wait_for_line(api: &dyn HostApi, id: &str, marker: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let lines: Vec<String> = log_lines(api, id)
+            .await
+            .into_iter()
+            .map(|l| l.msg)
+            .collect();
+        if lines.iter().any(|l| l == marker) {
+            return lines;
+        }
+        assert!(Instant::now() < deadline, "no {marker:?} in {lines:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_past_the_disk_limit_get_enospc_and_the_host_holds_at_most_the_limit() {
+    if skip_unless_root(
+        "writes_past_the_disk_limit_get_enospc_and_the_host_holds_at_most_the_limit",
+    ) {
+        return;
+    }
+    let h = TestHost::start().await;
+    const LIMIT: u64 = 32 << 20;
+    // 20 MB into /app fits; 20 more into /var does not: both count against one limit.
+    let mut j = job(
+        "disk",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /app; dd if=/dev/zero of=/app/a bs=1M count=20 2>&1; echo app=$?; \
+             dd if=/dev/zero of=/var/b bs=1M count=20 2>&1; echo var=$?; echo written; \
+             exec sleep 1000",
+        ],
+    );
+    j.config.stop_grace_ms = Some(100);
+    j.resources.disk_bytes = Some(LIMIT);
+    let info = h.agent.add_job(j.clone()).await.unwrap();
+    assert_eq!(info.status, JobStatus::Running, "{info:?}");
+    let lines = wait_for_line(&h.agent, &j.id, "written").await;
+    assert!(lines.iter().any(|l| l == "app=0"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "var=1"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("/var/b") && l.contains("No space left on device")),
+        "dd into /var did not get ENOSPC: {lines:?}"
+    );
+    // What the job costs the host's disk: the image's allocated blocks.
+    let image = h.data_dir().join("containers").join(&j.id).join("disk.img");
+    let used = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&image).unwrap().blocks() * 512
+    };
+    assert!(
+        (20 << 20..=LIMIT).contains(&used),
+        "the job's image holds {used} bytes on the host (limit {LIMIT})"
+    );
+    assert_eq!(loops_under(h.data_dir()).len(), 1);
+
+    h.agent.stop_job(&j.id).await.unwrap();
+    h.agent.wait_job(&j.id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.data_dir().join("containers").join(&j.id).exists() {
+        assert!(Instant::now() < deadline, "the container dir stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mounts_under(h.data_dir()), Vec::<String>::new());
+    assert_eq!(loops_under(h.data_dir()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_fails_with_its_disk_full_says_so_in_its_exit() {
+    if skip_unless_root("a_job_that_fails_with_its_disk_full_says_so_in_its_exit") {
+        return;
+    }
+    let h = TestHost::start().await;
+    let mut j = job(
+        "full",
+        &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64"],
+    );
+    j.resources.disk_bytes = Some(16 << 20);
+    h.agent.add_job(j.clone()).await.unwrap();
+    let done = h.agent.wait_job(&j.id).await.unwrap();
+    let exit = done.exit.expect("an exit status");
+    assert!(exit.disk_full, "{exit:?}");
+    assert_eq!(exit.to_string(), "exit 1, disk full (limit 16 MiB)");
+    let out: Vec<String> = h
+        .agent
+        .logs(&j.id, false)
+        .await
+        .unwrap()
+        .map(|l| l.msg)
+        .collect()
+        .await;
+    assert!(
+        out.iter().any(|l| l.contains("No space left on device")),
+        "{out:?}"
+    );
+    // A job that ends with room left is not "disk full".
+    let ok = job(
+        "roomy",
+        &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=1; exit 2"],
+    );
+    h.agent.add_job(ok.clone()).await.unwrap();
+    let done = h.agent.wait_job(&ok.id).await.unwrap();
+    assert_eq!(done.exit.unwrap().to_string(), "exit 2");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disk_limit_outside_the_bounds_is_refused_with_the_bounds() {
+    if skip_unless_root("a_disk_limit_outside_the_bounds_is_refused_with_the_bounds") {
+        return;
+    }
+    let h = TestHost::start().await;
+    for bytes in [1 << 20, u64::MAX] {
+        let mut j = job("bad", &["true"]);
+        j.resources.disk_bytes = Some(bytes);
+        let msg = match h.agent.add_job(j.clone()).await {
+            Ok(info) => {
+                assert_eq!(info.status, JobStatus::Failed, "{info:?}");
+                info.error.unwrap_or_default()
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            msg.contains("disk limit") && msg.contains("16 MiB..1024 GiB"),
+            "{msg}"
+        );
+    }
+    assert_eq!(mounts_under(h.data_dir()), Vec::<String>::new());
+    assert_eq!(loops_under(h.data_dir()), Vec::<String>::new());
+}
