@@ -1,6 +1,8 @@
-//! What a build job can write: only the app (`/app`), its cache (`/cache`) and its output dir
-//! (`/slipway/out`). Everything else — the stack's root filesystem, `/tmp`, the env and meta
-//! dirs, the buildpacks — is read-only to it (uid 1000, read-only bind mounts).
+//! What a build job can write: only the app (`/app`), its cache (`/cache`), its output dir
+//! (`/slipway/out`) and its own `/tmp` (a tmpfs of the job, 256 MB, counted in its memory and
+//! gone with it: buildpacks unpack and compile there, as on Heroku). Everything else — the
+//! stack's root filesystem, the env and meta dirs, the buildpacks — is read-only to it (uid
+//! 1000, read-only bind mounts).
 
 use crate::harness::*;
 
@@ -65,16 +67,16 @@ async fn a_build_job_can_write_only_the_app_its_cache_and_its_output_dir() {
         .filter_map(|l| l.strip_prefix("writable: "))
         .collect();
     let allowed = |d: &str| {
-        ["/app", "/cache", "/slipway/out"]
+        ["/app", "/cache", "/slipway/out", "/tmp"]
             .iter()
             .any(|a| d == *a || d.starts_with(&format!("{a}/")))
     };
     let outside: Vec<&&str> = writable.iter().filter(|d| !allowed(d)).collect();
     assert!(
         outside.is_empty(),
-        "a build job can write outside /app, /cache and /slipway/out: {outside:?}"
+        "a build job can write outside /app, /cache, /slipway/out and /tmp: {outside:?}"
     );
-    for want in ["/app", "/app/sub/dir", "/cache", "/slipway/out"] {
+    for want in ["/app", "/app/sub/dir", "/cache", "/slipway/out", "/tmp"] {
         assert!(
             writable.contains(&want),
             "{want} is writable for the build: {writable:?}"

@@ -44,7 +44,9 @@ async fn writes_past_the_disk_limit_get_enospc_and_the_host_holds_at_most_the_li
     }
     let h = TestHost::start().await;
     const LIMIT: u64 = 32 << 20;
-    // 20 MB into /app fits; 20 more into /var does not: both count against one limit.
+    // 20 MB into /app fits; 20 more into /var does not: both count against one limit. (As
+    // root in the container, as an image's root user would be: a stack job runs as uid 1000
+    // and cannot write /var at all.)
     let mut j = job(
         "disk",
         &[
@@ -56,6 +58,7 @@ async fn writes_past_the_disk_limit_get_enospc_and_the_host_holds_at_most_the_li
         ],
     );
     j.config.stop_grace_ms = Some(100);
+    j.config.uid = Some(0);
     j.resources.disk_bytes = Some(LIMIT);
     let info = h.agent.add_job(j.clone()).await.unwrap();
     assert_eq!(info.status, JobStatus::Running, "{info:?}");
@@ -102,6 +105,7 @@ async fn a_job_that_fails_with_its_disk_full_says_so_in_its_exit() {
         &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64"],
     );
     j.resources.disk_bytes = Some(16 << 20);
+    j.config.uid = Some(0);
     h.agent.add_job(j.clone()).await.unwrap();
     let done = h.agent.wait_job(&j.id).await.unwrap();
     let exit = done.exit.expect("an exit status");

@@ -70,11 +70,11 @@ fn run_sh(s: &TestServer, app: &str, script: &str) -> String {
 }
 
 /// The job IPs of a service's instances, from discovery's HTTP API.
-fn instance_ips(discovery: &str, service: &str) -> Vec<Ipv4Addr> {
+fn instance_ips(discovery: &str, key: &str, service: &str) -> Vec<Ipv4Addr> {
     let mut c = std::net::TcpStream::connect(discovery).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let req = format!(
-        "GET /services/{service}/instances HTTP/1.1\r\nHost: discovery\r\nConnection: close\r\n\r\n"
+        "GET /services/{service}/instances HTTP/1.1\r\nHost: discovery\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
     );
     c.write_all(req.as_bytes()).unwrap();
     let mut resp = String::new();
@@ -222,9 +222,12 @@ fn a_job_cannot_claim_another_apps_ip_with_forged_arp_or_spoofed_packets() {
     let victim_host = format!("victim.{DOMAIN}");
     let resp = until(|| get(&router, &victim_host), |r| r.contains("victim-ok"));
     assert!(resp.contains("victim-ok"), "{resp}");
-    let victim = until(|| instance_ips(&discovery, "victim-web"), |v| v.len() == 1)[0];
+    let victim = until(
+        || instance_ips(&discovery, &s.key(), "victim-web"),
+        |v| v.len() == 1,
+    )[0];
     let attacker = until(
-        || instance_ips(&discovery, "attacker-web"),
+        || instance_ips(&discovery, &s.key(), "attacker-web"),
         |v| v.len() == 1,
     )[0];
     let victim_mac = slipway_host::runc::network::mac_for(victim);
@@ -422,8 +425,14 @@ fn an_isolated_apps_jobs_are_reached_only_by_the_router_and_its_own_jobs() {
     s.ok(&["-a", "iso", "meta", "set", "network=isolated"]);
     s.ok(&["-a", "flat", "scale", "web=1"]);
     s.ok(&["-a", "iso", "scale", "web=2"]);
-    let flat = until(|| instance_ips(&discovery, "flat-web"), |v| v.len() == 1);
-    let iso = until(|| instance_ips(&discovery, "iso-web"), |v| v.len() == 2);
+    let flat = until(
+        || instance_ips(&discovery, &s.key(), "flat-web"),
+        |v| v.len() == 1,
+    );
+    let iso = until(
+        || instance_ips(&discovery, &s.key(), "iso-web"),
+        |v| v.len() == 2,
+    );
     assert_eq!((flat.len(), iso.len()), (1, 2), "{flat:?} {iso:?}");
     let fetch = |ip: Ipv4Addr| format!("timeout 3 wget -qO- http://{ip}:8080/ || echo UNREACHABLE");
 
