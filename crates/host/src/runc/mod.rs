@@ -122,6 +122,8 @@ pub struct Shared {
     jobs_max_procs: Option<u64>,
     /// The bridge filter of each job with a netns, removed at cleanup.
     ports: Mutex<HashMap<String, filter::PortRules>>,
+    /// Jobs' disk images formatted ahead of time.
+    disk_pool: Arc<disk::Pool>,
 }
 
 /// Three quarters of `kernel.pid_max`: jobs together cannot take the pids the host's own
@@ -314,8 +316,11 @@ impl RuncRuntime {
             &cfg.cgroup_parent,
             cfg.jobs_max_procs.unwrap_or_else(default_jobs_max_procs),
         )?;
+        let disk_pool =
+            disk::Pool::start(cfg.data_dir.join("disk-pool"), crate::types::DEFAULT_DISK)?;
         Ok(RuncRuntime {
             shared: Arc::new(Shared {
+                disk_pool,
                 ips: Mutex::new(IpAllocator::new(&cfg.network)),
                 nofile_ceiling: lim.rlim_max,
                 resolv_conf,
@@ -470,7 +475,7 @@ impl Shared {
         let bundle = dir.join("bundle");
         let rootfs = bundle.join("rootfs");
         std::fs::create_dir_all(&rootfs)?;
-        let (upper, work) = disk::create(dir, job.resources.disk())?;
+        let (upper, work) = disk::create(dir, job.resources.disk(), Some(&self.disk_pool))?;
         // overlayfs lists the top layer first: artifact layers (top down), then the stack.
         let mut lower: Vec<PathBuf> = job.config.layers.iter().rev().cloned().collect();
         lower.extend(stack);

@@ -157,3 +157,92 @@ async fn a_disk_limit_outside_the_bounds_is_refused_with_the_bounds() {
     assert_eq!(mounts_under(h.data_dir()), Vec::<String>::new());
     assert_eq!(loops_under(h.data_dir()), Vec::<String>::new());
 }
+
+/// The pool's images of `bytes`: (inode, path).
+fn pooled(dir: &Path, bytes: u64) -> Vec<(u64, std::path::PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut v: Vec<_> = std::fs::read_dir(dir.join("disk-pool"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(&format!("{bytes}-")) && n.ends_with(".img")
+                })
+                .map(|e| (e.metadata().unwrap().ino(), e.path()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+async fn pool_holds(dir: &Path, bytes: u64, n: usize) -> Vec<(u64, std::path::PathBuf)> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = pooled(dir, bytes);
+        if v.len() == n {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pool holds {v:?}, not {n} images of {bytes}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Jobs take their disk images from a pool formatted ahead (mkfs off the start path): each
+/// image is used by one job only, the pool refills, and a size jobs ask for is pooled next time.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_take_preformatted_disk_images_once_each_and_the_pool_refills() {
+    if skip_unless_root("jobs_take_preformatted_disk_images_once_each_and_the_pool_refills") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    const DEFAULT: u64 = 1 << 30;
+    let h = TestHost::start().await;
+    let dir = h.data_dir().to_path_buf();
+    let before = pool_holds(&dir, DEFAULT, 2).await;
+
+    let mut j = job("pooled", &["sh", "-c", "exec sleep 1000"]);
+    j.config.stop_grace_ms = Some(100);
+    h.agent.add_job(j.clone()).await.unwrap();
+    let image = dir.join("containers").join(&j.id).join("disk.img");
+    let ino = std::fs::metadata(&image).unwrap().ino();
+    assert!(
+        before.iter().any(|(i, _)| *i == ino),
+        "the job's image {ino} was not one of the pool's {before:?}"
+    );
+    let after = pool_holds(&dir, DEFAULT, 2).await;
+    assert!(
+        after.iter().all(|(i, _)| *i != ino),
+        "the job's image is still offered to others: {after:?}"
+    );
+
+    // A size no job asked for yet is formatted at start, then kept ready.
+    let mut small = job("small", &["sh", "-c", "df -k / | tail -1"]);
+    small.resources.disk_bytes = Some(64 << 20);
+    h.agent.add_job(small.clone()).await.unwrap();
+    assert_eq!(
+        h.agent
+            .wait_job(&small.id)
+            .await
+            .unwrap()
+            .exit
+            .unwrap()
+            .code,
+        0
+    );
+    let ready = pool_holds(&dir, 64 << 20, 2).await;
+    assert_eq!(ready.len(), 2);
+
+    h.agent.stop_job(&j.id).await.unwrap();
+    h.agent.wait_job(&j.id).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while image.exists() {
+        assert!(Instant::now() < deadline, "the used image stayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(mounts_under(h.data_dir()), Vec::<String>::new());
+    assert_eq!(loops_under(h.data_dir()), Vec::<String>::new());
+}
