@@ -1,5 +1,6 @@
-//! What a build job can write: only the app (`/app`), its cache (`/cache`) and its output dir
-//! (`/slipway/out`). Everything else — the stack's root filesystem, `/tmp`, the env and meta
+//! What a build job can write: only the app (`/app`), its cache (`/cache`), its output dir
+//! (`/slipway/out`) and its own `/tmp` (a tmpfs of the container, 1777 like every job's, counted
+//! in its memory: docs/build.md). Everything else — the stack's root filesystem, the env and meta
 //! dirs, the buildpacks — is read-only to it (uid 1000, read-only bind mounts).
 
 use crate::harness::*;
@@ -12,6 +13,7 @@ const PROBE: &[(&str, &str)] = &[
         "probe/bin/compile",
         r#"#!/bin/sh
 echo "dirs: build $1 cache $2 env $3"
+echo "/tmp is: $(awk '$2 == "/tmp" { print $3 }' /proc/mounts)"
 dirs=$(find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type d -print)
 echo "dirs seen: $(echo "$dirs" | wc -l)"
 echo "$dirs" | while read -r d; do
@@ -55,6 +57,8 @@ async fn a_build_job_can_write_only_the_app_its_cache_and_its_output_dir() {
             .any(|l| l == "dirs: build /app cache /cache env /slipway/env"),
         "{lines:#?}"
     );
+    // /tmp is the container's own tmpfs, not a directory of the stack made writable.
+    assert!(lines.iter().any(|l| l == "/tmp is: tmpfs"), "{lines:#?}");
     let seen: usize = lines
         .iter()
         .find_map(|l| l.strip_prefix("dirs seen: ")?.trim().parse().ok())
@@ -65,16 +69,16 @@ async fn a_build_job_can_write_only_the_app_its_cache_and_its_output_dir() {
         .filter_map(|l| l.strip_prefix("writable: "))
         .collect();
     let allowed = |d: &str| {
-        ["/app", "/cache", "/slipway/out"]
+        ["/app", "/cache", "/slipway/out", "/tmp"]
             .iter()
             .any(|a| d == *a || d.starts_with(&format!("{a}/")))
     };
     let outside: Vec<&&str> = writable.iter().filter(|d| !allowed(d)).collect();
     assert!(
         outside.is_empty(),
-        "a build job can write outside /app, /cache and /slipway/out: {outside:?}"
+        "a build job can write outside /app, /cache, /slipway/out and /tmp: {outside:?}"
     );
-    for want in ["/app", "/app/sub/dir", "/cache", "/slipway/out"] {
+    for want in ["/app", "/app/sub/dir", "/cache", "/slipway/out", "/tmp"] {
         assert!(
             writable.contains(&want),
             "{want} is writable for the build: {writable:?}"
