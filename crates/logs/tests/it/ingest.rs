@@ -52,6 +52,12 @@ fn lines_of<'a>(all: &'a [LogEntry], job: &str, stream: &str) -> Vec<&'a str> {
 
 /// Also: what jobs write while the aggregator is down arrives once it is back (it loses
 /// nothing), and what it had stored already does not arrive again.
+///
+/// A `FakeRuntime` job writes one line, at start, so no job here has lines both before and
+/// after the restart: resuming a job's log from its saved point (the skipper) is checked by
+/// `aggregator::a_job_read_again_after_a_restart_stores_only_what_was_written_while_down` and,
+/// on runc, by the CLI's `logs::a_restart_while_a_job_writes_loses_and_repeats_nothing`. This
+/// one checks that the restarted follower reads the jobs that started and ended meanwhile.
 #[tokio::test]
 async fn jobs_lines_and_platform_lines_arrive_and_a_restart_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
