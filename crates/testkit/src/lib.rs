@@ -9,8 +9,8 @@ mod git_daemon;
 pub use git_daemon::GitDaemon;
 mod skip;
 pub use skip::{
-    current_test, require_all, skip, skip_deliberately, skip_unless_program, skip_unless_root,
-    skip_unless_slow,
+    current_test, is_root, require_all, skip, skip_deliberately, skip_unless_program,
+    skip_unless_root, skip_unless_slow,
 };
 
 use std::net::TcpListener;
@@ -31,8 +31,6 @@ pub struct TestDatabase {
     pub url: String,
     _server: Option<PostgresServer>,
 }
-
-use skip::is_root;
 
 /// The directory holding `initdb`, `pg_ctl` and `postgres`, if PostgreSQL is installed.
 pub fn postgres_bin_dir() -> Option<PathBuf> {

@@ -1,8 +1,7 @@
 //! What a build job can write: only the app (`/app`), its cache (`/cache`), its output dir
-//! (`/slipway/out`) and its own `/tmp` (a tmpfs of the job, 256 MB, counted in its memory and
-//! gone with it: buildpacks unpack and compile there, as on Heroku). Everything else — the
-//! stack's root filesystem, the env and meta dirs, the buildpacks — is read-only to it (uid
-//! 1000, read-only bind mounts).
+//! (`/slipway/out`) and its own `/tmp` (a tmpfs of the container, 1777 like every job's, counted
+//! in its memory: docs/build.md). Everything else — the stack's root filesystem, the env and meta
+//! dirs, the buildpacks — is read-only to it (uid 1000, read-only bind mounts).
 
 use crate::harness::*;
 
@@ -14,6 +13,7 @@ const PROBE: &[(&str, &str)] = &[
         "probe/bin/compile",
         r#"#!/bin/sh
 echo "dirs: build $1 cache $2 env $3"
+echo "/tmp is: $(awk '$2 == "/tmp" { print $3 }' /proc/mounts)"
 dirs=$(find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type d -print)
 echo "dirs seen: $(echo "$dirs" | wc -l)"
 echo "$dirs" | while read -r d; do
@@ -57,6 +57,8 @@ async fn a_build_job_can_write_only_the_app_its_cache_and_its_output_dir() {
             .any(|l| l == "dirs: build /app cache /cache env /slipway/env"),
         "{lines:#?}"
     );
+    // /tmp is the container's own tmpfs, not a directory of the stack made writable.
+    assert!(lines.iter().any(|l| l == "/tmp is: tmpfs"), "{lines:#?}");
     let seen: usize = lines
         .iter()
         .find_map(|l| l.strip_prefix("dirs seen: ")?.trim().parse().ok())

@@ -80,9 +80,19 @@ async fn run_job_ps_and_stop_through_the_cli() {
     drop(guard);
 }
 
+/// Runs without root too (no skip): not root, the test runs the daemon as itself.
 #[test]
 fn the_daemon_says_it_needs_root() {
-    if skip_unless_root("the_daemon_says_it_needs_root") {
+    if !slipway_testkit::is_root() {
+        let data = tempfile::tempdir().unwrap();
+        let out = Command::new(agent_exe())
+            .args(["daemon", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("must run as root"), "{err}");
         return;
     }
     // The binary is copied where `nobody` can execute it: the build's own directory may not be

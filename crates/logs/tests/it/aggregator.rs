@@ -242,3 +242,56 @@ async fn a_slow_follower_catches_up_from_disk() {
             .all(|(i, m)| *m == format!("live {i}"))
     );
 }
+
+/// A restart reads each job's log again from its first line (that is all a host offers) and
+/// must store exactly what it did not have: here two lines stored before the restart, then,
+/// written while it was down, one more in the same microsecond as the last stored one (the
+/// resume point counts lines per timestamp, not just the newest timestamp) and one later.
+#[tokio::test]
+async fn a_job_read_again_after_a_restart_stores_only_what_was_written_while_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = |s: &str| Timestamp::parse(s).unwrap();
+    let (t1, t2) = (
+        t("2026-01-01T00:00:00.000001Z"),
+        t("2026-01-01T00:00:00.000002Z"),
+    );
+    let job = src(APP, "web", "j1");
+    // The job's whole log as its host hands it out after the restart.
+    let log = [
+        (t1, "a1"),
+        (t1, "a2"),
+        (t1, "written while down, same microsecond"),
+        (t2, "written while down, later"),
+    ];
+    {
+        let agg = open(dir.path(), 100);
+        let mut skip = agg.skipper("j1");
+        for (ts, msg) in &log[..2] {
+            assert!(agg.ingest(&job, &mut skip, *ts, "stdout", msg).unwrap());
+        }
+        agg.flush().unwrap();
+    }
+    let agg = open(dir.path(), 100);
+    let mut skip = agg.skipper("j1");
+    let stored: Vec<bool> = log
+        .iter()
+        .map(|(ts, msg)| agg.ingest(&job, &mut skip, *ts, "stdout", msg).unwrap())
+        .collect();
+    assert_eq!(
+        stored,
+        [false, false, true, true],
+        "what the restart stored"
+    );
+    let msgs: Vec<String> = agg
+        .read(APP, &Query::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.msg)
+        .collect();
+    assert_eq!(
+        msgs,
+        log.map(|(_, m)| m.to_string()),
+        "each line once, in order"
+    );
+}
