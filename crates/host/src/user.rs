@@ -222,9 +222,11 @@ mod tests {
         c.user = None;
         c.uid = Some(0);
         assert_eq!(u(&c, true), None, "explicit root stays root");
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return; // chown needs root
+        // chown needs root.
+        if slipway_testkit::skip_unless_root(
+            "user::tests::stack_jobs_default_to_the_unprivileged_user_and_get_app",
+        ) {
+            return;
         }
         let job = HostJob {
             id: "j".into(),
