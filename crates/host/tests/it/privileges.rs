@@ -102,3 +102,83 @@ async fn the_agent_caps_all_jobs_pids_and_clamps_a_job_above_it() {
     .await;
     assert_eq!(out, ["512"]);
 }
+
+/// An image's `/etc/passwd` (or `/etc`) that is a symlink must be resolved inside the image: the
+/// agent reads it as root on the host, so `etc/passwd -> /dev/zero` would grow the agent until
+/// the OOM killer took the whole server, and `-> /some/host/file` ran the job with ids read from
+/// a host file.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_lookup_never_reads_host_files_through_an_image_symlink() {
+    if skip_unless_root("a_user_lookup_never_reads_host_files_through_an_image_symlink") {
+        return;
+    }
+    let h = TestHost::start().await;
+    let host = tempfile::tempdir().unwrap();
+    let host_passwd = host.path().join("passwd");
+    std::fs::write(&host_passwd, "intruder:x:4321:4321::/:/bin/sh\n").unwrap();
+    let start = |layer: &std::path::Path| {
+        let mut j = job("symuser", &["sh", "-c", "id -u"]);
+        j.config.layers = vec![layer.to_path_buf()];
+        j.config.user = Some("intruder".into());
+        j
+    };
+    let failed = |info: slipway_host::JobInfo| {
+        assert_ne!(info.status, JobStatus::Running, "{info:?}");
+        info.error.unwrap_or_default()
+    };
+
+    // The file itself is a symlink to a host file.
+    let layer = tempfile::tempdir().unwrap();
+    std::fs::create_dir(layer.path().join("etc")).unwrap();
+    std::os::unix::fs::symlink(&host_passwd, layer.path().join("etc/passwd")).unwrap();
+    let e = failed(h.agent.add_job(start(layer.path())).await.unwrap());
+    assert!(
+        e.contains("user \"intruder\" does not exist in the container's /etc/passwd"),
+        "{e}"
+    );
+
+    // `etc` is a symlink to a host directory.
+    let layer = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(host.path(), layer.path().join("etc")).unwrap();
+    let e = failed(h.agent.add_job(start(layer.path())).await.unwrap());
+    assert!(
+        e.contains("does not exist in the container's /etc/passwd"),
+        "{e}"
+    );
+
+    // An endless device, and a file too large to be a user list: refused, bounded.
+    let layer = tempfile::tempdir().unwrap();
+    std::fs::create_dir(layer.path().join("etc")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", layer.path().join("etc/passwd")).unwrap();
+    let e = failed(h.agent.add_job(start(layer.path())).await.unwrap());
+    assert!(
+        e.contains("does not exist in the container's /etc/passwd"),
+        "{e}"
+    );
+    std::fs::remove_file(layer.path().join("etc/passwd")).unwrap();
+    let f = std::fs::File::create(layer.path().join("etc/passwd")).unwrap();
+    f.set_len(64 << 20).unwrap();
+    let e = failed(h.agent.add_job(start(layer.path())).await.unwrap());
+    assert!(e.contains("/etc/passwd is larger than"), "{e}");
+}
+
+/// The start-time check that a job's command exists looks inside the rootfs too: through an
+/// image's `hostroot -> /` it told a pusher whether any host path existed (a job that started
+/// and crashed, or one refused at start).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_command_is_looked_up_inside_its_rootfs() {
+    if skip_unless_root("a_jobs_command_is_looked_up_inside_its_rootfs") {
+        return;
+    }
+    let h = TestHost::start().await;
+    let host = tempfile::NamedTempFile::new().unwrap();
+    let layer = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/", layer.path().join("hostroot")).unwrap();
+    let cmd = format!("/hostroot{}", host.path().display());
+    let mut j = job("probe", &[&cmd]);
+    j.config.layers = vec![layer.path().to_path_buf()];
+    let info = h.agent.add_job(j).await.unwrap();
+    assert_eq!(info.status, JobStatus::Failed, "{info:?}");
+    let e = info.error.unwrap_or_default();
+    assert!(e.contains("no such file or directory"), "{e}");
+}
