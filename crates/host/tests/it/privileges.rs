@@ -182,3 +182,71 @@ async fn a_jobs_command_is_looked_up_inside_its_rootfs() {
     let e = info.error.unwrap_or_default();
     assert!(e.contains("no such file or directory"), "{e}");
 }
+
+/// A static i386 ELF that runs `code` (loaded at 0x08048000, right after the headers).
+fn elf32(code: &[u8]) -> Vec<u8> {
+    const BASE: u32 = 0x0804_8000;
+    let total = (52 + 32 + code.len()) as u32;
+    let mut e = vec![0x7f, b'E', b'L', b'F', 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let h16 = |e: &mut Vec<u8>, v: u16| e.extend_from_slice(&v.to_le_bytes());
+    let h32 = |e: &mut Vec<u8>, v: u32| e.extend_from_slice(&v.to_le_bytes());
+    h16(&mut e, 2); // ET_EXEC
+    h16(&mut e, 3); // EM_386
+    h32(&mut e, 1);
+    h32(&mut e, BASE + 52 + 32); // entry
+    h32(&mut e, 52); // phoff
+    h32(&mut e, 0); // shoff
+    h32(&mut e, 0); // flags
+    for v in [52, 32, 1, 0, 0, 0] {
+        h16(&mut e, v); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    for v in [1, 0, BASE, BASE, total, total, 5, 0x1000] {
+        h32(&mut e, v); // PT_LOAD, offset, vaddr, paddr, filesz, memsz, R+X, align
+    }
+    e.extend_from_slice(code);
+    e
+}
+
+/// `socket(AF_VSOCK, SOCK_STREAM, 0)` through i386's multiplexed `socketcall`, whose
+/// arguments are in memory where seccomp cannot read the family: libseccomp allowed it whole,
+/// so a static 32-bit program made the sockets the filter refuses (`AF_VSOCK` to the
+/// hypervisor, `AF_ALG`). The program exits 0 when it got a socket, else with the errno; the
+/// filter now covers x86_64 alone, and an i386 system call kills the program (SIGSYS: 159).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_32_bit_socketcall_cannot_make_the_socket_families_the_filter_refuses() {
+    if skip_unless_root("a_32_bit_socketcall_cannot_make_the_socket_families_the_filter_refuses") {
+        return;
+    }
+    if !cfg!(target_arch = "x86_64") {
+        return; // i386 code; other architectures have no socketcall multiplexer to test
+    }
+    #[rustfmt::skip]
+    let code = [
+        0x6a, 0x00, 0x6a, 0x01, 0x6a, 0x28, // push 0; push SOCK_STREAM; push AF_VSOCK
+        0x89, 0xe1,                         // mov ecx, esp
+        0xbb, 0x01, 0x00, 0x00, 0x00,       // mov ebx, SYS_SOCKET
+        0xb8, 0x66, 0x00, 0x00, 0x00,       // mov eax, __NR_socketcall
+        0xcd, 0x80,                         // int 0x80
+        0x85, 0xc0, 0x78, 0x04,             // test eax, eax; js neg
+        0x31, 0xdb, 0xeb, 0x04,             // xor ebx, ebx; jmp exit
+        0xf7, 0xd8, 0x89, 0xc3,             // neg: neg eax; mov ebx, eax
+        0xb8, 0x01, 0x00, 0x00, 0x00,       // exit: mov eax, __NR_exit
+        0xcd, 0x80,                         // int 0x80
+    ];
+    let h = TestHost::start().await;
+    let layer = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    let bin = layer.path().join("vsock32");
+    std::fs::write(&bin, elf32(&code)).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(layer.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut j = job("sockcall", &["sh", "-c", "/vsock32; echo socketcall=$?"]);
+    j.config.layers = vec![layer.path().to_path_buf()];
+    j.config.uid = Some(0);
+    let (out, _) = stdout_of(&h, j).await;
+    assert_eq!(
+        out,
+        ["socketcall=159"],
+        "killed by SIGSYS at its first call"
+    );
+}
