@@ -56,6 +56,8 @@ async fn writes_past_the_disk_limit_get_enospc_and_the_host_holds_at_most_the_li
         ],
     );
     j.config.stop_grace_ms = Some(100);
+    // Root, as an image without USER runs: uid 1000 (the stack default) may not write /var.
+    j.config.uid = Some(0);
     j.resources.disk_bytes = Some(LIMIT);
     let info = h.agent.add_job(j.clone()).await.unwrap();
     assert_eq!(info.status, JobStatus::Running, "{info:?}");
@@ -99,7 +101,7 @@ async fn a_job_that_fails_with_its_disk_full_says_so_in_its_exit() {
     let h = TestHost::start().await;
     let mut j = job(
         "full",
-        &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64"],
+        &["sh", "-c", "dd if=/dev/zero of=/app/big bs=1M count=64"],
     );
     j.resources.disk_bytes = Some(16 << 20);
     h.agent.add_job(j.clone()).await.unwrap();
@@ -122,7 +124,11 @@ async fn a_job_that_fails_with_its_disk_full_says_so_in_its_exit() {
     // A job that ends with room left is not "disk full".
     let ok = job(
         "roomy",
-        &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=1; exit 2"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/app/big bs=1M count=1; exit 2",
+        ],
     );
     h.agent.add_job(ok.clone()).await.unwrap();
     let done = h.agent.wait_job(&ok.id).await.unwrap();
