@@ -110,7 +110,7 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
     if u.is_empty() {
         bail!("invalid user {user:?}: expected NAME, UID, NAME:GROUP or UID:GID");
     }
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let passwd = read_in_root(rootfs, "etc/passwd")?;
     let entry = |pred: &dyn Fn(&[&str]) -> bool| -> Option<(u32, u32)> {
         passwd.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
@@ -138,7 +138,7 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
             Err(_) => {
-                let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+                let group = read_in_root(rootfs, "etc/group")?;
                 match group.lines().find_map(|l| {
                     let f: Vec<&str> = l.split(':').collect();
                     (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
@@ -153,6 +153,77 @@ pub fn resolve(rootfs: &Path, user: &str) -> Result<(u32, u32)> {
         },
     };
     Ok((uid, gid))
+}
+
+/// The most of a user or group file the agent reads.
+pub const MAX_USER_FILE: u64 = 1 << 20;
+
+/// Opens `rel` as the job would see it: every symlink (absolute ones too) and `..` resolved
+/// inside `rootfs` (`openat2` with `RESOLVE_IN_ROOT`, Linux 5.6). The agent runs as root on the
+/// host, and an image is written by whoever pushed it: `etc/passwd -> /dev/zero` read with a
+/// plain `open` grew the agent (the whole server) until the OOM killer came, and
+/// `-> /some/host/file` read a host file. `O_PATH` for a mere lookup; `None`: nothing there.
+pub fn open_in_root(rootfs: &Path, rel: &str, flags: i32) -> Result<Option<std::fs::File>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::unix::ffi::OsStrExt;
+    let root = std::fs::File::open(rootfs)
+        .with_context(|| format!("opening the job's rootfs {}", rootfs.display()))?;
+    let path = std::ffi::CString::new(std::ffi::OsStr::new(rel).as_bytes())
+        .with_context(|| format!("path {rel:?} has a NUL byte"))?;
+    // SAFETY: all-zero is a valid open_how (non_exhaustive: no struct literal).
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    // openat2 refuses flags O_PATH does not take (O_NOCTTY among them).
+    let extra = if flags & libc::O_PATH != 0 {
+        libc::O_CLOEXEC
+    } else {
+        libc::O_CLOEXEC | libc::O_NOCTTY
+    };
+    how.flags = (flags | extra) as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: valid fd, NUL-terminated path and open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::ENOENT | libc::ENOTDIR | libc::ELOOP) => Ok(None),
+            _ => Err(e).with_context(|| format!("opening /{rel} in the job's rootfs")),
+        };
+    }
+    // SAFETY: openat2 returned a new fd that nothing else owns.
+    Ok(Some(unsafe { std::fs::File::from_raw_fd(fd as i32) }))
+}
+
+/// The text of the regular file `rel` of the rootfs, resolved inside it ([`open_in_root`]);
+/// empty when there is none. Anything else (a device, a fifo) or a file over
+/// [`MAX_USER_FILE`] is an error, never an endless or blocking read.
+fn read_in_root(rootfs: &Path, rel: &str) -> Result<String> {
+    use std::io::Read;
+    let Some(f) = open_in_root(rootfs, rel, libc::O_RDONLY | libc::O_NONBLOCK)? else {
+        return Ok(String::new());
+    };
+    let md = f.metadata()?;
+    if !md.is_file() {
+        bail!("the container's /{rel} is not a regular file: fix the image or stack");
+    }
+    if md.len() > MAX_USER_FILE {
+        bail!(
+            "the container's /{rel} is larger than {} KiB: fix the image or stack",
+            MAX_USER_FILE >> 10
+        );
+    }
+    let mut s = String::new();
+    f.take(MAX_USER_FILE)
+        .read_to_string(&mut s)
+        .with_context(|| format!("reading the container's /{rel}"))?;
+    Ok(s)
 }
 
 #[cfg(test)]

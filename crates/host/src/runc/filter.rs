@@ -10,10 +10,12 @@
 //! - traffic *to* a job of a network-isolated app passes only when it comes from a job of the
 //!   same app (the host — router, health checks — sends through the bridge's own port, which
 //!   these hooks never see). Checked at `prerouting`, so a frame sent to the gateway's MAC to
-//!   be routed back onto the bridge is judged too.
+//!   be routed back onto the bridge is judged too; and again at `forward` by the port it leaves
+//!   through, for the frames the bridge floods to every port whatever their IP (multicast,
+//!   broadcast: another app's UDP to 224.0.0.1 reached the isolated app's listeners).
 //!
-//! The checks are four sets keyed by the host-side veth name; a job adds its elements in one
-//! `nft -f -` batch while its netns is created, and removes them at cleanup. Without
+//! The checks are sets and maps keyed by the host-side veth name (or the job's IP); a job adds
+//! its elements in one `nft -f -` batch while its netns is created, and removes them at cleanup. Without
 //! `meta ibrname` (not in every kernel) the table cannot tell this bridge's ports from another
 //! agent's, so only listed veths are checked: a job starts only after its elements are in.
 //! nftables' bridge family needs no `br_netfilter`.
@@ -53,6 +55,7 @@ pub fn table_rules(cfg: &NetworkConfig) -> String {
          set port_mac {{ type ifname . ether_addr; }}\n\
          set port_ip {{ type ifname . ipv4_addr; }}\n\
          map isolated {{ type ipv4_addr : verdict; }}\n\
+         map isolated_ports {{ type ifname : verdict; }}\n\
          chain prerouting {{ type filter hook prerouting priority filter; policy accept;\n\
            iifname != @ports accept\n\
            iifname . ether saddr != @port_mac drop\n\
@@ -61,6 +64,9 @@ pub fn table_rules(cfg: &NetworkConfig) -> String {
            ether type ip iifname . ip saddr != @port_ip drop\n\
            ether type != {{ ip, arp }} drop\n\
            ether type ip ip daddr vmap @isolated\n\
+         }}\n\
+         chain forward {{ type filter hook forward priority filter; policy accept;\n\
+           ether type ip oifname vmap @isolated_ports\n\
          }}\n}}\n"
     )
 }
@@ -76,7 +82,8 @@ fn add_commands(cfg: &NetworkConfig, p: &PortRules) -> String {
              add chain bridge {t} {g}\nflush chain bridge {t} {g}\n\
              add rule bridge {t} {g} ip saddr @{g} return\nadd rule bridge {t} {g} drop\n\
              add element bridge {t} {g} {{ {ip} }}\n\
-             add element bridge {t} isolated {{ {ip} : jump {g} }}\n"
+             add element bridge {t} isolated {{ {ip} : jump {g} }}\n\
+             add element bridge {t} isolated_ports {{ \"{v}\" : jump {g} }}\n"
         );
     }
     s += &format!(
@@ -143,6 +150,7 @@ pub fn remove(cfg: &NetworkConfig, p: &PortRules) {
     if let Some(g) = &p.group {
         s += &format!(
             "delete element bridge {t} isolated {{ {ip} }}\n\
+             delete element bridge {t} isolated_ports {{ \"{v}\" }}\n\
              delete element bridge {t} {g} {{ {ip} }}\n"
         );
     }

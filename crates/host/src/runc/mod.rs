@@ -536,9 +536,14 @@ fn check_command(job: &HostJob, rootfs: &Path) -> Result<()> {
             .iter()
             .any(|m| Path::new(p).starts_with(&m.target) || Path::new(&m.target).starts_with(p))
     };
+    // Looked up inside the rootfs (an image's `bin -> /root` must not make the agent, root on
+    // the host, answer whether a host path exists); an error other than "not there" lets runc
+    // judge.
     let exists = |p: &str| {
-        let inside = rootfs.join(p.trim_start_matches('/'));
-        std::fs::symlink_metadata(inside).is_ok() || mounted(p)
+        let rel = p.trim_start_matches('/');
+        crate::user::open_in_root(rootfs, rel, libc::O_PATH | libc::O_NOFOLLOW)
+            .map_or(true, |f| f.is_some())
+            || mounted(p)
     };
     if cmd.contains('/') {
         let abs = if cmd.starts_with('/') {

@@ -29,7 +29,7 @@ use oci_spec::runtime::{
 };
 
 /// Allowed without conditions, by theme. Calls a kernel or libseccomp does not know are skipped
-/// by runc, so 32-bit and newer names can be listed alongside.
+/// by runc, so 32-bit (32-bit ARM) and newer names can be listed alongside.
 const ALLOWED: &[&[&str]] = &[
     // Processes, threads, scheduling.
     &[
@@ -433,12 +433,19 @@ const ARCH_ALLOWED: &[&str] = &[
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 const ARCH_ALLOWED: &[&str] = &[];
 
-/// The native architecture and the 32-bit ones a 64-bit kernel also runs, each with the same
-/// rules (libseccomp translates the names per architecture): 32-bit binaries keep working and
-/// their calls go through the same filter.
+/// The architectures whose system calls pass the filter; a call of any other (a 32-bit x86
+/// program on x86_64) kills the process with `SIGSYS`.
+///
+/// x86_64 alone, without i386 (and x32): i386 has the multiplexed `socketcall`, and libseccomp
+/// turns every `socket` rule into "socketcall(SYS_SOCKET): allow" for it, dropping the family
+/// check (the arguments are in memory, where seccomp cannot read) — a static 32-bit program
+/// made the `AF_VSOCK` sockets refused below. A deny rule for it cannot be added either (it
+/// conflicts with the allow rules of the native `socket`). Heroku's stacks are 64-bit only; the
+/// 32-bit system call table is also a surface of its own. 32-bit ARM on aarch64 has no
+/// multiplexer and keeps working.
 fn architectures() -> Vec<Arch> {
     if cfg!(target_arch = "x86_64") {
-        vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
+        vec![Arch::ScmpArchX86_64]
     } else if cfg!(target_arch = "aarch64") {
         vec![Arch::ScmpArchAarch64, Arch::ScmpArchArm]
     } else {
@@ -652,7 +659,8 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(
                 json["architectures"],
-                serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
+                serde_json::json!(["SCMP_ARCH_X86_64"]),
+                "no i386: its socketcall would skip the socket family rules"
             );
         }
     }

@@ -102,7 +102,7 @@ async fn a_job_that_fails_with_its_disk_full_says_so_in_its_exit() {
     let h = TestHost::start().await;
     let mut j = job(
         "full",
-        &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=64"],
+        &["sh", "-c", "dd if=/dev/zero of=/app/big bs=1M count=64"],
     );
     j.resources.disk_bytes = Some(16 << 20);
     j.config.uid = Some(0);
@@ -126,7 +126,11 @@ async fn a_job_that_fails_with_its_disk_full_says_so_in_its_exit() {
     // A job that ends with room left is not "disk full".
     let ok = job(
         "roomy",
-        &["sh", "-c", "dd if=/dev/zero of=/big bs=1M count=1; exit 2"],
+        &[
+            "sh",
+            "-c",
+            "dd if=/dev/zero of=/app/big bs=1M count=1; exit 2",
+        ],
     );
     h.agent.add_job(ok.clone()).await.unwrap();
     let done = h.agent.wait_job(&ok.id).await.unwrap();

@@ -74,3 +74,64 @@ async fn a_jobs_bridge_filter_is_added_with_it_and_removed_with_it() {
     );
     assert!(left.contains("chain prerouting"), "{left}");
 }
+
+/// Multicast packets the job's netns received (`IpExt: InMcastPkts`), read from the host.
+fn multicast_in(job_id: &str) -> u64 {
+    let ns = slipway_host::runc::network::netns_name(job_id);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "cat", "/proc/net/netstat"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut rows = text.lines().filter(|l| l.starts_with("IpExt:"));
+    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "InMcastPkts")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// Multicast (and broadcast) frames are flooded to every port of the bridge, past the
+/// destination-IP check that guards an isolated app's jobs: a job of another app sending UDP to
+/// 224.0.0.1 (all hosts, which every interface joins) reached the isolated app's jobs, e.g. a
+/// UDP listener on `0.0.0.0`. The control: the same packets from a job of the isolated app
+/// itself arrive.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_isolated_apps_jobs_get_no_multicast_from_another_app() {
+    if skip_unless_root("an_isolated_apps_jobs_get_no_multicast_from_another_app") {
+        return;
+    }
+    let h = TestHost::start().await;
+    let mut target = job("iso", &["sleep", "1000"]);
+    target.app_id = "isolated-app".into();
+    target.config.isolated = true;
+    let info = h.agent.add_job(target.clone()).await.unwrap();
+    assert_eq!(info.status, JobStatus::Running, "{info:?}");
+    // Sends DNS queries (UDP) to the all-hosts group; each waits a second for an answer.
+    let send = async |name: &str, app: &str| {
+        let mut j = job(
+            name,
+            &[
+                "sh",
+                "-c",
+                "for i in 1 2 3; do timeout 1 nslookup x 224.0.0.1 >/dev/null 2>&1; done; true",
+            ],
+        );
+        j.app_id = app.into();
+        j.config.isolated = app == "isolated-app";
+        let info = h.agent.add_job(j.clone()).await.unwrap();
+        assert_eq!(info.status, JobStatus::Running, "{info:?}");
+        h.agent.wait_job(&j.id).await.unwrap();
+    };
+    let before = multicast_in(&target.id);
+    send("other", "other-app").await;
+    let from_other = multicast_in(&target.id) - before;
+    send("sibling", "isolated-app").await;
+    let from_own = multicast_in(&target.id) - before - from_other;
+    assert!(from_own > 0, "the control: the app's own multicast arrives");
+    assert_eq!(
+        from_other, 0,
+        "another app's multicast reached the isolated app's job"
+    );
+}
