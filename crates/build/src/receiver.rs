@@ -182,15 +182,14 @@ impl Receiver {
     /// clonable data).
     pub async fn forget_app(&self, id: slipway_types::Id) {
         let repo = self.cfg.repos_dir.join(format!("{id}.git"));
-        let cache = self
-            .pusher
-            .build
-            .data_dir
-            .join("build-cache")
-            .join(id.to_string());
+        let data = &self.pusher.build.data_dir;
+        // The cache image, and the plain directory caches were before it.
+        let cache = crate::cache::image_path(data, &id.to_string());
+        let legacy = data.join("build-cache").join(id.to_string());
         let res = tokio::task::spawn_blocking(move || {
             crate::tree::remove_tree(&repo)?;
-            crate::tree::remove_tree(&cache)
+            crate::tree::remove_tree(&cache)?;
+            crate::tree::remove_tree(&legacy)
         })
         .await;
         match res {
@@ -207,7 +206,11 @@ impl Receiver {
     pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
         let mut removed = 0;
         let caches = self.pusher.build.data_dir.join("build-cache");
-        for (dir, suffix) in [(&self.cfg.repos_dir, ".git"), (&caches, "")] {
+        for (dir, suffix) in [
+            (&self.cfg.repos_dir, ".git"),
+            (&caches, ".img"),
+            (&caches, ""),
+        ] {
             let entries = match std::fs::read_dir(dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,

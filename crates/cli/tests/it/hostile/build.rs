@@ -337,10 +337,10 @@ fn a_procfile_over_1_mib_fails_the_push_and_deleting_the_app_removes_its_repo_ca
     let id = block_on(server.client().app(app)).unwrap().id.to_string();
     let data = server.dir.path().join("data");
     let repo = data.join(format!("repos/{id}.git"));
-    let cache = data.join(format!("build/build-cache/{id}"));
+    let cache = data.join(format!("build/build-cache/{id}.img"));
     let logs = data.join(format!("logs/{id}"));
     for p in [&repo, &cache, &logs] {
-        assert!(p.is_dir(), "{} before the deletion", p.display());
+        assert!(p.exists(), "{} before the deletion", p.display());
     }
     server.ok(&["-a", app, "delete", "-y", "-r", ""]);
     let deadline = Instant::now() + Duration::from_secs(15);
