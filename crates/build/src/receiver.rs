@@ -561,20 +561,37 @@ async fn feed_stdin(body: Body, gzip: bool, mut stdin: tokio::process::ChildStdi
                 return;
             }
         }
-        let decoded = tokio::task::spawn_blocking(move || {
+        // Decoded a piece at a time, each piece written to git before the next is decoded: gzip
+        // expands up to ~1000-fold, and un-gzipping the whole body first held up to
+        // MAX_PUSH_BYTES of the server's memory per request (512 MiB of zeros: +576 MB).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let decode = tokio::task::spawn_blocking(move || {
             use std::io::Read;
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&compressed[..])
-                .take(MAX_PUSH_BYTES)
-                .read_to_end(&mut out)
-                .map(|_| out)
-        })
-        .await;
-        match decoded {
-            Ok(Ok(bytes)) => {
-                let _ = stdin.write_all(&bytes).await;
+            let mut d = flate2::read::GzDecoder::new(&compressed[..]).take(MAX_PUSH_BYTES);
+            loop {
+                let mut buf = vec![0u8; 64 << 10];
+                match d.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // git stopped reading: so do we.
+                        if tx.blocking_send(buf).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-            _ => tracing::warn!("git receiver: bad gzip request body"),
+        });
+        while let Some(piece) = rx.recv().await {
+            if stdin.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        drop(rx);
+        if !matches!(decode.await, Ok(Ok(()))) {
+            tracing::warn!("git receiver: bad gzip request body");
         }
         return;
     }
