@@ -5,10 +5,12 @@
 //! - [`pipeline`]: [`pipeline::build`], the entry point the git receiver calls;
 //! - `buildpack`: choosing and fetching buildpacks (bundled names, git URLs, `.buildpacks`);
 //! - `slug`: copying the source (with `.slugignore`, see `slugignore`) and tarring the result;
+//! - [`cache`]: the app's build cache, a filesystem of the cache limit;
 //! - `tree`: walks over users' trees without recursion, bounded in depth.
 
 pub mod buildpack;
 pub mod bundled;
+pub mod cache;
 pub mod pipeline;
 pub mod push;
 pub mod receiver;

@@ -173,6 +173,7 @@ pub async fn build(
         app: input.app.clone(),
         job: None,
         dir: Some(dir.clone()),
+        cache: None,
     };
     if let Err(e) = slipway_types::validate_stack_name(&input.stack) {
         // A stack is a name in the host's stacks dir; a path would make any host directory the
@@ -208,10 +209,8 @@ where
         dir.join("out"),
         dir.join("buildpacks"),
     );
-    let cache_dir = ctx
-        .data_dir
-        .join("build-cache")
-        .join(input.app.id.to_string());
+    // The app's cache, mounted here for this build (see crate::cache).
+    let cache_dir = dir.join("cache");
     // The build dir is a filesystem of the disk limit: a build writing past it gets ENOSPC,
     // not the server's disk.
     let (d, bytes) = (dir.to_path_buf(), ctx.limits.disk_bytes);
@@ -223,6 +222,21 @@ where
         tokio::fs::create_dir_all(d)
             .await
             .map_err(|e| internal(&format!("creating {}", d.display()), e))?;
+    }
+    let (data, app_id, bytes, c) = (
+        ctx.data_dir.clone(),
+        input.app.id.to_string(),
+        ctx.limits.cache_bytes,
+        cache_dir.clone(),
+    );
+    guard.cache =
+        tokio::task::spawn_blocking(move || crate::cache::mount(&data, &app_id, bytes, &c))
+            .await
+            .map_err(|e| internal("mounting the build cache", e))?
+            .map_err(|e| internal("mounting the build cache", e))?;
+    if guard.cache.is_none() {
+        say("-----> Another build of this app is using its cache: this one starts with an empty cache".into())
+            .await;
     }
 
     let (c, cap) = (cache_dir.clone(), ctx.limits.cache_bytes);
@@ -503,6 +517,7 @@ async fn sweep_stale(builds: PathBuf, timeout: std::time::Duration) {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > max_age);
             if old {
+                crate::cache::unmount(&e.path().join("cache"));
                 slipway_host::runc::disk::unmount_dir(&e.path());
                 let _ = crate::tree::remove_tree(&e.path());
             }
@@ -641,6 +656,8 @@ struct Guard {
     app: slipway_types::App,
     job: Option<String>,
     dir: Option<PathBuf>,
+    /// The app's cache is mounted at `<dir>/cache` while this is held.
+    cache: Option<crate::cache::CacheLock>,
 }
 
 impl Guard {
@@ -651,7 +668,7 @@ impl Guard {
     }
 
     fn cleanup(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (job, dir) = (self.job.take(), self.dir.take());
+        let (job, dir, cache) = (self.job.take(), self.dir.take(), self.cache.take());
         let (jobs, app) = (self.jobs.clone(), self.app.clone());
         async move {
             if let Some(id) = job {
@@ -663,6 +680,9 @@ impl Guard {
                         .await;
             }
             if let Some(d) = dir {
+                // The cache first: it is mounted inside the build dir. Its lock goes after.
+                crate::cache::unmount(&d.join("cache"));
+                drop(cache);
                 // The built /app can be any tree: removed without recursion.
                 slipway_host::runc::disk::unmount_dir(&d);
                 let _ = tokio::task::spawn_blocking(move || crate::tree::remove_tree(&d)).await;

@@ -182,15 +182,14 @@ impl Receiver {
     /// clonable data).
     pub async fn forget_app(&self, id: slipway_types::Id) {
         let repo = self.cfg.repos_dir.join(format!("{id}.git"));
-        let cache = self
-            .pusher
-            .build
-            .data_dir
-            .join("build-cache")
-            .join(id.to_string());
+        let data = &self.pusher.build.data_dir;
+        // The cache image, and the plain directory caches were before it.
+        let cache = crate::cache::image_path(data, &id.to_string());
+        let legacy = data.join("build-cache").join(id.to_string());
         let res = tokio::task::spawn_blocking(move || {
             crate::tree::remove_tree(&repo)?;
-            crate::tree::remove_tree(&cache)
+            crate::tree::remove_tree(&cache)?;
+            crate::tree::remove_tree(&legacy)
         })
         .await;
         match res {
@@ -207,7 +206,11 @@ impl Receiver {
     pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
         let mut removed = 0;
         let caches = self.pusher.build.data_dir.join("build-cache");
-        for (dir, suffix) in [(&self.cfg.repos_dir, ".git"), (&caches, "")] {
+        for (dir, suffix) in [
+            (&self.cfg.repos_dir, ".git"),
+            (&caches, ".img"),
+            (&caches, ""),
+        ] {
             let entries = match std::fs::read_dir(dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -558,20 +561,37 @@ async fn feed_stdin(body: Body, gzip: bool, mut stdin: tokio::process::ChildStdi
                 return;
             }
         }
-        let decoded = tokio::task::spawn_blocking(move || {
+        // Decoded a piece at a time, each piece written to git before the next is decoded: gzip
+        // expands up to ~1000-fold, and un-gzipping the whole body first held up to
+        // MAX_PUSH_BYTES of the server's memory per request (512 MiB of zeros: +576 MB).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(2);
+        let decode = tokio::task::spawn_blocking(move || {
             use std::io::Read;
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&compressed[..])
-                .take(MAX_PUSH_BYTES)
-                .read_to_end(&mut out)
-                .map(|_| out)
-        })
-        .await;
-        match decoded {
-            Ok(Ok(bytes)) => {
-                let _ = stdin.write_all(&bytes).await;
+            let mut d = flate2::read::GzDecoder::new(&compressed[..]).take(MAX_PUSH_BYTES);
+            loop {
+                let mut buf = vec![0u8; 64 << 10];
+                match d.read(&mut buf) {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => {
+                        buf.truncate(n);
+                        // git stopped reading: so do we.
+                        if tx.blocking_send(buf).is_err() {
+                            return Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
             }
-            _ => tracing::warn!("git receiver: bad gzip request body"),
+        });
+        while let Some(piece) = rx.recv().await {
+            if stdin.write_all(&piece).await.is_err() {
+                break;
+            }
+        }
+        drop(rx);
+        if !matches!(decode.await, Ok(Ok(()))) {
+            tracing::warn!("git receiver: bad gzip request body");
         }
         return;
     }

@@ -8,6 +8,13 @@ use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// Most entries (files, directories and symlinks) a pushed tree may unpack to, submodules
+/// included. The size limit counts file content only, so without this cap a few tree objects
+/// that name each other (a "git bomb": 8 trees of 8 entries each nest to 16 million empty files)
+/// would fill the server's disk with inodes and directory blocks. 100,000 is more than the
+/// Linux kernel's tree.
+pub const MAX_SOURCE_ENTRIES: u64 = 100_000;
+
 /// Why the source could not be unpacked, in the pusher's words.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -49,8 +56,17 @@ pub fn checkout(
             "{commit:?} is not a commit id"
         )));
     }
-    let total = archive_into(repo, quarantine, commit, "", dest, max_bytes, 0)?;
+    let total = archive_into(
+        repo,
+        quarantine,
+        commit,
+        "",
+        dest,
+        max_bytes,
+        Tally::default(),
+    )?;
     super::submodules::unpack_all(repo, quarantine, commit, dest, max_bytes, total, say)
+        .map(|t| t.bytes)
 }
 
 pub(super) fn is_commit_id(s: &str) -> bool {
@@ -68,8 +84,17 @@ pub(super) fn git_in(repo: &Path, quarantine: Option<&Path>) -> Command {
     cmd
 }
 
-/// `git archive` of `commit` with every path under `prefix`, unpacked into `dest`; `total`
-/// bytes are already there. Returns the new total.
+/// What a checkout has unpacked so far (the commit's own tree and its submodules together).
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Tally {
+    /// Bytes of file content.
+    pub bytes: u64,
+    /// Files, directories and symlinks (bounded by [`MAX_SOURCE_ENTRIES`]).
+    pub entries: u64,
+}
+
+/// `git archive` of `commit` with every path under `prefix`, unpacked into `dest`, which
+/// already holds `total`. Returns the new total.
 pub(super) fn archive_into(
     repo: &Path,
     quarantine: Option<&Path>,
@@ -77,8 +102,14 @@ pub(super) fn archive_into(
     prefix: &str,
     dest: &Path,
     max_bytes: u64,
-    total: u64,
-) -> Result<u64, SourceError> {
+    total: Tally,
+) -> Result<Tally, SourceError> {
+    // Counted first (milliseconds for 100,000 entries, where `git archive` of them takes
+    // seconds and unpacking them writes 100,000 inodes): a tree over the cap writes nothing.
+    let budget = MAX_SOURCE_ENTRIES.saturating_sub(total.entries);
+    if count_entries(repo, quarantine, commit, budget)? > budget {
+        return Err(too_many_entries());
+    }
     let mut cmd = git_in(repo, quarantine);
     cmd.args(["archive", "--format=tar"])
         .arg(format!("--prefix={prefix}"))
@@ -106,18 +137,56 @@ pub(super) fn archive_into(
     Ok(size)
 }
 
-/// Unpacks a tar stream into `dest` with the checks above; returns the bytes of file content.
-pub fn unpack(input: impl Read, dest: &Path, max_bytes: u64) -> Result<u64, SourceError> {
-    unpack_from(input, dest, max_bytes, 0)
+/// The entries (files, directories, symlinks, submodules) of `commit`'s tree, counted up to
+/// just past `limit` (git is stopped there: a "git bomb" lists millions).
+fn count_entries(
+    repo: &Path,
+    quarantine: Option<&Path>,
+    commit: &str,
+    limit: u64,
+) -> Result<u64, SourceError> {
+    let mut child = git_in(repo, quarantine)
+        .args(["ls-tree", "-r", "-t", "-z", "--name-only", commit])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| SourceError::Internal(format!("cannot run git ls-tree: {e}")))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let (mut n, mut buf) = (0u64, vec![0u8; 64 << 10]);
+    while n <= limit {
+        match stdout.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => n += buf[..k].iter().filter(|b| **b == 0).count() as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(SourceError::Internal(format!("git ls-tree: {e}"))),
+        }
+    }
+    if n > limit {
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    Ok(n)
 }
 
-/// [`unpack`] into a `dest` that already holds `total` bytes; returns the new total.
+fn too_many_entries() -> SourceError {
+    SourceError::Refused(format!(
+        "the pushed tree has more than {MAX_SOURCE_ENTRIES} files, directories and symlinks \
+         (submodules included): keep generated or vendored trees out of git"
+    ))
+}
+
+/// Unpacks a tar stream into `dest` with the checks above; returns the bytes of file content.
+pub fn unpack(input: impl Read, dest: &Path, max_bytes: u64) -> Result<u64, SourceError> {
+    unpack_from(input, dest, max_bytes, Tally::default()).map(|t| t.bytes)
+}
+
+/// [`unpack`] into a `dest` that already holds `total`; returns the new total.
 fn unpack_from(
     input: impl Read,
     dest: &Path,
     max_bytes: u64,
-    mut total: u64,
-) -> Result<u64, SourceError> {
+    mut total: Tally,
+) -> Result<Tally, SourceError> {
     let io = |e: std::io::Error| SourceError::Internal(e.to_string());
     let mut archive = tar::Archive::new(input);
     for entry in archive.entries().map_err(io)? {
@@ -137,6 +206,10 @@ fn unpack_from(
         if rel.as_os_str().is_empty() {
             continue;
         }
+        total.entries += 1;
+        if total.entries > MAX_SOURCE_ENTRIES {
+            return Err(too_many_entries());
+        }
         // Bounded before anything is written: every later walk (copy, chown, slug, removal)
         // costs in proportion to the depth, and the kernel refuses paths over 4096 bytes.
         crate::tree::check_path(&rel).map_err(|e| {
@@ -150,8 +223,8 @@ fn unpack_from(
             std::fs::create_dir_all(&target).map_err(io)?;
         } else if kind.is_file() {
             let size = entry.header().size().map_err(io)?;
-            total += size;
-            if total > max_bytes {
+            total.bytes += size;
+            if total.bytes > max_bytes {
                 return Err(SourceError::Refused(format!(
                     "the pushed source is over the {} limit ({} is {}): keep large files out of \
                      git (remove them with `git rm --cached` and push again)",
@@ -386,6 +459,71 @@ mod tests {
         let e = checkout(&repo, None, "HEAD", dest.path(), 1000, &mut say).unwrap_err();
         assert!(e.to_string().contains("not a commit id"), "{e}");
         assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    /// A "git bomb": a few tree objects that name each other many times unpack to a tree of
+    /// 8^6 empty files (a push of a few KB). Empty files and directories count nothing towards
+    /// the source size limit, so before the entry cap the checkout wrote all 299,593 entries
+    /// into the server's own disk (`<data>/build/sources`, no quota) and returned `Ok(0)`;
+    /// with 8^8 it is 19 million inodes.
+    #[test]
+    fn a_tree_of_more_entries_than_the_limit_is_refused_before_it_fills_the_disk() {
+        let work = tempfile::tempdir().unwrap();
+        let git = |args: &[&str], input: &str| {
+            use std::io::Write;
+            let mut child = Command::new("git")
+                .args(["-c", "user.email=a@b", "-c", "user.name=a"])
+                .args(args)
+                .current_dir(work.path())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        git(&["init", "-q", "--bare", "repo.git"], "");
+        let gd = ["--git-dir", "repo.git"];
+        let blob = git(&[&gd[..], &["hash-object", "-w", "--stdin"]].concat(), "");
+        let mut tree = git(
+            &[&gd[..], &["mktree"]].concat(),
+            &(0..8)
+                .map(|i| format!("100644 blob {blob}\tf{i}\n"))
+                .collect::<String>(),
+        );
+        for _ in 0..5 {
+            let entries: String = (0..8)
+                .map(|i| format!("040000 tree {tree}\td{i}\n"))
+                .collect();
+            tree = git(&[&gd[..], &["mktree"]].concat(), &entries);
+        }
+        let commit = git(
+            &[&gd[..], &["commit-tree", &tree, "-m", "bomb"]].concat(),
+            "",
+        );
+        let dest = tempfile::tempdir().unwrap();
+        let repo = work.path().join("repo.git");
+        let e = checkout(&repo, None, &commit, dest.path(), 1 << 20, &mut |_| {})
+            .expect_err("a tree of 299,593 entries was unpacked");
+        let e = e.to_string();
+        assert!(
+            e.contains("more than 100000 files, directories and symlinks"),
+            "{e}"
+        );
+        let mut written = 0u64;
+        crate::tree::walk::<crate::tree::WalkError>(dest.path(), |_| {
+            written += 1;
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(written, 0, "entries written for a tree that is refused");
     }
 
     #[test]

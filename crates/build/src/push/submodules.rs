@@ -4,7 +4,7 @@
 //! runs on the server with URLs the pusher chose, so only http, https and git are fetched, with
 //! none of the server user's git config or credentials, within a time and size budget.
 
-use super::source::{SourceError, archive_into, git_in, human, is_commit_id};
+use super::source::{SourceError, Tally, archive_into, git_in, human, is_commit_id};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,16 +25,16 @@ pub const MAX_SUBMODULES: usize = 50;
 pub(crate) const SUBMODULE_PROTOCOLS: &str = "http:https:git";
 
 /// Unpacks the submodules of `commit` (nested ones too) into `dest`, which already holds the
-/// commit's own files (`total` bytes of them); returns the new total. Blocking.
-pub fn unpack_all(
+/// commit's own files (`total` of them); returns the new total. Blocking.
+pub(super) fn unpack_all(
     repo: &Path,
     quarantine: Option<&Path>,
     commit: &str,
     dest: &Path,
     max_bytes: u64,
-    mut total: u64,
+    mut total: Tally,
     say: &mut dyn FnMut(String),
-) -> Result<u64, SourceError> {
+) -> Result<Tally, SourceError> {
     if gitlinks(repo, quarantine, commit)?.is_empty() {
         return Ok(total);
     }

@@ -346,3 +346,66 @@ async fn a_cache_over_its_limit_is_emptied_before_the_build() {
     // 0 files, then 1 (5000 bytes), then 2 (10000 > 8000: emptied before the third build).
     assert_eq!(cached, [0, 1, 0]);
 }
+
+/// The build cache is a filesystem of the cache limit. It was a plain directory on the host's
+/// disk, bind-mounted writable at `/cache`: the build job's disk limit bounded `/app` and its
+/// writable layer but not the cache, so a build (any dependency's install script) could fill
+/// the server's disk through `$CACHE_DIR`. Before: the 64 MiB write to a cache of 32 MiB
+/// succeeded (`wrote 67108864`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_cannot_write_more_than_the_cache_limit_into_its_cache() {
+    if skip_unless_root("a_build_cannot_write_more_than_the_cache_limit_into_its_cache") {
+        return;
+    }
+    let bps = tempdir("slipway-build-bps");
+    write_tree(
+        bps.path(),
+        &[
+            ("fill/bin/detect", "#!/bin/sh\necho Fill\n"),
+            (
+                "fill/bin/compile",
+                "#!/bin/sh\necho \"cached: $(ls \"$2\" | tr '\\n' ' ')\"\n\
+                 head -c 67108864 /dev/zero > \"$2/fill\" 2>/dev/null || echo \"write failed\"\n\
+                 echo \"wrote $(wc -c < \"$2/fill\")\"\nrm -f \"$2/fill\"\necho kept > \"$2/kept\"\n",
+            ),
+            ("fill/bin/release", "#!/bin/sh\necho ---\n"),
+        ],
+    );
+    let mut c = Cluster::start(Some(bps.path())).await;
+    c.ctx.limits.cache_bytes = 32 << 20;
+    let app = c.app().await;
+    let src = tempdir("slipway-build-src");
+    write_tree(src.path(), &[("x", "x")]);
+    for round in 0..2 {
+        let (res, lines) = c
+            .build(&app, src.path(), &[("BUILDPACK_URL", "fill")])
+            .await;
+        res.unwrap_or_else(|e| panic!("{e}; {lines:#?}"));
+        let wrote: u64 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("wrote "))
+            .unwrap_or_else(|| panic!("{lines:#?}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            wrote <= 32 << 20 && lines.iter().any(|l| l == "write failed"),
+            "the build wrote {wrote} bytes into a cache of 32 MiB: {lines:#?}"
+        );
+        // The cache still works: what a build leaves there, the next one finds.
+        let cached = lines.iter().find(|l| l.starts_with("cached:")).unwrap();
+        assert_eq!(
+            cached.trim(),
+            if round == 0 {
+                "cached:"
+            } else {
+                "cached: kept"
+            }
+        );
+    }
+    // Nothing of the builds is left mounted.
+    let builds = c.dir.path().join("builds").display().to_string();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = mounts.lines().filter(|l| l.contains(&builds)).collect();
+    assert!(left.is_empty(), "{left:#?}");
+}

@@ -8,6 +8,9 @@
 //!   connection (hyper runs one timer for both): a silent or dripping client is closed. A
 //!   response in progress is not a wait for a head: event streams, `log -f`, discovery watches
 //!   and attach (an upgraded connection) run as long as they run.
+//! - hyper's per-connection buffer is [`slipway_controller::MAX_CONN_BUFFER`] (64 KiB), not its
+//!   ~400 KB default: a client that stops reading an event stream holds that much of the
+//!   server's memory per connection (50 such subscribers: +25 MB with the default).
 //! - `max_connections`: past it a new connection gets a 503 in one write and is closed, so the
 //!   API cannot take the descriptors the router and the host agent need.
 
@@ -71,6 +74,7 @@ pub async fn serve(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
+                .max_buf_size(slipway_controller::MAX_CONN_BUFFER)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);

@@ -337,10 +337,10 @@ fn a_procfile_over_1_mib_fails_the_push_and_deleting_the_app_removes_its_repo_ca
     let id = block_on(server.client().app(app)).unwrap().id.to_string();
     let data = server.dir.path().join("data");
     let repo = data.join(format!("repos/{id}.git"));
-    let cache = data.join(format!("build/build-cache/{id}"));
+    let cache = data.join(format!("build/build-cache/{id}.img"));
     let logs = data.join(format!("logs/{id}"));
     for p in [&repo, &cache, &logs] {
-        assert!(p.is_dir(), "{} before the deletion", p.display());
+        assert!(p.exists(), "{} before the deletion", p.display());
     }
     server.ok(&["-a", app, "delete", "-y", "-r", ""]);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -369,4 +369,78 @@ fn a_procfile_over_1_mib_fails_the_push_and_deleting_the_app_removes_its_repo_ca
     );
     assert!(!out.status.success(), "the deleted app's repo was cloned");
     assert!(!server.dir.path().join("cloned-after-delete/www").exists());
+}
+
+/// VmHWM (peak resident memory, kB) of the `slipway server` whose command line names `dir`.
+fn server_peak_kb(dir: &Path) -> u64 {
+    let needle = dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(" server") && cmdline.contains(&needle) {
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap();
+            return status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap();
+        }
+    }
+    panic!("no server process for {needle}");
+}
+
+/// git gzips a push's request body when it fits its post buffer, and the receiver un-gzipped
+/// the whole body into memory before git got a byte: up to MAX_PUSH_BYTES (1 GiB) per request,
+/// from at most 16 MiB of gzip. Here 512 MiB of zeros (~0.5 MB of gzip). Before: the server's
+/// peak memory grew by 512 MB or more; now the body reaches git 64 KiB at a time.
+#[test]
+fn a_gzip_push_body_is_not_unpacked_into_the_servers_memory() {
+    let server = TestServer::start();
+    server.create_app("gzbomb");
+    let out = std::process::Command::new("sh")
+        .args(["-c", "head -c 536870912 /dev/zero | gzip -c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let body = out.stdout;
+    assert!(body.len() < 2 << 20, "{} bytes of gzip", body.len());
+    let before = server_peak_kb(server.dir.path());
+    let mut c = std::net::TcpStream::connect(api_addr(&server)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    let head = format!(
+        "POST /gzbomb.git/git-receive-pack HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/x-git-receive-pack-request\r\nContent-Encoding: gzip\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        server.key(),
+        body.len()
+    );
+    c.write_all(head.as_bytes()).unwrap();
+    c.write_all(&body).unwrap();
+    let mut resp = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c, &mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    // The body is fed to git after the response starts: wait for the server to be done with it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut after = server_peak_kb(server.dir.path());
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = server_peak_kb(server.dir.path());
+        if now == after || Instant::now() > deadline {
+            break;
+        }
+        after = now;
+    }
+    let growth_mb = after.saturating_sub(before) / 1024;
+    eprintln!("server peak RSS: {before} kB before, {after} kB after (+{growth_mb} MB)");
+    assert!(
+        growth_mb < 64,
+        "a 512 MiB gzip push body grew the server's peak memory by {growth_mb} MB"
+    );
+    // The server still answers.
+    let apps = server.ok(&["apps"]);
+    assert!(apps.contains("gzbomb"), "{apps}");
 }
