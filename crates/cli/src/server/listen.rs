@@ -13,15 +13,67 @@
 //!   server's memory per connection (50 such subscribers: +25 MB with the default).
 //! - `max_connections`: past it a new connection gets a 503 in one write and is closed, so the
 //!   API cannot take the descriptors the router and the host agent need.
+//! - One client address may hold at most a quarter of them ([`per_peer_cap`]): a client that
+//!   opens idle connections and opens them again each time the header timeout closes them would
+//!   otherwise hold every slot and lock everyone else out (git pushes, remote hosts). Loopback
+//!   is exempt: on it are the CLI, the agent and the tests of this machine, already trusted
+//!   with more than a connection.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+}
+
+/// Connections one non-loopback client address may hold at once.
+pub fn per_peer_cap(max_connections: usize) -> usize {
+    (max_connections / 4).max(1)
+}
+
+/// Connections open per client address; a [`PeerSlot`] gives its one back when dropped.
+#[derive(Clone, Default)]
+struct Peers(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+struct PeerSlot(Peers, IpAddr);
+
+impl Peers {
+    fn take(&self, ip: IpAddr, cap: usize) -> Option<PeerSlot> {
+        let mut m = self.0.lock().expect("peers");
+        let n = m.entry(ip).or_default();
+        if *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut m = (self.0).0.lock().expect("peers");
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Answers 503 in one write (the connection is closed when `stream` drops).
+fn refuse(stream: &tokio::net::TcpStream, message: &str) {
+    let body = serde_json::json!({"code": "unavailable", "message": message}).to_string();
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = stream.try_write(resp.as_bytes());
 }
 
 /// Serves `app` on `listener` until `shutdown` completes; then stops accepting and gives the
@@ -37,6 +89,8 @@ pub async fn serve(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     let mut warned: Option<tokio::time::Instant> = None;
+    let peers = Peers::default();
+    let per_peer = per_peer_cap(limits.max_connections);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -51,25 +105,42 @@ pub async fn serve(
             _ = &mut shutdown => break,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            let body = format!(
-                "{{\"code\":\"unavailable\",\"message\":\"{what} has {} connections open, its limit; try again later\"}}",
-                limits.max_connections
+            refuse(
+                &stream,
+                &format!(
+                    "{what} has {} connections open, its limit; try again later",
+                    limits.max_connections
+                ),
             );
-            let resp = format!(
-                "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.try_write(resp.as_bytes());
             if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
                 warned = Some(tokio::time::Instant::now());
                 tracing::warn!(%peer, "{what}: {} connections open, the limit: refusing new ones", limits.max_connections);
             }
             continue;
         };
+        let peer_slot = if peer.ip().to_canonical().is_loopback() {
+            None
+        } else {
+            let Some(slot) = peers.take(peer.ip().to_canonical(), per_peer) else {
+                refuse(
+                    &stream,
+                    &format!(
+                        "{what} has {per_peer} connections open from your address, the most one \
+                         address may hold; close some or try again later"
+                    ),
+                );
+                if warned.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                    warned = Some(tokio::time::Instant::now());
+                    tracing::warn!(%peer, "{what}: {per_peer} connections from one address, its limit: refusing new ones");
+                }
+                continue;
+            };
+            Some(slot)
+        };
         let app = app.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _permit = (permit, peer_slot);
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -94,4 +165,101 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let all = limits.max_connections.max(1) as u32;
     let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// This machine's first non-loopback IPv4 address (a UDP "connect" sends nothing).
+    fn host_address() -> IpAddr {
+        let from_interfaces = std::process::Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "scope", "global"])
+            .output()
+            .ok()
+            .and_then(|o| {
+                let out = String::from_utf8_lossy(&o.stdout).into_owned();
+                out.split_whitespace()
+                    .skip_while(|w| *w != "inet")
+                    .nth(1)
+                    .and_then(|a| a.split('/').next()?.parse().ok())
+            });
+        from_interfaces.expect(
+            "this test needs an IPv4 address other than loopback on this machine (`ip -4 addr`)",
+        )
+    }
+
+    /// What the server answered within 0.5 s (a refusal is written at accept); None: it kept the
+    /// connection open and silent.
+    async fn refused(c: &mut tokio::net::TcpStream) -> Option<String> {
+        let mut buf = vec![0; 1024];
+        match tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_a_quarter_of_the_connections_and_loopback_is_exempt() {
+        let ip = host_address();
+        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 8,
+        };
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            "the API",
+            std::future::pending(),
+        ));
+        let from = |ip: IpAddr| async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind((ip, 0).into()).unwrap();
+            sock.connect((ip, port).into()).await.unwrap()
+        };
+        // Two (8 / 4) idle connections from the address are kept; the third is refused.
+        let mut held = vec![from(ip).await, from(ip).await];
+        for c in &mut held {
+            assert_eq!(
+                refused(c).await,
+                None,
+                "a connection within the cap was closed"
+            );
+        }
+        let mut third = from(ip).await;
+        let got = refused(&mut third)
+            .await
+            .expect("the third connection was kept");
+        assert!(
+            got.starts_with("HTTP/1.1 503") && got.contains("from your address"),
+            "{got}"
+        );
+        // Loopback is not held to it: the rest of the cap (6) is there for it.
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let mut local = Vec::new();
+        for _ in 0..6 {
+            local.push(from(lo).await);
+        }
+        for c in &mut local {
+            assert_eq!(refused(c).await, None, "a loopback connection was refused");
+        }
+        // A slot the address gives back is its again.
+        drop(held.pop());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let mut c = from(ip).await;
+            match refused(&mut c).await {
+                None => break,
+                Some(got) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the freed slot did not come back: {got}"
+                ),
+            }
+        }
+    }
 }

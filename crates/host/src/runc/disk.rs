@@ -396,7 +396,8 @@ fn mount_loop(image: &Path, target: &Path) -> Result<()> {
                 src.as_ptr(),
                 tgt.as_ptr(),
                 fs.as_ptr(),
-                libc::MS_NOATIME,
+                // As the overlay: nothing in a job's layer is setuid or a device to the host.
+                libc::MS_NOATIME | libc::MS_NOSUID | libc::MS_NODEV,
                 data.as_ptr().cast(),
             )
         };

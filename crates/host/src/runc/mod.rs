@@ -191,7 +191,9 @@ fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) ->
             src.as_ptr(),
             tgt.as_ptr(),
             fs.as_ptr(),
-            0,
+            // A setuid file or device node a job left in its layer means nothing to the host
+            // (inside the job, no_new_privileges and the device cgroup already see to it).
+            libc::MS_NOSUID | libc::MS_NODEV,
             d.as_ptr().cast(),
         )
     };

@@ -82,6 +82,22 @@ async fn writes_past_the_disk_limit_get_enospc_and_the_host_holds_at_most_the_li
         "the job's image holds {used} bytes on the host (limit {LIMIT})"
     );
     assert_eq!(loops_under(h.data_dir()).len(), 1);
+    // The job's layer and its rootfs are nosuid and nodev on the host: a setuid-root file a job
+    // leaves there is not one to a host user who reaches the data dir.
+    let dir = h.data_dir().join("containers").join(&j.id).join("bundle");
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    for m in ["disk", "rootfs"] {
+        let at = dir.join(m).display().to_string();
+        let line = mounts
+            .lines()
+            .find(|l| l.split(' ').nth(1) == Some(at.as_str()))
+            .unwrap_or_else(|| panic!("{at} is not mounted"));
+        let opts = line.split(' ').nth(3).unwrap_or_default();
+        assert!(
+            opts.split(',').any(|o| o == "nosuid") && opts.split(',').any(|o| o == "nodev"),
+            "{line}"
+        );
+    }
 
     h.agent.stop_job(&j.id).await.unwrap();
     h.agent.wait_job(&j.id).await.unwrap();
