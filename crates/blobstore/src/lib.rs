@@ -8,6 +8,8 @@
 //! digest differs from the one the caller expected is never stored, so a digest names exactly
 //! one content everywhere.
 
+#![forbid(unsafe_code)]
+
 mod digest;
 mod fs;
 pub mod gc;

@@ -442,6 +442,7 @@ pub async fn start(
     if args.no_router {
         return Ok(Routing::new(registry, None, args));
     }
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let http_port = args.http_port.unwrap_or(if root { 80 } else { 8080 });
     let https_port = args.https_port.unwrap_or(if root { 443 } else { 8443 });

@@ -4,6 +4,8 @@
 //! The CLI and the daemon roles (scheduler, host agents in cluster mode) all talk to the
 //! controller through this crate, so errors are phrased for people: the CLI prints them as-is.
 
+#![forbid(unsafe_code)]
+
 mod attach;
 mod error;
 mod log;

@@ -4,6 +4,8 @@
 //! a 500 or a panic: bodies are size-limited, parsed by us, and every id is checked), and every
 //! endpoint but `GET /ping` needs the API key.
 
+#![forbid(unsafe_code)]
+
 mod api;
 mod auth;
 pub mod cluster;

@@ -15,6 +15,8 @@
 //!   live events. A watcher that falls too far behind is disconnected (its stream ends) rather
 //!   than slowing everyone down: it re-watches and resyncs from the new snapshot.
 
+#![forbid(unsafe_code)]
+
 pub mod dns;
 pub mod http;
 mod local;
@@ -108,19 +110,10 @@ pub trait Registry: Send + Sync + 'static {
     async fn watch(&self, service: Option<&str>) -> Result<Watch>;
 }
 
-/// Checks a service name and instance id: short, and safe in a URL path and a DNS label.
+/// Checks a service name or instance id by the one rule the API's routes also use
+/// ([`slipway_types::validate_service_name`]).
 pub fn validate_name(what: &str, s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 100
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Invalid(format!(
-            "invalid {what} {s:?}: use 1-100 letters, digits, '-', '_' or '.'"
-        )))
-    }
+    slipway_types::validate_service_name(what, s).map_err(|e| Error::Invalid(e.message))
 }
 
 /// Keeps an instance registered until dropped: heartbeats every TTL/3 (re-registering if it

@@ -8,6 +8,8 @@ use crate::runc::network::NetworkConfig;
 use crate::types::*;
 use anyhow::{Context, Result, bail};
 use futures_util::StreamExt;
+// The one parser of sizes (`512MB`, `1.5G`, …), the same as the API's limits.
+use slipway_types::units::parse_bytes;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -232,26 +234,6 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))
-}
-
-/// Parses `512MB`, `256m`, `1GiB`, `12k`, `1048576` (powers of 1024, like Flynn).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 512MB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("unknown size unit in {s:?} (use k, MB, G…)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn default_stacks(dir: Option<PathBuf>) -> PathBuf {

@@ -289,6 +289,7 @@ type Owner = Option<(u32, u32)>;
 pub fn unpack(reader: impl Read, dest: &Path) -> Result<Vec<String>> {
     std::fs::create_dir(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut archive = tar::Archive::new(reader);
     let mut warnings = Vec::new();
@@ -429,6 +430,7 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<Vec<String>> {
     }
     // The rename that publishes the layer must not precede its content on disk.
     let d = std::fs::File::open(dest)?;
+    // SAFETY: syncfs on a descriptor `d` owns and keeps open for the call.
     if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)) } != 0 {
         return Err(std::io::Error::last_os_error()).context("syncfs");
     }
@@ -568,6 +570,7 @@ fn cstr(p: &Path) -> Result<CString> {
 
 fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> Result<()> {
     let c = cstr(p)?;
+    // SAFETY: `c` is a NUL-terminated string that outlives the call; mknod does not keep it.
     if unsafe { libc::mknod(c.as_ptr(), mode, dev) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
@@ -577,6 +580,8 @@ fn mknod(p: &Path, mode: libc::mode_t, dev: libc::dev_t) -> Result<()> {
 fn setxattr(p: &Path, name: &str, value: &[u8]) -> Result<()> {
     let c = cstr(p)?;
     let n = CString::new(name)?;
+    // SAFETY: NUL-terminated `c` and `n` and the `value` slice with its own length, all alive for
+    // the call; lsetxattr keeps none of the pointers.
     let r = unsafe {
         libc::lsetxattr(
             c.as_ptr(),

@@ -1,6 +1,7 @@
 //! Host-level job types: what the scheduler (or a debugging command) hands to a host agent, and
-//! what the agent reports back. They are deliberately independent of `slipway-types` so the host
-//! layer can be used and tested on its own; the scheduler maps its `Job` onto [`HostJob`].
+//! what the agent reports back. They are deliberately independent of `slipway-types`'s shapes so
+//! the host layer can be used and tested on its own (only shared rules, such as the disk limit's
+//! bounds, come from there); the scheduler maps its `Job` onto [`HostJob`].
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -12,10 +13,9 @@ use time::OffsetDateTime;
 pub const DEFAULT_MEMORY: u64 = 1 << 30;
 /// Default size of a job's writable layer (its disk limit): 1 GiB.
 pub const DEFAULT_DISK: u64 = 1 << 30;
-/// Smallest disk limit: ext4 and a little room for the job's writes.
-pub const MIN_DISK: u64 = 16 << 20;
-/// Largest disk limit (1 TiB): the image is sparse, but its metadata grows with its size.
-pub const MAX_DISK: u64 = 1 << 40;
+/// The disk limit's bounds are the API's: one rule, so a limit `slipway limit set` accepts is one
+/// the agent runs. (The image is sparse, but its metadata grows with its size.)
+pub use slipway_types::{MAX_DISK, MIN_DISK};
 /// Flynn's default CPU: 1000 milli-CPU (= 1024 shares).
 pub const DEFAULT_CPU_MILLI: u64 = 1000;
 /// Flynn's default `max_fd`.

@@ -8,6 +8,8 @@
 //! - [`http`]: the API route.
 //! - [`sink`]: per-app syslog sinks (RFC 5424 over TCP).
 
+#![forbid(unsafe_code)]
+
 pub mod aggregator;
 pub mod disk;
 pub mod http;

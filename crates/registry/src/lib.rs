@@ -10,6 +10,8 @@
 //!
 //! `spec` holds the media types and JSON shapes both ends share.
 
+#![forbid(unsafe_code)]
+
 pub mod client;
 pub mod deploy;
 pub mod error;

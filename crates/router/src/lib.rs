@@ -4,6 +4,8 @@
 //! is an immutable snapshot swapped whole, so changes never restart a listener or drop a
 //! connection. See `docs/router.md`.
 
+#![forbid(unsafe_code)]
+
 mod answers;
 pub mod backends;
 mod body;

@@ -11,6 +11,8 @@
 //! to one writer task in order, so the store's job events (what `ps`, `scale` and the deployer
 //! read) follow the order things happened.
 
+#![forbid(unsafe_code)]
+
 mod attach;
 mod gate;
 pub mod hostjob;
@@ -24,7 +26,7 @@ use slipway_host::{HostApi, JobInfo};
 use slipway_store::Store;
 use slipway_types::{App, Id, Job, JobState, Release, Timestamp};
 use state::{State, Tracked};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -354,65 +356,6 @@ impl Scheduler {
             self.spawn_stop(host, id);
         }
         Ok(stats)
-    }
-
-    /// Starts a one-off job (`slipway run`) of `release` on the host with the fewest jobs.
-    /// One-off jobs are never restarted.
-    pub async fn run_job(
-        &self,
-        app: &App,
-        release: &Release,
-        args: &[String],
-        env: &BTreeMap<String, String>,
-    ) -> Result<Job, SchedError> {
-        let host = {
-            let st = self.lock();
-            st.hosts
-                .values()
-                .filter(|h| !h.view.shutting_down)
-                .min_by_key(|h| (st.jobs_on(&h.view.id), h.view.id.clone()))
-                .map(|h| h.view.id.clone())
-        }
-        .ok_or_else(|| SchedError::Unavailable("no host is available to run the job".into()))?;
-        let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
-        let artifacts = self
-            .release_artifacts(release)
-            .await
-            .map_err(SchedError::Unavailable)?;
-        let hj = hostjob::host_job_with(
-            &id,
-            app,
-            release,
-            &artifacts,
-            None,
-            args,
-            env,
-            &self.inner.cfg.stack,
-        )
-        .map_err(SchedError::Invalid)?;
-        let now = Timestamp::now();
-        let job = Job {
-            id: id.clone(),
-            app_id: app.id,
-            release_id: release.id,
-            process_type: None,
-            host_id: Some(host.clone()),
-            state: JobState::Pending,
-            args: hj.config.args.clone(),
-            exit_status: None,
-            host_error: None,
-            restarts: 0,
-            meta: Default::default(),
-            created_at: now,
-            updated_at: now,
-        };
-        {
-            let mut st = self.lock();
-            let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
-            self.put(&mut st, Tracked::new(job.clone(), None, seq, true));
-        }
-        self.spawn_start(host, hj);
-        Ok(job)
     }
 
     /// A job's output (stdout, stderr and the host's `init` lines) until it exits, for an

@@ -1,16 +1,48 @@
-//! One-off jobs handed over ready-made: the build pipeline's `build` jobs. They are placed like
-//! `slipway run` jobs (the host with the fewest jobs), tracked as job rows with their process
-//! type (so `ps` shows `build` and `kill` stops them), and never restarted.
+//! One-off jobs: `slipway run` jobs and the build pipeline's `build` jobs (handed over
+//! ready-made). Both are placed the same way (the host with the fewest jobs), tracked as job rows
+//! (so `ps` shows them and `kill` stops them; a build's row has its process type `build`), and
+//! never restarted.
 
 use crate::state::Tracked;
-use crate::{SchedError, Scheduler};
+use crate::{SchedError, Scheduler, hostjob};
 use slipway_host::{HostApi, HostJob, JobInfo};
-use slipway_types::{App, Id, Job, JobState, Timestamp};
+use slipway_types::{App, Id, Job, JobState, Release, Timestamp};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Scheduler {
+    /// Starts a one-off job (`slipway run`) of `release` on the host with the fewest jobs.
+    /// One-off jobs are never restarted.
+    pub async fn run_job(
+        &self,
+        app: &App,
+        release: &Release,
+        args: &[String],
+        env: &BTreeMap<String, String>,
+    ) -> Result<Job, SchedError> {
+        let host = self.one_off_host()?;
+        let id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
+        let artifacts = self
+            .release_artifacts(release)
+            .await
+            .map_err(SchedError::Unavailable)?;
+        let hj = hostjob::host_job_with(
+            &id,
+            app,
+            release,
+            &artifacts,
+            None,
+            args,
+            env,
+            &self.inner.cfg.stack,
+        )
+        .map_err(SchedError::Invalid)?;
+        let job = one_off_row(&id, app.id, release.id, &host, &hj);
+        Ok(self.start_one_off(host, job, hj))
+    }
+
     /// Starts `hj` as a one-off job of `app`. The job's id becomes `<host>-<uuid>` (Flynn's form)
     /// and its app fields are `app`'s; `release` is recorded in the row (a build before the
     /// first release has none: the nil id). Returns the row, `pending` until the host answers.
@@ -20,43 +52,41 @@ impl Scheduler {
         release: Option<Id>,
         mut hj: HostJob,
     ) -> Result<Job, SchedError> {
-        let host = {
-            let st = self.lock();
-            st.hosts
-                .values()
-                .filter(|h| !h.view.shutting_down)
-                .min_by_key(|h| (st.jobs_on(&h.view.id), h.view.id.clone()))
-                .map(|h| h.view.id.clone())
-        }
-        .ok_or_else(|| SchedError::Unavailable("no host is available to run the job".into()))?;
+        let host = self.one_off_host()?;
         let release = release.unwrap_or(Id::nil());
         hj.id = format!("{host}-{}", uuid::Uuid::new_v4().simple());
         hj.app_id = app.id.to_string();
         hj.app_name = app.name.clone();
         hj.release_id = release.to_string();
-        let now = Timestamp::now();
         let job = Job {
-            id: hj.id.clone(),
-            app_id: app.id,
-            release_id: release,
             process_type: Some(hj.process_type.clone()).filter(|t| !t.is_empty()),
-            host_id: Some(host.clone()),
-            state: JobState::Pending,
-            args: hj.config.args.clone(),
-            exit_status: None,
-            host_error: None,
-            restarts: 0,
             meta: hj.metadata.clone(),
-            created_at: now,
-            updated_at: now,
+            ..one_off_row(&hj.id, app.id, release, &host, &hj)
         };
+        Ok(self.start_one_off(host, job, hj))
+    }
+
+    /// Where a one-off job goes: the host with the fewest jobs (the lowest id of those), never
+    /// one that is shutting down.
+    fn one_off_host(&self) -> Result<String, SchedError> {
+        let st = self.lock();
+        st.hosts
+            .values()
+            .filter(|h| !h.view.shutting_down)
+            .min_by_key(|h| (st.jobs_on(&h.view.id), h.view.id.clone()))
+            .map(|h| h.view.id.clone())
+            .ok_or_else(|| SchedError::Unavailable("no host is available to run the job".into()))
+    }
+
+    /// Tracks a one-off's new row (never restarted) and starts `hj` on `host`. Returns the row.
+    fn start_one_off(&self, host: String, job: Job, hj: HostJob) -> Job {
         {
             let mut st = self.lock();
             let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);
             self.put(&mut st, Tracked::new(job.clone(), None, seq, true));
         }
         self.spawn_start(host, hj);
-        Ok(job)
+        job
     }
 
     /// The host of one-off job `job_id` of `app`, once the host has it (up to 60 s). A job that
@@ -125,5 +155,26 @@ impl Scheduler {
             r = exited => r,
         };
         res.map_err(|e| SchedError::Unavailable(format!("waiting for job {job_id}: {e}")))
+    }
+}
+
+/// A one-off job's new row: `pending` on `host`, with `hj`'s command, no process type and no
+/// meta (a caller that has them sets them).
+fn one_off_row(id: &str, app_id: Id, release_id: Id, host: &str, hj: &HostJob) -> Job {
+    let now = Timestamp::now();
+    Job {
+        id: id.to_string(),
+        app_id,
+        release_id,
+        process_type: None,
+        host_id: Some(host.to_string()),
+        state: JobState::Pending,
+        args: hj.config.args.clone(),
+        exit_status: None,
+        host_error: None,
+        restarts: 0,
+        meta: Default::default(),
+        created_at: now,
+        updated_at: now,
     }
 }

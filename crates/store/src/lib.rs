@@ -16,6 +16,8 @@
 //! - every write of a model object appends an [`Event`] in the same transaction, and events
 //!   become visible in id order (so a stream that resumes after id N misses nothing).
 
+#![forbid(unsafe_code)]
+
 mod migrations;
 mod sql;
 

@@ -6,6 +6,7 @@
 //! (initdb into a temp dir, a free loopback port) that stops when the returned guard drops.
 
 mod git_daemon;
+pub mod runc;
 pub use git_daemon::GitDaemon;
 mod skip;
 pub use skip::{

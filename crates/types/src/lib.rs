@@ -4,6 +4,8 @@
 //! Everything in Slipway depends on this crate, so it does no I/O and pulls in nothing heavy:
 //! the store persists these types, the controller serves them, the client and CLI read them.
 
+#![forbid(unsafe_code)]
+
 mod app;
 mod build;
 mod deployment;
@@ -28,12 +30,13 @@ pub use job::{Formation, FormationUpdate, Job, JobState, NewJob, OutputLine, Ter
 pub use log::{LOG_METADATA_KEY, LOG_STREAMS, LogEntry};
 pub use names::{MAX_STACK_NAME_LEN, random_app_name, validate_stack_name};
 pub use release::{
-    Artifact, ArtifactType, HealthCheck, HealthCheckType, LimitBound, NewArtifact, NewRelease,
-    Port, ProcessType, Release, Resources, Service, validate_args, validate_env,
+    Artifact, ArtifactType, HealthCheck, HealthCheckType, LimitBound, MAX_DISK, MIN_DISK,
+    NewArtifact, NewRelease, Port, ProcessType, Release, Resources, Service, validate_args,
+    validate_env,
 };
 pub use route::{
-    Certificate, HttpRoute, NewRoute, Route, RouteType, RouteUpdate, TCP_PORT_RANGE, TcpRoute,
-    normalize_domain, normalize_path,
+    Certificate, HttpRoute, MAX_SERVICE_NAME_LEN, NewRoute, Route, RouteType, RouteUpdate,
+    TCP_PORT_RANGE, TcpRoute, normalize_domain, normalize_path, validate_service_name,
 };
 pub use time_format::Timestamp;
 

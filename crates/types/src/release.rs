@@ -423,7 +423,8 @@ impl HealthCheck {
     }
 }
 
-/// Smallest disk limit a process type may ask for.
+/// Smallest disk limit a process type may ask for: ext4 and a little room for the job's writes.
+/// The host agent refuses a job outside these bounds with the same constants.
 pub const MIN_DISK: u64 = 16 << 20;
 /// Largest disk limit (1 TiB): every job's writable layer is a filesystem of this size.
 pub const MAX_DISK: u64 = 1 << 40;

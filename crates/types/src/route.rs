@@ -222,8 +222,19 @@ impl RouteUpdate {
 }
 
 fn validate_service(s: &str) -> Result<(), ValidationError> {
+    validate_service_name("service name", s)
+}
+
+/// Longest service name (and discovery instance id).
+pub const MAX_SERVICE_NAME_LEN: usize = 100;
+
+/// The one rule for a service name, what a route sends to and what discovery registers (its
+/// instance ids follow it too): 1 to [`MAX_SERVICE_NAME_LEN`] ASCII letters, digits, '-', '_'
+/// or '.', so it is safe as a URL path segment. `what` names the value in the error
+/// (`service name`, `instance id`).
+pub fn validate_service_name(what: &str, s: &str) -> Result<(), ValidationError> {
     let ok = !s.is_empty()
-        && s.len() <= 100
+        && s.len() <= MAX_SERVICE_NAME_LEN
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
     if ok {
@@ -231,7 +242,9 @@ fn validate_service(s: &str) -> Result<(), ValidationError> {
     } else {
         Err(ValidationError::new(
             "service",
-            format!("invalid service name {s:?}"),
+            format!(
+                "invalid {what} {s:?}: use 1-{MAX_SERVICE_NAME_LEN} letters, digits, '-', '_' or '.'"
+            ),
         ))
     }
 }

@@ -2,6 +2,8 @@
 //! agent, whose runc runtime starts a shim executable per job (the `slipway` binary is not built
 //! by `cargo test -p slipway-build`, so this crate ships the shim's two lines itself).
 
+#![forbid(unsafe_code)]
+
 fn main() {
     let dir = std::env::args_os()
         .nth(1)

@@ -56,51 +56,12 @@ impl Names {
     }
 
     fn destroy(&self, data_dir: &Path) {
-        let root = data_dir.join("runc");
-        if let Ok(out) = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        if let Ok(rd) = std::fs::read_dir(data_dir.join("containers")) {
-            for e in rd.flatten() {
-                network::remove_netns(&e.file_name().to_string_lossy());
-            }
-        }
-        let d = data_dir.display().to_string();
-        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .filter(|m| m.starts_with(&d))
-            .collect();
-        for m in mounts {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(m)
-                .status();
-        }
+        slipway_testkit::runc::remove_agent_leftovers(
+            data_dir,
+            &self.cgroup_parent,
+            network::remove_netns,
+        );
         network::teardown_host(&self.net);
-        if let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") {
-            for c in rd.flatten().map(|e| e.path()) {
-                let p = c.join(&self.cgroup_parent);
-                if let Ok(jobs) = std::fs::read_dir(&p) {
-                    for e in jobs.flatten().filter(|e| e.path().is_dir()) {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-                let _ = std::fs::remove_dir(&p);
-            }
-        }
     }
 }
 

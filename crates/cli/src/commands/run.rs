@@ -25,6 +25,7 @@ pub fn terminal_size() -> Option<TermSize> {
     for fd in [0, 1] {
         // SAFETY: TIOCGWINSZ writes a winsize into our zeroed struct.
         let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes at most one winsize through the pointer, which is to `ws`.
         if unsafe { libc::ioctl(fd, libc::TIOCGWINSZ, &mut ws) } == 0 && ws.ws_col > 0 {
             return Some(TermSize {
                 cols: ws.ws_col,

@@ -313,7 +313,12 @@ fn subscribe(url: &str, rcvbuf: Option<i32>) -> std::net::TcpStream {
     c
 }
 
+/// Sets SO_RCVBUF on `fd` (the controller's tests do not depend on libc).
+///
+/// # Safety
+/// `fd` must be an open socket the caller owns.
 unsafe fn libc_setsockopt(fd: i32, size: i32) {
+    // SAFETY: the declaration matches setsockopt(2)'s C prototype on Linux (socklen_t is u32).
     unsafe extern "C" {
         fn setsockopt(
             fd: i32,

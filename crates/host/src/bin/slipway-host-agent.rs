@@ -2,6 +2,8 @@
 //! signal, log, status, stack build, shim) in a binary that has only the host agent in it. The
 //! host crate's tests use it to `kill -9` and restart an agent, and it is a lean shim executable.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 #[derive(Parser, Debug)]

@@ -67,44 +67,12 @@ impl Names {
 
     /// Best-effort removal of everything an agent with these names may have left.
     pub fn destroy(&self, data_dir: &Path) {
-        let root = data_dir.join("runc");
-        if let Ok(out) = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["list", "-q"])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("runc")
-                    .arg("--root")
-                    .arg(&root)
-                    .args(["delete", "--force", id])
-                    .output();
-            }
-        }
-        if let Ok(rd) = std::fs::read_dir(data_dir.join("containers")) {
-            for e in rd.flatten() {
-                network::remove_netns(&e.file_name().to_string_lossy());
-            }
-        }
-        for m in mounts_under(data_dir) {
-            let _ = std::process::Command::new("umount")
-                .arg("-l")
-                .arg(m)
-                .status();
-        }
+        slipway_testkit::runc::remove_agent_leftovers(
+            data_dir,
+            &self.cgroup_parent,
+            network::remove_netns,
+        );
         network::teardown_host(&self.net);
-        for c in cgroup_controllers() {
-            let p = c.join(&self.cgroup_parent);
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                for e in rd.flatten() {
-                    if e.path().is_dir() {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(&p);
-        }
     }
 
     /// Job cgroups still present below this agent's parent, in any controller.
@@ -117,26 +85,7 @@ impl Names {
     }
 }
 
-pub fn cgroup_controllers() -> Vec<PathBuf> {
-    std::fs::read_dir("/sys/fs/cgroup")
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| !p.is_symlink() && p.is_dir())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-pub fn mounts_under(dir: &Path) -> Vec<String> {
-    let d = dir.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(String::from))
-        .filter(|m| m.starts_with(&d))
-        .collect()
-}
+pub use slipway_testkit::runc::{cgroup_controllers, mounts_under};
 
 /// An in-process agent on real runc.
 pub struct TestHost {

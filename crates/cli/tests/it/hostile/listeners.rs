@@ -296,12 +296,13 @@ fn the_router_and_the_api_cap_their_connections_and_the_fd_limit_is_raised() {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: getrlimit and setrlimit read and write the struct we pass.
+    // SAFETY: getrlimit only writes the struct we pass.
     assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
     let low = libc::rlimit {
         rlim_cur: 1024.min(lim.rlim_max),
         rlim_max: lim.rlim_max,
     };
+    // SAFETY: setrlimit only reads the struct we pass.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &low) }, 0);
     let s = with_listeners(&["--router-max-connections", "4"]);
     let router = logged_addr(&s, "router: HTTP on ");
