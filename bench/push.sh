@@ -49,7 +49,7 @@ trap cleanup EXIT
 export SLIPWAY_CONFIG=$work/config.toml HOME=$work GIT_TERMINAL_PROMPT=0
 log_filter=info
 [ -n "${TIMINGS:-}" ] &&
-  log_filter=info,slipway_build=debug,slipway_controller=debug,slipway_scheduler=debug,slipway_host=debug
+  log_filter=info,slipway_builder=debug,slipway_controller=debug,slipway_scheduler=debug,slipway_host=debug
 export SLIPWAY_LOG=$log_filter
 "$bin" server --data-dir "$work/data" --listen 127.0.0.1:0 --bridge "$net" --nft-table "$net" \
   --subnet 100.219.0.0/24 --cgroup-parent slipway-bench-push --stacks-dir /tmp/slipway-test-stacks \

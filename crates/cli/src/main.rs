@@ -193,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Server(args) => server::run(args).await,
         Command::Host(args) => host_cmd::run(args).await,
-        Command::GitHook => match slipway_build::push::hook::run().await {
+        Command::GitHook => match slipway_builder::push::hook::run().await {
             0 => Ok(()),
             code => std::process::exit(code),
         },

@@ -336,25 +336,25 @@ fn start_build(
     local_url: &str,
     blobs: Arc<dyn slipway_blobstore::BlobStore>,
 ) -> Result<axum::Router> {
-    let build = slipway_build::BuildContext {
+    let build = slipway_builder::BuildContext {
         blobs,
         jobs: Arc::new(scheduler.clone()),
         data_dir: data_dir.join("build"),
         buildpacks_dir: buildpacks_dir(data_dir)?,
         limits: Default::default(),
     };
-    let pusher = Arc::new(slipway_build::push::Pusher {
+    let pusher = Arc::new(slipway_builder::push::Pusher {
         store: store.clone(),
         build,
         default_stack: scheduler.config().stack.clone(),
     });
-    let cfg = slipway_build::receiver::ReceiverConfig {
+    let cfg = slipway_builder::receiver::ReceiverConfig {
         repos_dir: data_dir.join("repos"),
         hook_exe: std::env::current_exe().context("cannot find the slipway binary")?,
         server_url: local_url.to_string(),
         api_key: api_key.to_string(),
     };
-    let receiver = slipway_build::receiver::Receiver::new(cfg, store, pusher);
+    let receiver = slipway_builder::receiver::Receiver::new(cfg, store, pusher);
     receiver.spawn_housekeeping();
     Ok(receiver.router())
 }
@@ -366,7 +366,7 @@ fn buildpacks_dir(data_dir: &Path) -> Result<PathBuf> {
         return Ok(PathBuf::from(d));
     }
     let dir = data_dir.join("buildpacks");
-    slipway_build::bundled::install(&dir)
+    slipway_builder::bundled::install(&dir)
         .with_context(|| format!("cannot write the bundled buildpacks to {}", dir.display()))?;
     Ok(dir)
 }

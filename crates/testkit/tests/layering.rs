@@ -70,32 +70,62 @@ fn crates_know_nothing_of_what_they_must_not() {
         ),
         (
             "slipway-store",
-            &["slipway-controller", "slipway-scheduler", "slipway-host", "axum"],
+            &[
+                "slipway-controller",
+                "slipway-scheduler",
+                "slipway-host",
+                "axum",
+            ],
             "the store is the model's rules over a database, nothing above it",
         ),
         (
             "slipway-host",
-            &["slipway-store", "slipway-scheduler", "slipway-controller", "slipway-router"],
+            &[
+                "slipway-store",
+                "slipway-scheduler",
+                "slipway-controller",
+                "slipway-router",
+            ],
             "the host agent (Layer 0) knows jobs, not apps' state or the control plane",
         ),
         (
             "slipway-scheduler",
-            &["slipway-controller", "slipway-router", "slipway-build", "slipway-registry"],
+            &[
+                "slipway-controller",
+                "slipway-router",
+                "slipway-builder",
+                "slipway-registry",
+            ],
             "the scheduler turns formations into jobs; it does not know the API or traffic",
         ),
         (
             "slipway-router",
-            &["slipway-scheduler", "slipway-host", "slipway-controller", "slipway-build"],
+            &[
+                "slipway-scheduler",
+                "slipway-host",
+                "slipway-controller",
+                "slipway-builder",
+            ],
             "the router follows routes (store) and backends (discovery) only",
         ),
         (
             "slipway-discovery",
-            &["slipway-store", "slipway-host", "slipway-scheduler", "slipway-router"],
+            &[
+                "slipway-store",
+                "slipway-host",
+                "slipway-scheduler",
+                "slipway-router",
+            ],
             "discovery stands alone: services and instances, nothing of apps' state",
         ),
         (
             "slipway-controller",
-            &["slipway-scheduler", "slipway-host", "slipway-router", "slipway-build"],
+            &[
+                "slipway-scheduler",
+                "slipway-host",
+                "slipway-router",
+                "slipway-builder",
+            ],
             "the API reaches the cluster through its Cluster trait, not the crates behind it",
         ),
     ];
@@ -121,7 +151,10 @@ fn crates_know_nothing_of_what_they_must_not() {
 #[test]
 fn the_graph_reader_sees_real_dependencies() {
     let g = graph();
-    assert!(path(&g, "slipway-router", "slipway-types").is_some(), "{g:?}");
-    assert!(path(&g, "slipway-build", "slipway-host").is_some());
+    assert!(
+        path(&g, "slipway-router", "slipway-types").is_some(),
+        "{g:?}"
+    );
+    assert!(path(&g, "slipway-builder", "slipway-host").is_some());
     assert!(path(&g, "slipway", "slipway-router").is_some());
 }

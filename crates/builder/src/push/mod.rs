@@ -398,7 +398,7 @@ impl Drop for Scratch {
     }
 }
 
-/// Debug-level timings of a push's steps (`SLIPWAY_LOG=slipway_build=debug`): what
+/// Debug-level timings of a push's steps (`SLIPWAY_LOG=slipway_builder=debug`): what
 /// `bench/push.sh` breaks a push down with.
 struct Clock<'a> {
     app: &'a str,

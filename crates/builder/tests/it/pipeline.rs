@@ -1,7 +1,7 @@
 //! The buildpack API, the cache, buildpack choice, errors, and running a built slug.
 
 use crate::harness::*;
-use slipway_build::BuildError;
+use slipway_builder::BuildError;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,7 +30,7 @@ mkdir -p "$1/www" && echo "hello from the slug" > "$1/www/index.html"
 
 fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new()
-        .prefix("slipway-build-src")
+        .prefix("slipway-builder-src")
         .tempdir()
         .unwrap()
 }
@@ -107,7 +107,7 @@ async fn cache_counts_0_1_2_and_the_api_gets_env_dir_and_source_version() {
         .unwrap()
         .collect();
     assert!(builds.is_empty(), "{builds:?}");
-    assert!(slipway_build::cache::image_path(c.dir.path(), &app.id.to_string()).is_file());
+    assert!(slipway_builder::cache::image_path(c.dir.path(), &app.id.to_string()).is_file());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -440,7 +440,7 @@ async fn static_site_builds_with_the_bundled_buildpack_and_its_slug_serves() {
 }
 
 /// Unpacks the slug (as root, keeping owners) into `dir`, the way a layer is unpacked.
-pub async fn unpack(c: &Cluster, built: &slipway_build::Built, dir: &Path) {
+pub async fn unpack(c: &Cluster, built: &slipway_builder::Built, dir: &Path) {
     use tokio::io::AsyncReadExt;
     let (_, mut body) = c.blobs_get(built).await;
     let mut gz = Vec::new();
@@ -453,7 +453,7 @@ pub async fn unpack(c: &Cluster, built: &slipway_build::Built, dir: &Path) {
 impl Cluster {
     async fn blobs_get(
         &self,
-        built: &slipway_build::Built,
+        built: &slipway_builder::Built,
     ) -> (slipway_blobstore::BlobInfo, slipway_blobstore::Body) {
         use slipway_blobstore::BlobStore;
         self.blobs.get(&built.slug.digest).await.unwrap().unwrap()

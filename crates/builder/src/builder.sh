@@ -4,7 +4,7 @@
 #   bin/detect BUILD_DIR            exit 0 = this buildpack applies; stdout = its name
 #   bin/compile BUILD_DIR CACHE_DIR ENV_DIR
 #   bin/release BUILD_DIR           YAML with default_process_types (the last buildpack's wins)
-# The host prepared everything else (see crates/build/src/pipeline.rs):
+# The host prepared everything else (see crates/builder/src/pipeline.rs):
 #   /app                    BUILD_DIR: the source tree (after .slugignore); becomes the slug
 #   /cache                  CACHE_DIR: this app's build cache, kept between builds
 #   /slipway/env            ENV_DIR: one file per variable of the app's env

@@ -4,7 +4,7 @@
 //! agent may have left, even after a failed test.
 
 use slipway_blobstore::{BlobStore, FsBlobStore};
-use slipway_build::{BuildContext, BuildError, BuildInput, BuildLimits, Built};
+use slipway_builder::{BuildContext, BuildError, BuildInput, BuildLimits, Built};
 use slipway_host::runc::network::{self, NetworkConfig};
 use slipway_host::runc::{RuncConfig, RuncRuntime};
 use slipway_host::{Agent, AgentConfig};
@@ -51,7 +51,7 @@ impl Names {
                 prefix: 24,
                 nft_table: format!("slwb{n}"),
             },
-            cgroup_parent: format!("slipway-build-test-{n}"),
+            cgroup_parent: format!("slipway-builder-test-{n}"),
         }
     }
 
@@ -81,7 +81,7 @@ impl Cluster {
     pub async fn start(buildpacks: Option<&Path>) -> Cluster {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::Builder::new()
-            .prefix("slipway-build-test")
+            .prefix("slipway-builder-test")
             .tempdir()
             .unwrap();
         let stacks = stacks_dir();
@@ -96,7 +96,7 @@ impl Cluster {
         rc.network = names.net.clone();
         rc.cgroup_parent = names.cgroup_parent.clone();
         rc.stacks_dir = stacks_dir();
-        rc.shim_command = vec![env!("CARGO_BIN_EXE_slipway-build-shim").into()];
+        rc.shim_command = vec![env!("CARGO_BIN_EXE_slipway-builder-shim").into()];
         let rt = tokio::task::spawn_blocking(move || RuncRuntime::new(rc))
             .await
             .unwrap()
@@ -114,7 +114,7 @@ impl Cluster {
             Some(p) => p.to_path_buf(),
             None => {
                 let p = dir.path().join("buildpacks");
-                slipway_build::bundled::install(&p).unwrap();
+                slipway_builder::bundled::install(&p).unwrap();
                 p
             }
         };
@@ -179,7 +179,7 @@ impl Cluster {
             }
             lines
         });
-        let res = slipway_build::build(&self.ctx, input, tx).await;
+        let res = slipway_builder::build(&self.ctx, input, tx).await;
         let lines = collect.await.unwrap();
         (res, lines)
     }

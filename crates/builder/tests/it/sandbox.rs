@@ -33,14 +33,14 @@ async fn a_build_job_can_write_only_the_app_its_cache_and_its_output_dir() {
         return;
     }
     let bps = tempfile::Builder::new()
-        .prefix("slipway-build-bps")
+        .prefix("slipway-builder-bps")
         .tempdir()
         .unwrap();
     write_tree(bps.path(), PROBE);
     let c = Cluster::start(Some(bps.path())).await;
     let app = c.app().await;
     let src = tempfile::Builder::new()
-        .prefix("slipway-build-src")
+        .prefix("slipway-builder-src")
         .tempdir()
         .unwrap();
     write_tree(

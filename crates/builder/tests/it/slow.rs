@@ -3,7 +3,7 @@
 //! stacks dir (`/tmp/slipway-test-stacks`, keyed by recipe hash) and reused.
 
 use crate::harness::*;
-use slipway_build::BuildInput;
+use slipway_builder::BuildInput;
 
 /// True when the slow tests are asked for (`SLIPWAY_SLOW_TESTS=1`); otherwise a counted skip.
 fn slow_tests(test: &str) -> bool {
@@ -105,7 +105,7 @@ pub async fn run_build(
     app: &slipway_types::App,
     src: &std::path::Path,
 ) -> (
-    Result<slipway_build::Built, slipway_build::BuildError>,
+    Result<slipway_builder::Built, slipway_builder::BuildError>,
     Vec<String>,
     std::time::Duration,
 ) {
@@ -127,7 +127,7 @@ pub async fn run_build(
         lines
     });
     let started = std::time::Instant::now();
-    let res = slipway_build::build(&c.ctx, input, tx).await;
+    let res = slipway_builder::build(&c.ctx, input, tx).await;
     (res, collect.await.unwrap(), started.elapsed())
 }
 

@@ -35,13 +35,13 @@ async fn symlinks_out_of_the_tree_and_dot_dot_patterns_touch_nothing_outside() {
     if skip_unless_root("symlinks_out_of_the_tree_and_dot_dot_patterns_touch_nothing_outside") {
         return;
     }
-    let outside = tempdir("slipway-build-outside");
+    let outside = tempdir("slipway-builder-outside");
     std::fs::write(outside.path().join("secret"), "do not touch\n").unwrap();
     std::fs::create_dir(outside.path().join("sub")).unwrap();
     std::fs::write(outside.path().join("sub/x.log"), "keep me\n").unwrap();
     let before = snapshot(outside.path());
     let o = outside.path().display().to_string();
-    let bps = tempdir("slipway-build-bps");
+    let bps = tempdir("slipway-builder-bps");
     // The buildpack tries its best from inside: write through the links, plant new links to
     // host paths (the host later reads the Procfile and tars /app).
     write_tree(
@@ -69,7 +69,7 @@ async fn symlinks_out_of_the_tree_and_dot_dot_patterns_touch_nothing_outside() {
     );
     let c = Cluster::start(Some(bps.path())).await;
     let app = c.app().await;
-    let src = tempdir("slipway-build-src");
+    let src = tempdir("slipway-builder-src");
     write_tree(
         src.path(),
         &[
@@ -114,7 +114,7 @@ async fn limits_source_size_slug_size_and_memory_fail_with_clear_errors() {
     if skip_unless_root("limits_source_size_slug_size_and_memory_fail_with_clear_errors") {
         return;
     }
-    let bps = tempdir("slipway-build-bps");
+    let bps = tempdir("slipway-builder-bps");
     write_tree(
         bps.path(),
         &[
@@ -136,7 +136,7 @@ async fn limits_source_size_slug_size_and_memory_fail_with_clear_errors() {
     let app = c.app().await;
 
     // A 100 MiB file and a Procfile are over the default source limit (100 MiB).
-    let src = tempdir("slipway-build-src");
+    let src = tempdir("slipway-builder-src");
     write_tree(src.path(), &[("Procfile", "web: true\n")]);
     let f = std::fs::File::create(src.path().join("huge.bin")).unwrap();
     f.set_len(100 << 20).unwrap();
@@ -192,7 +192,7 @@ async fn dropping_the_build_stops_its_job_within_10_s() {
     if skip_unless_root("dropping_the_build_stops_its_job_within_10_s") {
         return;
     }
-    let bps = tempdir("slipway-build-bps");
+    let bps = tempdir("slipway-builder-bps");
     write_tree(
         bps.path(),
         &[
@@ -206,19 +206,19 @@ async fn dropping_the_build_stops_its_job_within_10_s() {
     );
     let c = std::sync::Arc::new(Cluster::start(Some(bps.path())).await);
     let app = c.app().await;
-    let src = tempdir("slipway-build-src");
+    let src = tempdir("slipway-builder-src");
     write_tree(src.path(), &[("x", "x")]);
     let (tx, mut rx) = tokio::sync::mpsc::channel(100);
     let (c2, app2, dir) = (c.clone(), app.clone(), src.path().to_path_buf());
     let task = tokio::spawn(async move {
-        let input = slipway_build::BuildInput {
+        let input = slipway_builder::BuildInput {
             app: app2,
             env: [("BUILDPACK_URL".to_string(), "slow".to_string())].into(),
             source_dir: dir,
             commit: "abc".into(),
             stack: "busybox".into(),
         };
-        slipway_build::build(&c2.ctx, input, tx).await
+        slipway_builder::build(&c2.ctx, input, tx).await
     });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -266,7 +266,7 @@ async fn a_build_over_its_time_limit_is_stopped() {
     if skip_unless_root("a_build_over_its_time_limit_is_stopped") {
         return;
     }
-    let bps = tempdir("slipway-build-bps");
+    let bps = tempdir("slipway-builder-bps");
     write_tree(
         bps.path(),
         &[
@@ -278,7 +278,7 @@ async fn a_build_over_its_time_limit_is_stopped() {
     let mut c = Cluster::start(Some(bps.path())).await;
     c.ctx.limits.timeout = Duration::from_secs(2);
     let app = c.app().await;
-    let src = tempdir("slipway-build-src");
+    let src = tempdir("slipway-builder-src");
     write_tree(src.path(), &[("x", "x")]);
     let started = Instant::now();
     let (res, lines) = c
@@ -313,7 +313,7 @@ async fn a_cache_over_its_limit_is_emptied_before_the_build() {
     if skip_unless_root("a_cache_over_its_limit_is_emptied_before_the_build") {
         return;
     }
-    let bps = tempdir("slipway-build-bps");
+    let bps = tempdir("slipway-builder-bps");
     write_tree(
         bps.path(),
         &[
@@ -328,7 +328,7 @@ async fn a_cache_over_its_limit_is_emptied_before_the_build() {
     let mut c = Cluster::start(Some(bps.path())).await;
     c.ctx.limits.cache_bytes = 8000;
     let app = c.app().await;
-    let src = tempdir("slipway-build-src");
+    let src = tempdir("slipway-builder-src");
     write_tree(src.path(), &[("x", "x")]);
     let mut cached = Vec::new();
     for _ in 0..3 {
@@ -357,7 +357,7 @@ async fn a_build_cannot_write_more_than_the_cache_limit_into_its_cache() {
     if skip_unless_root("a_build_cannot_write_more_than_the_cache_limit_into_its_cache") {
         return;
     }
-    let bps = tempdir("slipway-build-bps");
+    let bps = tempdir("slipway-builder-bps");
     write_tree(
         bps.path(),
         &[
@@ -374,7 +374,7 @@ async fn a_build_cannot_write_more_than_the_cache_limit_into_its_cache() {
     let mut c = Cluster::start(Some(bps.path())).await;
     c.ctx.limits.cache_bytes = 32 << 20;
     let app = c.app().await;
-    let src = tempdir("slipway-build-src");
+    let src = tempdir("slipway-builder-src");
     write_tree(src.path(), &[("x", "x")]);
     for round in 0..2 {
         let (res, lines) = c
