@@ -49,8 +49,7 @@ impl Server {
             router,
             std::future::pending(),
         ));
-        let deployer =
-            slipway_controller::deployer::Deployer::new(store.clone(), Default::default());
+        let deployer = slipway_deploy::Deployer::new(store.clone(), Default::default());
         tokio::spawn(deployer.run());
         Server {
             url: format!("http://{addr}"),

@@ -3,7 +3,7 @@
 //! the old one serving.
 
 use crate::harness::*;
-use slipway_controller::deployer::{Deployer, DeployerConfig};
+use slipway_deploy::{Deployer, DeployerConfig};
 use slipway_types::{
     App, AppUpdate, DeployStrategy, DeploymentStatus, EventFilter, Job, JobState, ObjectType,
     Release,
@@ -225,10 +225,7 @@ async fn a_deployment_interrupted_by_a_restart_fails_and_restores_the_old_format
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(d.status, DeploymentStatus::Failed);
-    assert_eq!(
-        d.error.as_deref(),
-        Some(slipway_controller::deployer::INTERRUPTED)
-    );
+    assert_eq!(d.error.as_deref(), Some(slipway_deploy::INTERRUPTED));
     assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [2, 0]);
     c.wait_jobs(&app, T, "2 v1 jobs up, no v2 job", |j| {
         up(j).len() == 2 && up(j).iter().all(|x| x.release_id == v1.id)
