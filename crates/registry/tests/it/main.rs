@@ -79,6 +79,15 @@ impl Server {
         slipway_registry::client::PushClient::new(&self.url, &self.key).unwrap()
     }
 
+    /// Sets the app's deploy timeout (seconds): deploys that need jobs fail that fast here.
+    pub async fn deploy_timeout(&self, app: &slipway_types::App, secs: u32) {
+        let update = slipway_types::AppUpdate {
+            deploy_timeout: Some(secs),
+            ..Default::default()
+        };
+        self.store.update_app(app.id, &update).await.unwrap();
+    }
+
     /// Waits until the app's deployments are all finished (the deployer runs in the background).
     pub async fn settle(&self, app: &slipway_types::App) {
         for _ in 0..200 {
