@@ -430,7 +430,7 @@ fn start_blobstore(
 /// The deployment executor: runs pending deployments (a deploy of an app with nothing running
 /// completes at once, so this runs with or without hosts).
 fn start_deployer(store: Arc<dyn slipway_store::Store>) {
-    let deployer = slipway_controller::deployer::Deployer::new(store, Default::default());
+    let deployer = slipway_deploy::Deployer::new(store, Default::default());
     tokio::spawn(deployer.run());
 }
 

@@ -9,7 +9,6 @@
 mod api;
 mod auth;
 pub mod cluster;
-pub mod deployer;
 mod error;
 mod extract;
 

@@ -128,6 +128,33 @@ fn crates_know_nothing_of_what_they_must_not() {
             ],
             "the API reaches the cluster through its Cluster trait, not the crates behind it",
         ),
+        (
+            "slipway-deploy",
+            &[
+                "slipway-controller",
+                "slipway-scheduler",
+                "slipway-host",
+                "slipway-router",
+                "slipway-builder",
+                "slipway-registry",
+            ],
+            "deploying writes formations and reads job rows through the store, nothing else",
+        ),
+        (
+            "slipway-builder",
+            &["slipway-controller", "slipway-registry"],
+            "a git push deploys through slipway-deploy, not through the API or the registry",
+        ),
+        (
+            "slipway-registry",
+            &[
+                "slipway-controller",
+                "slipway-scheduler",
+                "slipway-host",
+                "slipway-builder",
+            ],
+            "an image push deploys through slipway-deploy, not through the API or the build",
+        ),
     ];
     let mut broken = Vec::new();
     for (from, not, why) in rules {
@@ -156,5 +183,6 @@ fn the_graph_reader_sees_real_dependencies() {
         "{g:?}"
     );
     assert!(path(&g, "slipway-builder", "slipway-host").is_some());
+    assert!(path(&g, "slipway-registry", "slipway-deploy").is_some());
     assert!(path(&g, "slipway", "slipway-router").is_some());
 }

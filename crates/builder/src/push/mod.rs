@@ -322,12 +322,13 @@ async fn run(
 
     // From here on the push is committed to: cancelling would leave a half-made deploy.
     out.say("-----> Creating release...").await;
+    let slug = release::slug(&built, &stack, &update.new);
     let artifact = r
         .store
-        .create_artifact(&release::slug_artifact(&built, &stack, &update.new))
+        .create_artifact(&slipway_deploy::release::slug_artifact(&slug))
         .await
         .map_err(|e| format!("cannot create the slug artifact: {e}"))?;
-    let new = release::new_release(&app, prev.as_ref(), artifact.id, &built, &update.new);
+    let new = slipway_deploy::release::release_from_slug(&app, prev.as_ref(), artifact.id, &slug);
     let rel = r
         .store
         .create_release(app.id, &new)
@@ -344,12 +345,12 @@ async fn run(
             }
         })
     };
-    let res = release::deploy(&r.store, &app, &rel, move |l| {
+    let res = slipway_deploy::deploy_and_wait(&r.store, &rel, move |l| {
         let _ = say_tx.send(l);
     })
     .await;
     let _ = relay.await;
-    res?;
+    res.map_err(|e| e.to_string())?;
     clock.mark("deployed");
     out.say("=====> Application deployed").await;
     // Clones check out what was deployed: HEAD follows the branch pushed last. Usually it

@@ -1,231 +1,28 @@
-//! From a build to a running release (Flynn's `flynn-receiver` after the slugbuilder): the slug
-//! artifact, the release (previous env + the build's process types), the deployment, the
-//! initial `web=1` on a first deploy, and trimming old slug releases.
+//! From a build to a running release (Flynn's `flynn-receiver` after the slugbuilder): the
+//! build's slug as the deploy path describes it (the artifact, the release and the deploy itself
+//! are `slipway_deploy`'s, shared with image pushes), and trimming old slug releases.
 
 use crate::pipeline::Built;
+use slipway_deploy::release::Slug;
 use slipway_store::Store;
-use slipway_types::{
-    App, Artifact, ArtifactType, DeploymentStatus, FormationUpdate, HealthCheck, HealthCheckType,
-    Id, Job, JobState, NewArtifact, NewRelease, Port, ProcessType, Release, Service,
-};
+use slipway_types::{App, Artifact, ArtifactType, Id};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// Inactive slugs kept per app when `app.meta["slug.keep"]` says nothing.
 pub const DEFAULT_SLUGS_KEPT: usize = 10;
 /// The app meta key for it.
 pub const SLUGS_KEPT_KEY: &str = "slug.keep";
-/// New jobs of a first deploy may fail this many times (the deployer's threshold).
-const FAILURE_THRESHOLD: usize = 5;
 
-pub fn slug_artifact(built: &Built, stack: &str, commit: &str) -> NewArtifact {
-    let mut meta = BTreeMap::new();
-    meta.insert("stack".to_string(), stack.to_string());
-    meta.insert("git.commit".to_string(), commit.to_string());
-    if !built.buildpacks.is_empty() {
-        meta.insert("buildpacks".to_string(), built.buildpacks.join(","));
-    }
-    NewArtifact {
-        kind: ArtifactType::Slug,
-        uri: format!("blob:{}", built.slug.digest),
-        manifest: None,
-        meta,
-        size: Some(built.slug.size),
-        digest: Some(built.slug.digest.to_string()),
-    }
-}
-
-/// Does `ptype` serve HTTP (Flynn: `web` and `*-web`)?
-fn is_web(ptype: &str) -> bool {
-    ptype == "web" || ptype.ends_with("-web")
-}
-
-/// The release: the previous release's env, one process type per type the build found (empty
-/// args: slug jobs run `/runner/init start TYPE`, which reads the slug's Procfile), keeping each
-/// type's ports, env and limits from the previous release; web types without ports get one
-/// with the `APP-web` / `APP-TYPE` service and a TCP check.
-pub fn new_release(
-    app: &App,
-    prev: Option<&Release>,
-    artifact: Id,
-    built: &Built,
-    commit: &str,
-) -> NewRelease {
-    let mut processes = BTreeMap::new();
-    for ptype in built.process_types.keys() {
-        let old = prev.and_then(|r| r.processes.get(ptype));
-        let mut p = ProcessType {
-            args: Vec::new(),
-            ..old.cloned().unwrap_or_default()
-        };
-        p.args.clear();
-        if p.ports.is_empty() && is_web(ptype) {
-            let service = if ptype == "web" {
-                format!("{}-web", app.name)
-            } else {
-                format!("{}-{ptype}", app.name)
-            };
-            p.ports.push(Port {
-                port: 0,
-                proto: "tcp".into(),
-                service: Some(Service {
-                    name: service,
-                    create: true,
-                    check: Some(tcp_check()),
-                }),
-            });
-        }
-        processes.insert(ptype.clone(), p);
-    }
-    let mut meta = BTreeMap::new();
-    meta.insert("git".to_string(), "true".to_string());
-    meta.insert("git.commit".to_string(), commit.to_string());
-    NewRelease {
-        artifacts: vec![artifact],
-        env: prev.map(|r| r.env.clone()).unwrap_or_default(),
-        meta,
-        processes,
-    }
-}
-
-fn tcp_check() -> HealthCheck {
-    // Until it first passes the host probes from 2 ms after the start, backing off to every
-    // 100 ms, whatever the interval; after that, every 2 s, and two results in a row flip the
-    // state (one lost probe is not an outage).
-    HealthCheck {
-        kind: HealthCheckType::Tcp,
-        path: None,
-        status: None,
-        interval_ms: 2000,
-        threshold: 2,
-        start_timeout_ms: 30_000,
-        kill_down: false,
-    }
-}
-
-/// Deploys `release` of `app` and waits: through a deployment (the old release keeps serving if
-/// it fails); on a first deploy, then `web=1` and waiting for that job to be up. `say` prints a
-/// progress line.
-pub async fn deploy(
-    store: &Arc<dyn Store>,
-    app: &App,
-    release: &Release,
-    say: impl Fn(String),
-) -> Result<(), String> {
-    // First deploy: nothing ran before (no formation, or one of all zeros — also what a failed
-    // first deploy leaves), so nothing would start: scale web to 1 as Flynn did.
-    let first = match app.release {
-        None => true,
-        Some(prev) => match store.get_formation(app.id, prev).await {
-            Ok(f) => f.processes.values().all(|n| *n == 0),
-            Err(_) => true,
-        },
-    };
-    let d = store
-        .create_deployment(app.id, release.id)
-        .await
-        .map_err(|e| format!("cannot start the deployment: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(u64::from(d.deploy_timeout) + 30);
-    let mut notifier = store.event_notifier();
-    loop {
-        let d = store
-            .get_deployment(d.id)
-            .await
-            .map_err(|e| format!("cannot read the deployment: {e}"))?;
-        match d.status {
-            DeploymentStatus::Complete => break,
-            DeploymentStatus::Failed => {
-                return Err(format!(
-                    "deployment failed: {}; the previous release keeps serving",
-                    d.error.as_deref().unwrap_or("no reason given")
-                ));
-            }
-            _ if Instant::now() > deadline => {
-                return Err(format!(
-                    "deployment {} is still {} after {}s (see `slipway deployment`)",
-                    d.id,
-                    d.status.as_str(),
-                    d.deploy_timeout + 30
-                ));
-            }
-            _ => {
-                let _ = tokio::time::timeout(Duration::from_millis(200), notifier.changed()).await;
-            }
-        }
-    }
-    if !(first && release.processes.contains_key("web")) {
-        return Ok(());
-    }
-    say("=====> Scaling initial release to web=1".into());
-    let mut update = FormationUpdate::default();
-    update.processes.insert("web".into(), 1);
-    store
-        .put_formation(app.id, release.id, &update)
-        .await
-        .map_err(|e| format!("cannot scale web to 1: {e}"))?;
-    let timeout = Duration::from_secs(u64::from(app.deploy_timeout.max(1)));
-    match wait_web_up(store, app.id, release.id, timeout).await {
-        Ok(()) => {
-            say("=====> Initial web job started".into());
-            Ok(())
-        }
-        Err(reason) => {
-            update.processes.insert("web".into(), 0);
-            let _ = store.put_formation(app.id, release.id, &update).await;
-            // The release stays current at web=0 (Flynn's way): the next push that starts is
-            // again a first deploy and scales web to 1.
-            Err(format!(
-                "Initial web job failed to start: {reason}. The release is kept with web=0: \
-                 fix the web process and push again"
-            ))
-        }
-    }
-}
-
-/// Waits for a `web` job of `release` to be up; fails after [`FAILURE_THRESHOLD`] failed jobs
-/// or `timeout`.
-async fn wait_web_up(
-    store: &Arc<dyn Store>,
-    app: Id,
-    release: Id,
-    timeout: Duration,
-) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    let mut notifier = store.event_notifier();
-    loop {
-        let jobs: Vec<Job> = store
-            .list_jobs(app)
-            .await
-            .map_err(|e| format!("cannot read jobs: {e}"))?
-            .into_iter()
-            .filter(|j| j.release_id == release && j.process_type.as_deref() == Some("web"))
-            .collect();
-        if jobs.iter().any(|j| j.state == JobState::Up) {
-            return Ok(());
-        }
-        let failed: Vec<&Job> = jobs
-            .iter()
-            .filter(|j| {
-                matches!(j.state, JobState::Crashed | JobState::Failed)
-                    || (j.state == JobState::Down && j.exit_status.is_some_and(|c| c != 0))
-            })
-            .collect();
-        if failed.len() >= FAILURE_THRESHOLD {
-            let last = failed.iter().max_by_key(|j| j.updated_at).expect("failed");
-            return Err(match (&last.host_error, last.exit_status) {
-                (Some(e), _) => e.clone(),
-                (None, Some(c)) => format!("the web process exited with status {c}"),
-                (None, None) => "the web job went down".into(),
-            });
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "no web job was up after {}s (is the web process listening on $PORT?)",
-                timeout.as_secs()
-            ));
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(200), notifier.changed()).await;
+/// The slug `built` stored, built on `stack` from `commit`.
+pub fn slug(built: &Built, stack: &str, commit: &str) -> Slug {
+    Slug {
+        digest: built.slug.digest.to_string(),
+        size: built.slug.size,
+        buildpacks: built.buildpacks.clone(),
+        process_types: built.process_types.keys().cloned().collect(),
+        stack: stack.to_string(),
+        commit: commit.to_string(),
     }
 }
 
@@ -300,19 +97,8 @@ pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<Trimmed
 #[cfg(test)]
 mod tests {
     use super::*;
-    use slipway_types::NewApp;
-
-    fn app(name: &str) -> App {
-        serde_json::from_value(serde_json::json!({
-            "id": "0b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
-            "name": name,
-            "strategy": "all-at-once",
-            "deploy_timeout": 120,
-            "created_at": "2026-11-22T05:00:00Z",
-            "updated_at": "2026-11-22T05:00:00Z",
-        }))
-        .unwrap()
-    }
+    use slipway_types::{NewApp, NewArtifact, NewRelease};
+    use std::time::Duration;
 
     fn built(types: &[&str]) -> Built {
         Built {
@@ -330,58 +116,18 @@ mod tests {
         }
     }
 
+    /// The release itself is `slipway_deploy::release`'s (tested there): what it gets from a
+    /// build is the slug's digest and size, the types the build found and its buildpacks.
     #[test]
-    fn the_release_keeps_env_and_per_type_settings_and_gives_web_types_a_service() {
-        let app = app("shop");
-        let mut prev: Release = serde_json::from_value(serde_json::json!({
-            "id": "1b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
-            "app_id": "0b7c8a64-7f5e-4c5b-9d6e-1f2a3b4c5d6e",
-            "env": {"GREETING": "hi"},
-            "processes": {
-                "web": {"args": ["old"], "ports": [{"port": 5000}], "resources": {"memory": 1048576}},
-                "gone": {"args": ["x"]}
-            },
-            "created_at": "2026-11-22T05:00:00Z",
-        }))
-        .unwrap();
-        prev.processes
-            .get_mut("web")
-            .unwrap()
-            .env
-            .insert("W".into(), "1".into());
-        let art = Id::new_v4();
-        let r = new_release(
-            &app,
-            Some(&prev),
-            art,
-            &built(&["web", "worker", "api-web"]),
-            "c0ffee",
-        );
-        assert_eq!(r.artifacts, vec![art]);
-        assert_eq!(r.env.get("GREETING").map(String::as_str), Some("hi"));
-        assert_eq!(r.meta.get("git.commit").map(String::as_str), Some("c0ffee"));
-        assert_eq!(
-            r.processes.keys().collect::<Vec<_>>(),
-            ["api-web", "web", "worker"]
-        );
-        let web = &r.processes["web"];
-        assert!(web.args.is_empty(), "slug jobs run /runner/init start web");
-        assert_eq!(web.ports[0].port, 5000, "the previous port is kept");
-        assert_eq!(web.resources, prev.processes["web"].resources);
-        assert_eq!(web.env.get("W").map(String::as_str), Some("1"));
-        let api = &r.processes["api-web"];
-        let svc = api.ports[0].service.as_ref().unwrap();
-        assert_eq!(svc.name, "shop-api-web");
-        assert_eq!(svc.check.as_ref().unwrap().kind, HealthCheckType::Tcp);
-        assert!(r.processes["worker"].ports.is_empty());
-        let first = new_release(&app, None, art, &built(&["web"]), "c0ffee");
-        let svc = first.processes["web"].ports[0].service.as_ref().unwrap();
-        assert_eq!(svc.name, "shop-web");
-        assert!(first.env.is_empty());
-        let a = slug_artifact(&built(&["web"]), "busybox", "c0ffee");
-        assert_eq!(a.uri, format!("blob:sha256:{}", "ab".repeat(32)));
-        assert_eq!(a.digest.as_deref(), Some(&a.uri[5..]));
-        assert_eq!(a.meta.get("stack").map(String::as_str), Some("busybox"));
+    fn a_build_is_described_to_the_deploy_path_as_its_slug() {
+        let s = slug(&built(&["web", "worker"]), "busybox", "c0ffee");
+        assert_eq!(s.digest, format!("sha256:{}", "ab".repeat(32)));
+        assert_eq!(s.size, 10);
+        assert_eq!(s.process_types, ["web", "worker"]);
+        assert_eq!(s.buildpacks, ["procfile"]);
+        assert_eq!((s.stack.as_str(), s.commit.as_str()), ("busybox", "c0ffee"));
+        let a = slipway_deploy::release::slug_artifact(&s);
+        assert_eq!(a.uri, format!("blob:{}", s.digest));
     }
 
     /// A slug artifact whose blob (content `slug N`) is in `blobs`.

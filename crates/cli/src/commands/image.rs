@@ -6,11 +6,10 @@ use crate::context::{AppFlag, Ctx};
 use anyhow::{Context, Result, bail};
 use slipway_registry::client::{Progress, PushClient};
 use slipway_registry::local::{self, LocalBlob};
-use slipway_types::DeploymentStatus;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct ImageArgs {
@@ -98,35 +97,15 @@ async fn push(
         report.blobs_skipped
     );
     let outcome = report.outcome;
-    let (Some(release), Some(deployment)) = (outcome.release, outcome.deployment) else {
-        println!("{}", outcome.message);
-        return Ok(());
-    };
-    println!("Created release {release}.");
-    wait_deployment(ctx, deployment).await?;
+    if let Some(release) = outcome.release {
+        println!("Created release {release}.");
+    }
+    // The server answered once the deploy was done; the image is stored either way.
+    if let Some(error) = outcome.error {
+        bail!("{error}");
+    }
     println!("{}", outcome.message);
     Ok(())
-}
-
-/// Waits for the deployment the push started; a failure is an error with its reason.
-async fn wait_deployment(ctx: &Ctx, id: slipway_types::Id) -> Result<()> {
-    let client = ctx.client()?;
-    let first = client.deployment(id).await?;
-    let deadline = Instant::now() + Duration::from_secs(u64::from(first.deploy_timeout) + 30);
-    loop {
-        let d = client.deployment(id).await?;
-        match d.status {
-            DeploymentStatus::Complete => return Ok(()),
-            DeploymentStatus::Failed => bail!(
-                "deployment failed: {} (the previous release keeps serving)",
-                d.error.as_deref().unwrap_or("no reason given")
-            ),
-            _ if Instant::now() > deadline => {
-                bail!("deployment {id} did not finish in time: see `slipway deployment`")
-            }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
 }
 
 /// One line per blob (not a terminal: logs, CI).

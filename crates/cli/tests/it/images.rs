@@ -315,3 +315,29 @@ fn a_skopeo_pushed_image_answers_http_and_a_whiteout_hides_a_lower_file() {
     assert_eq!(until_status(&router, &domain, "/other.html", "200"), "v2");
     until_status(&router, &domain, "/index.html", "404");
 }
+
+/// The registry answers once the deploy is done; a failed deploy still stores the image, and
+/// `slipway image push` says it is not deployed and exits non-zero.
+#[test]
+fn image_push_fails_when_its_deploy_does_and_the_image_stays_stored() {
+    // No host agent: the scaled job stays blocked, so the deploy times out.
+    let server = TestServer::start();
+    server.create_app("stuck");
+    server.ok(&["-a", "stuck", "deployment", "timeout", "1"]);
+    let v1 = server.dir.path().join("v1");
+    web_image("v1").write_oci(&v1).unwrap();
+    server.ok(&["-a", "stuck", "image", "push", v1.to_str().unwrap()]);
+    server.ok(&["-a", "stuck", "scale", "--no-wait", "app=1"]);
+
+    let v2 = server.dir.path().join("v2");
+    web_image("v2").write_oci(&v2).unwrap();
+    let err = server.fails(&["-a", "stuck", "image", "push", v2.to_str().unwrap()]);
+    assert!(
+        err.contains(
+            "Docker image not deployed: deployment failed: timed out after 1s waiting for 1 app \
+             job(s) of the new release to be up; the previous release keeps serving"
+        ),
+        "{err}"
+    );
+    assert_eq!(stats(&server).manifests_pushed, 2, "both images stored");
+}

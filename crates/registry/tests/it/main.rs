@@ -49,8 +49,7 @@ impl Server {
             router,
             std::future::pending(),
         ));
-        let deployer =
-            slipway_controller::deployer::Deployer::new(store.clone(), Default::default());
+        let deployer = slipway_deploy::Deployer::new(store.clone(), Default::default());
         tokio::spawn(deployer.run());
         Server {
             url: format!("http://{addr}"),
@@ -78,6 +77,15 @@ impl Server {
 
     pub fn client(&self) -> slipway_registry::client::PushClient {
         slipway_registry::client::PushClient::new(&self.url, &self.key).unwrap()
+    }
+
+    /// Sets the app's deploy timeout (seconds): deploys that need jobs fail that fast here.
+    pub async fn deploy_timeout(&self, app: &slipway_types::App, secs: u32) {
+        let update = slipway_types::AppUpdate {
+            deploy_timeout: Some(secs),
+            ..Default::default()
+        };
+        self.store.update_app(app.id, &update).await.unwrap();
     }
 
     /// Waits until the app's deployments are all finished (the deployer runs in the background).

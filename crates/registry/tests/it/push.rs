@@ -305,11 +305,14 @@ async fn skopeo_copy_pushes_and_skips_known_blobs() {
 }
 
 /// Process types the user configured are kept (a type without a command runs the image's), and
-/// the default route stays on `APP-web` when the release has a `web` type.
+/// the default route stays on `APP-web` when the release has a `web` type. Nothing ran before,
+/// so the push is a first deploy and scales `web` to 1, as a `git push` does; no scheduler runs
+/// here, so that web job never starts and the answer says so.
 #[tokio::test]
 async fn user_configured_types_are_kept_and_limits_survive_regeneration() {
     let s = Server::start().await;
     let app = s.create_app("typed").await;
+    s.deploy_timeout(&app, 1).await;
     let mut web = slipway_types::ProcessType::default();
     web.resources.set("memory", "256MB").unwrap();
     let worker = slipway_types::ProcessType {
@@ -331,7 +334,23 @@ async fn user_configured_types_are_kept_and_limits_survive_regeneration() {
         .push("typed", &image, "latest", true, Arc::new(Quiet))
         .await
         .unwrap();
-    s.settle(&app).await;
+    let err = r
+        .outcome
+        .error
+        .as_deref()
+        .expect("the web job cannot start");
+    assert!(
+        err.starts_with(
+            "Docker image not deployed: Initial web job failed to start: no web job was up after 1s"
+        ),
+        "{err}"
+    );
+    let f = s
+        .store
+        .get_formation(app.id, r.outcome.release.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(f.processes["web"], 0, "kept at web=0 for the next push");
     let cur = s
         .store
         .get_release(r.outcome.release.unwrap())
@@ -392,4 +411,67 @@ async fn user_configured_types_are_kept_and_limits_survive_regeneration() {
         .unwrap();
     assert_eq!(cur.processes["app"].args, ["httpd", "-f", "-p", "8080"]);
     assert_eq!(cur.processes["app"].resources.memory, Some(128 << 20));
+}
+
+/// The PUT answers once the deploy is done. A failed one still answers 201 (the image is stored
+/// and can be deployed later) with the reason, and the previous release keeps serving.
+#[tokio::test]
+async fn a_failed_deploy_still_stores_the_image_and_says_why() {
+    let s = Server::start().await;
+    let app = s.create_app("fails").await;
+    s.deploy_timeout(&app, 1).await;
+    let push = async |name: &str, body: &str| {
+        let layout = s.dir.path().join(name);
+        web_image(body).write_oci(&layout).unwrap();
+        let image = local::open(&layout).unwrap();
+        let report = s
+            .client()
+            .push("fails", &image, "latest", true, Arc::new(Quiet))
+            .await
+            .unwrap();
+        (image.digest, report.outcome)
+    };
+    let (_, v1) = push("v1", "v1").await;
+    assert_eq!(v1.error, None);
+    let v1_release = v1.release.unwrap();
+    // What `slipway scale app=1` writes; no scheduler runs here, so no job ever comes up.
+    let mut update = slipway_types::FormationUpdate::default();
+    update.processes.insert("app".into(), 1);
+    s.store
+        .put_formation(app.id, v1_release, &update)
+        .await
+        .unwrap();
+
+    let (digest, v2) = push("v2", "v2").await;
+    let err = v2.error.as_deref().expect("the deploy cannot succeed");
+    assert_eq!(
+        err,
+        "Docker image not deployed: deployment failed: timed out after 1s waiting for 1 app \
+         job(s) of the new release to be up; the previous release keeps serving"
+    );
+    assert_eq!(v2.message, err);
+    assert!(v2.processes.is_empty(), "{v2:?}");
+    let d = s
+        .store
+        .get_deployment(v2.deployment.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(d.status, slipway_types::DeploymentStatus::Failed);
+    let app = s.store.get_app("fails").await.unwrap();
+    assert_eq!(
+        app.release,
+        Some(v1_release),
+        "the previous release keeps serving"
+    );
+    let f = s.store.get_formation(app.id, v1_release).await.unwrap();
+    assert_eq!(f.processes["app"], 1, "its formation restored");
+    // The image is stored: its artifact, and the manifest under the tag.
+    let artifact = s.store.get_artifact(v2.artifact).await.unwrap();
+    assert_eq!(artifact.digest.as_deref(), Some(digest.as_str()));
+    let resp = s
+        .req(Method::HEAD, "/v2/fails/manifests/latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
 }

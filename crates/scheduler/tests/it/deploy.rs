@@ -3,7 +3,7 @@
 //! the old one serving.
 
 use crate::harness::*;
-use slipway_controller::deployer::{Deployer, DeployerConfig};
+use slipway_deploy::{Deployer, DeployerConfig};
 use slipway_types::{
     App, AppUpdate, DeployStrategy, DeploymentStatus, EventFilter, Job, JobState, ObjectType,
     Release,
@@ -225,10 +225,7 @@ async fn a_deployment_interrupted_by_a_restart_fails_and_restores_the_old_format
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(d.status, DeploymentStatus::Failed);
-    assert_eq!(
-        d.error.as_deref(),
-        Some(slipway_controller::deployer::INTERRUPTED)
-    );
+    assert_eq!(d.error.as_deref(), Some(slipway_deploy::INTERRUPTED));
     assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [2, 0]);
     c.wait_jobs(&app, T, "2 v1 jobs up, no v2 job", |j| {
         up(j).len() == 2 && up(j).iter().all(|x| x.release_id == v1.id)
@@ -236,4 +233,84 @@ async fn a_deployment_interrupted_by_a_restart_fails_and_restores_the_old_format
     .await;
     // The app can deploy again.
     c.store.create_deployment(app.id, v2.id).await.unwrap();
+}
+
+/// `slipway_deploy::deploy_and_wait` as a `git push` or an image push runs it, on the real
+/// scheduler: a first deploy of a release with a `web` type ends with one web job up, a later
+/// deploy keeps the counts it finds, and a release whose only type is an image's generated
+/// `app` runs nothing until scaled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_deploy_starts_one_web_job_and_later_deploys_keep_the_counts() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[])], fast()).await;
+    let deployer = Deployer::new(
+        c.store.clone(),
+        DeployerConfig {
+            poll: Duration::from_millis(100),
+            default_batch_size: 1,
+        },
+    );
+    tokio::spawn(deployer.run());
+    let (app, v1) = c.app(&[("web", &["run"]), ("worker", &["run"])]).await;
+    let said = std::sync::Mutex::new(Vec::new());
+    let done = slipway_deploy::deploy_and_wait(&c.store, &v1, |l| said.lock().unwrap().push(l))
+        .await
+        .unwrap();
+    assert_eq!(done.processes.get("web"), Some(&1), "{:?}", done.processes);
+    assert_eq!(
+        *said.lock().unwrap(),
+        [
+            "=====> Scaling initial release to web=1",
+            "=====> Initial web job started"
+        ]
+    );
+    let jobs = c.store.list_jobs(app.id).await.unwrap();
+    let web: Vec<_> = up(&jobs)
+        .into_iter()
+        .filter(|j| j.release_id == v1.id && j.process_type.as_deref() == Some("web"))
+        .collect();
+    assert_eq!(web.len(), 1, "{:?}", summary(&jobs));
+    assert!(
+        jobs.iter()
+            .all(|j| j.process_type.as_deref() != Some("worker")),
+        "only web starts: {:?}",
+        summary(&jobs)
+    );
+
+    // Not a first deploy any more: the new release takes over web=1, nothing else is scaled.
+    let mut next = slipway_types::NewRelease::from_release(&v1);
+    next.env.insert("V".into(), "2".into());
+    let v2 = c.store.create_release(app.id, &next).await.unwrap();
+    said.lock().unwrap().clear();
+    let done = slipway_deploy::deploy_and_wait(&c.store, &v2, |l| said.lock().unwrap().push(l))
+        .await
+        .unwrap();
+    assert_eq!(done.processes.get("web"), Some(&1));
+    assert!(
+        said.lock().unwrap().is_empty(),
+        "{:?}",
+        said.lock().unwrap()
+    );
+    c.wait_jobs(&app, T, "one v2 web job up, v1 stopped", |j| {
+        up(j).len() == 1 && up(j)[0].release_id == v2.id
+    })
+    .await;
+
+    // An image's generated type waits for an explicit scale.
+    let (image_app, a1) = c.app(&[("app", &["run"])]).await;
+    let done = slipway_deploy::deploy_and_wait(&c.store, &a1, |l| said.lock().unwrap().push(l))
+        .await
+        .unwrap();
+    assert!(done.processes.values().all(|n| *n == 0), "{done:?}");
+    assert_eq!(
+        c.store
+            .get_formation(image_app.id, a1.id)
+            .await
+            .unwrap()
+            .processes
+            .get("app"),
+        None,
+        "nothing scaled"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.store.list_jobs(image_app.id).await.unwrap().is_empty());
 }

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Flynn's `newJobFailureThreshold`: new jobs may fail this many times before the deploy fails.
+/// Flynn's `newJobFailureThreshold`: new jobs may fail this many times before the deploy fails
+/// (a first deploy's initial jobs too, see [`crate::wait`]).
 pub const FAILURE_THRESHOLD: usize = 5;
 
 /// Error of a deployment the server stopped in the middle of.
@@ -265,14 +266,7 @@ impl Deployer {
                     if jobs.iter().filter(|j| j.state == JobState::Up).count() >= n as usize {
                         return Ok(());
                     }
-                    let failed: Vec<&Job> = jobs
-                        .iter()
-                        .filter(|j| {
-                            matches!(j.state, JobState::Crashed | JobState::Failed)
-                                || (j.state == JobState::Down
-                                    && j.exit_status.is_some_and(|c| c != 0))
-                        })
-                        .collect();
+                    let failed = failed_jobs(&jobs);
                     if failed.len() >= FAILURE_THRESHOLD {
                         let last = failed
                             .iter()
@@ -327,8 +321,19 @@ impl Deployer {
     }
 }
 
+/// The jobs that count towards [`FAILURE_THRESHOLD`]: crashed, failed to start, or exited
+/// with an error.
+pub(crate) fn failed_jobs(jobs: &[Job]) -> Vec<&Job> {
+    jobs.iter()
+        .filter(|j| {
+            matches!(j.state, JobState::Crashed | JobState::Failed)
+                || (j.state == JobState::Down && j.exit_status.is_some_and(|c| c != 0))
+        })
+        .collect()
+}
+
 /// A failed job's reason in words: the host's error, else how it exited.
-fn reason(j: &Job) -> String {
+pub(crate) fn reason(j: &Job) -> String {
     if let Some(e) = &j.host_error {
         let e = e.strip_prefix("the job could not start: ").unwrap_or(e);
         return runc_message(e).unwrap_or_else(|| e.to_string());
