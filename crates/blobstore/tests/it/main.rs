@@ -52,23 +52,27 @@ pub async fn http_backend() -> Backend {
     }
 }
 
-pub async fn backends() -> Vec<Backend> {
-    vec![fs_backend(), http_backend().await]
-}
-
-/// Runs one conformance case on every backend.
-#[macro_export]
+/// One named test per case per backend: `fs::CASE` and `http::CASE`.
 macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                for b in $crate::backends().await {
-                    eprintln!("backend {}", b.name);
-                    $crate::suite::$name(&b).await;
+    ($($case:ident),* $(,)?) => {
+        mod fs {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let b = crate::fs_backend();
+                    crate::suite::$case(&b).await;
                 }
-            }
-        )*
+            )*
+        }
+        mod http {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let b = crate::http_backend().await;
+                    crate::suite::$case(&b).await;
+                }
+            )*
+        }
     };
 }
 
@@ -83,6 +87,8 @@ conformance!(
     list,
     absent_blob,
     interrupted_upload_stores_nothing,
+    unreferenced_old_blobs_are_deleted_and_the_rest_kept,
+    putting_an_existing_blob_again_makes_it_young,
 );
 
 #[tokio::test]

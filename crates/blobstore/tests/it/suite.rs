@@ -1,6 +1,7 @@
 //! The cases every [`BlobStore`] must pass.
 
 use crate::Backend;
+pub use crate::gc::*;
 use slipway_blobstore::{BlobError, BlobStore, Body, Digest};
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -377,17 +377,6 @@ impl Shared {
         job: &HostJob,
         dir: &Path,
     ) -> Result<(ShimConfig, Option<Ipv4Addr>, Vec<String>)> {
-        if job.id.is_empty()
-            || !job
-                .id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            bail!(
-                "job id {:?} may only contain letters, digits, '-', '_' and '.'",
-                job.id
-            );
-        }
         // An empty stack runs the layers alone (an image brings its own rootfs).
         let stack = if job.config.stack.is_empty() {
             if job.config.layers.is_empty() {
@@ -528,6 +517,22 @@ impl Shared {
 
 /// Fails like runc does (`exec: "foo": executable file not found in $PATH`) when the job's
 /// command is not in its rootfs. Paths under a bind mount are not known yet and pass.
+/// A job id names a directory under `containers/` and `logs/`: one plain path component.
+pub(crate) fn check_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 128
+        || id.starts_with('.')
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        bail!(
+            "job id {id:?} must be 1-128 letters, digits, '-', '_' or '.' (not starting with '.')"
+        );
+    }
+    Ok(())
+}
+
 fn check_command(job: &HostJob, rootfs: &Path) -> Result<()> {
     let Some(cmd) = job.config.args.first() else {
         bail!("the job has no command");
@@ -654,6 +659,8 @@ impl Runtime for RuncRuntime {
     }
 
     async fn start(&self, job: &HostJob) -> Result<Started> {
+        // Before any path is made of it: `../x` would name a dir outside `containers/`.
+        check_id(&job.id)?;
         let dir = self.container_dir(&job.id);
         if dir.exists() {
             bail!("job {} already exists on this host", job.id);

@@ -1,5 +1,5 @@
-//! The host API on the fake runtime (no root): in-process and over HTTP must behave the same,
-//! and an agent restarted over the same runtime re-adopts its jobs.
+//! The host API on the fake runtime (no root): every case runs in-process and over HTTP, which
+//! must behave the same; and an agent restarted over the same runtime re-adopts its jobs.
 
 use futures_util::StreamExt;
 use slipway_host::client::HttpHost;
@@ -23,23 +23,79 @@ fn fake_job(id: &str, args: &[&str]) -> HostJob {
     }
 }
 
-/// The same scenario against any `HostApi`.
-async fn conformance(api: &dyn HostApi) {
-    let mut events = api.events().await.unwrap();
+/// A host API under test over a fresh agent on the fake runtime.
+pub struct Backend {
+    pub api: Arc<dyn HostApi>,
+    _dir: tempfile::TempDir,
+}
+
+async fn agent() -> (Agent, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(AgentConfig::new(dir.path()), Arc::new(FakeRuntime::new()))
+        .await
+        .unwrap();
+    (agent, dir)
+}
+
+async fn in_process() -> Backend {
+    let (agent, dir) = agent().await;
+    Backend {
+        api: Arc::new(agent),
+        _dir: dir,
+    }
+}
+
+async fn http() -> Backend {
+    let (agent, dir) = agent().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // The server task ends with the test's runtime.
+    tokio::spawn(slipway_host::http::serve(Arc::new(agent), listener));
+    Backend {
+        api: Arc::new(HttpHost::new(&format!("http://{addr}"))),
+        _dir: dir,
+    }
+}
+
+/// One named test per case per implementation: `api::in_process::CASE`, `api::http::CASE`.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod in_process {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let b = super::in_process().await;
+                    super::$case(&*b.api).await;
+                }
+            )*
+        }
+        mod http {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let b = super::http().await;
+                    super::$case(&*b.api).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    a_job_runs_with_its_own_ip_and_counts_in_the_status,
+    bad_and_duplicate_ids_and_unknown_jobs_are_refused,
+    a_job_that_exits_non_zero_has_crashed_with_its_code_and_logs,
+    stop_kills_a_job_that_ignores_sigterm_after_the_grace,
+    a_signal_reaches_the_job,
+    a_failed_start_is_reported_and_cannot_be_signalled,
+    events_report_every_step,
+);
+
+async fn a_job_runs_with_its_own_ip_and_counts_in_the_status(api: &dyn HostApi) {
     let info = api.add_job(fake_job("j1", &["serve"])).await.unwrap();
     assert_eq!(info.status, JobStatus::Running);
     assert!(info.ip.is_some());
-    let bad = api
-        .add_job(fake_job("../etc", &["serve"]))
-        .await
-        .unwrap_err();
-    assert!(matches!(bad, HostError::BadRequest(_)), "{bad:?}");
-    let err = api.add_job(fake_job("j1", &["serve"])).await.unwrap_err();
-    assert!(matches!(err, HostError::Conflict(_)), "{err:?}");
-    assert!(matches!(
-        api.get_job("nope").await,
-        Err(HostError::NotFound(_))
-    ));
+    assert_eq!(api.get_job("j1").await.unwrap().ip, info.ip);
     assert_eq!(api.list_jobs().await.unwrap().len(), 1);
     let st = api.status().await.unwrap();
     assert_eq!((st.job_count, st.runtime.as_str()), (1, "fake"));
@@ -50,13 +106,42 @@ async fn conformance(api: &dyn HostApi) {
     );
     assert_eq!(st.allocated.cpu_milli, 1000);
     assert!(st.capacity.cpus >= 1 && st.capacity.memory_bytes > 0);
+    api.stop_job("j1").await.unwrap();
+    assert_eq!(api.wait_job("j1").await.unwrap().status, JobStatus::Done);
+    assert_eq!(api.status().await.unwrap().job_count, 0);
+}
 
+async fn bad_and_duplicate_ids_and_unknown_jobs_are_refused(api: &dyn HostApi) {
+    api.add_job(fake_job("j1", &["serve"])).await.unwrap();
+    let bad = api
+        .add_job(fake_job("../etc", &["serve"]))
+        .await
+        .unwrap_err();
+    assert!(matches!(bad, HostError::BadRequest(_)), "{bad:?}");
+    let err = api.add_job(fake_job("j1", &["serve"])).await.unwrap_err();
+    assert!(matches!(err, HostError::Conflict(_)), "{err:?}");
+    for r in [
+        api.get_job("nope").await.map(|_| ()),
+        api.stop_job("nope").await.map(|_| ()),
+        api.signal_job("nope", libc::SIGTERM).await,
+    ] {
+        assert!(matches!(r, Err(HostError::NotFound(_))), "{r:?}");
+    }
+    assert_eq!(api.list_jobs().await.unwrap().len(), 1);
+}
+
+async fn a_job_that_exits_non_zero_has_crashed_with_its_code_and_logs(api: &dyn HostApi) {
     let mut exits = fake_job("j2", &["exit", "3"]);
     exits.config.env.insert("FAKE_RUN_MS".into(), "50".into());
     api.add_job(exits).await.unwrap();
     let d = api.wait_job("j2").await.unwrap();
     assert_eq!((d.status, d.exit.unwrap().code), (JobStatus::Crashed, 3));
+    let logs: Vec<_> = api.logs("j2", false).await.unwrap().collect().await;
+    assert_eq!(logs[0].msg, "started: exit 3");
+    assert_eq!(api.status().await.unwrap().job_count, 0);
+}
 
+async fn stop_kills_a_job_that_ignores_sigterm_after_the_grace(api: &dyn HostApi) {
     let mut stubborn = fake_job("j3", &["serve"]);
     stubborn
         .config
@@ -69,10 +154,22 @@ async fn conformance(api: &dyn HostApi) {
     let d = api.wait_job("j3").await.unwrap();
     assert!(t0.elapsed() >= Duration::from_millis(180));
     assert_eq!((d.status, d.exit.unwrap().code), (JobStatus::Done, 137));
+}
 
+async fn a_signal_reaches_the_job(api: &dyn HostApi) {
+    api.add_job(fake_job("j1", &["serve"])).await.unwrap();
     api.signal_job("j1", libc::SIGTERM).await.unwrap();
     let d = api.wait_job("j1").await.unwrap();
-    assert_eq!(d.exit.unwrap().signal, Some(15));
+    // As on runc: the init passes SIGTERM on and exits 128 + 15 itself.
+    let e = d.exit.unwrap();
+    assert_eq!((e.code, e.signal), (143, None));
+    assert!(matches!(
+        api.signal_job("j1", libc::SIGTERM).await,
+        Err(HostError::Conflict(_))
+    ));
+}
+
+async fn a_failed_start_is_reported_and_cannot_be_signalled(api: &dyn HostApi) {
     let f = api.add_job(fake_job("j4", &["fail-start"])).await.unwrap();
     assert_eq!(f.status, JobStatus::Failed);
     assert!(f.error.unwrap().contains("could not start"));
@@ -80,7 +177,17 @@ async fn conformance(api: &dyn HostApi) {
         api.signal_job("j4", 9).await,
         Err(HostError::Conflict(_))
     ));
+    assert_eq!(api.status().await.unwrap().job_count, 0);
+}
 
+async fn events_report_every_step(api: &dyn HostApi) {
+    let mut events = api.events().await.unwrap();
+    api.add_job(fake_job("j1", &["serve"])).await.unwrap();
+    api.add_job(fake_job("j2", &["exit", "3"])).await.unwrap();
+    api.add_job(fake_job("j4", &["fail-start"])).await.unwrap();
+    api.wait_job("j2").await.unwrap();
+    api.stop_job("j1").await.unwrap();
+    api.wait_job("j1").await.unwrap();
     let mut kinds = Vec::new();
     while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), events.next()).await {
         kinds.push((e.job_id, e.kind));
@@ -98,31 +205,6 @@ async fn conformance(api: &dyn HostApi) {
             "{want:?} not in {kinds:?}"
         );
     }
-    let logs: Vec<_> = api.logs("j2", false).await.unwrap().collect().await;
-    assert_eq!(logs[0].msg, "started: exit 3");
-    assert_eq!(api.status().await.unwrap().job_count, 0);
-}
-
-#[tokio::test]
-async fn host_api_in_process_on_the_fake_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(AgentConfig::new(dir.path()), Arc::new(FakeRuntime::new()))
-        .await
-        .unwrap();
-    conformance(&agent).await;
-}
-
-#[tokio::test]
-async fn host_api_over_http_on_the_fake_runtime() {
-    let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(AgentConfig::new(dir.path()), Arc::new(FakeRuntime::new()))
-        .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(slipway_host::http::serve(Arc::new(agent), listener));
-    let client = HttpHost::new(&format!("http://{addr}"));
-    conformance(&client).await;
 }
 
 /// Plumbing only: the agent's state file round-trips (running jobs listed again, finished ones

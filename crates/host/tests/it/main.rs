@@ -10,4 +10,5 @@ mod netfilter;
 mod privileges;
 mod restart;
 mod runc;
+mod runtime;
 mod slow;
