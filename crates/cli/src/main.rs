@@ -105,7 +105,7 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Run the Slipway server: controller, scheduler, router, git receiver, local host agent
+    /// Run the Slipway server: controller, scheduler, router, git receiver, host agent (--roles)
     Server(slipway_server::ServerArgs),
     /// Run or inspect a host agent
     Host(host_cmd::HostArgs),

@@ -142,7 +142,7 @@ pub struct RoutingArgs {
     /// One log line per proxied request (target `slipway_router::access`).
     #[arg(long, env = "SLIPWAY_ACCESS_LOG")]
     pub access_log: bool,
-    /// Run no router (discovery still runs).
+    /// Run no router (the same as leaving `router` out of --roles; discovery still runs).
     #[arg(long)]
     pub no_router: bool,
     /// The ports TCP routes may use, `FIRST-LAST` (Flynn's range by default). `route add tcp`
