@@ -90,7 +90,7 @@ pub(crate) fn follow_host(
     });
 }
 
-async fn sync_job(
+pub(crate) async fn sync_job(
     registry: &Arc<dyn Registry>,
     bridge: &Bridge,
     job: &JobInfo,

@@ -37,3 +37,69 @@ impl slipway_scheduler::TrafficGate for DiscoveryGate {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::bridge::sync_job;
+    use slipway_discovery::{LocalRegistry, Registry};
+    use slipway_scheduler::TrafficGate;
+    use std::time::Instant;
+
+    fn job(id: &str, process_type: &str) -> JobInfo {
+        serde_json::from_value(serde_json::json!({
+            "job": {
+                "id": id,
+                "app_name": "shop",
+                "release_id": "r1",
+                "process_type": process_type,
+                "config": { "args": ["httpd"], "stack": "busybox" },
+            },
+            "status": "running",
+            "ip": "10.200.0.2",
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_job_is_routed_once_registered_and_drained_by_deregistering_for_good() {
+        let registry: Arc<dyn Registry> =
+            Arc::new(LocalRegistry::new(slipway_discovery::DEFAULT_TTL));
+        let bridge = Arc::new(Bridge::default());
+        let gate = Arc::new(DiscoveryGate {
+            bridge: bridge.clone(),
+        });
+        let web = job("j1", "web");
+        let waiting = tokio::spawn({
+            let (gate, web) = (gate.clone(), web.clone());
+            async move { gate.routed(&web).await }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "routed before it was registered");
+        sync_job(&registry, &bridge, &web, None).await;
+        tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("routed once registered")
+            .unwrap();
+        assert_eq!(registry.instances("shop-web").await.unwrap().len(), 1);
+
+        let t0 = Instant::now();
+        gate.drain("j1").await;
+        assert!(t0.elapsed() >= DRAIN_GRACE, "{:?}", t0.elapsed());
+        assert!(registry.instances("shop-web").await.unwrap().is_empty());
+        // The host still reports it running: a drained job is not registered again.
+        sync_job(&registry, &bridge, &web, None).await;
+        assert!(registry.instances("shop-web").await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_job_without_traffic_is_routed_at_once_and_drained_without_a_grace() {
+        let gate = DiscoveryGate {
+            bridge: Arc::new(Bridge::default()),
+        };
+        let t0 = Instant::now();
+        gate.routed(&job("w1", "worker")).await;
+        gate.drain("w1").await;
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+    }
+}
