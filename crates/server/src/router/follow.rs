@@ -16,6 +16,18 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Events closer together than this are one reload (a replay after a reconnect, a script
 /// adding routes).
 const BURST: Duration = Duration::from_millis(50);
+/// A stream quiet for this long is opened again (and the routes reloaded): a connection that
+/// died without a FIN (the controller's machine gone) would otherwise keep the router on old
+/// routes forever, since the keep-alive comments it would miss are not events.
+pub const IDLE_RESYNC: Duration = Duration::from_secs(60);
+
+/// Why a stream ended without an error.
+enum Ended {
+    /// The controller closed it (it restarted, or dropped a reader that fell behind).
+    Closed,
+    /// Nothing came for [`IDLE_RESYNC`].
+    Idle,
+}
 
 /// Follows the controller's routes forever, reconnecting with backoff.
 pub fn follow_controller(
@@ -25,11 +37,20 @@ pub fn follow_controller(
     tokio::spawn(async move {
         let mut backoff = MIN_BACKOFF;
         let mut last_event: Option<i64> = None;
+        let mut announce = true;
         loop {
-            match follow_once(&router, &client, &mut last_event, &mut backoff).await {
-                Ok(()) => tracing::info!(
+            let ended = follow_once(&router, &client, &mut last_event, &mut backoff, announce);
+            announce = true;
+            match ended.await {
+                Ok(Ended::Closed) => tracing::info!(
                     "router: the controller closed the route event stream; reconnecting"
                 ),
+                Ok(Ended::Idle) => {
+                    // Not a failure: open the stream again at once, quietly.
+                    tracing::debug!("router: no route event for {IDLE_RESYNC:?}; resyncing");
+                    announce = false;
+                    continue;
+                }
                 Err(e) => tracing::warn!(
                     "router: cannot follow the routes of {} ({e}); retrying in {backoff:?}",
                     client.url()
@@ -42,13 +63,15 @@ pub fn follow_controller(
 }
 
 /// One stream: open it, load the routes, reload after each burst of events. Returns when the
-/// stream ends; `backoff` goes back to its minimum once the routes are loaded.
+/// stream ends or idles; `backoff` goes back to its minimum once the routes are loaded.
+/// `announce`: log the load (not after an idle resync, which says nothing new).
 async fn follow_once(
     router: &slipway_router::Router,
     client: &slipway_client::Client,
     last_event: &mut Option<i64>,
     backoff: &mut Duration,
-) -> Result<(), slipway_client::ClientError> {
+    announce: bool,
+) -> Result<Ended, slipway_client::ClientError> {
     let filter = EventFilter {
         object_types: vec![ObjectType::Route],
         ..Default::default()
@@ -57,13 +80,20 @@ async fn follow_once(
     let mut events = std::pin::pin!(events);
     let routes = client.all_routes().await?;
     router.set_routes(&routes);
-    tracing::info!(
-        "router: {} route(s) from {}, following their events",
-        routes.len(),
-        client.url()
-    );
+    if announce {
+        tracing::info!(
+            "router: {} route(s) from {}, following their events",
+            routes.len(),
+            client.url()
+        );
+    }
     *backoff = MIN_BACKOFF;
-    while let Some(ev) = events.next().await {
+    loop {
+        let ev = match tokio::time::timeout(IDLE_RESYNC, events.next()).await {
+            Err(_) => return Ok(Ended::Idle),
+            Ok(None) => return Ok(Ended::Closed),
+            Ok(Some(ev)) => ev,
+        };
         *last_event = Some(ev?.id);
         // Take the rest of the burst before reloading.
         while let Ok(Some(ev)) = tokio::time::timeout(BURST, events.next()).await {
@@ -73,5 +103,4 @@ async fn follow_once(
         router.set_routes(&routes);
         tracing::debug!("router: reloaded {} route(s)", routes.len());
     }
-    Ok(())
 }
