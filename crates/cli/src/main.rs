@@ -8,7 +8,6 @@ mod credentials;
 mod git;
 mod host_cmd;
 mod output;
-mod routing;
 mod server;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -106,8 +105,8 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Run the Slipway server: controller, scheduler, router, git receiver, local host agent
-    Server(server::ServerArgs),
+    /// Run the Slipway server: controller, scheduler, router, git receiver, host agent (--roles)
+    Server(slipway_server::ServerArgs),
     /// Run or inspect a host agent
     Host(host_cmd::HostArgs),
     /// The pre-receive hook of the server's app repos (run by `git receive-pack`)

@@ -6,7 +6,7 @@
 
 #![forbid(unsafe_code)]
 
-mod attach;
+pub mod attach;
 mod error;
 mod log;
 mod sse;

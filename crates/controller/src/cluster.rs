@@ -49,13 +49,8 @@ pub trait Cluster: Send + Sync + 'static {
     }
 }
 
-/// A bidirectional byte stream (the job's attach socket, through its host).
-pub trait Duplex: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Duplex for T {}
-pub type AttachStream = Box<dyn Duplex>;
-
-/// The `Upgrade` header value of `POST /apps/:app/jobs/:job/attach`.
-pub const ATTACH_UPGRADE: &str = "slipway-attach";
+/// The attach wire (the job's attach socket, through its host), defined once for every hop.
+pub use slipway_client::attach::{AttachStream, Duplex, UPGRADE as ATTACH_UPGRADE};
 
 /// `POST /apps/:app/jobs/:job/attach` with `Connection: Upgrade`, `Upgrade: slipway-attach`:
 /// 101, then the connection carries the job's attach frames both ways (docs/api.md).
@@ -65,29 +60,15 @@ pub(crate) async fn attach(
     mut req: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
     use axum::http::header;
-    let wants = req
-        .headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case(ATTACH_UPGRADE));
-    if !wants {
+    if !slipway_client::attach::wants_upgrade(req.headers()) {
         return Err(ApiErr::new(
             ErrorCode::BadRequest,
             format!("attach needs `Connection: Upgrade` and `Upgrade: {ATTACH_UPGRADE}`"),
         ));
     }
     let app = resolve_app(&s, &app).await?;
-    let mut stream = cluster(&s)?.attach_job(app.id, &job).await?;
-    let on = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        match on.await {
-            Ok(up) => {
-                let mut io = hyper_util::rt::TokioIo::new(up);
-                let _ = tokio::io::copy_bidirectional(&mut io, &mut stream).await;
-            }
-            Err(e) => tracing::debug!("attach upgrade failed: {e}"),
-        }
-    });
+    let stream = cluster(&s)?.attach_job(app.id, &job).await?;
+    slipway_client::attach::spawn_splice(hyper::upgrade::on(&mut req), stream);
     Ok(axum::response::Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::CONNECTION, "Upgrade")

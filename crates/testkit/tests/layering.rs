@@ -155,6 +155,11 @@ fn crates_know_nothing_of_what_they_must_not() {
             ],
             "an image push deploys through slipway-deploy, not through the API or the build",
         ),
+        (
+            "slipway-server",
+            &["slipway", "slipway-testkit"],
+            "the roles know nothing of the CLI (its config, its output) nor of test harnesses",
+        ),
     ];
     let mut broken = Vec::new();
     for (from, not, why) in rules {
@@ -165,10 +170,15 @@ fn crates_know_nothing_of_what_they_must_not() {
             }
         }
     }
-    // No library depends on the binary crate.
+    // No library depends on the binary crate, and only the binary on the server's roles.
     for (name, deps) in &g {
         if deps.contains("slipway") {
             broken.push(format!("{name} depends on the binary crate `slipway`"));
+        }
+        if deps.contains("slipway-server") && name != "slipway" {
+            broken.push(format!(
+                "{name} depends on `slipway-server`: only the binary starts the roles"
+            ));
         }
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
@@ -185,4 +195,5 @@ fn the_graph_reader_sees_real_dependencies() {
     assert!(path(&g, "slipway-builder", "slipway-host").is_some());
     assert!(path(&g, "slipway-registry", "slipway-deploy").is_some());
     assert!(path(&g, "slipway", "slipway-router").is_some());
+    assert!(path(&g, "slipway", "slipway-server").is_some());
 }

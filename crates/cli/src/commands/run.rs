@@ -1,5 +1,5 @@
 //! The attached half of `slipway run`: the job's stdin, output and exit code over one upgraded
-//! connection (`POST /apps/:app/jobs/:job/attach`, frames in `slipway_host::attach`).
+//! connection (`POST /apps/:app/jobs/:job/attach`, frames in `slipway_client::attach`).
 //!
 //! With a terminal on stdin the job gets a pty of the same size (resized on SIGWINCH) and our
 //! terminal goes raw, so Ctrl-C is the `^C` byte the job's terminal turns into SIGINT. Without
@@ -8,7 +8,7 @@
 
 use anyhow::{Result, anyhow};
 use slipway_client::Client;
-use slipway_host::attach;
+use slipway_client::attach;
 use slipway_types::TermSize;
 use std::io::{Read, Write};
 use tokio::io::AsyncWriteExt;

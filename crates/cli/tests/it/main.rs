@@ -10,6 +10,7 @@ mod logs;
 mod push;
 mod push_slow;
 mod push_submodules;
+mod roles;
 mod routing;
 mod run;
 mod scheduler;

@@ -1,0 +1,59 @@
+//! The builder role: the git receiver and build pipeline — `git push` to `<url>/APP.git` builds
+//! the pushed commit in a `build` job on the app's stack and deploys it. Repos in
+//! `<data>/repos`, build caches and scratch dirs in `<data>/build`, slugs in the blob store.
+//! Its own housekeeping (repos and caches of deleted apps) runs with it.
+//!
+//! Needs: the controller's store and URL (the pre-receive hook calls back into it with the API
+//! key), the scheduler (build jobs), the blob store (slugs). Gives: the routes it serves on the
+//! controller's port.
+
+use crate::Config;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct BuilderDeps<'a> {
+    pub store: Arc<dyn slipway_store::Store>,
+    pub scheduler: &'a slipway_scheduler::Scheduler,
+    pub blobs: Arc<dyn slipway_blobstore::BlobStore>,
+    pub api_key: &'a str,
+    /// The controller's URL as this machine reaches it.
+    pub local_url: &'a str,
+}
+
+pub fn start(config: &Config, deps: BuilderDeps<'_>) -> Result<axum::Router> {
+    let data_dir = &config.data_dir;
+    let build = slipway_builder::BuildContext {
+        blobs: deps.blobs,
+        jobs: Arc::new(deps.scheduler.clone()),
+        data_dir: data_dir.join("build"),
+        buildpacks_dir: buildpacks_dir(data_dir)?,
+        limits: Default::default(),
+    };
+    let pusher = Arc::new(slipway_builder::push::Pusher {
+        store: deps.store.clone(),
+        build,
+        default_stack: deps.scheduler.config().stack.clone(),
+    });
+    let cfg = slipway_builder::receiver::ReceiverConfig {
+        repos_dir: data_dir.join("repos"),
+        hook_exe: std::env::current_exe().context("cannot find the slipway binary")?,
+        server_url: deps.local_url.to_string(),
+        api_key: deps.api_key.to_string(),
+    };
+    let receiver = slipway_builder::receiver::Receiver::new(cfg, deps.store, pusher);
+    receiver.spawn_housekeeping();
+    Ok(receiver.router())
+}
+
+/// The buildpacks build jobs detect over: `$SLIPWAY_BUILDPACKS_DIR`, else the bundled ones
+/// (embedded in the binary) written to `<data>/buildpacks` at start.
+fn buildpacks_dir(data_dir: &Path) -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("SLIPWAY_BUILDPACKS_DIR").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d));
+    }
+    let dir = data_dir.join("buildpacks");
+    slipway_builder::bundled::install(&dir)
+        .with_context(|| format!("cannot write the bundled buildpacks to {}", dir.display()))?;
+    Ok(dir)
+}

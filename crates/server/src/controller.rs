@@ -1,0 +1,180 @@
+//! The controller role: the REST API on `--listen` (SQLite in the data dir, or PostgreSQL
+//! with `--database-url`), with the roles served on its port behind its API key (logs, blobs,
+//! git, the registry), and the `Layer0` implementation of its `Cluster` trait over the
+//! scheduler.
+//!
+//! Needs: the store, the scheduler (same process: `roles::check`), the router when it runs
+//! here (TCP-route checks), and the other roles' HTTP routes. Gives: the API; it prints
+//! `Listening on URL` first on stdout (tests and scripts read it).
+
+use crate::Config;
+use crate::router::RouterRole;
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Binds `--listen`; returns the listener and the URL a client on this machine uses.
+pub async fn bind(config: &Config) -> Result<(tokio::net::TcpListener, String)> {
+    let listen = config.args.listen;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| {
+        format!("cannot listen on {listen}: is another `slipway server` running? Use --listen to pick another address")
+    })?;
+    let addr = listener.local_addr()?;
+    let local_url = format!("http://{}", client_addr(addr));
+    // The first line on stdout says where we are (tests and scripts read it).
+    println!("Listening on {local_url}");
+    std::io::stdout().flush()?;
+    Ok((listener, local_url))
+}
+
+pub struct ControllerDeps {
+    pub store: Arc<dyn slipway_store::Store>,
+    pub scheduler: slipway_scheduler::Scheduler,
+    pub router: Option<Arc<RouterRole>>,
+    pub api_key: String,
+    pub local_url: String,
+    /// The other roles' routes on this port (one `.merge` per role).
+    pub extra: axum::Router,
+}
+
+/// Serves the API until SIGTERM or Ctrl-C.
+pub async fn serve(
+    config: &Config,
+    listener: tokio::net::TcpListener,
+    deps: ControllerDeps,
+) -> Result<()> {
+    let args = &config.args;
+    let controller = slipway_controller::ControllerConfig {
+        api_key: deps.api_key,
+        default_domain: config.domain.clone(),
+        git_url: deps.local_url.clone(),
+    };
+    tracing::info!(data_dir = %config.data_dir.display(), "controller API on {}", deps.local_url);
+    let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0 {
+        scheduler: deps.scheduler,
+        router: deps.router,
+        tcp_ports: args.routing.tcp_ports.clone(),
+    });
+    let router =
+        slipway_controller::router_with_extra(deps.store, controller, Some(cluster), deps.extra);
+    let router = slipway_registry::with_api_version(router);
+    let limits = crate::listen::Limits {
+        header_timeout: args
+            .routing
+            .header_timeout
+            .unwrap_or(crate::args::CONTROL_HEADER_TIMEOUT),
+        max_connections: args.api_max_connections,
+    };
+    crate::listen::serve(
+        listener,
+        router,
+        limits,
+        "the API",
+        crate::shutdown_signal(),
+    )
+    .await;
+    Ok(())
+}
+
+/// The controller's job controls (`kill`, `run`), backed by the scheduler, and what it asks
+/// the router about TCP routes.
+pub(crate) struct Layer0 {
+    scheduler: slipway_scheduler::Scheduler,
+    /// The router in this process, if any: the TCP-route checks ask it.
+    router: Option<Arc<RouterRole>>,
+    tcp_ports: std::ops::RangeInclusive<u16>,
+}
+
+#[async_trait::async_trait]
+impl slipway_controller::Cluster for Layer0 {
+    async fn stop_job(
+        &self,
+        app_id: slipway_types::Id,
+        job_id: &str,
+    ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
+        self.scheduler
+            .stop_job(app_id, job_id)
+            .await
+            .map_err(api_err)
+    }
+    async fn run_job(
+        &self,
+        app: &slipway_types::App,
+        release: &slipway_types::Release,
+        job: &slipway_types::NewJob,
+    ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
+        self.scheduler
+            .run_one_off(app, release, job)
+            .await
+            .map_err(api_err)
+    }
+    async fn attach_job(
+        &self,
+        app_id: slipway_types::Id,
+        job_id: &str,
+    ) -> Result<slipway_controller::AttachStream, slipway_controller::ApiErr> {
+        let stream = self
+            .scheduler
+            .attach(app_id, job_id)
+            .await
+            .map_err(api_err)?;
+        Ok(Box::new(stream))
+    }
+    async fn job_output(
+        &self,
+        app_id: slipway_types::Id,
+        job_id: &str,
+    ) -> Result<
+        futures_util::stream::BoxStream<'static, slipway_types::OutputLine>,
+        slipway_controller::ApiErr,
+    > {
+        use futures_util::StreamExt;
+        let lines = self
+            .scheduler
+            .job_output(app_id, job_id)
+            .await
+            .map_err(api_err)?;
+        Ok(lines
+            .map(|l| slipway_types::OutputLine {
+                stream: l.stream,
+                msg: l.msg,
+            })
+            .boxed())
+    }
+    fn tcp_ports(&self) -> std::ops::RangeInclusive<u16> {
+        self.tcp_ports.clone()
+    }
+    fn tcp_port_taken(&self, port: u16) -> Option<String> {
+        self.router.as_ref()?.tcp_port_taken(port)
+    }
+    fn tcp_listener_state(&self, port: u16) -> Option<String> {
+        self.router.as_ref()?.tcp_listener_state(port)
+    }
+}
+
+/// The one mapping of the scheduler's errors to the API's.
+fn api_err(e: slipway_scheduler::SchedError) -> slipway_controller::ApiErr {
+    use slipway_scheduler::SchedError;
+    use slipway_types::ErrorCode;
+    let code = match &e {
+        SchedError::NotFound(_) => ErrorCode::NotFound,
+        SchedError::Invalid(_) => ErrorCode::ValidationError,
+        SchedError::Unavailable(_) => ErrorCode::Unavailable,
+        SchedError::BadRequest(_) => ErrorCode::BadRequest,
+    };
+    slipway_controller::ApiErr::new(code, e.to_string())
+}
+
+/// Where a client on this machine reaches a server bound to `addr` (0.0.0.0 → 127.0.0.1).
+fn client_addr(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+            SocketAddr::from(([127, 0, 0, 1], a.port()))
+        }
+        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port()))
+        }
+        other => other,
+    }
+}

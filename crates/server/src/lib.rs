@@ -1,0 +1,369 @@
+//! `slipway server`'s roles (docs/roles.md): parse flags → [`Config`] → [`run`], which starts
+//! the roles `--roles` asks for (all by default) — one module per role, each with a `start`
+//! whose doc says what it needs from the others. The binary (`crates/cli`) holds only the flag
+//! parsing and what needs `unsafe` (the process's uid and file limit), and passes them in.
+
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod blobstore;
+pub mod builder;
+pub mod controller;
+pub mod discovery;
+pub mod host;
+pub mod housekeeping;
+pub mod listen;
+pub mod logs;
+pub mod registry;
+pub mod roles;
+pub mod router;
+pub mod scheduler;
+
+pub use args::{RoutingArgs, ServerArgs};
+pub use roles::{Role, Roles};
+
+use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// File descriptors kept for everything but the router's and the API's connections: the host
+/// agent (containers' log pipes, attach sockets, cgroup and netns files), the database, logs,
+/// blobs, git and build subprocesses.
+const FD_RESERVE: usize = 4096;
+
+/// What the process runs, resolved from the flags before anything starts.
+pub struct Config {
+    pub args: ServerArgs,
+    /// `--roles` less what `--no-host` and `--no-router` leave out; checked.
+    pub roles: Roles,
+    pub data_dir: PathBuf,
+    /// The domain apps' default routes are under, normalized.
+    pub domain: String,
+    /// The soft limit on open files (the connection caps are fitted to it).
+    pub nofile: u64,
+    /// Whether the process runs as root (the router's default ports are 80 and 443 then).
+    pub root: bool,
+    /// Called once the API listens, with its URL and key: the CLI registers the server in its
+    /// cluster list there (not with `--no-register`, nor without a controller).
+    pub on_listening: Option<OnListening>,
+}
+
+/// [`Config::on_listening`]: given the API's URL and key.
+pub type OnListening = Box<dyn FnOnce(&str, &str) -> Result<()> + Send>;
+
+impl Config {
+    /// `default_data_dir`: where the state goes without `--data-dir` (asked only then);
+    /// `nofile`: the open files limit; `root`: whether the process is root. Refuses role
+    /// splits that cannot work yet and a bad `--domain`, before anything starts.
+    pub fn new(
+        args: ServerArgs,
+        default_data_dir: impl FnOnce() -> Result<PathBuf>,
+        nofile: u64,
+        root: bool,
+    ) -> Result<Config> {
+        let mut roles = args.roles.clone();
+        if args.no_host {
+            roles.remove(Role::Host);
+        }
+        if args.routing.no_router {
+            roles.remove(Role::Router);
+        }
+        roles::check(
+            &roles,
+            &roles::Remote {
+                controller_url: args.controller_url.as_deref(),
+                discovery_url: args.discovery_url.as_deref(),
+                api_key: args.api_key.as_deref(),
+            },
+        )?;
+        let domain = slipway_types::normalize_domain(&args.domain)
+            .map_err(|e| anyhow::anyhow!("--domain: {}", e.message))?;
+        let data_dir = match args.data_dir.clone() {
+            Some(dir) => dir,
+            None => default_data_dir()?,
+        };
+        Ok(Config {
+            args,
+            roles,
+            data_dir,
+            domain,
+            nofile,
+            root,
+            on_listening: None,
+        })
+    }
+
+    fn has(&self, role: Role) -> bool {
+        self.roles.has(role)
+    }
+}
+
+/// Starts the roles of `config` and runs until SIGTERM or Ctrl-C.
+pub async fn run(mut config: Config) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+                // hickory's server logs every DNS query at info: two lines per container lookup.
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    tracing::info!(roles = %config.roles, "starting");
+    let data_dir = config.data_dir.clone();
+    create_private_dir(&data_dir)?;
+    let api_key = match &config.args.api_key {
+        Some(key) => key.clone(),
+        None => load_or_create_key(&data_dir.join("api-key"))?,
+    };
+    let store = match config.has(Role::Controller) {
+        true => Some(open_store(&config).await?),
+        false => None,
+    };
+    let router_cap = connection_limits(&config);
+
+    let scheduler = store.clone().map(scheduler::start);
+    let discovery = match config.has(Role::Discovery) {
+        true => Some(discovery::start(&config, &api_key).await?),
+        false => None,
+    };
+    let router = match config.has(Role::Router) {
+        true => Some(Arc::new(
+            start_router(&config, &store, &discovery, &api_key, router_cap).await?,
+        )),
+        false => None,
+    };
+    if let (Some(scheduler), Some(discovery)) = (&scheduler, &discovery) {
+        // With the router here, a job is up once it has it; without, once discovery has it.
+        let gate = match &router {
+            Some(router) => router.traffic_gate(discovery),
+            None => discovery.traffic_gate(),
+        };
+        scheduler.set_traffic_gate(gate);
+    }
+    let blobs = match config.has(Role::Blobstore) {
+        true => Some(blobstore::start(&config)?),
+        false => None,
+    };
+    let logs = match (&store, config.has(Role::Logs)) {
+        (Some(store), true) => Some(logs::start(&config, store.clone())?),
+        _ => None,
+    };
+    match (&scheduler, &discovery, config.has(Role::Host)) {
+        (Some(scheduler), Some(discovery), true) => {
+            let deps = host::HostDeps {
+                scheduler,
+                discovery,
+                published_tcp: router
+                    .as_ref()
+                    .map(|r| r.published_tcp.clone())
+                    .unwrap_or_default(),
+                logs: logs.as_ref(),
+                blobs: blobs.clone(),
+            };
+            host::start(&config, deps).await?;
+        }
+        (_, Some(discovery), _) => {
+            discovery.start_dns(None).await;
+        }
+        _ => {}
+    }
+    let (Some(store), Some(scheduler)) = (store, scheduler) else {
+        // No controller here: the roles run until the process is told to stop.
+        shutdown_signal().await;
+        tracing::info!("stopped");
+        return Ok(());
+    };
+    if config.has(Role::Housekeeping) {
+        let deps = housekeeping::HousekeepingDeps {
+            store: store.clone(),
+            scheduler: &scheduler,
+            blobs: blobs.clone(),
+        };
+        housekeeping::start(&config, deps).await;
+    }
+    scheduler::start_deployer(store.clone());
+
+    let (listener, local_url) = controller::bind(&config).await?;
+    if let Some(register) = config.on_listening.take() {
+        register(&local_url, &api_key)?;
+    }
+    let extra = satellites(
+        &config, &store, &scheduler, logs, blobs, &api_key, &local_url,
+    )?;
+    let deps = controller::ControllerDeps {
+        store,
+        scheduler,
+        router,
+        api_key,
+        local_url,
+        extra,
+    };
+    controller::serve(&config, listener, deps).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn open_store(config: &Config) -> Result<Arc<dyn slipway_store::Store>> {
+    let database_url =
+        config.args.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", config.data_dir.join("slipway.db").display())
+        });
+    let store: Arc<dyn slipway_store::Store> = Arc::new(
+        slipway_store::open(&database_url)
+            .await
+            .context("cannot open the controller database")?,
+    );
+    tracing::info!(backend = store.backend(), "store ready");
+    Ok(store)
+}
+
+/// The router's connection cap (`--router-max-connections` or what fits the file limit), with
+/// a warning when the caps together need more descriptors than the limit.
+fn connection_limits(config: &Config) -> usize {
+    let (args, nofile) = (&config.args, config.nofile);
+    let router_cap = args
+        .routing
+        .router_max_connections
+        .unwrap_or_else(|| router_connection_cap(nofile, args.api_max_connections));
+    let needed =
+        FD_RESERVE + args.api_max_connections + args::DISCOVERY_MAX_CONNECTIONS + 2 * router_cap;
+    tracing::info!(
+        "connection limits: router {router_cap}, API {}, discovery {}; open files limit {nofile}",
+        args.api_max_connections,
+        args::DISCOVERY_MAX_CONNECTIONS
+    );
+    if (needed as u64) > nofile {
+        tracing::warn!(
+            "the connection limits need about {needed} file descriptors, more than the limit of {nofile}: raise `ulimit -n` (LimitNOFILE=) or lower --router-max-connections"
+        );
+    }
+    router_cap
+}
+
+/// The router, its routes and backends from this process when it runs the controller and
+/// discovery, from their HTTP APIs (`--controller-url`, `--discovery-url`) otherwise.
+async fn start_router(
+    config: &Config,
+    store: &Option<Arc<dyn slipway_store::Store>>,
+    discovery: &Option<discovery::Discovery>,
+    api_key: &str,
+    cap: usize,
+) -> Result<router::RouterRole> {
+    let remote = |url: &Option<String>, flag: &str| {
+        url.clone()
+            .with_context(|| format!("the router needs {flag}"))
+    };
+    let routes = match store {
+        Some(store) => router::Routes::Store(store.clone()),
+        None => {
+            let url = remote(&config.args.controller_url, "--controller-url")?;
+            let client = slipway_client::Client::new(&url, api_key)
+                .with_context(|| format!("--controller-url {url}"))?;
+            router::Routes::Controller(client)
+        }
+    };
+    let backends: Arc<dyn slipway_discovery::Registry> = match discovery {
+        Some(d) => d.registry.clone(),
+        None => {
+            let url = remote(&config.args.discovery_url, "--discovery-url")?;
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            Arc::new(slipway_discovery::http::HttpRegistry::new(&url, api_key))
+        }
+    };
+    router::start(config, routes, backends, cap).await
+}
+
+/// The roles served on the controller's port, behind its API key: one `.merge` per role.
+fn satellites(
+    config: &Config,
+    store: &Arc<dyn slipway_store::Store>,
+    scheduler: &slipway_scheduler::Scheduler,
+    logs: Option<slipway_logs::Aggregator>,
+    blobs: Option<Arc<dyn slipway_blobstore::BlobStore>>,
+    api_key: &str,
+    local_url: &str,
+) -> Result<axum::Router> {
+    let mut api_errors = axum::Router::new();
+    if let Some(logs) = logs {
+        api_errors = api_errors.merge(slipway_logs::http::router(logs, store.clone()));
+    }
+    if let Some(blobs) = &blobs {
+        api_errors = api_errors.merge(blobstore::http(blobs.clone(), store.clone()));
+    }
+    // Their errors are the API's `{"code","message"}`, axum's rejections too.
+    let mut extra = axum::Router::new().merge(api_errors.layer(axum::middleware::from_fn(
+        slipway_controller::json_rejections,
+    )));
+    if let Some(blobs) = blobs {
+        if config.has(Role::Builder) {
+            let deps = builder::BuilderDeps {
+                store: store.clone(),
+                scheduler,
+                blobs: blobs.clone(),
+                api_key,
+                local_url,
+            };
+            extra = extra.merge(builder::start(config, deps)?);
+        }
+        if config.has(Role::Registry) {
+            extra = extra.merge(registry::start(config, store.clone(), blobs)?);
+        }
+    }
+    Ok(extra)
+}
+
+/// The router's connection cap: what the file descriptor limit leaves after the reserve, the
+/// API's, discovery's and the admin endpoint's caps, at two descriptors per connection (the
+/// client's and the backend's).
+pub fn router_connection_cap(nofile: u64, api: usize) -> usize {
+    let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
+    let others =
+        FD_RESERVE + api + args::DISCOVERY_MAX_CONNECTIONS + slipway_router::ADMIN_MAX_CONNECTIONS;
+    (nofile.saturating_sub(others) / 2).max(256)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The API key lives in the data dir, readable by its owner only. Created on first start.
+fn load_or_create_key(path: &Path) -> Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(key) if !key.trim().is_empty() => return Ok(key.trim().to_string()),
+        Ok(_) => anyhow::bail!(
+            "the API key file {} is empty: delete it to generate a new key",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot read the API key {}", path.display()));
+        }
+    }
+    let key = slipway_controller::generate_api_key();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the API key file {}", path.display()))?;
+    writeln!(file, "{key}")?;
+    tracing::info!("generated a new API key in {}", path.display());
+    Ok(key)
+}
+
+pub(crate) async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}
