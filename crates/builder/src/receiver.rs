@@ -224,7 +224,7 @@ impl Receiver {
                 else {
                     continue;
                 };
-                if let Err(StoreError::NotFound(_)) = self.store.get_app(&id.to_string()).await {
+                if let Err(StoreError::NotFound(_)) = self.store.get_app(id).await {
                     let p = entry.path();
                     tokio::task::spawn_blocking(move || crate::tree::remove_tree(&p))
                         .await
@@ -264,7 +264,7 @@ impl Receiver {
                 "no app named {name:?}: app names are lowercase letters, digits and dashes"
             )));
         }
-        let app = match self.store.get_app(name).await {
+        let app = match slipway_store::app_by_id_or_name(self.store.as_ref(), name).await {
             Ok(app) => app,
             Err(StoreError::NotFound(_)) => {
                 return Err(not_found(format!(

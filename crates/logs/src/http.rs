@@ -103,14 +103,16 @@ async fn get_log(
     headers: HeaderMap,
 ) -> Result<Response, Err> {
     let (q, follow) = parse_query(query.as_deref().unwrap_or("")).map_err(Err)?;
-    let app = s.store.get_app(&app).await.map_err(|e| match e {
-        StoreError::NotFound(m) => Err(ApiError::not_found(m)),
-        StoreError::Unavailable(m) => Err(ApiError::new(ErrorCode::Unavailable, m)),
-        other => Err(ApiError::new(
-            ErrorCode::Internal,
-            format!("cannot look up the app: {other}"),
-        )),
-    })?;
+    let app = slipway_store::app_by_id_or_name(s.store.as_ref(), &app)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(m) => Err(ApiError::not_found(m)),
+            StoreError::Unavailable(m) => Err(ApiError::new(ErrorCode::Unavailable, m)),
+            other => Err(ApiError::new(
+                ErrorCode::Internal,
+                format!("cannot look up the app: {other}"),
+            )),
+        })?;
     let app_id = app.id.to_string();
     let sse = headers
         .get(ACCEPT)

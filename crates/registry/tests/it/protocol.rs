@@ -279,7 +279,7 @@ async fn manifest_errors_are_clear() {
         .unwrap();
     assert_eq!(error_code(resp).await.1, "MANIFEST_UNKNOWN");
     // Nothing was created for the app.
-    let app = s.store.get_app("strict").await.unwrap();
+    let app = s.store.find_app("strict").await.unwrap();
     assert!(app.release.is_none());
     assert!(s.store.list_releases(app.id).await.unwrap().is_empty());
 }
