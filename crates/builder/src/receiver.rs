@@ -271,7 +271,13 @@ impl Receiver {
                     "app {name:?} not found: create it with `slipway create {name}`"
                 )));
             }
-            Err(e) => return Err(unavailable(format!("cannot read app {name:?}: {e}"))),
+            // The status the controller's API gives the same store error (503 for an
+            // unreachable database, 500 for another failure).
+            Err(e) => {
+                let status = slipway_api_error::status_of(&e);
+                tracing::warn!("git receiver: cannot read app {name:?}: {e}");
+                return Err(plain(status, format!("cannot read app {name:?}: {e}")));
+            }
         };
         let repo = self.cfg.repos_dir.join(format!("{}.git", app.id));
         let dir = repo.clone();
