@@ -203,7 +203,7 @@ impl Receiver {
 
     /// Removes `<repos>/<id>.git` and `build-cache/<id>` of every app id the store does not
     /// know; returns how many.
-    pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
+    pub(crate) async fn remove_orphan_repos(&self) -> std::io::Result<usize> {
         let mut removed = 0;
         let caches = self.pusher.build.data_dir.join("build-cache");
         for (dir, suffix) in [
@@ -214,7 +214,7 @@ impl Receiver {
             let entries = match std::fs::read_dir(dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -228,8 +228,7 @@ impl Receiver {
                     let p = entry.path();
                     tokio::task::spawn_blocking(move || crate::tree::remove_tree(&p))
                         .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
+                        .map_err(std::io::Error::other)??;
                     removed += 1;
                 }
             }

@@ -167,7 +167,7 @@ pub fn deploy_branches(app: &App) -> Vec<String> {
 }
 
 /// The one update that deploys, or why the push is refused.
-pub fn deploy_update<'a>(app: &App, updates: &'a [RefUpdate]) -> Result<&'a RefUpdate, String> {
+fn deploy_update<'a>(app: &App, updates: &'a [RefUpdate]) -> Result<&'a RefUpdate, String> {
     let branches = deploy_branches(app);
     let named = branches.join(" or ");
     let mut found = None;
