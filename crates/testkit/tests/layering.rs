@@ -128,6 +128,18 @@ fn crates_know_nothing_of_what_they_must_not() {
             ],
             "the API reaches the cluster through its Cluster trait, not the crates behind it",
         ),
+        (
+            "slipway-api-error",
+            &[
+                "slipway-controller",
+                "slipway-logs",
+                "slipway-registry",
+                "slipway-builder",
+                "slipway-scheduler",
+                "slipway-host",
+            ],
+            "the one API error sits under every HTTP role: the model and the store only",
+        ),
     ];
     let mut broken = Vec::new();
     for (from, not, why) in rules {
