@@ -86,7 +86,7 @@ pub fn is_bundled_name(s: &str) -> bool {
 
 /// Whether `spec` (`url#ref`) is a buildpack Slipway may fetch; else why not, in the user's
 /// words. `bundled` lists the bundled names, for the hint.
-pub fn check_spec(spec: &str, bundled: &[String]) -> Result<(), String> {
+pub(crate) fn check_spec(spec: &str, bundled: &[String]) -> Result<(), String> {
     let (url, rref) = split_ref(spec);
     if let Err(why) = crate::push::submodules::transport_allowed(url.trim()) {
         return Err(format!(
@@ -136,7 +136,7 @@ pub fn split_ref(s: &str) -> (&str, Option<&str>) {
 
 /// Clones `url` (`#ref` honoured: a branch, tag or commit) into `dest`, with the checks of
 /// [`check_spec`] and git in an empty environment. Errors are for users.
-pub async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
+pub(crate) async fn clone(spec: &str, dest: &Path) -> Result<(), String> {
     check_spec(spec, &[])?;
     let (url, rref) = split_ref(spec);
     let url = url.trim();

@@ -20,5 +20,6 @@ pub mod slugignore;
 pub mod tree;
 
 pub use pipeline::{
-    BuildContext, BuildError, BuildInput, BuildLimits, Built, JobExit, JobRunner, app_stack, build,
+    BuildContext, BuildError, BuildInput, BuildLimits, Built, JobExit, JobRunner, RunnerError,
+    app_stack, build,
 };

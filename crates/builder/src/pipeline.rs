@@ -64,17 +64,27 @@ impl Default for BuildLimits {
 #[async_trait]
 pub trait JobRunner: Send + Sync + 'static {
     /// Starts `job` as a one-off job of `app`; returns the id the job got.
-    async fn start(&self, app: &slipway_types::App, job: HostJob) -> Result<String, String>;
+    async fn start(&self, app: &slipway_types::App, job: HostJob) -> Result<String, RunnerError>;
     /// The job's output until it exits.
     async fn output(
         &self,
         app: &slipway_types::App,
         id: &str,
-    ) -> Result<BoxStream<'static, LogLine>, String>;
+    ) -> Result<BoxStream<'static, LogLine>, RunnerError>;
     /// Waits for the job to exit; its exit code (None if it never ran) and the host's reason.
-    async fn wait(&self, app: &slipway_types::App, id: &str) -> Result<JobExit, String>;
+    async fn wait(&self, app: &slipway_types::App, id: &str) -> Result<JobExit, RunnerError>;
     /// Stops the job (SIGTERM, SIGKILL after its grace period).
-    async fn stop(&self, app: &slipway_types::App, id: &str) -> Result<(), String>;
+    async fn stop(&self, app: &slipway_types::App, id: &str) -> Result<(), RunnerError>;
+}
+
+/// Why a [`JobRunner`] could not start, follow, wait for or stop a build job: the scheduler's
+/// or the host's own error, kept whole so the build's message says which refused and why.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    #[error(transparent)]
+    Scheduler(#[from] slipway_scheduler::SchedError),
+    #[error(transparent)]
+    Host(#[from] slipway_host::HostError),
 }
 
 /// How a build job ended.

@@ -203,7 +203,7 @@ impl Receiver {
 
     /// Removes `<repos>/<id>.git` and `build-cache/<id>` of every app id the store does not
     /// know; returns how many.
-    pub async fn remove_orphan_repos(&self) -> Result<usize, String> {
+    pub(crate) async fn remove_orphan_repos(&self) -> std::io::Result<usize> {
         let mut removed = 0;
         let caches = self.pusher.build.data_dir.join("build-cache");
         for (dir, suffix) in [
@@ -214,7 +214,7 @@ impl Receiver {
             let entries = match std::fs::read_dir(dir) {
                 Ok(rd) => rd,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e),
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -224,12 +224,11 @@ impl Receiver {
                 else {
                     continue;
                 };
-                if let Err(StoreError::NotFound(_)) = self.store.get_app(&id.to_string()).await {
+                if let Err(StoreError::NotFound(_)) = self.store.get_app(id).await {
                     let p = entry.path();
                     tokio::task::spawn_blocking(move || crate::tree::remove_tree(&p))
                         .await
-                        .map_err(|e| e.to_string())?
-                        .map_err(|e| e.to_string())?;
+                        .map_err(std::io::Error::other)??;
                     removed += 1;
                 }
             }
@@ -264,14 +263,20 @@ impl Receiver {
                 "no app named {name:?}: app names are lowercase letters, digits and dashes"
             )));
         }
-        let app = match self.store.get_app(name).await {
+        let app = match slipway_store::app_by_id_or_name(self.store.as_ref(), name).await {
             Ok(app) => app,
             Err(StoreError::NotFound(_)) => {
                 return Err(not_found(format!(
                     "app {name:?} not found: create it with `slipway create {name}`"
                 )));
             }
-            Err(e) => return Err(unavailable(format!("cannot read app {name:?}: {e}"))),
+            // The status the controller's API gives the same store error (503 for an
+            // unreachable database, 500 for another failure).
+            Err(e) => {
+                let status = slipway_api_error::status_of(&e);
+                tracing::warn!("git receiver: cannot read app {name:?}: {e}");
+                return Err(plain(status, format!("cannot read app {name:?}: {e}")));
+            }
         };
         let repo = self.cfg.repos_dir.join(format!("{}.git", app.id));
         let dir = repo.clone();

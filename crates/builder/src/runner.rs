@@ -2,7 +2,7 @@
 //! like a one-off job, shows in `ps` as type `build` and can be killed), or straight on one
 //! host agent (tools and tests that have no controller).
 
-use crate::pipeline::{JobExit, JobRunner};
+use crate::pipeline::{JobExit, JobRunner, RunnerError};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use slipway_host::{HostApi, HostJob, LogLine};
@@ -12,18 +12,22 @@ use std::sync::Arc;
 
 #[async_trait]
 impl JobRunner for Scheduler {
-    async fn start(&self, app: &App, job: HostJob) -> Result<String, String> {
+    async fn start(&self, app: &App, job: HostJob) -> Result<String, RunnerError> {
         self.run_host_job(app, app.release, job)
             .await
             .map(|j| j.id)
-            .map_err(|e| e.to_string())
+            .map_err(RunnerError::from)
     }
 
-    async fn output(&self, app: &App, id: &str) -> Result<BoxStream<'static, LogLine>, String> {
-        self.job_output(app.id, id).await.map_err(|e| e.to_string())
+    async fn output(
+        &self,
+        app: &App,
+        id: &str,
+    ) -> Result<BoxStream<'static, LogLine>, RunnerError> {
+        self.job_output(app.id, id).await.map_err(RunnerError::from)
     }
 
-    async fn wait(&self, app: &App, id: &str) -> Result<JobExit, String> {
+    async fn wait(&self, app: &App, id: &str) -> Result<JobExit, RunnerError> {
         match self.wait_job(app.id, id).await {
             Ok(info) => Ok(JobExit {
                 exit: info.exit,
@@ -33,15 +37,15 @@ impl JobRunner for Scheduler {
                 exit: None,
                 error: Some(msg),
             }),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e.into()),
         }
     }
 
-    async fn stop(&self, app: &App, id: &str) -> Result<(), String> {
+    async fn stop(&self, app: &App, id: &str) -> Result<(), RunnerError> {
         self.stop_job(app.id, id)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(RunnerError::from)
     }
 }
 
@@ -50,28 +54,32 @@ pub struct HostRunner(pub Arc<dyn HostApi>);
 
 #[async_trait]
 impl JobRunner for HostRunner {
-    async fn start(&self, _app: &App, job: HostJob) -> Result<String, String> {
-        let info = self.0.add_job(job).await.map_err(|e| e.to_string())?;
+    async fn start(&self, _app: &App, job: HostJob) -> Result<String, RunnerError> {
+        let info = self.0.add_job(job).await.map_err(RunnerError::from)?;
         Ok(info.job.id)
     }
 
-    async fn output(&self, _app: &App, id: &str) -> Result<BoxStream<'static, LogLine>, String> {
-        self.0.logs(id, true).await.map_err(|e| e.to_string())
+    async fn output(
+        &self,
+        _app: &App,
+        id: &str,
+    ) -> Result<BoxStream<'static, LogLine>, RunnerError> {
+        self.0.logs(id, true).await.map_err(RunnerError::from)
     }
 
-    async fn wait(&self, _app: &App, id: &str) -> Result<JobExit, String> {
-        let info = self.0.wait_job(id).await.map_err(|e| e.to_string())?;
+    async fn wait(&self, _app: &App, id: &str) -> Result<JobExit, RunnerError> {
+        let info = self.0.wait_job(id).await.map_err(RunnerError::from)?;
         Ok(JobExit {
             exit: info.exit,
             error: info.error,
         })
     }
 
-    async fn stop(&self, _app: &App, id: &str) -> Result<(), String> {
+    async fn stop(&self, _app: &App, id: &str) -> Result<(), RunnerError> {
         self.0
             .stop_job(id)
             .await
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(RunnerError::from)
     }
 }

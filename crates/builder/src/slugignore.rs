@@ -70,7 +70,7 @@ impl SlugIgnore {
     /// Parses the file's text: one pattern per line, `#` comments, blank lines ignored. Lines
     /// with `..` components are dropped: a pattern only ever matches paths inside the tree.
     /// Refuses more than [`MAX_PATTERNS`] patterns or one longer than [`MAX_PATTERN_BYTES`].
-    pub fn parse(text: &str) -> Result<SlugIgnore, String> {
+    pub(crate) fn parse(text: &str) -> Result<SlugIgnore, String> {
         let mut patterns = Vec::new();
         for line in text.lines() {
             let line = line.trim();
@@ -120,7 +120,7 @@ impl SlugIgnore {
 
     /// Whether `rel` (a path relative to the tree's root) is ignored; Err once the matches of
     /// this `.slugignore` took more than [`MATCH_BUDGET`] steps in all.
-    pub fn matches(&self, rel: &Path, is_dir: bool) -> Result<bool, String> {
+    pub(crate) fn matches(&self, rel: &Path, is_dir: bool) -> Result<bool, String> {
         let parts: Vec<Vec<char>> = rel
             .components()
             .filter_map(|c| match c {

@@ -167,12 +167,21 @@ pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
+/// A `--discovery-allow` network that does not parse, in words that show the expected form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NetworkError {
+    #[error("invalid network {0:?}: expected e.g. 10.1.0.0/16 or 127.0.0.1")]
+    Address(String),
+    #[error("invalid prefix length in {network:?}: 0 to {max}")]
+    PrefixLength { network: String, max: u8 },
+}
+
 /// `10.0.0.0/8`, `127.0.0.1` (one address), `fd00::/8`.
-pub fn parse_network(s: &str) -> std::result::Result<(IpAddr, u8), String> {
+pub fn parse_network(s: &str) -> std::result::Result<(IpAddr, u8), NetworkError> {
     let (ip, len) = s.split_once('/').unwrap_or((s, ""));
     let ip: IpAddr = ip
         .parse()
-        .map_err(|_| format!("invalid network {s:?}: expected e.g. 10.1.0.0/16 or 127.0.0.1"))?;
+        .map_err(|_| NetworkError::Address(s.to_string()))?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     let len = if len.is_empty() {
         max
@@ -180,7 +189,10 @@ pub fn parse_network(s: &str) -> std::result::Result<(IpAddr, u8), String> {
         len.parse::<u8>()
             .ok()
             .filter(|l| *l <= max)
-            .ok_or_else(|| format!("invalid prefix length in {s:?}: 0 to {max}"))?
+            .ok_or_else(|| NetworkError::PrefixLength {
+                network: s.to_string(),
+                max,
+            })?
     };
     Ok((ip, len))
 }
@@ -422,5 +434,35 @@ impl Registry for HttpRegistry {
             }
         });
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_network_says_which_part_is_wrong() {
+        assert_eq!(
+            parse_network("10.0.0.0/8"),
+            Ok(("10.0.0.0".parse().unwrap(), 8))
+        );
+        assert_eq!(parse_network("::1"), Ok(("::1".parse().unwrap(), 128)));
+        assert_eq!(
+            parse_network("nope/8"),
+            Err(NetworkError::Address("nope/8".into()))
+        );
+        let e = parse_network("10.0.0.0/33").unwrap_err();
+        assert_eq!(
+            e,
+            NetworkError::PrefixLength {
+                network: "10.0.0.0/33".into(),
+                max: 32
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "invalid prefix length in \"10.0.0.0/33\": 0 to 32"
+        );
     }
 }

@@ -23,7 +23,7 @@ const START_INTERVAL: Duration = Duration::from_millis(100);
 const FIRST_START_PAUSE: Duration = Duration::from_millis(2);
 
 /// One probe. `Err` says why it failed, in words.
-pub async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
+pub(crate) async fn probe(addr: SocketAddr, check: &HealthCheck) -> Result<(), String> {
     let fut = async {
         let mut s = TcpStream::connect(addr)
             .await

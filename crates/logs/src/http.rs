@@ -6,10 +6,11 @@ use crate::aggregator::{Aggregator, Query};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::Response;
 use futures_util::StreamExt;
-use slipway_store::{Store, StoreError};
+use slipway_api_error::{ApiErr, ApiResult};
+use slipway_store::Store;
 use slipway_types::{ApiError, ErrorCode, LOG_STREAMS, LogEntry};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -28,19 +29,6 @@ pub fn router(agg: Aggregator, store: Arc<dyn Store>) -> axum::Router {
     axum::Router::new()
         .route("/apps/{app}/log", axum::routing::get(get_log))
         .with_state(LogState { agg, store })
-}
-
-struct Err(ApiError);
-
-impl IntoResponse for Err {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.code.http_status())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status.is_server_error() {
-            tracing::error!("logs: {}", self.0.message);
-        }
-        (status, axum::Json(self.0)).into_response()
-    }
 }
 
 /// The query, checked: unknown parameters and malformed values are 400s that say what is wrong.
@@ -69,9 +57,7 @@ pub fn parse_query(query: &str) -> Result<(Query, bool), ApiError> {
                     "true" | "1" | "" => true,
                     "false" | "0" => false,
                     _ => {
-                        return Result::Err(bad(format!(
-                            "follow must be true or false, got {value:?}"
-                        )));
+                        return Err(bad(format!("follow must be true or false, got {value:?}")));
                     }
                 }
             }
@@ -79,7 +65,7 @@ pub fn parse_query(query: &str) -> Result<(Query, bool), ApiError> {
             "job_id" | "job" => q.job_id = Some(value).filter(|v| !v.is_empty()),
             "stream" => {
                 if !value.is_empty() && !LOG_STREAMS.contains(&value.as_str()) {
-                    return Result::Err(bad(format!(
+                    return Err(bad(format!(
                         "stream must be one of {}, got {value:?}",
                         LOG_STREAMS.join(", ")
                     )));
@@ -87,7 +73,7 @@ pub fn parse_query(query: &str) -> Result<(Query, bool), ApiError> {
                 q.stream = Some(value).filter(|v| !v.is_empty());
             }
             other => {
-                return Result::Err(bad(format!(
+                return Err(bad(format!(
                     "unknown query parameter {other:?} (known: lines, follow, process_type, job_id, stream)"
                 )));
             }
@@ -101,26 +87,20 @@ async fn get_log(
     Path(app): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, Err> {
-    let (q, follow) = parse_query(query.as_deref().unwrap_or("")).map_err(Err)?;
-    let app = s.store.get_app(&app).await.map_err(|e| match e {
-        StoreError::NotFound(m) => Err(ApiError::not_found(m)),
-        StoreError::Unavailable(m) => Err(ApiError::new(ErrorCode::Unavailable, m)),
-        other => Err(ApiError::new(
-            ErrorCode::Internal,
-            format!("cannot look up the app: {other}"),
-        )),
-    })?;
+) -> ApiResult<Response> {
+    let (q, follow) = parse_query(query.as_deref().unwrap_or(""))?;
+    // Answered as the controller's API answers a store error (one mapping, slipway-api-error).
+    let app = slipway_store::app_by_id_or_name(s.store.as_ref(), &app).await?;
     let app_id = app.id.to_string();
     let sse = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("text/event-stream"));
     let io_err = |e: std::io::Error| {
-        Err(ApiError::new(
+        ApiErr::new(
             ErrorCode::Internal,
             format!("cannot read the log of {}: {e}", app.name),
-        ))
+        )
     };
     let body = if follow {
         let lines = bounded(s.agg.follow(&app_id, &q).await.map_err(io_err)?);
@@ -187,12 +167,12 @@ fn bounded(
             };
             match tx.try_send(e) {
                 Ok(()) => {}
-                Result::Err(TrySendError::Closed(_)) => return,
-                Result::Err(TrySendError::Full(e)) => {
+                Err(TrySendError::Closed(_)) => return,
+                Err(TrySendError::Full(e)) => {
                     match tokio::time::timeout(FOLLOW_STALL, tx.send(e)).await {
                         Ok(Ok(())) => {}
-                        Ok(Result::Err(_)) => return,
-                        Result::Err(_) => {
+                        Ok(Err(_)) => return,
+                        Err(_) => {
                             FOLLOWERS_DROPPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(
                                 backlog = FOLLOW_BACKLOG,

@@ -21,7 +21,7 @@ pub const SINK_META_KEY: &str = "log_sink";
 const RESYNC: Duration = Duration::from_secs(3);
 
 /// Where a sink sends: `syslog://HOST:PORT` (or `syslog+tcp://`).
-pub fn parse_sink(url: &str) -> Result<String, String> {
+fn parse_sink(url: &str) -> Result<String, String> {
     let rest = url
         .strip_prefix("syslog+tcp://")
         .or_else(|| url.strip_prefix("syslog://"))

@@ -96,15 +96,27 @@ impl From<BlobError> for RegistryError {
     }
 }
 
+/// A store error answers the status the controller's API gives it
+/// ([`slipway_api_error::status_of`]: an unreachable database is a 503, not a 500) with the
+/// API's message; only the code is the distribution spec's.
 impl From<slipway_store::StoreError> for RegistryError {
     fn from(e: slipway_store::StoreError) -> Self {
         use slipway_store::StoreError as E;
-        match &e {
-            E::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", e.to_string()),
-            E::Conflict(_) => Self::new(StatusCode::CONFLICT, "DENIED", e.to_string()),
-            E::Invalid(v) => Self::manifest_invalid(v.message.clone()),
-            _ => Self::internal(e.to_string()),
+        let status = slipway_api_error::status_of(&e);
+        let code = match &e {
+            E::NotFound(_) => "NAME_UNKNOWN",
+            E::Conflict(_) => "DENIED",
+            E::Invalid(_) => "MANIFEST_INVALID",
+            // Docker's own registry answers 503 with this code.
+            E::Unavailable(_) => "UNAVAILABLE",
+            E::Database(_) => "UNKNOWN",
+        };
+        let api = slipway_api_error::ApiErr::from(e);
+        let mut err = Self::new(status, code, api.0.message);
+        if let Some(field) = api.0.field {
+            err = err.with_detail(serde_json::json!({ "field": field }));
         }
+        err
     }
 }
 

@@ -127,11 +127,9 @@ impl Registry {
         if slipway_types::validate_app_name(name).is_err() {
             return Err(RegistryError::name_unknown(name));
         }
-        match self.store.get_app(name).await {
-            Ok(app) if app.name == name => Ok(app),
-            Ok(_) | Err(slipway_store::StoreError::NotFound(_)) => {
-                Err(RegistryError::name_unknown(name))
-            }
+        match self.store.find_app(name).await {
+            Ok(app) => Ok(app),
+            Err(slipway_store::StoreError::NotFound(_)) => Err(RegistryError::name_unknown(name)),
             Err(e) => Err(e.into()),
         }
     }

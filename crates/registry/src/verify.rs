@@ -44,7 +44,7 @@ fn escapes(p: &Path) -> bool {
 
 /// Checks one layer's tar stream (already decompressed). Pure over a reader, so it is tested
 /// without a store.
-pub fn check_tar(reader: impl Read) -> std::result::Result<u64, String> {
+pub(crate) fn check_tar(reader: impl Read) -> std::result::Result<u64, String> {
     let mut archive = tar::Archive::new(reader);
     let mut symlinks: HashSet<String> = HashSet::new();
     let mut n = 0u64;
@@ -126,7 +126,7 @@ pub fn check_tar(reader: impl Read) -> std::result::Result<u64, String> {
 }
 
 /// Checks a layer blob of media type `media_type` (gzip'd or plain tar).
-pub fn check_layer(reader: impl Read, gzip: bool) -> std::result::Result<u64, String> {
+pub(crate) fn check_layer(reader: impl Read, gzip: bool) -> std::result::Result<u64, String> {
     if gzip {
         let mut gz = flate2::read::GzDecoder::new(reader);
         let n = check_tar(&mut gz).map_err(|e| {

@@ -29,7 +29,7 @@ impl Scheduler {
             &job.env,
             &self.inner.cfg.stack,
         )
-        .map_err(SchedError::Invalid)?;
+        .map_err(|e| SchedError::Invalid(e.to_string()))?;
         hj.metadata.extend(job.meta.clone());
         if job.attach {
             let size = job.tty.unwrap_or_default();

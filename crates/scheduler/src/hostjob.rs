@@ -13,12 +13,41 @@
 //! Layers are in release order, bottom first; the host fetches each once by digest.
 
 use slipway_host::{HealthCheck as HostCheck, HostJob, JobConfig, LayerRef, PortSpec, Resources};
-use slipway_types::{App, Artifact, ArtifactType, HealthCheckType, Release};
+use slipway_types::{App, Artifact, ArtifactType, HealthCheckType, Id, Release};
 
 pub const NO_IMAGE: &str = "App release has no image, push a release first";
 
 /// The slug runner every stack carries (`stacks/*/build.sh`).
 pub const SLUG_RUNNER: &str = "/runner/init";
+
+/// Why a release cannot become a host job, in words that say what to change. The job fails
+/// with this message (a formation job's row, a one-off's 422).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobSpecError {
+    #[error("slug artifact {artifact} has no blob digest (uri {uri:?}): rebuild the app")]
+    SlugWithoutDigest { artifact: Id, uri: String },
+    #[error("image artifact {artifact} has no manifest layers: push the image again")]
+    ImageWithoutLayers { artifact: Id },
+    #[error("image artifact {artifact} has a layer without a digest")]
+    LayerWithoutDigest { artifact: Id },
+    #[error("release {release} mixes a slug and an image: a release runs one or the other")]
+    MixedArtifacts { release: Id },
+    #[error("process type {process_type} has no command and the release has no artifact")]
+    NoCommand { process_type: String },
+    #[error(
+        "process type {process_type} has no command and the image has neither Entrypoint nor \
+         Cmd: give the type a command (`slipway release add`)"
+    )]
+    ImageWithoutCommand { process_type: String },
+    /// A one-off job without a command on a release with nothing to run.
+    #[error("{}", NO_IMAGE)]
+    NothingToRun,
+    #[error(
+        "app meta {NETWORK_META}={value:?} is not understood: use `isolated` (only the router \
+         and the app's own jobs may connect to its jobs) or `flat` (the default)"
+    )]
+    UnknownNetwork { value: String },
+}
 
 impl crate::Scheduler {
     /// The release's artifacts, in release order (an error in words for the job).
@@ -47,7 +76,10 @@ struct FromArtifacts {
     user: Option<String>,
 }
 
-fn from_artifacts(release: &Release, artifacts: &[Artifact]) -> Result<FromArtifacts, String> {
+fn from_artifacts(
+    release: &Release,
+    artifacts: &[Artifact],
+) -> Result<FromArtifacts, JobSpecError> {
     let mut out = FromArtifacts::default();
     for a in artifacts {
         match a.kind {
@@ -57,11 +89,9 @@ fn from_artifacts(release: &Release, artifacts: &[Artifact]) -> Result<FromArtif
                     .clone()
                     .or_else(|| a.uri.strip_prefix("blob:").map(str::to_string))
                     .filter(|d| d.starts_with("sha256:"))
-                    .ok_or_else(|| {
-                        format!(
-                            "slug artifact {} has no blob digest (uri {:?}): rebuild the app",
-                            a.id, a.uri
-                        )
+                    .ok_or_else(|| JobSpecError::SlugWithoutDigest {
+                        artifact: a.id,
+                        uri: a.uri.clone(),
                     })?;
                 out.layers.push(LayerRef { digest });
                 out.slug = true;
@@ -75,16 +105,12 @@ fn from_artifacts(release: &Release, artifacts: &[Artifact]) -> Result<FromArtif
                     .as_ref()
                     .and_then(|m| m.get("layers"))
                     .and_then(|l| l.as_array())
-                    .ok_or_else(|| {
-                        format!(
-                            "image artifact {} has no manifest layers: push the image again",
-                            a.id
-                        )
-                    })?;
+                    .ok_or(JobSpecError::ImageWithoutLayers { artifact: a.id })?;
                 for l in layers {
-                    let digest = l.get("digest").and_then(|d| d.as_str()).ok_or_else(|| {
-                        format!("image artifact {} has a layer without a digest", a.id)
-                    })?;
+                    let digest = l
+                        .get("digest")
+                        .and_then(|d| d.as_str())
+                        .ok_or(JobSpecError::LayerWithoutDigest { artifact: a.id })?;
                     out.layers.push(LayerRef {
                         digest: digest.to_string(),
                     });
@@ -96,26 +122,11 @@ fn from_artifacts(release: &Release, artifacts: &[Artifact]) -> Result<FromArtif
         }
     }
     if out.slug && out.image {
-        return Err(format!(
-            "release {} mixes a slug and an image: a release runs one or the other",
-            release.id
-        ));
+        return Err(JobSpecError::MixedArtifacts {
+            release: release.id,
+        });
     }
     Ok(out)
-}
-
-/// The host job for `process_type` of `release`, without looking at its artifacts (see
-/// [`host_job_with`]): for releases known to have none.
-pub fn host_job(
-    id: &str,
-    app: &App,
-    release: &Release,
-    process_type: Option<&str>,
-    args: &[String],
-    extra_env: &std::collections::BTreeMap<String, String>,
-    stack: &str,
-) -> Result<HostJob, String> {
-    host_job_with(id, app, release, &[], process_type, args, extra_env, stack)
 }
 
 /// The host job for `process_type` of `release` with its `artifacts` (loaded in release order),
@@ -130,7 +141,7 @@ pub fn host_job_with(
     args: &[String],
     extra_env: &std::collections::BTreeMap<String, String>,
     stack: &str,
-) -> Result<HostJob, String> {
+) -> Result<HostJob, JobSpecError> {
     let proc = process_type.and_then(|t| release.processes.get(t));
     let args: Vec<String> = if !args.is_empty() {
         args.to_vec()
@@ -150,14 +161,13 @@ pub fn host_job_with(
     };
     if args.is_empty() {
         return Err(match process_type {
-            Some(t) if release.artifacts.is_empty() => {
-                format!("process type {t} has no command and the release has no artifact")
-            }
-            Some(t) if from.image => format!(
-                "process type {t} has no command and the image has neither Entrypoint nor Cmd: \
-                 give the type a command (`slipway release add`)"
-            ),
-            _ => NO_IMAGE.to_string(),
+            Some(t) if release.artifacts.is_empty() => JobSpecError::NoCommand {
+                process_type: t.to_string(),
+            },
+            Some(t) if from.image => JobSpecError::ImageWithoutCommand {
+                process_type: t.to_string(),
+            },
+            _ => JobSpecError::NothingToRun,
         });
     }
     let stack = if from.image {
@@ -231,14 +241,13 @@ pub const NETWORK_META: &str = "network";
 
 /// `app.meta["network"]`; any other value than `flat` or `isolated` fails the job in words
 /// rather than silently leaving the app open.
-fn network_isolated(app: &App) -> Result<bool, String> {
+fn network_isolated(app: &App) -> Result<bool, JobSpecError> {
     match app.meta.get(NETWORK_META).map(|v| v.trim()) {
         None | Some("" | "flat") => Ok(false),
         Some("isolated") => Ok(true),
-        Some(other) => Err(format!(
-            "app meta {NETWORK_META}={other:?} is not understood: use `isolated` (only the \
-             router and the app's own jobs may connect to its jobs) or `flat` (the default)"
-        )),
+        Some(other) => Err(JobSpecError::UnknownNetwork {
+            value: other.to_string(),
+        }),
     }
 }
 
@@ -295,7 +304,7 @@ mod tests {
         arts: &[Artifact],
         t: Option<&str>,
         args: &[&str],
-    ) -> Result<HostJob, String> {
+    ) -> Result<HostJob, JobSpecError> {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         host_job_with(
             "j1",
@@ -332,7 +341,11 @@ mod tests {
         assert!(!with(Some("flat")).unwrap().config.isolated);
         assert!(with(Some("isolated")).unwrap().config.isolated);
         let e = with(Some("isolate")).unwrap_err();
-        assert!(e.contains("network=\"isolate\" is not understood"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("network=\"isolate\" is not understood"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -344,7 +357,7 @@ mod tests {
         assert!(hj.config.layer_refs.is_empty());
         let r = release(&[], json!({}), &[]);
         let e = job(&r, &[], Some("web"), &[]).unwrap_err();
-        assert!(e.contains("has no command"), "{e}");
+        assert!(e.to_string().contains("has no command"), "{e}");
     }
 
     #[test]
@@ -382,7 +395,7 @@ mod tests {
         let broken = artifact("slug", "https://example.com/slug.tgz", None, json!({}));
         let r5 = release(&[&broken], json!({}), &[]);
         let e = job(&r5, &[broken], Some("web"), &[]).unwrap_err();
-        assert!(e.contains("has no blob digest"), "{e}");
+        assert!(matches!(e, JobSpecError::SlugWithoutDigest { .. }), "{e}");
     }
 
     #[test]
@@ -411,11 +424,11 @@ mod tests {
         let broken = artifact("image", "web@x", None, json!({"manifest": {}}));
         let r2 = release(&[&broken], json!({}), &["x"]);
         let e = job(&r2, &[broken], Some("web"), &[]).unwrap_err();
-        assert!(e.contains("no manifest layers"), "{e}");
+        assert!(matches!(e, JobSpecError::ImageWithoutLayers { .. }), "{e}");
         // Mixing is refused.
         let slug = artifact("slug", &format!("blob:{D1}"), Some(D1), json!({}));
         let r3 = release(&[&slug, &image], json!({}), &["x"]);
         let e = job(&r3, &[slug, image], Some("web"), &[]).unwrap_err();
-        assert!(e.contains("mixes a slug and an image"), "{e}");
+        assert!(e.to_string().contains("mixes a slug and an image"), "{e}");
     }
 }

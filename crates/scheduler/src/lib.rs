@@ -340,7 +340,8 @@ impl Scheduler {
                     &[],
                     &Default::default(),
                     &self.inner.cfg.stack,
-                ),
+                )
+                .map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };
             match built {

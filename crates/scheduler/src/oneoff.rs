@@ -38,7 +38,7 @@ impl Scheduler {
             env,
             &self.inner.cfg.stack,
         )
-        .map_err(SchedError::Invalid)?;
+        .map_err(|e| SchedError::Invalid(e.to_string()))?;
         let job = one_off_row(&id, app.id, release.id, &host, &hj);
         Ok(self.start_one_off(host, job, hj))
     }

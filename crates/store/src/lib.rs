@@ -59,7 +59,8 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// Controller state. Methods that take an app take its id: resolve names with [`Store::get_app`].
+/// Controller state. Methods that take an app take its id: resolve names with [`Store::find_app`]
+/// (or [`app_by_id_or_name`] for what a user typed).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -77,8 +78,10 @@ pub trait Store: Send + Sync + 'static {
         new: &NewApp,
         default_domain: Option<&str>,
     ) -> Result<App>;
-    /// By id or by name.
-    async fn get_app(&self, id_or_name: &str) -> Result<App>;
+    /// By id. (A path segment that may be either goes through [`app_by_id_or_name`].)
+    async fn get_app(&self, id: Id) -> Result<App>;
+    /// By name.
+    async fn find_app(&self, name: &str) -> Result<App>;
     async fn list_apps(&self) -> Result<Vec<App>>;
     async fn update_app(&self, app_id: Id, update: &AppUpdate) -> Result<App>;
     /// Deletes the app with its routes, formations, jobs, deployments, releases, and the
@@ -167,4 +170,17 @@ pub trait Store: Send + Sync + 'static {
 /// its schema up to date.
 pub async fn open(url: &str) -> Result<SqlStore> {
     SqlStore::open(url).await
+}
+
+/// The app a user named by id or by name (an API path segment, a git URL, a registry
+/// repository). An id is tried first, then the name, so an app whose *name* has the shape of an
+/// id is still found by it. Not found says what was asked for, whichever way.
+pub async fn app_by_id_or_name(store: &dyn Store, id_or_name: &str) -> Result<App> {
+    if let Ok(id) = id_or_name.parse::<Id>() {
+        match store.get_app(id).await {
+            Err(StoreError::NotFound(_)) => {}
+            found => return found,
+        }
+    }
+    store.find_app(id_or_name).await
 }

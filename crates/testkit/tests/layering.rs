@@ -160,6 +160,18 @@ fn crates_know_nothing_of_what_they_must_not() {
             &["slipway", "slipway-testkit"],
             "the roles know nothing of the CLI (its config, its output) nor of test harnesses",
         ),
+        (
+            "slipway-api-error",
+            &[
+                "slipway-controller",
+                "slipway-logs",
+                "slipway-registry",
+                "slipway-builder",
+                "slipway-scheduler",
+                "slipway-host",
+            ],
+            "the one API error sits under every HTTP role: the model and the store only",
+        ),
     ];
     let mut broken = Vec::new();
     for (from, not, why) in rules {

@@ -463,24 +463,27 @@ impl Resources {
         MAX_PROCS.check(self.max_procs)
     }
 
-    /// Sets one limit from `key=value` text as `slipway limit set` takes it.
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    /// Sets one limit from `key=value` text as `slipway limit set` takes it; the error names
+    /// the limit.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ValidationError> {
         use crate::units::{parse_bytes, parse_count, parse_milli_cpu};
         // Change a copy, so a rejected value leaves the limits as they were.
         let mut next = self.clone();
+        let named = |e: ValidationError| ValidationError::new(key, e.message);
         match key {
-            "memory" => next.memory = Some(parse_bytes(value)?),
-            "disk" => next.disk = Some(parse_bytes(value)?),
+            "memory" => next.memory = Some(parse_bytes(value).map_err(named)?),
+            "disk" => next.disk = Some(parse_bytes(value).map_err(named)?),
             "cpu" => next.cpu = Some(parse_milli_cpu(value)?),
             "max_fd" => next.max_fd = Some(parse_count(key, value)?),
             "max_procs" => next.max_procs = Some(parse_count(key, value)?),
             _ => {
-                return Err(format!(
-                    "unknown limit {key:?} (known: memory, disk, cpu, max_fd, max_procs)"
+                return Err(ValidationError::new(
+                    "limit",
+                    format!("unknown limit {key:?} (known: memory, disk, cpu, max_fd, max_procs)"),
                 ));
             }
         }
-        next.validate().map_err(|e| e.message)?;
+        next.validate()?;
         *self = next;
         Ok(())
     }
@@ -626,13 +629,17 @@ mod tests {
         assert_eq!(res.disk, Some(2 << 30));
         assert!(res.set("disk", "1KB").is_err());
         assert_eq!(res.disk, Some(2 << 30), "a refused value changes nothing");
-        assert!(res.set("dsik", "1GB").unwrap_err().contains("disk"));
+        assert!(res.set("dsik", "1GB").unwrap_err().message.contains("disk"));
+        // The error names the limit the user set, whichever parser refused it.
+        assert_eq!(res.set("memory", "lots").unwrap_err().field, "memory");
+        assert_eq!(res.set("cpu", "0").unwrap_err().field, "cpu");
+        assert_eq!(res.set("max_fd", "-1").unwrap_err().field, "max_fd");
         let json = serde_json::to_value(&res).unwrap();
         assert_eq!(json["memory"], 536_870_912);
         assert!(json.get("max_procs").is_none());
         res.set("max_procs", "4194304").unwrap();
         let e = res.set("max_procs", "4194305").unwrap_err();
-        assert!(e.contains("above the maximum of 4194304"), "{e}");
+        assert!(e.message.contains("above the maximum of 4194304"), "{e}");
         assert_eq!(
             res.max_procs,
             Some(4_194_304),

@@ -32,7 +32,7 @@ fn env(name: &str) -> Result<String, String> {
 }
 
 /// Parses git's hook input: one `old new ref` line per updated ref.
-pub fn parse_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, String> {
+pub(crate) fn parse_updates(input: impl BufRead) -> Result<Vec<RefUpdate>, String> {
     let mut updates = Vec::new();
     for line in input.lines() {
         let line = line.map_err(|e| format!("cannot read the hook's input: {e}"))?;

@@ -167,7 +167,7 @@ pub fn deploy_branches(app: &App) -> Vec<String> {
 }
 
 /// The one update that deploys, or why the push is refused.
-pub fn deploy_update<'a>(app: &App, updates: &'a [RefUpdate]) -> Result<&'a RefUpdate, String> {
+fn deploy_update<'a>(app: &App, updates: &'a [RefUpdate]) -> Result<&'a RefUpdate, String> {
     let branches = deploy_branches(app);
     let named = branches.join(" or ");
     let mut found = None;
@@ -212,9 +212,11 @@ async fn run(
     let update = deploy_update(app, &req.updates)?;
     // One push per app at a time; the lock is held until receive-pack has updated the refs.
     let lock = r.app_lock(app.id);
+    let mut waited = false;
     let guard = match lock.clone().try_lock_owned() {
         Ok(g) => g,
         Err(_) => {
+            waited = true;
             out.say(format!(
                 "-----> Another push to {} is in progress; waiting for it to finish...",
                 app.name
@@ -238,12 +240,16 @@ async fn run(
             update.name
         ));
     }
-    // The app as it is now (a release may have been deployed since the push began).
-    let app = r
-        .store
-        .get_app(&app.id.to_string())
-        .await
-        .map_err(|e| format!("cannot read the app: {e}"))?;
+    // The app receive-pack resolved is the app as it is, unless this push waited for another
+    // one: that one deployed a release since, so read it again (the only second read).
+    let app = if waited {
+        r.store
+            .get_app(app.id)
+            .await
+            .map_err(|e| format!("cannot read the app: {e}"))?
+    } else {
+        app.clone()
+    };
     let pusher = r.pusher.clone();
     out.building(&app, &update.new);
     out.say(format!("-----> Building {}...", app.name)).await;
@@ -365,7 +371,13 @@ async fn run(
             .status()
             .await;
     }
-    if let Ok(app) = r.store.get_app(&app.id.to_string()).await {
+    // The deploy made `rel` current; the store refuses to delete a current release or an
+    // artifact any release names, so a release someone deployed meanwhile is safe too.
+    let app = App {
+        release: Some(rel.id),
+        ..app
+    };
+    {
         match release::trim_old_slugs(&r.store, &app).await {
             Ok(t) if t == release::Trimmed::default() => {}
             Ok(t) => tracing::info!(

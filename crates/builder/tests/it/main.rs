@@ -6,5 +6,6 @@ mod deep;
 mod harness;
 mod hostile;
 mod pipeline;
+mod receiver;
 mod sandbox;
 mod slow;

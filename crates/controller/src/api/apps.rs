@@ -51,7 +51,7 @@ pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<App>>> {
 }
 
 pub async fn get(State(s): State<AppState>, Path(app): Path<String>) -> ApiResult<Json<App>> {
-    Ok(Json(s.store.get_app(&app).await?))
+    Ok(Json(resolve(&s, &app).await?))
 }
 
 pub async fn update(
@@ -60,7 +60,7 @@ pub async fn update(
     JsonBody(update): JsonBody<AppUpdate>,
 ) -> ApiResult<Json<App>> {
     update.validate()?;
-    let app = s.store.get_app(&app).await?;
+    let app = resolve(&s, &app).await?;
     Ok(Json(s.store.update_app(app.id, &update).await?))
 }
 
@@ -68,11 +68,11 @@ pub async fn delete(
     State(s): State<AppState>,
     Path(app): Path<String>,
 ) -> ApiResult<Json<AppDeletion>> {
-    let app = s.store.get_app(&app).await?;
+    let app = resolve(&s, &app).await?;
     Ok(Json(s.store.delete_app(app.id).await?))
 }
 
 /// Resolves `:app` (id or name) to the app.
 pub(crate) async fn resolve(s: &AppState, app: &str) -> Result<App, ApiErr> {
-    Ok(s.store.get_app(app).await?)
+    Ok(slipway_store::app_by_id_or_name(s.store.as_ref(), app).await?)
 }

@@ -171,7 +171,13 @@ async fn parse_filter(s: &AppState, query: &str) -> Result<EventFilter, ApiErr> 
     let bad = |m: String| ApiErr::new(ErrorCode::BadRequest, m);
     for (key, value) in pairs {
         match key.as_str() {
-            "app_id" | "app" => filter.app_id = Some(s.store.get_app(&value).await?.id),
+            "app_id" | "app" => {
+                filter.app_id = Some(
+                    slipway_store::app_by_id_or_name(s.store.as_ref(), &value)
+                        .await?
+                        .id,
+                )
+            }
             "object_types" | "object_type" => {
                 for t in value.split(',').filter(|t| !t.is_empty()) {
                     let t = ObjectType::parse(t).ok_or_else(|| {

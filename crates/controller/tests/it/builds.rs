@@ -15,7 +15,7 @@ async fn builds_are_listed_and_their_logs_served_as_text() {
         Some(serde_json::json!({"name": "web"})),
     )
     .await;
-    let app = store.get_app("web").await.unwrap();
+    let app = store.find_app("web").await.unwrap();
     let art = s
         .ok(
             Method::POST,

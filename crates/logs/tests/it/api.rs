@@ -13,17 +13,20 @@ struct Api {
     app_id: String,
     agg: Aggregator,
     http: reqwest::Client,
+    /// The store behind the router, to break it.
+    sql: Arc<slipway_store::SqlStore>,
     _dir: tempfile::TempDir,
 }
 
 async fn serve() -> Api {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(
+    let sql = Arc::new(
         slipway_store::open(&format!("sqlite://{}", dir.path().join("db").display()))
             .await
             .unwrap(),
     );
+    let store: Arc<dyn Store> = sql.clone();
     let app = store
         .create_app("demo", &NewApp::default(), None)
         .await
@@ -38,6 +41,7 @@ async fn serve() -> Api {
         app_id: app.id.to_string(),
         agg,
         http: reqwest::Client::new(),
+        sql,
         _dir: dir,
     }
 }
@@ -132,6 +136,22 @@ async fn bad_requests_are_4xx_with_a_reason() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     assert!(r.text().await.unwrap().contains("not_found"));
+}
+
+/// A store error answers here exactly as the controller's API answers it (one mapping): an
+/// unreachable database is a 503 `unavailable`, not a 500.
+#[tokio::test]
+async fn a_store_error_answers_as_the_api_does() {
+    let api = serve().await;
+    api.sql.close().await;
+    let e = api.sql.find_app("demo").await.unwrap_err();
+    let want = slipway_api_error::ApiErr::from(e);
+    let (status, body) = api.get("").await;
+    assert_eq!(status, want.status().as_u16(), "{body}");
+    assert_eq!(status, 503, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["code"], "unavailable", "{body}");
+    assert_eq!(v["message"], want.0.message, "{body}");
 }
 
 #[tokio::test]

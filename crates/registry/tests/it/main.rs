@@ -14,6 +14,8 @@ pub struct Server {
     pub url: String,
     pub key: String,
     pub store: Arc<dyn Store>,
+    /// The same store, to break it (`close`).
+    pub sql: Arc<slipway_store::SqlStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub reg: Registry,
     pub http: reqwest::Client,
@@ -25,7 +27,8 @@ impl Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-        let store: Arc<dyn Store> = Arc::new(slipway_store::open(&url).await.unwrap());
+        let sql = Arc::new(slipway_store::open(&url).await.unwrap());
+        let store: Arc<dyn Store> = sql.clone();
         let blobs: Arc<dyn BlobStore> =
             Arc::new(FsBlobStore::open(dir.path().join("blobs")).unwrap());
         let reg =
@@ -55,6 +58,7 @@ impl Server {
             url: format!("http://{addr}"),
             key,
             store,
+            sql,
             blobs,
             reg,
             http: reqwest::Client::new(),

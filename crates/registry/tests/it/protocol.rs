@@ -169,6 +169,37 @@ async fn unknown_app_is_name_unknown() {
     }
 }
 
+/// A store error answers the registry's client with the status the controller's API gives the
+/// same error on the same port (one mapping): an unreachable database is a 503 both ways, in
+/// each one's wire format, with the same message.
+#[tokio::test]
+async fn a_store_error_answers_the_same_status_as_the_api() {
+    let s = Server::start().await;
+    s.create_app("shop").await;
+    s.sql.close().await;
+    let api = s.req(Method::GET, "/apps/shop").send().await.unwrap();
+    let api_status = api.status().as_u16();
+    let api_body: serde_json::Value = api.json().await.unwrap();
+    assert_eq!(
+        (api_status, api_body["code"].as_str()),
+        (503, Some("unavailable")),
+        "{api_body}"
+    );
+    for (method, path) in [
+        (Method::GET, "/v2/shop/tags/list"),
+        (Method::POST, "/v2/shop/blobs/uploads/"),
+    ] {
+        let resp = s.req(method, path).send().await.unwrap();
+        let (status, code, message) = error_code(resp).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (api_status, "UNAVAILABLE"),
+            "{path}"
+        );
+        assert_eq!(message, api_body["message"].as_str().unwrap(), "{path}");
+    }
+}
+
 #[tokio::test]
 async fn cross_repo_mount_and_abandoned_uploads() {
     let s = Server::start().await;
@@ -279,7 +310,7 @@ async fn manifest_errors_are_clear() {
         .unwrap();
     assert_eq!(error_code(resp).await.1, "MANIFEST_UNKNOWN");
     // Nothing was created for the app.
-    let app = s.store.get_app("strict").await.unwrap();
+    let app = s.store.find_app("strict").await.unwrap();
     assert!(app.release.is_none());
     assert!(s.store.list_releases(app.id).await.unwrap().is_empty());
 }

@@ -39,7 +39,7 @@ async fn oci_layout_push_creates_artifact_release_and_deployment() {
     assert_eq!(layers, 2);
 
     s.settle(&app).await;
-    let app = s.store.get_app("web1").await.unwrap();
+    let app = s.store.find_app("web1").await.unwrap();
     let release = s.store.get_release(app.release.unwrap()).await.unwrap();
     assert_eq!(Some(release.id), report.outcome.release);
     assert_eq!(release.artifacts, vec![artifact.id]);
@@ -109,7 +109,7 @@ async fn repush_uploads_nothing_twice_and_keeps_user_env() {
     s.settle(&app).await;
 
     // The user overrides B and adds their own variable (what `slipway env set` does).
-    let app = s.store.get_app("envy").await.unwrap();
+    let app = s.store.find_app("envy").await.unwrap();
     let cur = s.store.get_release(app.release.unwrap()).await.unwrap();
     assert_eq!(
         cur.processes["app"].ports[0].port, 8080,
@@ -148,7 +148,7 @@ async fn repush_uploads_nothing_twice_and_keeps_user_env() {
         "config and app layer only"
     );
     s.settle(&app).await;
-    let app = s.store.get_app("envy").await.unwrap();
+    let app = s.store.find_app("envy").await.unwrap();
     let cur = s.store.get_release(app.release.unwrap()).await.unwrap();
     assert_eq!(cur.env["A"], "2", "image var updated");
     assert_eq!(cur.env["B"], "user", "user's override kept");
@@ -176,7 +176,7 @@ async fn docker_archive_and_oci_tar_push() {
         .unwrap();
     assert_eq!(report.blobs_uploaded, 3);
     s.settle(&app).await;
-    let app = s.store.get_app("archive").await.unwrap();
+    let app = s.store.find_app("archive").await.unwrap();
     let rel = s.store.get_release(app.release.unwrap()).await.unwrap();
     assert_eq!(rel.processes["app"].args[0], "httpd");
     // The layers the server stored are the archive's tars, verified by digest.
@@ -291,7 +291,7 @@ async fn skopeo_copy_pushes_and_skips_known_blobs() {
     assert_eq!(s.reg.stats().blobs_uploaded, 3);
     assert_eq!(s.reg.stats().manifests_pushed, 1);
     s.settle(&app).await;
-    let app = s.store.get_app("skop").await.unwrap();
+    let app = s.store.find_app("skop").await.unwrap();
     assert!(app.release.is_some());
 
     let out = copy(dest.clone(), creds, layout.clone()).await;
@@ -376,7 +376,7 @@ async fn user_configured_types_are_kept_and_limits_survive_regeneration() {
         .await
         .unwrap();
     s.settle(&app2).await;
-    let app2 = s.store.get_app("gen").await.unwrap();
+    let app2 = s.store.find_app("gen").await.unwrap();
     let cur = s.store.get_release(app2.release.unwrap()).await.unwrap();
     let mut next = slipway_types::NewRelease::from_release(&cur);
     next.processes
@@ -457,7 +457,7 @@ async fn a_failed_deploy_still_stores_the_image_and_says_why() {
         .await
         .unwrap();
     assert_eq!(d.status, slipway_types::DeploymentStatus::Failed);
-    let app = s.store.get_app("fails").await.unwrap();
+    let app = s.store.find_app("fails").await.unwrap();
     assert_eq!(
         app.release,
         Some(v1_release),

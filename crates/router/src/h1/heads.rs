@@ -98,7 +98,7 @@ pub enum Framing {
 
 /// Parses the backend's response head (skipping 1xx informational ones) and writes the
 /// client's head into `out`. `Ok(None)`: incomplete.
-pub fn response_head(
+pub(super) fn response_head(
     buf: &[u8],
     req: &Ready,
     out: &mut Vec<u8>,

@@ -115,10 +115,7 @@ async fn all_at_once_starts_every_new_job_then_stops_the_old_ones() {
         events,
         ["new web up", "new web up", "old web down", "old web down"]
     );
-    assert_eq!(
-        c.store.get_app(&app.id.to_string()).await.unwrap().release,
-        Some(v2.id)
-    );
+    assert_eq!(c.store.get_app(app.id).await.unwrap().release, Some(v2.id));
     assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [0, 2]);
 }
 
@@ -180,10 +177,7 @@ async fn a_release_that_cannot_start_fails_with_the_reason_and_the_old_one_keeps
         events.iter().all(|e| !e.starts_with("old")),
         "old jobs were never stopped: {events:?}"
     );
-    assert_eq!(
-        c.store.get_app(&app.id.to_string()).await.unwrap().release,
-        Some(v1.id)
-    );
+    assert_eq!(c.store.get_app(app.id).await.unwrap().release, Some(v1.id));
     assert_eq!(web_counts(&c, &app, [&v1, &v2]).await, [2, 0]);
     let jobs = c
         .wait_jobs(&app, T, "no v2 job left", |j| {

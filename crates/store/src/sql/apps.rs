@@ -93,18 +93,24 @@ impl SqlStore {
         Ok(app)
     }
 
-    pub async fn get_app(&self, id_or_name: &str) -> Result<App> {
-        let by_id = id_or_name.parse::<Id>().is_ok();
-        let sql = if by_id {
-            sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE id = $1"))
-        } else {
-            sqlx::AssertSqlSafe(format!("SELECT {APP_COLUMNS} FROM apps WHERE name = $1"))
-        };
-        let row = sqlx::query(sql)
-            .bind(id_or_name.to_string())
-            .fetch_optional(self.pool())
-            .await?;
-        app_from_row(&one(row, "app", format_args!("{id_or_name:?}"))?)
+    pub async fn get_app(&self, id: Id) -> Result<App> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE id = $1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        app_from_row(&one(row, "app", id)?)
+    }
+
+    pub async fn find_app(&self, name: &str) -> Result<App> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {APP_COLUMNS} FROM apps WHERE name = $1"
+        )))
+        .bind(name.to_string())
+        .fetch_optional(self.pool())
+        .await?;
+        app_from_row(&one(row, "app", format_args!("{name:?}"))?)
     }
 
     pub(crate) async fn get_app_tx(&self, tx: &mut WriteTx, app_id: Id) -> Result<App> {

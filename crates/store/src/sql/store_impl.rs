@@ -28,8 +28,11 @@ impl Store for SqlStore {
     ) -> Result<App> {
         SqlStore::create_app(self, name, new, default_domain).await
     }
-    async fn get_app(&self, id_or_name: &str) -> Result<App> {
-        SqlStore::get_app(self, id_or_name).await
+    async fn get_app(&self, id: Id) -> Result<App> {
+        SqlStore::get_app(self, id).await
+    }
+    async fn find_app(&self, name: &str) -> Result<App> {
+        SqlStore::find_app(self, name).await
     }
     async fn list_apps(&self) -> Result<Vec<App>> {
         SqlStore::list_apps(self).await

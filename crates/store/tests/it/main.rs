@@ -60,6 +60,8 @@ macro_rules! conformance {
 
 conformance!(
     apps_crud,
+    get_app_by_id_find_app_by_name,
+    app_by_id_or_name_resolves_either,
     app_names_are_validated,
     default_route_conflict_leaves_nothing,
     releases_are_immutable,

@@ -3,7 +3,7 @@
 use crate::Backend;
 pub use crate::builds::*;
 pub use crate::concurrency::*;
-use slipway_store::{Store, StoreError};
+use slipway_store::{Store, StoreError, app_by_id_or_name};
 use slipway_types::*;
 use std::collections::BTreeMap;
 
@@ -78,10 +78,10 @@ pub async fn apps_crud(b: &Backend) {
         (a.name.as_str(), a.strategy, a.deploy_timeout, a.release),
         ("shop", DeployStrategy::OneByOne, 120, None)
     );
-    assert_eq!(s.get_app("shop").await.unwrap(), a);
-    assert_eq!(s.get_app(&a.id.to_string()).await.unwrap(), a);
-    assert_not_found(s.get_app("nope").await);
-    assert_not_found(s.get_app(&Id::new_v4().to_string()).await);
+    assert_eq!(s.find_app("shop").await.unwrap(), a);
+    assert_eq!(s.get_app(a.id).await.unwrap(), a);
+    assert_not_found(s.find_app("nope").await);
+    assert_not_found(s.get_app(Id::new_v4()).await);
     assert_conflict(
         s.create_app("shop", &NewApp::default(), None).await,
         "already exists",
@@ -118,7 +118,7 @@ pub async fn apps_crud(b: &Backend) {
         (meta, 300, DeployStrategy::OneByOne)
     );
     assert!(a2.updated_at >= a.updated_at);
-    assert_eq!(s.get_app("shop").await.unwrap().deploy_timeout, 300);
+    assert_eq!(s.find_app("shop").await.unwrap().deploy_timeout, 300);
     assert_invalid(
         s.update_app(
             a.id,
@@ -131,7 +131,7 @@ pub async fn apps_crud(b: &Backend) {
         "deploy_timeout",
     );
     assert_not_found(s.update_app(Id::new_v4(), &AppUpdate::default()).await);
-    assert!(s.get_app("blog").await.unwrap() == b2);
+    assert!(s.find_app("blog").await.unwrap() == b2);
 }
 
 pub async fn app_names_are_validated(b: &Backend) {
@@ -165,7 +165,7 @@ pub async fn default_route_conflict_leaves_nothing(b: &Backend) {
             .await,
         "default route",
     );
-    assert_not_found(s.get_app("second").await);
+    assert_not_found(s.find_app("second").await);
     assert_eq!(
         event_count(s).await,
         before,
@@ -360,7 +360,7 @@ pub async fn one_unfinished_deployment_per_app(b: &Backend) {
         .unwrap();
     assert!(done.finished_at.is_some());
     assert_eq!(
-        s.get_app("dep").await.unwrap().release,
+        s.find_app("dep").await.unwrap().release,
         Some(r2.id),
         "complete makes the release current"
     );
@@ -385,7 +385,7 @@ pub async fn one_unfinished_deployment_per_app(b: &Backend) {
         .unwrap();
     assert_eq!(failed.error.as_deref(), Some("web job failed to start"));
     assert_eq!(
-        s.get_app("dep").await.unwrap().release,
+        s.find_app("dep").await.unwrap().release,
         Some(r2.id),
         "a failed deployment changes nothing"
     );
@@ -591,7 +591,7 @@ pub async fn delete_app_cascades(b: &Backend) {
             artifacts: 1
         }
     );
-    assert_not_found(s.get_app("doomed").await);
+    assert_not_found(s.find_app("doomed").await);
     assert_not_found(s.get_release(r1.id).await);
     assert_not_found(s.get_artifact(own.id).await);
     assert_eq!(
@@ -890,7 +890,7 @@ pub async fn survives_reopen(b: &Backend) {
     s.set_app_release(a.id, r.id).await.unwrap();
     let reopened = slipway_store::SqlStore::open(&b.url).await.unwrap();
     assert_eq!(
-        reopened.get_app("persist").await.unwrap().release,
+        reopened.find_app("persist").await.unwrap().release,
         Some(r.id)
     );
     let newest = s
@@ -906,4 +906,47 @@ pub async fn survives_reopen(b: &Backend) {
         "the notifier starts at the newest event"
     );
     reopened.close().await;
+}
+
+/// `get_app` takes an id and `find_app` a name: neither answers for the other.
+pub async fn get_app_by_id_find_app_by_name(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "lookup").await;
+    assert_eq!(s.get_app(a.id).await.unwrap(), a);
+    assert_eq!(s.find_app("lookup").await.unwrap(), a);
+    // An id is not a name.
+    assert_not_found(s.find_app(&a.id.to_string()).await);
+    let e = s.find_app("missing").await.unwrap_err();
+    assert!(
+        e.to_string().contains("\"missing\""),
+        "names what was asked for: {e}"
+    );
+    let other = Id::new_v4();
+    let e = s.get_app(other).await.unwrap_err();
+    assert!(
+        e.to_string().contains(&other.to_string()),
+        "names the id: {e}"
+    );
+}
+
+/// What a user types resolves by id, then by name; an app *named* like another app's id is
+/// still reachable by its name, and a name that is a free id finds the app so named.
+pub async fn app_by_id_or_name_resolves_either(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = app(s, "either").await;
+    assert_eq!(app_by_id_or_name(s, "either").await.unwrap(), a);
+    assert_eq!(app_by_id_or_name(s, &a.id.to_string()).await.unwrap(), a);
+    // A name that is a valid id no app has.
+    let free = Id::new_v4().to_string();
+    let named_like_id = app(s, &free).await;
+    assert_eq!(app_by_id_or_name(s, &free).await.unwrap(), named_like_id);
+    // A name that is another app's id: the id wins, the same as before the name existed.
+    let shadow = app(s, &a.id.to_string()).await;
+    assert_eq!(app_by_id_or_name(s, &a.id.to_string()).await.unwrap(), a);
+    assert_eq!(
+        app_by_id_or_name(s, &shadow.id.to_string()).await.unwrap(),
+        shadow
+    );
+    assert_not_found(app_by_id_or_name(s, "nobody").await);
+    assert_not_found(app_by_id_or_name(s, &Id::new_v4().to_string()).await);
 }
