@@ -64,9 +64,9 @@ pub struct GcReport {
 /// Deletes every blob of `blobs` that none of `artifacts` names and that is older than `grace`
 /// at `now`. List the blobs' ages before reading the artifacts (as this does, by taking the
 /// artifacts last) so an artifact created meanwhile is not missed for an old blob.
-pub async fn collect(
+pub async fn collect<E: std::fmt::Display>(
     blobs: &dyn BlobStore,
-    artifacts: impl AsyncFnOnce() -> Result<Vec<Artifact>, String>,
+    artifacts: impl AsyncFnOnce() -> Result<Vec<Artifact>, E>,
     grace: Duration,
     now: SystemTime,
 ) -> Result<GcReport, BlobError> {

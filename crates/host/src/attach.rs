@@ -45,7 +45,7 @@ pub fn upgrade_response(
 
 /// Client side: sends an attach request built by `req` and returns the upgraded stream, or the
 /// error body of a refusal.
-pub async fn upgrade_request(req: reqwest::RequestBuilder) -> Result<AttachStream, String> {
+pub(crate) async fn upgrade_request(req: reqwest::RequestBuilder) -> Result<AttachStream, String> {
     let resp = slipway_client::attach::upgrade_headers(req)
         .send()
         .await

@@ -92,7 +92,7 @@ impl fmt::Display for Roles {
 }
 
 /// `--roles`: names separated by commas (spaces allowed), or `all`. clap shows the message.
-pub fn parse(s: &str) -> Result<Roles, String> {
+pub(crate) fn parse(s: &str) -> Result<Roles, String> {
     let mut set = BTreeSet::new();
     for name in s.split(',').map(str::trim) {
         if name == "all" {

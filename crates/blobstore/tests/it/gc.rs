@@ -54,7 +54,7 @@ pub async fn unreferenced_old_blobs_are_deleted_and_the_rest_kept(b: &Backend) {
     ];
     let listed = || {
         let a = artifacts.clone();
-        async move || Ok(a)
+        async move || Ok::<_, std::convert::Infallible>(a)
     };
     // Now: everything is young, nothing goes.
     let r = gc::collect(s, listed(), gc::DEFAULT_GRACE, SystemTime::now())
@@ -117,7 +117,7 @@ pub async fn putting_an_existing_blob_again_makes_it_young(b: &Backend) {
         .unwrap()
         .set_modified(old)
         .unwrap();
-    let none = || async || Ok(vec![]);
+    let none = || async || Ok::<_, std::convert::Infallible>(vec![]);
     // Re-pushed (a registry upload of a layer it has): young again, so kept.
     s.put(
         Box::new(std::io::Cursor::new(b"reused layer".to_vec())),

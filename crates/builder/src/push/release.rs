@@ -39,16 +39,16 @@ pub struct Trimmed {
 /// artifacts and a slug the current release uses are never touched; a slug another app's
 /// release still names stays (the store refuses to delete it). A release's build record and
 /// log go with it.
-pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<Trimmed, String> {
+pub async fn trim_old_slugs(
+    store: &Arc<dyn Store>,
+    app: &App,
+) -> Result<Trimmed, slipway_store::StoreError> {
     let keep = app
         .meta
         .get(SLUGS_KEPT_KEY)
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(DEFAULT_SLUGS_KEPT);
-    let releases = store
-        .list_releases(app.id)
-        .await
-        .map_err(|e| e.to_string())?;
+    let releases = store.list_releases(app.id).await?;
     let mut kinds: BTreeMap<Id, Option<Artifact>> = BTreeMap::new();
     let current_slugs: Vec<Id> = releases
         .iter()
@@ -88,7 +88,7 @@ pub async fn trim_old_slugs(store: &Arc<dyn Store>, app: &App) -> Result<Trimmed
             Err(
                 slipway_store::StoreError::Conflict(_) | slipway_store::StoreError::NotFound(_),
             ) => {}
-            Err(e) => return Err(format!("cannot delete slug artifact {a}: {e}")),
+            Err(e) => return Err(e),
         }
     }
     Ok(trimmed)
