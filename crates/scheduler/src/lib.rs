@@ -366,29 +366,10 @@ impl Scheduler {
         app_id: Id,
         job_id: &str,
     ) -> Result<futures_util::stream::BoxStream<'static, slipway_host::LogLine>, SchedError> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let host = loop {
-            let (in_flight, host) = {
-                let st = self.lock();
-                let Some(t) = st.jobs.get(job_id).filter(|t| t.job.app_id == app_id) else {
-                    return Err(SchedError::NotFound(format!("job {job_id} not found")));
-                };
-                let host = t
-                    .job
-                    .host_id
-                    .as_ref()
-                    .and_then(|h| st.hosts.get(h))
-                    .map(|h| h.api.clone());
-                (t.in_flight, host)
-            };
-            if !in_flight || Instant::now() > deadline {
-                break host;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        let host = host.ok_or_else(|| {
-            SchedError::Unavailable(format!("the host of job {job_id} is not available"))
-        })?;
+        // A job that could not start has no output to follow: its start error says why.
+        let host = self
+            .host_of_started_job(app_id, job_id, SchedError::Unavailable)
+            .await?;
         host.logs(job_id, true).await.map_err(|e| {
             SchedError::Unavailable(format!("cannot read the output of {job_id}: {e}"))
         })
