@@ -101,14 +101,7 @@ impl Config {
 
 /// Starts the roles of `config` and runs until SIGTERM or Ctrl-C.
 pub async fn run(mut config: Config) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
-                // hickory's server logs every DNS query at info: two lines per container lookup.
-                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    init_tracing();
     tracing::info!(roles = %config.roles, "starting");
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
@@ -151,18 +144,17 @@ pub async fn run(mut config: Config) -> Result<()> {
     };
     match (&scheduler, &discovery, config.has(Role::Host)) {
         (Some(scheduler), Some(discovery), true) => {
+            let published_tcp = router.as_ref().map(|r| r.published_tcp.clone());
             let deps = host::HostDeps {
                 scheduler,
                 discovery,
-                published_tcp: router
-                    .as_ref()
-                    .map(|r| r.published_tcp.clone())
-                    .unwrap_or_default(),
+                published_tcp: published_tcp.unwrap_or_default(),
                 logs: logs.as_ref(),
                 blobs: blobs.clone(),
             };
             host::start(&config, deps).await?;
         }
+        // DNS starts with the host agent (on its bridge's gateway); without one, here.
         (_, Some(discovery), _) => {
             discovery.start_dns(None).await;
         }
@@ -202,6 +194,18 @@ pub async fn run(mut config: Config) -> Result<()> {
     controller::serve(&config, listener, deps).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Logs to stderr, filtered by `SLIPWAY_LOG` (default `info`).
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+                // hickory's server logs every DNS query at info: two lines per container lookup.
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn open_store(config: &Config) -> Result<Arc<dyn slipway_store::Store>> {

@@ -42,9 +42,40 @@ pub async fn start(
     max_connections: usize,
 ) -> Result<RouterRole> {
     let args = &config.args.routing;
+    let router = slipway_router::Router::new(router_config(args, max_connections)?)?;
+    serve_admin(&router, args.router_admin).await;
+    router.follow_registry(backends);
+    match routes {
+        Routes::Store(store) => {
+            router
+                .follow_store(store)
+                .await
+                .context("router: cannot load routes")?;
+        }
+        Routes::Controller(client) => {
+            follow::follow_controller(router.clone(), client);
+        }
+    }
     let root = config.root;
     let http_port = args.http_port.unwrap_or(if root { 80 } else { 8080 });
     let https_port = args.https_port.unwrap_or(if root { 443 } else { 8443 });
+    let http = SocketAddr::new(args.router_ip, http_port);
+    let https = SocketAddr::new(args.router_ip, https_port);
+    let mut published_tcp = listen(&router, http, https).await?;
+    published_tcp.push((*args.tcp_ports.start(), *args.tcp_ports.end()));
+    Ok(RouterRole {
+        router,
+        ip: args.router_ip,
+        published_tcp,
+    })
+}
+
+/// The proxy's configuration from the flags: the default certificate is read here, so a
+/// missing file stops the server with the flag's name.
+fn router_config(
+    args: &crate::args::RoutingArgs,
+    max_connections: usize,
+) -> Result<slipway_router::Config> {
     let default_certificate = match (&args.router_cert, &args.router_key) {
         (Some(c), Some(k)) => Some((
             std::fs::read_to_string(c)
@@ -58,7 +89,7 @@ pub async fn start(
     if let Some(t) = args.header_timeout {
         limits.header_read_timeout = t;
     }
-    let router = slipway_router::Router::new(slipway_router::Config {
+    Ok(slipway_router::Config {
         tcp_bind: args.router_ip,
         default_certificate,
         access_log: args.access_log,
@@ -66,56 +97,50 @@ pub async fn start(
         tcp_ports: args.tcp_ports.clone(),
         limits,
         ..Default::default()
-    })?;
-    match tokio::net::TcpListener::bind(args.router_admin).await {
+    })
+}
+
+/// The admin endpoint (`/metrics`); a taken port only loses the metrics.
+async fn serve_admin(router: &slipway_router::Router, addr: SocketAddr) {
+    match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => {
-            tracing::info!("router: admin (metrics) on http://{}", l.local_addr()?);
+            match l.local_addr() {
+                Ok(a) => tracing::info!("router: admin (metrics) on http://{a}"),
+                Err(_) => tracing::info!("router: admin (metrics) on http://{addr}"),
+            }
             let r = router.clone();
             tokio::spawn(async move { r.serve_admin(l).await });
         }
-        Err(e) => tracing::warn!(
-            "router: cannot listen on {} for metrics: {e}; use --router-admin",
-            args.router_admin
-        ),
-    }
-    router.follow_registry(backends);
-    match routes {
-        Routes::Store(store) => {
-            router
-                .follow_store(store)
-                .await
-                .context("router: cannot load routes")?;
-        }
-        Routes::Controller(client) => {
-            follow::follow_controller(router.clone(), client);
+        Err(e) => {
+            tracing::warn!("router: cannot listen on {addr} for metrics: {e}; use --router-admin")
         }
     }
+}
+
+/// HTTP and HTTPS: a runtime per core on both ports; when one of them is taken, what can be
+/// served on this runtime, with a warning naming the flag that picks another port. Returns the
+/// ports the router listens on, as `(first, last)` ranges for the host's jobs.
+async fn listen(
+    router: &slipway_router::Router,
+    http: SocketAddr,
+    https: SocketAddr,
+) -> Result<Vec<(u16, u16)>> {
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (http, https) = (
-        SocketAddr::new(args.router_ip, http_port),
-        SocketAddr::new(args.router_ip, https_port),
-    );
-    let tcp_routes = (*args.tcp_ports.start(), *args.tcp_ports.end());
     match router.spawn_per_core(http, Some(https), threads) {
         Ok((h, s)) => {
-            tracing::info!("router: HTTP on {h}");
-            tracing::info!("router: HTTPS on {}", s.unwrap_or(https));
             let s = s.unwrap_or(https);
-            return Ok(RouterRole {
-                router,
-                ip: args.router_ip,
-                published_tcp: vec![(h.port(), h.port()), (s.port(), s.port()), tcp_routes],
-            });
+            tracing::info!("router: HTTP on {h}");
+            tracing::info!("router: HTTPS on {s}");
+            return Ok(vec![(h.port(), h.port()), (s.port(), s.port())]);
         }
         Err(e) => tracing::warn!("router: cannot listen on {http} and {https}: {e}"),
     }
-    // One of the ports is taken: serve what can be served, on this runtime.
-    let mut published_tcp = vec![tcp_routes];
+    let mut published = Vec::new();
     match tokio::net::TcpListener::bind(http).await {
         Ok(l) => {
             tracing::info!("router: HTTP on {}", l.local_addr()?);
             let p = l.local_addr()?.port();
-            published_tcp.push((p, p));
+            published.push((p, p));
             let r = router.clone();
             tokio::spawn(async move { r.serve_http(l).await });
         }
@@ -129,7 +154,7 @@ pub async fn start(
         Ok(l) => {
             tracing::info!("router: HTTPS on {}", l.local_addr()?);
             let p = l.local_addr()?.port();
-            published_tcp.push((p, p));
+            published.push((p, p));
             let r = router.clone();
             tokio::spawn(async move {
                 if let Err(e) = r.serve_https(l).await {
@@ -141,11 +166,7 @@ pub async fn start(
             "router: cannot listen on {https}: {e}; HTTPS routing is off (use --https-port)"
         ),
     }
-    Ok(RouterRole {
-        router,
-        ip: args.router_ip,
-        published_tcp,
-    })
+    Ok(published)
 }
 
 impl RouterRole {
