@@ -208,10 +208,85 @@ async fn run(
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<(), String> {
     let clock = Clock::start(&session.app.name);
-    let app = &session.app;
-    let update = deploy_update(app, &req.updates)?;
-    // One push per app at a time; the lock is held until receive-pack has updated the refs.
-    let lock = r.app_lock(app.id);
+    let update = deploy_update(&session.app, &req.updates)?;
+    let waited = hold_push_lock(r, session, update, out, cancel).await?;
+    clock.mark("push lock held");
+    // The app receive-pack resolved is the app as it is, unless this push waited for another
+    // one: that one deployed a release since, so read it again (the only second read).
+    let app = match waited {
+        true => r
+            .store
+            .get_app(session.app.id)
+            .await
+            .map_err(|e| format!("cannot read the app: {e}"))?,
+        false => session.app.clone(),
+    };
+    out.building(&app, &update.new);
+    out.say(format!("-----> Building {}...", app.name)).await;
+    let src = check_out(&r.pusher, session, req, update, out).await?;
+    clock.mark("source checked out");
+    let prev = match app.release {
+        Some(id) => Some(
+            r.store
+                .get_release(id)
+                .await
+                .map_err(|e| format!("cannot read the current release: {e}"))?,
+        ),
+        None => None,
+    };
+    let stack = crate::pipeline::app_stack(&app, &r.pusher.default_stack);
+    let input = BuildInput {
+        app: app.clone(),
+        env: prev.as_ref().map(|p| p.env.clone()).unwrap_or_default(),
+        source_dir: src.path().to_path_buf(),
+        commit: update.new.clone(),
+        stack: stack.clone(),
+    };
+    let built = build(&r.pusher, input, out, cancel).await;
+    clock.mark("build done");
+    drop(src);
+    let built = built?;
+
+    // From here on the push is committed to: cancelling would leave a half-made deploy.
+    out.say("-----> Creating release...").await;
+    let slug = release::slug(&built, &stack, &update.new);
+    let artifact = r
+        .store
+        .create_artifact(&slipway_deploy::release::slug_artifact(&slug))
+        .await
+        .map_err(|e| format!("cannot create the slug artifact: {e}"))?;
+    let new = slipway_deploy::release::release_from_slug(&app, prev.as_ref(), artifact.id, &slug);
+    let rel = r
+        .store
+        .create_release(app.id, &new)
+        .await
+        .map_err(|e| format!("cannot create the release: {e}"))?;
+    out.released(rel.id);
+    clock.mark("artifact and release created");
+    deploy(&r.store, &rel, out).await?;
+    clock.mark("deployed");
+    out.say("=====> Application deployed").await;
+    let app = App {
+        release: Some(rel.id),
+        ..app
+    };
+    after_deploy(&r.store, &session.repo, &update.name, &app).await;
+    clock.mark("push accepted");
+    Ok(())
+}
+
+/// One push per app at a time: takes the app's push lock (saying so when another push holds
+/// it) and keeps it in the session until receive-pack has updated the refs. A push that
+/// waited must not overwrite what the one before it deployed: its branch must still be where
+/// this push started from. Returns whether it waited.
+async fn hold_push_lock(
+    r: &Arc<Receiver>,
+    session: &Session,
+    update: &RefUpdate,
+    out: &Out,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<bool, String> {
+    let lock = r.app_lock(session.app.id);
     let mut waited = false;
     let guard = match lock.clone().try_lock_owned() {
         Ok(g) => g,
@@ -219,7 +294,7 @@ async fn run(
             waited = true;
             out.say(format!(
                 "-----> Another push to {} is in progress; waiting for it to finish...",
-                app.name
+                session.app.name
             ))
             .await;
             tokio::select! {
@@ -229,8 +304,6 @@ async fn run(
         }
     };
     *session.lock.lock().expect("session lock") = Some(guard);
-    clock.mark("push lock held");
-    // A push that waited must not overwrite what the one before it deployed.
     let current = git_rev(&session.repo, &update.name).await;
     let expected =
         (update.old != ZERO && !update.old.bytes().all(|b| b == b'0')).then(|| update.old.clone());
@@ -240,20 +313,18 @@ async fn run(
             update.name
         ));
     }
-    // The app receive-pack resolved is the app as it is, unless this push waited for another
-    // one: that one deployed a release since, so read it again (the only second read).
-    let app = if waited {
-        r.store
-            .get_app(app.id)
-            .await
-            .map_err(|e| format!("cannot read the app: {e}"))?
-    } else {
-        app.clone()
-    };
-    let pusher = r.pusher.clone();
-    out.building(&app, &update.new);
-    out.say(format!("-----> Building {}...", app.name)).await;
+    Ok(waited)
+}
 
+/// The pushed commit (and its submodules) in a scratch dir of its own, within the source
+/// size limit; the objects may still be in git's quarantine dir, which must be the repo's.
+async fn check_out(
+    pusher: &Pusher,
+    session: &Session,
+    req: &HookRequest,
+    update: &RefUpdate,
+    out: &Out,
+) -> Result<Scratch, String> {
     let src_root = pusher.build.data_dir.join("sources");
     std::fs::create_dir_all(&src_root).map_err(|e| format!("cannot make a build dir: {e}"))?;
     let src = Scratch(
@@ -286,25 +357,17 @@ async fn run(
     .await
     .map_err(|e| format!("cannot unpack the pushed commit: {e}"))?
     .map_err(|e| e.to_string())?;
-    clock.mark("source checked out");
+    Ok(src)
+}
 
-    let prev = match app.release {
-        Some(id) => Some(
-            r.store
-                .get_release(id)
-                .await
-                .map_err(|e| format!("cannot read the current release: {e}"))?,
-        ),
-        None => None,
-    };
-    let stack = crate::pipeline::app_stack(&app, &pusher.default_stack);
-    let input = BuildInput {
-        app: app.clone(),
-        env: prev.as_ref().map(|p| p.env.clone()).unwrap_or_default(),
-        source_dir: src.path().to_path_buf(),
-        commit: update.new.clone(),
-        stack: stack.clone(),
-    };
+/// Builds `input` with the build's lines relayed to the pusher; a cancelled push stops the
+/// build (its job too).
+async fn build(
+    pusher: &Pusher,
+    input: BuildInput,
+    out: &Out,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<crate::pipeline::Built, String> {
     let (line_tx, mut line_rx) = mpsc::channel::<String>(256);
     let relay = {
         let out = out.clone();
@@ -319,29 +382,18 @@ async fn run(
         _ = cancel.cancelled() => Err(BuildError::Failed("push cancelled: the build was stopped".into())),
     };
     let _ = relay.await;
-    clock.mark("build done");
-    drop(src);
-    let built = built.map_err(|e| match e {
+    built.map_err(|e| match e {
         BuildError::Failed(m) => m,
         BuildError::Internal(m) => format!("the build could not run: {m}"),
-    })?;
+    })
+}
 
-    // From here on the push is committed to: cancelling would leave a half-made deploy.
-    out.say("-----> Creating release...").await;
-    let slug = release::slug(&built, &stack, &update.new);
-    let artifact = r
-        .store
-        .create_artifact(&slipway_deploy::release::slug_artifact(&slug))
-        .await
-        .map_err(|e| format!("cannot create the slug artifact: {e}"))?;
-    let new = slipway_deploy::release::release_from_slug(&app, prev.as_ref(), artifact.id, &slug);
-    let rel = r
-        .store
-        .create_release(app.id, &new)
-        .await
-        .map_err(|e| format!("cannot create the release: {e}"))?;
-    out.released(rel.id);
-    clock.mark("artifact and release created");
+/// Deploys `rel` through the one deploy path, its progress relayed to the pusher.
+async fn deploy(
+    store: &Arc<dyn Store>,
+    rel: &slipway_types::Release,
+    out: &Out,
+) -> Result<(), String> {
     let (say_tx, mut say_rx) = mpsc::unbounded_channel::<String>();
     let relay = {
         let out = out.clone();
@@ -351,46 +403,40 @@ async fn run(
             }
         })
     };
-    let res = slipway_deploy::deploy_and_wait(&r.store, &rel, move |l| {
+    let res = slipway_deploy::deploy_and_wait(store, rel, move |l| {
         let _ = say_tx.send(l);
     })
     .await;
     let _ = relay.await;
-    res.map_err(|e| e.to_string())?;
-    clock.mark("deployed");
-    out.say("=====> Application deployed").await;
-    // Clones check out what was deployed: HEAD follows the branch pushed last. Usually it
-    // already does (reading the file spares starting git on every push).
-    let head = std::fs::read_to_string(session.repo.join("HEAD")).unwrap_or_default();
-    if head.trim_end() != format!("ref: {}", update.name) {
+    res.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// After a deploy: clones check out what was deployed (HEAD follows the branch pushed last),
+/// and old slugs go. `app` has the new release as current; the store refuses to delete a
+/// current release or an artifact any release names, so a release someone deployed meanwhile
+/// is safe too.
+async fn after_deploy(store: &Arc<dyn Store>, repo: &std::path::Path, branch: &str, app: &App) {
+    // Usually HEAD already follows it (reading the file spares starting git on every push).
+    let head = std::fs::read_to_string(repo.join("HEAD")).unwrap_or_default();
+    if head.trim_end() != format!("ref: {branch}") {
         let _ = tokio::process::Command::new("git")
             .arg("--git-dir")
-            .arg(&session.repo)
-            .args(["symbolic-ref", "HEAD", &update.name])
+            .arg(repo)
+            .args(["symbolic-ref", "HEAD", branch])
             .stdin(std::process::Stdio::null())
             .status()
             .await;
     }
-    // The deploy made `rel` current; the store refuses to delete a current release or an
-    // artifact any release names, so a release someone deployed meanwhile is safe too.
-    let app = App {
-        release: Some(rel.id),
-        ..app
-    };
-    {
-        match release::trim_old_slugs(&r.store, &app).await {
-            Ok(t) if t == release::Trimmed::default() => {}
-            Ok(t) => tracing::info!(
-                app = %app.name,
-                "deleted {} old slug release(s) and {} slug artifact(s)",
-                t.releases,
-                t.slugs
-            ),
-            Err(e) => tracing::warn!(app = %app.name, "cannot trim old slugs: {e}"),
-        }
+    match release::trim_old_slugs(store, app).await {
+        Ok(t) if t == release::Trimmed::default() => {}
+        Ok(t) => tracing::info!(
+            app = %app.name,
+            "deleted {} old slug release(s) and {} slug artifact(s)",
+            t.releases,
+            t.slugs
+        ),
+        Err(e) => tracing::warn!(app = %app.name, "cannot trim old slugs: {e}"),
     }
-    clock.mark("push accepted");
-    Ok(())
 }
 
 /// The push's checkout dir, removed when dropped, whatever its depth (see
