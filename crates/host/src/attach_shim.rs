@@ -280,6 +280,14 @@ impl Attach {
             attach::STDIN => self.stdin_pending.extend_from_slice(&p),
             attach::SIGNAL if p.len() == 4 => {
                 let sig = i32::from_be_bytes(p[..4].try_into().expect("4 bytes"));
+                // A signal right after start would be dropped by the init before its child
+                // has its process group (`child_has_own_group`): wait for it, briefly.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+                while !crate::runc::pidfd::child_has_own_group(self.pid as u32)
+                    && std::time::Instant::now() < deadline
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
                 // SAFETY: kill has no memory preconditions; init (tini) forwards it.
                 unsafe { libc::kill(self.pid, sig) };
             }

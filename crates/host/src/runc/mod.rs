@@ -13,7 +13,7 @@ pub mod disk;
 pub mod filter;
 pub mod netlink;
 pub mod network;
-mod pidfd;
+pub(crate) mod pidfd;
 pub mod seccomp;
 pub mod spec;
 
@@ -31,6 +31,7 @@ use std::ffi::{CString, OsString};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::io::AsyncBufReadExt;
 
 /// Settings of the runc runtime. All host-global names are here so that agents can coexist.
@@ -743,6 +744,14 @@ impl Runtime for RuncRuntime {
             .expect("states")
             .get(id)
             .and_then(|s| Some((s.init_pid?, s.init_start?)));
+        if let Some((pid, _)) = init {
+            // Right after start the init may not have a child ready to forward to (see
+            // `child_has_own_group`): wait for it, briefly (a job that is ending has none).
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while !pidfd::child_has_own_group(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
         if let Some((pid, start)) = init
             && signal_init(pid, start, signal)
         {

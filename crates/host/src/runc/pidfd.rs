@@ -13,6 +13,26 @@ pub(super) fn proc_start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Whether the container's init (tini, `-g`) has a child in a process group of its own. tini
+/// forwards a signal to its child's process group, which the child makes just after the fork:
+/// a signal that comes before would be dropped ("child was dead when forwarding signal").
+pub(crate) fn child_has_own_group(init: u32) -> bool {
+    let Ok(children) = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")) else {
+        return false;
+    };
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .any(|c| process_group(c) == Some(c))
+}
+
+/// `/proc/PID/stat` field 5.
+fn process_group(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    rest.split(' ').nth(2)?.parse().ok()
+}
+
 /// Sends `signal` to the container's init, as `runc kill` does, without starting runc (≈10-15 ms
 /// on a busy machine, on the path of every stop and so of every deploy): through a pidfd opened
 /// first and the start time checked after, so a recycled pid is never signalled. False when

@@ -87,6 +87,23 @@ pub async fn sigterm_ends_a_plain_job_with_143(b: &Backend) {
     cleanup(&*b.rt, &j.id).await;
 }
 
+/// A stop can come at once (a deploy that fails fast, `scale` up then down): the init must
+/// not drop a signal that arrives before its child is ready for it (tini forwards to the
+/// child's process group, which the child makes just after the fork).
+pub async fn sigterm_right_after_start_is_not_lost(b: &Backend) {
+    for i in 0..8 {
+        let j = b.job(&format!("early{i}"), Prog::Serve);
+        start(b, &j).await;
+        b.rt.signal(&j.id, libc::SIGTERM).await.unwrap();
+        let st = tokio::time::timeout(Duration::from_secs(10), b.rt.wait(&j.id))
+            .await
+            .unwrap_or_else(|_| panic!("SIGTERM sent right after start was lost (try {i})"))
+            .unwrap();
+        assert_eq!((st.code, st.signal), (143, None), "try {i}: {st:?}");
+        cleanup(&*b.rt, &j.id).await;
+    }
+}
+
 pub async fn sigkill_is_reported_as_the_signal(b: &Backend) {
     let j = b.job("kill", Prog::Serve);
     start(b, &j).await;

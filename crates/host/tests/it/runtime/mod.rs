@@ -215,6 +215,7 @@ macro_rules! conformance {
 conformance!(
     exit_codes_are_reported,
     sigterm_ends_a_plain_job_with_143,
+    sigterm_right_after_start_is_not_lost,
     sigkill_is_reported_as_the_signal,
     other_signals_take_their_default_action,
     an_ignored_sigterm_leaves_the_job_running_until_sigkill,
