@@ -20,10 +20,13 @@ pub struct ServerArgs {
     /// process takes its backends from there), e.g. `http://127.0.0.1:1111`.
     #[arg(long, env = "SLIPWAY_DISCOVERY_URL")]
     pub discovery_url: Option<String>,
-    /// The API key of --controller-url and --discovery-url. Default: `<data dir>/api-key`
-    /// (created on first start by a process that runs the controller).
-    #[arg(long, env = "SLIPWAY_API_KEY", hide_env_values = true)]
-    pub api_key: Option<String>,
+    /// A file holding the API key of --controller-url and --discovery-url (e.g. the
+    /// controller's `<data dir>/api-key`). Or put the key in `SLIPWAY_API_KEY`. There is no
+    /// flag that takes the key itself: a command line is readable by every user (`ps`).
+    /// Default: `<data dir>/api-key` (created on first start by a process that runs the
+    /// controller).
+    #[arg(long, env = "SLIPWAY_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
     /// Where Slipway keeps its state (database, API key, and later slugs, repos, logs).
     /// Default: /var/lib/slipway as root, ~/.local/share/slipway otherwise.
     #[arg(long, env = "SLIPWAY_DATA_DIR")]

@@ -22,8 +22,8 @@ pub mod scheduler;
 pub use args::{RoutingArgs, ServerArgs};
 pub use roles::{Role, Roles};
 
-use anyhow::{Context, Result};
-use std::io::Write;
+use anyhow::{Context, Result, bail};
+use std::io::{Read as _, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +38,8 @@ pub struct Config {
     /// `--roles` less what `--no-host` and `--no-router` leave out; checked.
     pub roles: Roles,
     pub data_dir: PathBuf,
+    /// The API key given (`SLIPWAY_API_KEY` or `--api-key-file`); else the data dir's.
+    pub api_key: Option<String>,
     /// The domain apps' default routes are under, normalized.
     pub domain: String,
     /// The soft limit on open files (the connection caps are fitted to it).
@@ -69,12 +71,16 @@ impl Config {
         if args.routing.no_router {
             roles.remove(Role::Router);
         }
+        let api_key = api_key(
+            std::env::var("SLIPWAY_API_KEY").ok(),
+            args.api_key_file.as_deref(),
+        )?;
         roles::check(
             &roles,
             &roles::Remote {
                 controller_url: args.controller_url.as_deref(),
                 discovery_url: args.discovery_url.as_deref(),
-                api_key: args.api_key.as_deref(),
+                api_key: api_key.as_deref(),
             },
         )?;
         let domain = slipway_types::normalize_domain(&args.domain)
@@ -87,6 +93,7 @@ impl Config {
             args,
             roles,
             data_dir,
+            api_key,
             domain,
             nofile,
             root,
@@ -99,13 +106,36 @@ impl Config {
     }
 }
 
+/// The key from `SLIPWAY_API_KEY` (`env`), else from `--api-key-file`, trimmed; `None` when
+/// neither is given. An empty or unreadable key is an error naming where it came from.
+fn api_key(env: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
+    let (key, from) = match (env, file) {
+        (Some(k), _) => (k, "SLIPWAY_API_KEY".to_string()),
+        (None, Some(f)) => {
+            let mut k = String::new();
+            std::fs::File::open(f)
+                .and_then(|h| h.take(4096).read_to_string(&mut k))
+                .with_context(|| format!("cannot read --api-key-file {}", f.display()))?;
+            (k, format!("--api-key-file {}", f.display()))
+        }
+        (None, None) => return Ok(None),
+    };
+    let key = key.trim();
+    if key.is_empty() || key.len() >= 4096 || key.chars().any(|c| c.is_whitespace()) {
+        bail!(
+            "the API key in {from} is empty or not one word: it is the contents of the controller's `<data dir>/api-key`"
+        );
+    }
+    Ok(Some(key.to_string()))
+}
+
 /// Starts the roles of `config` and runs until SIGTERM or Ctrl-C.
 pub async fn run(mut config: Config) -> Result<()> {
     init_tracing();
     tracing::info!(roles = %config.roles, "starting");
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
-    let api_key = match &config.args.api_key {
+    let api_key = match &config.api_key {
         Some(key) => key.clone(),
         None => load_or_create_key(&data_dir.join("api-key"))?,
     };
@@ -370,4 +400,41 @@ pub(crate) async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::api_key;
+
+    #[test]
+    fn the_api_key_comes_from_the_env_or_a_file_never_empty() {
+        let dir = std::env::temp_dir().join(format!("slipway-key-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("api-key");
+        std::fs::write(&file, "from-file\n").unwrap();
+        assert_eq!(api_key(None, None).unwrap(), None);
+        assert_eq!(
+            api_key(None, Some(&file)).unwrap().as_deref(),
+            Some("from-file")
+        );
+        // The environment wins over the file.
+        assert_eq!(
+            api_key(Some("from-env".into()), Some(&file))
+                .unwrap()
+                .as_deref(),
+            Some("from-env")
+        );
+        std::fs::write(&file, "  \n").unwrap();
+        let e = api_key(None, Some(&file)).unwrap_err().to_string();
+        assert!(e.contains("--api-key-file") && e.contains("empty"), "{e}");
+        let e = api_key(Some("two words".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SLIPWAY_API_KEY"), "{e}");
+        let e = api_key(None, Some(&dir.join("missing")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cannot read --api-key-file"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

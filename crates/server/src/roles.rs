@@ -179,22 +179,22 @@ pub fn check(roles: &Roles, remote: &Remote) -> Result<(), RefusedSplit> {
         if !roles.has(Controller) && remote.controller_url.is_none() {
             return refuse(
                 "a router without the controller in the same process follows one over HTTP: \
-                 give --controller-url (and --api-key)"
+                 give --controller-url (and the key: SLIPWAY_API_KEY or --api-key-file)"
                     .into(),
             );
         }
         if !roles.has(Discovery) && remote.discovery_url.is_none() {
             return refuse(
                 "a router without discovery in the same process takes its backends from \
-                 discovery's HTTP API: give --discovery-url (and --api-key)"
+                 discovery's HTTP API: give --discovery-url (and the key: SLIPWAY_API_KEY or --api-key-file)"
                     .into(),
             );
         }
         let remote_used = !roles.has(Controller) || !roles.has(Discovery);
         if remote_used && !roles.has(Controller) && remote.api_key.is_none() {
             return refuse(
-                "the controller and discovery want the API key: give --api-key (or \
-                 SLIPWAY_API_KEY), the contents of the controller's `<data dir>/api-key`"
+                "the controller and discovery want the API key: give --api-key-file (the \
+                 controller's `<data dir>/api-key`) or put the key in SLIPWAY_API_KEY"
                     .into(),
             );
         }

@@ -258,7 +258,7 @@ fn splits_that_cannot_work_yet_are_refused_before_anything_starts() {
                 "--discovery-url",
                 "http://127.0.0.1:1",
             ],
-            "--api-key",
+            "--api-key-file",
         ),
     ];
     for (args, fix) in cases {
@@ -266,6 +266,14 @@ fn splits_that_cannot_work_yet_are_refused_before_anything_starts() {
         assert!(err.contains("--roles "), "{args:?}: {err}");
         assert!(err.contains(fix), "{args:?}: expected {fix:?} in: {err}");
     }
+    // The key itself is never a flag: a command line is readable by every user (`ps`).
+    let out = std::process::Command::new(BIN)
+        .args(["server", "--roles", "router", "--api-key", "secret"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument '--api-key'"), "{err}");
     let err = refused(&["--roles", "controller,routr"]);
     assert!(err.contains("unknown role \"routr\""), "{err}");
 }
