@@ -253,31 +253,20 @@ impl Deployer {
     ) -> Result<(), Failure> {
         let mut notifier = self.store.event_notifier();
         loop {
-            let jobs: Vec<Job> = self
-                .store
-                .list_jobs(d.app_id)
+            let jobs = release_jobs(&*self.store, d.app_id, release, ptype)
                 .await
-                .map_err(|e| Failure::plain(format!("cannot read jobs: {e}")))?
-                .into_iter()
-                .filter(|j| j.release_id == release && j.process_type.as_deref() == Some(ptype))
-                .collect();
+                .map_err(|e| Failure::plain(format!("cannot read jobs: {e}")))?;
             match until {
-                Until::Up(n) => {
-                    if jobs.iter().filter(|j| j.state == JobState::Up).count() >= n as usize {
-                        return Ok(());
-                    }
-                    let failed = failed_jobs(&jobs);
-                    if failed.len() >= FAILURE_THRESHOLD {
-                        let last = failed
-                            .iter()
-                            .max_by_key(|j| j.updated_at)
-                            .expect("failed jobs");
+                Until::Up(n) => match up_or_failed(&jobs, n) {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {}
+                    Err(last) => {
                         return Err(Failure::plain(format!(
                             "{ptype} job failed to start: {}",
                             reason(last)
                         )));
                     }
-                }
+                },
                 Until::Down(n) => {
                     if jobs.iter().filter(|j| !j.state.is_finished()).count() <= n as usize {
                         return Ok(());
@@ -323,6 +312,37 @@ impl Deployer {
 
 /// The jobs that count towards [`FAILURE_THRESHOLD`]: crashed, failed to start, or exited
 /// with an error.
+/// The jobs of `ptype` of release `release` of app `app`, as the store has them now.
+pub(crate) async fn release_jobs(
+    store: &dyn Store,
+    app: Id,
+    release: Id,
+    ptype: &str,
+) -> Result<Vec<Job>, slipway_store::StoreError> {
+    Ok(store
+        .list_jobs(app)
+        .await?
+        .into_iter()
+        .filter(|j| j.release_id == release && j.process_type.as_deref() == Some(ptype))
+        .collect())
+}
+
+/// Whether `n` of `jobs` are up (`Ok(true)`), or, once [`FAILURE_THRESHOLD`] of them have
+/// failed, the last to fail (`Err`): the one rule both the executor and the first deploy wait by.
+pub(crate) fn up_or_failed(jobs: &[Job], n: u32) -> Result<bool, &Job> {
+    if jobs.iter().filter(|j| j.state == JobState::Up).count() >= n as usize {
+        return Ok(true);
+    }
+    let failed = failed_jobs(jobs);
+    match failed.len() >= FAILURE_THRESHOLD {
+        true => Err(failed
+            .into_iter()
+            .max_by_key(|j| j.updated_at)
+            .expect("failed jobs")),
+        false => Ok(false),
+    }
+}
+
 pub(crate) fn failed_jobs(jobs: &[Job]) -> Vec<&Job> {
     jobs.iter()
         .filter(|j| {

@@ -8,7 +8,7 @@
 //! waits for those jobs too. An image's generated `app` type is not `web`: it waits for an
 //! explicit `slipway scale app=N`, as Flynn's `docker push` did.
 
-use crate::executor::{FAILURE_THRESHOLD, failed_jobs, reason};
+use crate::executor::{reason, release_jobs, up_or_failed};
 use slipway_store::{Store, StoreError};
 use slipway_types::{Deployment, DeploymentStatus, Formation, FormationUpdate, Id, Release};
 use std::collections::BTreeMap;
@@ -227,7 +227,7 @@ impl Started {
     }
 
     /// Waits for `n` jobs of `ptype` to be up; the reason they are not after
-    /// [`FAILURE_THRESHOLD`] failed jobs or the deadline.
+    /// [`crate::FAILURE_THRESHOLD`] failed jobs or the deadline.
     async fn wait_up(
         &self,
         ptype: &str,
@@ -237,34 +237,19 @@ impl Started {
     ) -> Result<(), String> {
         let mut notifier = self.store.event_notifier();
         loop {
-            let jobs: Vec<_> = self
-                .store
-                .list_jobs(self.release.app_id)
+            let jobs = release_jobs(&*self.store, self.release.app_id, self.release.id, ptype)
                 .await
-                .map_err(|e| format!("cannot read jobs: {e}"))?
-                .into_iter()
-                .filter(|j| {
-                    j.release_id == self.release.id && j.process_type.as_deref() == Some(ptype)
-                })
-                .collect();
-            let up = jobs
-                .iter()
-                .filter(|j| j.state == slipway_types::JobState::Up)
-                .count();
-            if up >= n as usize {
-                return Ok(());
-            }
-            let failed = failed_jobs(&jobs);
-            if failed.len() >= FAILURE_THRESHOLD {
-                let last = failed
-                    .iter()
-                    .max_by_key(|j| j.updated_at)
-                    .expect("failed jobs");
-                return Err(match (&last.host_error, last.exit_status) {
-                    (Some(_), _) => reason(last),
-                    (None, Some(c)) => format!("the {ptype} process exited with status {c}"),
-                    (None, None) => format!("the {ptype} job went down"),
-                });
+                .map_err(|e| format!("cannot read jobs: {e}"))?;
+            match up_or_failed(&jobs, n) {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(last) => {
+                    return Err(match (&last.host_error, last.exit_status) {
+                        (Some(_), _) => reason(last),
+                        (None, Some(c)) => format!("the {ptype} process exited with status {c}"),
+                        (None, None) => format!("the {ptype} job went down"),
+                    });
+                }
             }
             if Instant::now() > deadline {
                 return Err(format!(
