@@ -11,6 +11,8 @@
 
 pub mod disk;
 pub mod filter;
+mod host_setup;
+mod mount;
 pub mod netlink;
 pub mod network;
 pub(crate) mod pidfd;
@@ -23,11 +25,14 @@ use crate::types::{ExitStatus, HostJob, LogLine};
 use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+use host_setup::{cap_jobs_pids, pids_parent};
+pub use host_setup::{default_jobs_max_procs, preflight};
+use mount::{is_mounted, mount_overlay, unmount};
 use network::{IpAllocator, NetworkConfig};
 use pidfd::{proc_start_time, signal_init, wait_pid_exit};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::ffi::{CString, OsString};
+use std::ffi::OsString;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -127,173 +132,11 @@ pub struct Shared {
     disk_pool: Arc<disk::Pool>,
 }
 
-/// Three quarters of `kernel.pid_max`: jobs together cannot take the pids the host's own
-/// daemons (and the agent, its shims and runc) need, even when every job is at its limit.
-pub fn default_jobs_max_procs() -> u64 {
-    let pid_max = std::fs::read_to_string("/proc/sys/kernel/pid_max")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(32_768);
-    (pid_max / 4 * 3).max(64)
-}
-
-/// The cgroup v1 pids controller's directory of the jobs' parent.
-fn pids_parent(cgroup_parent: &str) -> PathBuf {
-    Path::new("/sys/fs/cgroup/pids").join(cgroup_parent)
-}
-
-/// Creates the jobs' pids cgroup parent and writes its `pids.max` (runc would create the parent
-/// with no limit). Idempotent. `None` when the pids controller is not mounted.
-fn cap_jobs_pids(cgroup_parent: &str, max: u64) -> Result<Option<u64>> {
-    if !Path::new("/sys/fs/cgroup/pids").is_dir() {
-        tracing::warn!(
-            "the cgroup v1 pids controller is not mounted at /sys/fs/cgroup/pids: jobs run \
-             without a limit on their processes"
-        );
-        return Ok(None);
-    }
-    let dir = pids_parent(cgroup_parent);
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create the cgroup {}", dir.display()))?;
-    std::fs::write(dir.join("pids.max"), max.to_string()).with_context(|| {
-        format!(
-            "cannot set {}/pids.max to {max} (the processes all jobs together may run)",
-            dir.display()
-        )
-    })?;
-    Ok(Some(max))
-}
-
 impl std::ops::Deref for RuncRuntime {
     type Target = Shared;
     fn deref(&self) -> &Shared {
         &self.shared
     }
-}
-
-fn mount_overlay(lower: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
-    let lowers: Vec<String> = lower.iter().map(|p| p.display().to_string()).collect();
-    let data = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        lowers.join(":"),
-        upper.display(),
-        work.display()
-    );
-    let c = |s: &str| CString::new(s).expect("no NUL in paths");
-    let (src, tgt, fs, d) = (
-        c("overlay"),
-        c(&target.display().to_string()),
-        c("overlay"),
-        c(&data),
-    );
-    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
-    let r = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            tgt.as_ptr(),
-            fs.as_ptr(),
-            // A setuid file or device node a job left in its layer means nothing to the host
-            // (inside the job, no_new_privileges and the device cgroup already see to it).
-            libc::MS_NOSUID | libc::MS_NODEV,
-            d.as_ptr().cast(),
-        )
-    };
-    if r != 0 {
-        bail!(
-            "mounting the job's overlay rootfs at {} failed: {} (is the overlay module available?)",
-            target.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(())
-}
-
-fn unmount(target: &Path) {
-    let Ok(t) = CString::new(target.display().to_string()) else {
-        return;
-    };
-    // SAFETY: valid C string; umount2 does not keep the pointer.
-    unsafe {
-        if libc::umount2(t.as_ptr(), 0) != 0 {
-            libc::umount2(t.as_ptr(), libc::MNT_DETACH);
-        }
-    }
-}
-
-fn is_mounted(target: &Path) -> bool {
-    let t = target.display().to_string();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().any(|l| l.split(' ').nth(4) == Some(t.as_str())))
-        .unwrap_or(false)
-}
-
-/// Checks what the runtime needs and says what to install or change when something is missing.
-pub fn preflight(cfg: &RuncConfig) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!(
-            "the host agent must run as root: it creates containers, mounts, cgroups and network \
-             interfaces (run it with sudo, or as root)"
-        );
-    }
-    let v = std::process::Command::new(&cfg.runc)
-        .arg("--version")
-        .output();
-    if !matches!(&v, Ok(o) if o.status.success()) {
-        bail!(
-            "runc was not found or does not run ({}): install it with `apt-get install runc` \
-             (or scripts/install-deps)",
-            cfg.runc.display()
-        );
-    }
-    if let Some(init) = &cfg.init
-        && !init.is_file()
-    {
-        bail!(
-            "the container init {} was not found: install it with `apt-get install tini` (or \
-             scripts/install-deps); every job runs it as PID 1 to forward signals and reap zombies",
-            init.display()
-        );
-    }
-    for (tool, pkg) in [("ip", "iproute2"), ("nft", "nftables")] {
-        let ok = std::process::Command::new(tool)
-            .arg("-V")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok();
-        if !ok {
-            bail!("`{tool}` was not found: install it with `apt-get install {pkg}`");
-        }
-    }
-    let mem = Path::new("/sys/fs/cgroup/memory");
-    if !mem.is_dir() {
-        bail!(
-            "the cgroup v1 memory controller is not mounted at /sys/fs/cgroup/memory; the runc \
-             runtime needs cgroup v1 with the memory, cpu and pids controllers (boot with \
-             systemd.unified_cgroup_hierarchy=0 or mount them)"
-        );
-    }
-    let parent = mem.join(&cfg.cgroup_parent);
-    std::fs::create_dir_all(&parent).with_context(|| {
-        format!(
-            "cannot create the cgroup {}: is /sys/fs/cgroup mounted read-write?",
-            parent.display()
-        )
-    })?;
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !fs.contains("overlay") {
-        let _ = std::process::Command::new("modprobe")
-            .arg("overlay")
-            .status();
-        if !std::fs::read_to_string("/proc/filesystems")
-            .unwrap_or_default()
-            .contains("overlay")
-        {
-            bail!("the kernel has no overlay filesystem: load it with `modprobe overlay`");
-        }
-    }
-    Ok(())
 }
 
 impl RuncRuntime {
