@@ -296,7 +296,15 @@ async fn sse_watch(r: Shared, service: Option<String>) -> Response {
 pub struct HttpRegistry {
     base: String,
     http: reqwest::Client,
+    /// A watch silent this long (not even the server's keep-alive comments) is ended, so
+    /// the watcher opens it again: see [`WATCH_IDLE`].
+    watch_idle: std::time::Duration,
 }
+
+/// The server sends a keep-alive comment every 15 s; a watch that gets nothing for this long
+/// is on a dead connection (the server's machine gone without a FIN) and is ended, instead of
+/// keeping its follower (a router's backends) on stale instances forever.
+pub const WATCH_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The most of a reply body read into memory (a service's instances); more is refused.
 pub const MAX_BODY: usize = 16 << 20;
@@ -325,7 +333,14 @@ impl HttpRegistry {
                 .default_headers(headers)
                 .build()
                 .expect("reqwest client"),
+            watch_idle: WATCH_IDLE,
         }
+    }
+
+    /// Another limit than [`WATCH_IDLE`] for a silent watch (tests).
+    pub fn with_watch_idle(mut self, idle: std::time::Duration) -> Self {
+        self.watch_idle = idle;
+        self
     }
 
     fn unavailable(&self, e: reqwest::Error) -> Error {
@@ -462,11 +477,20 @@ impl Registry for HttpRegistry {
             .map_err(|e| self.unavailable(e))?;
         let resp = self.check(resp).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let idle = self.watch_idle;
         tokio::spawn(async move {
             let mut body = resp.bytes_stream();
             let mut buf: Vec<u8> = Vec::new();
             let mut data = String::new();
-            while let Some(Ok(chunk)) = body.next().await {
+            loop {
+                let chunk = match tokio::time::timeout(idle, body.next()).await {
+                    Ok(Some(Ok(chunk))) => chunk,
+                    Ok(_) => return,
+                    Err(_) => {
+                        tracing::warn!("discovery watch: nothing for {idle:?}; reopening it");
+                        return;
+                    }
+                };
                 buf.extend_from_slice(&chunk);
                 while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=nl).collect();

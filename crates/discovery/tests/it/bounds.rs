@@ -80,3 +80,28 @@ async fn an_endless_watch_line_ends_the_watch() {
     assert!(matches!(ended, Ok(None)), "the watch is still buffering");
     assert_cut_off(&written, slipway_discovery::http::MAX_EVENT + (16 << 20)).await;
 }
+
+/// A watch on a connection that went silent (the server's machine gone without a FIN: not even
+/// its keep-alive comments come) ends, so the router reopens it rather than keep stale
+/// backends forever.
+#[tokio::test]
+async fn a_silent_watch_ends() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut conn, _) = l.accept().await.unwrap();
+        let mut req = [0u8; 4096];
+        let _ = conn.read(&mut req).await;
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+                    transfer-encoding: chunked\r\n\r\n";
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // Then nothing, with the connection held open.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        drop(conn);
+    });
+    let reg = HttpRegistry::new(&url, "k").with_watch_idle(Duration::from_millis(300));
+    let mut watch = reg.watch(None).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), watch.recv()).await;
+    assert!(matches!(ended, Ok(None)), "the silent watch is still open");
+}
