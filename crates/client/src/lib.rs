@@ -35,6 +35,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest response body read into memory (a whole list of apps, releases, routes or
 /// events); a bigger one is refused rather than read until the process runs out of memory.
 pub const MAX_BODY: usize = 64 << 20;
+/// The most one line of a streamed job output or log may hold (the host cuts a job's lines far
+/// shorter); a longer one ends the stream instead of being buffered without end.
+pub const MAX_LINE: usize = 1 << 20;
+
+fn line_too_long(url: &str) -> ClientError {
+    ClientError::Protocol {
+        url: url.to_string(),
+        reason: format!("a streamed line is over the {MAX_LINE} byte limit"),
+    }
+}
+
 /// The most of an error body read (only its message is shown).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
@@ -359,6 +370,10 @@ impl Client {
                         });
                         return Some((parsed, (bytes, buf, display)));
                     }
+                    if buf.len() > MAX_LINE {
+                        let err = line_too_long(&display);
+                        return Some((Err(err), (bytes, Vec::new(), display)));
+                    }
                     match bytes.next().await {
                         Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                         Some(Err(e)) => {
@@ -640,6 +655,16 @@ mod tests {
     /// the limit rather than read until the process runs out of memory.
     #[tokio::test]
     async fn an_endless_body_is_refused_at_the_limit() {
+        endless_body(false).await;
+    }
+
+    /// The same for a streamed job output whose line never ends.
+    #[tokio::test]
+    async fn an_endless_output_line_is_refused() {
+        endless_body(true).await;
+    }
+
+    async fn endless_body(streamed: bool) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -651,7 +676,7 @@ mod tests {
                         transfer-encoding: chunked\r\n\r\n";
             conn.write_all(head.as_bytes()).await.unwrap();
             let chunk = format!("1000\r\n{}\r\n", "[".repeat(0x1000));
-            // Far more than the limit below; stops when the client hangs up.
+            // Far more than the limits (40 MiB); stops when the client hangs up.
             for _ in 0..10_000 {
                 if conn.write_all(chunk.as_bytes()).await.is_err() {
                     return;
@@ -659,6 +684,13 @@ mod tests {
             }
         });
         let client = Client::new(&format!("http://{addr}"), "").unwrap();
+        if streamed {
+            use futures_util::StreamExt;
+            let mut lines = client.job_output("app", "job").await.unwrap();
+            let err = lines.next().await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("line is over"), "{err}");
+            return;
+        }
         let resp = client
             .http
             .get(format!("http://{addr}/routes"))
