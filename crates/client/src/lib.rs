@@ -32,6 +32,22 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 /// Plain requests get this long; event streams have no overall limit.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest response body read into memory (a whole list of apps, releases, routes or
+/// events); a bigger one is refused rather than read until the process runs out of memory.
+pub const MAX_BODY: usize = 64 << 20;
+/// The most one line of a streamed job output or log may hold (the host cuts a job's lines far
+/// shorter); a longer one ends the stream instead of being buffered without end.
+pub const MAX_LINE: usize = 1 << 20;
+
+fn line_too_long(url: &str) -> ClientError {
+    ClientError::Protocol {
+        url: url.to_string(),
+        reason: format!("a streamed line is over the {MAX_LINE} byte limit"),
+    }
+}
+
+/// The most of an error body read (only its message is shown).
+const MAX_ERROR_BODY: usize = 64 << 10;
 
 /// A connection to one controller. Cheap to clone (the connection pool is shared).
 #[derive(Clone, Debug)]
@@ -119,7 +135,10 @@ impl Client {
     /// whose code follows the status, so callers can still branch on it.
     async fn error_from(&self, resp: reqwest::Response) -> ClientError {
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let body = read_limited(resp, MAX_ERROR_BODY, &self.display_url)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
         let error = serde_json::from_str::<ApiError>(&body).unwrap_or_else(|_| {
             let snippet: String = body.trim().chars().take(200).collect();
             let mut message = format!("the server answered HTTP {status}");
@@ -148,10 +167,7 @@ impl Client {
             req = req.json(body);
         }
         let resp = self.send(req).await?;
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::from_reqwest(&self.display_url, e))?;
+        let bytes = read_limited(resp, MAX_BODY, &self.display_url).await?;
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
             url: self.display_url.clone(),
             reason: format!("cannot read the response to /{}: {e}", segments.join("/")),
@@ -354,6 +370,10 @@ impl Client {
                         });
                         return Some((parsed, (bytes, buf, display)));
                     }
+                    if buf.len() > MAX_LINE {
+                        let err = line_too_long(&display);
+                        return Some((Err(err), (bytes, Vec::new(), display)));
+                    }
                     match bytes.next().await {
                         Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                         Some(Err(e)) => {
@@ -434,9 +454,11 @@ impl Client {
         let resp = self
             .send(self.request(Method::GET, url).timeout(REQUEST_TIMEOUT))
             .await?;
-        resp.json()
-            .await
-            .map_err(|e| ClientError::from_reqwest(&self.display_url, e))
+        let bytes = read_limited(resp, MAX_BODY, &self.display_url).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url: self.display_url.clone(),
+            reason: format!("cannot read the events: {e}"),
+        })
     }
 
     pub async fn event(&self, id: i64) -> Result<Event> {
@@ -477,7 +499,17 @@ impl Client {
                         return Some((item, Some((body, parser, pending))));
                     }
                     match body.next().await {
-                        Some(Ok(chunk)) => pending = parser.push(&chunk),
+                        Some(Ok(chunk)) => match parser.push(&chunk) {
+                            Ok(msgs) => pending = msgs,
+                            Err(e) => {
+                                let reason = e.to_string();
+                                let err = ClientError::Protocol {
+                                    url: display_url.clone(),
+                                    reason,
+                                };
+                                return Some((Err(err), None));
+                            }
+                        },
                         Some(Err(e)) => {
                             return Some((Err(ClientError::from_reqwest(&display_url, e)), None));
                         }
@@ -487,6 +519,30 @@ impl Client {
             }
         }))
     }
+}
+
+/// Reads a response body of at most `max` bytes: a peer sending more (or announcing more in
+/// `Content-Length`) is refused once past the limit, not buffered whole.
+async fn read_limited(mut resp: reqwest::Response, max: usize, url: &str) -> Result<Vec<u8>> {
+    let too_large = || ClientError::Protocol {
+        url: url.to_string(),
+        reason: format!("the response is over the {max} byte limit"),
+    };
+    if resp.content_length().is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ClientError::from_reqwest(url, e))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `/events?app_id=&object_types=a,b&object_id=&since_id=&count=`
@@ -592,6 +648,59 @@ mod tests {
             format!(
                 "cannot reach the Slipway server at {url}: connection refused — is `slipway server` running?"
             )
+        );
+    }
+
+    /// A peer that streams a body without end (chunked, no `Content-Length`) is cut off at
+    /// the limit rather than read until the process runs out of memory.
+    #[tokio::test]
+    async fn an_endless_body_is_refused_at_the_limit() {
+        endless_body(false).await;
+    }
+
+    /// The same for a streamed job output whose line never ends.
+    #[tokio::test]
+    async fn an_endless_output_line_is_refused() {
+        endless_body(true).await;
+    }
+
+    async fn endless_body(streamed: bool) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 4096];
+            let _ = conn.read(&mut req).await;
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                        transfer-encoding: chunked\r\n\r\n";
+            conn.write_all(head.as_bytes()).await.unwrap();
+            let chunk = format!("1000\r\n{}\r\n", "[".repeat(0x1000));
+            // Far more than the limits (40 MiB); stops when the client hangs up.
+            for _ in 0..10_000 {
+                if conn.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let client = Client::new(&format!("http://{addr}"), "").unwrap();
+        if streamed {
+            use futures_util::StreamExt;
+            let mut lines = client.job_output("app", "job").await.unwrap();
+            let err = lines.next().await.unwrap().unwrap_err();
+            assert!(err.to_string().contains("line is over"), "{err}");
+            return;
+        }
+        let resp = client
+            .http
+            .get(format!("http://{addr}/routes"))
+            .send()
+            .await
+            .unwrap();
+        let err = read_limited(resp, 64 << 10, "test").await.unwrap_err();
+        assert!(
+            err.to_string().contains("over the 65536 byte limit"),
+            "{err}"
         );
     }
 }

@@ -65,6 +65,10 @@ impl Client {
                     }
                     buf.drain(..start);
                     start = 0;
+                    if buf.len() > crate::MAX_LINE {
+                        let err = crate::line_too_long(&display);
+                        return Some((Err(err), (bytes, Vec::new(), 0, display)));
+                    }
                     match bytes.next().await {
                         Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
                         Some(Err(e)) => {

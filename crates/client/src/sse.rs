@@ -2,6 +2,26 @@
 //! blocks separated by blank lines, with `: keepalive` comments in between. Bytes arrive in
 //! arbitrary chunks, so the parser buffers until a full line is there.
 
+/// The most one message (its data, and any one line) may hold: a peer streaming a line
+/// without end, or data lines without a blank one, would otherwise grow the buffer until the
+/// process runs out of memory. Events are small JSON objects, far below this.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
+/// A message or line over [`MAX_MESSAGE`]: the stream cannot be trusted further.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MessageTooLarge;
+
+impl std::fmt::Display for MessageTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "an event stream message is over the {MAX_MESSAGE} byte limit"
+        )
+    }
+}
+
+impl std::error::Error for MessageTooLarge {}
+
 /// One dispatched SSE message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SseMessage {
@@ -22,11 +42,15 @@ impl SseParser {
         Self::default()
     }
 
-    /// Feeds a chunk; returns the messages it completed.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<SseMessage> {
+    /// Feeds a chunk; returns the messages it completed, or an error once a line or a
+    /// message's data is over [`MAX_MESSAGE`] (the parser is then of no further use).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<SseMessage>, MessageTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         while let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+            if pos > MAX_MESSAGE {
+                return Err(MessageTooLarge);
+            }
             let mut line: Vec<u8> = self.buf.drain(..=pos).collect();
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -36,8 +60,14 @@ impl SseParser {
             if let Some(msg) = self.line(&line) {
                 out.push(msg);
             }
+            if self.current.data.len() > MAX_MESSAGE {
+                return Err(MessageTooLarge);
+            }
         }
-        out
+        if self.buf.len() > MAX_MESSAGE {
+            return Err(MessageTooLarge);
+        }
+        Ok(out)
     }
 
     fn line(&mut self, line: &str) -> Option<SseMessage> {
@@ -77,8 +107,10 @@ mod tests {
     #[test]
     fn parses_split_chunks_comments_and_crlf() {
         let mut p = SseParser::new();
-        assert!(p.push(b": keepalive\n\nid: 4\nda").is_empty());
-        let msgs = p.push(b"ta: {\"a\":1}\r\n\r\nid:5\ndata: x\ndata: y\n\n");
+        assert!(p.push(b": keepalive\n\nid: 4\nda").unwrap().is_empty());
+        let msgs = p
+            .push(b"ta: {\"a\":1}\r\n\r\nid:5\ndata: x\ndata: y\n\n")
+            .unwrap();
         assert_eq!(
             msgs,
             vec![
@@ -95,7 +127,35 @@ mod tests {
             ]
         );
         // An incomplete message is held back until its blank line arrives.
-        assert!(p.push(b"id: 6\ndata: z\n").is_empty());
-        assert_eq!(p.push(b"\n")[0].data, "z");
+        assert!(p.push(b"id: 6\ndata: z\n").unwrap().is_empty());
+        assert_eq!(p.push(b"\n").unwrap()[0].data, "z");
+    }
+
+    #[test]
+    fn a_line_without_end_is_refused_not_buffered_forever() {
+        let mut p = SseParser::new();
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut refused = false;
+        for _ in 0..(2 * MAX_MESSAGE / chunk.len()) {
+            if p.push(&chunk).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "a 2 MiB line was buffered");
+    }
+
+    #[test]
+    fn data_lines_without_a_blank_line_are_refused() {
+        let mut p = SseParser::new();
+        let line = format!("data: {}\n", "y".repeat(60 * 1024));
+        let mut refused = false;
+        for _ in 0..40 {
+            if p.push(line.as_bytes()).is_err() {
+                refused = true;
+                break;
+            }
+        }
+        assert!(refused, "2.4 MiB of data in one message was gathered");
     }
 }

@@ -296,7 +296,26 @@ async fn sse_watch(r: Shared, service: Option<String>) -> Response {
 pub struct HttpRegistry {
     base: String,
     http: reqwest::Client,
+    /// A watch silent this long (not even the server's keep-alive comments) is ended, so
+    /// the watcher opens it again: see [`WATCH_IDLE`].
+    watch_idle: std::time::Duration,
 }
+
+/// The server sends a keep-alive comment every 15 s; a watch that gets nothing for this long
+/// is on a dead connection (the server's machine gone without a FIN) and is ended, instead of
+/// keeping its follower (a router's backends) on stale instances forever.
+pub const WATCH_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The most of a reply body read into memory (a service's instances); more is refused.
+pub const MAX_BODY: usize = 16 << 20;
+/// The most of an error body read (only its message is shown).
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// The most one watch event (one line, or one event's data) may hold; a bigger one ends the
+/// watch (the watcher opens it again) rather than growing the buffer without end.
+pub const MAX_EVENT: usize = 1 << 20;
+/// Registrations and lookups get this long (a watch has no overall limit): a server that
+/// accepted the connection but never answers must not hold a host agent's registration.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl HttpRegistry {
     /// `base` like `http://10.0.0.1:1111`; `key`: the API key the server takes (sent as
@@ -314,11 +333,48 @@ impl HttpRegistry {
                 .default_headers(headers)
                 .build()
                 .expect("reqwest client"),
+            watch_idle: WATCH_IDLE,
         }
+    }
+
+    /// Another limit than [`WATCH_IDLE`] for a silent watch (tests).
+    pub fn with_watch_idle(mut self, idle: std::time::Duration) -> Self {
+        self.watch_idle = idle;
+        self
     }
 
     fn unavailable(&self, e: reqwest::Error) -> Error {
         Error::Unavailable(format!("{}: {e}", self.base))
+    }
+
+    /// Reads at most `max` bytes of body, refusing a bigger one once past the limit.
+    async fn read_limited(&self, mut resp: reqwest::Response, max: usize) -> Result<Vec<u8>> {
+        let too_large = || {
+            Error::Unavailable(format!(
+                "{}: the reply is over the {max} byte limit",
+                self.base
+            ))
+        };
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.unavailable(e))? {
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        resp: reqwest::Response,
+    ) -> Result<T> {
+        let body = self.read_limited(resp, MAX_BODY).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::Unavailable(format!("{}: bad reply: {e}", self.base)))
     }
 
     async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response> {
@@ -326,7 +382,12 @@ impl HttpRegistry {
         if status.is_success() {
             return Ok(resp);
         }
-        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let body: serde_json::Value = self
+            .read_limited(resp, MAX_ERROR_BODY)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let msg = body["message"]
             .as_str()
             .map(str::to_string)
@@ -338,6 +399,12 @@ impl HttpRegistry {
             _ => Error::Unavailable(msg),
         })
     }
+}
+
+/// A watch's unfinished line or gathered data is over [`MAX_EVENT`] (checked after each chunk's
+/// lines are taken, so a peer streaming a line without end is cut off).
+fn too_large(buf: &[u8], data: &str) -> bool {
+    buf.len() > MAX_EVENT || data.len() > MAX_EVENT
 }
 
 fn seg(s: &str) -> Result<&str> {
@@ -357,12 +424,13 @@ impl Registry for HttpRegistry {
         let resp = self
             .http
             .put(url)
+            .timeout(REQUEST_TIMEOUT)
             .json(new)
             .send()
             .await
             .map_err(|e| self.unavailable(e))?;
         let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| self.unavailable(e))
+        self.read_json(resp).await
     }
 
     async fn deregister(&self, service: &str, id: &str) -> Result<()> {
@@ -375,6 +443,7 @@ impl Registry for HttpRegistry {
         let resp = self
             .http
             .delete(url)
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .map_err(|e| self.unavailable(e))?;
@@ -386,11 +455,12 @@ impl Registry for HttpRegistry {
         let resp = self
             .http
             .get(url)
+            .timeout(REQUEST_TIMEOUT)
             .send()
             .await
             .map_err(|e| self.unavailable(e))?;
         let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| self.unavailable(e))
+        self.read_json(resp).await
     }
 
     async fn watch(&self, service: Option<&str>) -> Result<Watch> {
@@ -407,11 +477,20 @@ impl Registry for HttpRegistry {
             .map_err(|e| self.unavailable(e))?;
         let resp = self.check(resp).await?;
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let idle = self.watch_idle;
         tokio::spawn(async move {
             let mut body = resp.bytes_stream();
             let mut buf: Vec<u8> = Vec::new();
             let mut data = String::new();
-            while let Some(Ok(chunk)) = body.next().await {
+            loop {
+                let chunk = match tokio::time::timeout(idle, body.next()).await {
+                    Ok(Some(Ok(chunk))) => chunk,
+                    Ok(_) => return,
+                    Err(_) => {
+                        tracing::warn!("discovery watch: nothing for {idle:?}; reopening it");
+                        return;
+                    }
+                };
                 buf.extend_from_slice(&chunk);
                 while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=nl).collect();
@@ -419,6 +498,12 @@ impl Registry for HttpRegistry {
                     let line = line.trim_end_matches(['\n', '\r']);
                     if let Some(d) = line.strip_prefix("data:") {
                         data.push_str(d.trim_start());
+                        if data.len() > MAX_EVENT {
+                            tracing::warn!(
+                                "discovery watch: an event over {MAX_EVENT} bytes; dropped"
+                            );
+                            return;
+                        }
                     } else if line.is_empty() && !data.is_empty() {
                         match serde_json::from_str::<Event>(&data) {
                             Ok(ev) => {
@@ -430,6 +515,10 @@ impl Registry for HttpRegistry {
                         }
                         data.clear();
                     }
+                }
+                if too_large(&buf, &data) {
+                    tracing::warn!("discovery watch: an event over {MAX_EVENT} bytes; dropped");
+                    return;
                 }
             }
         });

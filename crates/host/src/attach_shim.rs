@@ -116,6 +116,11 @@ pub fn set_window_size(fd: RawFd, cols: u16, rows: u16) {
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
 
+/// The most client input held for a job that does not read its stdin: past it the client is
+/// not read (it waits, as on a full pipe) until the job takes some, rather than the shim
+/// buffering whatever the client sends.
+pub const MAX_STDIN_PENDING: usize = 1 << 20;
+
 /// The attach state the shim's pump loop drives.
 pub struct Attach {
     cfg: AttachConfig,
@@ -165,7 +170,9 @@ impl Attach {
             events: libc::POLLIN,
             revents: 0,
         }];
-        if let Some(c) = &self.client {
+        if let Some(c) = &self.client
+            && self.stdin_pending.len() < MAX_STDIN_PENDING
+        {
             v.push(libc::pollfd {
                 fd: c.as_raw_fd(),
                 events: libc::POLLIN,
@@ -245,6 +252,9 @@ impl Attach {
 
     fn read_client(&mut self) {
         let Some(c) = &mut self.client else { return };
+        if self.stdin_pending.len() >= MAX_STDIN_PENDING {
+            return; // the job is behind on its stdin: the client waits
+        }
         let mut pfd = libc::pollfd {
             fd: c.as_raw_fd(),
             events: libc::POLLIN,
@@ -384,5 +394,51 @@ mod tests {
         std::fs::create_dir_all(&short).unwrap();
         let (p, fd) = socket_path(&short, "attach.sock").unwrap();
         assert_eq!((p, fd.is_none()), (short.join("attach.sock"), true));
+    }
+
+    /// A client streaming stdin to a job that does not read it is held back (not read) once
+    /// [`MAX_STDIN_PENDING`] is queued, instead of the shim queueing all it sends.
+    #[test]
+    fn stdin_for_a_job_that_does_not_read_it_is_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills two fds.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both fds are fresh and ours; the read end is kept open and never read.
+        let (_unread, stdin) =
+            unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let cfg = AttachConfig {
+            tty: false,
+            cols: 0,
+            rows: 0,
+        };
+        let mut a = Attach::new(cfg, i32::MAX, listener, stdin, None);
+        let mut c = UnixStream::connect(&path).unwrap();
+        a.service();
+        c.set_nonblocking(true).unwrap();
+        let f = attach::frame(attach::STDIN, &[b'x'; 16 * 1024]);
+        let mut sent = 0;
+        for _ in 0..2000 {
+            // Whatever fits in the socket now (a partial frame is finished next time).
+            let mut off = sent % f.len();
+            while let Ok(n) = c.write(&f[off..]) {
+                sent += n;
+                off = sent % f.len();
+                if n == 0 || sent > 8 << 20 {
+                    break;
+                }
+            }
+            a.service();
+            if sent > 8 << 20 {
+                break;
+            }
+        }
+        assert!(
+            a.stdin_pending.len() <= MAX_STDIN_PENDING + 64 * 1024,
+            "{} bytes queued for a stdin nobody reads",
+            a.stdin_pending.len()
+        );
     }
 }

@@ -133,10 +133,27 @@ pub async fn create(
     };
     new.artifacts = vec![artifact.id];
     let rel = store.create_release(app.id, &new).await?;
+    // The deploy runs in its own task, which this request only waits for: a pusher hanging up
+    // (which drops the request) must not cut it short between creating the deployment and
+    // moving the routes, nor before a first deploy's initial scale or its undoing.
+    let task = tokio::spawn(deploy(store.clone(), app.clone(), artifact.id, rel));
+    task.await
+        .map_err(|e| RegistryError::internal(format!("the deploy task failed: {e}")))?
+}
+
+/// Deploys `rel` (made from `artifact`), waits for it, and says how it went.
+async fn deploy(
+    store: Arc<dyn Store>,
+    app: App,
+    artifact: Id,
+    rel: Release,
+) -> Result<DeployOutcome> {
+    let store = &store;
+    let app = &app;
     let not_deployed = |deployment: Option<Id>, e: slipway_deploy::DeployError| {
         let error = format!("Docker image not deployed: {e}");
         DeployOutcome {
-            artifact: artifact.id,
+            artifact,
             release: Some(rel.id),
             deployment,
             processes: Default::default(),
@@ -175,7 +192,7 @@ pub async fn create(
         format!("Docker image deployed, running {}", counts.join(" "))
     };
     Ok(DeployOutcome {
-        artifact: artifact.id,
+        artifact,
         release: Some(rel.id),
         deployment: Some(deployment),
         processes,

@@ -2,6 +2,7 @@
 //! one named test per case per backend (`local::CASE`, `http::CASE`).
 
 mod access;
+mod bounds;
 mod dns;
 mod suite;
 

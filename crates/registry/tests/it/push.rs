@@ -475,3 +475,57 @@ async fn a_failed_deploy_still_stores_the_image_and_says_why() {
         .unwrap();
     assert_eq!(resp.headers()["docker-content-digest"], digest.as_str());
 }
+
+/// A pusher that hangs up while its manifest PUT waits for the deploy (Ctrl-C, a proxy's
+/// timeout) does not cut the deploy short: a first deploy still scales to its initial
+/// formation (`web=1`), as it does for a `git push`, whose flow runs apart from its connection.
+#[tokio::test]
+async fn a_pusher_hanging_up_does_not_cut_the_first_deploy_short() {
+    let s = Server::start().await;
+    let app = s.create_app("hangup").await;
+    s.deploy_timeout(&app, 30).await;
+    let mut new = slipway_types::NewRelease::default();
+    new.processes
+        .insert("web".into(), slipway_types::ProcessType::default());
+    let rel = s.store.create_release(app.id, &new).await.unwrap();
+    s.store.create_deployment(app.id, rel.id).await.unwrap();
+    s.settle(&app).await;
+
+    let layout = s.dir.path().join("layout");
+    web_image("hangup").write_oci(&layout).unwrap();
+    let image = local::open(&layout).unwrap();
+    let client = s.client();
+    let push = tokio::spawn(async move {
+        client
+            .push("hangup", &image, "latest", true, Arc::new(Quiet))
+            .await
+    });
+    // Hang up once the push's deployment exists (the PUT is then waiting for it).
+    let mut deps = Vec::new();
+    for _ in 0..500 {
+        deps = s.store.list_deployments(app.id).await.unwrap();
+        if deps.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(deps.len(), 2, "the push made no deployment");
+    push.abort();
+    let _ = push.await;
+    let new_rel = deps
+        .iter()
+        .map(|d| d.new_release_id)
+        .find(|r| *r != rel.id)
+        .unwrap();
+    let mut web = 0;
+    for _ in 0..250 {
+        if let Ok(f) = s.store.get_formation(app.id, new_rel).await {
+            web = f.processes.get("web").copied().unwrap_or(0);
+            if web == 1 {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(web, 1, "the first deploy was never scaled to web=1");
+}
