@@ -164,6 +164,18 @@ pub trait Store: Send + Sync + 'static {
     /// Oldest first.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     async fn get_event(&self, id: i64) -> Result<Event>;
+
+    /// Leader fencing: raises `role`'s epoch to `epoch` (never lowers it); returns the stored
+    /// epoch, higher than `epoch` when a newer leader announced itself (docs/scheduler.md).
+    async fn announce_epoch(&self, role: &str, epoch: u64) -> Result<u64>;
+    /// [`Store::put_jobs`] only while `role`'s stored epoch is `epoch`; `None`, nothing
+    /// written, once a newer leader announced itself.
+    async fn put_jobs_fenced(
+        &self,
+        role: &str,
+        epoch: u64,
+        jobs: &[Job],
+    ) -> Result<Option<Vec<Job>>>;
 }
 
 /// Opens the store at `url`: `sqlite://PATH` (created if missing) or `postgres://…`, and brings

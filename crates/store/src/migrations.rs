@@ -171,6 +171,21 @@ CREATE INDEX builds_release ON builds(release_id);
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // Leader fencing (docs/scheduler.md): the newest epoch of each singleton role. A leader
+    // announces its epoch here before it acts, and its job-row writes go through only while
+    // the stored epoch is still its own.
+    Migration {
+        version: 6,
+        name: "leader epochs",
+        sql: r#"
+CREATE TABLE leader_epochs (
+    role TEXT PRIMARY KEY,
+    epoch BIGINT NOT NULL
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
 ];
 
 /// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL

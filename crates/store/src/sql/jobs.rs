@@ -69,7 +69,7 @@ impl SqlStore {
         Ok(out)
     }
 
-    async fn put_job_tx(&self, tx: &mut WriteTx, job: &Job) -> Result<Job> {
+    pub(crate) async fn put_job_tx(&self, tx: &mut WriteTx, job: &Job) -> Result<Job> {
         job.validate()?;
         let app = self.get_app_tx(tx, job.app_id).await?;
         // The nil release id: a job that belongs to no release, like the build of an app's

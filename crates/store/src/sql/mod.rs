@@ -3,6 +3,7 @@
 mod apps;
 mod builds;
 mod events;
+mod fence;
 mod jobs;
 mod releases;
 mod routes;

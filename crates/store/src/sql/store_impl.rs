@@ -152,4 +152,15 @@ impl Store for SqlStore {
     async fn get_event(&self, id: i64) -> Result<Event> {
         SqlStore::get_event(self, id).await
     }
+    async fn announce_epoch(&self, role: &str, epoch: u64) -> Result<u64> {
+        SqlStore::announce_epoch(self, role, epoch).await
+    }
+    async fn put_jobs_fenced(
+        &self,
+        role: &str,
+        epoch: u64,
+        jobs: &[Job],
+    ) -> Result<Option<Vec<Job>>> {
+        SqlStore::put_jobs_fenced(self, role, epoch, jobs).await
+    }
 }

@@ -2,6 +2,7 @@
 
 mod builds;
 mod concurrency;
+mod fence;
 mod suite;
 
 use slipway_store::SqlStore;
@@ -84,4 +85,5 @@ conformance!(
     delete_artifact_refuses_while_a_release_names_it,
     builds_keep_their_log_and_go_with_their_release,
     failed_builds_are_trimmed_to_the_newest,
+    a_stale_epoch_cannot_write_job_rows,
 );

@@ -6,13 +6,14 @@ mod routes;
 use crate::Backend;
 pub use crate::builds::*;
 pub use crate::concurrency::*;
+pub use crate::fence::*;
 pub use events::*;
 pub use routes::*;
 use slipway_store::{Store, StoreError, app_by_id_or_name};
 use slipway_types::*;
 use std::collections::BTreeMap;
 
-fn web_release() -> NewRelease {
+pub(crate) fn web_release() -> NewRelease {
     let mut r = NewRelease::default();
     r.env.insert("GREETING".into(), "hello".into());
     r.processes.insert(
@@ -26,7 +27,7 @@ fn web_release() -> NewRelease {
     r
 }
 
-async fn app(s: &dyn Store, name: &str) -> App {
+pub(crate) async fn app(s: &dyn Store, name: &str) -> App {
     s.create_app(name, &NewApp::default(), Some("test.local"))
         .await
         .unwrap()
