@@ -84,6 +84,11 @@ pub(crate) struct Inner {
     uncleaned: Mutex<HashSet<String>>,
     events: broadcast::Sender<JobEvent>,
     changed: Notify,
+    /// The newest scheduler epoch seen (leader fencing, docs/scheduler.md), kept in
+    /// `<data_dir>/epoch` so a restarted agent does not forget it. Fenced calls hold it shared
+    /// while they act; [`HostApi::fence`] takes it exclusively, so once a new epoch is
+    /// announced no call of an older one is still running.
+    epoch: tokio::sync::RwLock<u64>,
 }
 
 /// The agent. Cheap to clone; all clones share one job table.
@@ -112,6 +117,10 @@ impl Agent {
             }
         }
         let (events, _) = broadcast::channel(4096);
+        let epoch = std::fs::read_to_string(cfg.data_dir.join("epoch"))
+            .ok()
+            .and_then(|e| e.trim().parse().ok())
+            .unwrap_or(0);
         let layers =
             crate::layers::LayerCache::open(cfg.data_dir.join("layers"), cfg.blobs.clone())?;
         let agent = Agent {
@@ -124,6 +133,7 @@ impl Agent {
                 uncleaned: Mutex::new(HashSet::new()),
                 events,
                 changed: Notify::new(),
+                epoch: tokio::sync::RwLock::new(epoch),
             }),
         };
         let found: HashMap<String, Recovered> = runtime.recover().await?.into_iter().collect();
@@ -490,8 +500,64 @@ fn total_memory() -> u64 {
         .unwrap_or(0)
 }
 
+impl Agent {
+    /// The newest scheduler epoch this host has seen (0: none).
+    pub async fn epoch(&self) -> u64 {
+        *self.inner.epoch.read().await
+    }
+
+    /// Holds the epoch shared for a fenced call of `epoch`, raising it first if `epoch` is
+    /// newer (a new leader's first call may race its announcement); refuses an older one.
+    async fn hold_epoch(&self, epoch: u64) -> HostResult<tokio::sync::RwLockReadGuard<'_, u64>> {
+        {
+            let held = self.inner.epoch.read().await;
+            if *held == epoch {
+                return Ok(held);
+            }
+            if *held > epoch {
+                return Err(HostError::fenced(*held));
+            }
+        }
+        self.fence(epoch).await?;
+        let held = self.inner.epoch.read().await;
+        if *held > epoch {
+            return Err(HostError::fenced(*held));
+        }
+        Ok(held)
+    }
+}
+
 #[async_trait]
 impl HostApi for Agent {
+    async fn fence(&self, epoch: u64) -> HostResult<()> {
+        let mut held = self.inner.epoch.write().await;
+        if *held > epoch {
+            return Err(HostError::fenced(*held));
+        }
+        if *held < epoch {
+            let path = self.inner.cfg.data_dir.join("epoch");
+            std::fs::write(&path, epoch.to_string()).map_err(|e| {
+                HostError::Internal(format!(
+                    "cannot record the scheduler epoch in {}: {e}",
+                    path.display()
+                ))
+            })?;
+            tracing::info!(epoch, "a new scheduler leads: older epochs are refused");
+            *held = epoch;
+        }
+        Ok(())
+    }
+
+    async fn add_job_fenced(&self, job: HostJob, epoch: u64) -> HostResult<JobInfo> {
+        let _held = self.hold_epoch(epoch).await?;
+        self.add_job(job).await
+    }
+
+    async fn stop_job_fenced(&self, id: &str, epoch: u64) -> HostResult<JobInfo> {
+        let _held = self.hold_epoch(epoch).await?;
+        self.stop_job(id).await
+    }
+
     async fn add_job(&self, job: HostJob) -> HostResult<JobInfo> {
         let id_ok = !job.id.is_empty()
             && job.id.len() <= 128

@@ -27,6 +27,18 @@ impl From<anyhow::Error> for HostError {
 
 pub type HostResult<T> = Result<T, HostError>;
 
+impl HostError {
+    /// What a host answers a scheduler whose epoch is older than one it has seen (409).
+    pub fn fenced(newest: u64) -> HostError {
+        HostError::Conflict(format!("fenced: a newer scheduler (epoch {newest}) leads"))
+    }
+
+    /// Whether this is [`HostError::fenced`]: the caller is no longer the leader.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, HostError::Conflict(m) if m.starts_with("fenced: "))
+    }
+}
+
 #[async_trait]
 pub trait HostApi: Send + Sync {
     /// Starts a job; returns once it runs (status `running`) or failed to start (`failed`).
@@ -43,6 +55,15 @@ pub trait HostApi: Send + Sync {
     /// A job's log lines; with `follow`, until the job has exited.
     async fn logs(&self, id: &str, follow: bool) -> HostResult<BoxStream<'static, LogLine>>;
     async fn status(&self) -> HostResult<HostStatus>;
+    /// Leader fencing (docs/scheduler.md): raises the host's epoch to `epoch`, the epoch of a
+    /// scheduler that just became leader. Returns once no call of an older epoch is in flight
+    /// any more; refused ([`HostError::fenced`]) if the host has seen a newer one.
+    async fn fence(&self, epoch: u64) -> HostResult<()>;
+    /// [`HostApi::add_job`] on behalf of the scheduler of `epoch`: refused
+    /// ([`HostError::fenced`]) once the host has seen a newer epoch.
+    async fn add_job_fenced(&self, job: HostJob, epoch: u64) -> HostResult<JobInfo>;
+    /// [`HostApi::stop_job`] on behalf of the scheduler of `epoch`, fenced the same way.
+    async fn stop_job_fenced(&self, id: &str, epoch: u64) -> HostResult<JobInfo>;
     /// Attaches to a job started with `config.attach`: a stream of [`crate::attach`] frames
     /// (stdin, signals and resizes in; output and the exit status out).
     async fn attach(&self, id: &str) -> HostResult<crate::attach::AttachStream> {

@@ -166,6 +166,24 @@ impl HostApi for HttpHost {
     async fn status(&self) -> HostResult<HostStatus> {
         self.send(self.http.get(self.url("/host/status"))).await
     }
+    async fn fence(&self, epoch: u64) -> HostResult<()> {
+        let url = self.url(&format!("/host/epoch/{epoch}"));
+        self.send::<serde_json::Value>(self.http.put(url))
+            .await
+            .map(|_| ())
+    }
+    async fn add_job_fenced(&self, job: HostJob, epoch: u64) -> HostResult<JobInfo> {
+        let url = self.url(&format!("/host/jobs/{}", Self::seg(&job.id)));
+        let req = self.http.put(url).json(&job);
+        self.send(req.header(crate::http::EPOCH_HEADER, epoch))
+            .await
+    }
+    async fn stop_job_fenced(&self, id: &str, epoch: u64) -> HostResult<JobInfo> {
+        let url = self.url(&format!("/host/jobs/{}", Self::seg(id)));
+        let req = self.http.delete(url);
+        self.send(req.header(crate::http::EPOCH_HEADER, epoch))
+            .await
+    }
     async fn attach(&self, id: &str) -> HostResult<crate::attach::AttachStream> {
         let url = self.url(&format!("/host/jobs/{}/attach", Self::seg(id)));
         crate::attach::upgrade_request(self.http.post(url))

@@ -12,6 +12,10 @@
 //! | GET | `/host/jobs/{id}/wait` | wait until the job has finished |
 //! | GET | `/host/jobs/{id}/logs?follow=true` | log lines, one JSON object per line |
 //! | POST | `/host/jobs/{id}/attach` | `Upgrade: slipway-attach`: the job's [`crate::attach`] frames |
+//! | PUT | `/host/epoch/{n}` | leader fencing: a new scheduler's epoch ([`HostApi::fence`]) |
+//!
+//! A `Slipway-Epoch: N` header on a start (PUT) or stop (DELETE) makes it fenced: 409
+//! `fenced: …` once the host has seen a newer epoch.
 
 use crate::api::{HostApi, HostError};
 use crate::types::{HostJob, parse_signal};
@@ -51,6 +55,7 @@ pub fn router(api: Api) -> Router {
         .route("/host/jobs/{id}/wait", get(wait))
         .route("/host/jobs/{id}/logs", get(logs))
         .route("/host/jobs/{id}/attach", axum::routing::post(attach))
+        .route("/host/epoch/{epoch}", put(fence))
         .with_state(api)
 }
 
@@ -97,9 +102,29 @@ async fn events(State(api): State<Api>) -> R<impl IntoResponse> {
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// The header a scheduler's fenced calls carry.
+pub const EPOCH_HEADER: &str = "slipway-epoch";
+
+fn epoch_of(headers: &HeaderMap) -> R<Option<u64>> {
+    let Some(v) = headers.get(EPOCH_HEADER) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Some)
+        .ok_or_else(|| HostError::BadRequest(format!("{EPOCH_HEADER} must be a number")))
+}
+
+async fn fence(State(api): State<Api>, Path(epoch): Path<u64>) -> R<impl IntoResponse> {
+    api.fence(epoch).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn add(
     State(api): State<Api>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(job): Json<HostJob>,
 ) -> R<impl IntoResponse> {
     if job.id != id {
@@ -108,15 +133,25 @@ async fn add(
             job.id
         )));
     }
-    Ok(Json(api.add_job(job).await?))
+    Ok(Json(match epoch_of(&headers)? {
+        Some(e) => api.add_job_fenced(job, e).await?,
+        None => api.add_job(job).await?,
+    }))
 }
 
 async fn get_job(State(api): State<Api>, Path(id): Path<String>) -> R<impl IntoResponse> {
     Ok(Json(api.get_job(&id).await?))
 }
 
-async fn stop(State(api): State<Api>, Path(id): Path<String>) -> R<impl IntoResponse> {
-    Ok(Json(api.stop_job(&id).await?))
+async fn stop(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> R<impl IntoResponse> {
+    Ok(Json(match epoch_of(&headers)? {
+        Some(e) => api.stop_job_fenced(&id, e).await?,
+        None => api.stop_job(&id).await?,
+    }))
 }
 
 async fn signal(

@@ -89,7 +89,41 @@ conformance!(
     a_signal_reaches_the_job,
     a_failed_start_is_reported_and_cannot_be_signalled,
     events_report_every_step,
+    a_stale_epoch_cannot_start_or_stop_a_job_once_a_newer_one_fenced,
 );
+
+/// Leader fencing: once a newer scheduler announced its epoch, an older one can neither start
+/// nor stop a job (409 `fenced: …`), and announcing the older epoch again changes nothing.
+async fn a_stale_epoch_cannot_start_or_stop_a_job_once_a_newer_one_fenced(api: &dyn HostApi) {
+    api.add_job_fenced(fake_job("e1", &["serve"]), 5)
+        .await
+        .unwrap();
+    api.fence(7).await.unwrap();
+    let e = api
+        .add_job_fenced(fake_job("e2", &["serve"]), 5)
+        .await
+        .unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    assert_eq!(
+        e,
+        HostError::Conflict("fenced: a newer scheduler (epoch 7) leads".into())
+    );
+    assert!(matches!(
+        api.get_job("e2").await,
+        Err(HostError::NotFound(_))
+    ));
+    let e = api.stop_job_fenced("e1", 6).await.unwrap_err();
+    assert!(e.is_fenced(), "{e}");
+    assert_eq!(api.get_job("e1").await.unwrap().status, JobStatus::Running);
+    assert!(api.fence(6).await.unwrap_err().is_fenced());
+    // The newer epoch acts; a newer still is taken on its first call.
+    api.stop_job_fenced("e1", 7).await.unwrap();
+    assert_eq!(api.wait_job("e1").await.unwrap().status, JobStatus::Done);
+    api.add_job_fenced(fake_job("e3", &["serve"]), 8)
+        .await
+        .unwrap();
+    assert!(api.stop_job_fenced("e3", 7).await.unwrap_err().is_fenced());
+}
 
 async fn a_job_runs_with_its_own_ip_and_counts_in_the_status(api: &dyn HostApi) {
     let info = api.add_job(fake_job("j1", &["serve"])).await.unwrap();

@@ -89,6 +89,18 @@ impl HostApi for TestHost {
     async fn logs(&self, id: &str, follow: bool) -> HostResult<BoxStream<'static, LogLine>> {
         self.agent.logs(id, follow).await
     }
+    async fn fence(&self, epoch: u64) -> HostResult<()> {
+        self.check()?;
+        self.agent.fence(epoch).await
+    }
+    async fn add_job_fenced(&self, job: HostJob, epoch: u64) -> HostResult<JobInfo> {
+        self.check()?;
+        self.agent.add_job_fenced(job, epoch).await
+    }
+    async fn stop_job_fenced(&self, id: &str, epoch: u64) -> HostResult<JobInfo> {
+        self.check()?;
+        self.agent.stop_job_fenced(id, epoch).await
+    }
     async fn status(&self) -> HostResult<HostStatus> {
         self.check()?;
         let mut s = self.agent.status().await?;
@@ -130,6 +142,21 @@ impl Cluster {
             store,
             sched,
             hosts: list,
+            _dir: dir,
+        }
+    }
+
+    /// A cluster over a scheduler set up by the caller (not run here), its store and hosts.
+    pub fn from_parts(
+        store: Arc<dyn Store>,
+        sched: Scheduler,
+        hosts: Vec<Arc<TestHost>>,
+        dir: tempfile::TempDir,
+    ) -> Cluster {
+        Cluster {
+            store,
+            sched,
+            hosts,
             _dir: dir,
         }
     }
