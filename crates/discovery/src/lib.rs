@@ -118,11 +118,27 @@ pub fn validate_name(what: &str, s: &str) -> Result<()> {
 
 /// Keeps an instance registered until dropped: heartbeats every TTL/3 (re-registering if it
 /// expired meanwhile, e.g. after a pause) and deregisters on drop.
+///
+/// It knows how long its instance is surely still registered: the lease deadline, TTL less a
+/// margin after the last heartbeat that succeeded (counted from before it was sent). A leader
+/// stops acting once that passes (a pause, a partition): by then another instance may lead.
 pub struct Registration {
     task: tokio::task::JoinHandle<()>,
     registry: Arc<dyn Registry>,
     service: String,
     id: String,
+    lease: Arc<std::sync::Mutex<Lease>>,
+    ttl: Duration,
+}
+
+/// What the last successful heartbeat said.
+#[derive(Clone, Debug)]
+struct Lease {
+    /// When the last successful register was sent.
+    sent: tokio::time::Instant,
+    /// The instance as the registry returned it (its `index` changes if it expired and was
+    /// registered anew).
+    instance: Instance,
 }
 
 impl Registration {
@@ -133,15 +149,26 @@ impl Registration {
         new: NewInstance,
         ttl: Duration,
     ) -> Result<Registration> {
-        registry.register(service, id, &new).await?;
-        let (r, s, i) = (registry.clone(), service.to_string(), id.to_string());
+        let sent = tokio::time::Instant::now();
+        let instance = registry.register(service, id, &new).await?;
+        let lease = Arc::new(std::sync::Mutex::new(Lease { sent, instance }));
+        let (r, s, i, l) = (
+            registry.clone(),
+            service.to_string(),
+            id.to_string(),
+            lease.clone(),
+        );
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(ttl / 3);
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = r.register(&s, &i, &new).await {
-                    tracing::warn!(service = %s, id = %i, "discovery heartbeat failed: {e}");
+                let sent = tokio::time::Instant::now();
+                match r.register(&s, &i, &new).await {
+                    Ok(instance) => *l.lock().expect("lease") = Lease { sent, instance },
+                    Err(e) => {
+                        tracing::warn!(service = %s, id = %i, "discovery heartbeat failed: {e}")
+                    }
                 }
             }
         });
@@ -150,7 +177,20 @@ impl Registration {
             registry,
             service: service.to_string(),
             id: id.to_string(),
+            lease,
+            ttl,
         })
+    }
+
+    /// Until when the instance is surely registered: the last successful heartbeat's send
+    /// time + TTL − `margin`.
+    pub fn lease_deadline(&self, margin: Duration) -> tokio::time::Instant {
+        self.lease.lock().expect("lease").sent + self.ttl.saturating_sub(margin)
+    }
+
+    /// The instance as the last successful heartbeat returned it.
+    pub fn instance(&self) -> Instance {
+        self.lease.lock().expect("lease").instance.clone()
     }
 }
 

@@ -82,8 +82,16 @@ impl LocalRegistry {
     /// A registry whose instances expire `ttl` after their last heartbeat. Needs a tokio
     /// runtime: it starts the expiry task, which stops when the last clone is dropped.
     pub fn new(ttl: Duration) -> LocalRegistry {
+        // Indexes continue from the clock (microseconds), not from 0: a leader's index is its
+        // fencing epoch (docs/scheduler.md), which must keep rising when discovery restarts.
+        let next_index = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let reg = LocalRegistry {
-            inner: Arc::new(Mutex::new(State::default())),
+            inner: Arc::new(Mutex::new(State {
+                next_index,
+                ..State::default()
+            })),
             ttl,
         };
         let weak: Weak<Mutex<State>> = Arc::downgrade(&reg.inner);
