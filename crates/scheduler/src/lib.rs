@@ -14,13 +14,18 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+mod fencing;
 mod gate;
 pub mod hostjob;
+pub mod leader;
+pub mod membership;
 mod oneoff;
 pub mod plan;
 mod state;
 
+pub use fencing::SCHEDULER_ROLE;
 pub use gate::TrafficGate;
+pub use leader::{Election, Leadership};
 use plan::{Action, HostView, Key, Phase, Want};
 use slipway_host::{HostApi, JobInfo};
 use slipway_store::Store;
@@ -99,6 +104,10 @@ pub(crate) struct Inner {
     rows: mpsc::UnboundedSender<Job>,
     /// The router's side of up and stop (see [`gate`]); unset without a router.
     gate: std::sync::OnceLock<Arc<dyn TrafficGate>>,
+    /// Whether and under which epoch this scheduler acts (see [`fencing`]).
+    acting: Arc<fencing::Acting>,
+    /// The election, when this scheduler is one of several ([`Scheduler::elect`]).
+    election: std::sync::OnceLock<Election>,
 }
 
 impl Scheduler {
@@ -107,18 +116,13 @@ impl Scheduler {
     pub fn new(store: Arc<dyn Store>, cfg: SchedulerConfig) -> Scheduler {
         let (rows, mut rx) = mpsc::unbounded_channel::<Job>();
         let writer = store.clone();
+        let acting = Arc::new(fencing::Acting::default());
+        let fence = acting.clone();
         tokio::spawn(async move {
             // Rows queued meanwhile go in one transaction: one commit per batch, not per row.
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 1000).await > 0 {
-                if writer.put_jobs(&batch).await.is_err() {
-                    // One bad row (e.g. its app was just deleted) must not lose the others.
-                    for job in &batch {
-                        if let Err(e) = writer.put_job(job).await {
-                            tracing::warn!(job = %job.id, "could not record job state: {e}");
-                        }
-                    }
-                }
+                fence.write_rows(&*writer, &batch).await;
                 batch.clear();
             }
         });
@@ -132,6 +136,8 @@ impl Scheduler {
                 seq: AtomicU64::new(1),
                 rows,
                 gate: std::sync::OnceLock::new(),
+                acting,
+                election: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -151,15 +157,21 @@ impl Scheduler {
         let status = api.status().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         let id = status.id.clone();
         let jobs = api.list_jobs().await.map_err(|e| anyhow::anyhow!("{e}"))?;
-        {
+        let addition = {
             let mut st = self.lock();
-            st.add_host(id.clone(), api.clone(), status.tags);
+            let addition = st.add_host(id.clone(), api.clone(), status.tags);
             for info in &jobs {
                 self.on_host_job(&mut st, &id, info, false);
             }
-        }
-        tokio::spawn(state::follow_events(self.clone(), id.clone(), api.clone()));
-        tokio::spawn(state::check_host(self.clone(), id.clone(), api));
+            addition
+        };
+        tokio::spawn(state::follow_events(
+            self.clone(),
+            id.clone(),
+            api.clone(),
+            addition,
+        ));
+        tokio::spawn(state::check_host(self.clone(), id.clone(), api, addition));
         self.wake();
         Ok(id)
     }
@@ -185,11 +197,17 @@ impl Scheduler {
 
     /// Rounds forever: on every wake-up, on formation events in the store, at restart deadlines,
     /// and every `resync_interval` in any case.
+    ///
+    /// With an election ([`Scheduler::elect`]) a round runs only while this scheduler leads,
+    /// after it took over (see [`fencing`]); meanwhile it follows its hosts all the same.
     pub async fn run(self) {
         let mut notifier = self.inner.store.event_notifier();
         let mut last_event = *notifier.borrow_and_update();
+        let mut leadership = self.inner.election.get().map(Election::watch);
         loop {
-            if let Err(e) = self.round().await {
+            if self.lead().await
+                && let Err(e) = self.round().await
+            {
                 tracing::warn!("scheduler round failed (retrying): {e:#}");
             }
             let deadline = {
@@ -200,6 +218,17 @@ impl Scheduler {
             loop {
                 tokio::select! {
                     _ = self.inner.wake.notified() => break,
+                    changed = async {
+                        match &mut leadership {
+                            Some(l) => l.changed().await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        if changed.is_err() {
+                            leadership = None;
+                        }
+                        break;
+                    }
                     _ = tokio::time::sleep_until(deadline.into()) => break,
                     r = notifier.changed() => {
                         if r.is_err() {
@@ -392,13 +421,17 @@ impl Scheduler {
         }
         let n = lost.len();
         if n > 0 {
-            self.inner.store.put_jobs(&lost).await?;
+            self.inner
+                .acting
+                .write_rows_now(&*self.inner.store, &lost)
+                .await?;
         }
         Ok(n)
     }
 
     /// Stops a job (`slipway kill`). A formation job is replaced, like any job that goes away.
     pub async fn stop_job(&self, app_id: Id, job_id: &str) -> Result<Job, SchedError> {
+        self.ensure_leader()?;
         let (stop, row) = {
             let mut st = self.lock();
             let Some(t) = st.jobs.get(job_id).filter(|t| t.job.app_id == app_id) else {
@@ -509,12 +542,21 @@ impl Scheduler {
     fn spawn_start(&self, host: String, hj: slipway_host::HostJob) {
         let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
         let sched = self.clone();
+        let epoch = self.inner.acting.epoch();
         tokio::spawn(async move {
             let id = hj.id.clone();
             let t0 = Instant::now();
-            let res = match api {
-                Some(api) => api.add_job(hj).await.map_err(|e| e.to_string()),
-                None => Err(format!("host {host} is gone")),
+            let res = match (api, epoch) {
+                (Some(api), Ok(None)) => api.add_job(hj).await.map_err(|e| e.to_string()),
+                (Some(api), Ok(Some(e))) => {
+                    let res = api.add_job_fenced(hj, e).await;
+                    if let Err(err) = &res {
+                        sched.inner.acting.on_host_error(e, err);
+                    }
+                    res.map_err(|e| e.to_string())
+                }
+                (Some(_), Err(msg)) => Err(msg),
+                (None, _) => Err(format!("host {host} is gone")),
             };
             tracing::debug!(job = %id, "start timing: the host started it in {:?}", t0.elapsed());
             sched.on_started(&host, &id, res);
@@ -561,6 +603,14 @@ impl Scheduler {
     fn spawn_stop(&self, host: String, id: String) {
         let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
         let gate = self.traffic_gate();
+        let epoch = match self.inner.acting.epoch() {
+            Ok(e) => e,
+            Err(msg) => {
+                tracing::warn!(job = %id, "stop not sent: {msg}");
+                return;
+            }
+        };
+        let acting = self.inner.acting.clone();
         if let Some(api) = api {
             tokio::spawn(async move {
                 // Out of the router, and its requests done, before SIGTERM.
@@ -569,7 +619,17 @@ impl Scheduler {
                     gate.drain(&id).await;
                 }
                 tracing::debug!(job = %id, "stop timing: drained in {:?}", t0.elapsed());
-                if let Err(e) = api.stop_job(&id).await {
+                let res = match epoch {
+                    Some(epoch) => {
+                        let res = api.stop_job_fenced(&id, epoch).await;
+                        if let Err(e) = &res {
+                            acting.on_host_error(epoch, e);
+                        }
+                        res
+                    }
+                    None => api.stop_job(&id).await,
+                };
+                if let Err(e) = res {
                     tracing::warn!(job = %id, "stop failed: {e}");
                 }
                 tracing::debug!(job = %id, "stop timing: stop sent at {:?}", t0.elapsed());

@@ -69,6 +69,7 @@ impl Scheduler {
     /// Where a one-off job goes: the host with the fewest jobs (the lowest id of those), never
     /// one that is shutting down.
     fn one_off_host(&self) -> Result<String, SchedError> {
+        self.ensure_leader()?;
         let st = self.lock();
         st.hosts
             .values()

@@ -14,6 +14,9 @@ pub(crate) struct HostEntry {
     pub api: Arc<dyn HostApi>,
     pub view: HostView,
     pub failures: u32,
+    /// Which time the host was added: the tasks that follow an earlier addition (the host was
+    /// lost and rejoined meanwhile) end.
+    pub addition: u64,
 }
 
 /// A restart waiting for its backoff.
@@ -39,6 +42,9 @@ pub(crate) struct Tracked {
     pub routed: bool,
     /// A wait for the router is under way.
     pub route_wait: bool,
+    /// The job ended for the scheduler (its host was lost) but the host reports it running
+    /// (the host came back): a stop was sent.
+    pub orphan_stopped: bool,
 }
 
 impl Tracked {
@@ -58,6 +64,7 @@ impl Tracked {
             finished_at: None,
             routed: false,
             route_wait: false,
+            orphan_stopped: false,
         }
     }
 }
@@ -68,6 +75,8 @@ pub(crate) struct State {
     pub jobs: HashMap<String, Tracked>,
     pub restarts: HashMap<Key, VecDeque<Restart>>,
     pub next_restart: Option<Instant>,
+    /// Host additions so far (see [`HostEntry::addition`]).
+    pub host_additions: u64,
 }
 
 /// Finished jobs stay tracked this long (so `kill` of a just-finished job says so), then go.
@@ -84,7 +93,15 @@ fn rank(s: JobState) -> u8 {
 }
 
 impl State {
-    pub fn add_host(&mut self, id: String, api: Arc<dyn HostApi>, tags: BTreeMap<String, String>) {
+    /// Follows a host; returns the addition's generation.
+    pub fn add_host(
+        &mut self,
+        id: String,
+        api: Arc<dyn HostApi>,
+        tags: BTreeMap<String, String>,
+    ) -> u64 {
+        self.host_additions += 1;
+        let addition = self.host_additions;
         let view = HostView {
             id: id.clone(),
             tags,
@@ -96,8 +113,10 @@ impl State {
                 api,
                 view,
                 failures: 0,
+                addition,
             },
         );
+        addition
     }
 
     pub fn live_counts(&mut self) -> HashMap<Key, usize> {
@@ -253,6 +272,15 @@ impl Scheduler {
         }
         let Some(t) = st.jobs.get_mut(id) else { return };
         if t.job.state.is_finished() {
+            // A lost host that rejoined still runs what was replaced meanwhile: stop it (after
+            // the state lock is released).
+            let alive = !info.status.is_terminal() && !info.stop_requested;
+            if alive && !t.orphan_stopped && t.job.host_id.as_deref() == Some(host) {
+                t.orphan_stopped = true;
+                tracing::info!(job = %id, host, "stopping a job that was replaced while its host was lost");
+                let (sched, host, id) = (self.clone(), host.to_string(), id.to_string());
+                tokio::spawn(async move { sched.spawn_stop(host, id) });
+            }
             return;
         }
         let has_checks = info.job.config.ports.iter().any(|p| p.check.is_some());
@@ -340,17 +368,14 @@ impl Scheduler {
         }
     }
 
-    /// A host that stopped answering: its jobs are down and get replaced elsewhere.
-    pub(crate) fn lose_host(&self, host: &str) {
+    /// A host that stopped answering, or whose registration went: its jobs are down (with
+    /// `reason`) and get replaced elsewhere.
+    pub(crate) fn lose_host(&self, host: &str, reason: &str) {
         let mut st = self.lock();
         if st.hosts.remove(host).is_none() {
             return;
         }
-        let n = self.inner.cfg.max_host_checks;
-        tracing::warn!(
-            host,
-            "host lost after {n} failed checks; replacing its jobs"
-        );
+        tracing::warn!(host, "{reason}; replacing its jobs");
         let ids: Vec<String> = st
             .jobs
             .values()
@@ -359,8 +384,7 @@ impl Scheduler {
             .collect();
         for id in ids {
             if let Some(t) = st.jobs.get_mut(&id) {
-                t.job.host_error =
-                    Some(format!("host {host} was lost: it missed {n} health checks"));
+                t.job.host_error = Some(reason.to_string());
             }
             st.finish(self, &id, JobState::Down, false);
         }
@@ -368,20 +392,29 @@ impl Scheduler {
         self.wake();
     }
 
-    fn host_api(&self, host: &str) -> Option<Arc<dyn HostApi>> {
-        self.lock().hosts.get(host).map(|h| h.api.clone())
+    /// Whether the host is still followed as the same addition.
+    fn still_followed(&self, host: &str, addition: u64) -> bool {
+        self.lock()
+            .hosts
+            .get(host)
+            .is_some_and(|h| h.addition == addition)
     }
 }
 
 /// Follows a host's job events for as long as the host is followed, resubscribing (and
 /// resyncing, since events may have been missed) when the stream ends.
-pub(crate) async fn follow_events(sched: Scheduler, host: String, api: Arc<dyn HostApi>) {
+pub(crate) async fn follow_events(
+    sched: Scheduler,
+    host: String,
+    api: Arc<dyn HostApi>,
+    addition: u64,
+) {
     let interval = sched.inner.cfg.host_check_interval;
-    while sched.host_api(&host).is_some() {
+    while sched.still_followed(&host, addition) {
         if let Ok(mut events) = api.events().await {
             sched.resync_host(&host, &api).await;
             while let Some(ev) = events.next().await {
-                if sched.host_api(&host).is_none() {
+                if !sched.still_followed(&host, addition) {
                     return;
                 }
                 let mut st = sched.lock();
@@ -394,7 +427,12 @@ pub(crate) async fn follow_events(sched: Scheduler, host: String, api: Arc<dyn H
 
 /// Heartbeat: checks the host every `host_check_interval`, follows its tags, resyncs its jobs
 /// every `resync_interval`, and declares it lost after `max_host_checks` failures in a row.
-pub(crate) async fn check_host(sched: Scheduler, host: String, api: Arc<dyn HostApi>) {
+pub(crate) async fn check_host(
+    sched: Scheduler,
+    host: String,
+    api: Arc<dyn HostApi>,
+    addition: u64,
+) {
     let cfg = sched.inner.cfg.clone();
     let mut last_resync = Instant::now();
     loop {
@@ -407,7 +445,7 @@ pub(crate) async fn check_host(sched: Scheduler, host: String, api: Arc<dyn Host
         let mut wake = false;
         {
             let mut st = sched.lock();
-            let Some(h) = st.hosts.get_mut(&host) else {
+            let Some(h) = st.hosts.get_mut(&host).filter(|h| h.addition == addition) else {
                 return;
             };
             match res {
@@ -424,7 +462,9 @@ pub(crate) async fn check_host(sched: Scheduler, host: String, api: Arc<dyn Host
                     tracing::warn!(host, failures = h.failures, "host check failed");
                     if h.failures >= cfg.max_host_checks {
                         drop(st);
-                        sched.lose_host(&host);
+                        let n = cfg.max_host_checks;
+                        let reason = format!("host {host} was lost: it missed {n} health checks");
+                        sched.lose_host(&host, &reason);
                         return;
                     }
                     continue;

@@ -51,6 +51,11 @@ pub struct ServerArgs {
     /// Tags of the local host, KEY=VALUE (repeatable); formations' tags are matched against them.
     #[arg(long = "host-tag", value_parser = parse_tag)]
     pub host_tags: Vec<(String, String)>,
+    /// Serve the local host agent's API at this address (an address other processes reach;
+    /// port 0 picks one) and register the host in discovery (`slipway-host`), so that a
+    /// scheduler in another process follows it. Needed by `--roles host` without `scheduler`.
+    #[arg(long, env = "SLIPWAY_HOST_LISTEN")]
+    pub host_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub runtime: slipway_host::cli::RuntimeArgs,
     #[command(flatten)]

@@ -81,6 +81,7 @@ impl Config {
                 controller_url: args.controller_url.as_deref(),
                 discovery_url: args.discovery_url.as_deref(),
                 api_key: api_key.as_deref(),
+                host_listen: args.host_listen,
             },
         )?;
         let domain = slipway_types::normalize_domain(&args.domain)
@@ -150,6 +151,8 @@ pub async fn run(mut config: Config) -> Result<()> {
         true => Some(discovery::start(&config, &api_key).await?),
         false => None,
     };
+    // The discovery hosts register in and elections run through: here or `--discovery-url`.
+    let registry = host::registry(&config, discovery.as_ref(), &api_key);
     let router = match config.has(Role::Router) {
         true => Some(Arc::new(
             start_router(&config, &store, &discovery, &api_key, router_cap).await?,
@@ -172,23 +175,41 @@ pub async fn run(mut config: Config) -> Result<()> {
         (Some(store), true) => Some(logs::start(&config, store.clone())?),
         _ => None,
     };
-    match (&scheduler, &discovery, config.has(Role::Host)) {
-        (Some(scheduler), Some(discovery), true) => {
+    let local_host = match config.has(Role::Host) {
+        true => {
             let published_tcp = router.as_ref().map(|r| r.published_tcp.clone());
             let deps = host::HostDeps {
-                scheduler,
-                discovery,
+                scheduler: scheduler.as_ref(),
+                discovery: discovery.as_ref(),
+                registry: registry.clone(),
                 published_tcp: published_tcp.unwrap_or_default(),
-                logs: logs.as_ref(),
                 blobs: blobs.clone(),
             };
-            host::start(&config, deps).await?;
+            let local = host::start(&config, deps).await?;
+            if let Some(discovery) = &discovery {
+                discovery.follow_host(local.api.clone());
+            }
+            if let Some(logs) = &logs {
+                slipway_logs::follow_host(logs.clone(), local.api.clone());
+            }
+            Some(local)
         }
-        // DNS starts with the host agent (on its bridge's gateway); without one, here.
-        (_, Some(discovery), _) => {
-            discovery.start_dns(None).await;
+        false => {
+            // DNS starts with the host agent (on its bridge's gateway); without one, here.
+            if let Some(discovery) = &discovery {
+                discovery.start_dns(None).await;
+            }
+            None
         }
-        _ => {}
+    };
+    if let Some(registry) = &registry {
+        host::follow_members(
+            registry.clone(),
+            local_host.as_ref(),
+            scheduler.as_ref(),
+            discovery.as_ref(),
+            logs.as_ref(),
+        );
     }
     let (Some(store), Some(scheduler)) = (store, scheduler) else {
         // No controller here: the roles run until the process is told to stop.
@@ -196,17 +217,18 @@ pub async fn run(mut config: Config) -> Result<()> {
         tracing::info!("stopped");
         return Ok(());
     };
+    let (listener, local_url) = controller::bind(&config).await?;
+    // Several schedulers (and housekeepers) share one discovery: one leads at a time.
+    scheduler::run(&config, &store, &scheduler, registry.clone(), &local_url).await?;
     if config.has(Role::Housekeeping) {
         let deps = housekeeping::HousekeepingDeps {
             store: store.clone(),
             scheduler: &scheduler,
             blobs: blobs.clone(),
+            registry: registry.clone(),
         };
-        housekeeping::start(&config, deps).await;
+        housekeeping::start(&config, deps).await?;
     }
-    scheduler::start_deployer(store.clone());
-
-    let (listener, local_url) = controller::bind(&config).await?;
     if let Some(register) = config.on_listening.take() {
         register(&local_url, &api_key)?;
     }

@@ -1,11 +1,12 @@
 //! The roles a `slipway server` process runs (`--roles`), and which sets of them can work today.
 //!
-//! Every role can be named, but not every split works yet: the scheduler reaches its hosts
-//! in-process, the bridge registers jobs in an in-process registry, and the controller's
-//! satellites (logs, builder, registry, blob store) share its store and its port. [`check`]
-//! refuses those splits before anything starts, saying why and what to run instead; the cluster
-//! work lifts them one by one. What does work apart is the router (following a controller and a
-//! discovery over HTTP) and discovery.
+//! Every role can be named, but not every split works yet: the controller's `run`, `kill` and
+//! attach go to the scheduler in its process, and the controller's satellites (logs, builder,
+//! registry, blob store) share its store and its port. [`check`] refuses those splits before
+//! anything starts, saying why and what to run instead; the cluster work lifts them one by one.
+//! What does work apart: the router (following a controller and a discovery over HTTP),
+//! discovery, and host agents (`--host-listen`: registered in discovery, followed there by the
+//! scheduler, the discovery bridge and the log aggregator).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -120,11 +121,13 @@ pub struct RefusedSplit {
 }
 
 /// What a process's roles need from outside it: the URLs and key it was given.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 pub struct Remote<'a> {
     pub controller_url: Option<&'a str>,
     pub discovery_url: Option<&'a str>,
     pub api_key: Option<&'a str>,
+    /// `--host-listen`: where the host agent serves its API for other processes.
+    pub host_listen: Option<std::net::SocketAddr>,
 }
 
 /// Refuses the splits that cannot work yet (see the module doc), before anything starts.
@@ -147,18 +150,46 @@ pub fn check(roles: &Roles, remote: &Remote) -> Result<(), RefusedSplit> {
         );
     }
     if roles.has(Host) && !roles.has(Scheduler) {
-        return refuse(
-            "a host agent needs the scheduler in the same process (remote hosts come with the \
-             cluster work): add `scheduler` (and `controller`)"
-                .into(),
-        );
+        match remote.host_listen {
+            None => {
+                return refuse(
+                    "a host agent without the scheduler in the same process serves its API for \
+                     a scheduler elsewhere: give --host-listen ADDR (an address that scheduler \
+                     reaches), or add `scheduler` (and `controller`)"
+                        .into(),
+                );
+            }
+            Some(a) if a.ip().is_unspecified() => {
+                return refuse(format!(
+                    "--host-listen {a}: the host registers this address in discovery for the \
+                     scheduler to reach, so it must be a concrete one (e.g. 10.0.0.5:1113)"
+                ));
+            }
+            Some(_) => {}
+        }
     }
     if roles.has(Host) && !roles.has(Discovery) {
-        return refuse(
-            "a host agent needs discovery in the same process (its jobs are registered there \
-             for the router and DNS): add `discovery`"
-                .into(),
-        );
+        if remote.discovery_url.is_none() {
+            return refuse(
+                "a host agent registers itself and its jobs in discovery: add `discovery`, or \
+                 give --discovery-url (and the key: SLIPWAY_API_KEY or --api-key-file)"
+                    .into(),
+            );
+        }
+        if remote.host_listen.is_none() {
+            return refuse(
+                "a host agent without discovery in the same process is followed over HTTP by \
+                 the process that runs discovery: give --host-listen ADDR"
+                    .into(),
+            );
+        }
+        if remote.api_key.is_none() && !roles.has(Controller) {
+            return refuse(
+                "discovery wants the API key: give --api-key-file (the controller's \
+                 `<data dir>/api-key`) or put the key in SLIPWAY_API_KEY"
+                    .into(),
+            );
+        }
     }
     for needs_controller in [Logs, Builder, Registry, Blobstore, Housekeeping] {
         if roles.has(needs_controller) && !roles.has(Controller) {
@@ -256,6 +287,7 @@ mod tests {
                 controller_url: Some("http://c"),
                 discovery_url: Some("http://d"),
                 api_key: None,
+                ..Default::default()
             },
         )
         .unwrap_err();
@@ -266,9 +298,50 @@ mod tests {
                 controller_url: Some("http://c"),
                 discovery_url: Some("http://d"),
                 api_key: Some("k"),
+                ..Default::default()
             },
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_host_alone_serves_its_api_and_registers_in_a_remote_discovery() {
+        let r = roles("host,router");
+        let listen = "127.0.0.1:1113".parse().ok();
+        let all = Remote {
+            controller_url: Some("http://c"),
+            discovery_url: Some("http://d"),
+            api_key: Some("k"),
+            host_listen: listen,
+        };
+        check(&r, &all).unwrap();
+        let e = check(
+            &r,
+            &Remote {
+                host_listen: None,
+                ..all
+            },
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("--host-listen"), "{e}");
+        let e = check(
+            &r,
+            &Remote {
+                host_listen: "0.0.0.0:1113".parse().ok(),
+                ..all
+            },
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("concrete"), "{e}");
+        let e = check(
+            &roles("host"),
+            &Remote {
+                api_key: None,
+                ..all
+            },
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("API key"), "{e}");
     }
 
     #[test]
@@ -276,8 +349,9 @@ mod tests {
         let cases = [
             ("controller", "name both or neither"),
             ("scheduler", "name both or neither"),
-            ("host,discovery", "add `scheduler`"),
+            ("host,discovery", "--host-listen"),
             ("controller,scheduler,host", "add `discovery`"),
+            ("host", "--host-listen"),
             ("logs", "add `controller`"),
             ("housekeeping,discovery", "add `controller`"),
             ("controller,scheduler,builder", "add `blobstore`"),

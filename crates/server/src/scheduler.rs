@@ -1,18 +1,78 @@
 //! The scheduler role: converges formations into jobs on the hosts it follows (level-triggered,
 //! `slipway_scheduler`), and the deployment executor that writes formations for deployments.
 //!
+//! With a discovery (in-process or `--discovery-url`) every scheduler process is a candidate
+//! in `slipway-scheduler` (meta: its controller's URL): only the leader acts, fenced by its
+//! epoch (docs/scheduler.md), and the deployer runs with it; followers keep following the
+//! hosts so that a takeover is quick. Without one it acts alone, as before.
+//!
 //! Needs: the controller's store (it is the only writer of job rows there). Gives: the
 //! scheduler handle the controller (`run`, `kill`, attach), the host role (`add_host`), the
 //! builder (build jobs) and housekeeping use; its traffic gate is set by `run` from the router
 //! or discovery role.
 
+use crate::Config;
+use anyhow::{Context, Result};
+use slipway_discovery::{NewInstance, Registry};
+use slipway_scheduler::{Election, Scheduler, leader};
 use slipway_store::Store;
 use std::sync::Arc;
 
-pub fn start(store: Arc<dyn Store>) -> slipway_scheduler::Scheduler {
-    let scheduler = slipway_scheduler::Scheduler::new(store, Default::default());
+/// The scheduler, not running yet: the host role adds its host first, then [`run`] starts it.
+pub fn start(store: Arc<dyn Store>) -> Scheduler {
+    Scheduler::new(store, Default::default())
+}
+
+/// Campaigns (with a registry) and starts the scheduler's rounds and the deployer (with the
+/// leader only, when elected). `url`: this process's controller, for the other candidates.
+pub async fn run(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    scheduler: &Scheduler,
+    registry: Option<Arc<dyn Registry>>,
+    url: &str,
+) -> Result<()> {
+    let Some(registry) = registry else {
+        tokio::spawn(scheduler.clone().run());
+        start_deployer(store.clone());
+        return Ok(());
+    };
+    let election = campaign(config, registry, leader::SCHEDULER_SERVICE, url).await?;
+    let leadership = election.watch();
+    scheduler.elect(election);
     tokio::spawn(scheduler.clone().run());
-    scheduler
+    let store = store.clone();
+    tokio::spawn(leader::while_leading(leadership, move |_| {
+        slipway_deploy::Deployer::new(store.clone(), Default::default()).run()
+    }));
+    Ok(())
+}
+
+/// Registers this process as a candidate of `service` (meta: its controller's URL).
+pub async fn campaign(
+    config: &Config,
+    registry: Arc<dyn Registry>,
+    service: &str,
+    url: &str,
+) -> Result<Election> {
+    let _ = config;
+    let random = slipway_types::Id::new_v4().to_string().replace('-', "");
+    let id = format!(
+        "{}-{}",
+        service.trim_start_matches("slipway-"),
+        &random[..12]
+    );
+    let addr = url.trim_start_matches("http://").to_string();
+    let mut meta = std::collections::BTreeMap::new();
+    meta.insert("url".to_string(), url.to_string());
+    let new = NewInstance {
+        addr,
+        proto: Some("tcp".into()),
+        meta,
+    };
+    Election::campaign(registry, service, &id, new, slipway_discovery::DEFAULT_TTL)
+        .await
+        .with_context(|| format!("cannot campaign for {service} in discovery"))
 }
 
 /// The deployment executor: runs pending deployments (a deploy of an app with nothing running

@@ -17,6 +17,8 @@ pub(crate) struct Bridge {
     draining: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Woken after a job is registered (discovery's gate waits for that).
     registered: tokio::sync::Notify,
+    /// The host of each registered job, so a lost host's jobs can be taken out at once.
+    owners: std::sync::Mutex<HashMap<String, String>>,
 }
 
 impl Bridge {
@@ -28,6 +30,32 @@ impl Bridge {
             .expect("draining")
             .insert(job_id.to_string());
         self.live.lock().await.remove(job_id).is_some()
+    }
+
+    /// Deregisters the jobs of a host that is gone (its registration in discovery expired):
+    /// nobody would stop heartbeating them otherwise.
+    pub(crate) async fn forget_host_jobs(&self, host: &str) {
+        let jobs: Vec<String> = {
+            let mut owners = self.owners.lock().expect("owners");
+            let jobs = owners
+                .iter()
+                .filter(|(_, h)| *h == host)
+                .map(|(j, _)| j.clone())
+                .collect();
+            owners.retain(|_, h| h != host);
+            jobs
+        };
+        let mut live = self.live.lock().await;
+        for job in &jobs {
+            live.remove(job);
+        }
+        if !jobs.is_empty() {
+            tracing::info!(
+                host,
+                jobs = jobs.len(),
+                "discovery: the host is gone; its jobs are deregistered"
+            );
+        }
     }
 
     /// Waits until the job is registered, or `timeout`; returns whether it is.
@@ -64,9 +92,20 @@ pub(crate) fn follow_host(
     host: Arc<dyn HostApi>,
     registry: Arc<dyn Registry>,
     bridge: Arc<Bridge>,
-) {
-    tokio::spawn(async move {
+) -> tokio::task::AbortHandle {
+    let task = tokio::spawn(async move {
+        let mut host_id = String::new();
         loop {
+            if host_id.is_empty() {
+                match host.status().await {
+                    Ok(s) => host_id = s.id,
+                    Err(e) => {
+                        tracing::warn!("discovery: cannot reach a host: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+            }
             let events = match host.events().await {
                 Ok(ev) => ev,
                 Err(e) => {
@@ -77,17 +116,32 @@ pub(crate) fn follow_host(
             };
             if let Ok(jobs) = host.list_jobs().await {
                 for j in jobs {
+                    bridge.own(&j, &host_id);
                     sync_job(&registry, &bridge, &j, None).await;
                 }
             }
             use futures_util::StreamExt;
             let mut events = events;
             while let Some(ev) = events.next().await {
+                bridge.own(&ev.job, &host_id);
                 sync_job(&registry, &bridge, &ev.job, Some(ev.kind)).await;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
+    task.abort_handle()
+}
+
+impl Bridge {
+    /// Records the job's host while it may be registered.
+    fn own(&self, job: &JobInfo, host: &str) {
+        let mut owners = self.owners.lock().expect("owners");
+        if job.status.is_terminal() {
+            owners.remove(&job.job.id);
+        } else {
+            owners.insert(job.job.id.clone(), host.to_string());
+        }
+    }
 }
 
 pub(crate) async fn sync_job(
