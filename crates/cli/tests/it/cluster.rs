@@ -1,0 +1,216 @@
+//! A host agent in a process of its own: `slipway server --roles host --host-listen ADDR
+//! --discovery-url …` serves its host API, registers itself in discovery, and the scheduler of
+//! another process (controller, scheduler, discovery) follows it there — starts jobs on it,
+//! and replaces them when the host process dies (kill -9) within 15 s. Real runc, real
+//! processes, real HTTP.
+
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `slipway server --roles host` process, killed on drop with what its jobs left.
+struct HostProcess {
+    child: Child,
+    data: PathBuf,
+    log: PathBuf,
+    n: u32,
+}
+
+impl HostProcess {
+    fn start(dir: &Path, n: u32, discovery: &str, key: &str) -> HostProcess {
+        let log = dir.join("host.log");
+        let data = dir.join("host-data");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(BIN)
+            .args(["server", "--roles", "host", "--no-register"])
+            .args(["--discovery-url", discovery])
+            .args(["--host-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--bridge", &format!("slws{n}")])
+            .args(["--nft-table", &format!("slws{n}")])
+            .args([
+                "--subnet",
+                &format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
+            ])
+            .args(["--cgroup-parent", &format!("slipway-srvtest-{n}")])
+            .arg("--stacks-dir")
+            .arg(std::env::temp_dir().join("slipway-test-stacks"))
+            .env("SLIPWAY_API_KEY", key)
+            .env("HOME", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the host process");
+        HostProcess {
+            child,
+            data,
+            log,
+            n,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The host's id, once it registered in discovery.
+    fn registered_id(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.log().contains("registered in discovery") {
+            assert!(
+                Instant::now() < deadline,
+                "the host never registered:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::fs::read_to_string(self.data.join("host/host-id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+        remove_host_leftovers(
+            &self.data.join("host"),
+            &format!("slipway-srvtest-{}", self.n),
+            &format!("slws{}", self.n),
+        );
+    }
+}
+
+/// The app's job rows: (id, state, host, host error).
+fn rows(s: &TestServer, app: &str) -> Vec<(String, String, String, String)> {
+    let c = s.client();
+    block_on(async move { c.jobs(app).await.unwrap() })
+        .into_iter()
+        .map(|j| {
+            (
+                j.id,
+                j.state.as_str().to_string(),
+                j.host_id.unwrap_or_default(),
+                j.host_error.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+fn wait_rows(
+    s: &TestServer,
+    app: &str,
+    what: &str,
+    timeout: Duration,
+    ok: impl Fn(&[(String, String, String, String)]) -> bool,
+) -> Vec<(String, String, String, String)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = rows(s, app);
+        if ok(&r) {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {r:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_host_only_process_runs_the_jobs_of_another_processs_scheduler_and_is_lost_when_killed() {
+    if skip_unless_root("a_host_only_process_runs_the_jobs_of_another_processs_scheduler") {
+        return;
+    }
+    let n = 3100 + std::process::id() % 100;
+    let s = TestServer::start_with(&[
+        "--roles".into(),
+        "controller,scheduler,discovery".into(),
+        "--discovery-listen".into(),
+        "127.0.0.1:0".into(),
+        // The host registers its loopback API address.
+        "--discovery-allow".into(),
+        "127.0.0.1".into(),
+    ]);
+    let discovery = format!("http://{}", logged_addr(&s, "discovery API on http://"));
+    let mut host = HostProcess::start(s.dir.path(), n, &discovery, &s.key());
+    let host_id = host.registered_id();
+
+    // A second host with the same id (a copied data dir) refuses to start, saying why.
+    let twin_dir = s.dir.path().join("twin");
+    std::fs::create_dir_all(twin_dir.join("host-data/host")).unwrap();
+    std::fs::write(twin_dir.join("host-data/host/host-id"), &host_id).unwrap();
+    let mut twin = HostProcess::start(&twin_dir, n + 100, &discovery, &s.key());
+    let status = twin.child.wait().unwrap();
+    assert!(!status.success());
+    let log = twin.log();
+    assert!(
+        log.contains(&format!("another host with id {host_id} is registered")),
+        "{log}"
+    );
+    drop(twin);
+
+    s.create_app("far");
+    let c = s.client();
+    block_on(async move {
+        let mut r = slipway_types::NewRelease::default();
+        r.processes.insert(
+            "web".into(),
+            slipway_types::ProcessType {
+                args: vec!["sleep".into(), "3600".into()],
+                ..Default::default()
+            },
+        );
+        let r = c.create_release("far", &r).await.unwrap();
+        c.set_app_release("far", r.id).await.unwrap();
+    });
+    s.ok(&["-a", "far", "scale", "web=2"]);
+    let up = wait_rows(
+        &s,
+        "far",
+        "2 jobs up on the remote host",
+        Duration::from_secs(60),
+        |r| r.iter().filter(|j| j.1 == "up" && j.2 == host_id).count() == 2,
+    );
+    assert!(up.iter().all(|j| j.1 != "up" || j.2 == host_id), "{up:#?}");
+
+    // The host process dies: its registration expires and the scheduler marks its jobs lost.
+    host.kill();
+    let t0 = Instant::now();
+    let lost = wait_rows(
+        &s,
+        "far",
+        "the host's jobs lost",
+        Duration::from_secs(20),
+        |r| r.iter().filter(|j| j.2 == host_id && j.1 == "down").count() == 2,
+    );
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "lost after {took:?}: {lost:#?}"
+    );
+    assert!(
+        lost.iter()
+            .filter(|j| j.2 == host_id)
+            .all(|j| j.3.contains(&format!("host {host_id} was lost"))),
+        "{lost:#?}"
+    );
+    // Nowhere else to go: the replacements wait for a host.
+    wait_rows(
+        &s,
+        "far",
+        "replacements blocked",
+        Duration::from_secs(10),
+        |r| r.iter().filter(|j| j.1 == "blocked").count() == 2,
+    );
+}
