@@ -26,6 +26,8 @@ pub const SCHEDULER_ROLE: &str = "scheduler";
 /// How long a host may take to acknowledge a new epoch before the takeover goes on without it
 /// (an unreachable host is fenced by the first fenced call it gets instead).
 const FENCE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a new leader waits for the registered hosts to be followed before it takes over.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Whether, and under which epoch, the scheduler acts.
 #[derive(Default)]
@@ -212,6 +214,7 @@ impl Scheduler {
     /// then acts: its rows rewritten from what it saw, rows no host reports marked down.
     async fn take_over(&self, epoch: u64) -> bool {
         tracing::info!(epoch, "taking over as the scheduler leader");
+        self.await_members(MEMBERS_TIMEOUT).await;
         let hosts: Vec<(String, Arc<dyn HostApi>)> = self
             .lock()
             .hosts

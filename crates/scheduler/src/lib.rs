@@ -108,6 +108,8 @@ pub(crate) struct Inner {
     acting: Arc<fencing::Acting>,
     /// The election, when this scheduler is one of several ([`Scheduler::elect`]).
     election: std::sync::OnceLock<Election>,
+    /// Where hosts register, when they are followed from there ([`Scheduler::follow_hosts`]).
+    members: std::sync::OnceLock<Arc<dyn slipway_discovery::Registry>>,
 }
 
 impl Scheduler {
@@ -138,6 +140,7 @@ impl Scheduler {
                 gate: std::sync::OnceLock::new(),
                 acting,
                 election: std::sync::OnceLock::new(),
+                members: std::sync::OnceLock::new(),
             }),
         }
     }

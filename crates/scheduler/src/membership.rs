@@ -83,6 +83,7 @@ impl Scheduler {
         local: Option<(String, Arc<dyn HostApi>)>,
         connect: Connect,
     ) -> tokio::task::JoinHandle<()> {
+        let _ = self.inner.members.set(registry.clone());
         let sched = self.clone();
         // Registered hosts, each with the generation of its registration: one task per
         // registration keeps it followed (again after a loss by failed checks) until it goes.
@@ -143,6 +144,36 @@ impl Scheduler {
         let id = self.add_host(api).await?;
         tracing::info!(host = %id, addr = %inst.addr, "following a registered host");
         Ok(())
+    }
+
+    /// Waits (up to `timeout`) until every host registered now is followed: a new leader must
+    /// not take the jobs of hosts it has not reached yet for lost.
+    pub(crate) async fn await_members(&self, timeout: Duration) {
+        let Some(registry) = self.inner.members.get().cloned() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let registered =
+                tokio::time::timeout_at(deadline, registry.instances(HOST_SERVICE)).await;
+            let Ok(Ok(list)) = registered else { return };
+            let missing: Vec<String> = list
+                .into_iter()
+                .map(|i| i.id)
+                .filter(|id| !self.follows(id))
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    ?missing,
+                    "taking over without registered hosts it cannot reach yet"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Whether the host is followed.
