@@ -214,3 +214,170 @@ fn a_host_only_process_runs_the_jobs_of_another_processs_scheduler_and_is_lost_w
         |r| r.iter().filter(|j| j.1 == "blocked").count() == 2,
     );
 }
+
+/// A `slipway server --roles discovery` process, killed on drop.
+struct DiscoveryProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl DiscoveryProcess {
+    fn start(dir: &Path, key: &str) -> DiscoveryProcess {
+        let log = dir.join("discovery.log");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(BIN)
+            .args(["server", "--roles", "discovery", "--no-register"])
+            .args(["--discovery-listen", "127.0.0.1:0"])
+            .args(["--discovery-allow", "127.0.0.1"])
+            .arg("--data-dir")
+            .arg(dir.join("discovery-data"))
+            .env("SLIPWAY_API_KEY", key)
+            .env("HOME", dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn the discovery process");
+        DiscoveryProcess { child, log }
+    }
+
+    fn url(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let marker = "discovery API on http://";
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if let Some(rest) = log.split(marker).nth(1) {
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                return format!("http://{addr}");
+            }
+            assert!(Instant::now() < deadline, "no {marker:?} in:\n{log}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for DiscoveryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn server_log(s: &TestServer) -> String {
+    std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default()
+}
+
+fn wait_log(s: &TestServer, what: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !server_log(s).contains(what) {
+        assert!(
+            Instant::now() < deadline,
+            "no {what:?} in the log:\n{}",
+            server_log(s)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every job the host was ever asked to start (its agent keeps finished ones).
+fn started_on(host_api: &str) -> usize {
+    let api = slipway_host::client::HttpHost::new(host_api);
+    block_on(async move {
+        use slipway_host::HostApi;
+        api.list_jobs().await.unwrap().len()
+    })
+}
+
+#[test]
+fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_a_scale() {
+    if skip_unless_root("two_schedulers_on_one_postgres") {
+        return;
+    }
+    let Some(db) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let n = 3300 + std::process::id() % 100;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k".repeat(24) + &std::process::id().to_string();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, &key).unwrap();
+    let discovery = DiscoveryProcess::start(dir.path(), &key);
+    let d = discovery.url();
+    let controller = |_: &str| {
+        TestServer::start_with(&[
+            "--roles".into(),
+            "controller,scheduler".into(),
+            "--database-url".into(),
+            db.url.clone(),
+            "--discovery-url".into(),
+            d.clone(),
+            "--api-key-file".into(),
+            key_file.display().to_string(),
+        ])
+    };
+    let mut a = controller("a");
+    wait_log(
+        &a,
+        "acting as the scheduler leader",
+        Duration::from_secs(30),
+    );
+    let b = controller("b");
+    let host = HostProcess::start(dir.path(), n, &d, &key);
+    let host_id = host.registered_id();
+    let host_api = {
+        let log = host.log();
+        let rest = log.split("host API on http://").nth(1).unwrap().to_string();
+        let addr: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+            .collect();
+        format!("http://{addr}")
+    };
+
+    // Both follow the host; only the leader starts jobs, each once.
+    a.create_app("duo");
+    let c = a.client();
+    block_on(async move {
+        let mut r = slipway_types::NewRelease::default();
+        r.processes.insert(
+            "web".into(),
+            slipway_types::ProcessType {
+                args: vec!["sleep".into(), "3600".into()],
+                ..Default::default()
+            },
+        );
+        let r = c.create_release("duo", &r).await.unwrap();
+        c.set_app_release("duo", r.id).await.unwrap();
+    });
+    b.ok(&["-a", "duo", "scale", "--no-wait", "web=2"]);
+    wait_rows(&b, "duo", "2 up", Duration::from_secs(60), |r| {
+        r.iter().filter(|j| j.1 == "up" && j.2 == host_id).count() == 2
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(started_on(&host_api), 2, "a job was started twice");
+    assert_eq!(rows(&b, "duo").len(), 2);
+    assert!(!server_log(&b).contains("acting as the scheduler leader"));
+
+    // The leader dies; a scale issued meanwhile is finished by the other, which takes over.
+    a.kill();
+    let t0 = Instant::now();
+    b.ok(&["-a", "duo", "scale", "--no-wait", "web=3"]);
+    wait_rows(&b, "duo", "3 up", Duration::from_secs(40), |r| {
+        r.iter().filter(|j| j.1 == "up").count() == 3
+    });
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "took over after {:?}",
+        t0.elapsed()
+    );
+    wait_log(&b, "acting as the scheduler leader", Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(started_on(&host_api), 3, "a job was started twice");
+    let live = rows(&b, "duo");
+    assert_eq!(live.iter().filter(|j| j.1 == "up").count(), 3, "{live:#?}");
+    drop(host);
+    drop(discovery);
+}
