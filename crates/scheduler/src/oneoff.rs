@@ -99,26 +99,40 @@ impl Scheduler {
         failed: fn(String) -> SchedError,
     ) -> Result<Arc<dyn HostApi>, SchedError> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let unknown_until = Instant::now() + Duration::from_secs(10);
         let api = loop {
-            let (in_flight, state, error, api) = {
+            // A scheduler that does not lead learns of the leader's jobs from the hosts: a job
+            // started a moment ago may not have reached it yet, nor be running.
+            let follower = !self.is_acting();
+            let seen = {
                 let st = self.lock();
-                let Some(t) = st.jobs.get(job_id).filter(|t| t.job.app_id == app_id) else {
-                    return Err(SchedError::NotFound(format!("job {job_id} not found")));
-                };
-                let api = t
-                    .job
-                    .host_id
-                    .as_ref()
-                    .and_then(|h| st.hosts.get(h))
-                    .map(|h| h.api.clone());
-                (t.in_flight, t.job.state, t.job.host_error.clone(), api)
+                st.jobs
+                    .get(job_id)
+                    .filter(|t| t.job.app_id == app_id)
+                    .map(|t| {
+                        let api = t
+                            .job
+                            .host_id
+                            .as_ref()
+                            .and_then(|h| st.hosts.get(h))
+                            .map(|h| h.api.clone());
+                        (t.in_flight, t.job.state, t.job.host_error.clone(), api)
+                    })
+            };
+            let Some((in_flight, state, error, api)) = seen else {
+                if follower && Instant::now() < unknown_until {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+                return Err(SchedError::NotFound(format!("job {job_id} not found")));
             };
             if state == JobState::Failed {
                 return Err(failed(
                     error.unwrap_or_else(|| format!("job {job_id} could not start")),
                 ));
             }
-            if !in_flight || Instant::now() > deadline {
+            let starting = follower && matches!(state, JobState::Pending | JobState::Starting);
+            if !(in_flight || starting) || Instant::now() > deadline {
                 break api;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

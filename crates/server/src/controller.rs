@@ -46,7 +46,7 @@ pub async fn serve(
 ) -> Result<()> {
     let args = &config.args;
     let controller = slipway_controller::ControllerConfig {
-        api_key: deps.api_key,
+        api_key: deps.api_key.clone(),
         default_domain: config.domain.clone(),
         git_url: deps.local_url.clone(),
     };
@@ -55,6 +55,7 @@ pub async fn serve(
         scheduler: deps.scheduler,
         router: deps.router,
         tcp_ports: args.routing.tcp_ports.clone(),
+        forward: (deps.local_url.clone(), deps.api_key.clone()),
     });
     let router =
         slipway_controller::router_with_extra(deps.store, controller, Some(cluster), deps.extra);
@@ -84,6 +85,34 @@ pub(crate) struct Layer0 {
     /// The router in this process, if any: the TCP-route checks ask it.
     router: Option<Arc<RouterRole>>,
     tcp_ports: std::ops::RangeInclusive<u16>,
+    /// This controller's URL and the API key: `kill` and `run` go to the scheduler leader's
+    /// controller when this process's scheduler does not lead (docs/scheduler.md).
+    forward: (String, String),
+}
+
+impl Layer0 {
+    /// The leader's controller, when another process's scheduler leads.
+    fn leader(&self) -> Option<(String, slipway_client::Client)> {
+        let url = (!self.scheduler.is_acting())
+            .then(|| self.scheduler.leader_url())
+            .flatten()
+            .filter(|u| *u != self.forward.0)?;
+        Some((
+            url.clone(),
+            slipway_client::Client::new(&url, &self.forward.1).ok()?,
+        ))
+    }
+}
+
+/// A forwarded call's error: the leader's answer as it is, or why it could not be asked.
+fn forwarded(url: &str, e: slipway_client::ClientError) -> slipway_controller::ApiErr {
+    match e {
+        slipway_client::ClientError::Api { error, .. } => slipway_controller::ApiErr(error),
+        e => slipway_controller::ApiErr::new(
+            slipway_types::ErrorCode::Unavailable,
+            format!("the scheduler leader's controller ({url}) cannot be asked: {e}"),
+        ),
+    }
 }
 
 #[async_trait::async_trait]
@@ -93,6 +122,13 @@ impl slipway_controller::Cluster for Layer0 {
         app_id: slipway_types::Id,
         job_id: &str,
     ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
+        if let Some((url, leader)) = self.leader() {
+            let app = app_id.to_string();
+            return leader
+                .kill_job(&app, job_id)
+                .await
+                .map_err(|e| forwarded(&url, e));
+        }
         self.scheduler
             .stop_job(app_id, job_id)
             .await
@@ -104,6 +140,15 @@ impl slipway_controller::Cluster for Layer0 {
         release: &slipway_types::Release,
         job: &slipway_types::NewJob,
     ) -> Result<slipway_types::Job, slipway_controller::ApiErr> {
+        if let Some((url, leader)) = self.leader() {
+            let mut job = job.clone();
+            job.release.get_or_insert(release.id);
+            let app = app.id.to_string();
+            return leader
+                .run_job(&app, &job)
+                .await
+                .map_err(|e| forwarded(&url, e));
+        }
         self.scheduler
             .run_one_off(app, release, job)
             .await

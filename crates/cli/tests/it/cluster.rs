@@ -361,6 +361,33 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_
     assert_eq!(rows(&b, "duo").len(), 2);
     assert!(!server_log(&b).contains("acting as the scheduler leader"));
 
+    // `kill` and `run` through the follower's controller go to the leader's.
+    let victim = rows(&b, "duo").remove(0).0;
+    b.ok(&["-a", "duo", "kill", &victim]);
+    wait_rows(
+        &b,
+        "duo",
+        "the killed job replaced",
+        Duration::from_secs(30),
+        |r| {
+            r.iter().any(|j| j.0 == victim && j.1 == "down")
+                && r.iter().filter(|j| j.1 == "up").count() == 2
+        },
+    );
+    let out = b.ok(&["-a", "duo", "run", "-d", "--", "sleep", "1"]);
+    wait_rows(
+        &b,
+        "duo",
+        "the one-off job ran",
+        Duration::from_secs(30),
+        |r| r.iter().any(|j| out.contains(&j.0) && j.1 == "down"),
+    );
+    // Attached: started by the leader, its output read through the follower's host connection.
+    let out = b.ok(&["-a", "duo", "run", "--", "echo", "through-the-follower"]);
+    assert!(out.contains("through-the-follower"), "{out}");
+    let started_before = started_on(&host_api);
+    assert_eq!(started_before, 5, "2 + the replacement + two one-offs");
+
     // The leader dies; a scale issued meanwhile is finished by the other, which takes over.
     a.kill();
     let t0 = Instant::now();
@@ -375,7 +402,11 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_
     );
     wait_log(&b, "acting as the scheduler leader", Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(started_on(&host_api), 3, "a job was started twice");
+    assert_eq!(
+        started_on(&host_api),
+        started_before + 1,
+        "a job was started twice"
+    );
     let live = rows(&b, "duo");
     assert_eq!(live.iter().filter(|j| j.1 == "up").count(), 3, "{live:#?}");
     drop(host);
