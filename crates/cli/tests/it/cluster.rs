@@ -135,7 +135,7 @@ fn a_host_only_process_runs_the_jobs_of_another_processs_scheduler_and_is_lost_w
     let n = 3100 + std::process::id() % 100;
     let s = TestServer::start_with(&[
         "--roles".into(),
-        "controller,scheduler,discovery".into(),
+        "controller,scheduler,discovery,logs".into(),
         "--discovery-listen".into(),
         "127.0.0.1:0".into(),
         // The host registers its loopback API address.
@@ -167,7 +167,11 @@ fn a_host_only_process_runs_the_jobs_of_another_processs_scheduler_and_is_lost_w
         r.processes.insert(
             "web".into(),
             slipway_types::ProcessType {
-                args: vec!["sleep".into(), "3600".into()],
+                args: vec![
+                    "sh".into(),
+                    "-c".into(),
+                    "echo hello from far; exec sleep 3600".into(),
+                ],
                 ..Default::default()
             },
         );
