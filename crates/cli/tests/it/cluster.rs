@@ -296,7 +296,7 @@ fn started_on(host_api: &str) -> usize {
 }
 
 #[test]
-fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_a_scale() {
+fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fenced() {
     if skip_unless_root("two_schedulers_on_one_postgres") {
         return;
     }
@@ -392,8 +392,17 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_
     let started_before = started_on(&host_api);
     assert_eq!(started_before, 5, "2 + the replacement + two one-offs");
 
-    // The leader dies; a scale issued meanwhile is finished by the other, which takes over.
-    a.kill();
+    // The leader is paused (SIGSTOP: to the others it is dead); a scale issued meanwhile is
+    // finished by the other, which takes over.
+    let signal = |sig: &str| {
+        let pid = a.pid().to_string();
+        let st = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(st.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
     let t0 = Instant::now();
     b.ok(&["-a", "duo", "scale", "--no-wait", "web=3"]);
     wait_rows(&b, "duo", "3 up", Duration::from_secs(40), |r| {
@@ -405,7 +414,12 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_
         t0.elapsed()
     );
     wait_log(&b, "acting as the scheduler leader", Duration::from_secs(1));
-    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(started_on(&host_api), started_before + 1);
+
+    // It resumes: its lease has passed and a newer epoch leads, so it starts, stops and writes
+    // nothing (a round it was in the middle of is refused by the host and the store).
+    signal("-CONT");
+    std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
         started_on(&host_api),
         started_before + 1,
@@ -413,6 +427,12 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_the_survivor_finishes_
     );
     let live = rows(&b, "duo");
     assert_eq!(live.iter().filter(|j| j.1 == "up").count(), 3, "{live:#?}");
+    wait_log(&a, "the scheduler stops acting", Duration::from_secs(5));
+    a.kill();
+    b.ok(&["-a", "duo", "scale", "--no-wait", "web=1"]);
+    wait_rows(&b, "duo", "1 up", Duration::from_secs(30), |r| {
+        r.iter().filter(|j| j.1 == "up").count() == 1
+    });
     drop(host);
     drop(discovery);
 }

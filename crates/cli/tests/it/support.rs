@@ -155,6 +155,11 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// The server process's id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the server now, keeping its directory (to clean up what its jobs left).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
