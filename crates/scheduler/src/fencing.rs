@@ -168,6 +168,13 @@ impl Scheduler {
         });
     }
 
+    /// Makes this scheduler act on nothing (no start, stop or job row) until an election it
+    /// gets later ([`Scheduler::elect`]) says it leads: call it before it follows any host
+    /// when it will be one of several, so that what it learns meanwhile is not written.
+    pub fn await_election(&self) {
+        self.inner.acting.elected.store(true, Ordering::SeqCst);
+    }
+
     /// Whether this scheduler acts now (always without an election).
     pub fn is_acting(&self) -> bool {
         self.inner.acting.epoch().is_ok()

@@ -153,6 +153,11 @@ pub async fn run(mut config: Config) -> Result<()> {
     };
     // The discovery hosts register in and elections run through: here or `--discovery-url`.
     let registry = host::registry(&config, discovery.as_ref(), &api_key);
+    if let (Some(scheduler), Some(_)) = (&scheduler, &registry) {
+        // It campaigns once the controller listens (`scheduler::run`); until it leads, what it
+        // learns from the hosts is not written.
+        scheduler.await_election();
+    }
     let router = match config.has(Role::Router) {
         true => Some(Arc::new(
             start_router(&config, &store, &discovery, &api_key, router_cap).await?,
