@@ -1,0 +1,3 @@
+//! slipway-etcd against a real etcd started by testkit.
+
+mod client;
