@@ -15,11 +15,11 @@
 
 #![forbid(unsafe_code)]
 
-// pub mod election;
+pub mod election;
 mod proto;
 mod watch;
 
-// pub use election::{Election, Leadership};
+pub use election::{Election, Leadership};
 pub use proto::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, DeleteRangeResponse, EventType,
     Header, KeyValue, Lease, Member, PutRequest, PutResponse, RangeRequest, RangeResponse,
@@ -89,6 +89,12 @@ pub enum Error {
     },
     #[error("invalid etcd configuration: {0}")]
     Config(String),
+    /// This process no longer leads `name` (its lease expired or its key is gone).
+    #[error(
+        "this process lost the leadership of {name} (epoch {epoch}): another process may lead \
+         now, so this one must not act; it campaigns again to lead"
+    )]
+    NotLeader { name: String, epoch: i64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
