@@ -35,6 +35,11 @@ pub(crate) async fn start(client: &Client, req: &WatchRequest) -> Result<WatchSt
             client
                 .http()
                 .post(format!("{endpoint}/v3/watch"))
+                // etcd's "require leader" (the gateway passes Grpc-Metadata-* on as gRPC
+                // metadata): a member cut off from its cluster's leader cancels the watch
+                // instead of keeping it open with no events, so the caller re-watches
+                // through a member that still has one.
+                .header("Grpc-Metadata-hasleader", "true")
                 .json(&body)
                 .send(),
         )

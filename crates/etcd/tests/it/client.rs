@@ -238,3 +238,26 @@ async fn an_endless_watch_line_is_refused() {
         "{e}"
     );
 }
+
+/// A watch held by a member that loses its cluster's leader ends (etcd's "require leader"),
+/// so the caller re-watches through another member instead of following a silent stream.
+#[tokio::test]
+async fn a_watch_on_a_member_without_a_leader_ends() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(mut etcd) = etcd_cluster(3) else {
+        return;
+    };
+    let c = Client::connect(&etcd.client_url(0)).await.unwrap();
+    let mut w = c.watch(&WatchRequest::prefix("/w/", 0)).await.unwrap();
+    // Two of three gone: member 0 has no quorum, so no leader after its election timeout.
+    etcd.stop_member(1);
+    etcd.stop_member(2);
+    let end = tokio::time::timeout(Duration::from_secs(20), w.next())
+        .await
+        .expect("the watch ends once its member has no leader");
+    assert!(
+        matches!(end, Ok(None) | Err(Error::Refused { .. })),
+        "{:?}",
+        end.map(|r| r.map(|r| r.events.len()))
+    );
+}
