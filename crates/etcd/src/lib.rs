@@ -6,6 +6,8 @@
 //!   answers with a 5xx (no leader, stopping), goes to the next member; the member that answered
 //!   last is tried first next time. A timeout moves on only for requests that are safe to send
 //!   twice (reads, keep-alives); a write that timed out may have been applied and is reported.
+//!   Requests ask etcd to require a leader, so a member cut off from its cluster refuses at
+//!   once (and the next is tried) instead of holding the request until its own timeout.
 //! - **bounded**: every call has a timeout, every response body and every watch line a size
 //!   limit, so a hostile or broken endpoint cannot make a caller wait or buffer without end.
 //! - **errors that name the endpoint** and say what to do.
@@ -206,14 +208,18 @@ impl Client {
         for k in 0..n {
             let i = (first + k) % n;
             let endpoint = &self.inner.endpoints[i];
-            let sent = self
+            let mut req = self
                 .inner
                 .http
                 .post(format!("{endpoint}{path}"))
-                .timeout(self.inner.timeout)
-                .json(body)
-                .send()
-                .await;
+                .timeout(self.inner.timeout);
+            if !matches!(call, "status" | "member list") {
+                // etcd's "require leader": a member cut off from its cluster's leader answers
+                // 503 at once instead of after its request timeout, and the next member is
+                // tried. Status and member list are the member's own view: asked anyway.
+                req = req.header("Grpc-Metadata-hasleader", "true");
+            }
+            let sent = req.json(body).send().await;
             let resp = match sent {
                 Ok(r) => r,
                 Err(e) if e.is_timeout() && !idempotent => {

@@ -261,3 +261,34 @@ async fn a_watch_on_a_member_without_a_leader_ends() {
         end.map(|r| r.map(|r| r.events.len()))
     );
 }
+
+/// A member without a leader refuses at once, and a client listing it first goes on to the
+/// next member instead of waiting out etcd's request timeout.
+#[tokio::test]
+async fn a_member_without_a_leader_refuses_at_once() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(mut etcd) = etcd_cluster(3) else {
+        return;
+    };
+    let alone = Client::connect(&etcd.client_url(0)).await.unwrap();
+    alone.put(&put("/k", "v", 0)).await.unwrap();
+    etcd.stop_member(1);
+    etcd.stop_member(2);
+    // Member 0 notices after its election timeout (1 s by default); a request caught in the
+    // transition may wait for etcd's own timeout.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !matches!(alone.get("/k").await, Err(e) if e.to_string().contains("no leader")) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "member 0 still serves"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let asked = std::time::Instant::now();
+    let e = alone.get("/k").await.unwrap_err();
+    let took = asked.elapsed();
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    assert!(took < Duration::from_secs(2), "refused after {took:?}: {e}");
+    // Its own status is still readable (for `cluster status`).
+    assert!(alone.status_any().await.is_ok());
+}
