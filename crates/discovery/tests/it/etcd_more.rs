@@ -112,3 +112,32 @@ async fn three_members_one_down_register_and_watch_still_work() {
         .collect();
     assert_eq!(ids, ["a", "b"]);
 }
+
+/// Discovery's DNS answers from etcd as from the in-process registry.
+#[tokio::test]
+async fn dns_answers_from_etcd() {
+    use hickory_server::proto::rr::RecordType;
+    use std::net::Ipv4Addr;
+    let Some(etcd) = etcd_cluster(1) else { return };
+    let r = registry(&etcd.client_urls(), Duration::from_secs(10)).await;
+    r.register("web", "a", &inst("10.0.0.1:8080"))
+        .await
+        .unwrap();
+    r.register("web", "b", &inst("10.0.0.2:8081"))
+        .await
+        .unwrap();
+    let dns = slipway_discovery::dns::serve(
+        slipway_discovery::dns::DnsHandler::new(std::sync::Arc::new(r.clone()), None),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let m = crate::dns::ask(dns, "web.discover.", RecordType::A).await;
+    assert_eq!(
+        crate::dns::ips(&m.answers),
+        [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]
+    );
+    r.deregister("web", "a").await.unwrap();
+    let m = crate::dns::ask(dns, "leader.web.discover.", RecordType::A).await;
+    assert_eq!(crate::dns::ips(&m.answers), [Ipv4Addr::new(10, 0, 0, 2)]);
+}
