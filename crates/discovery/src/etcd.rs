@@ -21,6 +21,11 @@
 //! to 0.5 s (etcd checks leases twice a second). One exception is etcd's: when etcd's own raft
 //! leader changes, the new leader renews every lease for its full TTL, so an instance of a dead
 //! registrant can live up to one TTL after that election — about 2 × TTL in the worst case.
+//!
+//! So an instance's heartbeats must all go through one registry (one process): the host agent
+//! registers its jobs through its own process's registry, an `HttpRegistry` follows one
+//! discovery URL. A registry that stops hearing from an instance revokes it even if another
+//! process heartbeats it meanwhile (etcd keeps no record of who renewed a lease last).
 
 use crate::{Error, Event, EventKind, Instance, NewInstance, Registry, Result, Watch};
 use slipway_etcd::{
