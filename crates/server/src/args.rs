@@ -20,6 +20,12 @@ pub struct ServerArgs {
     /// process takes its backends from there), e.g. `http://127.0.0.1:1111`.
     #[arg(long, env = "SLIPWAY_DISCOVERY_URL")]
     pub discovery_url: Option<String>,
+    /// etcd's client URLs, comma-separated (`http://10.0.0.1:2379,http://10.0.0.2:2379`):
+    /// cluster mode's coordination. The discovery role keeps its instances there instead of
+    /// in this process, and a process without the discovery role registers and watches there
+    /// directly (no --discovery-url needed). etcd must answer at start.
+    #[arg(long, env = "SLIPWAY_ETCD", value_name = "URL[,URL…]")]
+    pub etcd: Option<String>,
     /// A file holding the API key of --controller-url and --discovery-url (e.g. the
     /// controller's `<data dir>/api-key`). Or put the key in `SLIPWAY_API_KEY`. There is no
     /// flag that takes the key itself: a command line is readable by every user (`ps`).

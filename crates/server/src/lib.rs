@@ -81,6 +81,7 @@ impl Config {
                 controller_url: args.controller_url.as_deref(),
                 discovery_url: args.discovery_url.as_deref(),
                 api_key: api_key.as_deref(),
+                etcd: args.etcd.as_deref(),
             },
         )?;
         let domain = slipway_types::normalize_domain(&args.domain)
@@ -133,6 +134,8 @@ fn api_key(env: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
 pub async fn run(mut config: Config) -> Result<()> {
     init_tracing();
     tracing::info!(roles = %config.roles, "starting");
+    // Checked before anything starts: a wrong --etcd fails here, naming the URLs.
+    let etcd = discovery::connect_etcd(&config).await?;
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
     let api_key = match &config.api_key {
@@ -147,12 +150,20 @@ pub async fn run(mut config: Config) -> Result<()> {
 
     let scheduler = store.clone().map(scheduler::start);
     let discovery = match config.has(Role::Discovery) {
-        true => Some(discovery::start(&config, &api_key).await?),
+        true => Some(discovery::start(&config, &api_key, etcd.as_ref()).await?),
         false => None,
     };
     let router = match config.has(Role::Router) {
         true => Some(Arc::new(
-            start_router(&config, &store, &discovery, &api_key, router_cap).await?,
+            start_router(
+                &config,
+                &store,
+                &discovery,
+                etcd.as_ref(),
+                &api_key,
+                router_cap,
+            )
+            .await?,
         )),
         false => None,
     };
@@ -281,6 +292,7 @@ async fn start_router(
     config: &Config,
     store: &Option<Arc<dyn slipway_store::Store>>,
     discovery: &Option<discovery::Discovery>,
+    etcd: Option<&slipway_etcd::Client>,
     api_key: &str,
     cap: usize,
 ) -> Result<router::RouterRole> {
@@ -297,9 +309,11 @@ async fn start_router(
             router::Routes::Controller(client)
         }
     };
-    let backends: Arc<dyn slipway_discovery::Registry> = match discovery {
-        Some(d) => d.registry.clone(),
-        None => {
+    let backends: Arc<dyn slipway_discovery::Registry> = match (discovery, etcd) {
+        (Some(d), _) => d.registry.clone(),
+        // No HTTP hop: the instances are read in etcd.
+        (None, Some(etcd)) => discovery::etcd_registry(etcd),
+        (None, None) => {
             let url = remote(&config.args.discovery_url, "--discovery-url")?;
             let _ = rustls::crypto::ring::default_provider().install_default();
             Arc::new(slipway_discovery::http::HttpRegistry::new(&url, api_key))

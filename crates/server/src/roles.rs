@@ -125,6 +125,8 @@ pub struct Remote<'a> {
     pub controller_url: Option<&'a str>,
     pub discovery_url: Option<&'a str>,
     pub api_key: Option<&'a str>,
+    /// `--etcd`: discovery's instances are read there directly.
+    pub etcd: Option<&'a str>,
 }
 
 /// Refuses the splits that cannot work yet (see the module doc), before anything starts.
@@ -183,10 +185,11 @@ pub fn check(roles: &Roles, remote: &Remote) -> Result<(), RefusedSplit> {
                     .into(),
             );
         }
-        if !roles.has(Discovery) && remote.discovery_url.is_none() {
+        if !roles.has(Discovery) && remote.discovery_url.is_none() && remote.etcd.is_none() {
             return refuse(
                 "a router without discovery in the same process takes its backends from \
-                 discovery's HTTP API: give --discovery-url (and the key: SLIPWAY_API_KEY or --api-key-file)"
+                 discovery's HTTP API or from etcd: give --discovery-url (and the key: \
+                 SLIPWAY_API_KEY or --api-key-file) or --etcd"
                     .into(),
             );
         }
@@ -256,6 +259,7 @@ mod tests {
                 controller_url: Some("http://c"),
                 discovery_url: Some("http://d"),
                 api_key: None,
+                etcd: None,
             },
         )
         .unwrap_err();
@@ -266,6 +270,18 @@ mod tests {
                 controller_url: Some("http://c"),
                 discovery_url: Some("http://d"),
                 api_key: Some("k"),
+                etcd: None,
+            },
+        )
+        .unwrap();
+        // etcd instead of discovery's HTTP API.
+        check(
+            &r,
+            &Remote {
+                controller_url: Some("http://c"),
+                api_key: Some("k"),
+                etcd: Some("http://e:2379"),
+                ..Default::default()
             },
         )
         .unwrap();
