@@ -111,12 +111,8 @@ pub async fn unreferenced_old_blobs_are_deleted_and_the_rest_kept(b: &Backend) {
 pub async fn putting_an_existing_blob_again_makes_it_young(b: &Backend) {
     let s = &*b.store;
     let d = put(s, "reused layer").await;
-    let path = b.fs.path(&d);
     let old = SystemTime::now() - Duration::from_secs(3 * 3600);
-    std::fs::File::open(&path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    b.set_modified(&d, old).await;
     let none = || async || Ok::<_, std::convert::Infallible>(vec![]);
     // Re-pushed (a registry upload of a layer it has): young again, so kept.
     s.put(
@@ -130,10 +126,7 @@ pub async fn putting_an_existing_blob_again_makes_it_young(b: &Backend) {
         .unwrap();
     assert!(r.deleted.is_empty(), "{}: {r:?}", b.name);
     // Aged again and not re-pushed: deleted.
-    std::fs::File::open(&path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    b.set_modified(&d, old).await;
     let r = gc::collect(s, none(), gc::DEFAULT_GRACE, SystemTime::now())
         .await
         .unwrap();

@@ -1,18 +1,23 @@
-//! The conformance suite: every case runs on [`FsBlobStore`] and on [`HttpBlobStore`] talking to
-//! a real axum server (on port 0) over a second `FsBlobStore`.
+//! The conformance suite: every case runs on [`FsBlobStore`], on [`HttpBlobStore`] talking to
+//! a real axum server (on port 0) over a second `FsBlobStore`, and on [`PgBlobStore`] against a
+//! real PostgreSQL.
 
 mod gc;
 mod suite;
 
-use slipway_blobstore::{BlobStore, FsBlobStore, HttpBlobStore};
+use slipway_blobstore::{BlobStore, Digest, FsBlobStore, HttpBlobStore, PgBlobStore};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 pub struct Backend {
     pub name: &'static str,
     pub store: Arc<dyn BlobStore>,
-    /// The filesystem store underneath (for checking what is on disk).
-    pub fs: FsBlobStore,
-    pub _dir: tempfile::TempDir,
+    /// The filesystem store underneath (for checking what is on disk), if any.
+    pub fs: Option<FsBlobStore>,
+    /// The PostgreSQL store underneath and its database, if any.
+    pub pg: Option<(PgBlobStore, sqlx::PgPool)>,
+    pub _dir: Option<tempfile::TempDir>,
+    pub _db: Option<slipway_testkit::TestDatabase>,
     /// The server's URL (HTTP backend only).
     pub url: Option<String>,
 }
@@ -23,8 +28,10 @@ pub fn fs_backend() -> Backend {
     Backend {
         name: "fs",
         store: Arc::new(fs.clone()),
-        fs,
-        _dir: dir,
+        fs: Some(fs),
+        pg: None,
+        _dir: Some(dir),
+        _db: None,
         url: None,
     }
 }
@@ -46,13 +53,65 @@ pub async fn http_backend() -> Backend {
             format!("http://{addr}"),
             Some("k".into()),
         )),
-        fs,
-        _dir: dir,
+        fs: Some(fs),
+        pg: None,
+        _dir: Some(dir),
+        _db: None,
         url: Some(format!("http://{addr}")),
     }
 }
 
-/// One named test per case per backend: `fs::CASE` and `http::CASE`.
+/// The PostgreSQL backend, or `None` (a counted skip) without a PostgreSQL server.
+pub async fn pg_backend() -> Option<Backend> {
+    let db = slipway_testkit::postgres_database().await?;
+    let pg = PgBlobStore::connect(&db.url).await.unwrap();
+    // A second open of the same database finds its tables there (several controllers start).
+    PgBlobStore::connect(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    Some(Backend {
+        name: "pg",
+        store: Arc::new(pg.clone()),
+        fs: None,
+        pg: Some((pg, pool)),
+        _dir: None,
+        _db: Some(db),
+        url: None,
+    })
+}
+
+impl Backend {
+    /// What an unfinished put left behind: temp files, or chunk rows of no blob.
+    pub async fn leftovers(&self) -> u64 {
+        if let Some(fs) = &self.fs {
+            return std::fs::read_dir(fs.dir().join("tmp")).unwrap().count() as u64;
+        }
+        let (pg, _) = self.pg.as_ref().unwrap();
+        pg.orphaned_chunks().await.unwrap()
+    }
+
+    /// Ages a stored blob (as if it had been stored at `t`).
+    pub async fn set_modified(&self, d: &Digest, t: SystemTime) {
+        if let Some(fs) = &self.fs {
+            std::fs::File::open(fs.path(d))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+            return;
+        }
+        let (_, pool) = self.pg.as_ref().unwrap();
+        let ms = t.duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+        let n = sqlx::query("UPDATE blob_store_blobs SET modified_ms = $2 WHERE digest = $1")
+            .bind(d.as_str())
+            .bind(ms)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(n, 1, "{d} is not stored");
+    }
+}
+
+/// One named test per case per backend: `fs::CASE`, `http::CASE` and `pg::CASE`.
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod fs {
@@ -69,6 +128,17 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let b = crate::http_backend().await;
+                    crate::suite::$case(&b).await;
+                }
+            )*
+        }
+        mod pg {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(b) = crate::pg_backend().await else {
+                        return;
+                    };
                     crate::suite::$case(&b).await;
                 }
             )*
@@ -198,4 +268,72 @@ async fn http_status_codes() {
         .await
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().as_ref(), &content[..]);
+}
+
+/// A body that gives `ok` bytes and then never ends, like a client that stops sending.
+struct Stalled {
+    ok: usize,
+}
+
+impl tokio::io::AsyncRead for Stalled {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.ok == 0 {
+            return std::task::Poll::Pending;
+        }
+        let n = buf.remaining().min(self.ok);
+        buf.put_slice(&vec![b's'; n]);
+        self.ok -= n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Two controllers on one database see one store; a put abandoned half-way (its future
+/// dropped, as when a client disconnects) leaves nothing behind in the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_stores_on_one_database_share_blobs_and_abandoned_puts_leave_nothing() {
+    let Some(b) = pg_backend().await else {
+        return;
+    };
+    let other = PgBlobStore::connect(&b._db.as_ref().unwrap().url)
+        .await
+        .unwrap();
+    let content = vec![7u8; 3 * 1024 * 1024 + 5];
+    let d = Digest::of_bytes(&content);
+    b.store
+        .put(Box::new(std::io::Cursor::new(content.clone())), Some(&d))
+        .await
+        .unwrap();
+    let (info, mut r) = other.get(&d).await.unwrap().expect("seen by the other");
+    assert_eq!(info.size, content.len() as u64);
+    let mut read = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut r, &mut read)
+        .await
+        .unwrap();
+    assert!(
+        read == content,
+        "content differs when read through the other"
+    );
+    assert!(other.delete(&d).await.unwrap());
+    assert!(b.store.head(&d).await.unwrap().is_none());
+
+    let put = b.store.put(Box::new(Stalled { ok: 2 << 20 }), None);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), put)
+            .await
+            .is_err(),
+        "a stalled put finished"
+    );
+    // The rollback happens when the dropped connection goes back to the pool.
+    for _ in 0..50 {
+        if b.leftovers().await == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.leftovers().await, 0);
+    assert!(b.store.list().await.unwrap().is_empty());
 }
