@@ -189,7 +189,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<u64>;
     /// Whether it existed.
     async fn delete_registry_upload(&self, id: Id) -> Result<bool>;
-    /// Deletes uploads unchanged since `before` (unix seconds); how many.
+    /// Deletes uploads unchanged since `before` (unix seconds) or earlier; how many.
     async fn delete_idle_registry_uploads(&self, before: i64) -> Result<u64>;
     /// The blob digest of `app_id`'s last pushed git repository (a tar).
     async fn git_repo_digest(&self, app_id: Id) -> Result<Option<String>>;

@@ -159,6 +159,7 @@ conformance!(
     interrupted_upload_stores_nothing,
     unreferenced_old_blobs_are_deleted_and_the_rest_kept,
     putting_an_existing_blob_again_makes_it_young,
+    blobs_other_state_names_are_kept,
 );
 
 #[tokio::test]

@@ -211,17 +211,17 @@ impl SqlStore {
         Ok(n > 0)
     }
 
-    /// Deletes uploads unchanged since `before` (unix seconds); returns how many.
+    /// Deletes uploads unchanged since `before` (unix seconds) or earlier; returns how many.
     pub async fn delete_idle_registry_uploads(&self, before: i64) -> Result<u64> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "DELETE FROM registry_upload_chunks WHERE upload_id IN \
-             (SELECT id FROM registry_uploads WHERE updated_at < $1)",
+             (SELECT id FROM registry_uploads WHERE updated_at <= $1)",
         )
         .bind(before)
         .execute(&mut **tx)
         .await?;
-        let n = sqlx::query("DELETE FROM registry_uploads WHERE updated_at < $1")
+        let n = sqlx::query("DELETE FROM registry_uploads WHERE updated_at <= $1")
             .bind(before)
             .execute(&mut **tx)
             .await?
