@@ -28,13 +28,19 @@ pub async fn start(config: &Config) -> Result<Arc<dyn BlobStore>> {
     ))
 }
 
-/// `/blobs/{digest}`, its deletes guarded by the artifacts in the store.
+/// `/blobs/{digest}`, its deletes guarded by the artifacts in the store and the blobs the
+/// registry's and the git receiver's shared state names.
 pub fn http(blobs: Arc<dyn BlobStore>, store: Arc<dyn slipway_store::Store>) -> axum::Router {
-    slipway_blobstore::http::router_guarded(
+    let kept = store.clone();
+    slipway_blobstore::http::router_guarded_keeping(
         blobs,
         Arc::new(move || {
             let store = store.clone();
             Box::pin(async move { store.list_artifacts().await.map_err(|e| e.to_string()) })
+        }),
+        Arc::new(move || {
+            let store = kept.clone();
+            Box::pin(async move { store.shared_state_blobs().await.map_err(|e| e.to_string()) })
         }),
     )
 }

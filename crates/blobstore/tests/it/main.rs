@@ -338,3 +338,63 @@ async fn pg_stores_on_one_database_share_blobs_and_abandoned_puts_leave_nothing(
     assert_eq!(b.leftovers().await, 0);
     assert!(b.store.list().await.unwrap().is_empty());
 }
+
+/// The controller's router refuses to delete what an artifact or other state names (409), keeps
+/// everything when it cannot tell (503), and deletes the rest.
+#[tokio::test]
+async fn guarded_deletes_keep_what_artifacts_and_other_state_name() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FsBlobStore::open(dir.path()).unwrap();
+    let put = |s: &'static [u8]| {
+        let fs = fs.clone();
+        async move {
+            fs.put(Box::new(std::io::Cursor::new(s.to_vec())), None)
+                .await
+                .unwrap()
+                .digest
+        }
+    };
+    let (repo, garbage, unsure) = (
+        put(b"repo tar").await,
+        put(b"garbage").await,
+        put(b"?").await,
+    );
+    let kept = vec![repo.to_string()];
+    let app = slipway_blobstore::http::router_guarded_keeping(
+        Arc::new(fs.clone()),
+        Arc::new(|| Box::pin(async { Ok(vec![]) })),
+        Arc::new(move || {
+            let kept = kept.clone();
+            Box::pin(async move { Ok(kept) })
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let http = reqwest::Client::new();
+    let del = |d: &Digest| http.delete(format!("http://{addr}/blobs/{d}")).send();
+    let r = del(&repo).await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("stored git repository"));
+    assert!(fs.head(&repo).await.unwrap().is_some());
+    assert_eq!(del(&garbage).await.unwrap().status(), 200);
+    assert!(fs.head(&garbage).await.unwrap().is_none());
+
+    // A lister that fails: nothing is deleted.
+    let failing = slipway_blobstore::http::router_guarded_keeping(
+        Arc::new(fs.clone()),
+        Arc::new(|| Box::pin(async { Ok(vec![]) })),
+        Arc::new(|| Box::pin(async { Err("database down".to_string()) })),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr2 = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, failing).await.unwrap() });
+    let r = http
+        .delete(format!("http://{addr2}/blobs/{unsure}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(fs.head(&unsure).await.unwrap().is_some());
+}
