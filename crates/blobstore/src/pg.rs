@@ -4,12 +4,15 @@
 //!
 //! A blob is a row of `blob_store_blobs` (digest, size, chunk count, the upload that wrote it)
 //! and its content `blob_store_chunks` rows of at most [`CHUNK`] bytes each, keyed by that
-//! upload's id. A put streams the body into chunk rows under a fresh upload id inside one
-//! transaction while hashing it, and publishes the blob row in the same transaction only once
-//! the digest is verified; a mismatch, an error, or a dropped future rolls the transaction
-//! back, so nothing of a failed or abandoned put is ever visible and nothing is left to clean
-//! up. Reads stream the chunks one query at a time, so neither side holds a whole blob in
-//! memory.
+//! upload's id. A put registers a fresh upload id (`blob_store_uploads`), streams the body
+//! into chunk rows under it while hashing (each insert its own short statement: no connection
+//! or transaction is held while a slow client sends), and only once the digest is verified
+//! publishes the blob row in one short transaction. Until then nothing names the chunks, so
+//! nothing of a put in progress, failed or abandoned is ever visible. A failed put deletes its
+//! chunks; a dropped one (client gone) has them deleted by a task it spawns; a process that
+//! died mid-put leaves them to [`PgBlobStore::connect`], which removes uploads older than
+//! [`STALE_UPLOAD`]. Reads stream the chunks one query at a time, so neither side holds a
+//! whole blob in memory.
 //!
 //! The tables are created by [`PgBlobStore::connect`] (idempotently, under an advisory lock, so
 //! several controllers starting at once do not race): the blob store owns them, not
@@ -24,6 +27,9 @@ use tokio::io::AsyncReadExt;
 /// Bytes per chunk row: big enough that per-row overhead does not matter, small enough that a
 /// row is cheap to hold in memory (one per reader or writer at a time).
 pub const CHUNK: usize = 1024 * 1024;
+
+/// An unpublished upload this old is abandoned (its process died): removed at connect.
+pub const STALE_UPLOAD: Duration = Duration::from_secs(24 * 3600);
 
 /// Serialises the table creation of processes starting at once ("blob" in ASCII).
 const SCHEMA_LOCK: i64 = 0x626c_6f62;
@@ -41,6 +47,10 @@ const SCHEMA: &[&str] = &[
         seq INTEGER NOT NULL,
         data BYTEA NOT NULL,
         PRIMARY KEY (upload_id, seq)
+    )",
+    "CREATE TABLE IF NOT EXISTS blob_store_uploads (
+        upload_id TEXT PRIMARY KEY,
+        started_ms BIGINT NOT NULL
     )",
 ];
 
@@ -98,11 +108,22 @@ impl PgBlobStore {
                 .map_err(|e| db("create the blob tables", e))?;
         }
         tx.commit().await.map_err(|e| db("commit", e))?;
-        Ok(PgBlobStore { pool })
+        let store = PgBlobStore { pool };
+        let stale = now_ms() - STALE_UPLOAD.as_millis() as i64;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT upload_id FROM blob_store_uploads WHERE started_ms < $1")
+                .bind(stale)
+                .fetch_all(&store.pool)
+                .await
+                .map_err(|e| db("list abandoned uploads", e))?;
+        for id in ids {
+            discard(&store.pool, &id).await?;
+        }
+        Ok(store)
     }
 
-    /// Chunk rows that belong to no blob. Always 0 unless the database was edited by hand:
-    /// a put's chunks and its blob row commit together or not at all.
+    /// Chunk rows that belong to no blob: those of puts in progress, or of puts whose process
+    /// died (removed after [`STALE_UPLOAD`]).
     pub async fn orphaned_chunks(&self) -> Result<u64, BlobError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM blob_store_chunks c WHERE NOT EXISTS
@@ -125,6 +146,51 @@ impl PgBlobStore {
             n += got;
         }
         Ok(n)
+    }
+
+    /// Streams `body` into chunk rows of `upload_id` while hashing; verifies `expected`.
+    /// The digest, size and chunk count.
+    async fn stream_in(
+        &self,
+        upload_id: &str,
+        body: &mut Body,
+        expected: Option<&Digest>,
+    ) -> Result<(Digest, u64, i32), BlobError> {
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        let mut seq: i32 = 0;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = Self::fill(body, &mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            sqlx::query("INSERT INTO blob_store_chunks (upload_id, seq, data) VALUES ($1, $2, $3)")
+                .bind(upload_id)
+                .bind(seq)
+                .bind(&buf[..n])
+                .execute(&self.pool)
+                .await
+                .map_err(|e| db("store a chunk", e))?;
+            size += n as u64;
+            seq = seq.checked_add(1).ok_or_else(|| {
+                BlobError::Io(std::io::Error::other("blob too large for the blob store"))
+            })?;
+            if n < CHUNK {
+                break;
+            }
+        }
+        let actual = hasher.finish();
+        if let Some(expected) = expected
+            && *expected != actual
+        {
+            return Err(BlobError::DigestMismatch {
+                expected: expected.clone(),
+                actual,
+            });
+        }
+        Ok((actual, size, seq))
     }
 
     /// Marks a stored blob young again (garbage collection spares young blobs); its info, or
@@ -153,42 +219,28 @@ impl BlobStore for PgBlobStore {
             return Ok(info);
         }
         let upload_id = uuid::Uuid::new_v4().to_string();
-        // Dropping the transaction (error, mismatch, cancelled future) rolls it back.
+        sqlx::query("INSERT INTO blob_store_uploads (upload_id, started_ms) VALUES ($1, $2)")
+            .bind(&upload_id)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await
+            .map_err(|e| db("start an upload", e))?;
+        // Until published, the chunks go when this put ends: error, mismatch, or dropped.
+        let mut guard = Staged {
+            pool: Some(self.pool.clone()),
+            upload_id: upload_id.clone(),
+        };
+        let (actual, size, chunks) = match self.stream_in(&upload_id, &mut body, expected).await {
+            Ok(x) => x,
+            Err(e) => {
+                guard.pool = None;
+                if let Err(d) = discard(&self.pool, &upload_id).await {
+                    tracing::warn!(upload = %upload_id, "cannot discard a failed blob upload: {d}");
+                }
+                return Err(e);
+            }
+        };
         let mut tx = self.pool.begin().await.map_err(|e| db("begin", e))?;
-        let mut hasher = Hasher::new();
-        let mut size = 0u64;
-        let mut seq: i32 = 0;
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = Self::fill(&mut body, &mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            sqlx::query("INSERT INTO blob_store_chunks (upload_id, seq, data) VALUES ($1, $2, $3)")
-                .bind(&upload_id)
-                .bind(seq)
-                .bind(&buf[..n])
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| db("store a chunk", e))?;
-            size += n as u64;
-            seq = seq.checked_add(1).ok_or_else(|| {
-                BlobError::Io(std::io::Error::other("blob too large for the blob store"))
-            })?;
-            if n < CHUNK {
-                break;
-            }
-        }
-        let actual = hasher.finish();
-        if let Some(expected) = expected
-            && *expected != actual
-        {
-            return Err(BlobError::DigestMismatch {
-                expected: expected.clone(),
-                actual,
-            });
-        }
         // Someone else stored the same content meanwhile: theirs stays, ours goes.
         let (owner, modified_ms): (String, i64) = sqlx::query_as(
             "INSERT INTO blob_store_blobs (digest, size, chunks, upload_id, modified_ms)
@@ -198,7 +250,7 @@ impl BlobStore for PgBlobStore {
         )
         .bind(actual.as_str())
         .bind(size as i64)
-        .bind(seq)
+        .bind(chunks)
         .bind(&upload_id)
         .bind(now_ms())
         .fetch_one(&mut *tx)
@@ -211,7 +263,13 @@ impl BlobStore for PgBlobStore {
                 .await
                 .map_err(|e| db("drop a duplicate upload", e))?;
         }
+        sqlx::query("DELETE FROM blob_store_uploads WHERE upload_id = $1")
+            .bind(&upload_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| db("finish an upload", e))?;
         tx.commit().await.map_err(|e| db("commit a blob", e))?;
+        guard.pool = None;
         tracing::debug!(digest = %actual, size, "blob stored");
         info(actual.as_str(), size as i64, modified_ms)
     }
@@ -298,5 +356,44 @@ impl BlobStore for PgBlobStore {
         .await
         .map_err(|e| db("list blobs", e))?;
         rows.iter().map(|(d, size, m)| info(d, *size, *m)).collect()
+    }
+}
+
+/// Deletes an unpublished upload's chunks and its row.
+async fn discard(pool: &PgPool, upload_id: &str) -> Result<(), BlobError> {
+    let mut tx = pool.begin().await.map_err(|e| db("begin", e))?;
+    sqlx::query("DELETE FROM blob_store_chunks WHERE upload_id = $1")
+        .bind(upload_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db("discard an upload", e))?;
+    sqlx::query("DELETE FROM blob_store_uploads WHERE upload_id = $1")
+        .bind(upload_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| db("discard an upload", e))?;
+    tx.commit().await.map_err(|e| db("discard an upload", e))
+}
+
+/// An upload in progress: if the put is dropped before it publishes or discards it (the
+/// client went away), a task discards it.
+struct Staged {
+    pool: Option<PgPool>,
+    upload_id: String,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let Some(pool) = self.pool.take() else {
+            return;
+        };
+        let id = std::mem::take(&mut self.upload_id);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = discard(&pool, &id).await {
+                    tracing::warn!(upload = %id, "cannot discard an abandoned blob upload: {e}");
+                }
+            });
+        }
     }
 }

@@ -337,6 +337,23 @@ async fn pg_stores_on_one_database_share_blobs_and_abandoned_puts_leave_nothing(
     }
     assert_eq!(b.leftovers().await, 0);
     assert!(b.store.list().await.unwrap().is_empty());
+
+    // A put whose process died long ago: removed when a store connects.
+    let (_, pool) = b.pg.as_ref().unwrap();
+    sqlx::query("INSERT INTO blob_store_uploads (upload_id, started_ms) VALUES ('dead', 0)")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO blob_store_chunks (upload_id, seq, data) VALUES ('dead', 0, $1)")
+        .bind(vec![1u8; 10])
+        .execute(pool)
+        .await
+        .unwrap();
+    assert_eq!(b.leftovers().await, 1);
+    PgBlobStore::connect(&b._db.as_ref().unwrap().url)
+        .await
+        .unwrap();
+    assert_eq!(b.leftovers().await, 0);
 }
 
 /// The controller's router refuses to delete what an artifact or other state names (409), keeps
