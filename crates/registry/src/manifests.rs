@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 /// Tags whose name starts with this store the image (artifact) without a release or deploy.
 pub const NO_DEPLOY_TAG_PREFIX: &str = "no-deploy";
 
-fn valid_tag(t: &str) -> bool {
+pub(crate) fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128

@@ -70,10 +70,6 @@ impl Registry {
     ) -> std::io::Result<Registry> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        // Upload state and tags were files here before they moved to the store.
-        for old in ["uploads", "repos"] {
-            let _ = std::fs::remove_dir_all(dir.join(old));
-        }
         Ok(Registry {
             store,
             blobs,
@@ -93,10 +89,85 @@ impl Registry {
         Ok(self.store.delete_idle_registry_uploads(before).await?)
     }
 
-    /// Cleans abandoned uploads now and every few minutes, for as long as the process runs.
+    /// Moves what an older version kept in files (`<dir>/repos/<app id>/{tags,manifests}/`)
+    /// into the store, then removes those files and `<dir>/uploads` (uploads in progress are
+    /// not carried over: their clients start again). Apps deleted meanwhile are skipped; a
+    /// failure leaves the files for the next start. Returns the tags imported.
+    pub async fn import_legacy_files(&self) -> Result<usize> {
+        let repos = self.dir.join("repos");
+        let mut tags = 0;
+        let apps = match std::fs::read_dir(&repos) {
+            Ok(rd) => rd.flatten().collect::<Vec<_>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => {
+                return Err(RegistryError::internal(format!(
+                    "cannot read {repos:?}: {e}"
+                )));
+            }
+        };
+        for entry in apps {
+            let Some(app_id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Id>().ok())
+            else {
+                continue;
+            };
+            if let Err(StoreError::NotFound(_)) = self.store.get_app(app_id).await {
+                continue;
+            }
+            let files = |sub: &str| -> Vec<(String, String)> {
+                let Ok(rd) = std::fs::read_dir(entry.path().join(sub)) else {
+                    return vec![];
+                };
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_str()?.to_string();
+                        // Small files we wrote; anything else is not ours.
+                        if e.metadata().ok()?.len() > 4096 {
+                            return None;
+                        }
+                        let text = std::fs::read_to_string(e.path()).ok()?;
+                        Some((name, text.trim().to_string()))
+                    })
+                    .collect()
+            };
+            for (hex, media_type) in files("manifests") {
+                if let Ok(d) = Digest::from_hex(&hex) {
+                    self.store
+                        .put_registry_manifest(app_id, d.as_str(), &media_type)
+                        .await?;
+                }
+            }
+            for (tag, digest) in files("tags") {
+                if crate::manifests::valid_tag(&tag) && digest.parse::<Digest>().is_ok() {
+                    self.store.set_registry_tag(app_id, &tag, &digest).await?;
+                    tags += 1;
+                }
+            }
+        }
+        for old in [repos, self.dir.join("uploads")] {
+            match std::fs::remove_dir_all(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("registry: cannot remove {old:?}: {e}"),
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Imports an older version's files ([`Self::import_legacy_files`]), then cleans abandoned
+    /// uploads now and every few minutes, for as long as the process runs.
     pub fn spawn_cleaner(&self) {
         let reg = self.clone();
         tokio::spawn(async move {
+            match reg.import_legacy_files().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("registry: moved {n} tag(s) from files into the store"),
+                Err(e) => {
+                    tracing::warn!("registry: cannot move tags from files into the store: {e:?}")
+                }
+            }
             loop {
                 match reg.clean_uploads(UPLOAD_IDLE).await {
                     Ok(0) => {}
