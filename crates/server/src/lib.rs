@@ -176,7 +176,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         scheduler.set_traffic_gate(gate);
     }
     let blobs = match config.has(Role::Blobstore) {
-        true => Some(blobstore::start(&config)?),
+        true => Some(blobstore::start(&config).await?),
         false => None,
     };
     let logs = match (&store, config.has(Role::Logs)) {

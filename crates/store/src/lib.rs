@@ -28,7 +28,7 @@ use slipway_types::{
     Release, Route, RouteType, RouteUpdate, ValidationError,
 };
 
-pub use sql::{Dialect, FAILED_BUILDS_KEPT, SqlStore};
+pub use sql::{Dialect, FAILED_BUILDS_KEPT, MAX_UPLOAD_CHUNKS, RegistryUpload, SqlStore};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -164,6 +164,38 @@ pub trait Store: Send + Sync + 'static {
     /// Oldest first.
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     async fn get_event(&self, id: i64) -> Result<Event>;
+
+    // Registry and git state shared by every controller (`sql/shared_state.rs`); digests are
+    // blob store digests, the content is there.
+    /// Records that `app_id`'s repository received manifest `digest` (of `media_type`).
+    async fn put_registry_manifest(&self, app_id: Id, digest: &str, media_type: &str)
+    -> Result<()>;
+    /// The media type of manifest `digest` if `app_id`'s repository received it.
+    async fn registry_manifest(&self, app_id: Id, digest: &str) -> Result<Option<String>>;
+    async fn set_registry_tag(&self, app_id: Id, tag: &str, digest: &str) -> Result<()>;
+    async fn registry_tag(&self, app_id: Id, tag: &str) -> Result<Option<String>>;
+    /// Sorted.
+    async fn list_registry_tags(&self, app_id: Id) -> Result<Vec<String>>;
+    async fn create_registry_upload(&self, id: Id, app_id: Id) -> Result<()>;
+    async fn registry_upload(&self, id: Id) -> Result<Option<RegistryUpload>>;
+    /// Appends chunk `digest` of `size` bytes if the upload has `expected_size` bytes
+    /// (`Conflict` otherwise, or at [`MAX_UPLOAD_CHUNKS`]); the new size.
+    async fn append_registry_upload(
+        &self,
+        id: Id,
+        expected_size: u64,
+        digest: &str,
+        size: u64,
+    ) -> Result<u64>;
+    /// Whether it existed.
+    async fn delete_registry_upload(&self, id: Id) -> Result<bool>;
+    /// Deletes uploads unchanged since `before` (unix seconds) or earlier; how many.
+    async fn delete_idle_registry_uploads(&self, before: i64) -> Result<u64>;
+    /// The blob digest of `app_id`'s last pushed git repository (a tar).
+    async fn git_repo_digest(&self, app_id: Id) -> Result<Option<String>>;
+    async fn set_git_repo_digest(&self, app_id: Id, digest: &str) -> Result<()>;
+    /// Every blob the shared state above names: garbage collection keeps them.
+    async fn shared_state_blobs(&self) -> Result<Vec<String>>;
 }
 
 /// Opens the store at `url`: `sqlite://PATH` (created if missing) or `postgres://…`, and brings

@@ -7,9 +7,11 @@ mod jobs;
 mod releases;
 mod routes;
 mod rows;
+mod shared_state;
 mod store_impl;
 
 pub use builds::FAILED_BUILDS_KEPT;
+pub use shared_state::{MAX_UPLOAD_CHUNKS, RegistryUpload};
 
 use crate::{Result, StoreError};
 use serde::Serialize;

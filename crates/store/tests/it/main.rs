@@ -59,6 +59,10 @@ macro_rules! conformance {
 }
 
 conformance!(
+    registry_manifests_and_tags,
+    registry_uploads_append_in_order,
+    idle_registry_uploads_are_deleted,
+    git_repo_digests_and_shared_blobs,
     apps_crud,
     get_app_by_id_find_app_by_name,
     app_by_id_or_name_resolves_either,

@@ -2,12 +2,14 @@
 
 mod events;
 mod routes;
+mod shared_state;
 
 use crate::Backend;
 pub use crate::builds::*;
 pub use crate::concurrency::*;
 pub use events::*;
 pub use routes::*;
+pub use shared_state::*;
 use slipway_store::{Store, StoreError, app_by_id_or_name};
 use slipway_types::*;
 use std::collections::BTreeMap;
