@@ -28,7 +28,7 @@ use slipway_types::{
     Release, Route, RouteType, RouteUpdate, ValidationError,
 };
 
-pub use sql::{Dialect, FAILED_BUILDS_KEPT, SqlStore};
+pub use sql::{API_KEY, CLUSTER_TOKEN, Dialect, FAILED_BUILDS_KEPT, SqlStore};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 

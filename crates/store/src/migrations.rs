@@ -171,6 +171,21 @@ CREATE INDEX builds_release ON builds(release_id);
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // Cluster-wide secrets (the API key, the cluster token): in the store, so every controller
+    // on one database answers the same key instead of each its own data dir's.
+    Migration {
+        version: 3,
+        name: "cluster secrets",
+        sql: r#"
+CREATE TABLE cluster_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
 ];
 
 /// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL

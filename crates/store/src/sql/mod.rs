@@ -7,9 +7,11 @@ mod jobs;
 mod releases;
 mod routes;
 mod rows;
+mod secrets;
 mod store_impl;
 
 pub use builds::FAILED_BUILDS_KEPT;
+pub use secrets::{API_KEY, CLUSTER_TOKEN};
 
 use crate::{Result, StoreError};
 use serde::Serialize;

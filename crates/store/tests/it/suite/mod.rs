@@ -5,6 +5,7 @@ mod routes;
 
 use crate::Backend;
 pub use crate::builds::*;
+pub use crate::cluster::*;
 pub use crate::concurrency::*;
 pub use events::*;
 pub use routes::*;
