@@ -27,6 +27,12 @@ pub struct ServerArgs {
     /// controller).
     #[arg(long, env = "SLIPWAY_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// A file holding the cluster token (the controller's `<data dir>/cluster-token`): what a
+    /// process without the controller presents to discovery and host APIs. Or put the token in
+    /// `SLIPWAY_CLUSTER_TOKEN` (never on the command line). Default: `<data dir>/cluster-token`
+    /// if it exists. A process with the controller takes the token from the store.
+    #[arg(long, env = "SLIPWAY_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
     /// Where Slipway keeps its state (database, API key, and later slugs, repos, logs).
     /// Default: /var/lib/slipway as root, ~/.local/share/slipway otherwise.
     #[arg(long, env = "SLIPWAY_DATA_DIR")]

@@ -37,6 +37,7 @@ pub async fn start(config: &Config, api_key: &str) -> Result<Discovery> {
             tracing::info!("discovery API on http://{}", l.local_addr()?);
             let access = slipway_discovery::http::Access {
                 key: api_key.to_string(),
+                token: config.cluster_token.clone(),
                 allow: args.discovery_allow.clone(),
             };
             let app = slipway_discovery::http::router(registry.clone(), access);

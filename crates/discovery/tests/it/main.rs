@@ -5,6 +5,7 @@ mod access;
 mod bounds;
 mod dns;
 mod suite;
+mod token;
 
 use slipway_discovery::{HttpRegistry, LocalRegistry, Registry};
 use std::sync::Arc;

@@ -1,0 +1,145 @@
+//! Several controllers, one cluster: the API key and the cluster token live in the store, so
+//! every controller on one PostgreSQL answers the same ones; a key from a data dir of before is
+//! imported; a process presenting a wrong cluster token to discovery stops at start, saying so.
+
+use crate::support::*;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Flags for a controller without host or router, its discovery on a free port.
+fn controller_flags(database_url: Option<&str>) -> Vec<String> {
+    let mut flags: Vec<String> = ["--no-host", "--no-router", "--no-register"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    flags.extend(["--discovery-listen".into(), "127.0.0.1:0".into()]);
+    if let Some(url) = database_url {
+        flags.extend(["--database-url".into(), url.to_string()]);
+    }
+    flags
+}
+
+fn data_file(s: &TestServer, name: &str) -> String {
+    std::fs::read_to_string(s.dir.path().join("data").join(name))
+        .unwrap_or_else(|e| panic!("{name} in the data dir: {e}"))
+        .trim()
+        .to_string()
+}
+
+/// `GET /apps` with `key`: 200, or the error's status code.
+fn status(s: &TestServer, key: &str) -> u16 {
+    block_on(async {
+        let client = slipway_client::Client::new(&s.url, key).unwrap();
+        match client.apps().await {
+            Ok(_) => 200,
+            Err(slipway_client::ClientError::Api { status, .. }) => status,
+            Err(e) => panic!("{e}"),
+        }
+    })
+}
+
+#[test]
+fn two_controllers_on_one_postgres_answer_the_same_key_and_token() {
+    let Some(db) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let a = TestServer::start_with(&controller_flags(Some(&db.url)));
+    let b = TestServer::start_with(&controller_flags(Some(&db.url)));
+    let (key_a, key_b) = (data_file(&a, "api-key"), data_file(&b, "api-key"));
+    assert_eq!(key_a, key_b, "two controllers on one database, two keys");
+    assert_eq!(key_a.len(), 64);
+    assert_eq!(
+        data_file(&a, "cluster-token"),
+        data_file(&b, "cluster-token")
+    );
+    assert_eq!(data_file(&a, "cluster-token").len(), 64);
+    assert_ne!(data_file(&a, "cluster-token"), key_a);
+    for s in [&a, &b] {
+        assert_eq!(status(s, &key_a), 200);
+        assert_eq!(status(s, "wrong"), 401);
+        use std::os::unix::fs::PermissionsExt;
+        for f in ["api-key", "cluster-token"] {
+            let meta = std::fs::metadata(s.dir.path().join("data").join(f)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+    }
+}
+
+#[test]
+fn a_key_from_the_old_data_dir_file_survives_the_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let old = "an-old-key-from-before-the-store-had-one";
+    std::fs::write(data.join("api-key"), format!("{old}\n")).unwrap();
+    let mut s = TestServer::start_in(dir, &controller_flags(None));
+    assert_eq!(status(&s, old), 200);
+    // Imported into the store: gone from the data dir, it comes back from the store.
+    std::fs::remove_file(s.dir.path().join("data/api-key")).unwrap();
+    s.restart();
+    assert_eq!(status(&s, old), 200);
+    assert_eq!(data_file(&s, "api-key"), old);
+}
+
+#[test]
+fn a_process_with_a_wrong_cluster_token_stops_at_start_saying_so() {
+    let s = TestServer::start_with(&controller_flags(None));
+    let discovery = logged_addr(&s, "discovery API on http://");
+    let start = |token: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("router.log");
+        let child = std::process::Command::new(BIN)
+            .args(["server", "--roles", "router", "--no-register"])
+            .args(["--controller-url", &s.url])
+            .args(["--discovery-url", &format!("http://{discovery}")])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(loopback_router(&["--router-admin", "127.0.0.1:0"]))
+            .env("SLIPWAY_API_KEY", s.key_from_data_dir())
+            .env("SLIPWAY_CLUSTER_TOKEN", token)
+            .env("HOME", dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (child, log, dir)
+    };
+    let (mut child, log, _dir) = start("not-the-cluster-token");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "still running with a wrong token:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(!exit.success());
+    assert!(
+        err.contains("--discovery-url") && err.contains("cluster token"),
+        "{err}"
+    );
+
+    // With the controller's token it starts and serves.
+    let token = std::fs::read_to_string(s.dir.path().join("data/cluster-token")).unwrap();
+    let (mut child, log, _dir) = start(token.trim());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("router: HTTP on") {
+            break;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "exited:\n{text}");
+        assert!(Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
