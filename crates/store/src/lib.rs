@@ -66,9 +66,13 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
-    /// Watch the id of the newest event this process wrote; streams wake on it. (Other processes'
-    /// writes are found by polling: a cluster has several controllers.)
+    /// Watch the id of the newest event; streams wake on it. On PostgreSQL it follows every
+    /// controller's writes (LISTEN/NOTIFY); on SQLite only this process's (see
+    /// [`Store::events_cluster_wide`]).
     fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64>;
+    /// Whether [`Store::event_notifier`] sees other processes' writes too. When it does not, a
+    /// reader that must see them polls.
+    fn events_cluster_wide(&self) -> bool;
 
     /// Creates an app named `name` (already validated and resolved; `new.name` is ignored), and, when
     /// `default_domain` is given, its default HTTP route `<name>.<domain>` → `<name>-web`.

@@ -20,6 +20,9 @@ impl Store for SqlStore {
     fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64> {
         self.subscribe()
     }
+    fn events_cluster_wide(&self) -> bool {
+        self.dialect() == super::Dialect::Postgres
+    }
     async fn create_app(
         &self,
         name: &str,

@@ -30,3 +30,75 @@ pub async fn secrets_are_shared_and_first_wins(b: &Backend) {
     assert!(b.store.secret_or_insert(CLUSTER_TOKEN, "").await.is_err());
     other.close().await;
 }
+
+/// On PostgreSQL a store's event notifier follows the other stores' writes (LISTEN/NOTIFY),
+/// also after its listening connection was cut (it catches up with `MAX(id)` on reconnect);
+/// on SQLite it follows this process only, and says so.
+pub async fn other_stores_events_wake_the_notifier(b: &Backend) {
+    use slipway_store::Store;
+    use slipway_types::NewApp;
+    let other = SqlStore::open(&b.url).await.expect("open a second store");
+    if Store::backend(b.store.as_ref()) == "sqlite" {
+        assert!(!Store::events_cluster_wide(b.store.as_ref()));
+        return;
+    }
+    assert!(Store::events_cluster_wide(b.store.as_ref()));
+    let mut rx = Store::event_notifier(b.store.as_ref());
+    let wait_for = |rx: &mut tokio::sync::watch::Receiver<i64>, id: i64| {
+        let mut rx = rx.clone();
+        async move {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                rx.wait_for(|seen| *seen >= id),
+            )
+            .await
+            .map(|_| ())
+        }
+    };
+    let app = other
+        .create_app("notified", &NewApp::default(), None)
+        .await
+        .unwrap();
+    let newest = other.list_events(&Default::default()).await.unwrap();
+    let id = newest.last().unwrap().id;
+    assert!(
+        wait_for(&mut rx, id).await.is_ok(),
+        "the first store never heard of event {id} written through the second"
+    );
+
+    // Cut the listening connections; a write while they are down is still caught.
+    sqlx::any::install_default_drivers();
+    let mut raw = <sqlx::AnyConnection as sqlx::Connection>::connect(&b.url)
+        .await
+        .unwrap();
+    let cut: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut raw)
+    .await
+    .unwrap();
+    assert!(!cut.is_empty(), "no listening connection found");
+    other
+        .update_app(
+            app.id,
+            &slipway_types::AppUpdate {
+                meta: Some([("k".to_string(), "v".to_string())].into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let id = other
+        .list_events(&Default::default())
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .id;
+    assert!(
+        wait_for(&mut rx, id).await.is_ok(),
+        "after a reconnect the first store missed event {id}"
+    );
+    other.close().await;
+}

@@ -86,4 +86,5 @@ conformance!(
     builds_keep_their_log_and_go_with_their_release,
     failed_builds_are_trimmed_to_the_newest,
     secrets_are_shared_and_first_wins,
+    other_stores_events_wake_the_notifier,
 );
