@@ -151,6 +151,14 @@ pub trait Store: Send + Sync + 'static {
         error: Option<&str>,
     ) -> Result<Deployment>;
 
+    /// Claims deployment `id` for the deployer `owner` until `ttl` from now, atomically: only
+    /// when it is unfinished and unclaimed, already `owner`'s, or its claim has expired. The
+    /// same call renews a claim. False when another deployer holds it (or it has finished).
+    async fn claim_deployment(&self, id: Id, owner: &str, ttl: std::time::Duration)
+    -> Result<bool>;
+    /// Who holds deployment `id`'s claim and until when (Unix milliseconds), if anyone does.
+    async fn deployment_claim(&self, id: Id) -> Result<Option<(String, i64)>>;
+
     /// `route` must be normalised ([`NewRoute::normalize`]) with its service resolved.
     async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route>;
     async fn get_route(&self, app_id: Id, kind: RouteType, id: Id) -> Result<Route>;

@@ -186,6 +186,19 @@ CREATE TABLE cluster_secrets (
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // A deployment is run by the one deployer that holds its claim (renewed while it runs;
+    // `claim_expires` in Unix milliseconds), so a restart of one server no longer fails the
+    // deployment another is running.
+    Migration {
+        version: 4,
+        name: "deployment claims",
+        sql: r#"
+ALTER TABLE deployments ADD COLUMN claimed_by TEXT;
+ALTER TABLE deployments ADD COLUMN claim_expires BIGINT;
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
 ];
 
 /// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL

@@ -2,6 +2,7 @@
 
 mod apps;
 mod builds;
+mod claims;
 mod events;
 mod jobs;
 mod notify;

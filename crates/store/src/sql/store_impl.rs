@@ -128,6 +128,17 @@ impl Store for SqlStore {
     ) -> Result<Deployment> {
         SqlStore::update_deployment(self, id, status, error).await
     }
+    async fn claim_deployment(
+        &self,
+        id: Id,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        SqlStore::claim_deployment(self, id, owner, ttl).await
+    }
+    async fn deployment_claim(&self, id: Id) -> Result<Option<(String, i64)>> {
+        SqlStore::deployment_claim(self, id).await
+    }
     async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route> {
         SqlStore::create_route(self, app_id, route).await
     }

@@ -2,6 +2,7 @@
 
 use crate::Backend;
 use slipway_store::{API_KEY, CLUSTER_TOKEN, SqlStore};
+use slipway_types::Id;
 
 /// Two stores on one database (two controllers) offering different secrets at once agree on
 /// one, and a later offer does not replace it.
@@ -101,4 +102,51 @@ pub async fn other_stores_events_wake_the_notifier(b: &Backend) {
         "after a reconnect the first store missed event {id}"
     );
     other.close().await;
+}
+
+/// A deployment's claim: one holder at a time, renewed by it, taken by another only once
+/// expired, none on a finished deployment.
+pub async fn deployment_claims_are_exclusive_until_they_expire(b: &Backend) {
+    use slipway_store::Store;
+    use slipway_types::{DeploymentStatus, NewApp, NewRelease};
+    use std::time::Duration;
+    let s = b.store.as_ref();
+    let app = s
+        .create_app("claims", &NewApp::default(), None)
+        .await
+        .unwrap();
+    let rel = s
+        .create_release(app.id, &NewRelease::default())
+        .await
+        .unwrap();
+    let d = s.create_deployment(app.id, rel.id).await.unwrap();
+    let long = Duration::from_secs(60);
+    assert_eq!(Store::deployment_claim(s, d.id).await.unwrap(), None);
+    assert!(Store::claim_deployment(s, d.id, "a", long).await.unwrap());
+    assert!(!Store::claim_deployment(s, d.id, "b", long).await.unwrap());
+    assert!(
+        Store::claim_deployment(s, d.id, "a", long).await.unwrap(),
+        "renewal"
+    );
+    assert_eq!(
+        Store::deployment_claim(s, d.id).await.unwrap().unwrap().0,
+        "a"
+    );
+    // A short claim runs out; then another takes it.
+    assert!(
+        Store::claim_deployment(s, d.id, "a", Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(Store::claim_deployment(s, d.id, "b", long).await.unwrap());
+    assert!(!Store::claim_deployment(s, d.id, "a", long).await.unwrap());
+    s.update_deployment(d.id, DeploymentStatus::Complete, None)
+        .await
+        .unwrap();
+    assert!(
+        !Store::claim_deployment(s, d.id, "b", long).await.unwrap(),
+        "finished"
+    );
+    assert!(Store::deployment_claim(s, Id::new_v4()).await.is_err());
 }

@@ -87,4 +87,5 @@ conformance!(
     failed_builds_are_trimmed_to_the_newest,
     secrets_are_shared_and_first_wins,
     other_stores_events_wake_the_notifier,
+    deployment_claims_are_exclusive_until_they_expire,
 );
