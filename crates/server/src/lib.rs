@@ -229,6 +229,7 @@ pub async fn run(mut config: Config) -> Result<()> {
     scheduler::start_deployer(store.clone());
 
     let (listener, local_url) = controller::bind(&config).await?;
+    let advertised_url = controller::advertised_url(&config, listener.local_addr()?);
     if let Some(register) = config.on_listening.take() {
         register(&local_url, &api_key)?;
     }
@@ -241,6 +242,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         router,
         api_key,
         local_url,
+        advertised_url,
         extra,
     };
     controller::serve(&config, listener, deps).await?;

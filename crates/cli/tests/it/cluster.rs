@@ -143,3 +143,117 @@ fn a_process_with_a_wrong_cluster_token_stops_at_start_saying_so() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `git_url` (and so `slipway info`) names `--advertise`: an IP with the listening port, or
+/// a URL as given.
+#[test]
+fn git_url_names_the_advertised_address() {
+    let info = |s: &TestServer| {
+        block_on(async {
+            slipway_client::Client::new(&s.url, &s.key_from_data_dir())
+                .unwrap()
+                .cluster_info()
+                .await
+                .unwrap()
+        })
+    };
+    // Registered in the CLI's config (no --no-register), for `slipway info`.
+    let flags: Vec<String> = [
+        "--no-host",
+        "--no-router",
+        "--discovery-listen",
+        "127.0.0.1:0",
+        "--advertise",
+        "203.0.113.7",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let s = TestServer::start_with(&flags);
+    let port = s.url.rsplit(':').next().unwrap().to_string();
+    assert_eq!(info(&s).git_url, format!("http://203.0.113.7:{port}"));
+    s.create_app("adv");
+    let out = s.ok(&["info", "-a", "adv"]);
+    assert!(
+        out.contains(&format!("Git URL: http://203.0.113.7:{port}/adv.git")),
+        "{out}"
+    );
+
+    let mut flags = controller_flags(None);
+    flags.extend(["--advertise".into(), "https://slipway.example.com/".into()]);
+    let s = TestServer::start_with(&flags);
+    assert_eq!(info(&s).git_url, "https://slipway.example.com");
+
+    // Without it, on loopback: loopback, as before.
+    let s = TestServer::start_with(&controller_flags(None));
+    assert_eq!(info(&s).git_url, s.url);
+}
+
+/// Listening on 0.0.0.0 the controller never advertises 0.0.0.0 (nor, with a default route,
+/// 127.0.0.1): it names the address this machine sends from.
+#[test]
+fn listening_on_all_addresses_advertises_a_reachable_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(BIN)
+        .args(["server", "--listen", "0.0.0.0:0"])
+        .args(controller_flags(None))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("Listening on ")
+        .unwrap()
+        .to_string();
+    let key = {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(k) = std::fs::read_to_string(dir.path().join("data/api-key")) {
+                break k.trim().to_string();
+            }
+            assert!(Instant::now() < deadline, "no api-key");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let info = block_on(async {
+        let client = slipway_client::Client::new(&url, &key).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match client.cluster_info().await {
+                Ok(i) => break i,
+                Err(e) => assert!(Instant::now() < deadline, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let port = url.rsplit(':').next().unwrap();
+    let host = info
+        .git_url
+        .strip_prefix("http://")
+        .and_then(|h| h.strip_suffix(&format!(":{port}")))
+        .unwrap_or_else(|| panic!("{}", info.git_url));
+    let ip: std::net::IpAddr = host.parse().unwrap();
+    assert!(!ip.is_unspecified(), "{}", info.git_url);
+    // The test's machine: the address it sends from on its default route, if it has one.
+    let route = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip());
+    match route {
+        Ok(src) if !src.is_loopback() => assert_eq!(ip, src),
+        _ => assert!(ip.is_loopback(), "{}", info.git_url),
+    }
+}
