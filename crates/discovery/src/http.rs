@@ -356,6 +356,26 @@ impl HttpRegistry {
         }
     }
 
+    /// Whether the server refuses this client's credential: `Some(its message)` when it
+    /// answers 401, `None` when it takes it (or cannot be reached: that is retried later, a
+    /// refusal is not). A process checks this once at start to fail with a clear message.
+    pub async fn refused(&self) -> Option<String> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/services/slipway-credential-check/instances",
+                self.base
+            ))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        Some(self.check(resp).await.err()?.to_string())
+    }
+
     /// Another limit than [`WATCH_IDLE`] for a silent watch (tests).
     pub fn with_watch_idle(mut self, idle: std::time::Duration) -> Self {
         self.watch_idle = idle;

@@ -344,15 +344,9 @@ async fn check_discovery(
     registry: &slipway_discovery::http::HttpRegistry,
     url: &str,
 ) -> Result<()> {
-    use slipway_discovery::Registry as _;
-    match registry.instances("slipway-credential-check").await {
-        Err(e)
-            if e.to_string()
-                .contains("refused the API key or cluster token") =>
-        {
-            bail!("--discovery-url {url}: {e}")
-        }
-        _ => Ok(()),
+    match registry.refused().await {
+        Some(why) => bail!("--discovery-url {url}: {why}"),
+        None => Ok(()),
     }
 }
 
