@@ -75,10 +75,16 @@ enum Until {
 impl Deployer {
     pub fn new(store: Arc<dyn Store>, cfg: DeployerConfig) -> Deployer {
         Deployer {
-            store,
             cfg,
             running: Default::default(),
-            id: Arc::from(format!("deployer-{}", Id::new_v4())),
+            // SQLite is one process's database: a claim in it is this server's from before a
+            // restart, taken back at once (as before claims). On PostgreSQL each start is a
+            // deployer of its own, whose claims others wait out.
+            id: Arc::from(match store.backend() {
+                "sqlite" => "deployer-local".to_string(),
+                _ => format!("deployer-{}", Id::new_v4()),
+            }),
+            store,
             claim_ttl: CLAIM_TTL,
         }
     }
@@ -114,16 +120,26 @@ impl Deployer {
                 if d.status.is_finished() || !self.running.lock().expect("running").insert(d.id) {
                     continue;
                 }
-                // Ours from here on, unless another deployer holds a live claim on it.
-                let claimed = self
+                // Ours from here on, unless another deployer holds a live claim on it. Read
+                // again once ours: what we listed may have moved on meanwhile (pending then,
+                // running since under a deployer that has died).
+                let ours = match self
                     .store
                     .claim_deployment(d.id, &self.id, self.claim_ttl)
-                    .await;
-                if !matches!(claimed, Ok(true)) {
-                    self.running.lock().expect("running").remove(&d.id);
-                    claimed?;
-                    continue;
-                }
+                    .await
+                {
+                    Ok(true) => self.store.get_deployment(d.id).await.map(Some),
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                let d = match ours {
+                    Ok(Some(fresh)) if !fresh.status.is_finished() => fresh,
+                    other => {
+                        self.running.lock().expect("running").remove(&d.id);
+                        other?;
+                        continue;
+                    }
+                };
                 let me = self.clone();
                 tokio::spawn(async move {
                     let id = d.id;

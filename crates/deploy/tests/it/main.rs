@@ -21,6 +21,10 @@ struct Process {
 
 impl Process {
     fn start(url: &str) -> Process {
+        Self::start_with(url, TTL)
+    }
+
+    fn start_with(url: &str, ttl: Duration) -> Process {
         let (id_tx, id_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
         let url = url.to_string();
@@ -37,7 +41,7 @@ impl Process {
                     poll: Duration::from_millis(100),
                     default_batch_size: 1,
                 };
-                let deployer = Deployer::new(store, cfg).with_claim_ttl(TTL);
+                let deployer = Deployer::new(store, cfg).with_claim_ttl(ttl);
                 id_tx.send(deployer.id().to_string()).unwrap();
                 tokio::spawn(deployer.run());
                 let _ = tokio::task::spawn_blocking(move || stopped.recv()).await;
@@ -100,12 +104,8 @@ async fn web_counts(store: &SqlStore, app: Id, releases: [Id; 2]) -> [u32; 2] {
     out
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_deployer_runs_a_deployment_another_takes_over_only_after_its_claim_expired() {
-    let Some(db) = slipway_testkit::postgres_database().await else {
-        return;
-    };
-    let store = SqlStore::open(&db.url).await.unwrap();
+/// An app running v1 (web=1) and a pending deployment of v2 that no job will ever satisfy.
+async fn pending_deployment(store: &SqlStore) -> (Id, Id, Id, slipway_types::Deployment) {
     let app = store
         .create_app("claimed", &Default::default(), None)
         .await
@@ -132,14 +132,40 @@ async fn one_deployer_runs_a_deployment_another_takes_over_only_after_its_claim_
         .await
         .unwrap();
     let d = store.create_deployment(app.id, v2.id).await.unwrap();
+    (app.id, v1.id, v2.id, d)
+}
 
-    // Two deployers start at once.
-    let mut procs = [Process::start(&db.url), Process::start(&db.url)];
+async fn until_running(store: &SqlStore, d: Id) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while store.get_deployment(d.id).await.unwrap().status != DeploymentStatus::Running {
+    while store.get_deployment(d).await.unwrap().status != DeploymentStatus::Running {
         assert!(Instant::now() < deadline, "never running");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn until_finished(store: &SqlStore, d: Id, within: Duration) -> slipway_types::Deployment {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = store.get_deployment(d).await.unwrap();
+        if now.status.is_finished() {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "never taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_deployer_runs_a_deployment_another_takes_over_only_after_its_claim_expired() {
+    let Some(db) = slipway_testkit::postgres_database().await else {
+        return;
+    };
+    let store = SqlStore::open(&db.url).await.unwrap();
+    let (app, v1, v2, d) = pending_deployment(&store).await;
+
+    // Two deployers start at once.
+    let mut procs = [Process::start(&db.url), Process::start(&db.url)];
+    until_running(&store, d.id).await;
     let (owner, _) = store
         .deployment_claim(d.id)
         .await
@@ -149,7 +175,15 @@ async fn one_deployer_runs_a_deployment_another_takes_over_only_after_its_claim_
         .iter()
         .position(|p| p.id == owner)
         .expect("claimed by one of them");
-    assert_eq!(web_counts(&store, app.id, [v1.id, v2.id]).await, [1, 1]);
+    // Running, then the new formation written (all at once).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while web_counts(&store, app, [v1, v2]).await != [1, 1] {
+        assert!(
+            Instant::now() < deadline,
+            "the new formation was never written"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     // Three claim lengths later: still the winner's (renewed), still running, started once.
     tokio::time::sleep(TTL * 3).await;
@@ -179,15 +213,7 @@ async fn one_deployer_runs_a_deployment_another_takes_over_only_after_its_claim_
     // (failed and rolled back: its steps cannot be resumed).
     procs[winner].kill();
     let (_, expires) = store.deployment_claim(d.id).await.unwrap().unwrap();
-    let deadline = Instant::now() + TTL * 4 + Duration::from_secs(5);
-    let done = loop {
-        let now = store.get_deployment(d.id).await.unwrap();
-        if now.status.is_finished() {
-            break now;
-        }
-        assert!(Instant::now() < deadline, "never taken over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let done = until_finished(&store, d.id, TTL * 4 + Duration::from_secs(5)).await;
     assert!(
         now_ms() >= expires,
         "taken over {} ms before the claim expired",
@@ -197,7 +223,28 @@ async fn one_deployer_runs_a_deployment_another_takes_over_only_after_its_claim_
     assert_eq!(done.error.as_deref(), Some(INTERRUPTED));
     let (taker, _) = store.deployment_claim(d.id).await.unwrap().unwrap();
     assert_eq!(taker, procs[1 - winner].id);
-    assert_eq!(web_counts(&store, app.id, [v1.id, v2.id]).await, [1, 0]);
+    assert_eq!(web_counts(&store, app, [v1, v2]).await, [1, 0]);
     // The app deploys again.
-    store.create_deployment(app.id, v2.id).await.unwrap();
+    store.create_deployment(app, v2).await.unwrap();
+}
+
+/// SQLite is one server's database: a deployment its previous process was running is taken
+/// back at once after a restart (failed and rolled back), not after a claim length.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_restarted_server_takes_its_deployment_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("db").display());
+    let store = SqlStore::open(&url).await.unwrap();
+    let (app, v1, v2, d) = pending_deployment(&store).await;
+    let long = Duration::from_secs(600);
+    let mut first = Process::start_with(&url, long);
+    until_running(&store, d.id).await;
+    first.kill();
+    let t0 = Instant::now();
+    let _second = Process::start_with(&url, long);
+    let done = until_finished(&store, d.id, Duration::from_secs(20)).await;
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    assert_eq!(done.status, DeploymentStatus::Failed);
+    assert_eq!(done.error.as_deref(), Some(INTERRUPTED));
+    assert_eq!(web_counts(&store, app, [v1, v2]).await, [1, 0]);
 }
