@@ -111,10 +111,14 @@ pub struct Identity {
 /// the key moved to the store) is imported; else one is generated. The cluster token: the
 /// store's, else one generated (the cluster's creation). Both are offered with
 /// `INSERT … ON CONFLICT DO NOTHING` and read back, so controllers starting at once agree.
+/// The cluster token: the store's; else the one given (hosts provisioned before the cluster was
+/// created); else one generated (the cluster's creation). A given token that differs from the
+/// store's is ignored with a warning: every host and router has the store's.
 pub async fn settle(
     store: &SqlStore,
     data_dir: &Path,
     given_key: Option<&str>,
+    given_token: Option<&str>,
 ) -> Result<Identity> {
     let stored = store
         .secret(API_KEY)
@@ -151,11 +155,22 @@ pub async fn settle(
     };
     let cluster_token = match store.secret(CLUSTER_TOKEN).await? {
         Some(t) => t,
-        None => store
-            .secret_or_insert(CLUSTER_TOKEN, &generate_token()?)
-            .await
-            .context("cannot store the cluster token")?,
+        None => {
+            let offer = match given_token {
+                Some(t) => t.to_string(),
+                None => generate_token()?,
+            };
+            store
+                .secret_or_insert(CLUSTER_TOKEN, &offer)
+                .await
+                .context("cannot store the cluster token")?
+        }
     };
+    if given_token.is_some_and(|t| t != cluster_token) {
+        tracing::warn!(
+            "the cluster token given (SLIPWAY_CLUSTER_TOKEN or --cluster-token-file) differs from the store's: this controller uses the store's, which every host and router must present"
+        );
+    }
     write_local_secret(data_dir, API_KEY_FILE, &api_key)?;
     write_local_secret(data_dir, CLUSTER_TOKEN_FILE, &cluster_token)?;
     Ok(Identity {

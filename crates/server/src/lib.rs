@@ -139,16 +139,13 @@ pub async fn run(mut config: Config) -> Result<()> {
     let (store, api_key) = match config.has(Role::Controller) {
         true => {
             let store = open_store(&config).await?;
-            let id = identity::settle(&store, &data_dir, config.api_key.as_deref()).await?;
-            if config
-                .cluster_token
-                .as_ref()
-                .is_some_and(|t| *t != id.cluster_token)
-            {
-                tracing::warn!(
-                    "the cluster token given differs from the store's: a process with the controller uses the store's"
-                );
-            }
+            let id = identity::settle(
+                &store,
+                &data_dir,
+                config.api_key.as_deref(),
+                config.cluster_token.as_deref(),
+            )
+            .await?;
             config.cluster_token = Some(id.cluster_token);
             let store: Arc<dyn slipway_store::Store> = Arc::new(store);
             (Some(store), id.api_key)

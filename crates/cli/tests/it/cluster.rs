@@ -65,6 +65,28 @@ fn two_controllers_on_one_postgres_answer_the_same_key_and_token() {
     }
 }
 
+/// A token given to the first controller (hosts provisioned before the cluster) becomes the
+/// cluster's; a later controller given another one keeps the store's.
+#[test]
+fn a_cluster_token_given_at_creation_is_the_clusters() {
+    let Some(db) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "provisioned-token\n").unwrap();
+    let mut flags = controller_flags(Some(&db.url));
+    flags.extend([
+        "--cluster-token-file".into(),
+        token_file.display().to_string(),
+    ]);
+    let a = TestServer::start_with(&flags);
+    assert_eq!(data_file(&a, "cluster-token"), "provisioned-token");
+    std::fs::write(&token_file, "another-token\n").unwrap();
+    let b = TestServer::start_with(&flags);
+    assert_eq!(data_file(&b, "cluster-token"), "provisioned-token");
+}
+
 #[test]
 fn a_key_from_the_old_data_dir_file_survives_the_upgrade() {
     let dir = tempfile::tempdir().unwrap();
