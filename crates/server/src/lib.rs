@@ -39,7 +39,8 @@ pub struct Config {
     /// `--roles` less what `--no-host` and `--no-router` leave out; checked.
     pub roles: Roles,
     pub data_dir: PathBuf,
-    /// The API key given (`SLIPWAY_API_KEY` or `--api-key-file`); else the data dir's.
+    /// The API key given (`SLIPWAY_API_KEY` or `--api-key-file`). Without it a process with the
+    /// controller takes the store's ([`identity::settle`]), any other the data dir's.
     pub api_key: Option<String>,
     /// The cluster token given (`SLIPWAY_CLUSTER_TOKEN` or `--cluster-token-file`); a process
     /// with the controller sets it from the store at start ([`identity::settle`]).
