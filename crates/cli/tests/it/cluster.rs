@@ -39,7 +39,7 @@ fn status(s: &TestServer, key: &str) -> u16 {
 }
 
 #[test]
-fn two_controllers_on_one_postgres_answer_the_same_key_and_token() {
+fn two_controllers_on_one_postgres_share_key_token_and_events() {
     let Some(db) = block_on(slipway_testkit::postgres_database()) else {
         return;
     };
@@ -54,6 +54,29 @@ fn two_controllers_on_one_postgres_answer_the_same_key_and_token() {
     );
     assert_eq!(data_file(&a, "cluster-token").len(), 64);
     assert_ne!(data_file(&a, "cluster-token"), key_a);
+    // An event stream on B sees an app created through A (LISTEN/NOTIFY between the two
+    // processes; their streams no longer poll on PostgreSQL).
+    block_on(async {
+        use slipway_client::StreamExt;
+        let on_b = slipway_client::Client::new(&b.url, &key_a).unwrap();
+        let filter = slipway_types::EventFilter {
+            object_types: vec![slipway_types::ObjectType::App],
+            ..Default::default()
+        };
+        let mut events = Box::pin(on_b.events_stream(&filter, None).await.unwrap());
+        let on_a = slipway_client::Client::new(&a.url, &key_a).unwrap();
+        let new = slipway_types::NewApp {
+            name: Some("made-on-a".into()),
+            ..Default::default()
+        };
+        let app = on_a.create_app(&new).await.unwrap();
+        let event = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("no event on B within 10 s")
+            .expect("the stream ended")
+            .unwrap();
+        assert_eq!(event.object_id, app.id.to_string());
+    });
     for s in [&a, &b] {
         assert_eq!(status(s, &key_a), 200);
         assert_eq!(status(s, "wrong"), 401);
