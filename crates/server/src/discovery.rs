@@ -71,6 +71,7 @@ pub async fn start(
             tracing::info!("discovery API on http://{}", l.local_addr()?);
             let access = slipway_discovery::http::Access {
                 key: api_key.to_string(),
+                token: config.cluster_token.clone(),
                 allow: args.discovery_allow.clone(),
             };
             let app = slipway_discovery::http::router(registry.clone(), access);

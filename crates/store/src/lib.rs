@@ -28,7 +28,10 @@ use slipway_types::{
     Release, Route, RouteType, RouteUpdate, ValidationError,
 };
 
-pub use sql::{Dialect, FAILED_BUILDS_KEPT, MAX_UPLOAD_CHUNKS, RegistryUpload, SqlStore};
+pub use sql::{
+    API_KEY, CLUSTER_TOKEN, Dialect, FAILED_BUILDS_KEPT, MAX_UPLOAD_CHUNKS, RegistryUpload,
+    SqlStore,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -66,9 +69,13 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
-    /// Watch the id of the newest event this process wrote; streams wake on it. (Other processes'
-    /// writes are found by polling: a cluster has several controllers.)
+    /// Watch the id of the newest event; streams wake on it. On PostgreSQL it follows every
+    /// controller's writes (LISTEN/NOTIFY); on SQLite only this process's (see
+    /// [`Store::events_cluster_wide`]).
     fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64>;
+    /// Whether [`Store::event_notifier`] sees other processes' writes too. When it does not, a
+    /// reader that must see them polls.
+    fn events_cluster_wide(&self) -> bool;
 
     /// Creates an app named `name` (already validated and resolved; `new.name` is ignored), and, when
     /// `default_domain` is given, its default HTTP route `<name>.<domain>` → `<name>-web`.
@@ -146,6 +153,14 @@ pub trait Store: Send + Sync + 'static {
         status: DeploymentStatus,
         error: Option<&str>,
     ) -> Result<Deployment>;
+
+    /// Claims deployment `id` for the deployer `owner` until `ttl` from now, atomically: only
+    /// when it is unfinished and unclaimed, already `owner`'s, or its claim has expired. The
+    /// same call renews a claim. False when another deployer holds it (or it has finished).
+    async fn claim_deployment(&self, id: Id, owner: &str, ttl: std::time::Duration)
+    -> Result<bool>;
+    /// Who holds deployment `id`'s claim and until when (Unix milliseconds), if anyone does.
+    async fn deployment_claim(&self, id: Id) -> Result<Option<(String, i64)>>;
 
     /// `route` must be normalised ([`NewRoute::normalize`]) with its service resolved.
     async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route>;

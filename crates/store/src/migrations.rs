@@ -171,6 +171,34 @@ CREATE INDEX builds_release ON builds(release_id);
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // Cluster-wide secrets (the API key, the cluster token): in the store, so every controller
+    // on one database answers the same key instead of each its own data dir's.
+    Migration {
+        version: 3,
+        name: "cluster secrets",
+        sql: r#"
+CREATE TABLE cluster_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
+    // A deployment is run by the one deployer that holds its claim (renewed while it runs;
+    // `claim_expires` in Unix milliseconds), so a restart of one server no longer fails the
+    // deployment another is running.
+    Migration {
+        version: 4,
+        name: "deployment claims",
+        sql: r#"
+ALTER TABLE deployments ADD COLUMN claimed_by TEXT;
+ALTER TABLE deployments ADD COLUMN claim_expires BIGINT;
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
     // State the registry and the git receiver kept in a controller's data dir, shared so that
     // any controller of a cluster serves any push or pull (issue 16). The content itself is in
     // the blob store; these rows name it. Everything goes with its app.

@@ -1,6 +1,7 @@
 //! End-to-end tests that drive the real `slipway` binary.
 mod blobs;
 mod cli;
+mod cluster;
 mod dns;
 mod host;
 mod hostile;

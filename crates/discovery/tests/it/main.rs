@@ -7,6 +7,7 @@ mod bounds;
 mod dns;
 mod etcd_more;
 mod suite;
+mod token;
 
 use slipway_discovery::{HttpRegistry, LocalRegistry, Registry};
 use std::sync::Arc;

@@ -21,6 +21,9 @@ impl Store for SqlStore {
     fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64> {
         self.subscribe()
     }
+    fn events_cluster_wide(&self) -> bool {
+        self.dialect() == super::Dialect::Postgres
+    }
     async fn create_app(
         &self,
         name: &str,
@@ -125,6 +128,17 @@ impl Store for SqlStore {
         error: Option<&str>,
     ) -> Result<Deployment> {
         SqlStore::update_deployment(self, id, status, error).await
+    }
+    async fn claim_deployment(
+        &self,
+        id: Id,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        SqlStore::claim_deployment(self, id, owner, ttl).await
+    }
+    async fn deployment_claim(&self, id: Id) -> Result<Option<(String, i64)>> {
+        SqlStore::deployment_claim(self, id).await
     }
     async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route> {
         SqlStore::create_route(self, app_id, route).await

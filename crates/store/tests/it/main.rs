@@ -1,6 +1,7 @@
 //! The store conformance suite: every case runs on SQLite and on a real PostgreSQL.
 
 mod builds;
+mod cluster;
 mod concurrency;
 mod suite;
 
@@ -88,4 +89,7 @@ conformance!(
     delete_artifact_refuses_while_a_release_names_it,
     builds_keep_their_log_and_go_with_their_release,
     failed_builds_are_trimmed_to_the_newest,
+    secrets_are_shared_and_first_wins,
+    other_stores_events_wake_the_notifier,
+    deployment_claims_are_exclusive_until_they_expire,
 );

@@ -6,6 +6,7 @@ mod shared_state;
 
 use crate::Backend;
 pub use crate::builds::*;
+pub use crate::cluster::*;
 pub use crate::concurrency::*;
 pub use events::*;
 pub use routes::*;
