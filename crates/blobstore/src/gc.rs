@@ -70,11 +70,31 @@ pub async fn collect<E: std::fmt::Display>(
     grace: Duration,
     now: SystemTime,
 ) -> Result<GcReport, BlobError> {
+    collect_keeping(blobs, artifacts, async || Ok(vec![]), grace, now).await
+}
+
+/// [`collect`], also keeping every blob `keep` names: state outside artifacts that names
+/// blobs (the registry's manifests, tags and uploads in progress, the git receiver's stored
+/// repositories). Failing to list it deletes nothing.
+pub async fn collect_keeping<E: std::fmt::Display>(
+    blobs: &dyn BlobStore,
+    artifacts: impl AsyncFnOnce() -> Result<Vec<Artifact>, E>,
+    keep: impl AsyncFnOnce() -> Result<Vec<String>, E>,
+    grace: Duration,
+    now: SystemTime,
+) -> Result<GcReport, BlobError> {
     let listed = blobs.list().await?;
     let artifacts = artifacts()
         .await
         .map_err(|e| BlobError::Http(format!("cannot list artifacts: {e}")))?;
-    let used: HashSet<Digest> = artifacts.iter().flat_map(artifact_digests).collect();
+    let kept = keep()
+        .await
+        .map_err(|e| BlobError::Http(format!("cannot list the blobs other state names: {e}")))?;
+    let used: HashSet<Digest> = artifacts
+        .iter()
+        .flat_map(artifact_digests)
+        .chain(kept.iter().filter_map(|d| d.parse().ok()))
+        .collect();
     let mut report = GcReport {
         scanned: listed.len(),
         ..Default::default()

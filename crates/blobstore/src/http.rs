@@ -35,10 +35,16 @@ pub const DIGEST_HEADER: &str = "docker-content-digest";
 pub type ArtifactLister =
     Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<Artifact>, String>> + Send + Sync>;
 
+/// Lists the blobs other state names (registry manifests, tags and uploads, stored git
+/// repositories), which are in use as what artifacts name is.
+pub type KeptLister =
+    Arc<dyn Fn() -> BoxFuture<'static, Result<Vec<String>, String>> + Send + Sync>;
+
 #[derive(Clone)]
 struct Shared {
     store: Arc<dyn BlobStore>,
     artifacts: Option<ArtifactLister>,
+    kept: Option<KeptLister>,
 }
 
 /// The HTTP API over any blob store (normally an [`crate::FsBlobStore`]), with no knowledge of
@@ -48,6 +54,7 @@ pub fn router(store: Arc<dyn BlobStore>) -> Router {
     routes(Shared {
         store,
         artifacts: None,
+        kept: None,
     })
 }
 
@@ -59,6 +66,21 @@ pub fn router_guarded(store: Arc<dyn BlobStore>, artifacts: ArtifactLister) -> R
     routes(Shared {
         store,
         artifacts: Some(artifacts),
+        kept: None,
+    })
+}
+
+/// [`router_guarded`], also refusing (409) to delete a blob `kept` lists (as garbage
+/// collection keeps them: [`crate::gc::collect_keeping`]).
+pub fn router_guarded_keeping(
+    store: Arc<dyn BlobStore>,
+    artifacts: ArtifactLister,
+    kept: KeptLister,
+) -> Router {
+    routes(Shared {
+        store,
+        artifacts: Some(artifacts),
+        kept: Some(kept),
     })
 }
 
@@ -225,6 +247,27 @@ async fn delete(State(s): State<Shared>, Path(d): Path<String>) -> Response {
                     a.id
                 ),
             );
+        }
+    }
+    if let Some(list) = &s.kept {
+        match list().await {
+            Ok(kept) if kept.iter().any(|k| k == d.as_str()) => {
+                return json_error(
+                    StatusCode::CONFLICT,
+                    "conflict",
+                    format!(
+                        "blob {d} is in use by a registry manifest, tag or upload, or a stored git repository: it stays"
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return json_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("cannot tell whether blob {d} is in use, so it stays: {e}"),
+                );
+            }
         }
     }
     match s.store.delete(&d).await {

@@ -4,7 +4,8 @@
 //! Every backend implements [`BlobStore`] and passes the one conformance suite
 //! (`tests/it`). [`FsBlobStore`] keeps blobs on the local filesystem (embedded mode);
 //! [`HttpBlobStore`] is the client of [`http::router`], so a host agent on another machine
-//! fetches layers from the server's store. Blobs are verified on the way in: a body whose
+//! fetches layers from the server's store; [`PgBlobStore`] keeps them in PostgreSQL, shared by
+//! every controller of a cluster. Blobs are verified on the way in: a body whose
 //! digest differs from the one the caller expected is never stored, so a digest names exactly
 //! one content everywhere.
 
@@ -15,10 +16,12 @@ mod fs;
 pub mod gc;
 pub mod http;
 mod http_client;
+mod pg;
 
 pub use digest::{Digest, Hasher};
 pub use fs::FsBlobStore;
 pub use http_client::HttpBlobStore;
+pub use pg::PgBlobStore;
 
 use std::time::SystemTime;
 use tokio::io::AsyncRead;

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod pipeline;
 pub mod push;
 pub mod receiver;
+pub mod repo_sync;
 pub mod runner;
 pub mod slug;
 pub mod slugignore;

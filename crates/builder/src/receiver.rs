@@ -9,6 +9,9 @@
 //! the app's id as the store has it, never from the URL, so no name can point outside the repos
 //! dir. Each repo has a `pre-receive` hook (`slipway git-hook`) that hands the push to
 //! [`crate::push`] and relays its lines; the hook's exit status accepts or rejects the push.
+//! The local repo is a copy: after a push that changed refs it is stored in the blob store,
+//! and restored from there before a push or fetch finds it missing or stale
+//! ([`crate::repo_sync`]), so any controller serves any app's pushes.
 
 use crate::push::Pusher;
 use axum::body::Body;
@@ -25,6 +28,8 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
+
+use crate::repo_sync::refs;
 
 /// The hook every app repo runs before accepting a push. It only execs the binary the server
 /// names in the environment, so a server upgrade needs no hook rewrite, and a push that does not
@@ -94,6 +99,9 @@ pub struct Receiver {
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     /// One push at a time per app (by id).
     locks: Mutex<HashMap<slipway_types::Id, Arc<tokio::sync::Mutex<()>>>>,
+    /// One restore from the blob store at a time (they are rare: after another controller's
+    /// push).
+    pub(crate) restore_lock: tokio::sync::Mutex<()>,
 }
 
 impl Receiver {
@@ -104,6 +112,7 @@ impl Receiver {
             pusher,
             sessions: Default::default(),
             locks: Default::default(),
+            restore_lock: Default::default(),
         })
     }
 
@@ -279,8 +288,14 @@ impl Receiver {
             }
         };
         let repo = self.cfg.repos_dir.join(format!("{}.git", app.id));
+        if let Err(e) = self.restore_repo(&app, &repo).await {
+            tracing::warn!(app = %app.name, "cannot restore the app's repository: {e}");
+            return Err(unavailable(format!(
+                "cannot restore the app's repository from the blob store: {e}"
+            )));
+        }
         let dir = repo.clone();
-        match tokio::task::spawn_blocking(move || init_repo(&dir)).await {
+        match tokio::task::spawn_blocking(move || init_repo(&dir, false)).await {
             Ok(Ok(())) => Ok((app, repo)),
             Ok(Err(e)) => Err(unavailable(format!(
                 "cannot prepare the app's repository: {e}"
@@ -292,36 +307,46 @@ impl Receiver {
     }
 }
 
+/// `git init --bare` and the receiver's settings, in `dir` (new, or holding a restored
+/// repository's data without its config).
+fn git_init(dir: &std::path::Path) -> std::io::Result<()> {
+    let out = std::process::Command::new("git")
+        .args(["init", "--bare", "--quiet"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        return Err(std::io::Error::other(format!(
+            "git init failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let configs: [(&str, String); 3] = [
+        // Check every object pushed: refuses trees with `..`, `.git` or odd modes.
+        ("receive.fsckObjects", "true".into()),
+        ("receive.maxInputSize", MAX_PUSH_BYTES.to_string()),
+        ("receive.denyDeletes", "true".into()),
+    ];
+    for (k, v) in configs {
+        git_config(dir, k, &v)?;
+    }
+    Ok(())
+}
+
 /// Creates the bare repo if needed (in a temp dir renamed into place, so two first pushes
-/// cannot see a half-made repo), and (re)writes its hook and settings.
-fn init_repo(repo: &std::path::Path) -> std::io::Result<()> {
+/// cannot see a half-made repo), and (re)writes its hook and settings. `restored`: `repo` holds
+/// a restored repository's data and is initialised in place.
+pub(crate) fn init_repo(repo: &std::path::Path, restored: bool) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let parent = repo.parent().expect("repo path has a parent");
-    if !repo.join("HEAD").exists() {
+    if restored {
+        git_init(repo)?;
+    } else if !repo.join("HEAD").exists() {
         std::fs::create_dir_all(parent)?;
         let tmp = tempfile::Builder::new()
             .prefix(".init-")
             .tempdir_in(parent)?;
-        let out = std::process::Command::new("git")
-            .args(["init", "--bare", "--quiet"])
-            .arg(tmp.path())
-            .stdin(Stdio::null())
-            .output()?;
-        if !out.status.success() {
-            return Err(std::io::Error::other(format!(
-                "git init failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        let configs: [(&str, String); 3] = [
-            // Check every object pushed: refuses trees with `..`, `.git` or odd modes.
-            ("receive.fsckObjects", "true".into()),
-            ("receive.maxInputSize", MAX_PUSH_BYTES.to_string()),
-            ("receive.denyDeletes", "true".into()),
-        ];
-        for (k, v) in configs {
-            git_config(tmp.path(), k, &v)?;
-        }
+        git_init(tmp.path())?;
         let tmp = tmp.keep();
         if let Err(e) = std::fs::rename(&tmp, repo) {
             let _ = std::fs::remove_dir_all(&tmp);
@@ -488,7 +513,10 @@ async fn rpc(
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     let mut guard = None;
+    // The refs before a push: stored again afterwards only if it changed them.
+    let mut store_after = None;
     if service == Service::Receive {
+        store_after = Some((r.clone(), app.clone(), path.clone(), refs(&path).await));
         let token = format!(
             "{}{}",
             uuid::Uuid::new_v4().simple(),
@@ -534,12 +562,26 @@ async fn rpc(
         }
     });
     // The child and the session live as long as the response body: when git finishes, or the
-    // client goes away, both are dropped (git is killed, the push's build cancelled).
-    let keep = (child, guard);
-    let stream = tokio_util::io::ReaderStream::new(stdout).map(move |chunk| {
-        let _ = &keep;
-        chunk
-    });
+    // client goes away, both are dropped (git is killed, the push's build cancelled). After a
+    // push, the repo is stored before the body ends (the session's push lock still held), so
+    // the next push, to whichever controller, finds it.
+    let tail = futures_util::stream::once(async move {
+        let mut child = child;
+        if let Some((r, app, path, before)) = store_after {
+            let ok = child.wait().await.is_ok_and(|s| s.success());
+            if ok && refs(&path).await != before
+                && let Err(e) = r.store_repo(&app, &path).await
+            {
+                tracing::warn!(
+                    app = %app.name,
+                    "the push is in, but its repository could not be stored for other controllers: {e}"
+                );
+            }
+        }
+        drop(guard);
+    })
+    .filter_map(|()| std::future::ready(None));
+    let stream = tokio_util::io::ReaderStream::new(stdout).chain(tail);
     (
         [
             (

@@ -106,9 +106,9 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Run the Slipway server: controller, scheduler, router, git receiver, host agent (--roles)
-    Server(slipway_server::ServerArgs),
+    Server(Box<slipway_server::ServerArgs>),
     /// Run or inspect a host agent
-    Host(host_cmd::HostArgs),
+    Host(Box<host_cmd::HostArgs>),
     /// The pre-receive hook of the server's app repos (run by `git receive-pack`)
     #[command(name = "git-hook", hide = true)]
     GitHook,
@@ -190,8 +190,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Server(args) => server::run(args).await,
-        Command::Host(args) => host_cmd::run(args).await,
+        Command::Server(args) => server::run(*args).await,
+        Command::Host(args) => host_cmd::run(*args).await,
         Command::GitHook => match slipway_builder::push::hook::run().await {
             0 => Ok(()),
             code => std::process::exit(code),

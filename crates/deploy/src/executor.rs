@@ -7,6 +7,13 @@
 //! new jobs keep failing ([`FAILURE_THRESHOLD`] times) or the deploy timeout passes, the old
 //! formation is restored and the deployment fails with an error that names the process type
 //! and the reason, so the old release keeps serving.
+//!
+//! Several deployers may run on one database (one per server): a deployment is run by the one
+//! that claims it ([`Store::claim_deployment`], atomic), which renews its claim every third of
+//! [`CLAIM_TTL`] while it runs and stops at once if it finds the claim gone. A deployment left
+//! `running` is taken over — failed and rolled back, as its steps cannot be resumed — only
+//! once its claim has expired, so a server that restarts no longer fails the deployment
+//! another server is running.
 
 use slipway_store::Store;
 use slipway_types::{
@@ -20,6 +27,10 @@ use std::time::{Duration, Instant};
 /// Flynn's `newJobFailureThreshold`: new jobs may fail this many times before the deploy fails
 /// (a first deploy's initial jobs too, see [`crate::wait`]).
 pub const FAILURE_THRESHOLD: usize = 5;
+
+/// How long a deployer's claim on a deployment lasts unless renewed: how long a deployment
+/// whose deployer died waits before another takes it over.
+pub const CLAIM_TTL: Duration = Duration::from_secs(30);
 
 /// Error of a deployment the server stopped in the middle of.
 pub const INTERRUPTED: &str =
@@ -47,6 +58,9 @@ pub struct Deployer {
     store: Arc<dyn Store>,
     cfg: DeployerConfig,
     running: Arc<Mutex<HashSet<Id>>>,
+    /// This deployer's name in claims: unique per process start.
+    id: Arc<str>,
+    claim_ttl: Duration,
 }
 
 /// What a step waits for.
@@ -61,19 +75,36 @@ enum Until {
 impl Deployer {
     pub fn new(store: Arc<dyn Store>, cfg: DeployerConfig) -> Deployer {
         Deployer {
-            store,
             cfg,
             running: Default::default(),
+            // SQLite is one process's database: a claim in it is this server's from before a
+            // restart, taken back at once (as before claims). On PostgreSQL each start is a
+            // deployer of its own, whose claims others wait out.
+            id: Arc::from(match store.backend() {
+                "sqlite" => "deployer-local".to_string(),
+                _ => format!("deployer-{}", Id::new_v4()),
+            }),
+            store,
+            claim_ttl: CLAIM_TTL,
         }
     }
 
-    /// Picks up pending deployments forever (woken by store events, else every `poll`). First,
-    /// deployments left `running` by a previous process are failed and rolled back: their
-    /// steps cannot be resumed, and an unfinished deployment would block every later one.
+    /// Another claim length than [`CLAIM_TTL`] (tests).
+    pub fn with_claim_ttl(mut self, ttl: Duration) -> Deployer {
+        self.claim_ttl = ttl;
+        self
+    }
+
+    /// This deployer's name in deployment claims.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Picks up pending deployments forever (woken by store events, else every `poll`), and
+    /// takes over deployments left `running` by a deployer whose claim expired: they are failed
+    /// and rolled back, as their steps cannot be resumed and an unfinished deployment would
+    /// block every later one.
     pub async fn run(self) {
-        if let Err(e) = self.fail_interrupted().await {
-            tracing::warn!("deployer: cannot check interrupted deployments: {e}");
-        }
         let mut notifier = self.store.event_notifier();
         loop {
             if let Err(e) = self.pick_up().await {
@@ -83,47 +114,118 @@ impl Deployer {
         }
     }
 
-    async fn fail_interrupted(&self) -> Result<(), slipway_store::StoreError> {
-        for app in self.store.list_apps().await? {
-            for d in self.store.list_deployments(app.id).await? {
-                if d.status == DeploymentStatus::Running {
-                    self.restore(&d).await;
-                    self.store
-                        .update_deployment(d.id, DeploymentStatus::Failed, Some(INTERRUPTED))
-                        .await?;
-                }
-            }
-        }
-        Ok(())
-    }
-
     async fn pick_up(&self) -> Result<(), slipway_store::StoreError> {
         for app in self.store.list_apps().await? {
             for d in self.store.list_deployments(app.id).await? {
-                if d.status == DeploymentStatus::Pending
-                    && self.running.lock().expect("running").insert(d.id)
-                {
-                    let me = self.clone();
-                    tokio::spawn(async move {
-                        let id = d.id;
-                        me.execute(d).await;
-                        me.running.lock().expect("running").remove(&id);
-                    });
+                if d.status.is_finished() || !self.running.lock().expect("running").insert(d.id) {
+                    continue;
                 }
+                // Ours from here on, unless another deployer holds a live claim on it. Read
+                // again once ours: what we listed may have moved on meanwhile (pending then,
+                // running since under a deployer that has died).
+                let ours = match self
+                    .store
+                    .claim_deployment(d.id, &self.id, self.claim_ttl)
+                    .await
+                {
+                    Ok(true) => self.store.get_deployment(d.id).await.map(Some),
+                    Ok(false) => Ok(None),
+                    Err(e) => Err(e),
+                };
+                let d = match ours {
+                    Ok(Some(fresh)) if !fresh.status.is_finished() => fresh,
+                    other => {
+                        self.running.lock().expect("running").remove(&d.id);
+                        other?;
+                        continue;
+                    }
+                };
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let id = d.id;
+                    if d.status == DeploymentStatus::Running {
+                        me.take_over(&d).await;
+                    } else {
+                        me.execute(d).await;
+                    }
+                    me.running.lock().expect("running").remove(&id);
+                });
             }
         }
         Ok(())
     }
 
-    /// Runs one deployment to `complete` or `failed`.
-    pub async fn execute(&self, d: Deployment) {
-        let res = match self
+    /// Fails and rolls back a deployment left `running` by a deployer whose claim expired
+    /// (we hold the claim now).
+    async fn take_over(&self, d: &Deployment) {
+        tracing::warn!(deployment = %d.id, "deployer: taking over a deployment whose deployer stopped; it is failed and the old formation restored");
+        self.restore(d).await;
+        if let Err(e) = self
             .store
-            .update_deployment(d.id, DeploymentStatus::Running, None)
+            .update_deployment(d.id, DeploymentStatus::Failed, Some(INTERRUPTED))
             .await
         {
-            Ok(_) => self.steps(&d).await,
-            Err(e) => Err(Failure::plain(format!("cannot start the deployment: {e}"))),
+            tracing::warn!(deployment = %d.id, "deployer: cannot fail an interrupted deployment: {e}");
+        }
+    }
+
+    /// Renews this deployer's claim on `id` every third of its length; returns when the claim
+    /// is lost (another deployer took it over, or the store refused it for a whole claim
+    /// length).
+    async fn hold_claim(&self, id: Id) {
+        let period = self.claim_ttl / 3;
+        let mut failing_since: Option<Instant> = None;
+        loop {
+            tokio::time::sleep(period).await;
+            match self
+                .store
+                .claim_deployment(id, &self.id, self.claim_ttl)
+                .await
+            {
+                Ok(true) => failing_since = None,
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(deployment = %id, "deployer: cannot renew the claim: {e}");
+                    let since = *failing_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() + period >= self.claim_ttl {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs one deployment to `complete` or `failed`, if this deployer can claim it; stops
+    /// (recording nothing) if it loses the claim on the way.
+    pub async fn execute(&self, d: Deployment) {
+        match self
+            .store
+            .claim_deployment(d.id, &self.id, self.claim_ttl)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(deployment = %d.id, "deployer: cannot claim the deployment: {e}");
+                return;
+            }
+        }
+        let run = async {
+            match self
+                .store
+                .update_deployment(d.id, DeploymentStatus::Running, None)
+                .await
+            {
+                Ok(_) => self.steps(&d).await,
+                Err(e) => Err(Failure::plain(format!("cannot start the deployment: {e}"))),
+            }
+        };
+        let res = tokio::select! {
+            res = run => res,
+            _ = self.hold_claim(d.id) => {
+                tracing::warn!(deployment = %d.id, "deployer: lost the claim on the deployment; another deployer takes it over");
+                return;
+            }
         };
         let outcome = match res {
             Ok(()) => {

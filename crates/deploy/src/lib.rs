@@ -14,6 +14,6 @@ pub mod executor;
 pub mod release;
 pub mod wait;
 
-pub use executor::{Deployer, DeployerConfig, FAILURE_THRESHOLD, INTERRUPTED};
+pub use executor::{CLAIM_TTL, Deployer, DeployerConfig, FAILURE_THRESHOLD, INTERRUPTED};
 pub use release::default_check;
 pub use wait::{DeployError, Deployed, Started, deploy_and_wait, start};

@@ -35,10 +35,18 @@ use std::sync::Arc;
 type Shared = Arc<dyn Registry>;
 
 /// Who may call the API, and which instance addresses it accepts.
+///
+/// Hosts and routers present the cluster token; the controller's API key is accepted too. The
+/// key already commands the whole platform (it creates routes and runs any job, so it can point
+/// a router anywhere discovery could), so refusing it here would protect nothing, and routers
+/// started with only the key keep working; the token is what a machine that must not hold the
+/// users' key is given.
 #[derive(Clone, Debug)]
 pub struct Access {
-    /// The key every request but `/ping` must present as `Authorization: Bearer KEY`.
+    /// The API key, accepted on every request but `/ping` as `Authorization: Bearer KEY`.
     pub key: String,
+    /// The cluster token, accepted the same way (constant-time compares for both).
+    pub token: Option<String>,
     /// Networks whose addresses registrations may name even though they are refused by
     /// default (a host address, loopback): `(network, prefix length)`.
     pub allow: Vec<(IpAddr, u8)>,
@@ -48,8 +56,19 @@ impl Access {
     pub fn key(key: &str) -> Access {
         Access {
             key: key.to_string(),
+            token: None,
             allow: Vec::new(),
         }
+    }
+
+    /// Whether `presented` is the key or the token (both compared in full, constant time).
+    fn admits(&self, presented: &str) -> bool {
+        let key = constant_time_eq(presented.as_bytes(), self.key.as_bytes());
+        let token = self
+            .token
+            .as_ref()
+            .is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()));
+        key | token
     }
 }
 
@@ -94,12 +113,12 @@ async fn require_key(
             scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
         });
     match presented {
-        Some(k) if constant_time_eq(k.as_bytes(), access.key.as_bytes()) => next.run(req).await,
+        Some(k) if access.admits(k) => next.run(req).await,
         found => {
             let message = if found.is_some() {
-                "invalid API key"
+                "invalid API key or cluster token"
             } else {
-                "missing API key: discovery's API takes the controller's key as `Authorization: Bearer KEY` (file api-key in the server's data directory)"
+                "missing credential: discovery's API takes the cluster token (file cluster-token in the controller's data directory) or the API key as `Authorization: Bearer TOKEN`"
             };
             (
                 StatusCode::UNAUTHORIZED,
@@ -318,7 +337,7 @@ pub const MAX_EVENT: usize = 1 << 20;
 const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl HttpRegistry {
-    /// `base` like `http://10.0.0.1:1111`; `key`: the API key the server takes (sent as
+    /// `base` like `http://10.0.0.1:1111`; `key`: the cluster token or the API key (sent as
     /// `Authorization: Bearer` on every request). Needs a rustls crypto provider installed.
     pub fn new(base: &str, key: &str) -> HttpRegistry {
         let mut headers = reqwest::header::HeaderMap::new();
@@ -335,6 +354,26 @@ impl HttpRegistry {
                 .expect("reqwest client"),
             watch_idle: WATCH_IDLE,
         }
+    }
+
+    /// Whether the server refuses this client's credential: `Some(its message)` when it
+    /// answers 401, `None` when it takes it (or cannot be reached: that is retried later, a
+    /// refusal is not). A process checks this once at start to fail with a clear message.
+    pub async fn refused(&self) -> Option<String> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/services/slipway-credential-check/instances",
+                self.base
+            ))
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .ok()?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            return None;
+        }
+        Some(self.check(resp).await.err()?.to_string())
     }
 
     /// Another limit than [`WATCH_IDLE`] for a silent watch (tests).
@@ -394,7 +433,10 @@ impl HttpRegistry {
             .unwrap_or_else(|| format!("HTTP {status}"));
         Err(match status.as_u16() {
             404 => Error::NotFound(msg),
-            401 => Error::Unavailable(format!("discovery refused the API key: {msg}")),
+            401 => Error::Unavailable(format!(
+                "discovery at {} refused the API key or cluster token: {msg}; give this process the cluster token (SLIPWAY_CLUSTER_TOKEN or --cluster-token-file: the controller's <data dir>/cluster-token)",
+                self.base
+            )),
             400 | 422 => Error::Invalid(msg),
             _ => Error::Unavailable(msg),
         })

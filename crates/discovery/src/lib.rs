@@ -2,9 +2,9 @@
 //!
 //! The host agent registers a job's ports here once its health checks pass and heartbeats
 //! them; the router watches it to learn backends. Everything goes through the [`Registry`]
-//! trait: [`LocalRegistry`] in-process (embedded mode) and [`HttpRegistry`] over the HTTP/SSE
-//! API of [`http::router`] (cluster mode). Both pass the same conformance suite
-//! (`tests/it/suite.rs`).
+//! trait: [`LocalRegistry`] in-process (embedded mode), [`EtcdRegistry`] on etcd (cluster
+//! mode) and [`HttpRegistry`] over the HTTP/SSE API of [`http::router`]. All three pass the
+//! same conformance suite (`tests/it/suite.rs`).
 //!
 //! Rules every implementation keeps:
 //! - an instance that is not heartbeated (re-registered) within the TTL (10 s by default, as
@@ -18,9 +18,11 @@
 #![forbid(unsafe_code)]
 
 pub mod dns;
+pub mod etcd;
 pub mod http;
 mod local;
 
+pub use etcd::EtcdRegistry;
 pub use http::HttpRegistry;
 pub use local::LocalRegistry;
 

@@ -78,6 +78,11 @@ pub struct DaemonArgs {
     /// API key of the blob store (the controller's key).
     #[arg(long, env = "SLIPWAY_BLOB_STORE_KEY", hide_env_values = true)]
     pub blob_store_key: Option<String>,
+    /// A file holding the cluster token the host API requires (the controller's
+    /// `<data dir>/cluster-token`), or put it in `SLIPWAY_CLUSTER_TOKEN`. Default:
+    /// DATA_DIR/cluster-token, generated on first start.
+    #[arg(long, env = "SLIPWAY_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
 }
 
 /// How the host runs containers: names that must be unique per agent on a machine. Flatten it
@@ -144,6 +149,28 @@ pub struct ClientArgs {
         default_value = "http://127.0.0.1:1113"
     )]
     pub url: String,
+    /// A file holding the host API's cluster token, or put it in `SLIPWAY_CLUSTER_TOKEN`.
+    /// Default: cluster-token in the host's data dir (`SLIPWAY_HOST_DATA_DIR`, else
+    /// /var/lib/slipway/host).
+    #[arg(long, env = "SLIPWAY_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The host API at `--host-url` with the cluster token.
+    fn api(&self) -> Result<HttpHost> {
+        let data = std::env::var_os("SLIPWAY_HOST_DATA_DIR")
+            .map_or_else(|| PathBuf::from("/var/lib/slipway/host"), PathBuf::from);
+        let default = data.join(crate::http::CLUSTER_TOKEN_FILE);
+        let token = crate::http::cluster_token(self.cluster_token_file.as_deref(), &default)?
+            .with_context(|| {
+                format!(
+                    "the host API needs the cluster token: set SLIPWAY_CLUSTER_TOKEN or --cluster-token-file (no {})",
+                    default.display()
+                )
+            })?;
+        Ok(HttpHost::new(&self.url, &token))
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -246,36 +273,36 @@ pub async fn run(args: HostArgs) -> Result<()> {
         HostCommand::Shim { dir } => crate::shim::main(&dir),
         HostCommand::Daemon(d) => daemon(d).await,
         HostCommand::RunJob(r) => run_job(r).await,
-        HostCommand::Ps(c) => ps(&HttpHost::new(&c.url)).await,
+        HostCommand::Ps(c) => ps(&c.api()?).await,
         HostCommand::Inspect(i) => {
-            let j = HttpHost::new(&i.client.url).get_job(&i.id).await?;
+            let j = i.client.api()?.get_job(&i.id).await?;
             println!("{}", serde_json::to_string_pretty(&j)?);
             Ok(())
         }
         HostCommand::Stop(i) => {
-            HttpHost::new(&i.client.url).stop_job(&i.id).await?;
+            i.client.api()?.stop_job(&i.id).await?;
             println!("stopping {}", i.id);
             Ok(())
         }
         HostCommand::Wait(i) => {
-            let done = HttpHost::new(&i.client.url).wait_job(&i.id).await?;
+            let done = i.client.api()?.wait_job(&i.id).await?;
             report_exit(&i.id, &done)
         }
         HostCommand::Signal(s) => {
             let sig = parse_signal(&s.signal)
                 .with_context(|| format!("unknown signal {:?} (try TERM, USR1, 9)", s.signal))?;
-            HttpHost::new(&s.client.url).signal_job(&s.id, sig).await?;
+            s.client.api()?.signal_job(&s.id, sig).await?;
             Ok(())
         }
         HostCommand::Log(l) => {
-            let mut logs = HttpHost::new(&l.client.url).logs(&l.id, l.follow).await?;
+            let mut logs = l.client.api()?.logs(&l.id, l.follow).await?;
             while let Some(line) = logs.next().await {
                 print_line(&line);
             }
             Ok(())
         }
         HostCommand::Status(c) => {
-            let s = HttpHost::new(&c.url).status().await?;
+            let s = c.api()?.status().await?;
             println!("{}", serde_json::to_string_pretty(&s)?);
             Ok(())
         }
@@ -315,7 +342,12 @@ async fn daemon(d: DaemonArgs) -> Result<()> {
             d.blob_store_key,
         )));
     }
-    let host = crate::daemon::start(rc, ac, Some(d.listen)).await?;
+    let default = d.data_dir.join(crate::http::CLUSTER_TOKEN_FILE);
+    let token = match crate::http::cluster_token(d.cluster_token_file.as_deref(), &default)? {
+        Some(t) => t,
+        None => new_token(&default)?,
+    };
+    let host = crate::daemon::start(rc, ac, Some((d.listen, token))).await?;
     // Tests and scripts wait for this line.
     println!("listening on {}", host.addr.expect("listen address"));
     tokio::select! {
@@ -325,6 +357,30 @@ async fn daemon(d: DaemonArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A new cluster token (256 bits from the OS) in `path` (0600), for a daemon given none.
+fn new_token(path: &std::path::Path) -> Result<String> {
+    use std::io::{Read as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create the cluster token file {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    eprintln!(
+        "generated a cluster token for the host API in {}",
+        path.display()
+    );
+    Ok(token)
 }
 
 fn print_line(l: &LogLine) {
@@ -339,7 +395,7 @@ fn print_line(l: &LogLine) {
 }
 
 async fn run_job(r: RunJobArgs) -> Result<()> {
-    let api = HttpHost::new(&r.client.url);
+    let api = r.client.api()?;
     let id =
         r.id.unwrap_or_else(|| format!("job-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]));
     let mut config = JobConfig::new(&r.stack, &[]);

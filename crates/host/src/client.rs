@@ -14,12 +14,21 @@ pub struct HttpHost {
 }
 
 impl HttpHost {
-    /// `base` is e.g. `http://10.0.0.5:1113`. Installs the ring TLS provider if none is.
-    pub fn new(base: &str) -> Self {
+    /// `base` is e.g. `http://10.0.0.5:1113`; `token`: the cluster token, sent as
+    /// `Authorization: Bearer` on every request. Installs the ring TLS provider if none is.
+    pub fn new(base: &str, token: &str) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")) {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         HttpHost {
             base: base.trim_end_matches('/').to_string(),
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .expect("reqwest client"),
         }
     }
 

@@ -31,16 +31,17 @@ impl Host {
 }
 
 /// Starts the runc runtime (preflight, network), the agent (re-adopting jobs left running by a
-/// previous process) and, with `listen`, the HTTP API. `listen` may use port 0.
+/// previous process) and, with `listen`, the HTTP API for holders of the cluster token given
+/// with it. `listen` may use port 0.
 pub async fn start(
     runc: RuncConfig,
     agent: AgentConfig,
-    listen: Option<SocketAddr>,
+    listen: Option<(SocketAddr, String)>,
 ) -> Result<Host> {
     let runtime = tokio::task::spawn_blocking(move || RuncRuntime::new(runc)).await??;
     let agent = Agent::start(agent, Arc::new(runtime)).await?;
     let (addr, server) = match listen {
-        Some(l) => {
+        Some((l, token)) => {
             let listener = tokio::net::TcpListener::bind(l)
                 .await
                 .with_context(|| format!("listening on {l} for the host API"))?;
@@ -48,7 +49,9 @@ pub async fn start(
             let api: Arc<dyn HostApi> = Arc::new(agent.clone());
             (
                 Some(addr),
-                Some(tokio::spawn(crate::http::serve(api, listener))),
+                Some(tokio::spawn(async move {
+                    crate::http::serve(api, listener, &token).await
+                })),
             )
         }
         None => (None, None),

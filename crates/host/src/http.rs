@@ -16,6 +16,9 @@
 //!
 //! A `Slipway-Epoch: N` header on a start (PUT) or stop (DELETE) makes it fenced: 409
 //! `fenced: …` once the host has seen a newer epoch.
+//!
+//! Every request needs the cluster token (`Authorization: Bearer TOKEN`, compared in constant
+//! time; 401 without it or with another): this API starts any container as root.
 
 use crate::api::{HostApi, HostError};
 use crate::types::{HostJob, parse_signal};
@@ -45,7 +48,13 @@ impl IntoResponse for HostError {
 
 type R<T> = Result<T, HostError>;
 
-pub fn router(api: Api) -> Router {
+/// The file in a data dir that holds the cluster token (the controller's, or a host daemon's
+/// own when it was given none).
+pub const CLUSTER_TOKEN_FILE: &str = "cluster-token";
+
+/// The API over `api`, refusing every request that does not carry `token`.
+pub fn router(api: Api, token: &str) -> Router {
+    let token: Arc<str> = Arc::from(token);
     Router::new()
         .route("/host/status", get(status))
         .route("/host/jobs", get(list))
@@ -57,11 +66,92 @@ pub fn router(api: Api) -> Router {
         .route("/host/jobs/{id}/attach", axum::routing::post(attach))
         .route("/host/epoch/{epoch}", put(fence))
         .with_state(api)
+        .layer(axum::middleware::from_fn(move |req, next| {
+            require_token(token.clone(), req, next)
+        }))
 }
 
-/// Serves the API on `listener` until the future is dropped.
-pub async fn serve(api: Api, listener: tokio::net::TcpListener) -> std::io::Result<()> {
-    axum::serve(listener, router(api)).await
+/// Serves the API on `listener`, for holders of `token`, until the future is dropped.
+pub async fn serve(
+    api: Api,
+    listener: tokio::net::TcpListener,
+    token: &str,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(api, token)).await
+}
+
+/// 401 unless the request carries the cluster token as `Authorization: Bearer TOKEN`.
+async fn require_token(
+    token: Arc<str>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, t) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
+        });
+    match presented {
+        Some(t) if !token.is_empty() && constant_time_eq(t.as_bytes(), token.as_bytes()) => {
+            next.run(req).await
+        }
+        found => {
+            let why = if found.is_some() {
+                "invalid cluster token"
+            } else {
+                "missing cluster token: the host API takes it as `Authorization: Bearer TOKEN` (SLIPWAY_CLUSTER_TOKEN or --cluster-token-file; file cluster-token in the controller's data dir)"
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(HostError::BadRequest(why.to_string())),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The cluster token a host process uses: `SLIPWAY_CLUSTER_TOKEN`, else the file `file`
+/// (`--cluster-token-file`), else `default_file` if it exists, trimmed. Never a command-line
+/// argument: every user can read a process's argv.
+pub fn cluster_token(
+    file: Option<&std::path::Path>,
+    default_file: &std::path::Path,
+) -> anyhow::Result<Option<String>> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let read = |path: &std::path::Path| -> std::io::Result<String> {
+        let mut s = String::new();
+        std::fs::File::open(path)?
+            .take(4096)
+            .read_to_string(&mut s)?;
+        Ok(s)
+    };
+    let (value, from) = match (std::env::var("SLIPWAY_CLUSTER_TOKEN").ok(), file) {
+        (Some(t), _) => (t, "SLIPWAY_CLUSTER_TOKEN".to_string()),
+        (None, Some(f)) => (
+            read(f).with_context(|| format!("cannot read --cluster-token-file {}", f.display()))?,
+            format!("--cluster-token-file {}", f.display()),
+        ),
+        (None, None) => match read(default_file) {
+            Ok(t) => (t, default_file.display().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", default_file.display()));
+            }
+        },
+    };
+    let value = value.trim();
+    if value.is_empty() || value.chars().any(char::is_whitespace) {
+        anyhow::bail!("the cluster token in {from} is empty or not one word");
+    }
+    Ok(Some(value.to_string()))
 }
 
 async fn attach(

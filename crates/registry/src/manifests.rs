@@ -2,8 +2,8 @@
 //! or digest, tag list.
 //!
 //! A manifest's bytes are kept exactly as pushed, in the blob store under their digest (a client
-//! re-computes the digest of what it pulls). `<repo>/manifests/<hex>` records that this app
-//! received it and its media type; `<repo>/tags/<tag>` holds the digest a tag points at.
+//! re-computes the digest of what it pulls). A store row records that this app received it and
+//! its media type, another the digest a tag points at: every controller sees them.
 
 use crate::deploy::{self, DeployOutcome};
 use crate::error::{RegistryError, Result};
@@ -19,7 +19,7 @@ use tokio::io::AsyncReadExt;
 /// Tags whose name starts with this store the image (artifact) without a release or deploy.
 pub const NO_DEPLOY_TAG_PREFIX: &str = "no-deploy";
 
-fn valid_tag(t: &str) -> bool {
+pub(crate) fn valid_tag(t: &str) -> bool {
     let b = t.as_bytes();
     !b.is_empty()
         && b.len() <= 128
@@ -68,21 +68,6 @@ pub(crate) async fn read_small_blob(
         .await
         .map_err(|e| RegistryError::internal(format!("cannot read blob {d}: {e}")))?;
     Ok(Some(buf))
-}
-
-async fn write_atomic(path: &std::path::Path, content: &[u8]) -> Result<()> {
-    let dir = path.parent().expect("file in a directory");
-    let tmp = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4()));
-    let res = async {
-        tokio::fs::create_dir_all(dir).await?;
-        tokio::fs::write(&tmp, content).await?;
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if res.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    res.map_err(|e| RegistryError::internal(format!("cannot record the manifest: {e}")))
 }
 
 pub async fn put(
@@ -154,15 +139,14 @@ pub async fn put(
     }
 
     reg.store_manifest_bytes(&bytes, &digest).await?;
-    let repo = reg.repo_dir(&app);
-    write_atomic(
-        &repo.join("manifests").join(digest.hex()),
-        parsed.media_type.as_bytes(),
-    )
-    .await?;
+    reg.store
+        .put_registry_manifest(app.id, digest.as_str(), &parsed.media_type)
+        .await?;
     let tag = match &reference {
         Reference::Tag(t) => {
-            write_atomic(&repo.join("tags").join(t), digest.as_str().as_bytes()).await?;
+            reg.store
+                .set_registry_tag(app.id, t, digest.as_str())
+                .await?;
             Some(t.clone())
         }
         Reference::Digest(_) => None,
@@ -222,19 +206,22 @@ impl Registry {
     /// The digest and media type of `reference` in `name`'s repository.
     async fn resolve_manifest(&self, name: &str, reference: &str) -> Result<(Digest, String)> {
         let app = self.app(name).await?;
-        let repo = self.repo_dir(&app);
         let digest = match parse_reference(reference)? {
             Reference::Digest(d) => d,
             Reference::Tag(t) => {
-                let text = tokio::fs::read_to_string(repo.join("tags").join(&t))
-                    .await
-                    .map_err(|_| RegistryError::manifest_unknown(reference))?;
-                parse_digest(text.trim())?
+                let d = self
+                    .store
+                    .registry_tag(app.id, &t)
+                    .await?
+                    .ok_or_else(|| RegistryError::manifest_unknown(reference))?;
+                parse_digest(&d)?
             }
         };
-        let media_type = tokio::fs::read_to_string(repo.join("manifests").join(digest.hex()))
-            .await
-            .map_err(|_| RegistryError::manifest_unknown(reference))?;
+        let media_type = self
+            .store
+            .registry_manifest(app.id, digest.as_str())
+            .await?
+            .ok_or_else(|| RegistryError::manifest_unknown(reference))?;
         Ok((digest, media_type))
     }
 }
@@ -283,15 +270,12 @@ pub async fn head(
 
 pub async fn tags(State(reg): State<Registry>, Path(name): Path<String>) -> Result<Response> {
     let app = reg.app(&name).await?;
-    let mut tags = Vec::new();
-    if let Ok(mut rd) = tokio::fs::read_dir(reg.repo_dir(&app).join("tags")).await {
-        while let Ok(Some(e)) = rd.next_entry().await {
-            let t = e.file_name().to_string_lossy().to_string();
-            if valid_tag(&t) {
-                tags.push(t);
-            }
-        }
-    }
-    tags.sort();
+    let tags: Vec<String> = reg
+        .store
+        .list_registry_tags(app.id)
+        .await?
+        .into_iter()
+        .filter(|t| valid_tag(t))
+        .collect();
     Ok(axum::Json(serde_json::json!({ "name": name, "tags": tags })).into_response())
 }

@@ -2,10 +2,15 @@
 //! (HEAD/GET, monolithic and chunked uploads, cross-repo mount), manifests (PUT/GET/HEAD by tag
 //! and digest), tag list. The repository name is the app name.
 //!
-//! Blobs go straight into the blob store, verified against their digest; an upload in progress
-//! is a file under `<dir>/uploads/` (removed when it completes, fails, or is left idle for
-//! [`UPLOAD_IDLE`]). Tags and the manifests each app received are small files under
-//! `<dir>/repos/<app id>/`: keyed by the app's id, so a deleted and re-created app starts empty.
+//! Nothing a push or pull needs lives on this controller's disk, so a push whose PATCH reaches
+//! one controller and whose PUT reaches another works, and a pull from any controller sees
+//! every tag. Blobs go straight into the blob store, verified against their digest. A chunked
+//! upload in progress is a store row naming its chunks, each chunk a blob of its own (the row
+//! goes when the upload completes, fails, or is left idle for [`UPLOAD_IDLE`]; its chunk blobs
+//! are then named by nothing and garbage collection removes them after its grace period).
+//! Tags and the manifests each app received are store rows keyed by the app's id (they go with
+//! the app, so a re-created app starts empty); manifest bytes are blobs. The only local state
+//! is a cache of which layers were already verified (`<dir>/verified`).
 
 use crate::error::{RegistryError, Result};
 use crate::manifests;
@@ -17,14 +22,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::TryStreamExt;
 use slipway_blobstore::{BlobStore, Digest};
-use slipway_store::Store;
-use slipway_types::App;
+use slipway_store::{MAX_UPLOAD_CHUNKS, RegistryUpload, Store, StoreError};
+use slipway_types::{App, Id};
 use std::collections::HashMap;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncReadExt;
 
 /// An upload nobody touched for this long is abandoned and removed.
 pub const UPLOAD_IDLE: Duration = Duration::from_secs(3600);
@@ -57,55 +62,119 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Opens the registry's directory (creating it) and removes abandoned uploads.
+    /// Opens the registry's directory (its cache of verified layers; creating it).
     pub fn open(
         store: Arc<dyn Store>,
         blobs: Arc<dyn BlobStore>,
         dir: impl Into<PathBuf>,
     ) -> std::io::Result<Registry> {
         let dir = dir.into();
-        std::fs::create_dir_all(dir.join("uploads"))?;
-        std::fs::create_dir_all(dir.join("repos"))?;
-        let reg = Registry {
+        std::fs::create_dir_all(&dir)?;
+        Ok(Registry {
             store,
             blobs,
             dir,
             counters: Default::default(),
-        };
-        reg.clean_uploads(UPLOAD_IDLE);
-        Ok(reg)
+        })
     }
 
-    /// Removes uploads idle for longer than `idle`; returns how many.
-    pub fn clean_uploads(&self, idle: Duration) -> usize {
-        let mut n = 0;
-        let Ok(entries) = std::fs::read_dir(self.dir.join("uploads")) else {
-            return 0;
+    /// Removes uploads idle for `idle` or longer (of every controller: the state is shared);
+    /// returns how many.
+    pub async fn clean_uploads(&self, idle: Duration) -> Result<u64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let before = now.saturating_sub(idle.as_secs()) as i64;
+        Ok(self.store.delete_idle_registry_uploads(before).await?)
+    }
+
+    /// Moves what an older version kept in files (`<dir>/repos/<app id>/{tags,manifests}/`)
+    /// into the store, then removes those files and `<dir>/uploads` (uploads in progress are
+    /// not carried over: their clients start again). Apps deleted meanwhile are skipped; a
+    /// failure leaves the files for the next start. Returns the tags imported.
+    pub async fn import_legacy_files(&self) -> Result<usize> {
+        let repos = self.dir.join("repos");
+        let mut tags = 0;
+        let apps = match std::fs::read_dir(&repos) {
+            Ok(rd) => rd.flatten().collect::<Vec<_>>(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => {
+                return Err(RegistryError::internal(format!(
+                    "cannot read {repos:?}: {e}"
+                )));
+            }
         };
-        for e in entries.flatten() {
-            let old = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age >= idle);
-            if old && std::fs::remove_file(e.path()).is_ok() {
-                n += 1;
+        for entry in apps {
+            let Some(app_id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<Id>().ok())
+            else {
+                continue;
+            };
+            if let Err(StoreError::NotFound(_)) = self.store.get_app(app_id).await {
+                continue;
+            }
+            let files = |sub: &str| -> Vec<(String, String)> {
+                let Ok(rd) = std::fs::read_dir(entry.path().join(sub)) else {
+                    return vec![];
+                };
+                rd.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name().to_str()?.to_string();
+                        // Small files we wrote; anything else is not ours.
+                        if e.metadata().ok()?.len() > 4096 {
+                            return None;
+                        }
+                        let text = std::fs::read_to_string(e.path()).ok()?;
+                        Some((name, text.trim().to_string()))
+                    })
+                    .collect()
+            };
+            for (hex, media_type) in files("manifests") {
+                if let Ok(d) = Digest::from_hex(&hex) {
+                    self.store
+                        .put_registry_manifest(app_id, d.as_str(), &media_type)
+                        .await?;
+                }
+            }
+            for (tag, digest) in files("tags") {
+                if crate::manifests::valid_tag(&tag) && digest.parse::<Digest>().is_ok() {
+                    self.store.set_registry_tag(app_id, &tag, &digest).await?;
+                    tags += 1;
+                }
             }
         }
-        n
+        for old in [repos, self.dir.join("uploads")] {
+            match std::fs::remove_dir_all(&old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("registry: cannot remove {old:?}: {e}"),
+            }
+        }
+        Ok(tags)
     }
 
-    /// Cleans abandoned uploads every few minutes, for as long as the process runs.
+    /// Imports an older version's files ([`Self::import_legacy_files`]), then cleans abandoned
+    /// uploads now and every few minutes, for as long as the process runs.
     pub fn spawn_cleaner(&self) {
         let reg = self.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(300)).await;
-                let n = reg.clean_uploads(UPLOAD_IDLE);
-                if n > 0 {
-                    tracing::info!("registry: removed {n} abandoned upload(s)");
+            match reg.import_legacy_files().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("registry: moved {n} tag(s) from files into the store"),
+                Err(e) => {
+                    tracing::warn!("registry: cannot move tags from files into the store: {e:?}")
                 }
+            }
+            loop {
+                match reg.clean_uploads(UPLOAD_IDLE).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("registry: removed {n} abandoned upload(s)"),
+                    Err(e) => tracing::warn!("registry: cannot remove abandoned uploads: {e:?}"),
+                }
+                tokio::time::sleep(Duration::from_secs(300)).await;
             }
         });
     }
@@ -134,18 +203,28 @@ impl Registry {
         }
     }
 
-    pub(crate) fn repo_dir(&self, app: &App) -> PathBuf {
-        self.dir.join("repos").join(app.id.to_string())
-    }
-
-    fn upload_path(&self, id: &str) -> Result<PathBuf> {
-        let id = uuid::Uuid::parse_str(id).map_err(|_| RegistryError::upload_unknown())?;
-        Ok(self.dir.join("uploads").join(id.to_string()))
+    /// Upload `id` of `app`'s repository (an upload of another app's is unknown here).
+    async fn upload(&self, app: &App, id: &str) -> Result<RegistryUpload> {
+        let id: Id = id.parse().map_err(|_| RegistryError::upload_unknown())?;
+        match self.store.registry_upload(id).await? {
+            Some(u) if u.app_id == app.id => Ok(u),
+            _ => Err(RegistryError::upload_unknown()),
+        }
     }
 
     /// Streams `body` into the blob store, verified against `digest`.
     async fn store_blob(&self, body: slipway_blobstore::Body, digest: &Digest) -> Result<u64> {
         let existed = self.blobs.head(digest).await?.is_some();
+        self.store_blob_new(body, digest, existed).await
+    }
+
+    /// [`Self::store_blob`], counted as uploaded unless `existed`.
+    async fn store_blob_new(
+        &self,
+        body: slipway_blobstore::Body,
+        digest: &Digest,
+        existed: bool,
+    ) -> Result<u64> {
         let info = self.blobs.put(body, Some(digest)).await?;
         if !existed {
             self.counters.blobs.fetch_add(1, Ordering::Relaxed);
@@ -332,36 +411,41 @@ async fn start_upload(
             return Ok(blob_created(&name, &digest));
         }
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    tokio::fs::File::create(reg.upload_path(&id)?)
-        .await
-        .map_err(|e| RegistryError::internal(format!("cannot start an upload: {e}")))?;
-    Ok(upload_accepted(&name, &id, 0))
-}
-
-async fn upload_len(path: &FsPath) -> Result<u64> {
-    match tokio::fs::metadata(path).await {
-        Ok(m) => Ok(m.len()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RegistryError::upload_unknown()),
-        Err(e) => Err(RegistryError::internal(format!("upload state: {e}"))),
-    }
+    let app = reg.app(&name).await?;
+    let id = Id::new_v4();
+    reg.store.create_registry_upload(id, app.id).await?;
+    Ok(upload_accepted(&name, &id.to_string(), 0))
 }
 
 async fn upload_status(
     State(reg): State<Registry>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response> {
-    reg.app(&name).await?;
-    let size = upload_len(&reg.upload_path(&id)?).await?;
-    let mut resp = upload_accepted(&name, &id, size);
+    let app = reg.app(&name).await?;
+    let upload = reg.upload(&app, &id).await?;
+    let mut resp = upload_accepted(&name, &id, upload.size);
     *resp.status_mut() = StatusCode::NO_CONTENT;
     Ok(resp)
 }
 
-/// Appends `body` to the upload file. A `Content-Range: START-END` must start where the
-/// upload stands, else 416 with the current range (the client resumes from there).
-async fn append(path: &FsPath, headers: &HeaderMap, body: Body) -> Result<u64> {
-    let size = upload_len(path).await?;
+fn range_error(range: &str, size: u64) -> RegistryError {
+    RegistryError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "BLOB_UPLOAD_INVALID",
+        format!("Content-Range {range:?} does not continue the upload, which has {size} bytes"),
+    )
+}
+
+/// Appends `body` to the upload as a chunk blob of its own. A `Content-Range: START-END` must
+/// start where the upload stands, else 416 with the current range (the client resumes from
+/// there); so must the upload when the chunk is recorded (another request may have appended).
+async fn append(
+    reg: &Registry,
+    upload: &RegistryUpload,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<u64> {
+    let size = upload.size;
     if let Some(range) = headers
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
@@ -373,32 +457,91 @@ async fn append(path: &FsPath, headers: &HeaderMap, body: Body) -> Result<u64> {
             .next()
             .and_then(|s| s.trim().parse::<u64>().ok());
         if start != Some(size) {
-            return Err(RegistryError::new(
-                StatusCode::RANGE_NOT_SATISFIABLE,
-                "BLOB_UPLOAD_INVALID",
-                format!(
-                    "Content-Range {range:?} does not continue the upload, which has {size} bytes"
-                ),
-            ));
+            return Err(range_error(range, size));
         }
     }
-    let mut file = tokio::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .await
-        .map_err(|_| RegistryError::upload_unknown())?;
-    let mut reader = body_reader(body);
-    let n = tokio::io::copy(&mut reader, &mut file).await.map_err(|e| {
-        RegistryError::new(
+    if upload.chunks.len() as u64 >= MAX_UPLOAD_CHUNKS {
+        return Err(RegistryError::new(
             StatusCode::BAD_REQUEST,
             "BLOB_UPLOAD_INVALID",
-            format!("upload interrupted after the upload had {size} bytes: {e}"),
-        )
-    })?;
-    file.flush()
+            format!(
+                "the upload has {} chunks, the most one upload may have: send larger chunks",
+                upload.chunks.len()
+            ),
+        ));
+    }
+    // Peek: an empty body adds nothing (and no chunk row).
+    let mut reader = body_reader(body);
+    let mut first = vec![0u8; 64 * 1024];
+    let n = reader
+        .read(&mut first)
         .await
-        .map_err(|e| RegistryError::internal(format!("upload write: {e}")))?;
-    Ok(size + n)
+        .map_err(|e| interrupted(size, e))?;
+    if n == 0 {
+        return Ok(size);
+    }
+    first.truncate(n);
+    let chained: slipway_blobstore::Body = Box::new(std::io::Cursor::new(first).chain(reader));
+    let info = reg.blobs.put(chained, None).await.map_err(|e| match e {
+        slipway_blobstore::BlobError::Io(e) => interrupted(size, e),
+        e => e.into(),
+    })?;
+    match reg
+        .store
+        .append_registry_upload(upload.id, size, info.digest.as_str(), info.size)
+        .await
+    {
+        Ok(size) => Ok(size),
+        Err(StoreError::NotFound(_)) => Err(RegistryError::upload_unknown()),
+        Err(StoreError::Conflict(m)) => Err(RegistryError::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "BLOB_UPLOAD_INVALID",
+            m,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn interrupted(size: u64, e: std::io::Error) -> RegistryError {
+    RegistryError::new(
+        StatusCode::BAD_REQUEST,
+        "BLOB_UPLOAD_INVALID",
+        format!("upload interrupted after the upload had {size} bytes: {e}"),
+    )
+}
+
+/// The upload's chunks read one after the other, as one body.
+fn concat(blobs: Arc<dyn BlobStore>, chunks: Vec<String>) -> slipway_blobstore::Body {
+    type State = (
+        Arc<dyn BlobStore>,
+        std::vec::IntoIter<String>,
+        Option<slipway_blobstore::Body>,
+    );
+    let start: State = (blobs, chunks.into_iter(), None);
+    let stream = futures_util::stream::try_unfold(start, |(blobs, mut rest, mut cur)| async move {
+        loop {
+            if let Some(r) = cur.as_mut() {
+                let mut buf = vec![0u8; 256 * 1024];
+                let n = r.read(&mut buf).await?;
+                if n > 0 {
+                    buf.truncate(n);
+                    return Ok(Some((bytes::Bytes::from(buf), (blobs, rest, cur))));
+                }
+            }
+            // The current chunk is done (or none was open): the next one.
+            let Some(d) = rest.next() else {
+                return Ok(None);
+            };
+            let missing = || std::io::Error::other(format!("chunk {d} of the upload is gone"));
+            let d: Digest = d.parse().map_err(|_| missing())?;
+            match blobs.get(&d).await {
+                Ok(Some((_, r))) => cur = Some(r),
+                Ok(None) => return Err(missing()),
+                Err(e) => return Err(std::io::Error::other(e)),
+            }
+        }
+    });
+    Box::new(tokio_util::io::StreamReader::new(Box::pin(stream)))
 }
 
 async fn patch_upload(
@@ -406,10 +549,10 @@ async fn patch_upload(
     Path((name, id)): Path<(String, String)>,
     req: Request,
 ) -> Result<Response> {
-    reg.app(&name).await?;
-    let path = reg.upload_path(&id)?;
+    let app = reg.app(&name).await?;
+    let upload = reg.upload(&app, &id).await?;
     let (parts, body) = req.into_parts();
-    let size = append(&path, &parts.headers, body).await?;
+    let size = append(&reg, &upload, &parts.headers, body).await?;
     Ok(upload_accepted(&name, &id, size))
 }
 
@@ -421,16 +564,20 @@ async fn finish_upload(
     Query(q): Query<HashMap<String, String>>,
     req: Request,
 ) -> Result<Response> {
-    reg.app(&name).await?;
-    let path = reg.upload_path(&id)?;
+    let app = reg.app(&name).await?;
+    let upload = reg.upload(&app, &id).await?;
     let digest = parse_digest(q.get("digest").map(String::as_str).unwrap_or(""))?;
     let (parts, body) = req.into_parts();
-    append(&path, &parts.headers, body).await?;
-    let file = tokio::fs::File::open(&path)
-        .await
-        .map_err(|_| RegistryError::upload_unknown())?;
-    let stored = reg.store_blob(Box::new(file), &digest).await;
-    let _ = tokio::fs::remove_file(&path).await;
+    append(&reg, &upload, &parts.headers, body).await?;
+    let upload = reg.upload(&app, &id).await?;
+    // A layer sent in one PATCH is its own only chunk: it was not here before the upload.
+    let existed = reg.blobs.head(&digest).await?.is_some()
+        && !upload.chunks.iter().any(|c| c == digest.as_str());
+    let whole = concat(reg.blobs.clone(), upload.chunks);
+    let stored = reg.store_blob_new(whole, &digest, existed).await;
+    if let Err(e) = reg.store.delete_registry_upload(upload.id).await {
+        tracing::warn!(upload = %upload.id, "registry: cannot delete a finished upload: {e}");
+    }
     stored?;
     Ok(blob_created(&name, &digest))
 }
@@ -439,9 +586,8 @@ async fn cancel_upload(
     State(reg): State<Registry>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Response> {
-    reg.app(&name).await?;
-    let path = reg.upload_path(&id)?;
-    upload_len(&path).await?;
-    let _ = tokio::fs::remove_file(&path).await;
+    let app = reg.app(&name).await?;
+    let upload = reg.upload(&app, &id).await?;
+    reg.store.delete_registry_upload(upload.id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -20,6 +20,12 @@ pub struct ServerArgs {
     /// process takes its backends from there), e.g. `http://127.0.0.1:1111`.
     #[arg(long, env = "SLIPWAY_DISCOVERY_URL")]
     pub discovery_url: Option<String>,
+    /// etcd's client URLs, comma-separated (`http://10.0.0.1:2379,http://10.0.0.2:2379`):
+    /// cluster mode's coordination. The discovery role keeps its instances there instead of
+    /// in this process, and a process without the discovery role registers and watches there
+    /// directly (no --discovery-url needed). etcd must answer at start.
+    #[arg(long, env = "SLIPWAY_ETCD", value_name = "URL[,URL…]")]
+    pub etcd: Option<String>,
     /// A file holding the API key of --controller-url and --discovery-url (e.g. the
     /// controller's `<data dir>/api-key`). Or put the key in `SLIPWAY_API_KEY`. There is no
     /// flag that takes the key itself: a command line is readable by every user (`ps`).
@@ -27,6 +33,12 @@ pub struct ServerArgs {
     /// controller).
     #[arg(long, env = "SLIPWAY_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
+    /// A file holding the cluster token (the controller's `<data dir>/cluster-token`): what a
+    /// process without the controller presents to discovery and host APIs. Or put the token in
+    /// `SLIPWAY_CLUSTER_TOKEN` (never on the command line). Default: `<data dir>/cluster-token`
+    /// if it exists. A process with the controller takes the token from the store.
+    #[arg(long, env = "SLIPWAY_CLUSTER_TOKEN_FILE")]
+    pub cluster_token_file: Option<PathBuf>,
     /// Where Slipway keeps its state (database, API key, and later slugs, repos, logs).
     /// Default: /var/lib/slipway as root, ~/.local/share/slipway otherwise.
     #[arg(long, env = "SLIPWAY_DATA_DIR")]
@@ -34,6 +46,13 @@ pub struct ServerArgs {
     /// Address of the controller API. Port 0 picks a free port (printed at start).
     #[arg(long, env = "SLIPWAY_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// The address (IP) or URL other machines and users reach this controller at: the API's
+    /// `git_url` and `slipway info` name it. An IP gets the listening port (`http://IP:PORT`);
+    /// a URL (`https://slipway.example.com`, e.g. behind a proxy) is used as it is. Default:
+    /// the `--listen` address, or, when that is unspecified (0.0.0.0, ::), the address this
+    /// machine sends from on its default route (127.0.0.1 without one).
+    #[arg(long, env = "SLIPWAY_ADVERTISE", value_parser = parse_advertise)]
+    pub advertise: Option<Advertise>,
     /// Apps get `<app>.<domain>` as their default HTTP route. `localhost` names resolve to this
     /// machine in browsers and curl, so the default works with no DNS set-up.
     #[arg(long, env = "SLIPWAY_DOMAIN", default_value = "localhost")]
@@ -76,6 +95,55 @@ pub struct ServerArgs {
     /// once; past it new ones get a 503.
     #[arg(long, env = "SLIPWAY_API_MAX_CONNECTIONS", default_value_t = 1024)]
     pub api_max_connections: usize,
+}
+
+/// `--advertise`: an address (the listening port is added) or a whole base URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Advertise {
+    Ip(IpAddr),
+    Url(String),
+}
+
+impl Advertise {
+    /// The base URL for a controller listening on `port`.
+    pub fn url(&self, port: u16) -> String {
+        match self {
+            Advertise::Ip(ip) => format!("http://{}", SocketAddr::new(*ip, port)),
+            Advertise::Url(u) => u.clone(),
+        }
+    }
+}
+
+fn parse_advertise(s: &str) -> Result<Advertise, String> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!(
+                "--advertise {s}: not an address others can reach; give this machine's IP or a URL"
+            ));
+        }
+        return Ok(Advertise::Ip(ip));
+    }
+    let bad = |why: &str| {
+        format!(
+            "--advertise {s:?}: {why}; expected an IP (10.0.0.5) or a URL (https://slipway.example.com)"
+        )
+    };
+    let rest = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+        .ok_or_else(|| bad("not an IP, and not an http:// or https:// URL"))?;
+    let host = rest.trim_end_matches('/');
+    if host.is_empty()
+        || host.len() > 2048
+        || host
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "?#@\\\"'<>".contains(c))
+    {
+        return Err(bad(
+            "the URL needs a host, and no query, fragment, user or quotes",
+        ));
+    }
+    Ok(Advertise::Url(s.trim_end_matches('/').to_string()))
 }
 
 fn parse_tag(s: &str) -> Result<(String, String), String> {
@@ -229,4 +297,42 @@ fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
         .map_err(|_| format!("invalid resolver {s:?}: expected IP or IP:PORT (e.g. 1.1.1.1)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Advertise, parse_advertise};
+
+    #[test]
+    fn advertise_takes_an_ip_or_a_plain_base_url() {
+        assert_eq!(
+            parse_advertise("10.0.0.5").unwrap().url(7070),
+            "http://10.0.0.5:7070"
+        );
+        assert_eq!(
+            parse_advertise("fd00::5").unwrap().url(7070),
+            "http://[fd00::5]:7070"
+        );
+        assert_eq!(
+            parse_advertise("https://slipway.example.com/").unwrap(),
+            Advertise::Url("https://slipway.example.com".into())
+        );
+        assert_eq!(
+            parse_advertise("http://10.0.0.5:8000").unwrap().url(7070),
+            "http://10.0.0.5:8000"
+        );
+        for bad in [
+            "0.0.0.0",
+            "::",
+            "slipway.example.com",
+            "ftp://x",
+            "http://",
+            "http://a b",
+            "http://u:p@host",
+            "http://host?x=1",
+            "http://host\"",
+        ] {
+            assert!(parse_advertise(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! The builder role: the git receiver and build pipeline — `git push` to `<url>/APP.git` builds
 //! the pushed commit in a `build` job on the app's stack and deploys it. Repos in
-//! `<data>/repos`, build caches and scratch dirs in `<data>/build`, slugs in the blob store.
+//! `<data>/repos` (copies: each push stores its repo in the blob store, and a controller whose
+//! copy is missing or stale restores it first), build caches and scratch dirs in
+//! `<data>/build`, slugs in the blob store.
 //! Its own housekeeping (repos and caches of deleted apps) runs with it.
 //!
 //! Needs: the controller's store and URL (the pre-receive hook calls back into it with the API

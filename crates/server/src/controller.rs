@@ -14,6 +14,41 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// The URL this controller tells others (`git_url`, `slipway info`): `--advertise`, else the
+/// listening address, or for an unspecified one the address this machine sends from on its
+/// default route (found by connecting a UDP socket: nothing is sent), else loopback.
+pub fn advertised_url(config: &Config, bound: SocketAddr) -> String {
+    if let Some(a) = &config.args.advertise {
+        return a.url(bound.port());
+    }
+    if !bound.ip().is_unspecified() {
+        return format!("http://{bound}");
+    }
+    match route_source(bound.is_ipv6()) {
+        Some(ip) => format!("http://{}", SocketAddr::new(ip, bound.port())),
+        None => {
+            let url = format!("http://{}", client_addr(bound));
+            tracing::warn!(
+                "listening on {bound} but this machine has no default route: advertising {url}; set --advertise to the address others reach this controller at"
+            );
+            url
+        }
+    }
+}
+
+/// The source address of this machine's default route, if it has one.
+fn route_source(v6: bool) -> Option<std::net::IpAddr> {
+    // Documentation addresses (RFC 5737, RFC 3849): routed by the default route, never sent to.
+    let (bind, probe) = match v6 {
+        false => ("0.0.0.0:0", "192.0.2.1:9"),
+        true => ("[::]:0", "[2001:db8::1]:9"),
+    };
+    let sock = std::net::UdpSocket::bind(bind).ok()?;
+    sock.connect(probe).ok()?;
+    let ip = sock.local_addr().ok()?.ip();
+    (!ip.is_unspecified() && !ip.is_loopback()).then_some(ip)
+}
+
 /// Binds `--listen`; returns the listener and the URL a client on this machine uses.
 pub async fn bind(config: &Config) -> Result<(tokio::net::TcpListener, String)> {
     let listen = config.args.listen;
@@ -34,6 +69,8 @@ pub struct ControllerDeps {
     pub router: Option<Arc<RouterRole>>,
     pub api_key: String,
     pub local_url: String,
+    /// What `git_url` and `info` name ([`advertised_url`]).
+    pub advertised_url: String,
     /// The other roles' routes on this port (one `.merge` per role).
     pub extra: axum::Router,
 }
@@ -48,9 +85,9 @@ pub async fn serve(
     let controller = slipway_controller::ControllerConfig {
         api_key: deps.api_key.clone(),
         default_domain: config.domain.clone(),
-        git_url: deps.local_url.clone(),
+        git_url: deps.advertised_url.clone(),
     };
-    tracing::info!(data_dir = %config.data_dir.display(), "controller API on {}", deps.local_url);
+    tracing::info!(data_dir = %config.data_dir.display(), "controller API on {}, advertised as {}", deps.local_url, deps.advertised_url);
     let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0 {
         scheduler: deps.scheduler,
         router: deps.router,

@@ -1,6 +1,7 @@
-//! The discovery role: an in-process registry (`LocalRegistry`) with its HTTP/SSE API on
-//! `--discovery-listen` (behind the API key: routers and hosts in other processes follow it
-//! there), its DNS (`SERVICE.discover.`) and the bridge that registers the local host's jobs.
+//! The discovery role: the registry — in-process (`LocalRegistry`), or on etcd
+//! (`EtcdRegistry`) with `--etcd` — with its HTTP/SSE API on `--discovery-listen` (behind the
+//! API key: routers and hosts in other processes without `--etcd` follow it there), its DNS
+//! (`SERVICE.discover.`) and the bridge that registers the local host's jobs.
 //!
 //! Needs: the API key. Gives: the registry (the router's backends when it runs in the same
 //! process), [`Discovery::follow_host`] for the host role, and a traffic gate for the
@@ -11,9 +12,10 @@ pub mod gate;
 
 use crate::Config;
 use crate::args::{CONTROL_HEADER_TIMEOUT, DISCOVERY_MAX_CONNECTIONS, DnsListen};
+use anyhow::Context;
 use anyhow::Result;
 use bridge::Bridge;
-use slipway_discovery::{LocalRegistry, Registry};
+use slipway_discovery::{EtcdRegistry, LocalRegistry, Registry};
 use slipway_host::HostApi;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -27,16 +29,49 @@ pub struct Discovery {
     pub(crate) bridge: Arc<Bridge>,
 }
 
-/// Starts the registry and its HTTP API. A taken `--discovery-listen` port does not stop the
-/// server: the API is skipped with a warning naming the flag.
-pub async fn start(config: &Config, api_key: &str) -> Result<Discovery> {
+/// The etcd client `--etcd` asks for, once etcd answered (`None` without `--etcd`). Every
+/// role that coordinates through etcd (discovery, and the elections of the singleton roles)
+/// takes its client from here. A bad URL or an etcd that answers on none of them is an error
+/// naming the URLs, before any role starts.
+pub async fn connect_etcd(config: &Config) -> Result<Option<slipway_etcd::Client>> {
+    let Some(urls) = config.args.etcd.as_deref() else {
+        return Ok(None);
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = slipway_etcd::Client::connect(urls)
+        .await
+        .with_context(|| format!("--etcd {urls}"))?;
+    tracing::info!(endpoints = %urls, "etcd answers");
+    Ok(Some(client))
+}
+
+/// The registry on etcd that every process given `--etcd` uses, discovery role or not.
+pub fn etcd_registry(etcd: &slipway_etcd::Client) -> Arc<dyn Registry> {
+    Arc::new(EtcdRegistry::new(
+        etcd.clone(),
+        slipway_discovery::DEFAULT_TTL,
+    ))
+}
+
+/// Starts the registry (on `etcd` when given, else in-process) and its HTTP API. A taken
+/// `--discovery-listen` port does not stop the server: the API is skipped with a warning
+/// naming the flag.
+pub async fn start(
+    config: &Config,
+    api_key: &str,
+    etcd: Option<&slipway_etcd::Client>,
+) -> Result<Discovery> {
     let args = &config.args.routing;
-    let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(slipway_discovery::DEFAULT_TTL));
+    let registry: Arc<dyn Registry> = match etcd {
+        Some(etcd) => etcd_registry(etcd),
+        None => Arc::new(LocalRegistry::new(slipway_discovery::DEFAULT_TTL)),
+    };
     match tokio::net::TcpListener::bind(args.discovery_listen).await {
         Ok(l) => {
             tracing::info!("discovery API on http://{}", l.local_addr()?);
             let access = slipway_discovery::http::Access {
                 key: api_key.to_string(),
+                token: config.cluster_token.clone(),
                 allow: args.discovery_allow.clone(),
             };
             let app = slipway_discovery::http::router(registry.clone(), access);
@@ -142,5 +177,80 @@ impl Discovery {
             );
         }
         serves_bridge.then_some(gateway)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        args: crate::ServerArgs,
+    }
+
+    fn config(flags: &[&str], dir: &std::path::Path) -> Config {
+        let mut argv = vec!["slipway", "--discovery-listen", "127.0.0.1:0"];
+        argv.extend_from_slice(flags);
+        let args = Cmd::try_parse_from(argv).unwrap().args;
+        let dir = dir.to_path_buf();
+        Config::new(args, move || Ok(dir), 1024, false).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_etcd_fails_the_start_naming_its_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let e = connect_etcd(&config(&["--etcd", &dead], dir.path()))
+            .await
+            .unwrap_err();
+        let text = format!("{e:#}");
+        assert!(
+            text.contains(&format!("--etcd {dead}")) && text.contains("unreachable"),
+            "{text}"
+        );
+        let e = connect_etcd(&config(&["--etcd", "etcd:2379"], dir.path()))
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("http://HOST:PORT"), "{e:#}");
+        assert!(
+            connect_etcd(&config(&[], dir.path()))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn with_etcd_the_discovery_role_keeps_its_instances_in_etcd() {
+        let Some(etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(&["--etcd", &etcd.client_urls()], dir.path());
+        let client = connect_etcd(&config).await.unwrap().unwrap();
+        let discovery = start(&config, "key", Some(&client)).await.unwrap();
+        let new = slipway_discovery::NewInstance {
+            addr: "10.0.0.1:80".into(),
+            ..Default::default()
+        };
+        discovery.registry.register("web", "a", &new).await.unwrap();
+        // Another process with --etcd and no discovery role sees it, with no HTTP hop.
+        let other = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let seen = etcd_registry(&other).instances("web").await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].addr, "10.0.0.1:80");
+        let raw = other.get("/slipway/discovery/web/a").await.unwrap();
+        assert!(
+            raw.is_some_and(|kv| kv.lease != 0),
+            "an instance lives under a lease"
+        );
     }
 }

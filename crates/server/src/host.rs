@@ -61,6 +61,17 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     if let (Some(registry), Some(_)) = (&deps.registry, listen) {
         refuse_duplicate(&**registry, &id).await?;
     }
+    let listen = match listen {
+        Some(addr) => {
+            let token = config.cluster_token.clone().filter(|t| !t.is_empty()).context(
+                "--host-listen needs the cluster token, which every request to the host API must carry: \
+                 set SLIPWAY_CLUSTER_TOKEN or --cluster-token-file (the controller wrote it to \
+                 cluster-token in its data dir)",
+            )?;
+            Some((addr, token))
+        }
+        None => None,
+    };
     let host = slipway_host::daemon::start(runc, agent, listen)
         .await
         .context("cannot start the local host agent (use --no-host to run without one)")?;
@@ -146,12 +157,14 @@ pub fn registry(
 }
 
 /// How this process reaches a registered host: its host API over HTTP.
-pub fn connect() -> membership::Connect {
-    Arc::new(|inst| {
-        Arc::new(slipway_host::client::HttpHost::new(&format!(
-            "http://{}",
-            inst.addr
-        )))
+/// Every host API takes the cluster token.
+pub fn connect(cluster_token: &str) -> membership::Connect {
+    let token = cluster_token.to_string();
+    Arc::new(move |inst| {
+        Arc::new(slipway_host::client::HttpHost::new(
+            &format!("http://{}", inst.addr),
+            &token,
+        ))
     })
 }
 
@@ -164,10 +177,11 @@ pub fn follow_members(
     scheduler: Option<&slipway_scheduler::Scheduler>,
     discovery: Option<&Discovery>,
     logs: Option<&slipway_logs::Aggregator>,
+    cluster_token: &str,
 ) {
     let local = local.map(|l| (l.id.clone(), l.api.clone()));
     if let Some(s) = scheduler {
-        s.follow_hosts(registry.clone(), local.clone(), connect());
+        s.follow_hosts(registry.clone(), local.clone(), connect(cluster_token));
     }
     if discovery.is_none() && logs.is_none() {
         return;
@@ -176,7 +190,7 @@ pub fn follow_members(
     let bridge = discovery.map(|d| (d.registry.clone(), d.bridge.clone()));
     let logs = logs.cloned();
     let mut following: HashMap<String, Vec<tokio::task::AbortHandle>> = HashMap::new();
-    membership::follow_members(registry, local, connect(), move |m| match m {
+    membership::follow_members(registry, local, connect(cluster_token), move |m| match m {
         Member::Up(inst, api) => {
             if local_id.as_deref() == Some(inst.id.as_str()) {
                 return;

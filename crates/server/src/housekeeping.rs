@@ -82,9 +82,12 @@ async fn blob_gc_every(
         loop {
             every.tick().await;
             let listed = async || store.list_artifacts().await.map_err(|e| e.to_string());
-            match slipway_blobstore::gc::collect(
+            // Registry manifests, tags and uploads, stored git repositories: in use too.
+            let kept = async || store.shared_state_blobs().await.map_err(|e| e.to_string());
+            match slipway_blobstore::gc::collect_keeping(
                 &*blobs,
                 listed,
+                kept,
                 grace,
                 std::time::SystemTime::now(),
             )

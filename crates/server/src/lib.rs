@@ -12,6 +12,7 @@ pub mod controller;
 pub mod discovery;
 pub mod host;
 pub mod housekeeping;
+pub mod identity;
 pub mod listen;
 pub mod logs;
 pub mod registry;
@@ -23,7 +24,7 @@ pub use args::{RoutingArgs, ServerArgs};
 pub use roles::{Role, Roles};
 
 use anyhow::{Context, Result, bail};
-use std::io::{Read as _, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,8 +39,12 @@ pub struct Config {
     /// `--roles` less what `--no-host` and `--no-router` leave out; checked.
     pub roles: Roles,
     pub data_dir: PathBuf,
-    /// The API key given (`SLIPWAY_API_KEY` or `--api-key-file`); else the data dir's.
+    /// The API key given (`SLIPWAY_API_KEY` or `--api-key-file`). Without it a process with the
+    /// controller takes the store's ([`identity::settle`]), any other the data dir's.
     pub api_key: Option<String>,
+    /// The cluster token given (`SLIPWAY_CLUSTER_TOKEN` or `--cluster-token-file`); a process
+    /// with the controller sets it from the store at start ([`identity::settle`]).
+    pub cluster_token: Option<String>,
     /// The domain apps' default routes are under, normalized.
     pub domain: String,
     /// The soft limit on open files (the connection caps are fitted to it).
@@ -75,6 +80,13 @@ impl Config {
             std::env::var("SLIPWAY_API_KEY").ok(),
             args.api_key_file.as_deref(),
         )?;
+        let cluster_token = identity::given_secret(
+            "SLIPWAY_CLUSTER_TOKEN",
+            std::env::var("SLIPWAY_CLUSTER_TOKEN").ok(),
+            "--cluster-token-file",
+            args.cluster_token_file.as_deref(),
+            "cluster token",
+        )?;
         roles::check(
             &roles,
             &roles::Remote {
@@ -82,6 +94,7 @@ impl Config {
                 discovery_url: args.discovery_url.as_deref(),
                 api_key: api_key.as_deref(),
                 host_listen: args.host_listen,
+                etcd: args.etcd.as_deref(),
             },
         )?;
         let domain = slipway_types::normalize_domain(&args.domain)
@@ -95,6 +108,7 @@ impl Config {
             roles,
             data_dir,
             api_key,
+            cluster_token,
             domain,
             nofile,
             root,
@@ -110,45 +124,54 @@ impl Config {
 /// The key from `SLIPWAY_API_KEY` (`env`), else from `--api-key-file`, trimmed; `None` when
 /// neither is given. An empty or unreadable key is an error naming where it came from.
 fn api_key(env: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
-    let (key, from) = match (env, file) {
-        (Some(k), _) => (k, "SLIPWAY_API_KEY".to_string()),
-        (None, Some(f)) => {
-            let mut k = String::new();
-            std::fs::File::open(f)
-                .and_then(|h| h.take(4096).read_to_string(&mut k))
-                .with_context(|| format!("cannot read --api-key-file {}", f.display()))?;
-            (k, format!("--api-key-file {}", f.display()))
-        }
-        (None, None) => return Ok(None),
-    };
-    let key = key.trim();
-    if key.is_empty() || key.len() >= 4096 || key.chars().any(|c| c.is_whitespace()) {
-        bail!(
-            "the API key in {from} is empty or not one word: it is the contents of the controller's `<data dir>/api-key`"
-        );
-    }
-    Ok(Some(key.to_string()))
+    identity::given_secret(
+        "SLIPWAY_API_KEY",
+        env,
+        "--api-key-file",
+        file,
+        "API key (the contents of the controller's `<data dir>/api-key`)",
+    )
 }
 
 /// Starts the roles of `config` and runs until SIGTERM or Ctrl-C.
 pub async fn run(mut config: Config) -> Result<()> {
     init_tracing();
     tracing::info!(roles = %config.roles, "starting");
+    // Checked before anything starts: a wrong --etcd fails here, naming the URLs.
+    let etcd = discovery::connect_etcd(&config).await?;
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
-    let api_key = match &config.api_key {
-        Some(key) => key.clone(),
-        None => load_or_create_key(&data_dir.join("api-key"))?,
-    };
-    let store = match config.has(Role::Controller) {
-        true => Some(open_store(&config).await?),
-        false => None,
+    let (store, api_key) = match config.has(Role::Controller) {
+        true => {
+            let store = open_store(&config).await?;
+            let id = identity::settle(
+                &store,
+                &data_dir,
+                config.api_key.as_deref(),
+                config.cluster_token.as_deref(),
+            )
+            .await?;
+            config.cluster_token = Some(id.cluster_token);
+            let store: Arc<dyn slipway_store::Store> = Arc::new(store);
+            (Some(store), id.api_key)
+        }
+        false => {
+            let key = match &config.api_key {
+                Some(key) => key.clone(),
+                None => load_or_create_key(&data_dir.join(identity::API_KEY_FILE))?,
+            };
+            if config.cluster_token.is_none() {
+                config.cluster_token =
+                    identity::local_secret(&data_dir, identity::CLUSTER_TOKEN_FILE)?;
+            }
+            (None, key)
+        }
     };
     let router_cap = connection_limits(&config);
 
     let scheduler = store.clone().map(scheduler::start);
     let discovery = match config.has(Role::Discovery) {
-        true => Some(discovery::start(&config, &api_key).await?),
+        true => Some(discovery::start(&config, &api_key, etcd.as_ref()).await?),
         false => None,
     };
     // The discovery hosts register in and elections run through: here or `--discovery-url`.
@@ -160,7 +183,15 @@ pub async fn run(mut config: Config) -> Result<()> {
     }
     let router = match config.has(Role::Router) {
         true => Some(Arc::new(
-            start_router(&config, &store, &discovery, &api_key, router_cap).await?,
+            start_router(
+                &config,
+                &store,
+                &discovery,
+                etcd.as_ref(),
+                &api_key,
+                router_cap,
+            )
+            .await?,
         )),
         false => None,
     };
@@ -173,7 +204,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         scheduler.set_traffic_gate(gate);
     }
     let blobs = match config.has(Role::Blobstore) {
-        true => Some(blobstore::start(&config)?),
+        true => Some(blobstore::start(&config).await?),
         false => None,
     };
     let logs = match (&store, config.has(Role::Logs)) {
@@ -214,6 +245,7 @@ pub async fn run(mut config: Config) -> Result<()> {
             scheduler.as_ref(),
             discovery.as_ref(),
             logs.as_ref(),
+            config.cluster_token.as_deref().unwrap_or_default(),
         );
     }
     let (Some(store), Some(scheduler)) = (store, scheduler) else {
@@ -234,6 +266,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         };
         housekeeping::start(&config, deps).await?;
     }
+    let advertised_url = controller::advertised_url(&config, listener.local_addr()?);
     if let Some(register) = config.on_listening.take() {
         register(&local_url, &api_key)?;
     }
@@ -246,6 +279,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         router,
         api_key,
         local_url,
+        advertised_url,
         extra,
     };
     controller::serve(&config, listener, deps).await?;
@@ -265,17 +299,18 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn open_store(config: &Config) -> Result<Arc<dyn slipway_store::Store>> {
+async fn open_store(config: &Config) -> Result<slipway_store::SqlStore> {
     let database_url =
         config.args.database_url.clone().unwrap_or_else(|| {
             format!("sqlite://{}", config.data_dir.join("slipway.db").display())
         });
-    let store: Arc<dyn slipway_store::Store> = Arc::new(
-        slipway_store::open(&database_url)
-            .await
-            .context("cannot open the controller database")?,
+    let store = slipway_store::open(&database_url)
+        .await
+        .context("cannot open the controller database")?;
+    tracing::info!(
+        backend = slipway_store::Store::backend(&store),
+        "store ready"
     );
-    tracing::info!(backend = store.backend(), "store ready");
     Ok(store)
 }
 
@@ -308,6 +343,7 @@ async fn start_router(
     config: &Config,
     store: &Option<Arc<dyn slipway_store::Store>>,
     discovery: &Option<discovery::Discovery>,
+    etcd: Option<&slipway_etcd::Client>,
     api_key: &str,
     cap: usize,
 ) -> Result<router::RouterRole> {
@@ -324,15 +360,34 @@ async fn start_router(
             router::Routes::Controller(client)
         }
     };
-    let backends: Arc<dyn slipway_discovery::Registry> = match discovery {
-        Some(d) => d.registry.clone(),
-        None => {
+    let backends: Arc<dyn slipway_discovery::Registry> = match (discovery, etcd) {
+        (Some(d), _) => d.registry.clone(),
+        // No HTTP hop: the instances are read in etcd.
+        (None, Some(etcd)) => discovery::etcd_registry(etcd),
+        (None, None) => {
             let url = remote(&config.args.discovery_url, "--discovery-url")?;
             let _ = rustls::crypto::ring::default_provider().install_default();
-            Arc::new(slipway_discovery::http::HttpRegistry::new(&url, api_key))
+            // Discovery takes the cluster token (or the API key, for routers given only it).
+            let credential = config.cluster_token.as_deref().unwrap_or(api_key);
+            let registry = slipway_discovery::http::HttpRegistry::new(&url, credential);
+            check_discovery(&registry, &url).await?;
+            Arc::new(registry)
         }
     };
     router::start(config, routes, backends, cap).await
+}
+
+/// Fails the start when discovery at `url` refuses this process's credential, rather than
+/// following it with no backends and a warning per retry. An unreachable discovery is not
+/// an error here (it may start later; the watch retries).
+async fn check_discovery(
+    registry: &slipway_discovery::http::HttpRegistry,
+    url: &str,
+) -> Result<()> {
+    match registry.refused().await {
+        Some(why) => bail!("--discovery-url {url}: {why}"),
+        None => Ok(()),
+    }
 }
 
 /// The roles served on the controller's port, behind its API key: one `.merge` per role.

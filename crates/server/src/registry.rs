@@ -1,7 +1,8 @@
 //! The registry role: the registry v2 endpoint (`/v2/…`, repository = app) — `docker push`,
 //! `skopeo copy` and `slipway image push` deploy images through it. Layers go into the blob
-//! store; upload state and tags live in `<data>/registry`, whose stale uploads its own cleaner
-//! removes.
+//! store; upload state, manifests and tags are rows in the controller's store (shared by every
+//! controller), whose stale uploads its own cleaner removes; `<data>/registry` holds only a cache
+//! of layers already verified.
 //!
 //! Needs: the controller's store, the blob store. Gives: the routes it serves on the
 //! controller's port.

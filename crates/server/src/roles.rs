@@ -128,6 +128,8 @@ pub struct Remote<'a> {
     pub api_key: Option<&'a str>,
     /// `--host-listen`: where the host agent serves its API for other processes.
     pub host_listen: Option<std::net::SocketAddr>,
+    /// `--etcd`: discovery's instances are read there directly.
+    pub etcd: Option<&'a str>,
 }
 
 /// Refuses the splits that cannot work yet (see the module doc), before anything starts.
@@ -214,10 +216,11 @@ pub fn check(roles: &Roles, remote: &Remote) -> Result<(), RefusedSplit> {
                     .into(),
             );
         }
-        if !roles.has(Discovery) && remote.discovery_url.is_none() {
+        if !roles.has(Discovery) && remote.discovery_url.is_none() && remote.etcd.is_none() {
             return refuse(
                 "a router without discovery in the same process takes its backends from \
-                 discovery's HTTP API: give --discovery-url (and the key: SLIPWAY_API_KEY or --api-key-file)"
+                 discovery's HTTP API or from etcd: give --discovery-url (and the key: \
+                 SLIPWAY_API_KEY or --api-key-file) or --etcd"
                     .into(),
             );
         }
@@ -302,6 +305,17 @@ mod tests {
             },
         )
         .unwrap();
+        // etcd instead of discovery's HTTP API.
+        check(
+            &r,
+            &Remote {
+                controller_url: Some("http://c"),
+                api_key: Some("k"),
+                etcd: Some("http://e:2379"),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     }
 
     #[test]
@@ -313,6 +327,7 @@ mod tests {
             discovery_url: Some("http://d"),
             api_key: Some("k"),
             host_listen: listen,
+            etcd: None,
         };
         check(&r, &all).unwrap();
         let e = check(

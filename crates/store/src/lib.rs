@@ -28,7 +28,10 @@ use slipway_types::{
     Release, Route, RouteType, RouteUpdate, ValidationError,
 };
 
-pub use sql::{Dialect, FAILED_BUILDS_KEPT, SqlStore};
+pub use sql::{
+    API_KEY, CLUSTER_TOKEN, Dialect, FAILED_BUILDS_KEPT, MAX_UPLOAD_CHUNKS, RegistryUpload,
+    SqlStore,
+};
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -66,9 +69,13 @@ pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
-    /// Watch the id of the newest event this process wrote; streams wake on it. (Other processes'
-    /// writes are found by polling: a cluster has several controllers.)
+    /// Watch the id of the newest event; streams wake on it. On PostgreSQL it follows every
+    /// controller's writes (LISTEN/NOTIFY); on SQLite only this process's (see
+    /// [`Store::events_cluster_wide`]).
     fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64>;
+    /// Whether [`Store::event_notifier`] sees other processes' writes too. When it does not, a
+    /// reader that must see them polls.
+    fn events_cluster_wide(&self) -> bool;
 
     /// Creates an app named `name` (already validated and resolved; `new.name` is ignored), and, when
     /// `default_domain` is given, its default HTTP route `<name>.<domain>` → `<name>-web`.
@@ -147,6 +154,14 @@ pub trait Store: Send + Sync + 'static {
         error: Option<&str>,
     ) -> Result<Deployment>;
 
+    /// Claims deployment `id` for the deployer `owner` until `ttl` from now, atomically: only
+    /// when it is unfinished and unclaimed, already `owner`'s, or its claim has expired. The
+    /// same call renews a claim. False when another deployer holds it (or it has finished).
+    async fn claim_deployment(&self, id: Id, owner: &str, ttl: std::time::Duration)
+    -> Result<bool>;
+    /// Who holds deployment `id`'s claim and until when (Unix milliseconds), if anyone does.
+    async fn deployment_claim(&self, id: Id) -> Result<Option<(String, i64)>>;
+
     /// `route` must be normalised ([`NewRoute::normalize`]) with its service resolved.
     async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route>;
     async fn get_route(&self, app_id: Id, kind: RouteType, id: Id) -> Result<Route>;
@@ -165,6 +180,37 @@ pub trait Store: Send + Sync + 'static {
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>>;
     async fn get_event(&self, id: i64) -> Result<Event>;
 
+    // Registry and git state shared by every controller (`sql/shared_state.rs`); digests are
+    // blob store digests, the content is there.
+    /// Records that `app_id`'s repository received manifest `digest` (of `media_type`).
+    async fn put_registry_manifest(&self, app_id: Id, digest: &str, media_type: &str)
+    -> Result<()>;
+    /// The media type of manifest `digest` if `app_id`'s repository received it.
+    async fn registry_manifest(&self, app_id: Id, digest: &str) -> Result<Option<String>>;
+    async fn set_registry_tag(&self, app_id: Id, tag: &str, digest: &str) -> Result<()>;
+    async fn registry_tag(&self, app_id: Id, tag: &str) -> Result<Option<String>>;
+    /// Sorted.
+    async fn list_registry_tags(&self, app_id: Id) -> Result<Vec<String>>;
+    async fn create_registry_upload(&self, id: Id, app_id: Id) -> Result<()>;
+    async fn registry_upload(&self, id: Id) -> Result<Option<RegistryUpload>>;
+    /// Appends chunk `digest` of `size` bytes if the upload has `expected_size` bytes
+    /// (`Conflict` otherwise, or at [`MAX_UPLOAD_CHUNKS`]); the new size.
+    async fn append_registry_upload(
+        &self,
+        id: Id,
+        expected_size: u64,
+        digest: &str,
+        size: u64,
+    ) -> Result<u64>;
+    /// Whether it existed.
+    async fn delete_registry_upload(&self, id: Id) -> Result<bool>;
+    /// Deletes uploads unchanged since `before` (unix seconds) or earlier; how many.
+    async fn delete_idle_registry_uploads(&self, before: i64) -> Result<u64>;
+    /// The blob digest of `app_id`'s last pushed git repository (a tar).
+    async fn git_repo_digest(&self, app_id: Id) -> Result<Option<String>>;
+    async fn set_git_repo_digest(&self, app_id: Id, digest: &str) -> Result<()>;
+    /// Every blob the shared state above names: garbage collection keeps them.
+    async fn shared_state_blobs(&self) -> Result<Vec<String>>;
     /// Leader fencing: raises `role`'s epoch to `epoch` (never lowers it); returns the stored
     /// epoch, higher than `epoch` when a newer leader announced itself (docs/scheduler.md).
     async fn announce_epoch(&self, role: &str, epoch: u64) -> Result<u64>;

@@ -171,6 +171,79 @@ CREATE INDEX builds_release ON builds(release_id);
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // Cluster-wide secrets (the API key, the cluster token): in the store, so every controller
+    // on one database answers the same key instead of each its own data dir's.
+    Migration {
+        version: 3,
+        name: "cluster secrets",
+        sql: r#"
+CREATE TABLE cluster_secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
+    // A deployment is run by the one deployer that holds its claim (renewed while it runs;
+    // `claim_expires` in Unix milliseconds), so a restart of one server no longer fails the
+    // deployment another is running.
+    Migration {
+        version: 4,
+        name: "deployment claims",
+        sql: r#"
+ALTER TABLE deployments ADD COLUMN claimed_by TEXT;
+ALTER TABLE deployments ADD COLUMN claim_expires BIGINT;
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
+    // State the registry and the git receiver kept in a controller's data dir, shared so that
+    // any controller of a cluster serves any push or pull (issue 16). The content itself is in
+    // the blob store; these rows name it. Everything goes with its app.
+    Migration {
+        version: 5,
+        name: "registry and git state",
+        sql: r#"
+CREATE TABLE registry_manifests (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (app_id, digest)
+);
+CREATE TABLE registry_tags (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (app_id, tag)
+);
+CREATE TABLE registry_uploads (
+    id TEXT PRIMARY KEY,
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    size BIGINT NOT NULL,
+    chunks BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX registry_uploads_updated ON registry_uploads(updated_at);
+CREATE TABLE registry_upload_chunks (
+    upload_id TEXT NOT NULL REFERENCES registry_uploads(id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    digest TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    PRIMARY KEY (upload_id, seq)
+);
+CREATE TABLE git_repos (
+    app_id TEXT PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
     // Leader fencing (docs/scheduler.md): the newest epoch of each singleton role. A leader
     // announces its epoch here before it acts, and its job-row writes go through only while
     // the stored epoch is still its own.

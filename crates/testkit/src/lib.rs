@@ -5,6 +5,7 @@
 //! whole run), databases are created there; otherwise the test starts a private PostgreSQL
 //! (initdb into a temp dir, a free loopback port) that stops when the returned guard drops.
 
+pub mod etcd;
 mod git_daemon;
 pub mod runc;
 pub use git_daemon::GitDaemon;

@@ -119,6 +119,19 @@ fn crates_know_nothing_of_what_they_must_not() {
             "discovery stands alone: services and instances, nothing of apps' state",
         ),
         (
+            "slipway-etcd",
+            &[
+                "slipway-types",
+                "slipway-store",
+                "slipway-discovery",
+                "slipway-scheduler",
+                "slipway-host",
+                "slipway-controller",
+                "axum",
+            ],
+            "the etcd client knows etcd, nothing of Slipway: every role may use it",
+        ),
+        (
             "slipway-controller",
             &[
                 "slipway-scheduler",

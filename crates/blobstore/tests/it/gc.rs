@@ -111,12 +111,8 @@ pub async fn unreferenced_old_blobs_are_deleted_and_the_rest_kept(b: &Backend) {
 pub async fn putting_an_existing_blob_again_makes_it_young(b: &Backend) {
     let s = &*b.store;
     let d = put(s, "reused layer").await;
-    let path = b.fs.path(&d);
     let old = SystemTime::now() - Duration::from_secs(3 * 3600);
-    std::fs::File::open(&path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    b.set_modified(&d, old).await;
     let none = || async || Ok::<_, std::convert::Infallible>(vec![]);
     // Re-pushed (a registry upload of a layer it has): young again, so kept.
     s.put(
@@ -130,12 +126,36 @@ pub async fn putting_an_existing_blob_again_makes_it_young(b: &Backend) {
         .unwrap();
     assert!(r.deleted.is_empty(), "{}: {r:?}", b.name);
     // Aged again and not re-pushed: deleted.
-    std::fs::File::open(&path)
-        .unwrap()
-        .set_modified(old)
-        .unwrap();
+    b.set_modified(&d, old).await;
     let r = gc::collect(s, none(), gc::DEFAULT_GRACE, SystemTime::now())
         .await
         .unwrap();
     assert_eq!(r.deleted, [d], "{}", b.name);
+}
+
+pub async fn blobs_other_state_names_are_kept(b: &Backend) {
+    let s = &*b.store;
+    let repo = put(s, "a git repository tar").await;
+    let garbage = put(s, "garbage").await;
+    let later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    let none = async || Ok::<_, String>(vec![]);
+    // Failing to list the other state deletes nothing.
+    let e = gc::collect_keeping(
+        s,
+        none,
+        async || Err("database down".to_string()),
+        gc::DEFAULT_GRACE,
+        later,
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("database down"), "{e}");
+    assert!(s.head(&garbage).await.unwrap().is_some());
+    let kept = vec![repo.to_string(), "not a digest".to_string()];
+    let r = gc::collect_keeping(s, none, async || Ok(kept), gc::DEFAULT_GRACE, later)
+        .await
+        .unwrap();
+    assert_eq!(r.deleted, [garbage], "{}", b.name);
+    assert_eq!(r.referenced, 1);
+    assert!(s.head(&repo).await.unwrap().is_some());
 }

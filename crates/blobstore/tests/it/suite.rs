@@ -18,10 +18,10 @@ async fn read_all(store: &dyn BlobStore, d: &Digest) -> Vec<u8> {
     out
 }
 
-/// No temp file left behind in the filesystem store after an operation finished.
-fn no_temp_files(b: &Backend) {
-    let n = std::fs::read_dir(b.fs.dir().join("tmp")).unwrap().count();
-    assert_eq!(n, 0, "{}: temp files left behind", b.name);
+/// Nothing of a put left behind (temp files, orphaned chunk rows) after an operation finished.
+async fn no_temp_files(b: &Backend) {
+    let n = b.leftovers().await;
+    assert_eq!(n, 0, "{}: partial uploads left behind", b.name);
 }
 
 pub async fn round_trip(b: &Backend) {
@@ -40,7 +40,7 @@ pub async fn round_trip(b: &Backend) {
     let info = b.store.put(body(b""), Some(&empty)).await.unwrap();
     assert_eq!(info.size, 0);
     assert_eq!(read_all(&*b.store, &empty).await, b"");
-    no_temp_files(b);
+    no_temp_files(b).await;
 }
 
 pub async fn idempotent_put(b: &Backend) {
@@ -53,7 +53,7 @@ pub async fn idempotent_put(b: &Backend) {
     assert_eq!(third.digest, d);
     assert_eq!(b.store.list().await.unwrap().len(), 1);
     assert_eq!(read_all(&*b.store, &d).await, content);
-    no_temp_files(b);
+    no_temp_files(b).await;
 }
 
 pub async fn put_without_expected_digest(b: &Backend) {
@@ -88,7 +88,7 @@ pub async fn mismatch_stores_nothing(b: &Backend) {
             .is_none()
     );
     assert!(b.store.list().await.unwrap().is_empty());
-    no_temp_files(b);
+    no_temp_files(b).await;
 }
 
 pub async fn concurrent_puts_of_the_same_blob(b: &Backend) {
@@ -111,7 +111,7 @@ pub async fn concurrent_puts_of_the_same_blob(b: &Backend) {
     }
     assert_eq!(read_all(&*b.store, &d).await, content);
     assert_eq!(b.store.list().await.unwrap().len(), 1);
-    no_temp_files(b);
+    no_temp_files(b).await;
 }
 
 /// A deterministic body of `len` bytes generated on the fly, so the test itself holds no copy.
@@ -192,7 +192,7 @@ pub async fn large_blob_streams(b: &Backend) {
         "{}: RSS grew by {grown} KiB while streaming 64 MiB",
         b.name
     );
-    no_temp_files(b);
+    no_temp_files(b).await;
 }
 
 pub async fn delete(b: &Backend) {
@@ -276,10 +276,10 @@ pub async fn interrupted_upload_stores_nothing(b: &Backend) {
     assert!(b.store.list().await.unwrap().is_empty(), "{}", b.name);
     // The server notices the broken body a moment after the client gives up.
     for _ in 0..50 {
-        if std::fs::read_dir(b.fs.dir().join("tmp")).unwrap().count() == 0 {
+        if b.leftovers().await == 0 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    no_temp_files(b);
+    no_temp_files(b).await;
 }

@@ -7,5 +7,6 @@ mod harness;
 mod hostile;
 mod pipeline;
 mod receiver;
+mod repo_sync;
 mod sandbox;
 mod slow;

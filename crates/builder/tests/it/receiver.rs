@@ -13,7 +13,7 @@ use slipway_types::App;
 use std::sync::Arc;
 
 /// No job ever runs in these tests: every call says so.
-struct NoJobs;
+pub struct NoJobs;
 
 fn no_jobs() -> RunnerError {
     SchedError::Unavailable("these tests run no jobs".into()).into()

@@ -93,3 +93,37 @@ fn the_server_deletes_blobs_no_artifact_names_once_they_are_old() {
         );
     });
 }
+
+/// With a PostgreSQL `--database-url`, the blob store is in that database (every controller on
+/// it serves the same blobs), not in `<data>/blobs`.
+#[test]
+fn with_a_postgres_database_the_blob_store_is_in_it() {
+    let Some(db) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let s = TestServer::start_with(&["--no-host".into(), "--database-url".into(), db.url.clone()]);
+    let content = b"a slug every controller serves".to_vec();
+    let d = Digest::of_bytes(&content);
+    let store = HttpBlobStore::new(&s.url, Some(s.key()));
+    block_on(async {
+        store
+            .put(Box::new(std::io::Cursor::new(content.clone())), Some(&d))
+            .await
+            .unwrap();
+        let pg = slipway_blobstore::PgBlobStore::connect(&db.url)
+            .await
+            .unwrap();
+        let (info, mut r) = pg.get(&d).await.unwrap().expect("in PostgreSQL");
+        assert_eq!(info.size, content.len() as u64);
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back, content);
+    });
+    assert!(
+        !s.dir
+            .path()
+            .join("data/blobs/sha256")
+            .join(d.hex())
+            .exists()
+    );
+}

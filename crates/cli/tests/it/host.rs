@@ -13,10 +13,18 @@ fn stacks_dir() -> PathBuf {
     std::env::temp_dir().join("slipway-test-stacks")
 }
 
+/// The cluster token the test daemons are started with (the host API refuses anything else).
+const TOKEN: &str = "host-test-token";
+
 fn slipway(args: &[&str], url: &str) -> (Option<i32>, String, String) {
+    slipway_with_token(args, url, TOKEN)
+}
+
+fn slipway_with_token(args: &[&str], url: &str, token: &str) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
         .args(args)
         .env("SLIPWAY_HOST_URL", url)
+        .env("SLIPWAY_CLUSTER_TOKEN", token)
         .output()
         .unwrap();
     (
@@ -38,6 +46,7 @@ impl Daemon {
     fn start(dir: tempfile::TempDir, n: u32) -> Daemon {
         let mut child = Command::new(BIN)
             .args(["host", "daemon", "--listen", "127.0.0.1:0"])
+            .env("SLIPWAY_CLUSTER_TOKEN", TOKEN)
             .arg("--data-dir")
             .arg(dir.path())
             .args([
@@ -144,6 +153,10 @@ fn slipway_host_runs_jobs_and_readopts_them_after_kill_9() {
     );
     assert_eq!(code, Some(5), "{out}\n{err}");
     assert!(out.contains("x is 42"), "{out}");
+    // The host API refuses another token.
+    let (code, _, err) = slipway_with_token(&["host", "ps"], &d.url, "not-the-token");
+    assert_ne!(code, Some(0));
+    assert!(err.contains("invalid cluster token"), "{err}");
 
     // The marker finds the job's shell among the host's processes, to tell "adopted" (the same
     // process) from "started again" (a new one, whose counter starts over at 0).

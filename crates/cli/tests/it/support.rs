@@ -38,7 +38,11 @@ impl TestServer {
     /// A server with its local host agent on runc, with a bridge, subnet, nft table and cgroup
     /// parent of its own (`n` must be unique among the tests running at once).
     pub fn start_with(extra: &[String]) -> TestServer {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    /// [`TestServer::start_with`] in `dir`, which may hold a data dir (`dir/data`) already.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[String]) -> TestServer {
         let config = dir.path().join("config.toml");
         let work = dir.path().join("work");
         std::fs::create_dir(&work).unwrap();
@@ -139,6 +143,15 @@ impl TestServer {
             .find(|c| c["url"].as_str() == Some(self.url.as_str()))
             .and_then(|c| c["key"].as_str())
             .expect("the server's entry in the config")
+            .to_string()
+    }
+
+    /// The API key in the server's data dir (servers started with `--no-register` have no
+    /// config entry).
+    pub fn key_from_data_dir(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/api-key"))
+            .expect("the api-key file")
+            .trim()
             .to_string()
     }
 

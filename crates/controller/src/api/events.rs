@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Other controllers' writes (cluster mode) wake no local watcher; a stream polls this often.
+/// On SQLite another process's writes wake no watcher, so a stream also polls this often; on
+/// PostgreSQL the notifier follows every controller (LISTEN/NOTIFY) and a stream only waits
+/// for it. Also the pause after a failed read.
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -119,9 +121,15 @@ impl Sub {
                         self.buf.extend(events);
                         continue;
                     }
+                    let poll = async {
+                        if self.s.store.events_cluster_wide() {
+                            std::future::pending::<()>().await
+                        }
+                        tokio::time::sleep(POLL_INTERVAL).await
+                    };
                     tokio::select! {
                         changed = self.notifier.changed() => if changed.is_err() { tokio::time::sleep(POLL_INTERVAL).await },
-                        _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                        _ = poll => {}
                     }
                 }
                 Err(e) => {

@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod builds;
+mod cluster;
 mod events;
 mod hostile;
 
@@ -33,6 +34,15 @@ impl Server {
         let db = slipway_testkit::postgres_database().await?;
         let url = db.url.clone();
         Some(Self::on(&url, Box::new(db)).await)
+    }
+
+    /// Two controllers on one PostgreSQL database (cluster mode).
+    pub async fn postgres_pair() -> Option<(Server, Server)> {
+        let db = slipway_testkit::postgres_database().await?;
+        let url = db.url.clone();
+        let a = Self::on(&url, Box::new(db)).await;
+        let b = Self::on(&url, Box::new(())).await;
+        Some((a, b))
     }
 
     async fn on(db_url: &str, keep: Box<dyn std::any::Any + Send>) -> Server {

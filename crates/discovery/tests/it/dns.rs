@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-async fn ask(server: SocketAddr, name: &str, t: RecordType) -> Message {
+pub(crate) async fn ask(server: SocketAddr, name: &str, t: RecordType) -> Message {
     let mut q = Message::query();
     q.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
     let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -22,7 +22,7 @@ async fn ask(server: SocketAddr, name: &str, t: RecordType) -> Message {
     Message::from_vec(&buf[..n]).unwrap()
 }
 
-fn ips(records: &[Record]) -> Vec<Ipv4Addr> {
+pub(crate) fn ips(records: &[Record]) -> Vec<Ipv4Addr> {
     let mut v: Vec<Ipv4Addr> = records
         .iter()
         .filter_map(|r| match &r.data {

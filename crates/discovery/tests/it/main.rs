@@ -1,10 +1,13 @@
-//! Discovery conformance: every case runs on the in-process registry and over HTTP/SSE, as
-//! one named test per case per backend (`local::CASE`, `http::CASE`).
+//! Discovery conformance: every case runs on the in-process registry, over HTTP/SSE and on a
+//! real etcd, as one named test per case per backend (`local::CASE`, `http::CASE`,
+//! `etcd::CASE`).
 
 mod access;
 mod bounds;
 mod dns;
+mod etcd_more;
 mod suite;
+mod token;
 
 use slipway_discovery::{HttpRegistry, LocalRegistry, Registry};
 use std::sync::Arc;
@@ -41,6 +44,24 @@ async fn http() -> Backend {
     }
 }
 
+/// An `EtcdRegistry` on a fresh one-member etcd (started in about half a second; it stops
+/// with the returned guard). `None` when etcd is not installed (the skip is recorded).
+async fn etcd() -> Option<(Backend, slipway_testkit::etcd::EtcdCluster)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // On the test's thread: a skip is recorded under the test's name.
+    let cluster = slipway_testkit::etcd::etcd_cluster(1)?;
+    let client = slipway_etcd::Client::connect(&cluster.client_urls())
+        .await
+        .unwrap();
+    Some((
+        Backend {
+            name: "etcd",
+            registry: Arc::new(slipway_discovery::EtcdRegistry::new(client, TTL)),
+        },
+        cluster,
+    ))
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod local {
@@ -56,6 +77,15 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $case() {
                     crate::suite::$case(&crate::http().await).await;
+                }
+            )*
+        }
+        mod etcd {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some((backend, _etcd)) = crate::etcd().await else { return };
+                    crate::suite::$case(&backend).await;
                 }
             )*
         }

@@ -50,9 +50,11 @@ async fn http() -> Backend {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     // The server task ends with the test's runtime.
-    tokio::spawn(slipway_host::http::serve(Arc::new(agent), listener));
+    tokio::spawn(
+        async move { slipway_host::http::serve(Arc::new(agent), listener, "api-token").await },
+    );
     Backend {
-        api: Arc::new(HttpHost::new(&format!("http://{addr}"))),
+        api: Arc::new(HttpHost::new(&format!("http://{addr}"), "api-token")),
         _dir: dir,
     }
 }
@@ -298,4 +300,52 @@ async fn only_the_newest_finished_jobs_are_kept() {
         agent.get_job("done0").await,
         Err(HostError::NotFound(_))
     ));
+}
+
+/// The host API starts containers as root: every path refuses a request without the cluster
+/// token or with another one (401), and answers with it.
+#[tokio::test]
+async fn the_http_api_requires_the_cluster_token() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (agent, _dir) = agent().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        async move { slipway_host::http::serve(Arc::new(agent), listener, "the-token").await },
+    );
+    let base = format!("http://{addr}");
+    let http = reqwest::Client::new();
+    for (method, path) in [
+        ("GET", "/host/status"),
+        ("GET", "/host/jobs"),
+        ("GET", "/host/events"),
+        ("PUT", "/host/jobs/x"),
+        ("DELETE", "/host/jobs/x"),
+        ("GET", "/host/jobs/x/logs"),
+        ("POST", "/host/jobs/x/attach"),
+    ] {
+        for token in [None, Some("wrong"), Some("the-token-and-more")] {
+            let mut req = http.request(method.parse().unwrap(), format!("{base}{path}"));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(
+                resp.status().as_u16(),
+                401,
+                "{method} {path} with {token:?}"
+            );
+        }
+    }
+    let ok = http
+        .get(format!("{base}/host/status"))
+        .bearer_auth("the-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    // The client sends the token it was given; a wrong one gets the server's reason.
+    assert!(HttpHost::new(&base, "the-token").list_jobs().await.is_ok());
+    let err = HttpHost::new(&base, "wrong").status().await.unwrap_err();
+    assert!(err.to_string().contains("invalid cluster token"), "{err}");
 }

@@ -194,8 +194,8 @@ async fn attach_works_over_the_http_host_api() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let api: std::sync::Arc<dyn HostApi> = std::sync::Arc::new(h.agent.clone());
-    tokio::spawn(slipway_host::http::serve(api, listener));
-    let client = slipway_host::client::HttpHost::new(&format!("http://{addr}"));
+    tokio::spawn(async move { slipway_host::http::serve(api, listener, "tok").await });
+    let client = slipway_host::client::HttpHost::new(&format!("http://{addr}"), "tok");
     let j = attached(
         "http",
         &["sh", "-c", "read a; echo $a$a; echo e >&2; exit 3"],

@@ -19,10 +19,12 @@ async fn run_job_ps_and_stop_through_the_cli() {
     let (child, api) = spawn_daemon(&names, dir.path());
     let guard = Cleanup(names.clone(), dir.path().to_path_buf(), Some(child));
     let url = api.base_url().to_string();
+    let token_file = dir.path().join("cluster-token");
     let cli = move |args: &[&str]| {
         let out = Command::new(agent_exe())
             .args(args)
             .env("SLIPWAY_HOST_URL", &url)
+            .env("SLIPWAY_CLUSTER_TOKEN_FILE", &token_file)
             .output()
             .unwrap();
         (

@@ -714,7 +714,8 @@ async fn a_remote_host_daemon_fetches_layers_over_http_with_the_key() {
         .strip_prefix("listening on ")
         .unwrap()
         .to_string();
-    let api = slipway_host::client::HttpHost::new(&format!("http://{addr}"));
+    let token = std::fs::read_to_string(dir.path().join("cluster-token")).unwrap();
+    let api = slipway_host::client::HttpHost::new(&format!("http://{addr}"), token.trim());
     let mut j = job("remote", &["cat", "/app/hello"]);
     j.config.layer_refs = vec![LayerRef {
         digest: d.to_string(),

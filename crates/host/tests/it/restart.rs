@@ -37,7 +37,12 @@ pub fn spawn_daemon(names: &Names, data_dir: &Path) -> (Child, HttpHost) {
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("daemon did not start: {line:?}"))
         .to_string();
-    (child, HttpHost::new(&format!("http://{addr}")))
+    // The daemon made its cluster token in its data dir (it was given none).
+    let token = std::fs::read_to_string(data_dir.join("cluster-token")).unwrap();
+    (
+        child,
+        HttpHost::new(&format!("http://{addr}"), token.trim()),
+    )
 }
 
 pub struct Cleanup(pub Names, pub std::path::PathBuf, pub Option<Child>);

@@ -4,6 +4,7 @@
 
 mod protocol;
 mod push;
+mod shared;
 
 use slipway_blobstore::{BlobStore, FsBlobStore};
 use slipway_registry::Registry;

@@ -15,12 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const TTL: Duration = Duration::from_secs(1);
+/// The cluster token the test hosts take.
+const TOKEN: &str = "test-cluster-token";
 
 /// Serves a test host's API over HTTP; returns its address.
 async fn serve(host: Arc<TestHost>) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(slipway_host::http::serve(host, listener));
+    tokio::spawn(slipway_host::http::serve(host, listener, TOKEN));
     addr
 }
 
@@ -43,7 +45,7 @@ fn heartbeat(registry: Arc<dyn Registry>, id: &str, addr: &str) -> tokio::task::
 
 fn connect() -> Connect {
     Arc::new(|i: &Instance| -> Arc<dyn HostApi> {
-        Arc::new(HttpHost::new(&format!("http://{}", i.addr)))
+        Arc::new(HttpHost::new(&format!("http://{}", i.addr), TOKEN))
     })
 }
 

@@ -2,15 +2,21 @@
 
 mod apps;
 mod builds;
+mod claims;
 mod events;
 mod fence;
 mod jobs;
+mod notify;
 mod releases;
 mod routes;
 mod rows;
+mod secrets;
+mod shared_state;
 mod store_impl;
 
 pub use builds::FAILED_BUILDS_KEPT;
+pub use secrets::{API_KEY, CLUSTER_TOKEN};
+pub use shared_state::{MAX_UPLOAD_CHUNKS, RegistryUpload};
 
 use crate::{Result, StoreError};
 use serde::Serialize;
@@ -33,7 +39,11 @@ pub struct SqlStore {
     /// SQLite allows one writer; a deferred transaction that upgrades to a write while another
     /// commits fails at once with SQLITE_BUSY. Serialising writes here avoids that entirely.
     write_lock: Option<Arc<Mutex<()>>>,
-    last_event: watch::Sender<i64>,
+    /// The newest event id known: this process's commits, and on PostgreSQL every
+    /// controller's (LISTEN/NOTIFY, [`notify`]).
+    last_event: Arc<watch::Sender<i64>>,
+    /// The LISTEN task on PostgreSQL, ended with the store.
+    listener: Option<notify::ListenerTask>,
 }
 
 /// A write transaction. Commit it with [`SqlStore::commit`] so event watchers are woken.
@@ -94,7 +104,8 @@ impl SqlStore {
             pool,
             dialect,
             write_lock: (dialect == Dialect::Sqlite).then(|| Arc::new(Mutex::new(()))),
-            last_event: watch::Sender::new(0),
+            last_event: Arc::new(watch::Sender::new(0)),
+            listener: None,
         };
         let mut tx = store.begin().await?;
         crate::migrations::run(&mut tx, dialect).await?;
@@ -103,6 +114,14 @@ impl SqlStore {
             .fetch_one(&store.pool)
             .await?;
         store.last_event.send_replace(newest.unwrap_or(0));
+        let mut store = store;
+        if dialect == Dialect::Postgres {
+            store.listener = Some(notify::spawn(
+                url.clone(),
+                store.pool.clone(),
+                store.last_event.clone(),
+            ));
+        }
         Ok(store)
     }
 
@@ -115,6 +134,9 @@ impl SqlStore {
     }
 
     pub async fn close(&self) {
+        if let Some(l) = &self.listener {
+            l.stop();
+        }
         self.pool.close().await
     }
 
@@ -143,13 +165,7 @@ impl SqlStore {
         } = tx;
         tx.commit().await?;
         if last_event > 0 {
-            self.last_event.send_if_modified(|cur| {
-                let newer = last_event > *cur;
-                if newer {
-                    *cur = last_event;
-                }
-                newer
-            });
+            notify::advance(&self.last_event, last_event);
         }
         Ok(())
     }
@@ -205,6 +221,14 @@ impl SqlStore {
         .bind(Timestamp::now().to_string())
         .fetch_one(&mut ***tx)
         .await?;
+        if self.dialect == Dialect::Postgres {
+            // Delivered to every listener at commit (never for a rolled-back write).
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(notify::CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut ***tx)
+                .await?;
+        }
         tx.last_event = tx.last_event.max(id);
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! [`Store`] for [`SqlStore`]: each method is the inherent one of the same name.
 
 use super::SqlStore;
+use super::shared_state::RegistryUpload;
 use crate::{Result, Store};
 use async_trait::async_trait;
 use slipway_types::{
@@ -19,6 +20,9 @@ impl Store for SqlStore {
     }
     fn event_notifier(&self) -> tokio::sync::watch::Receiver<i64> {
         self.subscribe()
+    }
+    fn events_cluster_wide(&self) -> bool {
+        self.dialect() == super::Dialect::Postgres
     }
     async fn create_app(
         &self,
@@ -125,6 +129,17 @@ impl Store for SqlStore {
     ) -> Result<Deployment> {
         SqlStore::update_deployment(self, id, status, error).await
     }
+    async fn claim_deployment(
+        &self,
+        id: Id,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        SqlStore::claim_deployment(self, id, owner, ttl).await
+    }
+    async fn deployment_claim(&self, id: Id) -> Result<Option<(String, i64)>> {
+        SqlStore::deployment_claim(self, id).await
+    }
     async fn create_route(&self, app_id: Id, route: &NewRoute) -> Result<Route> {
         SqlStore::create_route(self, app_id, route).await
     }
@@ -151,6 +166,56 @@ impl Store for SqlStore {
     }
     async fn get_event(&self, id: i64) -> Result<Event> {
         SqlStore::get_event(self, id).await
+    }
+    async fn put_registry_manifest(
+        &self,
+        app_id: Id,
+        digest: &str,
+        media_type: &str,
+    ) -> Result<()> {
+        SqlStore::put_registry_manifest(self, app_id, digest, media_type).await
+    }
+    async fn registry_manifest(&self, app_id: Id, digest: &str) -> Result<Option<String>> {
+        SqlStore::registry_manifest(self, app_id, digest).await
+    }
+    async fn set_registry_tag(&self, app_id: Id, tag: &str, digest: &str) -> Result<()> {
+        SqlStore::set_registry_tag(self, app_id, tag, digest).await
+    }
+    async fn registry_tag(&self, app_id: Id, tag: &str) -> Result<Option<String>> {
+        SqlStore::registry_tag(self, app_id, tag).await
+    }
+    async fn list_registry_tags(&self, app_id: Id) -> Result<Vec<String>> {
+        SqlStore::list_registry_tags(self, app_id).await
+    }
+    async fn create_registry_upload(&self, id: Id, app_id: Id) -> Result<()> {
+        SqlStore::create_registry_upload(self, id, app_id).await
+    }
+    async fn registry_upload(&self, id: Id) -> Result<Option<RegistryUpload>> {
+        SqlStore::registry_upload(self, id).await
+    }
+    async fn append_registry_upload(
+        &self,
+        id: Id,
+        expected_size: u64,
+        digest: &str,
+        size: u64,
+    ) -> Result<u64> {
+        SqlStore::append_registry_upload(self, id, expected_size, digest, size).await
+    }
+    async fn delete_registry_upload(&self, id: Id) -> Result<bool> {
+        SqlStore::delete_registry_upload(self, id).await
+    }
+    async fn delete_idle_registry_uploads(&self, before: i64) -> Result<u64> {
+        SqlStore::delete_idle_registry_uploads(self, before).await
+    }
+    async fn git_repo_digest(&self, app_id: Id) -> Result<Option<String>> {
+        SqlStore::git_repo_digest(self, app_id).await
+    }
+    async fn set_git_repo_digest(&self, app_id: Id, digest: &str) -> Result<()> {
+        SqlStore::set_git_repo_digest(self, app_id, digest).await
+    }
+    async fn shared_state_blobs(&self) -> Result<Vec<String>> {
+        SqlStore::shared_state_blobs(self).await
     }
     async fn announce_epoch(&self, role: &str, epoch: u64) -> Result<u64> {
         SqlStore::announce_epoch(self, role, epoch).await

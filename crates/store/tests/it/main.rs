@@ -1,6 +1,7 @@
 //! The store conformance suite: every case runs on SQLite and on a real PostgreSQL.
 
 mod builds;
+mod cluster;
 mod concurrency;
 mod fence;
 mod suite;
@@ -60,6 +61,10 @@ macro_rules! conformance {
 }
 
 conformance!(
+    registry_manifests_and_tags,
+    registry_uploads_append_in_order,
+    idle_registry_uploads_are_deleted,
+    git_repo_digests_and_shared_blobs,
     apps_crud,
     get_app_by_id_find_app_by_name,
     app_by_id_or_name_resolves_either,
@@ -85,5 +90,8 @@ conformance!(
     delete_artifact_refuses_while_a_release_names_it,
     builds_keep_their_log_and_go_with_their_release,
     failed_builds_are_trimmed_to_the_newest,
+    secrets_are_shared_and_first_wins,
+    other_stores_events_wake_the_notifier,
+    deployment_claims_are_exclusive_until_they_expire,
     a_stale_epoch_cannot_write_job_rows,
 );

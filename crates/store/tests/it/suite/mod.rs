@@ -2,13 +2,16 @@
 
 mod events;
 mod routes;
+mod shared_state;
 
 use crate::Backend;
 pub use crate::builds::*;
+pub use crate::cluster::*;
 pub use crate::concurrency::*;
 pub use crate::fence::*;
 pub use events::*;
 pub use routes::*;
+pub use shared_state::*;
 use slipway_store::{Store, StoreError, app_by_id_or_name};
 use slipway_types::*;
 use std::collections::BTreeMap;

@@ -18,7 +18,7 @@ struct HostProcess {
 }
 
 impl HostProcess {
-    fn start(dir: &Path, n: u32, discovery: &str, key: &str) -> HostProcess {
+    fn start(dir: &Path, n: u32, discovery: &str, key: &str, token: &str) -> HostProcess {
         let log = dir.join("host.log");
         let data = dir.join("host-data");
         let stderr = std::fs::File::create(&log).unwrap();
@@ -38,6 +38,7 @@ impl HostProcess {
             .arg("--stacks-dir")
             .arg(std::env::temp_dir().join("slipway-test-stacks"))
             .env("SLIPWAY_API_KEY", key)
+            .env("SLIPWAY_CLUSTER_TOKEN", token)
             .env("HOME", dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -143,14 +144,14 @@ fn a_host_only_process_runs_the_jobs_of_another_processs_scheduler_and_is_lost_w
         "127.0.0.1".into(),
     ]);
     let discovery = format!("http://{}", logged_addr(&s, "discovery API on http://"));
-    let mut host = HostProcess::start(s.dir.path(), n, &discovery, &s.key());
+    let mut host = HostProcess::start(s.dir.path(), n, &discovery, &s.key(), &cluster_token(&s));
     let host_id = host.registered_id();
 
     // A second host with the same id (a copied data dir) refuses to start, saying why.
     let twin_dir = s.dir.path().join("twin");
     std::fs::create_dir_all(twin_dir.join("host-data/host")).unwrap();
     std::fs::write(twin_dir.join("host-data/host/host-id"), &host_id).unwrap();
-    let mut twin = HostProcess::start(&twin_dir, n + 100, &discovery, &s.key());
+    let mut twin = HostProcess::start(&twin_dir, n + 100, &discovery, &s.key(), &cluster_token(&s));
     let status = twin.child.wait().unwrap();
     assert!(!status.success());
     let log = twin.log();
@@ -286,9 +287,18 @@ fn wait_log(s: &TestServer, what: &str, timeout: Duration) {
     }
 }
 
+/// The cluster token a controller settled in the store (and copied to its data dir): what a
+/// host process of its cluster must present.
+fn cluster_token(s: &TestServer) -> String {
+    std::fs::read_to_string(s.dir.path().join("data").join("cluster-token"))
+        .expect("the controller's cluster-token file")
+        .trim()
+        .to_string()
+}
+
 /// Every job the host was ever asked to start (its agent keeps finished ones).
-fn started_on(host_api: &str) -> usize {
-    let api = slipway_host::client::HttpHost::new(host_api);
+fn started_on(host_api: &str, token: &str) -> usize {
+    let api = slipway_host::client::HttpHost::new(host_api, token);
     block_on(async move {
         use slipway_host::HostApi;
         api.list_jobs().await.unwrap().len()
@@ -329,7 +339,8 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
         Duration::from_secs(30),
     );
     let b = controller("b");
-    let host = HostProcess::start(dir.path(), n, &d, &key);
+    let token = cluster_token(&a);
+    let host = HostProcess::start(dir.path(), n, &d, &key, &token);
     let host_id = host.registered_id();
     let host_api = {
         let log = host.log();
@@ -361,7 +372,7 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
         r.iter().filter(|j| j.1 == "up" && j.2 == host_id).count() == 2
     });
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(started_on(&host_api), 2, "a job was started twice");
+    assert_eq!(started_on(&host_api, &token), 2, "a job was started twice");
     assert_eq!(rows(&b, "duo").len(), 2);
     assert!(!server_log(&b).contains("acting as the scheduler leader"));
 
@@ -389,7 +400,7 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
     // Attached: started by the leader, its output read through the follower's host connection.
     let out = b.ok(&["-a", "duo", "run", "--", "echo", "through-the-follower"]);
     assert!(out.contains("through-the-follower"), "{out}");
-    let started_before = started_on(&host_api);
+    let started_before = started_on(&host_api, &token);
     assert_eq!(started_before, 5, "2 + the replacement + two one-offs");
 
     // The leader is paused (SIGSTOP: to the others it is dead); a scale issued meanwhile is
@@ -414,14 +425,14 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
         t0.elapsed()
     );
     wait_log(&b, "acting as the scheduler leader", Duration::from_secs(1));
-    assert_eq!(started_on(&host_api), started_before + 1);
+    assert_eq!(started_on(&host_api, &token), started_before + 1);
 
     // It resumes: its lease has passed and a newer epoch leads, so it starts, stops and writes
     // nothing (a round it was in the middle of is refused by the host and the store).
     signal("-CONT");
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
-        started_on(&host_api),
+        started_on(&host_api, &token),
         started_before + 1,
         "a job was started twice"
     );

@@ -1,0 +1,4 @@
+//! slipway-etcd against a real etcd started by testkit.
+
+mod client;
+mod election;
