@@ -10,7 +10,9 @@
 //! restored repo is re-initialised and configured here as a new one is. The tar is ours, but it
 //! is unpacked with the hostile-source rules anyway ([`crate::push::source::unpack`]: no `..`,
 //! nothing written through a symlink, only files, directories and symlinks), bounded by
-//! [`MAX_REPO_BYTES`], and verified against its digest while it is copied in.
+//! [`MAX_REPO_BYTES`], and verified against its digest while it is copied in; a restored repo
+//! with a symlink or `objects/info/alternates` (which git would follow into another app's
+//! repository) is refused.
 
 use crate::receiver::Receiver;
 use slipway_blobstore::{Digest, Hasher};
@@ -224,5 +226,31 @@ fn unpack(tar: &Path, dir: &Path) -> std::io::Result<()> {
     if !dir.join("HEAD").is_file() {
         return Err(other("the stored repository was refused", "it has no HEAD"));
     }
+    check_self_contained(dir)?;
     crate::receiver::init_repo(dir, true)
+}
+
+/// Refuses a restored repository that reaches outside itself. git follows symlinks in a
+/// repository (`objects -> /…/<other app>.git/objects` would have a push write its objects
+/// into another app's repository, and a fetch serve that one's), and `objects/info/alternates`
+/// names object directories git reads as its own. A repository git made has neither, so
+/// either one means the tar was not stored by a receiver.
+fn check_self_contained(dir: &Path) -> std::io::Result<()> {
+    let refused = |what: String| other("the stored repository was refused", what);
+    for name in ["objects/info/alternates", "objects/info/http-alternates"] {
+        if std::fs::symlink_metadata(dir.join(name)).is_ok() {
+            return Err(refused(format!(
+                "it has {name}, which would make git read another repository's objects"
+            )));
+        }
+    }
+    crate::tree::walk(dir, |e| {
+        if e.file_type.is_symlink() {
+            return Err(refused(format!(
+                "it has a symlink ({}), which git would follow out of the repository",
+                e.rel.display()
+            )));
+        }
+        Ok::<_, std::io::Error>(true)
+    })
 }

@@ -291,3 +291,113 @@ async fn a_hostile_stored_repository_is_refused_or_defused() {
     let text = r.text().await.unwrap();
     assert!(text.contains("missing from the blob store"), "{text}");
 }
+
+/// A tar entry: a path and either a file's content or, with `Err`, a symlink's target.
+type Extra<'a> = (&'a str, Result<&'a [u8], &'a Path>);
+
+/// Stores a tar as `app`'s repository: `HEAD`, `refs/heads/`, then `extra`.
+async fn store_repo_tar(s: &Shared, app: slipway_types::Id, extra: &[Extra<'_>]) {
+    let mut b = tar::Builder::new(Vec::new());
+    let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, content: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, content).unwrap();
+    };
+    file(&mut b, "HEAD", b"ref: refs/heads/master\n");
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_cksum();
+    b.append_data(&mut h, "refs/heads/", std::io::empty())
+        .unwrap();
+    for (path, what) in extra {
+        match what {
+            Ok(content) => file(&mut b, path, content),
+            Err(target) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let info = s
+        .blobs
+        .put(Box::new(std::io::Cursor::new(tar)), None)
+        .await
+        .unwrap();
+    s.store
+        .set_git_repo_digest(app, info.digest.as_str())
+        .await
+        .unwrap();
+}
+
+/// git follows a repository's symlinks and its `objects/info/alternates`: a stored repository
+/// with either would have this app's pushes write into, and its fetches read from, another
+/// app's repository. Such a repository is refused, and nothing of it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_repository_reaching_outside_itself_is_refused() {
+    let Some(s) = shared().await else {
+        return;
+    };
+    let app = s
+        .store
+        .create_app("shop", &Default::default(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Another app's repository, which the hostile one points at.
+    let victim = dir.path().join("victim.git");
+    git(dir.path(), &["init", "-q", "--bare", "victim.git"]).await;
+    let victim_objects = victim.join("objects");
+    let victim_refs = victim.join("refs");
+    let alternates = format!("{}\n", victim_objects.display());
+    let url = receiver(s.store.clone(), s.blobs.clone(), &dir.path().join("data")).await;
+    let repos = dir.path().join("data/repos");
+    let http = reqwest::Client::new();
+    let cases: [(&str, &[Extra<'_>]); 3] = [
+        ("symlink", &[("objects", Err(victim_objects.as_path()))]),
+        (
+            "symlink",
+            &[
+                ("objects/pack/.keep", Ok(&b""[..])),
+                ("refs/tags", Err(victim_refs.as_path())),
+            ],
+        ),
+        (
+            "alternates",
+            &[("objects/info/alternates", Ok(alternates.as_bytes()))],
+        ),
+    ];
+    for (why, extra) in cases {
+        store_repo_tar(&s, app.id, extra).await;
+        let r = http
+            .get(format!("{url}/shop.git/info/refs?service=git-upload-pack"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            status, 503,
+            "a repository with a {why} was restored: {text}"
+        );
+        assert!(
+            text.contains("cannot restore the app's repository") && text.contains(why),
+            "{text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&repos)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{why}: left {left:?}");
+        assert!(
+            victim_objects.join("info").is_dir(),
+            "the victim was touched"
+        );
+    }
+}
