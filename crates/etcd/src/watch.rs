@@ -12,6 +12,13 @@ use crate::{
 pub struct WatchStream {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// Where the next line starts in `buf` (lines before it were handed out; they are dropped
+    /// only when more must be read, not one by one).
+    start: usize,
+    /// How far `buf` is known to hold no newline. With `start`, each byte is looked at and
+    /// moved once: a peer sending a long line in small pieces, or a flood of empty lines,
+    /// costs linear time, not quadratic.
+    scanned: usize,
     endpoint: String,
     /// The header revision of the `created` response: the store's revision when the watch
     /// started.
@@ -78,6 +85,8 @@ pub(crate) async fn start(client: &Client, req: &WatchRequest) -> Result<WatchSt
         let mut stream = WatchStream {
             resp,
             buf: Vec::new(),
+            start: 0,
+            scanned: 0,
             endpoint: endpoint.to_string(),
             created_revision: 0,
         };
@@ -146,9 +155,11 @@ impl WatchStream {
 
     async fn next_line(&mut self) -> Result<Option<WatchResponse>> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                let line = line.trim_ascii();
+            if let Some(p) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let (from, to) = (self.start, self.scanned + p);
+                self.start = to + 1;
+                self.scanned = self.start;
+                let line = self.buf[from..to].trim_ascii();
                 if line.is_empty() {
                     continue;
                 }
@@ -169,6 +180,10 @@ impl WatchStream {
                     None => Err(self.bad("a line without a result")),
                 };
             }
+            // No newline left: drop the lines handed out, keep the one being received.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_WATCH_LINE {
                 return Err(self.bad(format!("a watch response over {MAX_WATCH_LINE} bytes")));
             }
