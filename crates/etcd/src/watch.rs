@@ -67,7 +67,13 @@ pub(crate) async fn start(client: &Client, req: &WatchRequest) -> Result<WatchSt
         };
         let status = resp.status();
         if !status.is_success() {
-            let body = read_bounded(resp, 64 << 10).await.unwrap_or_default();
+            // Bounded in time too: this response has no total timeout (a watch's never ends),
+            // and a member must not hold the caller by never finishing an error's body.
+            let body = tokio::time::timeout(client.timeout(), read_bounded(resp, 64 << 10))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let message = gateway_error(&body)
                 .map(|(_, m)| m)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());

@@ -144,3 +144,70 @@ async fn a_write_refused_for_want_of_a_leader_goes_to_the_next_member() {
     assert_eq!(alone_seen.load(Ordering::SeqCst), 1);
     assert_eq!(next_seen.load(Ordering::SeqCst), 1);
 }
+
+/// A member that refuses a watch with an error status and then never finishes the error's
+/// body must not hold the watch: it is abandoned within the call timeout and the next member
+/// is asked.
+#[tokio::test]
+async fn a_watch_refused_with_a_stalled_body_goes_to_the_next_member() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let stalled = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    if read_request(&mut s).await {
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 100\r\n\r\n{",
+                            )
+                            .await;
+                        // Never more: the body stays unfinished while the connection lives.
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    }
+                });
+            }
+        });
+        url
+    };
+    let good = {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    if read_request(&mut s).await {
+                        let created = r#"{"result":{"header":{"revision":"5"},"created":true}}"#;
+                        let _ = s
+                            .write_all(
+                                format!(
+                                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                                     Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{created}\n\r\n",
+                                    created.len() + 1
+                                )
+                                .as_bytes(),
+                            )
+                            .await;
+                        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                    }
+                });
+            }
+        });
+        url
+    };
+    let c = Client::with_timeout(
+        &format!("{stalled},{good}"),
+        std::time::Duration::from_secs(1),
+    )
+    .unwrap();
+    let w = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        c.watch(&slipway_etcd::WatchRequest::prefix("/", 0)),
+    )
+    .await
+    .expect("the stalled member held the watch")
+    .unwrap();
+    assert_eq!(w.endpoint(), good);
+    assert_eq!(w.created_revision, 5);
+}
