@@ -142,6 +142,14 @@ impl Receiver {
             .map_err(|e| other("restoring the repository failed", e))?;
         unpacked?;
         std::fs::write(dir.0.join(MARKER), recorded.as_bytes())?;
+        // Never under a git process working in the copy (a push still in its hook, a fetch):
+        // it would go on in a directory that is then deleted, and a push accepted by its hook
+        // would fail to store its objects. The copy is served as it is; a later request
+        // restores once none uses it.
+        let Ok(_alone) = self.repo_use(app.id).try_write_owned() else {
+            tracing::info!(app = %app.name, %digest, "the app's repository is stale here but in use: served as it is until no git process uses it");
+            return Ok(());
+        };
         // Swap: the old copy (if any) moves aside, the restored one into place.
         let old = Temp(parent.join(format!(".old-{id}")));
         match std::fs::rename(repo, &old.0) {

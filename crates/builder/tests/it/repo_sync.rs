@@ -15,6 +15,16 @@ use std::sync::Arc;
 
 /// A receiver with its own data dir on the shared store and blob store; its URL.
 async fn receiver(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, dir: &Path) -> String {
+    receiver_with_hook(store, blobs, dir, Path::new("/bin/true")).await
+}
+
+/// [`receiver`] whose pushes' hook runs `hook_exe` (which accepts a push by exiting 0).
+async fn receiver_with_hook(
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    dir: &Path,
+    hook_exe: &Path,
+) -> String {
     let pusher = Arc::new(Pusher {
         store: store.clone(),
         build: BuildContext {
@@ -29,7 +39,7 @@ async fn receiver(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, dir: &Path) 
     let receiver = Receiver::new(
         ReceiverConfig {
             repos_dir: dir.join("repos"),
-            hook_exe: "/bin/true".into(),
+            hook_exe: hook_exe.to_path_buf(),
             server_url: "http://unused".into(),
             api_key: "k".into(),
         },
@@ -400,4 +410,72 @@ async fn a_stored_repository_reaching_outside_itself_is_refused() {
             "the victim was touched"
         );
     }
+}
+
+/// A controller must not swap in a restored repository while a git process works in its copy:
+/// a push on A still in its hook (building) when another controller stores a newer push, and
+/// a request on A that would restore that one, must not pull the repository from under A's
+/// push (its objects went into a directory that was then deleted, and the push failed after
+/// its hook had accepted it). The request is served from A's copy instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_never_swaps_a_repository_a_push_is_using() {
+    let Some(s) = shared().await else {
+        return;
+    };
+    let app = s
+        .store
+        .create_app("shop", &Default::default(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A's hook accepts each push after 3 s (the time a build takes).
+    let hook = dir.path().join("slow-hook");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 3\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let a = receiver_with_hook(
+        s.store.clone(),
+        s.blobs.clone(),
+        &dir.path().join("a"),
+        &hook,
+    )
+    .await;
+    let b = receiver(s.store.clone(), s.blobs.clone(), &dir.path().join("b")).await;
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::create_dir_all(&one).unwrap();
+    git(&one, &["init", "-q"]).await;
+    commit(&one, "base").await;
+    git(&one, &["push", "-q", &format!("{b}/shop.git"), "master"]).await;
+    git(
+        dir.path(),
+        &["clone", "-q", &format!("{b}/shop.git"), "two"],
+    )
+    .await;
+
+    // A push to A (restoring B's first), in its hook for 3 s.
+    let pushed = commit(&one, "on-a").await;
+    let url = format!("{a}/shop.git");
+    let one_dir = one.clone();
+    let push = tokio::task::spawn_blocking(move || {
+        Command::new("git")
+            .args(["push", "-q", &url, "master"])
+            .current_dir(&one_dir)
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Meanwhile another push lands on B, and a request on A sees A's copy is stale.
+    commit(&two, "on-b").await;
+    git(&two, &["push", "-q", "origin", "master"]).await;
+    git(&two, &["ls-remote", &format!("{a}/shop.git")]).await;
+
+    let out = push.await.unwrap();
+    assert!(
+        out.status.success(),
+        "the push to A failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo_a = dir.path().join(format!("a/repos/{}.git", app.id));
+    let head = git(&repo_a, &["--git-dir", ".", "rev-parse", "master"]).await;
+    assert_eq!(head.trim(), pushed, "A's copy lost the push it accepted");
 }
