@@ -2,13 +2,13 @@
 //! this crate speaks it with reqwest and serde — no gRPC stack, no protoc in the build.
 //!
 //! What it keeps for its callers:
-//! - **several members** (`--etcd URL[,URL…]`): a request that cannot connect, or that a member
-//!   answers with a 5xx (no leader, stopping), goes to the next member; the member that answered
-//!   last is tried first next time. A write moves on only when the member cannot have taken it
-//!   on (the connection was never made, or the member refused it for want of a leader): a write
-//!   that timed out, whose answer broke off, or that a member failed otherwise may have been
-//!   applied, so it is reported ([`Error::Timeout`], [`Error::Uncertain`]) and not sent twice.
-//!   Reads and keep-alives, safe to send twice, move on in every case.
+//! - **several members** (`--etcd URL[,URL…]`): a read or keep-alive (safe to send twice) that
+//!   cannot connect, times out, or that a member answers with a 5xx goes to the next member;
+//!   the member that answered last is tried first next time. A write moves on only when the
+//!   member cannot have taken it on (the connection was never made, or it refused the write
+//!   for want of a leader, for load, or as not capable): a write that timed out, whose answer
+//!   broke off, or that a member failed otherwise may have been applied, so it is reported
+//!   ([`Error::Timeout`], [`Error::Uncertain`]) and never sent twice.
 //!   Requests ask etcd to require a leader, so a member cut off from its cluster refuses at
 //!   once (and the next is tried) instead of holding the request until its own timeout.
 //! - **bounded**: every call has a timeout, every response body and every watch line a size
