@@ -98,17 +98,24 @@ pub(crate) async fn start(client: &Client, req: &WatchRequest) -> Result<WatchSt
         };
         let first = tokio::time::timeout(client.timeout(), stream.next_line()).await;
         match first {
+            // Compaction is the cluster's answer, the same on every member.
+            Ok(Ok(Some(r))) if r.canceled && r.compact_revision > 0 => {
+                return Err(stream.canceled(&r));
+            }
+            // Canceled otherwise (a member without a leader cancels its watches): the next.
+            Ok(Ok(Some(r))) if r.canceled => {
+                failures.push(format!("{endpoint}: {}", stream.canceled(&r)));
+            }
             Ok(Ok(Some(r))) if r.created => {
-                if r.canceled {
-                    return Err(stream.canceled(&r));
-                }
                 stream.created_revision = r.header.revision;
                 client.prefer(i);
                 return Ok(stream);
             }
-            Ok(Ok(Some(r))) if r.canceled => return Err(stream.canceled(&r)),
             Ok(Ok(_)) => failures.push(format!("{endpoint}: the watch was not created")),
-            Ok(Err(e)) => return Err(e),
+            // An error line instead of the confirmation (the gateway sent 200 before it knew:
+            // "no leader" from a member cut off from its cluster) or garbage: this member's
+            // failure, so the next one is asked, as for a unary call.
+            Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
             Err(_) => failures.push(format!(
                 "{endpoint}: the watch was not confirmed within {:?}",
                 client.timeout()

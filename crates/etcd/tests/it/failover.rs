@@ -211,3 +211,62 @@ async fn a_watch_refused_with_a_stalled_body_goes_to_the_next_member() {
     assert_eq!(w.endpoint(), good);
     assert_eq!(w.created_revision, 5);
 }
+
+/// A fake member that answers every watch with 200 and then `first` as the stream's first
+/// line (and keeps the stream open); its URL.
+async fn watch_member(first: &'static str) -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                if read_request(&mut s).await {
+                    let _ = s
+                        .write_all(
+                            format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                                 Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\n\r\n",
+                                first.len() + 1
+                            )
+                            .as_bytes(),
+                        )
+                        .await;
+                    tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+/// A member cut off from its leader answers a new watch's stream with an error line (the
+/// gateway has already sent 200): the watch is created on the next member, as a unary call
+/// would be, instead of failing while a healthy member is listed.
+#[tokio::test]
+async fn a_watch_whose_first_line_is_an_error_goes_to_the_next_member() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let alone = watch_member(
+        r#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#,
+    )
+    .await;
+    let good = watch_member(r#"{"result":{"header":{"revision":"9"},"created":true}}"#).await;
+    let c = Client::new(&format!("{alone},{good}")).unwrap();
+    let w = c
+        .watch(&slipway_etcd::WatchRequest::prefix("/", 0))
+        .await
+        .unwrap();
+    assert_eq!(w.endpoint(), good);
+    assert_eq!(w.created_revision, 9);
+    // Compaction is an answer, not a member's failure: it is not asked elsewhere.
+    let compacted = watch_member(
+        r#"{"result":{"header":{"revision":"9"},"created":true,"canceled":true,"compact_revision":"5"}}"#,
+    )
+    .await;
+    let c = Client::new(&format!("{compacted},{good}")).unwrap();
+    let e = c
+        .watch(&slipway_etcd::WatchRequest::prefix("/", 1))
+        .await
+        .err()
+        .expect("a compacted watch is an error");
+    assert!(matches!(e, Error::Compacted { .. }), "{e}");
+}
