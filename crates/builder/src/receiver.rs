@@ -102,7 +102,14 @@ pub struct Receiver {
     /// One restore from the blob store at a time (they are rare: after another controller's
     /// push).
     pub(crate) restore_lock: tokio::sync::Mutex<()>,
+    /// Per app (by id): held shared by every request while its git process works in the app's
+    /// copy, and exclusively by a restore while it swaps the copy, so a restore never pulls a
+    /// repository from under a running push or fetch ([`crate::repo_sync`]).
+    in_use: Mutex<HashMap<slipway_types::Id, Arc<tokio::sync::RwLock<()>>>>,
 }
+
+/// A request's hold on its app's repository copy: no restore swaps it while this lives.
+pub(crate) type RepoInUse = tokio::sync::OwnedRwLockReadGuard<()>;
 
 impl Receiver {
     pub fn new(cfg: ReceiverConfig, store: Arc<dyn Store>, pusher: Arc<Pusher>) -> Arc<Receiver> {
@@ -113,6 +120,7 @@ impl Receiver {
             sessions: Default::default(),
             locks: Default::default(),
             restore_lock: Default::default(),
+            in_use: Default::default(),
         })
     }
 
@@ -258,8 +266,22 @@ impl Receiver {
             .clone()
     }
 
-    /// The app a `/APP.git` path segment names, and its repo (created on first use).
-    pub(crate) async fn open_repo(&self, segment: &str) -> Result<(App, PathBuf), Response> {
+    /// The lock that keeps restores from swapping `app`'s repository while git works in it.
+    pub(crate) fn repo_use(&self, app: slipway_types::Id) -> Arc<tokio::sync::RwLock<()>> {
+        self.in_use
+            .lock()
+            .expect("in_use")
+            .entry(app)
+            .or_default()
+            .clone()
+    }
+
+    /// The app a `/APP.git` path segment names, and its repo (created on first use), held
+    /// against restores for as long as the caller keeps the [`RepoInUse`].
+    pub(crate) async fn open_repo(
+        &self,
+        segment: &str,
+    ) -> Result<(App, PathBuf, RepoInUse), Response> {
         let Some(name) = segment.strip_suffix(".git") else {
             return Err(not_found(format!(
                 "{segment:?} is not a Slipway git URL: use <server>/APP.git (see `slipway info`)"
@@ -294,9 +316,10 @@ impl Receiver {
                 "cannot restore the app's repository from the blob store: {e}"
             )));
         }
+        let in_use = self.repo_use(app.id).read_owned().await;
         let dir = repo.clone();
         match tokio::task::spawn_blocking(move || init_repo(&dir, false)).await {
-            Ok(Ok(())) => Ok((app, repo)),
+            Ok(Ok(())) => Ok((app, repo, in_use)),
             Ok(Err(e)) => Err(unavailable(format!(
                 "cannot prepare the app's repository: {e}"
             ))),
@@ -430,7 +453,7 @@ async fn info_refs(
             );
         }
     };
-    let (_app, path) = match r.open_repo(&repo).await {
+    let (_app, path, _in_use) = match r.open_repo(&repo).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -497,7 +520,7 @@ async fn rpc(
     body: Body,
     service: Service,
 ) -> Response {
-    let (app, path) = match r.open_repo(&repo).await {
+    let (app, path, in_use) = match r.open_repo(&repo).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -579,6 +602,7 @@ async fn rpc(
             }
         }
         drop(guard);
+        drop(in_use);
     })
     .filter_map(|()| std::future::ready(None));
     let stream = tokio_util::io::ReaderStream::new(stdout).chain(tail);

@@ -10,7 +10,9 @@
 //! restored repo is re-initialised and configured here as a new one is. The tar is ours, but it
 //! is unpacked with the hostile-source rules anyway ([`crate::push::source::unpack`]: no `..`,
 //! nothing written through a symlink, only files, directories and symlinks), bounded by
-//! [`MAX_REPO_BYTES`], and verified against its digest while it is copied in.
+//! [`MAX_REPO_BYTES`], and verified against its digest while it is copied in; a restored repo
+//! with a symlink or `objects/info/alternates` (which git would follow into another app's
+//! repository) is refused.
 
 use crate::receiver::Receiver;
 use slipway_blobstore::{Digest, Hasher};
@@ -140,6 +142,14 @@ impl Receiver {
             .map_err(|e| other("restoring the repository failed", e))?;
         unpacked?;
         std::fs::write(dir.0.join(MARKER), recorded.as_bytes())?;
+        // Never under a git process working in the copy (a push still in its hook, a fetch):
+        // it would go on in a directory that is then deleted, and a push accepted by its hook
+        // would fail to store its objects. The copy is served as it is; a later request
+        // restores once none uses it.
+        let Ok(_alone) = self.repo_use(app.id).try_write_owned() else {
+            tracing::info!(app = %app.name, %digest, "the app's repository is stale here but in use: served as it is until no git process uses it");
+            return Ok(());
+        };
         // Swap: the old copy (if any) moves aside, the restored one into place.
         let old = Temp(parent.join(format!(".old-{id}")));
         match std::fs::rename(repo, &old.0) {
@@ -224,5 +234,31 @@ fn unpack(tar: &Path, dir: &Path) -> std::io::Result<()> {
     if !dir.join("HEAD").is_file() {
         return Err(other("the stored repository was refused", "it has no HEAD"));
     }
+    check_self_contained(dir)?;
     crate::receiver::init_repo(dir, true)
+}
+
+/// Refuses a restored repository that reaches outside itself. git follows symlinks in a
+/// repository (`objects -> /…/<other app>.git/objects` would have a push write its objects
+/// into another app's repository, and a fetch serve that one's), and `objects/info/alternates`
+/// names object directories git reads as its own. A repository git made has neither, so
+/// either one means the tar was not stored by a receiver.
+fn check_self_contained(dir: &Path) -> std::io::Result<()> {
+    let refused = |what: String| other("the stored repository was refused", what);
+    for name in ["objects/info/alternates", "objects/info/http-alternates"] {
+        if std::fs::symlink_metadata(dir.join(name)).is_ok() {
+            return Err(refused(format!(
+                "it has {name}, which would make git read another repository's objects"
+            )));
+        }
+    }
+    crate::tree::walk(dir, |e| {
+        if e.file_type.is_symlink() {
+            return Err(refused(format!(
+                "it has a symlink ({}), which git would follow out of the repository",
+                e.rel.display()
+            )));
+        }
+        Ok::<_, std::io::Error>(true)
+    })
 }

@@ -82,11 +82,14 @@ impl Election {
     /// [`Leadership`] dropped or [`resigned`](Leadership::resign) steps down at once.
     pub async fn campaign(&self, value: &str) -> Result<Leadership> {
         let secs = (self.ttl.as_millis().div_ceil(1000) as i64).max(1);
+        // The lease's TTL runs at etcd from when it granted it, which may be long before its
+        // answer arrives (a slow member, a retry on the next one): the local deadline counts
+        // from before the grant was asked, never from after.
+        let sent = Instant::now();
         let lease = self.client.lease_grant(secs).await?;
         // Local decisions use the TTL etcd actually granted.
         let ttl = Duration::from_secs(lease.ttl.max(1) as u64);
         let key = format!("{}{:016x}", self.prefix(), lease.id).into_bytes();
-        let sent = Instant::now();
         let t = self
             .client
             .txn(&TxnRequest {

@@ -2,10 +2,13 @@
 //! this crate speaks it with reqwest and serde — no gRPC stack, no protoc in the build.
 //!
 //! What it keeps for its callers:
-//! - **several members** (`--etcd URL[,URL…]`): a request that cannot connect, or that a member
-//!   answers with a 5xx (no leader, stopping), goes to the next member; the member that answered
-//!   last is tried first next time. A timeout moves on only for requests that are safe to send
-//!   twice (reads, keep-alives); a write that timed out may have been applied and is reported.
+//! - **several members** (`--etcd URL[,URL…]`): a read or keep-alive (safe to send twice) that
+//!   cannot connect, times out, or that a member answers with a 5xx goes to the next member;
+//!   the member that answered last is tried first next time. A write moves on only when the
+//!   member cannot have taken it on (the connection was never made, or it refused the write
+//!   for want of a leader, for load, or as not capable): a write that timed out, whose answer
+//!   broke off, or that a member failed otherwise may have been applied, so it is reported
+//!   ([`Error::Timeout`], [`Error::Uncertain`]) and never sent twice.
 //!   Requests ask etcd to require a leader, so a member cut off from its cluster refuses at
 //!   once (and the next is tried) instead of holding the request until its own timeout.
 //! - **bounded**: every call has a timeout, every response body and every watch line a size
@@ -72,6 +75,18 @@ pub enum Error {
         endpoint: String,
         call: &'static str,
         timeout: Duration,
+    },
+    /// A write's member failed after it may have applied it (the answer broke off, the member
+    /// hung up, or it answered with an error such as its own request timeout): not sent to
+    /// another member, as that could apply it twice.
+    #[error(
+        "etcd at {endpoint} failed during {call}: {detail}. It may or may not have been \
+         applied, so it was not sent to another member: read the current state before retrying"
+    )]
+    Uncertain {
+        endpoint: String,
+        call: &'static str,
+        detail: String,
     },
     /// A response this client cannot use (too large, not etcd's JSON).
     #[error("etcd at {endpoint} answered {call} with something unusable: {detail}")]
@@ -229,9 +244,17 @@ impl Client {
                         timeout: self.inner.timeout,
                     });
                 }
-                Err(e) => {
+                // Not connected: the member never saw it, whatever it is.
+                Err(e) if idempotent || e.is_connect() => {
                     failures.push(format!("{endpoint}: {}", error_chain(&e)));
                     continue;
+                }
+                Err(e) => {
+                    return Err(Error::Uncertain {
+                        endpoint: endpoint.clone(),
+                        call,
+                        detail: error_chain(&e),
+                    });
                 }
             };
             let status = resp.status();
@@ -251,19 +274,32 @@ impl Client {
                         timeout: self.inner.timeout,
                     });
                 }
-                Err(BodyError::Http(e)) => {
+                Err(BodyError::Http(e)) if idempotent => {
                     failures.push(format!("{endpoint}: {}", error_chain(&e)));
                     continue;
                 }
+                // The member answered, so it had the request: the answer broke off.
+                Err(BodyError::Http(e)) => {
+                    return Err(Error::Uncertain {
+                        endpoint: endpoint.clone(),
+                        call,
+                        detail: format!("its answer ({status}) broke off: {}", error_chain(&e)),
+                    });
+                }
             };
             if status.is_server_error() {
-                failures.push(format!(
-                    "{endpoint}: {status} {}",
-                    gateway_error(&body).map_or_else(
-                        || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                        |(_, m)| m
-                    )
-                ));
+                let message = gateway_error(&body).map_or_else(
+                    || String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                    |(_, m)| m,
+                );
+                if !idempotent && !refused_before_applying(&message) {
+                    return Err(Error::Uncertain {
+                        endpoint: endpoint.clone(),
+                        call,
+                        detail: format!("{status} {message}"),
+                    });
+                }
+                failures.push(format!("{endpoint}: {status} {message}"));
                 continue;
             }
             if !status.is_success() {
@@ -488,6 +524,21 @@ pub(crate) async fn read_bounded(
         body.extend_from_slice(&chunk);
     }
     Ok(body)
+}
+
+/// Whether a member's 5xx message says it refused a request before taking it on, so that
+/// sending it to another member cannot apply it twice: etcd checks for a leader (the
+/// "require leader" header), its request rate and its capabilities before proposing anything.
+/// Any other failure (its own request timeout, "leader changed", stopping, a proxy's 502) may
+/// come after the write was proposed.
+fn refused_before_applying(message: &str) -> bool {
+    [
+        "etcdserver: no leader",
+        "etcdserver: too many requests",
+        "etcdserver: not capable",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// The gateway's error body: `{"error": …, "message": …, "code": N}`.

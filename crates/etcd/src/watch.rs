@@ -12,6 +12,13 @@ use crate::{
 pub struct WatchStream {
     resp: reqwest::Response,
     buf: Vec<u8>,
+    /// Where the next line starts in `buf` (lines before it were handed out; they are dropped
+    /// only when more must be read, not one by one).
+    start: usize,
+    /// How far `buf` is known to hold no newline. With `start`, each byte is looked at and
+    /// moved once: a peer sending a long line in small pieces, or a flood of empty lines,
+    /// costs linear time, not quadratic.
+    scanned: usize,
     endpoint: String,
     /// The header revision of the `created` response: the store's revision when the watch
     /// started.
@@ -60,7 +67,13 @@ pub(crate) async fn start(client: &Client, req: &WatchRequest) -> Result<WatchSt
         };
         let status = resp.status();
         if !status.is_success() {
-            let body = read_bounded(resp, 64 << 10).await.unwrap_or_default();
+            // Bounded in time too: this response has no total timeout (a watch's never ends),
+            // and a member must not hold the caller by never finishing an error's body.
+            let body = tokio::time::timeout(client.timeout(), read_bounded(resp, 64 << 10))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
             let message = gateway_error(&body)
                 .map(|(_, m)| m)
                 .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
@@ -78,22 +91,31 @@ pub(crate) async fn start(client: &Client, req: &WatchRequest) -> Result<WatchSt
         let mut stream = WatchStream {
             resp,
             buf: Vec::new(),
+            start: 0,
+            scanned: 0,
             endpoint: endpoint.to_string(),
             created_revision: 0,
         };
         let first = tokio::time::timeout(client.timeout(), stream.next_line()).await;
         match first {
+            // Compaction is the cluster's answer, the same on every member.
+            Ok(Ok(Some(r))) if r.canceled && r.compact_revision > 0 => {
+                return Err(stream.canceled(&r));
+            }
+            // Canceled otherwise (a member without a leader cancels its watches): the next.
+            Ok(Ok(Some(r))) if r.canceled => {
+                failures.push(format!("{endpoint}: {}", stream.canceled(&r)));
+            }
             Ok(Ok(Some(r))) if r.created => {
-                if r.canceled {
-                    return Err(stream.canceled(&r));
-                }
                 stream.created_revision = r.header.revision;
                 client.prefer(i);
                 return Ok(stream);
             }
-            Ok(Ok(Some(r))) if r.canceled => return Err(stream.canceled(&r)),
             Ok(Ok(_)) => failures.push(format!("{endpoint}: the watch was not created")),
-            Ok(Err(e)) => return Err(e),
+            // An error line instead of the confirmation (the gateway sent 200 before it knew:
+            // "no leader" from a member cut off from its cluster) or garbage: this member's
+            // failure, so the next one is asked, as for a unary call.
+            Ok(Err(e)) => failures.push(format!("{endpoint}: {e}")),
             Err(_) => failures.push(format!(
                 "{endpoint}: the watch was not confirmed within {:?}",
                 client.timeout()
@@ -146,9 +168,11 @@ impl WatchStream {
 
     async fn next_line(&mut self) -> Result<Option<WatchResponse>> {
         loop {
-            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=pos).collect();
-                let line = line.trim_ascii();
+            if let Some(p) = self.buf[self.scanned..].iter().position(|&b| b == b'\n') {
+                let (from, to) = (self.start, self.scanned + p);
+                self.start = to + 1;
+                self.scanned = self.start;
+                let line = self.buf[from..to].trim_ascii();
                 if line.is_empty() {
                     continue;
                 }
@@ -169,6 +193,10 @@ impl WatchStream {
                     None => Err(self.bad("a line without a result")),
                 };
             }
+            // No newline left: drop the lines handed out, keep the one being received.
+            self.buf.drain(..self.start);
+            self.start = 0;
+            self.scanned = self.buf.len();
             if self.buf.len() > MAX_WATCH_LINE {
                 return Err(self.bad(format!("a watch response over {MAX_WATCH_LINE} bytes")));
             }

@@ -15,6 +15,16 @@ use std::sync::Arc;
 
 /// A receiver with its own data dir on the shared store and blob store; its URL.
 async fn receiver(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, dir: &Path) -> String {
+    receiver_with_hook(store, blobs, dir, Path::new("/bin/true")).await
+}
+
+/// [`receiver`] whose pushes' hook runs `hook_exe` (which accepts a push by exiting 0).
+async fn receiver_with_hook(
+    store: Arc<dyn Store>,
+    blobs: Arc<dyn BlobStore>,
+    dir: &Path,
+    hook_exe: &Path,
+) -> String {
     let pusher = Arc::new(Pusher {
         store: store.clone(),
         build: BuildContext {
@@ -29,7 +39,7 @@ async fn receiver(store: Arc<dyn Store>, blobs: Arc<dyn BlobStore>, dir: &Path) 
     let receiver = Receiver::new(
         ReceiverConfig {
             repos_dir: dir.join("repos"),
-            hook_exe: "/bin/true".into(),
+            hook_exe: hook_exe.to_path_buf(),
             server_url: "http://unused".into(),
             api_key: "k".into(),
         },
@@ -290,4 +300,182 @@ async fn a_hostile_stored_repository_is_refused_or_defused() {
     assert_eq!(r.status(), 503);
     let text = r.text().await.unwrap();
     assert!(text.contains("missing from the blob store"), "{text}");
+}
+
+/// A tar entry: a path and either a file's content or, with `Err`, a symlink's target.
+type Extra<'a> = (&'a str, Result<&'a [u8], &'a Path>);
+
+/// Stores a tar as `app`'s repository: `HEAD`, `refs/heads/`, then `extra`.
+async fn store_repo_tar(s: &Shared, app: slipway_types::Id, extra: &[Extra<'_>]) {
+    let mut b = tar::Builder::new(Vec::new());
+    let file = |b: &mut tar::Builder<Vec<u8>>, path: &str, content: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, content).unwrap();
+    };
+    file(&mut b, "HEAD", b"ref: refs/heads/master\n");
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    h.set_cksum();
+    b.append_data(&mut h, "refs/heads/", std::io::empty())
+        .unwrap();
+    for (path, what) in extra {
+        match what {
+            Ok(content) => file(&mut b, path, content),
+            Err(target) => {
+                let mut h = tar::Header::new_gnu();
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                h.set_mode(0o777);
+                b.append_link(&mut h, path, target).unwrap();
+            }
+        }
+    }
+    let tar = b.into_inner().unwrap();
+    let info = s
+        .blobs
+        .put(Box::new(std::io::Cursor::new(tar)), None)
+        .await
+        .unwrap();
+    s.store
+        .set_git_repo_digest(app, info.digest.as_str())
+        .await
+        .unwrap();
+}
+
+/// git follows a repository's symlinks and its `objects/info/alternates`: a stored repository
+/// with either would have this app's pushes write into, and its fetches read from, another
+/// app's repository. Such a repository is refused, and nothing of it stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_repository_reaching_outside_itself_is_refused() {
+    let Some(s) = shared().await else {
+        return;
+    };
+    let app = s
+        .store
+        .create_app("shop", &Default::default(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Another app's repository, which the hostile one points at.
+    let victim = dir.path().join("victim.git");
+    git(dir.path(), &["init", "-q", "--bare", "victim.git"]).await;
+    let victim_objects = victim.join("objects");
+    let victim_refs = victim.join("refs");
+    let alternates = format!("{}\n", victim_objects.display());
+    let url = receiver(s.store.clone(), s.blobs.clone(), &dir.path().join("data")).await;
+    let repos = dir.path().join("data/repos");
+    let http = reqwest::Client::new();
+    let cases: [(&str, &[Extra<'_>]); 3] = [
+        ("symlink", &[("objects", Err(victim_objects.as_path()))]),
+        (
+            "symlink",
+            &[
+                ("objects/pack/.keep", Ok(&b""[..])),
+                ("refs/tags", Err(victim_refs.as_path())),
+            ],
+        ),
+        (
+            "alternates",
+            &[("objects/info/alternates", Ok(alternates.as_bytes()))],
+        ),
+    ];
+    for (why, extra) in cases {
+        store_repo_tar(&s, app.id, extra).await;
+        let r = http
+            .get(format!("{url}/shop.git/info/refs?service=git-upload-pack"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert_eq!(
+            status, 503,
+            "a repository with a {why} was restored: {text}"
+        );
+        assert!(
+            text.contains("cannot restore the app's repository") && text.contains(why),
+            "{text}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&repos)
+            .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{why}: left {left:?}");
+        assert!(
+            victim_objects.join("info").is_dir(),
+            "the victim was touched"
+        );
+    }
+}
+
+/// A controller must not swap in a restored repository while a git process works in its copy:
+/// a push on A still in its hook (building) when another controller stores a newer push, and
+/// a request on A that would restore that one, must not pull the repository from under A's
+/// push (its objects went into a directory that was then deleted, and the push failed after
+/// its hook had accepted it). The request is served from A's copy instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_never_swaps_a_repository_a_push_is_using() {
+    let Some(s) = shared().await else {
+        return;
+    };
+    let app = s
+        .store
+        .create_app("shop", &Default::default(), None)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A's hook accepts each push after 3 s (the time a build takes).
+    let hook = dir.path().join("slow-hook");
+    std::fs::write(&hook, "#!/bin/sh\nsleep 3\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let a = receiver_with_hook(
+        s.store.clone(),
+        s.blobs.clone(),
+        &dir.path().join("a"),
+        &hook,
+    )
+    .await;
+    let b = receiver(s.store.clone(), s.blobs.clone(), &dir.path().join("b")).await;
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    std::fs::create_dir_all(&one).unwrap();
+    git(&one, &["init", "-q"]).await;
+    commit(&one, "base").await;
+    git(&one, &["push", "-q", &format!("{b}/shop.git"), "master"]).await;
+    git(
+        dir.path(),
+        &["clone", "-q", &format!("{b}/shop.git"), "two"],
+    )
+    .await;
+
+    // A push to A (restoring B's first), in its hook for 3 s.
+    let pushed = commit(&one, "on-a").await;
+    let url = format!("{a}/shop.git");
+    let one_dir = one.clone();
+    let push = tokio::task::spawn_blocking(move || {
+        Command::new("git")
+            .args(["push", "-q", &url, "master"])
+            .current_dir(&one_dir)
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Meanwhile another push lands on B, and a request on A sees A's copy is stale.
+    commit(&two, "on-b").await;
+    git(&two, &["push", "-q", "origin", "master"]).await;
+    git(&two, &["ls-remote", &format!("{a}/shop.git")]).await;
+
+    let out = push.await.unwrap();
+    assert!(
+        out.status.success(),
+        "the push to A failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let repo_a = dir.path().join(format!("a/repos/{}.git", app.id));
+    let head = git(&repo_a, &["--git-dir", ".", "rev-parse", "master"]).await;
+    assert_eq!(head.trim(), pushed, "A's copy lost the push it accepted");
 }

@@ -148,3 +148,97 @@ async fn a_paused_leader_is_replaced_and_fenced() {
     assert!(!remote, "etcd ran a write fenced by a lost leadership");
     assert_eq!(c.get("/state").await.unwrap().unwrap().value, b"by b");
 }
+
+/// A TCP proxy to `upstream` that holds back the answer to a lease grant by `delay` and, once
+/// `cut` is set, drops every connection and refuses new ones (a partition). Its URL.
+async fn slow_grant_proxy(
+    upstream: String,
+    delay: Duration,
+    cut: tokio::sync::watch::Receiver<bool>,
+) -> String {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            if *cut.borrow() {
+                continue;
+            }
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let grant = Arc::new(AtomicBool::new(false));
+            let (g, mut c1, mut c2) = (grant.clone(), cut.clone(), cut.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = tokio::select! {
+                        r = cr.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+                        _ = c1.wait_for(|c| *c) => return,
+                    };
+                    if buf[..n].windows(15).any(|w| w == b"/v3/lease/grant") {
+                        g.store(true, Ordering::SeqCst);
+                    }
+                    if sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = tokio::select! {
+                        r = sr.read(&mut buf) => match r { Ok(0) | Err(_) => return, Ok(n) => n },
+                        _ = c2.wait_for(|c| *c) => return,
+                    };
+                    if grant.swap(false, Ordering::SeqCst) {
+                        tokio::time::sleep(delay).await;
+                    }
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The lease's TTL runs at etcd from the moment it granted it, not from when its answer
+/// arrived: a leader whose grant answer was slow, then cut off from etcd, must not believe it
+/// leads once etcd expired its lease (another may lead by then).
+#[tokio::test]
+async fn a_slow_grant_does_not_stretch_the_local_deadline() {
+    let Some(etcd) = etcd_cluster(1) else { return };
+    let direct = client(&etcd.client_urls()).await;
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    let delay = Duration::from_secs(3);
+    let proxy = slow_grant_proxy(etcd.client_url(0), delay, cut_rx).await;
+    let c = client(&proxy).await;
+    let election = Election::new(c, "scheduler")
+        .unwrap()
+        .with_ttl(Duration::from_secs(5));
+    let asked = Instant::now();
+    let a = election.campaign("a").await.unwrap();
+    assert!(asked.elapsed() >= delay, "the grant was not slowed");
+    // Cut off from etcd: no keep-alive reaches it any more.
+    cut_tx.send_replace(true);
+    // etcd deletes the leader's key when it expires the lease.
+    let seen = Election::new(direct, "scheduler").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen.leader().await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "etcd never expired the lease");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !a.is_current(),
+        "etcd expired the lease {:?} after the campaign began, yet the leader still believes it \
+         leads",
+        asked.elapsed()
+    );
+}
