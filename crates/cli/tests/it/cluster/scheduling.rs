@@ -342,6 +342,9 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
     let token = cluster_token(&a);
     let host = HostProcess::start(dir.path(), n, &d, &key, &token);
     let host_id = host.registered_id();
+    // Scaled before the leader follows the host, the jobs would first be `blocked` rows (then
+    // placed under new ids): wait, so each job has one row.
+    wait_log(&a, "following a registered host", Duration::from_secs(30));
     let host_api = {
         let log = host.log();
         let rest = log.split("host API on http://").nth(1).unwrap().to_string();
@@ -373,7 +376,8 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(started_on(&host_api, &token), 2, "a job was started twice");
-    assert_eq!(rows(&b, "duo").len(), 2);
+    let all = rows(&b, "duo");
+    assert_eq!(all.len(), 2, "{all:?}");
     assert!(!server_log(&b).contains("acting as the scheduler leader"));
 
     // `kill` and `run` through the follower's controller go to the leader's.
