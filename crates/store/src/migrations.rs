@@ -3,6 +3,7 @@
 //! The SQL is shared; `{EVENT_ID}` and the trigger block differ per dialect. Never edit a
 //! migration that has shipped: add a new one.
 
+use crate::StoreError;
 use crate::sql::Dialect;
 use sqlx::{Any, AssertSqlSafe, Transaction};
 
@@ -266,7 +267,7 @@ CREATE TABLE leader_epochs (
 pub(crate) async fn run(
     tx: &mut Transaction<'static, Any>,
     dialect: Dialect,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), StoreError> {
     if dialect == Dialect::Postgres {
         sqlx::query("SELECT pg_advisory_xact_lock(707001)")
             .execute(&mut **tx)
@@ -280,6 +281,21 @@ pub(crate) async fn run(
     let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
         .fetch_all(&mut **tx)
         .await?;
+    // A newer slipway migrated this database (a controller of an upgraded cluster): running on
+    // a schema we do not know would write rows it cannot read. Refuse before touching anything.
+    if let Some(newest) = applied
+        .iter()
+        .copied()
+        .max()
+        .filter(|v| *v > latest_version())
+    {
+        return Err(StoreError::Database(format!(
+            "the database's schema is version {newest}, newer than this slipway knows (version {}): \
+             a newer slipway upgraded it; run that version (or newer) here too, or point \
+             --database-url at another database",
+            latest_version()
+        )));
+    }
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let (event_id, extra) = match dialect {
             Dialect::Sqlite => ("INTEGER PRIMARY KEY AUTOINCREMENT", m.sqlite_extra),

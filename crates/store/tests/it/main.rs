@@ -87,6 +87,7 @@ conformance!(
     jobs,
     concurrent_writes,
     survives_reopen,
+    a_schema_from_a_newer_version_is_refused,
     delete_artifact_refuses_while_a_release_names_it,
     builds_keep_their_log_and_go_with_their_release,
     failed_builds_are_trimmed_to_the_newest,

@@ -587,6 +587,37 @@ pub async fn survives_reopen(b: &Backend) {
     reopened.close().await;
 }
 
+/// A database a newer slipway migrated is refused at open, saying what to do, and left as it was.
+pub async fn a_schema_from_a_newer_version_is_refused(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    app(s, "kept").await;
+    let current = b.store.schema_version();
+    let pool = sqlx::AnyPool::connect(&b.url).await.unwrap();
+    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+        .bind(current + 1)
+        .bind("from the future")
+        .bind("2030-01-01T00:00:00Z")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = match slipway_store::SqlStore::open(&b.url).await {
+        Ok(_) => panic!("a schema newer than this slipway was opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains(&format!("schema is version {}", current + 1))
+            && err.contains("newer than this slipway"),
+        "{err}"
+    );
+    sqlx::query("DELETE FROM schema_migrations WHERE version = $1")
+        .bind(current + 1)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(s.find_app("kept").await.is_ok(), "the data is untouched");
+}
+
 /// `get_app` takes an id and `find_app` a name: neither answers for the other.
 pub async fn get_app_by_id_find_app_by_name(b: &Backend) {
     let s: &dyn Store = b.store.as_ref();
