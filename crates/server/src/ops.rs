@@ -110,41 +110,89 @@ impl Ops {
             hosts,
             ..ClusterStatus::default()
         };
-        if let Some(etcd) = &self.etcd {
-            let (members, error) = etcd_members(etcd).await;
+        // Every part at once: with etcd down, the answer takes one timeout, not one per part.
+        let etcd = async {
+            match &self.etcd {
+                Some(etcd) => Some(etcd_members(etcd).await),
+                None => None,
+            }
+        };
+        let discovery = async {
+            match &self.registry {
+                Some(r) => Some(discovery_parts(r.as_ref()).await),
+                None => None,
+            }
+        };
+        let (etcd, discovery) = tokio::join!(etcd, discovery);
+        if let Some((members, error)) = etcd {
             status.etcd = members;
             status.etcd_error = error;
         }
-        let Some(registry) = &self.registry else {
-            status.warnings.push(
-                "this controller has no discovery (neither the discovery role nor --etcd): role leaders, controllers and routers are unknown".into(),
-            );
-            return status;
-        };
-        for (role, service) in SINGLETON_ROLES {
-            let leader = match read(service, registry.leader(service)).await {
-                Ok(l) => l.map(member),
-                Err(w) => {
-                    status.warnings.push(w);
-                    None
-                }
-            };
-            status.leaders.push(RoleLeader {
-                role: role.into(),
-                service: service.into(),
-                leader,
-            });
-        }
-        for (service, into) in [
-            (CONTROLLER_SERVICE, &mut status.controllers),
-            (ROUTER_SERVICE, &mut status.routers),
-        ] {
-            match read(service, registry.instances(service)).await {
-                Ok(list) => *into = list.into_iter().map(member).collect(),
-                Err(w) => status.warnings.push(w),
+        match discovery {
+            Some(d) => {
+                status.leaders = d.leaders;
+                status.controllers = d.controllers;
+                status.routers = d.routers;
+                status.warnings.extend(d.warnings);
             }
+            None => status.warnings.push(
+                "this controller has no discovery (neither the discovery role nor --etcd): role leaders, controllers and routers are unknown".into(),
+            ),
         }
         status
+    }
+}
+
+/// What `cluster status` reads in discovery.
+struct DiscoveryParts {
+    leaders: Vec<RoleLeader>,
+    controllers: Vec<ServiceMember>,
+    routers: Vec<ServiceMember>,
+    warnings: Vec<String>,
+}
+
+/// The role leaders, controllers and routers, read at once; a read that fails is a warning.
+async fn discovery_parts(registry: &dyn Registry) -> DiscoveryParts {
+    let leaders = SINGLETON_ROLES.map(|(role, service)| async move {
+        (role, service, read(service, registry.leader(service)).await)
+    });
+    let lists = [CONTROLLER_SERVICE, ROUTER_SERVICE]
+        .map(|service| async move { read(service, registry.instances(service)).await });
+    let (leaders, [controllers, routers]) =
+        tokio::join!(futures_util::future::join_all(leaders), async {
+            futures_util::future::join_all(lists)
+                .await
+                .try_into()
+                .expect("two reads")
+        },);
+    let mut warnings = Vec::new();
+    let mut list = |r: Result<Vec<slipway_discovery::Instance>, String>| match r {
+        Ok(l) => l.into_iter().map(member).collect(),
+        Err(w) => {
+            warnings.push(w);
+            Vec::new()
+        }
+    };
+    let (controllers, routers) = (list(controllers), list(routers));
+    let leaders = leaders
+        .into_iter()
+        .map(|(role, service, r)| RoleLeader {
+            role: role.into(),
+            service: service.into(),
+            leader: match r {
+                Ok(l) => l.map(member),
+                Err(w) => {
+                    warnings.push(w);
+                    None
+                }
+            },
+        })
+        .collect();
+    DiscoveryParts {
+        leaders,
+        controllers,
+        routers,
+        warnings,
     }
 }
 
