@@ -430,4 +430,28 @@ mod tests {
             "{members:?}"
         );
     }
+
+    #[tokio::test]
+    async fn with_every_etcd_member_down_the_status_still_answers_within_seconds() {
+        let Some(mut etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+            return;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let ops = Ops::new(Some(crate::discovery::etcd_registry(&client)), Some(client));
+        let st = ops.status(0).await;
+        assert_eq!(st.coordination, Coordination::Etcd);
+        assert!(st.warnings.is_empty(), "{st:?}");
+        assert_eq!(st.leaders.len(), SINGLETON_ROLES.len());
+        etcd.stop_member(0);
+        let t0 = std::time::Instant::now();
+        let st = ops.status(0).await;
+        assert!(t0.elapsed() < PART_TIMEOUT * 2, "took {:?}", t0.elapsed());
+        assert!(st.etcd_error.is_some(), "{st:?}");
+        assert_eq!(st.etcd.len(), 1, "the --etcd URL stands in: {st:?}");
+        assert!(!st.etcd[0].healthy && st.etcd[0].error.is_some(), "{st:?}");
+        assert!(!st.warnings.is_empty(), "discovery unread: {st:?}");
+    }
 }
