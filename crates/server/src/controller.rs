@@ -95,10 +95,11 @@ pub async fn serve(
         git_url: deps.advertised_url.clone(),
     };
     tracing::info!(data_dir = %config.data_dir.display(), "controller API on {}, advertised as {}", deps.local_url, deps.advertised_url);
-    let _registration = match &deps.registry {
+    let registration = match &deps.registry {
         Some(r) => register(r.clone(), &deps.advertised_url).await,
         None => None,
     };
+    let registry = deps.registry.clone();
     let layer0 = Arc::new(Layer0 {
         scheduler: deps.scheduler,
         router: deps.router,
@@ -125,6 +126,14 @@ pub async fn serve(
         crate::shutdown_signal(),
     )
     .await;
+    // Leave discovery now rather than at the TTL (dropping the registration would only spawn
+    // the removal, which the runtime's shutdown may cut short).
+    if let (Some((registration, id)), Some(registry)) = (registration, registry) {
+        drop(registration);
+        let service = crate::ops::CONTROLLER_SERVICE;
+        let gone = registry.deregister(service, &id);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), gone).await;
+    }
     Ok(())
 }
 
@@ -157,12 +166,12 @@ impl Layer0 {
 
 /// Registers this controller in discovery as `slipway-controller` (id: random per process,
 /// addr: the advertised address, meta `url`: the advertised URL), kept alive until dropped. A
-/// registry that refuses is a warning: the API works without it, only `cluster status` on
+/// Returns the registration and its id. A registry that refuses is a warning: the API works without it, only `cluster status` on
 /// other controllers misses this one.
 async fn register(
     registry: Arc<dyn slipway_discovery::Registry>,
     advertised_url: &str,
-) -> Option<slipway_discovery::Registration> {
+) -> Option<(slipway_discovery::Registration, String)> {
     let id = slipway_types::Id::new_v4().simple().to_string();
     let addr = advertised_url
         .trim_start_matches("http://")
@@ -186,7 +195,7 @@ async fn register(
     {
         Ok(r) => {
             tracing::info!(id, "registered in discovery as {service}");
-            Some(r)
+            Some((r, id))
         }
         Err(e) => {
             tracing::warn!(

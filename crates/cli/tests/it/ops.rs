@@ -189,3 +189,106 @@ fn cluster_status_with_etcd_and_postgres_lists_members_leader_store_and_controll
     let cols: Vec<&str> = row.split_whitespace().collect();
     assert_eq!(cols[3..5], ["no", "no"], "{row}");
 }
+
+/// The controllers `cluster status` on `s` lists, by URL.
+fn controller_urls(s: &TestServer) -> Vec<String> {
+    let st = status(s);
+    let mut urls: Vec<String> = st["controllers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{st}"))
+        .iter()
+        .map(|c| c["url"].as_str().unwrap_or_default().to_string())
+        .collect();
+    urls.sort();
+    urls
+}
+
+#[test]
+fn every_controller_on_etcd_is_listed_and_one_stopped_leaves_at_once() {
+    let Some(db) = crate::support::block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let Some(etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+        return;
+    };
+    let flags: Vec<String> = [
+        "--no-host",
+        "--no-router",
+        "--discovery-listen",
+        "127.0.0.1:0",
+        "--etcd",
+        &etcd.client_urls(),
+        "--database-url",
+        &db.url,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let a = TestServer::start_with(&flags);
+    // B by hand, to stop it with SIGTERM as an operator (or systemd) would.
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = Killed(
+        std::process::Command::new(crate::support::BIN)
+            .args(["server", "--no-register", "--listen", "127.0.0.1:0"])
+            .args(&flags)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env("HOME", dir.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("b.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let b = &mut b.0;
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(b.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let b_url = first
+        .trim()
+        .strip_prefix("Listening on ")
+        .unwrap_or_else(|| panic!("B said {first:?}"))
+        .to_string();
+    let mut both = vec![a.url.clone(), b_url.clone()];
+    both.sort();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while controller_urls(&a) != both {
+        assert!(
+            Instant::now() < deadline,
+            "B never listed: {:?}",
+            controller_urls(&a)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let t0 = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &b.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    b.wait().unwrap();
+    // Well before discovery's 10 s TTL: it deregistered on its way out.
+    while controller_urls(&a) != [a.url.clone()] {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "B still listed {:?} after SIGTERM: {:?}",
+            t0.elapsed(),
+            controller_urls(&a)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A child process killed when the test ends, passed or not.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
