@@ -107,8 +107,10 @@ enum Command {
     },
     /// Run the Slipway server: controller, scheduler, router, git receiver, host agent (--roles)
     Server(Box<slipway_server::ServerArgs>),
-    /// Run or inspect a host agent
-    Host(Box<host_cmd::HostArgs>),
+    /// List the cluster's hosts (host list), or run or inspect a host agent
+    Host(Box<commands::hosts::HostGroupArgs>),
+    /// List the cluster's hosts (same as `host list`)
+    Hosts(commands::hosts::ListArgs),
     /// The pre-receive hook of the server's app repos (run by `git receive-pack`)
     #[command(name = "git-hook", hide = true)]
     GitHook,
@@ -176,7 +178,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Deployment(args) => jobs::deployments(&ctx, args).await,
         Command::Image(args) => commands::image::run(&ctx, args).await,
         Command::Build(args) => commands::build::run(&ctx, args).await,
-        Command::Cluster(args) => cluster::run(&ctx, args),
+        Command::Cluster(args) => cluster::run(&ctx, args).await,
         Command::Version => {
             println!("slipway {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -191,7 +193,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => server::run(*args).await,
-        Command::Host(args) => host_cmd::run(*args).await,
+        Command::Host(args) => match args.command {
+            commands::hosts::HostGroupCmd::List(list) => commands::hosts::list(&ctx, list).await,
+            commands::hosts::HostGroupCmd::Agent(command) => {
+                host_cmd::run(host_cmd::HostArgs { command: *command }).await
+            }
+        },
+        Command::Hosts(args) => commands::hosts::list(&ctx, args).await,
         Command::GitHook => match slipway_builder::push::hook::run().await {
             0 => Ok(()),
             code => std::process::exit(code),
@@ -207,6 +215,39 @@ mod tests {
     #[test]
     fn the_command_tree_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn host_list_sits_beside_the_agents_commands() {
+        use commands::hosts::HostGroupCmd;
+        let host = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Host(h) => h.command,
+            other => panic!("not host: {other:?}"),
+        };
+        assert!(matches!(
+            host(&["slipway", "host", "list", "--json"]),
+            HostGroupCmd::List(l) if l.json
+        ));
+        assert!(matches!(
+            host(&["slipway", "host", "ls"]),
+            HostGroupCmd::List(_)
+        ));
+        assert!(matches!(
+            host(&[
+                "slipway",
+                "host",
+                "ps",
+                "--host-url",
+                "http://127.0.0.1:1113"
+            ]),
+            HostGroupCmd::Agent(_)
+        ));
+        assert!(matches!(
+            host(&["slipway", "host", "daemon", "--data-dir", "/tmp/x"]),
+            HostGroupCmd::Agent(_)
+        ));
+        let cli = Cli::try_parse_from(["slipway", "-c", "prod", "hosts"]).unwrap();
+        assert!(matches!(cli.command, Command::Hosts(_)));
     }
 
     #[test]

@@ -210,6 +210,16 @@ impl Client {
         self.get(&["cluster"]).await
     }
 
+    /// `GET /hosts`: the hosts the scheduler follows (`slipway host list`).
+    pub async fn hosts(&self) -> Result<Vec<slipway_types::HostInfo>> {
+        self.get(&["hosts"]).await
+    }
+
+    /// `GET /cluster/status`: etcd members, role leaders, controllers, routers, backends.
+    pub async fn cluster_status(&self) -> Result<slipway_types::ClusterStatus> {
+        self.get(&["cluster", "status"]).await
+    }
+
     pub async fn create_app(&self, app: &NewApp) -> Result<App> {
         self.post(&["apps"], app).await
     }

@@ -1,6 +1,8 @@
 //! The controller's handle on Layer 0: stopping jobs (`slipway kill`) and starting one-off jobs
 //! (`slipway run`) need the scheduler, which the controller does not depend on. `slipway server`
 //! passes an implementation in; a controller without one answers 503 for these two endpoints.
+//! The operator's views of Layer 0 (`GET /hosts`, `GET /cluster/status`, in `api/cluster.rs`)
+//! come through it too, for the same reason.
 
 use crate::AppState;
 use crate::api::resolve_app;
@@ -11,7 +13,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use futures_util::stream::BoxStream;
-use slipway_types::{App, ErrorCode, Id, Job, NewJob, OutputLine, Release};
+use slipway_types::{
+    App, ClusterStatus, ErrorCode, HostInfo, Id, Job, NewJob, OutputLine, Release,
+};
 
 /// Message of a `run` before the app has any release.
 pub const NO_RELEASE: &str = "App release has no image, push a release first";
@@ -33,6 +37,18 @@ pub trait Cluster: Send + Sync + 'static {
             ErrorCode::Unavailable,
             format!("this controller cannot attach to jobs (job {job_id})"),
         ))
+    }
+    /// The hosts the scheduler follows, and those it lost (`GET /hosts`).
+    async fn hosts(&self) -> Result<Vec<HostInfo>, ApiErr> {
+        Err(ApiErr::new(
+            ErrorCode::Unavailable,
+            "this controller cannot list hosts: it runs without a scheduler",
+        ))
+    }
+    /// Layer 0's part of `GET /cluster/status`: coordination, etcd members, role leaders,
+    /// controllers, routers and the host count. `store` is filled in by the API.
+    async fn status(&self) -> Result<ClusterStatus, ApiErr> {
+        Ok(ClusterStatus::default())
     }
     /// The ports TCP routes may use (`slipway server --tcp-ports`); others are refused (422).
     fn tcp_ports(&self) -> std::ops::RangeInclusive<u16> {
@@ -97,7 +113,7 @@ pub(crate) async fn output(
         .expect("static response parts"))
 }
 
-fn cluster(s: &AppState) -> ApiResult<&dyn Cluster> {
+pub(crate) fn cluster(s: &AppState) -> ApiResult<&dyn Cluster> {
     s.cluster.as_deref().ok_or_else(|| {
         ApiErr::new(
             ErrorCode::Unavailable,

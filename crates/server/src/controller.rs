@@ -1,7 +1,9 @@
 //! The controller role: the REST API on `--listen` (SQLite in the data dir, or PostgreSQL
 //! with `--database-url`), with the roles served on its port behind its API key (logs, blobs,
 //! git, the registry), and the `Layer0` implementation of its `Cluster` trait over the
-//! scheduler.
+//! scheduler, which also answers the operator's views (`GET /hosts`, `GET /cluster/status`)
+//! from the scheduler, discovery and etcd. Each controller registers itself in discovery as
+//! `slipway-controller` (so `cluster status` lists them all).
 //!
 //! Needs: the store, the scheduler (same process: `roles::check`), the router when it runs
 //! here (TCP-route checks), and the other roles' HTTP routes. Gives: the API; it prints
@@ -73,6 +75,11 @@ pub struct ControllerDeps {
     pub advertised_url: String,
     /// The other roles' routes on this port (one `.merge` per role).
     pub extra: axum::Router,
+    /// Discovery as this process reaches it (the discovery role's, or etcd's with `--etcd`):
+    /// the controller registers there and `cluster status` reads it. `None`: neither.
+    pub registry: Option<Arc<dyn slipway_discovery::Registry>>,
+    /// `--etcd`'s client: `cluster status` asks every member.
+    pub etcd: Option<slipway_etcd::Client>,
 }
 
 /// Serves the API until SIGTERM or Ctrl-C.
@@ -88,12 +95,20 @@ pub async fn serve(
         git_url: deps.advertised_url.clone(),
     };
     tracing::info!(data_dir = %config.data_dir.display(), "controller API on {}, advertised as {}", deps.local_url, deps.advertised_url);
-    let cluster: Arc<dyn slipway_controller::Cluster> = Arc::new(Layer0 {
+    let registration = match &deps.registry {
+        Some(r) => register(r.clone(), &deps.advertised_url).await,
+        None => None,
+    };
+    let registry = deps.registry.clone();
+    let layer0 = Arc::new(Layer0 {
         scheduler: deps.scheduler,
         router: deps.router,
         tcp_ports: args.routing.tcp_ports.clone(),
         forward: (deps.local_url.clone(), deps.api_key.clone()),
+        ops: crate::ops::Ops::new(deps.registry, deps.etcd),
     });
+    layer0.spawn_host_tracker();
+    let cluster: Arc<dyn slipway_controller::Cluster> = layer0;
     let router =
         slipway_controller::router_with_extra(deps.store, controller, Some(cluster), deps.extra);
     let router = slipway_registry::with_api_version(router);
@@ -112,6 +127,14 @@ pub async fn serve(
         crate::shutdown_signal(),
     )
     .await;
+    // Leave discovery now rather than at the TTL (dropping the registration would only spawn
+    // the removal, which the runtime's shutdown may cut short).
+    if let (Some((registration, id)), Some(registry)) = (registration, registry) {
+        drop(registration);
+        let service = crate::ops::CONTROLLER_SERVICE;
+        let gone = registry.deregister(service, &id);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), gone).await;
+    }
     Ok(())
 }
 
@@ -125,6 +148,8 @@ pub(crate) struct Layer0 {
     /// This controller's URL and the API key: `kill` and `run` go to the scheduler leader's
     /// controller when this process's scheduler does not lead (docs/scheduler.md).
     forward: (String, String),
+    /// What `GET /hosts` and `GET /cluster/status` read besides the scheduler.
+    ops: crate::ops::Ops,
 }
 
 impl Layer0 {
@@ -139,6 +164,20 @@ impl Layer0 {
             slipway_client::Client::new(&url, &self.forward.1).ok()?,
         ))
     }
+
+    /// Follows the scheduler's host set once a second, so that a host's `since` and a lost
+    /// host are known even when nobody asks in between. Ends with the process.
+    fn spawn_host_tracker(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            while let Some(l0) = weak.upgrade() {
+                l0.ops.observe(&l0.scheduler.hosts());
+                drop(l0);
+                tick.tick().await;
+            }
+        });
+    }
 }
 
 /// A forwarded call's error: the leader's answer as it is, or why it could not be asked.
@@ -149,6 +188,48 @@ fn forwarded(url: &str, e: slipway_client::ClientError) -> slipway_controller::A
             slipway_types::ErrorCode::Unavailable,
             format!("the scheduler leader's controller ({url}) cannot be asked: {e}"),
         ),
+    }
+}
+
+/// Registers this controller in discovery as `slipway-controller` (id: random per process,
+/// addr: the advertised address, meta `url`: the advertised URL), kept alive until dropped;
+/// returns the registration and its id. A registry that refuses is a warning: the API works
+/// without it, only `cluster status` on other controllers misses this one.
+async fn register(
+    registry: Arc<dyn slipway_discovery::Registry>,
+    advertised_url: &str,
+) -> Option<(slipway_discovery::Registration, String)> {
+    let id = slipway_types::Id::new_v4().simple().to_string();
+    let addr = advertised_url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let new = slipway_discovery::NewInstance {
+        addr,
+        proto: None,
+        meta: [("url".to_string(), advertised_url.to_string())].into(),
+    };
+    let service = crate::ops::CONTROLLER_SERVICE;
+    match slipway_discovery::Registration::start(
+        registry,
+        service,
+        &id,
+        new,
+        slipway_discovery::DEFAULT_TTL,
+    )
+    .await
+    {
+        Ok(r) => {
+            tracing::info!(id, "registered in discovery as {service}");
+            Some((r, id))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot register this controller in discovery as {service}: {e}; `slipway cluster status` will not list it"
+            );
+            None
+        }
     }
 }
 
@@ -223,6 +304,14 @@ impl slipway_controller::Cluster for Layer0 {
                 msg: l.msg,
             })
             .boxed())
+    }
+    async fn hosts(&self) -> Result<Vec<slipway_types::HostInfo>, slipway_controller::ApiErr> {
+        let hosts = self.scheduler.hosts();
+        self.ops.observe(&hosts);
+        Ok(self.ops.hosts(&self.scheduler.jobs()).await)
+    }
+    async fn status(&self) -> Result<slipway_types::ClusterStatus, slipway_controller::ApiErr> {
+        Ok(self.ops.status(self.scheduler.hosts().len()).await)
     }
     fn tcp_ports(&self) -> std::ops::RangeInclusive<u16> {
         self.tcp_ports.clone()

@@ -15,6 +15,7 @@ pub mod housekeeping;
 pub mod identity;
 pub mod listen;
 pub mod logs;
+pub mod ops;
 pub mod registry;
 pub mod roles;
 pub mod router;
@@ -273,6 +274,8 @@ pub async fn run(mut config: Config) -> Result<()> {
     let extra = satellites(
         &config, &store, &scheduler, logs, blobs, &api_key, &local_url,
     )?;
+    let registry = (discovery.as_ref().map(|d| d.registry.clone()))
+        .or_else(|| etcd.as_ref().map(discovery::etcd_registry));
     let deps = controller::ControllerDeps {
         store,
         scheduler,
@@ -281,6 +284,8 @@ pub async fn run(mut config: Config) -> Result<()> {
         local_url,
         advertised_url,
         extra,
+        registry,
+        etcd,
     };
     controller::serve(&config, listener, deps).await?;
     tracing::info!("stopped");

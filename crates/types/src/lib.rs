@@ -8,6 +8,7 @@
 
 mod app;
 mod build;
+mod cluster;
 mod deployment;
 mod error;
 mod event;
@@ -23,6 +24,9 @@ pub use app::{
     App, AppDeletion, AppUpdate, DEFAULT_DEPLOY_TIMEOUT, DeployStrategy, NewApp, validate_app_name,
 };
 pub use build::{Build, BuildStatus, MAX_BUILD_LOG_BYTES, NewBuild};
+pub use cluster::{
+    ClusterStatus, Coordination, EtcdMember, HostInfo, HostState, RoleLeader, ServiceMember,
+};
 pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};
 pub use event::{Event, EventFilter, EventOp, ObjectType};

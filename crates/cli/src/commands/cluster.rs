@@ -1,10 +1,12 @@
 //! `cluster`, `cluster add`, `cluster remove`, `cluster default`: the clusters in the config
-//! file. Works offline: nothing here talks to a server.
+//! file, offline (nothing there talks to a server); and `cluster status`, which asks the
+//! cluster's controller how the cluster itself is (etcd, role leaders, controllers, routers).
 
 use crate::config::{Config, config_path};
 use crate::context::Ctx;
-use crate::output::{print_json, print_table};
+use crate::output::{print_json, print_table, table};
 use anyhow::Result;
+use slipway_types::{ClusterStatus, Coordination};
 
 #[derive(clap::Args, Debug)]
 pub struct ClusterArgs {
@@ -36,6 +38,12 @@ enum ClusterCmd {
     Remove { name: String },
     /// Print the default cluster, or make NAME the default
     Default { name: Option<String> },
+    /// Show the cluster's coordination (etcd members), store, role leaders, controllers, routers
+    Status {
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(serde::Serialize)]
@@ -45,7 +53,15 @@ struct Listed<'a> {
     default: bool,
 }
 
-pub fn run(_ctx: &Ctx, args: ClusterArgs) -> Result<()> {
+pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
+    if let Some(ClusterCmd::Status { json }) = args.cmd {
+        let status = ctx.client()?.cluster_status().await?;
+        if json {
+            return print_json(&status);
+        }
+        print!("{}", render_status(&status));
+        return Ok(());
+    }
     let path = config_path()?;
     let mut config = Config::load(&path)?;
     match args.cmd {
@@ -100,6 +116,165 @@ pub fn run(_ctx: &Ctx, args: ClusterArgs) -> Result<()> {
             config.save(&path)?;
             println!("\"{name}\" is now the default cluster.");
         }
+        Some(ClusterCmd::Status { .. }) => unreachable!("answered above"),
     }
     Ok(())
+}
+
+/// `cluster status` as text: a header of backends, then one table per part; an empty part
+/// says `none` rather than vanishing.
+fn render_status(s: &ClusterStatus) -> String {
+    let mut out = String::new();
+    let coordination = match s.coordination {
+        Coordination::InProcess => {
+            "in-process (an embedded server: this one server is the whole cluster; \
+             servers started with --etcd form a cluster)"
+                .to_string()
+        }
+        Coordination::Etcd => format!("etcd ({} members)", s.etcd.len()),
+        Coordination::None => "none (this controller has no discovery)".to_string(),
+    };
+    let plural = if s.hosts == 1 { "" } else { "s" };
+    out.push_str(&format!("Coordination: {coordination}\n"));
+    out.push_str(&format!("Store:        {}\n", s.store));
+    out.push_str(&format!(
+        "Hosts:        {} host{plural} followed (slipway host list)\n",
+        s.hosts
+    ));
+    let yes = |b: bool| if b { "yes" } else { "no" }.to_string();
+    if s.coordination == Coordination::Etcd {
+        out.push('\n');
+        if let Some(e) = &s.etcd_error {
+            out.push_str(&format!("etcd: {e}\n"));
+        }
+        let rows = s
+            .etcd
+            .iter()
+            .map(|m| {
+                vec![
+                    or_dash(&m.name),
+                    or_dash(&m.id),
+                    or_dash(&m.url),
+                    yes(m.healthy),
+                    yes(m.leader),
+                    m.version.clone().unwrap_or_else(|| "-".into()),
+                    m.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "ETCD MEMBER",
+                "ID",
+                "URL",
+                "HEALTHY",
+                "LEADER",
+                "VERSION",
+                "ERROR",
+            ],
+            rows,
+        ));
+    }
+    if !s.leaders.is_empty() {
+        out.push('\n');
+        let rows = s
+            .leaders
+            .iter()
+            .map(|l| match &l.leader {
+                Some(m) => vec![l.role.clone(), m.id.clone(), m.addr.clone()],
+                None => vec![l.role.clone(), "none".into(), "-".into()],
+            })
+            .collect();
+        out.push_str(&table(&["ROLE", "LEADER", "ADDRESS"], rows));
+    }
+    for (title, members) in [("CONTROLLER", &s.controllers), ("ROUTER", &s.routers)] {
+        out.push('\n');
+        if members.is_empty() {
+            out.push_str(&format!("{title}S: none registered\n"));
+            continue;
+        }
+        let rows = members
+            .iter()
+            .map(|m| {
+                let url = m.url.clone().unwrap_or_else(|| "-".into());
+                vec![m.id.clone(), m.addr.clone(), url]
+            })
+            .collect();
+        out.push_str(&table(&[title, "ADDRESS", "URL"], rows));
+    }
+    for w in &s.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out
+}
+
+fn or_dash(s: &str) -> String {
+    if s.is_empty() { "-".into() } else { s.into() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_types::{EtcdMember, RoleLeader, ServiceMember};
+
+    #[test]
+    fn an_embedded_server_says_so_and_etcd_members_show_health() {
+        let mut s = ClusterStatus {
+            coordination: Coordination::InProcess,
+            store: "sqlite".into(),
+            hosts: 1,
+            leaders: vec![RoleLeader {
+                role: "scheduler".into(),
+                service: "slipway-scheduler".into(),
+                leader: None,
+            }],
+            ..Default::default()
+        };
+        let text = render_status(&s);
+        assert!(
+            text.contains("Coordination: in-process (an embedded server"),
+            "{text}"
+        );
+        assert!(text.contains("Store:        sqlite\n"), "{text}");
+        assert!(text.contains("1 host followed"), "{text}");
+        assert!(!text.contains("ETCD MEMBER"), "{text}");
+        assert!(text.contains("scheduler   none"), "{text}");
+        assert!(text.contains("CONTROLLERS: none registered"), "{text}");
+        s.coordination = Coordination::Etcd;
+        s.etcd = vec![EtcdMember {
+            id: "8e9e05c52164694d".into(),
+            name: "etcd0".into(),
+            url: "http://127.0.0.1:2379".into(),
+            healthy: false,
+            leader: false,
+            version: None,
+            error: Some("connection refused".into()),
+        }];
+        s.controllers = vec![ServiceMember {
+            id: "c1".into(),
+            addr: "10.0.0.1:8080".into(),
+            url: Some("http://10.0.0.1:8080".into()),
+        }];
+        let text = render_status(&s);
+        assert!(text.contains("etcd (1 members)"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("etcd0")).unwrap();
+        let cols: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "etcd0",
+                "8e9e05c52164694d",
+                "http://127.0.0.1:2379",
+                "no",
+                "no",
+                "-",
+                "connection",
+                "refused"
+            ]
+        );
+        assert!(
+            text.contains("c1           10.0.0.1:8080   http://10.0.0.1:8080"),
+            "{text}"
+        );
+    }
 }

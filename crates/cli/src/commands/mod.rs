@@ -4,6 +4,7 @@ pub mod apps;
 pub mod build;
 pub mod cluster;
 pub mod env;
+pub mod hosts;
 pub mod image;
 pub mod jobs;
 pub mod limit;

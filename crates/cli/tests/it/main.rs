@@ -8,6 +8,7 @@ mod hostile;
 mod housekeeping;
 mod images;
 mod logs;
+mod ops;
 mod push;
 mod push_slow;
 mod push_submodules;

@@ -109,7 +109,7 @@ fn a_router_process_serves_what_another_process_deploys_and_follows_its_changes(
     if skip_unless_root("a_router_process_serves_what_another_process_deploys") {
         return;
     }
-    let n = 3000 + std::process::id() % 100;
+    let n = 3200 + std::process::id() % 100;
     let hs = HostServer::start(
         n,
         &[

@@ -2,6 +2,7 @@
 
 mod apps;
 mod builds;
+mod cluster;
 mod events;
 mod jobs;
 mod releases;
@@ -22,6 +23,8 @@ pub fn routes() -> Router<AppState> {
             get(async || axum::Json(serde_json::json!({"status": "ok"}))),
         )
         .route("/cluster", get(apps::cluster_info))
+        .route("/cluster/status", get(cluster::status))
+        .route("/hosts", get(cluster::hosts))
         .route("/apps", post(apps::create).get(apps::list))
         .route(
             "/apps/{app}",

@@ -7,6 +7,7 @@ mod builds;
 mod cluster;
 mod events;
 mod hostile;
+mod ops;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
