@@ -222,6 +222,17 @@ pub trait Store: Send + Sync + 'static {
         epoch: u64,
         jobs: &[Job],
     ) -> Result<Option<Vec<Job>>>;
+    /// Takes (or renews) the lease `name` on `app_id` for `holder` until `ttl` from now;
+    /// `false` while another holder's lease is live. Every controller on the database sees it.
+    async fn acquire_app_lease(
+        &self,
+        app_id: Id,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
+    /// Gives the lease up if `holder` has it (else nothing).
+    async fn release_app_lease(&self, app_id: Id, name: &str, holder: &str) -> Result<()>;
 }
 
 /// Opens the store at `url`: `sqlite://PATH` (created if missing) or `postgres://…`, and brings

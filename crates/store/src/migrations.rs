@@ -260,6 +260,23 @@ CREATE TABLE leader_epochs (
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // Named leases on one app, seen by every controller on the database: the push lock, so two
+    // pushes to one app through two controllers run one after the other (`sql/leases.rs`).
+    Migration {
+        version: 7,
+        name: "app leases",
+        sql: r#"
+CREATE TABLE app_leases (
+    app_id TEXT NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    expires BIGINT NOT NULL,
+    PRIMARY KEY (app_id, name)
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
 ];
 
 /// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL

@@ -6,6 +6,7 @@ mod claims;
 mod events;
 mod fence;
 mod jobs;
+mod leases;
 mod notify;
 mod releases;
 mod routes;

@@ -228,4 +228,16 @@ impl Store for SqlStore {
     ) -> Result<Option<Vec<Job>>> {
         SqlStore::put_jobs_fenced(self, role, epoch, jobs).await
     }
+    async fn acquire_app_lease(
+        &self,
+        app_id: Id,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        SqlStore::acquire_app_lease(self, app_id, name, holder, ttl).await
+    }
+    async fn release_app_lease(&self, app_id: Id, name: &str, holder: &str) -> Result<()> {
+        SqlStore::release_app_lease(self, app_id, name, holder).await
+    }
 }

@@ -150,3 +150,77 @@ pub async fn deployment_claims_are_exclusive_until_they_expire(b: &Backend) {
     );
     assert!(Store::deployment_claim(s, Id::new_v4()).await.is_err());
 }
+
+/// An app lease: one holder at a time, renewed by it, taken by another once released or
+/// expired; leases of other names or apps are apart; a leased app can still be deleted.
+pub async fn app_leases_are_exclusive_until_released_or_expired(b: &Backend) {
+    use slipway_store::Store;
+    use slipway_types::NewApp;
+    use std::time::Duration;
+    let s = b.store.as_ref();
+    let app = s
+        .create_app("leased", &NewApp::default(), None)
+        .await
+        .unwrap();
+    let other = s
+        .create_app("apart", &NewApp::default(), None)
+        .await
+        .unwrap();
+    let long = Duration::from_secs(60);
+    assert!(
+        s.acquire_app_lease(app.id, "push", "a", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.acquire_app_lease(app.id, "push", "b", long)
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.acquire_app_lease(app.id, "push", "a", long)
+            .await
+            .unwrap(),
+        "renewal"
+    );
+    assert!(
+        s.acquire_app_lease(app.id, "other", "b", long)
+            .await
+            .unwrap(),
+        "another name"
+    );
+    assert!(
+        s.acquire_app_lease(other.id, "push", "b", long)
+            .await
+            .unwrap(),
+        "another app"
+    );
+    // Only its holder releases it.
+    s.release_app_lease(app.id, "push", "b").await.unwrap();
+    assert!(
+        !s.acquire_app_lease(app.id, "push", "b", long)
+            .await
+            .unwrap()
+    );
+    s.release_app_lease(app.id, "push", "a").await.unwrap();
+    assert!(
+        s.acquire_app_lease(app.id, "push", "b", long)
+            .await
+            .unwrap()
+    );
+    // A short lease runs out; then another takes it.
+    s.release_app_lease(app.id, "push", "b").await.unwrap();
+    assert!(
+        s.acquire_app_lease(app.id, "push", "a", Duration::from_millis(1))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        s.acquire_app_lease(app.id, "push", "b", long)
+            .await
+            .unwrap()
+    );
+    // Deleting an app with a live lease works (the lease goes with it).
+    s.delete_app(app.id).await.unwrap();
+}

@@ -94,5 +94,6 @@ conformance!(
     secrets_are_shared_and_first_wins,
     other_stores_events_wake_the_notifier,
     deployment_claims_are_exclusive_until_they_expire,
+    app_leases_are_exclusive_until_released_or_expired,
     a_stale_epoch_cannot_write_job_rows,
 );
