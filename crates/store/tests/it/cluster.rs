@@ -154,7 +154,6 @@ pub async fn deployment_claims_are_exclusive_until_they_expire(b: &Backend) {
 /// An app lease: one holder at a time, renewed by it, taken by another once released or
 /// expired; leases of other names or apps are apart; a leased app can still be deleted.
 pub async fn app_leases_are_exclusive_until_released_or_expired(b: &Backend) {
-    use slipway_store::Store;
     use slipway_types::NewApp;
     use std::time::Duration;
     let s = b.store.as_ref();
