@@ -70,6 +70,8 @@ pub(crate) struct Session {
     /// The app's push lock once the hook's build holds it: kept until `receive-pack` has
     /// updated the refs, so the next push to the app sees them.
     pub lock: Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>,
+    /// The app's push lease in the store (the lock across controllers), held as long.
+    pub lease: Mutex<Option<crate::push::lease::PushLease>>,
 }
 
 /// Removes its session (and cancels it) when dropped.
@@ -558,6 +560,7 @@ async fn rpc(
             repo: path.clone(),
             cancel: CancellationToken::new(),
             lock: Mutex::new(None),
+            lease: Mutex::new(None),
         });
         r.sessions
             .lock()

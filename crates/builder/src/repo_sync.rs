@@ -40,6 +40,11 @@ fn marker(repo: &Path) -> Option<String> {
         .map(|s| s.trim().to_string())
 }
 
+/// The digest this copy of a repo was last stored or restored as, if any.
+pub(crate) fn copy_digest(repo: &Path) -> Option<String> {
+    marker(repo)
+}
+
 /// The refs of `repo` (`git for-each-ref`), to tell whether a push changed anything.
 pub(crate) async fn refs(repo: &Path) -> Option<Vec<u8>> {
     let out = tokio::process::Command::new("git")

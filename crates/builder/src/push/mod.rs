@@ -11,6 +11,7 @@
 
 mod buildlog;
 pub mod hook;
+pub(crate) mod lease;
 pub mod release;
 pub mod source;
 pub mod submodules;
@@ -304,6 +305,24 @@ async fn hold_push_lock(
         }
     };
     *session.lock.lock().expect("session lock") = Some(guard);
+    let lease =
+        lease::PushLease::acquire(r.store.clone(), &session.app, |line| out.say(line), cancel)
+            .await?;
+    waited |= lease.waited;
+    *session.lease.lock().expect("session lease") = Some(lease);
+    // This copy of the repo was restored as the store recorded it when the push began; a push
+    // through another controller that landed since recorded another one.
+    let recorded = r
+        .store
+        .git_repo_digest(session.app.id)
+        .await
+        .map_err(|e| format!("cannot read the app's repository digest: {e}"))?;
+    if recorded.is_some() && recorded != crate::repo_sync::copy_digest(&session.repo) {
+        return Err(format!(
+            "{} changed while this push waited (another push, through another controller, deployed it): fetch, merge and push again",
+            update.name
+        ));
+    }
     let current = git_rev(&session.repo, &update.name).await;
     let expected =
         (update.old != ZERO && !update.old.bytes().all(|b| b == b'0')).then(|| update.old.clone());

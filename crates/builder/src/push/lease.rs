@@ -1,0 +1,177 @@
+//! The push lock across controllers: an app's `push` lease in the store, which every
+//! controller on the database sees. The receiver's in-process lock orders pushes through one
+//! controller; this orders them through all of them, so two pushes to one app through two
+//! controllers run one after the other instead of the later silently replacing the earlier.
+
+use slipway_store::Store;
+use slipway_types::App;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const NAME: &str = "push";
+/// How long a lease lasts unless renewed: a controller that dies mid-push holds the app for
+/// at most this long.
+const TTL: Duration = Duration::from_secs(30);
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// A held lease, renewed until dropped, then released.
+pub(crate) struct PushLease {
+    store: Arc<dyn Store>,
+    app: App,
+    holder: String,
+    renew: tokio::task::JoinHandle<()>,
+    /// Whether another push held it when this one asked.
+    pub waited: bool,
+}
+
+impl PushLease {
+    /// Waits for the app's lease (saying so once through `say`) until it is this push's, or
+    /// `cancel` fires.
+    pub(crate) async fn acquire<F, Fut>(
+        store: Arc<dyn Store>,
+        app: &App,
+        say: F,
+        cancel: &CancellationToken,
+    ) -> Result<PushLease, String>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let holder = uuid::Uuid::new_v4().simple().to_string();
+        let mut say = Some(say);
+        loop {
+            match store.acquire_app_lease(app.id, NAME, &holder, TTL).await {
+                Ok(true) => break,
+                Ok(false) => {
+                    if let Some(say) = say.take() {
+                        say(format!(
+                            "-----> Another push to {} is in progress through another controller; waiting for it to finish...",
+                            app.name
+                        ))
+                        .await;
+                    }
+                }
+                Err(e) => {
+                    return Err(format!(
+                        "cannot take {}'s push lock in the store: {e}",
+                        app.name
+                    ));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_EVERY) => {}
+                _ = cancel.cancelled() => return Err("push cancelled".into()),
+            }
+        }
+        let renew = {
+            let (store, app, holder) = (store.clone(), app.clone(), holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    match store.acquire_app_lease(app.id, NAME, &holder, TTL).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(app = %app.name, "this push lost its lease on the app (it ran out while the store was unreachable): another push may start")
+                        }
+                        Err(e) => {
+                            tracing::warn!(app = %app.name, "cannot renew this push's lease on the app: {e}")
+                        }
+                    }
+                }
+            })
+        };
+        Ok(PushLease {
+            store,
+            app: app.clone(),
+            holder,
+            renew,
+            waited: say.is_none(),
+        })
+    }
+}
+
+impl Drop for PushLease {
+    fn drop(&mut self) {
+        self.renew.abort();
+        let (store, app, holder) = (self.store.clone(), self.app.clone(), self.holder.clone());
+        if let Ok(h) = tokio::runtime::Handle::try_current() {
+            h.spawn(async move {
+                if let Err(e) = store.release_app_lease(app.id, NAME, &holder).await {
+                    tracing::warn!(app = %app.name, "cannot release the push lease (it runs out in {} s): {e}", TTL.as_secs());
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_types::NewApp;
+
+    async fn store(dir: &std::path::Path) -> Arc<dyn Store> {
+        let url = format!("sqlite://{}", dir.join("s.db").display());
+        Arc::new(slipway_store::open(&url).await.unwrap())
+    }
+
+    /// Two pushes (two controllers: two holders on one database): the second waits, says so
+    /// once, and gets the lease when the first's is dropped; a cancelled wait ends at once.
+    #[tokio::test]
+    async fn a_second_push_waits_for_the_first_lease_and_says_so_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let app = store
+            .create_app("leased", &NewApp::default(), None)
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let first = PushLease::acquire(store.clone(), &app, |_| async {}, &cancel)
+            .await
+            .unwrap();
+        assert!(!first.waited);
+
+        let said = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let second = {
+            let (store, app, said) = (store.clone(), app.clone(), said.clone());
+            tokio::spawn(async move {
+                let cancel = CancellationToken::new();
+                let say = move |l: String| {
+                    said.lock().unwrap().push(l);
+                    async {}
+                };
+                PushLease::acquire(store, &app, say, &cancel).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!second.is_finished(), "the second push did not wait");
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(5), second)
+            .await
+            .expect("the second push got the lease once the first let go")
+            .unwrap()
+            .unwrap();
+        assert!(second.waited);
+        let said = said.lock().unwrap().clone();
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("through another controller"), "{said:?}");
+
+        // A third push waiting behind the second is cancelled (the pusher hung up).
+        let cancel = CancellationToken::new();
+        let third = {
+            let (store, app, cancel) = (store.clone(), app.clone(), cancel.clone());
+            tokio::spawn(
+                async move { PushLease::acquire(store, &app, |_| async {}, &cancel).await },
+            )
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        cancel.cancel();
+        let third = tokio::time::timeout(Duration::from_secs(2), third)
+            .await
+            .expect("a cancelled wait ends")
+            .unwrap();
+        assert_eq!(third.err().as_deref(), Some("push cancelled"));
+        drop(second);
+    }
+}
