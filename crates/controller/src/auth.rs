@@ -22,7 +22,7 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .and_then(key_from_header);
     match presented {
-        Some(key) if constant_time_eq(key.as_bytes(), state.config.api_key.as_bytes()) => {
+        Some(key) if slipway_types::secret_eq(key.as_bytes(), state.config.api_key.as_bytes()) => {
             next.run(req).await
         }
         found => {
@@ -53,10 +53,6 @@ fn key_from_header(value: &str) -> Option<String> {
         return Some(password.to_string());
     }
     None
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Standard base64 (with or without padding); None for anything else.
@@ -123,7 +119,7 @@ mod tests {
         let (a, b) = (generate_api_key(), generate_api_key());
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
-        assert!(constant_time_eq(a.as_bytes(), a.as_bytes()));
-        assert!(!constant_time_eq(a.as_bytes(), b.as_bytes()));
+        assert!(slipway_types::secret_eq(a.as_bytes(), a.as_bytes()));
+        assert!(!slipway_types::secret_eq(a.as_bytes(), b.as_bytes()));
     }
 }

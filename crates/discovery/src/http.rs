@@ -63,11 +63,11 @@ impl Access {
 
     /// Whether `presented` is the key or the token (both compared in full, constant time).
     fn admits(&self, presented: &str) -> bool {
-        let key = constant_time_eq(presented.as_bytes(), self.key.as_bytes());
+        let key = slipway_types::secret_eq(presented.as_bytes(), self.key.as_bytes());
         let token = self
             .token
             .as_ref()
-            .is_some_and(|t| constant_time_eq(presented.as_bytes(), t.as_bytes()));
+            .is_some_and(|t| slipway_types::secret_eq(presented.as_bytes(), t.as_bytes()));
         key | token
     }
 }
@@ -127,10 +127,6 @@ async fn require_key(
                 .into_response()
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Why an instance address is refused for a registration through the API, if it is.

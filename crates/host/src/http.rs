@@ -95,7 +95,9 @@ async fn require_token(
             scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
         });
     match presented {
-        Some(t) if !token.is_empty() && constant_time_eq(t.as_bytes(), token.as_bytes()) => {
+        Some(t)
+            if !token.is_empty() && slipway_types::secret_eq(t.as_bytes(), token.as_bytes()) =>
+        {
             next.run(req).await
         }
         found => {
@@ -111,10 +113,6 @@ async fn require_token(
                 .into_response()
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The cluster token a host process uses: `SLIPWAY_CLUSTER_TOKEN`, else the file `file`

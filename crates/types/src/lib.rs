@@ -17,6 +17,7 @@ mod log;
 mod names;
 mod release;
 mod route;
+mod secret;
 mod time_format;
 pub mod units;
 
@@ -42,6 +43,7 @@ pub use route::{
     Certificate, HttpRoute, MAX_SERVICE_NAME_LEN, NewRoute, Route, RouteType, RouteUpdate,
     TCP_PORT_RANGE, TcpRoute, normalize_domain, normalize_path, validate_service_name,
 };
+pub use secret::secret_eq;
 pub use time_format::Timestamp;
 
 /// String maps (env, meta) are ordered so that JSON output and release diffs are stable.
