@@ -225,6 +225,50 @@ async fn etcd_keys(client: &slipway_etcd::Client) -> Result<(i64, i64)> {
     Ok((r.count, r.header.revision))
 }
 
+/// Requests etcd served, summed over its members, from their `/metrics`: (ranges, txns,
+/// watchers open now). Ranges are the followers' and candidates' polls; txns are registrations.
+#[derive(Clone, Copy, Default)]
+struct EtcdLoad {
+    ranges: u64,
+    txns: u64,
+    watchers: u64,
+}
+
+async fn etcd_load(urls: &str) -> Result<EtcdLoad> {
+    let mut load = EtcdLoad::default();
+    for url in urls.split(',') {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await?
+            .error_for_status()?
+            .text()
+            .await?;
+        for line in text.lines() {
+            let Some((name, value)) = line.split_once(' ') else {
+                continue;
+            };
+            let v = value.trim().parse::<f64>().unwrap_or(0.0) as u64;
+            match name {
+                "etcd_mvcc_range_total" => load.ranges += v,
+                "etcd_mvcc_txn_total" => load.txns += v,
+                "etcd_debugging_mvcc_watcher_total" => load.watchers += v,
+                _ => {}
+            }
+        }
+    }
+    Ok(load)
+}
+
+impl std::ops::Sub for EtcdLoad {
+    type Output = EtcdLoad;
+    fn sub(self, o: EtcdLoad) -> EtcdLoad {
+        EtcdLoad {
+            ranges: self.ranges.saturating_sub(o.ranges),
+            txns: self.txns.saturating_sub(o.txns),
+            watchers: self.watchers,
+        }
+    }
+}
+
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut done: F) -> Result<Duration>
 where
     F: FnMut() -> Fut,
@@ -344,6 +388,7 @@ async fn drive(etcd: &str, db: &str, apps: usize, per_app: u32) -> Result<()> {
     let cpu0: Vec<Duration> = procs.iter().map(Proc::cpu).collect();
     let (keys0, _) = etcd_keys(&client).await?;
     let (events0, rev_up0) = (events.load(Ordering::Relaxed), etcd_keys(&client).await?.1);
+    let load0 = etcd_load(etcd).await?;
     let t0 = Instant::now();
     for (app, rel) in &ids {
         let mut f = FormationUpdate::default();
@@ -368,6 +413,7 @@ async fn drive(etcd: &str, db: &str, apps: usize, per_app: u32) -> Result<()> {
     let per_host = host_jobs(&hosts).await?;
     let (keys_up, rev_up) = etcd_keys(&client).await?;
     let events_up = events.load(Ordering::Relaxed) - events0;
+    let load_up = etcd_load(etcd).await?;
 
     // Steady state: 1,000 jobs up, nothing to do.
     let steady = Duration::from_secs(10);
@@ -375,6 +421,8 @@ async fn drive(etcd: &str, db: &str, apps: usize, per_app: u32) -> Result<()> {
     let cpu_steady: Vec<Duration> = procs.iter().map(Proc::cpu).collect();
     let rss: Vec<f64> = procs.iter().map(Proc::peak_rss_mib).collect();
     let events_steady = events.load(Ordering::Relaxed) - events0 - events_up;
+    let load_steady = etcd_load(etcd).await?;
+    let (scaling, idle) = (load_up - load0, load_steady - load_up);
 
     // Kill the leader; the standby takes over once the leader's lease expires in etcd.
     let killed = procs.remove(li);
@@ -455,6 +503,22 @@ async fn drive(etcd: &str, db: &str, apps: usize, per_app: u32) -> Result<()> {
     println!(
         "| watch events on `/` while scaling to {total} / in {}s steady state | {events_up} / {events_steady} |",
         steady.as_secs()
+    );
+    println!(
+        "| etcd requests, all members: ranges / txns while scaling to {total} ({:.1} s) | {} / {} |",
+        secs(all_up),
+        scaling.ranges,
+        scaling.txns
+    );
+    println!(
+        "| etcd requests, all members: ranges / txns in {}s steady state | {} / {} |",
+        steady.as_secs(),
+        idle.ranges,
+        idle.txns
+    );
+    println!(
+        "| etcd watchers open (all members; the bench's own counting watcher included) | {} |",
+        idle.watchers
     );
     println!(
         "| leader CPU time: scaling to {total} / {}s steady state | {:.2} s / {:.2} s |",
