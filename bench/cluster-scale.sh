@@ -10,7 +10,7 @@
 # the leader is SIGKILLed, and whether any job was started twice (it exits non-zero if so).
 #
 # Usage: bench/cluster-scale.sh [APPS] [PER_APP]   (default 10 × 100 = 1,000 jobs)
-# Needs: etcd (etcd-server), PostgreSQL (postgresql), root or the postgres user for pg_ctl.
+# Needs: etcd (etcd-server), PostgreSQL (postgresql), python3, root or the postgres user for pg_ctl.
 # BENCH_PROFILE=debug runs a debug build (slower; for trying the script, not for numbers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,17 +78,23 @@ for i in 0 1 2; do
   etcd_pids+=($!)
   urls+="${urls:+,}http://127.0.0.1:${cports[$i]}"
 done
+# GET /health of member $1 (bash's /dev/tcp: no curl needed).
+healthy() {
+  local reply
+  reply=$({ exec 3<>"/dev/tcp/127.0.0.1/${cports[$1]}" && printf 'GET /health HTTP/1.0\r\n\r\n' >&3 && timeout 2 cat <&3; } 2>/dev/null) || return 1
+  grep -q '"health":"true"' <<<"$reply"
+}
 for i in 0 1 2; do
-  for _ in $(seq 100); do
-    curl -fsS "http://127.0.0.1:${cports[$i]}/health" 2>/dev/null | grep -q '"health":"true"' && break
-    sleep 0.1
-  done
-  curl -fsS "http://127.0.0.1:${cports[$i]}/health" | grep -q '"health":"true"' ||
+  for _ in $(seq 100); do healthy "$i" && break; sleep 0.1; done
+  healthy "$i" ||
     { echo "error: etcd member m$i did not become healthy; its log:" >&2; tail -20 "$work/etcd$i.log" >&2; exit 1; }
 done
 echo "etcd $("$etcd_bin" --version | head -n 1 | awk '{print $3}') (3 members) at $urls; PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port"
 
-cpu0=$(for pid in "${etcd_pids[@]}"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done | paste -sd+ | bc)
+# etcd's CPU time in clock ticks, the 3 members together (/proc/PID/stat: utime + stime).
+etcd_ticks() { for pid in "${etcd_pids[@]}"; do cat "/proc/$pid/stat"; done | awk '{s += $14 + $15} END {print s}'; }
+ticks0=$(etcd_ticks)
 "$bin" drive "$urls" "$db" "$apps" "$per_app"
-cpu1=$(for pid in "${etcd_pids[@]}"; do awk '{print $14 + $15}' "/proc/$pid/stat"; done | paste -sd+ | bc)
-echo "etcd: $(echo "scale=2; ($cpu1 - $cpu0) / $(getconf CLK_TCK)" | bc) s of CPU time, 3 members together, over the whole run"
+ticks1=$(etcd_ticks)
+awk -v a="$ticks0" -v b="$ticks1" -v hz="$(getconf CLK_TCK)" \
+  'BEGIN {printf "etcd: %.2f s of CPU time, 3 members together, over the whole run\n", (b - a) / hz}'
