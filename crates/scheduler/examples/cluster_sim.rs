@@ -501,8 +501,9 @@ async fn drive(etcd: &str, db: &str, apps: usize, per_app: u32) -> Result<()> {
         rev_end - rev0
     );
     println!(
-        "| watch events on `/` while scaling to {total} / in {}s steady state | {events_up} / {events_steady} |",
-        steady.as_secs()
+        "| watch events on `/` while scaling to {total} / in {}s steady state / whole run | {events_up} / {events_steady} / {} |",
+        steady.as_secs(),
+        events.load(Ordering::Relaxed)
     );
     println!(
         "| etcd requests, all members: ranges / txns while scaling to {total} ({:.1} s) | {} / {} |",
