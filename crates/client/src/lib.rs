@@ -49,6 +49,10 @@ fn line_too_long(url: &str) -> ClientError {
 /// The most of an error body read (only its message is shown).
 const MAX_ERROR_BODY: usize = 64 << 10;
 
+/// The header that carries the cluster token on the controller's internal routes (the
+/// `Authorization` header carries the API key there).
+pub const CLUSTER_TOKEN_HEADER: &str = "slipway-cluster-token";
+
 /// A connection to one controller. Cheap to clone (the connection pool is shared).
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -343,6 +347,30 @@ impl Client {
 
     pub async fn job(&self, app: &str, job: &str) -> Result<Job> {
         self.get(&["apps", app, "jobs", job]).await
+    }
+
+    /// Starts a build job for app `app_id` on this controller's scheduler, which must lead (a
+    /// controller whose scheduler does not lead forwards its builds to the leader's). `job` is
+    /// the host's job description; besides the API key it takes the cluster token
+    /// (`Slipway-Cluster-Token`): the job may mount host paths.
+    pub async fn start_build_job<B: Serialize + ?Sized>(
+        &self,
+        app_id: &str,
+        job: &B,
+        cluster_token: &str,
+    ) -> Result<Job> {
+        let segments = ["internal", "apps", app_id, "build-jobs"];
+        let req = self
+            .request(Method::POST, self.endpoint(&segments))
+            .timeout(REQUEST_TIMEOUT)
+            .header(CLUSTER_TOKEN_HEADER, cluster_token)
+            .json(job);
+        let resp = self.send(req).await?;
+        let bytes = read_limited(resp, MAX_BODY, &self.display_url).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol {
+            url: self.display_url.clone(),
+            reason: format!("cannot read the started build job: {e}"),
+        })
     }
 
     /// Stops a job (`slipway kill`); a formation's job is replaced by the scheduler.

@@ -17,6 +17,9 @@ use std::sync::Arc;
 pub struct BuilderDeps<'a> {
     pub store: Arc<dyn slipway_store::Store>,
     pub scheduler: &'a slipway_scheduler::Scheduler,
+    /// Where build jobs run: the scheduler, through the leader's controller when another
+    /// process's scheduler leads (`crate::build_jobs`).
+    pub jobs: Arc<dyn slipway_builder::JobRunner>,
     pub blobs: Arc<dyn slipway_blobstore::BlobStore>,
     pub api_key: &'a str,
     /// The controller's URL as this machine reaches it.
@@ -27,7 +30,7 @@ pub fn start(config: &Config, deps: BuilderDeps<'_>) -> Result<axum::Router> {
     let data_dir = &config.data_dir;
     let build = slipway_builder::BuildContext {
         blobs: deps.blobs,
-        jobs: Arc::new(deps.scheduler.clone()),
+        jobs: deps.jobs,
         data_dir: data_dir.join("build"),
         buildpacks_dir: buildpacks_dir(data_dir)?,
         limits: Default::default(),

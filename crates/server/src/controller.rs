@@ -325,7 +325,7 @@ impl slipway_controller::Cluster for Layer0 {
 }
 
 /// The one mapping of the scheduler's errors to the API's.
-fn api_err(e: slipway_scheduler::SchedError) -> slipway_controller::ApiErr {
+pub(crate) fn api_err(e: slipway_scheduler::SchedError) -> slipway_controller::ApiErr {
     use slipway_scheduler::SchedError;
     use slipway_types::ErrorCode;
     let code = match &e {

@@ -7,10 +7,12 @@
 
 pub mod args;
 pub mod blobstore;
+pub mod build_jobs;
 pub mod builder;
 pub mod controller;
 pub mod discovery;
 pub mod host;
+pub mod host_blobs;
 pub mod housekeeping;
 pub mod identity;
 pub mod listen;
@@ -220,7 +222,14 @@ pub async fn run(mut config: Config) -> Result<()> {
                 discovery: discovery.as_ref(),
                 registry: registry.clone(),
                 published_tcp: published_tcp.unwrap_or_default(),
-                blobs: blobs.clone(),
+                // Without a blob store here, the controllers' (`host_blobs`).
+                blobs: Some(blobs.clone().unwrap_or_else(|| {
+                    Arc::new(host_blobs::ControllersBlobStore::new(
+                        registry.clone(),
+                        config.args.controller_url.clone(),
+                        &api_key,
+                    ))
+                })),
             };
             let local = host::start(&config, deps).await?;
             if let Some(discovery) = &discovery {
@@ -274,8 +283,8 @@ pub async fn run(mut config: Config) -> Result<()> {
     let extra = satellites(
         &config, &store, &scheduler, logs, blobs, &api_key, &local_url,
     )?;
-    let registry = (discovery.as_ref().map(|d| d.registry.clone()))
-        .or_else(|| etcd.as_ref().map(discovery::etcd_registry));
+    // The registry the roles here use (in-process, etcd, or discovery's HTTP API), else etcd.
+    let registry = registry.or_else(|| etcd.as_ref().map(discovery::etcd_registry));
     let deps = controller::ControllerDeps {
         store,
         scheduler,
@@ -416,11 +425,21 @@ fn satellites(
     let mut extra = axum::Router::new().merge(api_errors.layer(axum::middleware::from_fn(
         slipway_controller::json_rejections,
     )));
+    // Build jobs handed over by controllers whose scheduler does not lead (`build_jobs`).
+    if let Some(token) = config.cluster_token.as_deref().filter(|t| !t.is_empty()) {
+        extra = extra.merge(build_jobs::router(scheduler.clone(), store.clone(), token));
+    }
     if let Some(blobs) = blobs {
         if config.has(Role::Builder) {
+            let jobs = build_jobs::BuildJobs {
+                scheduler: scheduler.clone(),
+                cluster_token: config.cluster_token.clone().unwrap_or_default(),
+                api_key: api_key.to_string(),
+            };
             let deps = builder::BuilderDeps {
                 store: store.clone(),
                 scheduler,
+                jobs: Arc::new(jobs),
                 blobs: blobs.clone(),
                 api_key,
                 local_url,

@@ -302,3 +302,48 @@ fn listening_on_all_addresses_advertises_a_reachable_one() {
         _ => assert!(ip.is_loopback(), "{}", info.git_url),
     }
 }
+
+/// `POST /internal/apps/{app}/build-jobs` (a build job handed over by a controller whose
+/// scheduler does not lead) takes the API key and the cluster token: its body may mount host
+/// paths, which the API key alone must not reach. With both, a body that is no build job is a 400.
+#[test]
+fn build_jobs_from_other_controllers_need_the_cluster_token() {
+    let s = TestServer::start();
+    let token = data_file(&s, "cluster-token");
+    let path = format!("/internal/apps/{}/build-jobs", slipway_types::Id::new_v4());
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // Plain HTTP/1.1 over a socket: what the request carries is exactly what is written here.
+    let post = |bearer: Option<&str>, token: Option<&str>, body: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut auth = bearer.map_or(String::new(), |b| format!("Authorization: Bearer {b}\r\n"));
+        if let Some(t) = token {
+            auth.push_str(&format!("Slipway-Cluster-Token: {t}\r\n"));
+        }
+        write!(
+            c,
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = c.read_to_string(&mut answer);
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, answer)
+    };
+    let (status, body) = post(None, Some(&token), "{}");
+    assert_eq!(status, 401, "the token alone is not enough: {body}");
+    let (status, body) = post(Some(&s.key()), None, "{}");
+    assert_eq!(status, 401, "the API key alone is not enough: {body}");
+    assert!(body.contains("cluster token"), "{body}");
+    let (status, body) = post(Some(&s.key()), Some("wrong"), "{}");
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = post(Some(&s.key()), Some(&token), "{\"not\": \"a job\"}");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a build job"), "{body}");
+}

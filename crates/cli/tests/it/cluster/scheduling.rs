@@ -451,3 +451,73 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
     drop(host);
     drop(discovery);
 }
+
+/// A `git push` through a controller whose scheduler does not lead: its build job is handed
+/// to the leader's controller (only the leader starts jobs), runs on the host, and the push
+/// deploys — before, it was refused with the leader's URL.
+#[test]
+fn a_push_through_a_controller_whose_scheduler_does_not_lead_builds_and_deploys() {
+    if skip_unless_root("a_push_through_a_follower_controller") {
+        return;
+    }
+    let Some(db) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let n = 3500 + std::process::id() % 100;
+    let dir = tempfile::tempdir().unwrap();
+    let key = "p".repeat(24) + &std::process::id().to_string();
+    let key_file = dir.path().join("api-key");
+    std::fs::write(&key_file, &key).unwrap();
+    let discovery = DiscoveryProcess::start(dir.path(), &key);
+    let d = discovery.url();
+    let controller = || {
+        TestServer::start_with(&[
+            "--roles".into(),
+            "controller,scheduler,builder,blobstore".into(),
+            "--database-url".into(),
+            db.url.clone(),
+            "--discovery-url".into(),
+            d.clone(),
+            "--api-key-file".into(),
+            key_file.display().to_string(),
+        ])
+    };
+    let a = controller();
+    wait_log(
+        &a,
+        "acting as the scheduler leader",
+        Duration::from_secs(30),
+    );
+    let b = controller();
+    let token = cluster_token(&a);
+    let host = HostProcess::start(dir.path(), n, &d, &key, &token);
+    let host_id = host.registered_id();
+    wait_log(&a, "following a registered host", Duration::from_secs(30));
+    wait_log(&b, "following a registered host", Duration::from_secs(30));
+
+    let app = "relayed";
+    let src = crate::push::app_repo(
+        &b,
+        app,
+        &[
+            ("Procfile", "web: httpd -f -p $PORT -h /app/www\n"),
+            ("www/index.html", "relayed\n"),
+        ],
+    );
+    crate::push::create_in(&b, &src, app);
+    let (ok, err) = crate::push::push(&b, &src, "main");
+    assert!(ok, "the push through the follower failed:\n{err}");
+    assert!(err.contains("Application deployed"), "{err}");
+    assert!(
+        !server_log(&b).contains("acting as the scheduler leader"),
+        "b was meant to be the follower"
+    );
+    wait_rows(
+        &b,
+        app,
+        "web up on the host",
+        Duration::from_secs(30),
+        |r| r.iter().any(|j| j.1 == "up" && j.2 == host_id),
+    );
+    drop(host);
+}
