@@ -327,17 +327,23 @@ impl Agent {
         tracing::debug!(job = id, "stop timing: exit seen");
         let t0 = std::time::Instant::now();
         // Collected before the job is seen as ended, so a waiter finds its outputs.
-        let mut outputs = Default::default();
+        let (mut outputs, mut res) = (Default::default(), res);
         if let Some(job) = self
             .get(id)
             .map(|j| j.job)
             .filter(|j| !j.config.files.is_empty())
         {
-            match self.inner.files.collect(&job).await {
-                Ok(o) => outputs = o,
-                Err(e) => {
-                    self.update(id, None, |j| j.error = Some(format!("{e:#}")));
-                }
+            if let Ok(st) = &mut res
+                && st.code != 0
+                && self.inner.files.full(&job)
+            {
+                st.disk_full = true;
+                st.disk_limit = Some(job.resources.disk());
+            }
+            let errors;
+            (outputs, errors) = self.inner.files.collect(&job).await;
+            if !errors.is_empty() {
+                self.update(id, None, |j| j.error = Some(errors.join("; ")));
             }
             self.inner.files.remove(id).await;
         }

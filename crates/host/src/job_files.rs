@@ -94,8 +94,9 @@ impl JobFileStore {
             tokio::fs::create_dir(&base).await?;
             let bound = match f.max_bytes {
                 Some(b) => {
-                    let base = base.clone();
-                    blocking(move || crate::runc::disk::mount_bounded_dir(&base, b)).await?;
+                    // A filesystem has a least size; the limit still bounds what is fetched.
+                    let (base, size) = (base.clone(), b.max(crate::types::MIN_DISK));
+                    blocking(move || crate::runc::disk::mount_bounded_dir(&base, size)).await?;
                     b
                 }
                 None => job.resources.disk(),
@@ -133,12 +134,23 @@ impl JobFileStore {
         Ok(mounts)
     }
 
-    /// Packs the job's `collect` entries and puts them into the blob store: target → digest.
+    /// Whether one of the job's file filesystems is (nearly) full: a job that failed then most
+    /// likely failed for that (ENOSPC), as with a full writable layer.
+    pub fn full(&self, job: &HostJob) -> bool {
+        let dir = self.job_dir(&job.id);
+        crate::runc::disk::is_full_at(&dir)
+            || job.config.files.iter().enumerate().any(|(i, f)| {
+                f.max_bytes.is_some() && crate::runc::disk::is_full_at(&dir.join(i.to_string()))
+            })
+    }
+
+    /// Packs the job's `collect` entries and puts them into the blob store: target → digest,
+    /// and the words for each entry that could not be stored (the others still are).
     /// Call after the job's process exited and before [`JobFileStore::remove`].
-    pub async fn collect(&self, job: &HostJob) -> Result<BTreeMap<String, String>> {
-        let mut out = BTreeMap::new();
+    pub async fn collect(&self, job: &HostJob) -> (BTreeMap<String, String>, Vec<String>) {
+        let (mut out, mut errors) = (BTreeMap::new(), Vec::new());
         let Some(blobs) = &self.blobs else {
-            return Ok(out);
+            return (out, errors);
         };
         let dir = self.job_dir(&job.id);
         for (i, f) in job.config.files.iter().enumerate() {
@@ -150,22 +162,27 @@ impl JobFileStore {
             let (c, t) = (content.clone(), tmp.clone());
             let packed = blocking(move || pack(&c, &t)).await;
             let stored = match packed {
-                Ok(()) => {
-                    let file = tokio::fs::File::open(&tmp).await?;
-                    blobs
+                Ok(()) => match tokio::fs::File::open(&tmp).await {
+                    Ok(file) => blobs
                         .put(Box::new(file), None)
                         .await
-                        .map_err(anyhow::Error::from)
-                }
+                        .map_err(anyhow::Error::from),
+                    Err(e) => Err(e.into()),
+                },
                 Err(e) => Err(e),
             };
             let _ = tokio::fs::remove_file(&tmp).await;
-            let info = stored.with_context(|| {
-                format!("cannot store the job's {} in the blob store", f.target)
-            })?;
-            out.insert(f.target.clone(), info.digest.to_string());
+            match stored {
+                Ok(info) => {
+                    out.insert(f.target.clone(), info.digest.to_string());
+                }
+                Err(e) => errors.push(format!(
+                    "cannot store the job's {} in the blob store: {e:#}",
+                    f.target
+                )),
+            }
         }
-        Ok(out)
+        (out, errors)
     }
 
     /// Unmounts and removes the job's files (idempotent).
@@ -217,6 +234,13 @@ fn check(files: &[JobFiles]) -> Result<()> {
                 f.target
             );
         }
+        if f.max_bytes.is_some_and(|b| b > crate::types::MAX_DISK) {
+            bail!(
+                "file entry {} asks for more than {} of disk",
+                f.target,
+                crate::types::human_bytes(crate::types::MAX_DISK)
+            );
+        }
         if !seen.insert(f.target.as_str()) {
             bail!("file target {} is named twice", f.target);
         }
@@ -225,7 +249,7 @@ fn check(files: &[JobFiles]) -> Result<()> {
 }
 
 /// Streams blob `d` into the new file `path`, verifying its digest; refuses one over `max`.
-async fn fetch(blobs: &dyn BlobStore, d: &Digest, path: &Path, max: u64) -> Result<()> {
+pub async fn fetch(blobs: &dyn BlobStore, d: &Digest, path: &Path, max: u64) -> Result<()> {
     let got = tokio::time::timeout(STALL_TIMEOUT, blobs.get(d))
         .await
         .map_err(|_| anyhow::anyhow!("cannot fetch {d}: the blob store did not answer"))?
@@ -302,11 +326,12 @@ pub fn pack(dir: &Path, out: &Path) -> Result<()> {
             let ft = md.file_type();
             if ft.is_dir() {
                 if depth + 1 > crate::layers::MAX_DEPTH {
-                    bail!(
-                        "{} is more than {} directories deep",
-                        r.display(),
-                        crate::layers::MAX_DEPTH
-                    );
+                    let s = r.to_string_lossy();
+                    let at = match s.char_indices().nth(60) {
+                        Some((i, _)) => format!("{}…", &s[..i]),
+                        None => s.to_string(),
+                    };
+                    bail!("deeper than {} levels (at {at})", crate::layers::MAX_DEPTH);
                 }
                 tar.append_dir(&r, &p)?;
                 todo.push((r, depth + 1));
