@@ -431,7 +431,7 @@ where
     guard.job = None;
     tracing::debug!(job = %job_id, "build timing: job exit seen at +{:.1} ms", ms());
     let mut notes = Vec::new();
-    let took = take_outputs(
+    let took = crate::transfer::take_outputs(
         ctx,
         xfer,
         &exit,
@@ -636,97 +636,6 @@ fn disk_full(e: BuildError, exit: &JobExit, dir: &std::path::Path, limit: u64) -
         )),
         e => e,
     }
-}
-
-/// Replaces the local build dir's `out`, `cache` and (if the job succeeded) `app` with what
-/// the build job handed back through the blob store; adds lines for the user to `notes`. A job
-/// that did not run hands back nothing.
-async fn take_outputs(
-    ctx: &BuildContext,
-    xfer: &crate::transfer::Xfer,
-    exit: &JobExit,
-    [out_dir, app_dir, cache_dir]: [&std::path::Path; 3],
-    notes: &mut Vec<String>,
-) -> Result<(), BuildError> {
-    if exit.exit.is_none() {
-        return Ok(());
-    }
-    let blobs = ctx.blobs.as_ref();
-    let missing = |what: &str| {
-        BuildError::Internal(format!(
-            "the build job's {what} did not come back from its host{}",
-            exit.error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ))
-    };
-    let (disk, cache_cap) = (ctx.limits.disk_bytes, ctx.limits.cache_bytes);
-    let out = exit
-        .outputs
-        .get("/slipway/out")
-        .ok_or_else(|| missing("/slipway/out"))?;
-    let _ = tokio::fs::remove_dir_all(out_dir).await;
-    xfer.get_dir(blobs, out, out_dir, disk, "/slipway/out")
-        .await?;
-    // The new cache, kept whether the build failed or not (as when it was mounted). One the
-    // host could not store (e.g. too deep a tree) is emptied: the next build starts afresh.
-    let c = cache_dir.to_path_buf();
-    tokio::task::spawn_blocking(move || clear_dir(&c))
-        .await
-        .map_err(|e| internal("emptying the build cache", e))?
-        .map_err(|e| internal("emptying the build cache", e))?;
-    if !exit.outputs.contains_key("/cache") {
-        let why = exit.error.as_deref().unwrap_or("no reason given");
-        notes.push(format!(
-            "-----> The build cache could not be kept ({why}): the next build starts with an \
-             empty one"
-        ));
-    }
-    if let Some(cache) = exit.outputs.get("/cache") {
-        let incoming = cache_dir.join(".slipway-incoming");
-        xfer.get_dir(blobs, cache, &incoming, cache_cap, "/cache")
-            .await?;
-        let c = cache_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            for e in std::fs::read_dir(&incoming)? {
-                let e = e?;
-                std::fs::rename(e.path(), c.join(e.file_name()))?;
-            }
-            std::fs::remove_dir(&incoming)
-        })
-        .await
-        .map_err(|e| internal("keeping the build cache", e))?
-        .map_err(|e| internal("keeping the build cache", e))?;
-    }
-    if exit.exit.as_ref().is_some_and(|s| s.code == 0) {
-        let Some(app) = exit.outputs.get("/app") else {
-            // The build's own doing (the host refuses to pack a tree it cannot walk).
-            let err = exit.error.as_deref().unwrap_or_default();
-            if let Some(at) = err.find("deeper than") {
-                let why = err[at..].split(';').next().unwrap_or_default();
-                return Err(failed(format!(
-                    "The compiled slug cannot be made: the built app is {why}"
-                )));
-            }
-            return Err(missing("/app"));
-        };
-        let a = app_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || crate::tree::remove_tree(&a))
-            .await
-            .map_err(|e| internal("emptying the build dir", e))?
-            .map_err(|e| internal("emptying the build dir", e))?;
-        xfer.get_dir(blobs, app, app_dir, disk, "/app").await?;
-    }
-    Ok(())
-}
-
-/// Removes everything inside `dir` (a mount point: it stays).
-fn clear_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        crate::tree::remove_tree(&e?.path())?;
-    }
-    Ok(())
 }
 
 fn build_job(ctx: &BuildContext, input: &BuildInput, inputs: &BTreeMap<&str, String>) -> HostJob {
