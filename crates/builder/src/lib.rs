@@ -18,6 +18,7 @@ pub mod repo_sync;
 pub mod runner;
 pub mod slug;
 pub mod slugignore;
+mod transfer;
 pub mod tree;
 
 pub use pipeline::{

@@ -4,7 +4,7 @@ use crate::{buildpack, slug};
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use slipway_blobstore::{BlobInfo, BlobStore};
-use slipway_host::{BindMount, HostJob, JobConfig, LogLine, Resources};
+use slipway_host::{HostJob, JobConfig, JobFiles, LogLine, Resources};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -94,6 +94,9 @@ pub struct JobExit {
     pub exit: Option<slipway_host::ExitStatus>,
     /// The host's words for a job that failed (e.g. could not start).
     pub error: Option<String>,
+    /// The job's collected directories (container path → blob digest): `/app`, `/cache`,
+    /// `/slipway/out` (see `slipway_host::job_files`).
+    pub outputs: BTreeMap<String, String>,
 }
 
 /// What a build needs besides its input.
@@ -185,6 +188,7 @@ pub async fn build(
         dir: Some(dir.clone()),
         cache: None,
     };
+    let xfer = crate::transfer::Xfer::new(dir.with_extension("xfer"));
     if let Err(e) = slipway_types::validate_stack_name(&input.stack) {
         // A stack is a name in the host's stacks dir; a path would make any host directory the
         // build's root filesystem.
@@ -196,7 +200,7 @@ pub async fn build(
         )));
     }
     sweep_stale(ctx.data_dir.join("builds"), ctx.limits.timeout).await;
-    let res = run(ctx, input, &say, &dir, &mut guard).await;
+    let res = run(ctx, input, &say, &dir, &mut guard, &xfer).await;
     guard.finish().await;
     res
 }
@@ -207,6 +211,7 @@ async fn run<F, Fut>(
     say: &F,
     dir: &std::path::Path,
     guard: &mut Guard,
+    xfer: &crate::transfer::Xfer,
 ) -> Result<Built, BuildError>
 where
     F: Fn(String) -> Fut,
@@ -374,10 +379,23 @@ where
     .map_err(|e| internal("preparing the build dir", e))?
     .map_err(|e| internal("preparing the build dir", e))?;
 
-    // The build job.
+    // The build job's directories go through the blob store, so it can run on any host.
     let t0 = std::time::Instant::now();
     let ms = move || t0.elapsed().as_secs_f64() * 1e3;
-    let job = build_job(ctx, &input, dir, &cache_dir);
+    let blobs = ctx.blobs.as_ref();
+    let mut inputs = BTreeMap::new();
+    for (target, d) in [
+        ("/app", &app_dir),
+        ("/slipway/env", &env_dir),
+        ("/slipway/meta", &meta_dir),
+        ("/slipway/buildpacks/custom", &bp_dir),
+        ("/slipway/buildpacks/bundled", &ctx.buildpacks_dir),
+        ("/cache", &cache_dir),
+    ] {
+        inputs.insert(target, xfer.put_dir(blobs, d, target).await?);
+    }
+    tracing::debug!("build timing: inputs stored at +{:.1} ms", ms());
+    let job = build_job(ctx, &input, &inputs);
     let job_id = ctx
         .jobs
         .start(&input.app, job)
@@ -412,6 +430,20 @@ where
         })??;
     guard.job = None;
     tracing::debug!(job = %job_id, "build timing: job exit seen at +{:.1} ms", ms());
+    let mut notes = Vec::new();
+    let took = crate::transfer::take_outputs(
+        ctx,
+        xfer,
+        &exit,
+        [&out_dir, &app_dir, &cache_dir],
+        &mut notes,
+    )
+    .await;
+    for note in notes {
+        say(note).await;
+    }
+    took?;
+    tracing::debug!("build timing: outputs fetched at +{:.1} ms", ms());
     check_exit(&exit, &out_dir, ctx.limits.memory_bytes)
         .map_err(|e| disk_full(e, &exit, dir, ctx.limits.disk_bytes))?;
 
@@ -606,12 +638,7 @@ fn disk_full(e: BuildError, exit: &JobExit, dir: &std::path::Path, limit: u64) -
     }
 }
 
-fn build_job(
-    ctx: &BuildContext,
-    input: &BuildInput,
-    dir: &std::path::Path,
-    cache: &std::path::Path,
-) -> HostJob {
+fn build_job(ctx: &BuildContext, input: &BuildInput, inputs: &BTreeMap<&str, String>) -> HostJob {
     let mut config = JobConfig::new(&input.stack, &["/bin/sh", "/slipway/meta/builder.sh"]);
     config.uid = Some(BUILD_UID);
     config.gid = Some(BUILD_UID);
@@ -625,23 +652,23 @@ fn build_job(
     ] {
         config.env.insert(k.into(), v.into());
     }
-    let m = |source: PathBuf, target: &str, readonly: bool| BindMount {
-        source,
+    // The host unpacks each into a bounded dir of its own and packs `/app`, `/cache` and
+    // `/slipway/out` back after the job: no directory of this machine is mounted.
+    let f = |target: &str, collect: bool, readonly: bool| JobFiles {
         target: target.into(),
+        from: inputs.get(target).cloned(),
+        collect,
         readonly,
+        max_bytes: (target == "/cache").then_some(ctx.limits.cache_bytes),
     };
-    config.mounts = vec![
-        m(dir.join("app"), "/app", false),
-        m(cache.to_path_buf(), "/cache", false),
-        m(dir.join("env"), "/slipway/env", true),
-        m(dir.join("meta"), "/slipway/meta", true),
-        m(dir.join("out"), "/slipway/out", false),
-        m(
-            ctx.buildpacks_dir.clone(),
-            "/slipway/buildpacks/bundled",
-            true,
-        ),
-        m(dir.join("buildpacks"), "/slipway/buildpacks/custom", true),
+    config.files = vec![
+        f("/app", true, false),
+        f("/cache", true, false),
+        f("/slipway/env", false, true),
+        f("/slipway/meta", false, true),
+        f("/slipway/out", true, false),
+        f("/slipway/buildpacks/bundled", false, true),
+        f("/slipway/buildpacks/custom", false, true),
     ];
     HostJob {
         id: format!("build-{}", uuid::Uuid::new_v4().simple()),
@@ -695,7 +722,12 @@ impl Guard {
                 drop(cache);
                 // The built /app can be any tree: removed without recursion.
                 slipway_host::runc::disk::unmount_dir(&d);
-                let _ = tokio::task::spawn_blocking(move || crate::tree::remove_tree(&d)).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    // The build's transfer files (see crate::transfer) go with it.
+                    let _ = std::fs::remove_dir_all(d.with_extension("xfer"));
+                    crate::tree::remove_tree(&d)
+                })
+                .await;
             }
         }
     }

@@ -32,10 +32,12 @@ impl JobRunner for Scheduler {
             Ok(info) => Ok(JobExit {
                 exit: info.exit,
                 error: info.error,
+                outputs: info.outputs,
             }),
             Err(slipway_scheduler::SchedError::Unavailable(msg)) => Ok(JobExit {
                 exit: None,
                 error: Some(msg),
+                outputs: Default::default(),
             }),
             Err(e) => Err(e.into()),
         }
@@ -72,6 +74,7 @@ impl JobRunner for HostRunner {
         Ok(JobExit {
             exit: info.exit,
             error: info.error,
+            outputs: info.outputs,
         })
     }
 

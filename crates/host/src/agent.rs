@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     runtime: Arc<dyn Runtime>,
     /// Unpacked blob-store layers (`<data_dir>/layers`), shared by the jobs that name them.
     layers: crate::layers::LayerCache,
+    /// Jobs' blob-store files (`<data_dir>/job-files`): a build's source, cache and output.
+    files: crate::job_files::JobFileStore,
     jobs: Mutex<HashMap<String, JobInfo>>,
     /// Per job, per checked port: passing or not.
     checks: Mutex<HashMap<String, Vec<bool>>>,
@@ -123,11 +125,16 @@ impl Agent {
             .unwrap_or(0);
         let layers =
             crate::layers::LayerCache::open(cfg.data_dir.join("layers"), cfg.blobs.clone())?;
+        let files = crate::job_files::JobFileStore::open(
+            cfg.data_dir.join("job-files"),
+            cfg.blobs.clone(),
+        )?;
         let agent = Agent {
             inner: Arc::new(Inner {
                 cfg,
                 runtime: runtime.clone(),
                 layers,
+                files,
                 jobs: Mutex::new(jobs),
                 checks: Mutex::new(HashMap::new()),
                 uncleaned: Mutex::new(HashSet::new()),
@@ -244,7 +251,7 @@ impl Agent {
     /// The job as the runtime gets it: each `layer_refs` entry fetched and unpacked (once per
     /// host) and put below the job's own `layers`, bottom first.
     async fn resolve_layers(&self, job: &HostJob) -> anyhow::Result<HostJob> {
-        if job.config.layer_refs.is_empty() {
+        if job.config.layer_refs.is_empty() && job.config.files.is_empty() {
             return Ok(job.clone());
         }
         let mut layers = Vec::new();
@@ -252,6 +259,9 @@ impl Agent {
             layers.push(self.inner.layers.resolve(&r.digest).await?);
         }
         let mut job = job.clone();
+        job.config
+            .mounts
+            .extend(self.inner.files.prepare(&job).await?);
         layers.append(&mut job.config.layers);
         job.config.layers = layers;
         job.config.layer_refs.clear();
@@ -316,9 +326,31 @@ impl Agent {
     async fn finished(&self, id: &str, res: Result<ExitStatus, String>) {
         tracing::debug!(job = id, "stop timing: exit seen");
         let t0 = std::time::Instant::now();
+        // Collected before the job is seen as ended, so a waiter finds its outputs.
+        let (mut outputs, mut res) = (Default::default(), res);
+        if let Some(job) = self
+            .get(id)
+            .map(|j| j.job)
+            .filter(|j| !j.config.files.is_empty())
+        {
+            if let Ok(st) = &mut res
+                && st.code != 0
+                && self.inner.files.full(&job)
+            {
+                st.disk_full = true;
+                st.disk_limit = Some(job.resources.disk());
+            }
+            let errors;
+            (outputs, errors) = self.inner.files.collect(&job).await;
+            if !errors.is_empty() {
+                self.update(id, None, |j| j.error = Some(errors.join("; ")));
+            }
+            self.inner.files.remove(id).await;
+        }
         match res {
             Ok(st) => {
                 self.update(id, Some(EventKind::Stop), |j| {
+                    j.outputs = outputs;
                     j.status = if st.code == 0 || (j.stop_requested && !st.oom_killed) {
                         JobStatus::Done
                     } else {
@@ -590,6 +622,7 @@ impl HostApi for Agent {
             exit: None,
             error: None,
             stop_requested: false,
+            outputs: Default::default(),
         };
         {
             let mut jobs = self.inner.jobs.lock().expect("jobs");
@@ -642,7 +675,8 @@ impl HostApi for Agent {
                 Ok(info)
             }
             Err(e) => {
-                // The runtime already undid what it prepared.
+                // The runtime already undid what it prepared; the job's files are undone here.
+                self.inner.files.remove(&id).await;
                 self.inner.uncleaned.lock().expect("uncleaned").remove(&id);
                 Ok(self
                     .update(&id, Some(EventKind::Error), |j| {

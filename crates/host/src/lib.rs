@@ -21,6 +21,7 @@ pub mod daemon;
 pub mod fake;
 pub mod health;
 pub mod http;
+pub mod job_files;
 pub mod layers;
 pub mod logs;
 pub mod runc;

@@ -97,6 +97,10 @@ pub struct JobConfig {
     /// Host directories bind-mounted into the container (a build's source, cache and env dirs).
     #[serde(default)]
     pub mounts: Vec<BindMount>,
+    /// Directories that come from (and go back to) the blob store, so the job can run on any
+    /// host: see [`crate::job_files`]. A host without a blob store refuses a job naming any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<JobFiles>,
     /// User to run as, resolved in the container's rootfs: `name`, `uid`, `name:group` or
     /// `uid:gid` (an image's `User`). `uid`/`gid`, when set, win.
     #[serde(default)]
@@ -112,6 +116,26 @@ pub struct JobConfig {
 pub struct LayerRef {
     /// `sha256:<hex>`: the blob's digest, which the agent verifies while fetching.
     pub digest: String,
+}
+
+/// A directory of the job that the host fills from the blob store before it starts and, if
+/// `collect`, packs back into the blob store after it exits ([`crate::job_files`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct JobFiles {
+    /// Absolute path inside the container.
+    pub target: String,
+    /// `sha256:<hex>` of a tarball (plain, gzip or zstd) unpacked there; `None`: it starts empty.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// Pack it after the job exits and report its digest in [`JobInfo::outputs`].
+    #[serde(default)]
+    pub collect: bool,
+    #[serde(default)]
+    pub readonly: bool,
+    /// Its own filesystem of this size; `None`: it shares one of the job's disk limit with the
+    /// job's other entries.
+    #[serde(default)]
+    pub max_bytes: Option<u64>,
 }
 
 /// A host path bind-mounted into the container.
@@ -146,6 +170,7 @@ impl JobConfig {
             ca_bundle: true,
             layer_refs: Vec::new(),
             mounts: Vec::new(),
+            files: Vec::new(),
             user: None,
             attach: None,
         }
@@ -410,6 +435,10 @@ pub struct JobInfo {
     pub error: Option<String>,
     #[serde(default)]
     pub stop_requested: bool,
+    /// The job's collected files ([`JobFiles::collect`]): target → blob digest. Set before
+    /// the job is reported as ended.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]

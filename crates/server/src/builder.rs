@@ -2,11 +2,13 @@
 //! the pushed commit in a `build` job on the app's stack and deploys it. Repos in
 //! `<data>/repos` (copies: each push stores its repo in the blob store, and a controller whose
 //! copy is missing or stale restores it first), build caches and scratch dirs in
-//! `<data>/build`, slugs in the blob store.
+//! `<data>/build`, slugs in the blob store. The build job itself runs on any host: its source,
+//! buildpacks and cache go to it through the blob store and its `/app` and new cache come back
+//! the same way (docs/build.md), so every host needs `--blob-store`.
 //! Its own housekeeping (repos and caches of deleted apps) runs with it.
 //!
 //! Needs: the controller's store and URL (the pre-receive hook calls back into it with the API
-//! key), the scheduler (build jobs), the blob store (slugs). Gives: the routes it serves on the
+//! key), the scheduler (build jobs), the blob store (slugs, and the build jobs' files). Gives: the routes it serves on the
 //! controller's port.
 
 use crate::Config;

@@ -101,15 +101,16 @@ impl Cluster {
             .await
             .unwrap()
             .expect("starting the runc runtime");
-        let agent = Agent::start(AgentConfig::new(&host_dir), Arc::new(rt))
-            .await
-            .unwrap();
+        let blobs = Arc::new(FsBlobStore::open(dir.path().join("blobs")).unwrap());
+        let mut cfg = AgentConfig::new(&host_dir);
+        // Build jobs get their files from the blob store (and only so).
+        cfg.blobs = Some(blobs.clone() as Arc<dyn BlobStore>);
+        let agent = Agent::start(cfg, Arc::new(rt)).await.unwrap();
         let url = format!("sqlite://{}", dir.path().join("slipway.db").display());
         let store: Arc<dyn Store> = Arc::new(slipway_store::open(&url).await.unwrap());
         let sched = Scheduler::new(store.clone(), SchedulerConfig::default());
         sched.add_host(Arc::new(agent.clone())).await.unwrap();
         tokio::spawn(sched.clone().run());
-        let blobs = Arc::new(FsBlobStore::open(dir.path().join("blobs")).unwrap());
         let buildpacks_dir = match buildpacks {
             Some(p) => p.to_path_buf(),
             None => {

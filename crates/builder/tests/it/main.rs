@@ -2,6 +2,7 @@
 //! on the busybox stack (bookworm + PyPI under `SLIPWAY_SLOW_TESTS=1`). They need root and say
 //! so when skipped.
 
+mod anyhost;
 mod deep;
 mod harness;
 mod hostile;

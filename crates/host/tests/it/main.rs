@@ -5,6 +5,7 @@ mod cleanup;
 mod cli;
 mod disk;
 mod harness;
+mod job_files;
 mod layers;
 mod netfilter;
 mod privileges;
