@@ -135,10 +135,35 @@ async fn serve_admin(router: &slipway_router::Router, addr: SocketAddr) -> Optio
     }
 }
 
+/// Whether everyone who reads this router's registration runs on this machine: discovery is
+/// in this process (not on etcd), or reached on loopback (`--discovery-url`, every `--etcd`
+/// URL). Only then is a loopback admin address worth registering: elsewhere a gate asking it
+/// would ask its own machine and wait for nothing until its timeouts.
+fn discovery_on_this_machine(config: &Config) -> bool {
+    match (&config.args.etcd, &config.args.discovery_url) {
+        (Some(urls), _) => urls.split(',').all(url_is_loopback),
+        (None, Some(url)) if !config.has(crate::roles::Role::Discovery) => url_is_loopback(url),
+        (None, _) => true,
+    }
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+fn url_is_loopback(url: &str) -> bool {
+    let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// Registers the router in discovery ([`gate::ROUTER_SERVICE`], its admin address), so that
 /// every scheduler's gate waits for it, and keeps it registered for the life of the process
 /// (a registration that fails is tried again, 2 s to 30 s apart). An admin endpoint on 0.0.0.0 is
-/// registered under `--advertise`'s IP; with none, not at all (said once).
+/// registered under `--advertise`'s IP; with none, not at all (said once); a loopback one only
+/// when discovery is on this machine ([`discovery_on_this_machine`]).
 fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: SocketAddr) {
     let mut addr = admin;
     if addr.ip().is_unspecified() {
@@ -151,6 +176,12 @@ fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: Sock
                 return;
             }
         }
+    }
+    if addr.ip().is_loopback() && !discovery_on_this_machine(config) {
+        tracing::warn!(
+            "router: the admin endpoint listens on {admin}, which the gates of other machines cannot ask: give --router-admin IP:PORT; this router is not registered, and deploys do not wait for it"
+        );
+        return;
     }
     let (registry, id) = (registry.clone(), id.to_string());
     tokio::spawn(async move {
@@ -262,5 +293,28 @@ impl RouterRole {
     /// The router itself, for the gate of this process ([`gate::RoutersGate`]).
     pub fn router(&self) -> &slipway_router::Router {
         &self.router
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_is_loopback_by_its_host() {
+        for yes in [
+            "http://127.0.0.1:1111",
+            "http://localhost:2379/",
+            "http://[::1]:1111/x",
+            "127.0.0.2:80",
+        ] {
+            assert!(super::url_is_loopback(yes), "{yes}");
+        }
+        for no in [
+            "http://10.0.0.5:1111",
+            "https://discovery.example.com",
+            "http://[fd00::1]:1111",
+            "http://127.0.0.1.example.com:1111",
+        ] {
+            assert!(!super::url_is_loopback(no), "{no}");
+        }
     }
 }
