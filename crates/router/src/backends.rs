@@ -266,6 +266,16 @@ impl Backends {
         self.services.read().unwrap().get(service).cloned()
     }
 
+    /// The instances the router sends new requests to now.
+    pub fn up_ids(&self) -> std::collections::HashSet<String> {
+        let map = self.services.read().unwrap();
+        map.values()
+            .flat_map(|s| s.all.iter())
+            .filter(|b| !b.removed.load(Ordering::Relaxed))
+            .map(|b| b.id.clone())
+            .collect()
+    }
+
     fn update(&self, service: &str, f: impl FnOnce(&mut ServiceBackends)) {
         let mut map = self.services.write().unwrap();
         let mut s = map.get(service).map(|s| (**s).clone()).unwrap_or_default();

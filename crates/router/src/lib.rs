@@ -90,6 +90,9 @@ pub struct Config {
     /// 3000-3500 unless told), so a route stored before the range was enforced cannot open
     /// port 22 either.
     pub tcp_ports: std::ops::RangeInclusive<u16>,
+    /// Bearer tokens that may ask the admin endpoint `GET /backends/{instance}` (the
+    /// zero-downtime gate of a scheduler in another process). Empty: that path answers 403.
+    pub admin_tokens: Vec<String>,
 }
 
 impl Default for Config {
@@ -102,6 +105,7 @@ impl Default for Config {
             access_log: false,
             max_connections: 10_000,
             tcp_ports: 1..=u16::MAX,
+            admin_tokens: Vec::new(),
         }
     }
 }
@@ -115,6 +119,9 @@ pub(crate) struct Shared {
     pub metrics: metrics::Metrics,
     pub access_log: bool,
     pub conns: conns::ConnLimit,
+    /// Instances between their `backend-up` and their `backend-drained` (see [`Router::routed`]).
+    pub routed: Mutex<std::collections::HashSet<String>>,
+    pub admin_tokens: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -143,6 +150,8 @@ impl Router {
                 metrics: Default::default(),
                 access_log: config.access_log,
                 conns: conns::ConnLimit::new(config.max_connections),
+                routed: Mutex::default(),
+                admin_tokens: config.admin_tokens,
             }),
             sni: Arc::new(tls::SniResolver::new(default)),
             tcp: Arc::default(),
@@ -183,7 +192,8 @@ impl Router {
         self.sh.metrics.render()
     }
 
-    /// The admin endpoint: `GET /metrics` (Prometheus text), `GET /ping`, `GET /events`.
+    /// The admin endpoint: `GET /metrics` (Prometheus text), `GET /ping`, `GET /events`,
+    /// `GET /backends/{instance}` (behind a token: see [`Config::admin_tokens`]).
     /// Like the other control listeners: a request head (and the wait for the next one on a
     /// kept-alive connection) has `Limits::header_read_timeout`, and at most [`ADMIN_MAX_CONNECTIONS`]
     /// connections are open at once (an event stream is a response, not an idle connection:
@@ -211,7 +221,11 @@ impl Router {
                             if req.uri().path() == "/events" {
                                 return Ok(me.event_stream().map(|b| b.boxed()));
                             }
-                            let (status, body) = match req.uri().path() {
+                            let path = req.uri().path();
+                            let (status, body) = match path {
+                                _ if path.starts_with("/backends/") => {
+                                    me.admin_backend(&req, &path["/backends/".len()..])
+                                }
                                 "/metrics" => (200, me.metrics()),
                                 "/ping" => (200, "ok\n".to_string()),
                                 _ => (404, "not found: try /metrics\n".to_string()),
@@ -262,6 +276,79 @@ impl Router {
         resp
     }
 
+    /// Whether this router has `instance` as a backend: from its `backend-up` (requests can
+    /// reach it) until its `backend-drained` (taken out and nothing in flight). What the
+    /// zero-downtime gate asks every router before counting a job up or stopping it.
+    pub fn routed(&self, instance: &str) -> bool {
+        self.sh.routed.lock().unwrap().contains(instance)
+    }
+
+    /// Keeps [`Router::routed`] from the events. A tracker that fell behind the events takes
+    /// the backends the router has now (a draining one then counts as drained: logged).
+    fn track_routed(&self) {
+        let mut rx = self.events();
+        let sh = self.sh.clone();
+        tokio::spawn(async move {
+            use broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        let mut routed = sh.routed.lock().unwrap();
+                        match ev.kind {
+                            "backend-up" => {
+                                routed.insert(ev.instance);
+                            }
+                            "backend-drained" => {
+                                routed.remove(&ev.instance);
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            "router: missed {n} backend events; taking the backends it has now"
+                        );
+                        *sh.routed.lock().unwrap() = sh.backends.up_ids();
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// `GET /backends/{instance}` with a bearer token of `Config::admin_tokens`: 200 `routed`
+    /// or 404 `absent` ([`Router::routed`]); 401 without a token it knows.
+    fn admin_backend(
+        &self,
+        req: &hyper::Request<hyper::body::Incoming>,
+        instance: &str,
+    ) -> (u16, String) {
+        let given = req
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if self.sh.admin_tokens.is_empty() {
+            return (403, "no token may ask this router's backends\n".into());
+        }
+        let known = given.is_some_and(|g| {
+            self.sh
+                .admin_tokens
+                .iter()
+                .any(|t| constant_time_eq(t.as_bytes(), g.as_bytes()))
+        });
+        if !known {
+            return (
+                401,
+                "a bearer token (the cluster token or API key) is required\n".into(),
+            );
+        }
+        match self.routed(instance) {
+            true => (200, "routed\n".into()),
+            false => (404, "absent\n".into()),
+        }
+    }
+
     /// `backend-up`, `backend-down`, `backend-drained` as they happen.
     pub fn events(&self) -> broadcast::Receiver<RouterEvent> {
         self.sh.events.subscribe()
@@ -269,6 +356,8 @@ impl Router {
 
     /// Follows discovery forever (resyncing after a broken watch).
     pub fn follow_registry(&self, registry: Arc<dyn Registry>) -> tokio::task::JoinHandle<()> {
+        // Subscribed before the follow starts: no `backend-up` can come before it.
+        self.track_routed();
         tokio::spawn(
             self.sh
                 .backends
@@ -492,4 +581,9 @@ fn service(
              + Send,
 > + Clone {
     hyper::service::service_fn(move |req| proxy::handle(conn.clone(), req))
+}
+
+/// Compares secrets in time independent of where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -1,8 +1,9 @@
-//! The zero-downtime contract with the traffic layer (the router): a formation's new job counts
-//! as `up` only once the router sends it requests, and a job is taken out of the router and
-//! drained (its in-flight requests done) before it gets SIGTERM. `slipway server` plugs the
-//! router in ([`Scheduler::set_traffic_gate`]); without a gate (no router, the fake hosts of
-//! the simulations) jobs are up when healthy and stopped at once, as before.
+//! The zero-downtime contract with the traffic layer (the routers): a formation's new job counts
+//! as `up` only once every live router sends it requests, and a job is taken out of every
+//! router and drained (its in-flight requests done) before it gets SIGTERM. `slipway server`
+//! plugs its gate in ([`Scheduler::set_traffic_gate`]: every router registered in discovery,
+//! `crates/server/src/router/gate.rs`); without a gate (the fake hosts of the simulations)
+//! jobs are up when healthy and stopped at once, as before.
 
 use crate::Scheduler;
 use async_trait::async_trait;
@@ -11,11 +12,11 @@ use std::sync::Arc;
 
 #[async_trait]
 pub trait TrafficGate: Send + Sync + 'static {
-    /// Returns once the router has `job` as a backend, at once for a job that takes no
+    /// Returns once the routers have `job` as a backend, at once for a job that takes no
     /// traffic, or after the gate's own timeout (a job with no route must not block a deploy).
     async fn routed(&self, job: &JobInfo);
-    /// Takes the job out of traffic and returns once the router has no request in flight to
-    /// it (or after the gate's timeout); at once for a job the router does not have.
+    /// Takes the job out of traffic and returns once no router has a request in flight to
+    /// it (or after the gate's timeout); at once for a job no router has.
     async fn drain(&self, job_id: &str);
 }
 

@@ -199,11 +199,13 @@ pub async fn run(mut config: Config) -> Result<()> {
         false => None,
     };
     if let (Some(scheduler), Some(discovery)) = (&scheduler, &discovery) {
-        // With the router here, a job is up once it has it; without, once discovery has it.
-        let gate = match &router {
-            Some(router) => router.traffic_gate(discovery),
-            None => discovery.traffic_gate(),
-        };
+        // A job is up once every router registered in discovery (and this process's) has it;
+        // with no router anywhere, once discovery has it.
+        let credential = config
+            .cluster_token
+            .clone()
+            .unwrap_or_else(|| api_key.clone());
+        let gate = router::gate::RoutersGate::new(discovery, router.as_deref(), credential);
         scheduler.set_traffic_gate(gate);
     }
     let blobs = match config.has(Role::Blobstore) {
@@ -388,7 +390,7 @@ async fn start_router(
             Arc::new(registry)
         }
     };
-    router::start(config, routes, backends, cap).await
+    router::start(config, routes, backends, cap, api_key).await
 }
 
 /// Fails the start when discovery at `url` refuses this process's credential, rather than

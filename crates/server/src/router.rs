@@ -1,12 +1,13 @@
 //! The router role: the HTTP(S)/TCP reverse proxy on `--http-port`, `--https-port` and the
-//! TCP-route ports, with its admin endpoint (`/metrics`). A port that is taken does not stop
+//! TCP-route ports, with its admin endpoint (`/metrics`, `/backends/…`). A port that is taken does not stop
 //! the server: that listener is skipped with a warning saying which flag picks another port.
 //!
 //! Needs: routes — the controller's store in the same process, or a controller's HTTP API
 //! ([`follow`]: its routes and their events) — and backends: a registry, in-process or
 //! discovery's HTTP API. Gives: the ports the local host's jobs may reach (`published_tcp`),
-//! the TCP-route checks the controller asks, and the scheduler's gate ([`gate`]) when the
-//! jobs' bridge runs in the same process.
+//! the TCP-route checks the controller asks, and the scheduler's gate ([`gate`]) over every
+//! router of the cluster. Each router registers itself in discovery ([`gate::ROUTER_SERVICE`],
+//! its admin address) so that every scheduler's gate knows whom to wait for.
 
 pub mod follow;
 pub mod gate;
@@ -27,6 +28,9 @@ pub enum Routes {
 
 pub struct RouterRole {
     router: slipway_router::Router,
+    /// This router's instance id in discovery's [`gate::ROUTER_SERVICE`], for the life of
+    /// the process: the gate of this process asks its own router directly, not over HTTP.
+    pub id: String,
     /// The address its TCP-route listeners bind.
     ip: IpAddr,
     /// The router's ports (HTTP, HTTPS, the TCP-route range) that the local host's jobs may
@@ -35,15 +39,22 @@ pub struct RouterRole {
 }
 
 /// Starts the router. `max_connections`: its cap (see [`crate::router_connection_cap`]).
+/// `api_key`: with the cluster token, what may ask its admin endpoint which backends it has.
 pub async fn start(
     config: &Config,
     routes: Routes,
     backends: Arc<dyn Registry>,
     max_connections: usize,
+    api_key: &str,
 ) -> Result<RouterRole> {
     let args = &config.args.routing;
-    let router = slipway_router::Router::new(router_config(args, max_connections)?)?;
-    serve_admin(&router, args.router_admin).await;
+    let mut tokens = vec![api_key.to_string()];
+    tokens.extend(config.cluster_token.clone());
+    let router = slipway_router::Router::new(router_config(args, max_connections, tokens)?)?;
+    let id = gate::router_id();
+    if let Some(admin) = serve_admin(&router, args.router_admin).await {
+        register(config, &backends, &id, admin);
+    }
     router.follow_registry(backends);
     match routes {
         Routes::Store(store) => {
@@ -65,6 +76,7 @@ pub async fn start(
     published_tcp.push((*args.tcp_ports.start(), *args.tcp_ports.end()));
     Ok(RouterRole {
         router,
+        id,
         ip: args.router_ip,
         published_tcp,
     })
@@ -75,6 +87,7 @@ pub async fn start(
 fn router_config(
     args: &crate::args::RoutingArgs,
     max_connections: usize,
+    admin_tokens: Vec<String>,
 ) -> Result<slipway_router::Config> {
     let default_certificate = match (&args.router_cert, &args.router_key) {
         (Some(c), Some(k)) => Some((
@@ -96,25 +109,113 @@ fn router_config(
         max_connections,
         tcp_ports: args.tcp_ports.clone(),
         limits,
+        admin_tokens,
         ..Default::default()
     })
 }
 
-/// The admin endpoint (`/metrics`); a taken port only loses the metrics.
-async fn serve_admin(router: &slipway_router::Router, addr: SocketAddr) {
+/// The admin endpoint (`/metrics`, `/backends/…` for the gate); a taken port loses the
+/// metrics, and the router is then not registered: no gate waits for it. Returns where it
+/// listens.
+async fn serve_admin(router: &slipway_router::Router, addr: SocketAddr) -> Option<SocketAddr> {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => {
-            match l.local_addr() {
-                Ok(a) => tracing::info!("router: admin (metrics) on http://{a}"),
-                Err(_) => tracing::info!("router: admin (metrics) on http://{addr}"),
-            }
+            let bound = l.local_addr().unwrap_or(addr);
+            tracing::info!("router: admin (metrics) on http://{bound}");
             let r = router.clone();
             tokio::spawn(async move { r.serve_admin(l).await });
+            Some(bound)
         }
         Err(e) => {
-            tracing::warn!("router: cannot listen on {addr} for metrics: {e}; use --router-admin")
+            tracing::warn!(
+                "router: cannot listen on {addr} for metrics: {e}; use --router-admin (no traffic gate waits for this router meanwhile)"
+            );
+            None
         }
     }
+}
+
+/// Whether everyone who reads this router's registration runs on this machine: discovery is
+/// in this process (not on etcd), or reached on loopback (`--discovery-url`, every `--etcd`
+/// URL). Only then is a loopback admin address worth registering: elsewhere a gate asking it
+/// would ask its own machine and wait for nothing until its timeouts.
+fn discovery_on_this_machine(config: &Config) -> bool {
+    match (&config.args.etcd, &config.args.discovery_url) {
+        (Some(urls), _) => urls.split(',').all(url_is_loopback),
+        (None, Some(url)) if !config.has(crate::roles::Role::Discovery) => url_is_loopback(url),
+        (None, _) => true,
+    }
+}
+
+/// Whether a URL's host is a loopback address or `localhost`.
+fn url_is_loopback(url: &str) -> bool {
+    let rest = url.trim().split_once("://").map_or(url.trim(), |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Registers the router in discovery ([`gate::ROUTER_SERVICE`], its admin address), so that
+/// every scheduler's gate waits for it, and keeps it registered for the life of the process
+/// (a registration that fails is tried again, 2 s to 30 s apart). An admin endpoint on 0.0.0.0 is
+/// registered under `--advertise`'s IP; with none, not at all (said once); a loopback one only
+/// when discovery is on this machine ([`discovery_on_this_machine`]).
+fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: SocketAddr) {
+    let mut addr = admin;
+    if addr.ip().is_unspecified() {
+        match &config.args.advertise {
+            Some(crate::args::Advertise::Ip(ip)) => addr.set_ip(*ip),
+            _ => {
+                tracing::warn!(
+                    "router: the admin endpoint listens on {admin}, which no gate can ask: give --advertise IP (or --router-admin IP:PORT); this router is not registered, and deploys do not wait for it"
+                );
+                return;
+            }
+        }
+    }
+    if addr.ip().is_loopback() && !discovery_on_this_machine(config) {
+        tracing::warn!(
+            "router: the admin endpoint listens on {admin}, which the gates of other machines cannot ask: give --router-admin IP:PORT; this router is not registered, and deploys do not wait for it"
+        );
+        return;
+    }
+    let (registry, id) = (registry.clone(), id.to_string());
+    tokio::spawn(async move {
+        let new = slipway_discovery::NewInstance {
+            addr: addr.to_string(),
+            ..Default::default()
+        };
+        let mut backoff = std::time::Duration::from_secs(2);
+        loop {
+            match slipway_discovery::Registration::start(
+                registry.clone(),
+                gate::ROUTER_SERVICE,
+                &id,
+                new.clone(),
+                slipway_discovery::DEFAULT_TTL,
+            )
+            .await
+            {
+                Ok(reg) => {
+                    tracing::info!("router: registered in discovery as {id} ({addr})");
+                    // Held (and heartbeated) until the process ends.
+                    let _reg = reg;
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "router: cannot register in discovery as {id} ({addr}): {e}; gates do not wait for this router until it is (retrying in {backoff:?})"
+                    );
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(30));
+                }
+            }
+        }
+    });
 }
 
 /// HTTP and HTTPS: a runtime per core on both ports; when one of them is taken, what can be
@@ -189,13 +290,31 @@ impl RouterRole {
         self.router.tcp_listener_state(port)
     }
 
-    /// For [`slipway_scheduler::Scheduler::set_traffic_gate`] when the jobs' bridge is in this
-    /// process: deploys and `scale` count a job up once the router has it, and stops drain it
-    /// from the router first.
-    pub fn traffic_gate(
-        &self,
-        discovery: &crate::discovery::Discovery,
-    ) -> Arc<dyn slipway_scheduler::TrafficGate> {
-        gate::RouterGate::start(&self.router, discovery.bridge.clone())
+    /// The router itself, for the gate of this process ([`gate::RoutersGate`]).
+    pub fn router(&self) -> &slipway_router::Router {
+        &self.router
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_url_is_loopback_by_its_host() {
+        for yes in [
+            "http://127.0.0.1:1111",
+            "http://localhost:2379/",
+            "http://[::1]:1111/x",
+            "127.0.0.2:80",
+        ] {
+            assert!(super::url_is_loopback(yes), "{yes}");
+        }
+        for no in [
+            "http://10.0.0.5:1111",
+            "https://discovery.example.com",
+            "http://[fd00::1]:1111",
+            "http://127.0.0.1.example.com:1111",
+        ] {
+            assert!(!super::url_is_loopback(no), "{no}");
+        }
     }
 }

@@ -1,7 +1,7 @@
-//! The traffic gate of a process that runs discovery but no router (the router runs in another
-//! process, or nowhere): the scheduler must not wait for `backend-up` events it will never see.
-//! "Routed" is "registered in discovery", where every router takes its backends from; "drain"
-//! is deregistering, then a short grace for routers to hear of it and finish what they sent.
+//! The traffic gate when no router is known (none registered in discovery, none in this
+//! process; [`crate::router::gate::RoutersGate`] falls back to it): "routed" is "registered in
+//! discovery", where every router takes its backends from; "drain" is deregistering, then a
+//! short grace for a router that did not register (an older one) to hear of it.
 
 use crate::discovery::bridge::{Bridge, takes_traffic};
 use slipway_host::JobInfo;
