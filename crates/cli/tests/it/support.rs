@@ -425,7 +425,8 @@ pub fn skip_unless_root(test: &str) -> bool {
 /// push 800-949, logs 1300-1799, images 2000-2199, run 2200-2399, zero downtime 2400-2499,
 /// dns 2600-2699, housekeeping 2700-2799, app deletion 2900-2999,
 /// push (submodules, first deploy, Python on bookworm) 2800-2899, hostile 3000-3069,
-/// cluster scheduling 3100-3199, 3300-3399 and 3500-3599, roles 3200-3299, ops 3400-3499.
+/// cluster scheduling 3100-3199, 3300-3399 and 3500-3599, roles 3200-3299, ops 3400-3499,
+/// cluster routers 3600-3699.
 pub struct HostServer {
     pub s: TestServer,
     n: u32,

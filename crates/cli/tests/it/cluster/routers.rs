@@ -155,7 +155,7 @@ fn two_routers_in_two_processes_serve_a_deploy_under_load_with_no_failed_request
     ) {
         return;
     }
-    let n = 3000 + std::process::id() % 100;
+    let n = 3600 + std::process::id() % 100;
     // The router process registers its loopback admin address through discovery's API.
     let hs = HostServer::start(
         n,
