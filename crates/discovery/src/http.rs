@@ -19,6 +19,8 @@
 //! host's own listeners (this API, the controller's, the router's metrics) on port 80. The
 //! host agent's registrations go through the in-process registry and are not checked here;
 //! an operator who means to route to a host address lists it with [`Access::allow`].
+//! Registrations of [`KEY_ONLY_SERVICES`] (the controllers, whose `url` hosts send the API key
+//! to) take the API key; the cluster token is refused there (403).
 
 use crate::{Error, Event, Instance, NewInstance, Registry, Result, Watch};
 use axum::extract::{Path, State};
@@ -61,15 +63,49 @@ impl Access {
         }
     }
 
-    /// Whether `presented` is the key or the token (both compared in full, constant time).
-    fn admits(&self, presented: &str) -> bool {
+    /// Which credential `presented` is, if either (both compared in full, constant time).
+    fn admits(&self, presented: &str) -> Option<Credential> {
         let key = slipway_types::secret_eq(presented.as_bytes(), self.key.as_bytes());
         let token = self
             .token
             .as_ref()
             .is_some_and(|t| slipway_types::secret_eq(presented.as_bytes(), t.as_bytes()));
-        key | token
+        match (key, token) {
+            (true, _) => Some(Credential::Key),
+            (false, true) => Some(Credential::Token),
+            (false, false) => None,
+        }
     }
+}
+
+/// The credential a request was admitted with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credential {
+    Key,
+    Token,
+}
+
+/// Services whose registrations only the API key may write (register, replace or remove):
+/// hosts send the API key to the `url` a `slipway-controller` instance names (they fetch
+/// layers from it), so with the cluster token alone a router or a host could name its own
+/// address there and collect the key from every host.
+pub const KEY_ONLY_SERVICES: &[&str] = &["slipway-controller"];
+
+/// 403 when a token holder writes a service only the key may write.
+fn key_only(service: &str, credential: Credential) -> Option<Response> {
+    (credential != Credential::Key && KEY_ONLY_SERVICES.contains(&service)).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            Json(serde_json::json!({
+                "code": "forbidden",
+                "message": format!(
+                    "registrations of {service} take the API key, not the cluster token: \
+                     hosts send the API key to the address they name"
+                ),
+            })),
+        )
+            .into_response()
+    })
 }
 
 /// The HTTP API over any registry (normally a [`crate::LocalRegistry`]).
@@ -112,10 +148,14 @@ async fn require_key(
             let (scheme, key) = v.trim().split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
         });
-    match presented {
-        Some(k) if access.admits(k) => next.run(req).await,
-        found => {
-            let message = if found.is_some() {
+    match presented.and_then(|k| access.admits(k)) {
+        Some(credential) => {
+            let mut req = req;
+            req.extensions_mut().insert(credential);
+            next.run(req).await
+        }
+        None => {
+            let message = if presented.is_some() {
                 "invalid API key or cluster token"
             } else {
                 "missing credential: discovery's API takes the cluster token (file cluster-token in the controller's data directory) or the API key as `Authorization: Bearer TOKEN`"
@@ -231,9 +271,13 @@ fn error(e: Error) -> Response {
 async fn register(
     State(r): State<Shared>,
     axum::Extension(access): axum::Extension<Arc<Access>>,
+    axum::Extension(credential): axum::Extension<Credential>,
     Path((service, id)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
+    if let Some(refused) = key_only(&service, credential) {
+        return refused;
+    }
     let new: NewInstance = match serde_json::from_slice(&body) {
         Ok(n) => n,
         Err(e) => return error(Error::Invalid(format!("bad instance JSON: {e}"))),
@@ -249,8 +293,12 @@ async fn register(
 
 async fn deregister(
     State(r): State<Shared>,
+    axum::Extension(credential): axum::Extension<Credential>,
     Path((service, id)): Path<(String, String)>,
 ) -> Response {
+    if let Some(refused) = key_only(&service, credential) {
+        return refused;
+    }
     match r.deregister(&service, &id).await {
         Ok(()) => Json(serde_json::json!({})).into_response(),
         Err(e) => error(e),
@@ -433,7 +481,7 @@ impl HttpRegistry {
                 "discovery at {} refused the API key or cluster token: {msg}; give this process the cluster token (SLIPWAY_CLUSTER_TOKEN or --cluster-token-file: the controller's <data dir>/cluster-token)",
                 self.base
             )),
-            400 | 422 => Error::Invalid(msg),
+            400 | 403 | 422 => Error::Invalid(msg),
             _ => Error::Unavailable(msg),
         })
     }

@@ -13,7 +13,12 @@ const NAME: &str = "push";
 /// How long a lease lasts unless renewed: a controller that dies mid-push holds the app for
 /// at most this long.
 const TTL: Duration = Duration::from_secs(30);
-const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// Shorter in the tests, so a lost lease is noticed within the test's patience.
+const RENEW_EVERY: Duration = if cfg!(test) {
+    Duration::from_millis(200)
+} else {
+    Duration::from_secs(10)
+};
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// A held lease, renewed until dropped, then released.
@@ -22,13 +27,16 @@ pub(crate) struct PushLease {
     app: App,
     holder: String,
     renew: tokio::task::JoinHandle<()>,
+    /// Set when a renewal found another push holding the lease (this one's ran out while
+    /// the store was unreachable): this push is cancelled and must not deploy.
+    lost: Arc<std::sync::atomic::AtomicBool>,
     /// Whether another push held it when this one asked.
     pub waited: bool,
 }
 
 impl PushLease {
     /// Waits for the app's lease (saying so once through `say`) until it is this push's, or
-    /// `cancel` fires.
+    /// `cancel` fires. Once held, losing it to another push cancels `cancel`.
     pub(crate) async fn acquire<F, Fut>(
         store: Arc<dyn Store>,
         app: &App,
@@ -65,15 +73,22 @@ impl PushLease {
                 _ = cancel.cancelled() => return Err("push cancelled".into()),
             }
         }
+        let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let renew = {
             let (store, app, holder) = (store.clone(), app.clone(), holder.clone());
+            let (lost, cancel) = (lost.clone(), cancel.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
                     match store.acquire_app_lease(app.id, NAME, &holder, TTL).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(app = %app.name, "this push lost its lease on the app (it ran out while the store was unreachable): another push may start")
+                            // Another push holds it now and may be deploying: this one stops
+                            // rather than deploy and store its repository over that one's.
+                            tracing::warn!(app = %app.name, "this push lost its lease on the app to another push (it ran out while the store was unreachable): cancelling this push");
+                            lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                            cancel.cancel();
+                            return;
                         }
                         Err(e) => {
                             tracing::warn!(app = %app.name, "cannot renew this push's lease on the app: {e}")
@@ -87,8 +102,16 @@ impl PushLease {
             app: app.clone(),
             holder,
             renew,
+            lost,
             waited: say.is_none(),
         })
+    }
+}
+
+impl PushLease {
+    /// Whether another push took this lease (see [`PushLease::acquire`]).
+    pub(crate) fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -173,5 +196,46 @@ mod tests {
             .unwrap();
         assert_eq!(third.err().as_deref(), Some("push cancelled"));
         drop(second);
+    }
+
+    /// A push whose lease another push took (it ran out while the store was unreachable) is
+    /// cancelled and knows it: two pushes must not both deploy and store their repository.
+    #[tokio::test]
+    async fn a_push_whose_lease_was_taken_over_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let app = store
+            .create_app("taken", &NewApp::default(), None)
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let first = PushLease::acquire(store.clone(), &app, |_| async {}, &cancel)
+            .await
+            .unwrap();
+        assert!(!first.lost());
+        // As if it had run out: another push's lease replaces it.
+        store
+            .release_app_lease(app.id, NAME, &first.holder)
+            .await
+            .unwrap();
+        assert!(
+            store
+                .acquire_app_lease(app.id, NAME, "another-push", TTL)
+                .await
+                .unwrap()
+        );
+        tokio::time::timeout(RENEW_EVERY * 3, cancel.cancelled())
+            .await
+            .expect("the push that lost its lease is cancelled");
+        assert!(first.lost());
+        drop(first);
+        // Dropping it does not release the lease that is now another push's.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !store
+                .acquire_app_lease(app.id, NAME, "a-third-push", TTL)
+                .await
+                .unwrap()
+        );
     }
 }

@@ -246,6 +246,14 @@ async fn run(
     let built = build(&r.pusher, input, out, cancel).await;
     clock.mark("build done");
     drop(src);
+    // A push that lost the app's lease to another one (its renewals failed for longer than
+    // the lease) was cancelled; say why rather than "the build was stopped".
+    if (session.lease.lock().expect("session lease").as_ref()).is_some_and(|l| l.lost()) {
+        return Err(format!(
+            "this push lost its lock on {} to another push (the store was unreachable for longer than the lock lasts); nothing was deployed: fetch, merge and push again",
+            app.name
+        ));
+    }
     let built = built?;
 
     // From here on the push is committed to: cancelling would leave a half-made deploy.
