@@ -135,3 +135,27 @@ fn bearer_is(headers: &axum::http::HeaderMap, key: &str) -> bool {
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_is;
+    use axum::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+
+    fn with(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    /// Only the key's holder learns why changes are refused: others go on to the API's own
+    /// authentication.
+    #[test]
+    fn only_the_api_key_as_a_bearer_token_counts() {
+        assert!(bearer_is(&with("Bearer sekrit"), "sekrit"));
+        assert!(bearer_is(&with("bearer  sekrit "), "sekrit"));
+        assert!(!bearer_is(&with("Bearer sekri"), "sekrit"));
+        assert!(!bearer_is(&with("Bearer sekrit2"), "sekrit"));
+        assert!(!bearer_is(&with("Basic OnNla3JpdA=="), "sekrit"));
+        assert!(!bearer_is(&HeaderMap::new(), "sekrit"));
+    }
+}
