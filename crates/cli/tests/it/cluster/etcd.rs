@@ -5,8 +5,15 @@
 //! register there, schedulers elect their leader there, routers read their backends there —
 //! no `--discovery-url` anywhere.
 //!
+//! In order: 2 jobs per host, every router serves; `kill -9` of the scheduler leader's process
+//! (a host too: its containers are removed with it) → takeover, a scale issued meanwhile
+//! completes, replacements, no job started twice; it restarts and gets jobs again; the same for
+//! the host-only process; one etcd member down → changes work; two → refused with a clear
+//! error while every router serves; members back → changes resume by themselves.
+//!
 //! Measured and printed (`--no-capture`): the scheduler takeover after `kill -9` of the
-//! leader's process, and the time until a dead host's jobs run elsewhere.
+//! leader's process, the time until a dead host's jobs run elsewhere, and the resumption after
+//! etcd's quorum is back.
 
 use crate::support::*;
 use std::collections::{BTreeMap, HashMap};
@@ -456,7 +463,70 @@ fn a_cluster_on_etcd_places_fails_over_and_survives_the_loss_of_an_etcd_member()
     ];
     assert_started_once(&hosts_now, &token);
 
-    // 4. One etcd member of three stopped: changes still go through.
+    // 4. kill -9 of a host-only process and of its jobs: they are replaced on the other two
+    // hosts, traffic through the other routers recovers; restarted, it rejoins and gets jobs.
+    let c_host = std::fs::read_to_string(c_dir.path().join("data/host/host-id"))
+        .unwrap()
+        .trim()
+        .to_string();
+    c.kill();
+    let killed = Instant::now();
+    leftovers(c_dir.path(), n + 2);
+    let replaced = wait_for(
+        "the host-only process's jobs replaced",
+        Duration::from_secs(30),
+        || {
+            let m = up_per_host(&b.s);
+            m.values().sum::<usize>() == 9 && !m.contains_key(&c_host)
+        },
+    );
+    eprintln!("a killed host's jobs replaced after {replaced:?}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(15),
+        "replaced after {:?}",
+        killed.elapsed()
+    );
+    // The restarted A's router listens on a new port.
+    let a_router = addr_after(|| log_of(&a_dir)[logged..].to_string(), "router: HTTP on ");
+    for r in [&a_router, &routers[1]] {
+        wait_for(
+            &format!("router {r} to recover"),
+            Duration::from_secs(15),
+            || serves(r),
+        );
+    }
+    assert_started_once(&hosts_now[..2], &token);
+    let logged_c = c.log().len();
+    c.spawn();
+    wait_for(
+        "the restarted host-only process to be followed",
+        Duration::from_secs(40),
+        || {
+            log_of(&b_dir)
+                .lines()
+                .filter(|l| l.contains("following a registered host") && l.contains(&c_host))
+                .count()
+                >= 2
+        },
+    );
+    scale(&b.s, 10);
+    wait_for(
+        "a job on the host-only process that came back",
+        Duration::from_secs(40),
+        || {
+            let m = up_per_host(&b.s);
+            m.values().sum::<usize>() == 10 && m.get(&c_host).is_some_and(|n| *n >= 1)
+        },
+    );
+    let c_router = addr_after(|| c.log()[logged_c..].to_string(), "router: HTTP on ");
+    wait_for(
+        "the restarted router to serve",
+        Duration::from_secs(20),
+        || serves(&c_router),
+    );
+    let routers = [a_router, routers[1].clone(), c_router];
+
+    // 5. One etcd member of three stopped: changes still go through.
     etcd.stop_member(0);
     scale(&b.s, 6);
     wait_for(
@@ -482,7 +552,7 @@ fn a_cluster_on_etcd_places_fails_over_and_survives_the_loss_of_an_etcd_member()
     // Nothing was written: the formation is still 6.
     let formation = b.s.ok(&["-a", "web", "scale"]);
     assert!(formation.contains("web=6"), "{formation}");
-    for r in &routers[1..] {
+    for r in &routers {
         assert!(serves(r), "router {r} stopped serving without etcd");
     }
     // Members back: it resumes by itself.
