@@ -34,7 +34,7 @@ pub struct HostView {
     pub tags: BTreeMap<String, String>,
     /// Shutting down (draining): no new jobs; its jobs are replaced elsewhere.
     pub shutting_down: bool,
-    /// Its last health check failed: no new jobs until one passes (a start there would fail,
+    /// Its last two health checks failed: no new jobs until one passes (a start there would fail,
     /// and every failure counts as a crash towards the backoff); its jobs stay counted until
     /// it is lost.
     pub unreachable: bool,

@@ -467,8 +467,11 @@ pub(crate) async fn check_host(
                     h.failures += 1;
                     // No new jobs there meanwhile: placed on a dead host (the fewest jobs of
                     // all, once its own are gone), each start fails at once and a crash
-                    // backoff builds up, delaying the replacements elsewhere.
-                    h.view.unreachable = true;
+                    // backoff builds up, delaying the replacements elsewhere. From the second
+                    // failure in a row: one slow answer under load is not a dead host.
+                    if h.failures >= 2 {
+                        h.view.unreachable = true;
+                    }
                     tracing::warn!(host, failures = h.failures, "host check failed");
                     if h.failures >= cfg.max_host_checks {
                         drop(st);
