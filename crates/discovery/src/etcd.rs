@@ -7,8 +7,15 @@
 //! - `register` of a live instance renews its lease (the heartbeat) and rewrites the value
 //!   only when address or meta changed (an `update`); of an unknown or expired one, takes a
 //!   new lease and creates the key (an `up`, with a new `index`).
-//! - `index` is the key's create revision: unique and increasing across the cluster, so the
-//!   leader (lowest index) is the oldest instance, as everywhere.
+//! - `index` is the key's create revision plus the cluster's **epoch base**: unique and
+//!   increasing across the cluster, so the leader (lowest index) is the oldest instance, as
+//!   everywhere. The base is the clock (µs since 1970) when the first registry used this etcd,
+//!   kept in [`EPOCH_BASE_KEY`]. Why: a leader's index is its fencing epoch, and hosts and the
+//!   store only ever raise the epoch they hold. The in-process registry's indexes continue
+//!   from the clock; a bare create revision (small) would be below every epoch a cluster that
+//!   ran on it announced, and after a switch to etcd no leader could ever take over. With the
+//!   base, a new etcd (or a fresh one after an etcd loss) starts above every epoch handed out
+//!   before it, as long as revisions grow slower than a million a second.
 //! - `watch` reads a snapshot at revision R, then watches from R + 1: no event is missed or
 //!   reported twice. A watch that breaks (etcd member gone, history compacted) ends the stream;
 //!   the caller re-watches and resyncs from a new snapshot, as with every registry.
@@ -39,6 +46,9 @@ use tokio::sync::mpsc;
 
 /// Where instances live in etcd.
 pub const PREFIX: &str = "/slipway/discovery/";
+/// The cluster's epoch base (module doc): decimal microseconds, written once, never changed.
+/// Outside [`PREFIX`], so no watch sees it.
+pub const EPOCH_BASE_KEY: &str = "/slipway/epoch-base";
 /// Events a watcher may lag behind before it is cut off (and resyncs).
 const WATCH_BUFFER: usize = 4096;
 
@@ -48,6 +58,8 @@ pub struct EtcdRegistry {
     client: Client,
     ttl: Duration,
     mine: Arc<Mutex<HashMap<String, Mine>>>,
+    /// [`EPOCH_BASE_KEY`], read (or set) at the first operation that needs an index.
+    base: Arc<tokio::sync::OnceCell<u64>>,
 }
 
 /// An instance this registry registered: its lease and the timer that revokes it when no
@@ -74,9 +86,10 @@ fn key_of(service: &str, id: &str) -> String {
     format!("{PREFIX}{service}/{id}")
 }
 
-/// The instance a key-value holds, or `None` (with a warning) for a key this registry did not
-/// write (a stray key under the prefix must not end every watch).
-fn decode(kv: &KeyValue) -> Option<Instance> {
+/// The instance a key-value holds (its index offset by the cluster's epoch `base`), or `None`
+/// (with a warning) for a key this registry did not write (a stray key under the prefix must
+/// not end every watch).
+fn decode(kv: &KeyValue, base: u64) -> Option<Instance> {
     let key = std::str::from_utf8(&kv.key).ok()?;
     let (service, id) = key.strip_prefix(PREFIX)?.split_once('/')?;
     match serde_json::from_slice::<Stored>(&kv.value) {
@@ -86,7 +99,7 @@ fn decode(kv: &KeyValue) -> Option<Instance> {
             addr: s.addr,
             proto: s.proto,
             meta: s.meta,
-            index: kv.create_revision as u64,
+            index: base + kv.create_revision as u64,
         }),
         Err(e) => {
             tracing::warn!(
@@ -106,7 +119,62 @@ impl EtcdRegistry {
             client,
             ttl,
             mine: Arc::new(Mutex::new(HashMap::new())),
+            base: Arc::new(tokio::sync::OnceCell::new()),
         }
+    }
+
+    /// The cluster's epoch base (module doc): read from [`EPOCH_BASE_KEY`], written there first
+    /// (now, in µs) by whichever registry asks first; every registry of the cluster reads the
+    /// same one.
+    pub async fn epoch_base(&self) -> Result<u64> {
+        let client = &self.client;
+        let base = self
+            .base
+            .get_or_try_init(|| async move {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0);
+                client
+                    .txn(&TxnRequest {
+                        compare: vec![Compare::new(
+                            EPOCH_BASE_KEY,
+                            CompareResult::Equal,
+                            CompareTarget::Create(0),
+                        )],
+                        success: vec![RequestOp::Put(PutRequest {
+                            key: EPOCH_BASE_KEY.into(),
+                            value: now.to_string().into_bytes(),
+                            lease: 0,
+                            prev_kv: false,
+                        })],
+                        failure: vec![],
+                    })
+                    .await
+                    .map_err(unavailable)?;
+                let kv = client
+                    .get(EPOCH_BASE_KEY)
+                    .await
+                    .map_err(unavailable)?
+                    .ok_or_else(|| {
+                        Error::Unavailable(format!(
+                            "etcd lost {EPOCH_BASE_KEY} just after it was written: try again"
+                        ))
+                    })?;
+                std::str::from_utf8(&kv.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .filter(|b| *b < u64::MAX / 2)
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "etcd's {EPOCH_BASE_KEY} is not a number of microseconds: it was \
+                             not written by Slipway; delete it (a new base is taken from the \
+                             clock) and restart the schedulers"
+                        ))
+                    })
+            })
+            .await?;
+        Ok(*base)
     }
 
     pub fn ttl(&self) -> Duration {
@@ -273,13 +341,14 @@ impl Registry for EtcdRegistry {
         for _ in 0..5 {
             if let Some((index, lease)) = self.try_register(&key, &stored, &value).await? {
                 self.arm(&key, lease, started + self.ttl);
+                let base = self.epoch_base().await?;
                 return Ok(Instance {
                     id: id.to_string(),
                     service: service.to_string(),
                     addr: stored.addr,
                     proto: stored.proto,
                     meta: stored.meta,
-                    index: index as u64,
+                    index: base + index as u64,
                 });
             }
         }
@@ -317,12 +386,13 @@ impl Registry for EtcdRegistry {
 
     async fn instances(&self, service: &str) -> Result<Vec<Instance>> {
         crate::validate_name("service name", service)?;
+        let base = self.epoch_base().await?;
         let r = self
             .client
             .range(&RangeRequest::prefix(format!("{PREFIX}{service}/")))
             .await
             .map_err(unavailable)?;
-        let mut list: Vec<Instance> = r.kvs.iter().filter_map(decode).collect();
+        let mut list: Vec<Instance> = r.kvs.iter().filter_map(|kv| decode(kv, base)).collect();
         list.sort_by_key(|i| i.index);
         Ok(list)
     }
@@ -335,15 +405,19 @@ impl Registry for EtcdRegistry {
             Some(s) => format!("{PREFIX}{s}/"),
             None => PREFIX.to_string(),
         };
+        let base = self.epoch_base().await?;
         let snap = self
             .client
             .range(&RangeRequest::prefix(prefix.clone()))
             .await
             .map_err(unavailable)?;
         let revision = snap.header.revision;
-        let mut state = Followed::default();
+        let mut state = Followed {
+            base,
+            ..Default::default()
+        };
         for kv in &snap.kvs {
-            if let Some(i) = decode(kv) {
+            if let Some(i) = decode(kv, base) {
                 state.insert(i);
             }
         }
@@ -415,6 +489,8 @@ impl Registry for EtcdRegistry {
 #[derive(Default)]
 struct Followed {
     services: BTreeMap<String, BTreeMap<u64, Instance>>,
+    /// The cluster's epoch base, added to every index.
+    base: u64,
 }
 
 impl Followed {
@@ -434,7 +510,7 @@ impl Followed {
         let mut out = Vec::new();
         match e.kind {
             EventType::Put => {
-                let Some(i) = decode(&e.kv) else {
+                let Some(i) = decode(&e.kv, self.base) else {
                     return out;
                 };
                 let service = i.service.clone();
@@ -458,7 +534,7 @@ impl Followed {
                 self.leader_change(&service, before, &mut out);
             }
             EventType::Delete => {
-                let Some(i) = e.prev_kv.as_ref().and_then(decode) else {
+                let Some(i) = e.prev_kv.as_ref().and_then(|kv| decode(kv, self.base)) else {
                     return out;
                 };
                 let service = i.service.clone();

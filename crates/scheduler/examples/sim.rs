@@ -29,6 +29,7 @@ fn planner(hosts: usize, apps: usize, per_app: u32) {
             id: format!("host{i:03}"),
             tags: Default::default(),
             shutting_down: false,
+            unreachable: false,
         })
         .collect();
     let wants: Vec<Want> = (0..apps)

@@ -185,6 +185,18 @@ impl Scheduler {
         self.inner.acting.epoch().ok().flatten()
     }
 
+    /// Why no scheduler can lead now, seen from here: this one does not lead and discovery
+    /// (etcd) cannot be asked who does — e.g. etcd lost its quorum. `None` without an
+    /// election, while leading, or while discovery answers.
+    pub fn coordination_unavailable(&self) -> Option<String> {
+        let election = self.inner.election.get()?;
+        let state = election.watch().borrow().clone();
+        match state.epoch {
+            Some(_) => None,
+            None => state.unreachable,
+        }
+    }
+
     /// The leader's controller URL (its registration's `url` meta), when another leads.
     pub fn leader_url(&self) -> Option<String> {
         let election = self.inner.election.get()?;

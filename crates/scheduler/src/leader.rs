@@ -24,6 +24,9 @@ pub struct Leadership {
     pub epoch: Option<u64>,
     /// The leader as discovery last said (its meta has the leader's controller URL).
     pub leader: Option<Instance>,
+    /// Why discovery could not be asked who leads, when its last answer was a failure (etcd
+    /// without a quorum, a discovery process gone): the cluster can elect no one meanwhile.
+    pub unreachable: Option<String>,
 }
 
 /// A candidacy: registered (and heartbeated) until dropped; [`Election::watch`] says whether
@@ -60,11 +63,25 @@ impl Election {
         let task = tokio::spawn(async move {
             let reg = reg;
             let mut last_leader: Option<Instance> = None;
+            let mut unreachable: Option<String> = None;
             loop {
                 let deadline = reg.lease_deadline(margin);
                 let asked = tokio::time::timeout(tick * 4, registry.leader(&service)).await;
-                if let Ok(Ok(leader)) = asked {
-                    last_leader = leader;
+                match asked {
+                    Ok(Ok(leader)) => {
+                        last_leader = leader;
+                        unreachable = None;
+                    }
+                    // The first failure's text is kept while it lasts: watchers are woken by
+                    // a change of state, not by each failed look.
+                    Ok(Err(e)) => {
+                        unreachable.get_or_insert_with(|| e.to_string());
+                    }
+                    Err(_) => {
+                        unreachable.get_or_insert_with(|| {
+                            format!("discovery did not answer within {:?}", tick * 4)
+                        });
+                    }
                 }
                 let mine = reg.instance();
                 let leads = last_leader
@@ -74,6 +91,7 @@ impl Election {
                 let state = Leadership {
                     epoch: (leads && now < deadline).then_some(mine.index),
                     leader: last_leader.clone(),
+                    unreachable: unreachable.clone(),
                 };
                 tx.send_if_modified(|cur| {
                     let changed = *cur != state;

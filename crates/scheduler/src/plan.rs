@@ -34,6 +34,10 @@ pub struct HostView {
     pub tags: BTreeMap<String, String>,
     /// Shutting down (draining): no new jobs; its jobs are replaced elsewhere.
     pub shutting_down: bool,
+    /// Its last two health checks failed: no new jobs until one passes (a start there would fail,
+    /// and every failure counts as a crash towards the backoff); its jobs stay counted until
+    /// it is lost.
+    pub unreachable: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,6 +84,7 @@ pub fn tags_match(want: &BTreeMap<String, String>, host: &HostView) -> bool {
 fn eligible<'a>(want: &'a Want, hosts: &'a [HostView]) -> impl Iterator<Item = &'a HostView> + 'a {
     hosts.iter().filter(move |h| {
         !h.shutting_down
+            && !h.unreachable
             && tags_match(&want.tags, h)
             && want.host.as_ref().is_none_or(|named| *named == h.id)
     })
@@ -222,6 +227,7 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             shutting_down: false,
+            unreachable: false,
         }
     }
     fn want(t: &str, n: u32) -> Want {
@@ -263,6 +269,25 @@ mod tests {
         let jobs = [job("w1", "worker", Some("a"), Phase::Running, 1)];
         let a = plan(&[want("web", 1), want("worker", 1)], &hosts, &jobs);
         assert_eq!(starts(&a), vec![Some("a".to_string())]);
+    }
+
+    /// A host whose health check fails gets no new job (it would fail at once, and it looks
+    /// the emptiest), but its jobs stay counted until it is lost.
+    #[test]
+    fn an_unreachable_host_gets_no_new_job_and_keeps_its_own() {
+        let mut dead = host("a", &[]);
+        dead.unreachable = true;
+        let hosts = [dead, host("b", &[])];
+        let jobs = [
+            job("j1", "web", Some("a"), Phase::Running, 1),
+            job("j2", "web", Some("b"), Phase::Running, 2),
+        ];
+        let a = plan(&[want("web", 4)], &hosts, &jobs);
+        assert!(!a.iter().any(|a| matches!(a, Action::Stop { .. })), "{a:?}");
+        assert_eq!(starts(&a), vec![Some("b".to_string()); 2]);
+        // Nowhere else to go: blocked, not started there.
+        let a = plan(&[want("web", 3)], &hosts[..1], &jobs[..1]);
+        assert_eq!(starts(&a), vec![None; 2]);
     }
 
     #[test]

@@ -106,6 +106,7 @@ impl State {
             id: id.clone(),
             tags,
             shutting_down: false,
+            unreachable: false,
         };
         self.hosts.insert(
             id,
@@ -451,6 +452,11 @@ pub(crate) async fn check_host(
             match res {
                 Ok(Ok(status)) => {
                     h.failures = 0;
+                    if h.view.unreachable {
+                        // It takes new jobs again.
+                        h.view.unreachable = false;
+                        wake = true;
+                    }
                     if h.view.tags != status.tags {
                         tracing::info!(host, "host tags changed");
                         h.view.tags = status.tags;
@@ -459,6 +465,13 @@ pub(crate) async fn check_host(
                 }
                 _ => {
                     h.failures += 1;
+                    // No new jobs there meanwhile: placed on a dead host (the fewest jobs of
+                    // all, once its own are gone), each start fails at once and a crash
+                    // backoff builds up, delaying the replacements elsewhere. From the second
+                    // failure in a row: one slow answer under load is not a dead host.
+                    if h.failures >= 2 {
+                        h.view.unreachable = true;
+                    }
                     tracing::warn!(host, failures = h.failures, "host check failed");
                     if h.failures >= cfg.max_host_checks {
                         drop(st);

@@ -95,6 +95,11 @@ pub async fn serve(
         git_url: deps.advertised_url.clone(),
     };
     tracing::info!(data_dir = %config.data_dir.display(), "controller API on {}, advertised as {}", deps.local_url, deps.advertised_url);
+    // Changes are refused while no scheduler can lead (etcd without quorum): scheduler.rs.
+    let gate = (
+        deps.scheduler.clone(),
+        Arc::<str>::from(deps.api_key.as_str()),
+    );
     let registration = match &deps.registry {
         Some(r) => register(r.clone(), &deps.advertised_url).await,
         None => None,
@@ -111,7 +116,9 @@ pub async fn serve(
     let cluster: Arc<dyn slipway_controller::Cluster> = layer0;
     let router =
         slipway_controller::router_with_extra(deps.store, controller, Some(cluster), deps.extra);
-    let router = slipway_registry::with_api_version(router);
+    let router = slipway_registry::with_api_version(router).layer(
+        axum::middleware::from_fn_with_state(gate, crate::scheduler::refuse_changes_without_leader),
+    );
     let limits = crate::listen::Limits {
         header_timeout: args
             .routing

@@ -253,4 +253,78 @@ mod tests {
             "an instance lives under a lease"
         );
     }
+
+    /// A cluster moved from the embedded registry to etcd still gets a leader: hosts and the
+    /// store only ever raise the epoch they hold, and the epochs (instance indexes) etcd hands
+    /// out are above every one the in-process registry handed out before, the same in every
+    /// process, and still rising.
+    #[tokio::test]
+    async fn epochs_on_etcd_continue_above_the_embedded_registrys() {
+        let Some(etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+            return;
+        };
+        let new = slipway_discovery::NewInstance {
+            addr: "10.0.0.1:80".into(),
+            ..Default::default()
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let local = slipway_discovery::LocalRegistry::new(std::time::Duration::from_secs(10));
+        let embedded = local
+            .register("slipway-scheduler", "a", &new)
+            .await
+            .unwrap();
+
+        let client = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let first = etcd_registry(&client);
+        let b = first
+            .register("slipway-scheduler", "b", &new)
+            .await
+            .unwrap();
+        assert!(
+            b.index > embedded.index,
+            "etcd's epoch {} is not above the embedded registry's {}",
+            b.index,
+            embedded.index
+        );
+        // Another process agrees on the epoch (the base is read, not taken from its clock).
+        let other = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let second = etcd_registry(&other);
+        let leader = second.leader("slipway-scheduler").await.unwrap().unwrap();
+        assert_eq!((leader.id.as_str(), leader.index), ("b", b.index));
+        let c = second
+            .register("slipway-scheduler", "c", &new)
+            .await
+            .unwrap();
+        assert!(c.index > b.index, "{} then {}", b.index, c.index);
+        // A watch reports the same indexes.
+        let mut watch = second.watch(Some("slipway-scheduler")).await.unwrap();
+        let mut seen = Vec::new();
+        while let Some(e) = watch.recv().await {
+            if e.kind == slipway_discovery::EventKind::Current {
+                break;
+            }
+            if e.kind == slipway_discovery::EventKind::Up {
+                seen.push(e.instance.unwrap().index);
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, vec![b.index, c.index]);
+        // A base that is not Slipway's is refused, naming the key and the fix.
+        other
+            .put(&slipway_etcd::PutRequest {
+                key: slipway_discovery::etcd::EPOCH_BASE_KEY.into(),
+                value: b"garbage".to_vec(),
+                lease: 0,
+                prev_kv: false,
+            })
+            .await
+            .unwrap();
+        let fresh = etcd_registry(&other);
+        let e = fresh.instances("slipway-scheduler").await.unwrap_err();
+        assert!(e.to_string().contains("/slipway/epoch-base"), "{e}");
+    }
 }

@@ -6,7 +6,7 @@
 //! so that schedulers, log aggregators and discovery bridges in other processes follow it
 //! ([`follow_members`]). A process with the scheduler follows its own host in-process.
 //!
-//! Needs: a discovery (in-process or `--discovery-url`) to register in, unless the scheduler
+//! Needs: a discovery (in-process, `--etcd` or `--discovery-url`) to register in, unless the scheduler
 //! runs here; the router's ports when it runs here (jobs may reach them); the blob store when
 //! it runs here. Discovery's DNS runs on the jobs' bridge when discovery runs here.
 
@@ -141,15 +141,21 @@ async fn refuse_duplicate(registry: &dyn Registry, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The discovery this process registers in and follows hosts through: the in-process one,
-/// else `--discovery-url` (with the API key); `None` without either.
+/// The discovery this process registers in, follows hosts through and campaigns in: the
+/// in-process one (on etcd with `--etcd`), else etcd itself (`--etcd`: no HTTP hop, no
+/// discovery process to depend on), else `--discovery-url` (with the API key); `None` without
+/// any.
 pub fn registry(
     config: &Config,
     discovery: Option<&Discovery>,
+    etcd: Option<&slipway_etcd::Client>,
     api_key: &str,
 ) -> Option<Arc<dyn Registry>> {
     if let Some(d) = discovery {
         return Some(d.registry.clone());
+    }
+    if let Some(etcd) = etcd {
+        return Some(crate::discovery::etcd_registry(etcd));
     }
     let url = config.args.discovery_url.as_deref()?;
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -178,7 +178,7 @@ pub async fn run(mut config: Config) -> Result<()> {
         false => None,
     };
     // The discovery hosts register in and elections run through: here or `--discovery-url`.
-    let registry = host::registry(&config, discovery.as_ref(), &api_key);
+    let registry = host::registry(&config, discovery.as_ref(), etcd.as_ref(), &api_key);
     if let (Some(scheduler), Some(_)) = (&scheduler, &registry) {
         // It campaigns once the controller listens (`scheduler::run`); until it leads, what it
         // learns from the hosts is not written.
@@ -190,7 +190,7 @@ pub async fn run(mut config: Config) -> Result<()> {
                 &config,
                 &store,
                 &discovery,
-                etcd.as_ref(),
+                etcd.as_ref().and(registry.as_ref()),
                 &api_key,
                 router_cap,
             )
@@ -359,7 +359,7 @@ async fn start_router(
     config: &Config,
     store: &Option<Arc<dyn slipway_store::Store>>,
     discovery: &Option<discovery::Discovery>,
-    etcd: Option<&slipway_etcd::Client>,
+    etcd: Option<&Arc<dyn slipway_discovery::Registry>>,
     api_key: &str,
     cap: usize,
 ) -> Result<router::RouterRole> {
@@ -379,7 +379,7 @@ async fn start_router(
     let backends: Arc<dyn slipway_discovery::Registry> = match (discovery, etcd) {
         (Some(d), _) => d.registry.clone(),
         // No HTTP hop: the instances are read in etcd.
-        (None, Some(etcd)) => discovery::etcd_registry(etcd),
+        (None, Some(etcd)) => etcd.clone(),
         (None, None) => {
             let url = remote(&config.args.discovery_url, "--discovery-url")?;
             let _ = rustls::crypto::ring::default_provider().install_default();

@@ -352,6 +352,7 @@ mod tests {
             id: id.into(),
             tags: [("disk".to_string(), "ssd".to_string())].into(),
             shutting_down,
+            unreachable: false,
         }
     }
 

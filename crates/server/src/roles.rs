@@ -171,10 +171,11 @@ pub fn check(roles: &Roles, remote: &Remote) -> Result<(), RefusedSplit> {
         }
     }
     if roles.has(Host) && !roles.has(Discovery) {
-        if remote.discovery_url.is_none() {
+        if remote.discovery_url.is_none() && remote.etcd.is_none() {
             return refuse(
-                "a host agent registers itself and its jobs in discovery: add `discovery`, or \
-                 give --discovery-url (and the key: SLIPWAY_API_KEY or --api-key-file)"
+                "a host agent registers itself and its jobs in discovery: add `discovery`, \
+                 give --etcd, or give --discovery-url (and the key: SLIPWAY_API_KEY or \
+                 --api-key-file)"
                     .into(),
             );
         }
@@ -185,7 +186,8 @@ pub fn check(roles: &Roles, remote: &Remote) -> Result<(), RefusedSplit> {
                     .into(),
             );
         }
-        if remote.api_key.is_none() && !roles.has(Controller) {
+        // On etcd there is no discovery API to present a key to.
+        if remote.api_key.is_none() && !roles.has(Controller) && remote.etcd.is_none() {
             return refuse(
                 "discovery wants the API key: give --api-key-file (the controller's \
                  `<data dir>/api-key`) or put the key in SLIPWAY_API_KEY"
@@ -357,6 +359,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.reason.contains("API key"), "{e}");
+    }
+
+    #[test]
+    fn with_etcd_the_cluster_splits_need_no_discovery_url() {
+        let etcd = Remote {
+            etcd: Some("http://e:2379"),
+            host_listen: "127.0.0.1:1113".parse().ok(),
+            ..Default::default()
+        };
+        // The controllers: everything but discovery's HTTP API, which no one needs.
+        check(&roles("controller,scheduler,host,router"), &etcd).unwrap();
+        check(&roles("controller,scheduler"), &etcd).unwrap();
+        // A host (and router) process: etcd instead of --discovery-url, and no API key for
+        // discovery (the router still follows a controller, with the key).
+        check(&roles("host"), &etcd).unwrap();
+        check(
+            &roles("host,router"),
+            &Remote {
+                controller_url: Some("http://c"),
+                api_key: Some("k"),
+                ..etcd
+            },
+        )
+        .unwrap();
+        // etcd does not replace what it does not serve: the host API's address.
+        let e = check(
+            &roles("host"),
+            &Remote {
+                host_listen: None,
+                ..etcd
+            },
+        )
+        .unwrap_err();
+        assert!(e.reason.contains("--host-listen"), "{e}");
+        let e = check(&roles("host"), &Remote { etcd: None, ..etcd }).unwrap_err();
+        assert!(e.reason.contains("--etcd"), "{e}");
     }
 
     #[test]

@@ -81,3 +81,81 @@ pub fn start_deployer(store: Arc<dyn Store>) {
     let deployer = slipway_deploy::Deployer::new(store, Default::default());
     tokio::spawn(deployer.run());
 }
+
+/// Refuses changes (any request but GET and HEAD) with 503 while no scheduler can lead
+/// ([`Scheduler::coordination_unavailable`]: etcd has no quorum): a formation written now
+/// would not be acted on, and the client would wait for nothing. Reads go on, and so does
+/// what runs (hosts keep their jobs, routers their last backends); changes are accepted again
+/// once a leader is elected, with no operator step.
+///
+/// Only a request that carries the API key as a Bearer token learns why: anything else goes
+/// on to the API's own authentication, as before.
+pub async fn refuse_changes_without_leader(
+    axum::extract::State((scheduler, key)): axum::extract::State<(Scheduler, Arc<str>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let change = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if change
+        && bearer_is(req.headers(), &key)
+        && let Some(why) = scheduler.coordination_unavailable()
+    {
+        return slipway_controller::ApiErr::new(
+            slipway_types::ErrorCode::Unavailable,
+            format!(
+                "changes are refused: no scheduler leads, since the cluster's coordination \
+                 (etcd) cannot be reached ({why}). Running jobs keep serving; retry once etcd \
+                 has its quorum back (a majority of its members up)"
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// Whether `headers` carry `Authorization: Bearer <key>` (compared in constant time).
+fn bearer_is(headers: &axum::http::HeaderMap, key: &str) -> bool {
+    let Some(presented) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, k)| k.trim().as_bytes())
+    else {
+        return false;
+    };
+    presented.len() == key.len()
+        && presented
+            .iter()
+            .zip(key.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer_is;
+    use axum::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+
+    fn with(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    /// Only the key's holder learns why changes are refused: others go on to the API's own
+    /// authentication.
+    #[test]
+    fn only_the_api_key_as_a_bearer_token_counts() {
+        assert!(bearer_is(&with("Bearer sekrit"), "sekrit"));
+        assert!(bearer_is(&with("bearer  sekrit "), "sekrit"));
+        assert!(!bearer_is(&with("Bearer sekri"), "sekrit"));
+        assert!(!bearer_is(&with("Bearer sekrit2"), "sekrit"));
+        assert!(!bearer_is(&with("Basic OnNla3JpdA=="), "sekrit"));
+        assert!(!bearer_is(&HeaderMap::new(), "sekrit"));
+    }
+}

@@ -1,7 +1,8 @@
 //! Several `slipway server` processes as one cluster: shared identity (`identity`), and hosts,
 //! schedulers and their leader across processes (`scheduling`), several routers and one
-//! zero-downtime gate (`routers`).
+//! zero-downtime gate (`routers`), and the whole cluster on a real 3-member etcd (`etcd`).
 
+mod etcd;
 mod identity;
 mod routers;
 mod scheduling;
