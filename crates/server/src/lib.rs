@@ -57,6 +57,9 @@ pub struct Config {
     /// Called once the API listens, with its URL and key: the CLI registers the server in its
     /// cluster list there (not with `--no-register`, nor without a controller).
     pub on_listening: Option<OnListening>,
+    /// The etcd client once connected (`--etcd`), for what needs its own registry on it
+    /// (elections: [`scheduler::campaign`]).
+    pub etcd: Option<slipway_etcd::Client>,
 }
 
 /// [`Config::on_listening`]: given the API's URL and key.
@@ -116,6 +119,7 @@ impl Config {
             nofile,
             root,
             on_listening: None,
+            etcd: None,
         })
     }
 
@@ -142,6 +146,7 @@ pub async fn run(mut config: Config) -> Result<()> {
     tracing::info!(roles = %config.roles, "starting");
     // Checked before anything starts: a wrong --etcd fails here, naming the URLs.
     let etcd = discovery::connect_etcd(&config).await?;
+    config.etcd = etcd.clone();
     let data_dir = config.data_dir.clone();
     create_private_dir(&data_dir)?;
     let (store, api_key) = match config.has(Role::Controller) {

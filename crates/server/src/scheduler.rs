@@ -70,7 +70,16 @@ pub async fn campaign(
         proto: Some("tcp".into()),
         meta,
     };
-    Election::campaign(registry, service, &id, new, slipway_discovery::DEFAULT_TTL)
+    // On etcd an instance's lease is its registry's (10 s): an election gets a registry of
+    // its own with the leaders' shorter one, so a killed leader is replaced sooner.
+    let registry = match &config.etcd {
+        Some(etcd) => Arc::new(slipway_discovery::EtcdRegistry::new(
+            etcd.clone(),
+            leader::LEADER_TTL,
+        )) as Arc<dyn Registry>,
+        None => registry,
+    };
+    Election::campaign(registry, service, &id, new, leader::LEADER_TTL)
         .await
         .with_context(|| format!("cannot campaign for {service} in discovery"))
 }
