@@ -109,6 +109,9 @@ pub struct BuildContext {
     /// The bundled buildpacks (`buildpacks/` of the source tree, or installed next to it).
     pub buildpacks_dir: PathBuf,
     pub limits: BuildLimits,
+    /// Where each app's build cache is recorded (a blob digest per app), so a build through
+    /// any controller starts from the last one's cache; without it, this machine's copy only.
+    pub caches: Option<Arc<dyn slipway_store::Store>>,
 }
 
 /// One build.
@@ -254,6 +257,10 @@ where
             .await;
     }
 
+    // The cache the app's last build left, wherever it ran, when this copy is not it.
+    if guard.cache.is_some() {
+        crate::transfer::restore_cache(ctx, xfer, input.app.id, &cache_dir).await;
+    }
     let (c, cap) = (cache_dir.clone(), ctx.limits.cache_bytes);
     let cleared = tokio::task::spawn_blocking(move || slug::clear_if_over(&c, cap))
         .await
@@ -443,6 +450,7 @@ where
         say(note).await;
     }
     took?;
+    crate::transfer::record_cache(ctx, input.app.id, &exit).await;
     tracing::debug!("build timing: outputs fetched at +{:.1} ms", ms());
     check_exit(&exit, &out_dir, ctx.limits.memory_bytes)
         .map_err(|e| disk_full(e, &exit, dir, ctx.limits.disk_bytes))?;

@@ -205,9 +205,11 @@ impl Receiver {
         // The cache image, and the plain directory caches were before it.
         let cache = crate::cache::image_path(data, &id.to_string());
         let legacy = data.join("build-cache").join(id.to_string());
+        let marker = data.join("build-cache").join(format!("{id}.digest"));
         let res = tokio::task::spawn_blocking(move || {
             crate::tree::remove_tree(&repo)?;
             crate::tree::remove_tree(&cache)?;
+            crate::tree::remove_tree(&marker)?;
             crate::tree::remove_tree(&legacy)
         })
         .await;
@@ -228,6 +230,7 @@ impl Receiver {
         for (dir, suffix) in [
             (&self.cfg.repos_dir, ".git"),
             (&caches, ".img"),
+            (&caches, ".digest"),
             (&caches, ""),
         ] {
             let entries = match std::fs::read_dir(dir) {

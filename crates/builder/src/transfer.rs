@@ -82,6 +82,9 @@ impl Xfer {
             let d: Digest = digest
                 .parse()
                 .map_err(|e| internal(&format!("the build job's {what}"), e))?;
+            tokio::fs::create_dir_all(&self.dir)
+                .await
+                .map_err(|e| internal(&format!("fetching the build job's {what}"), e))?;
             slipway_host::job_files::fetch(blobs, &d, &tmp, max)
                 .await
                 .map_err(|e| internal(&format!("fetching the build job's {what}"), e))?;
@@ -120,7 +123,7 @@ pub(crate) async fn take_outputs(
                 .unwrap_or_default()
         ))
     };
-    let (disk, cache_cap) = (ctx.limits.disk_bytes, ctx.limits.cache_bytes);
+    let disk = ctx.limits.disk_bytes;
     let out = exit
         .outputs
         .get("/slipway/out")
@@ -143,24 +146,7 @@ pub(crate) async fn take_outputs(
         ));
     }
     if let Some(cache) = exit.outputs.get("/cache") {
-        // A name the build cannot have chosen: its cache is unpacked there, then moved up.
-        let incoming = cache_dir.join(format!(
-            ".slipway-incoming-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        xfer.get_dir(blobs, cache, &incoming, cache_cap, "/cache")
-            .await?;
-        let c = cache_dir.to_path_buf();
-        tokio::task::spawn_blocking(move || {
-            for e in std::fs::read_dir(&incoming)? {
-                let e = e?;
-                std::fs::rename(e.path(), c.join(e.file_name()))?;
-            }
-            std::fs::remove_dir(&incoming)
-        })
-        .await
-        .map_err(|e| internal("keeping the build cache", e))?
-        .map_err(|e| internal("keeping the build cache", e))?;
+        fill_cache(ctx, xfer, cache, cache_dir).await?;
     }
     if exit.exit.as_ref().is_some_and(|s| s.code == 0) {
         let Some(app) = exit.outputs.get("/app") else {
@@ -184,10 +170,109 @@ pub(crate) async fn take_outputs(
     Ok(())
 }
 
+/// Unpacks cache blob `digest` into the (empty) cache dir.
+async fn fill_cache(
+    ctx: &BuildContext,
+    xfer: &Xfer,
+    digest: &str,
+    cache_dir: &Path,
+) -> Result<(), BuildError> {
+    // A name the build cannot have chosen: the cache is unpacked there, then moved up.
+    let incoming = cache_dir.join(format!(
+        ".slipway-incoming-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    xfer.get_dir(
+        ctx.blobs.as_ref(),
+        digest,
+        &incoming,
+        ctx.limits.cache_bytes,
+        "/cache",
+    )
+    .await?;
+    let c = cache_dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        for e in std::fs::read_dir(&incoming)? {
+            let e = e?;
+            std::fs::rename(e.path(), c.join(e.file_name()))?;
+        }
+        std::fs::remove_dir(&incoming)
+    })
+    .await
+    .map_err(|e| internal("keeping the build cache", e))?
+    .map_err(|e| internal("keeping the build cache", e))
+}
+
 /// Removes everything inside `dir` (a mount point: it stays).
 fn clear_dir(dir: &std::path::Path) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {
         crate::tree::remove_tree(&e?.path())?;
     }
     Ok(())
+}
+
+/// Where this machine notes which recorded cache its copy of an app's cache is (outside the
+/// cache itself, which the build sees and hands back).
+fn cache_marker(ctx: &BuildContext, app: slipway_types::Id) -> PathBuf {
+    ctx.data_dir
+        .join("build-cache")
+        .join(format!("{app}.digest"))
+}
+
+/// Makes this machine's copy of the app's cache (mounted at `cache_dir`) the one the app's
+/// last build left, wherever it ran (recorded in the store), unless it already is. A cache
+/// that cannot be restored is emptied: the build starts afresh, as after a lost cache.
+pub(crate) async fn restore_cache(
+    ctx: &BuildContext,
+    xfer: &Xfer,
+    app: slipway_types::Id,
+    cache_dir: &Path,
+) {
+    let Some(store) = ctx.caches.as_ref() else {
+        return;
+    };
+    let recorded = match store.build_cache_digest(app).await {
+        Ok(Some(d)) => d,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(%app, "cannot read the app's build cache digest (using this machine's copy): {e}");
+            return;
+        }
+    };
+    let marker = cache_marker(ctx, app);
+    if tokio::fs::read_to_string(&marker).await.ok().as_deref() == Some(recorded.as_str()) {
+        return;
+    }
+    let c = cache_dir.to_path_buf();
+    let cleared = tokio::task::spawn_blocking(move || clear_dir(&c)).await;
+    if !matches!(cleared, Ok(Ok(()))) {
+        tracing::warn!(%app, "cannot empty the build cache to restore the recorded one");
+        return;
+    }
+    match fill_cache(ctx, xfer, &recorded, cache_dir).await {
+        Ok(()) => {
+            let _ = tokio::fs::write(&marker, recorded.as_bytes()).await;
+        }
+        Err(e) => {
+            tracing::warn!(%app, "cannot restore the app's recorded build cache (starting empty): {e}");
+            let c = cache_dir.to_path_buf();
+            let _ = tokio::task::spawn_blocking(move || clear_dir(&c)).await;
+        }
+    }
+}
+
+/// Records the cache the build job handed back (and now in this machine's copy) as the app's,
+/// for the next build anywhere.
+pub(crate) async fn record_cache(ctx: &BuildContext, app: slipway_types::Id, exit: &JobExit) {
+    let (Some(store), Some(cache)) = (ctx.caches.as_ref(), exit.outputs.get("/cache")) else {
+        return;
+    };
+    match store.set_build_cache_digest(app, cache).await {
+        Ok(()) => {
+            let _ = tokio::fs::write(cache_marker(ctx, app), cache.as_bytes()).await;
+        }
+        Err(e) => {
+            tracing::warn!(%app, "cannot record the app's build cache (the next build elsewhere starts without it): {e}")
+        }
+    }
 }

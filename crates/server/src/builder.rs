@@ -36,6 +36,7 @@ pub fn start(config: &Config, deps: BuilderDeps<'_>) -> Result<axum::Router> {
         data_dir: data_dir.join("build"),
         buildpacks_dir: buildpacks_dir(data_dir)?,
         limits: Default::default(),
+        caches: Some(deps.store.clone()),
     };
     let pusher = Arc::new(slipway_builder::push::Pusher {
         store: deps.store.clone(),

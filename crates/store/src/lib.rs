@@ -233,6 +233,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
     /// Gives the lease up if `holder` has it (else nothing).
     async fn release_app_lease(&self, app_id: Id, name: &str, holder: &str) -> Result<()>;
+    /// The blob digest of `app_id`'s build cache as its last build left it.
+    async fn build_cache_digest(&self, app_id: Id) -> Result<Option<String>>;
+    async fn set_build_cache_digest(&self, app_id: Id, digest: &str) -> Result<()>;
 }
 
 /// Opens the store at `url`: `sqlite://PATH` (created if missing) or `postgres://…`, and brings

@@ -277,6 +277,21 @@ CREATE TABLE app_leases (
         sqlite_extra: "",
         postgres_extra: "",
     },
+    // Each app's build cache as the last build left it (a blob), so a build through any
+    // controller starts from it, not from that controller's own copy.
+    Migration {
+        version: 8,
+        name: "build caches",
+        sql: r#"
+CREATE TABLE build_caches (
+    app_id TEXT PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+"#,
+        sqlite_extra: "",
+        postgres_extra: "",
+    },
 ];
 
 /// Brings the schema up to date. Safe to run from several controllers at once on PostgreSQL

@@ -127,3 +127,43 @@ async fn the_build_job_mounts_nothing_of_the_controller_and_its_cache_and_app_co
         .collect();
     assert!(builds.is_empty(), "{builds:?}");
 }
+
+/// A build through another controller (its own data dir, so no local copy of the cache)
+/// starts from the cache the app's last build left: the store records it per app.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_build_through_another_controller_starts_from_the_apps_last_cache() {
+    if skip_unless_root("a_build_through_another_controller_starts_from_the_apps_last_cache") {
+        return;
+    }
+    let bps = tempfile::tempdir().unwrap();
+    write_tree(bps.path(), COUNTER);
+    let mut c = Cluster::start(Some(bps.path())).await;
+    let app = c.app().await;
+    let src = tempfile::tempdir().unwrap();
+    write_tree(src.path(), &[("app.sh", "echo hi\n")]);
+    let (res, lines) = c
+        .build(&app, src.path(), &[("BUILDPACK_URL", "counter")])
+        .await;
+    res.unwrap_or_else(|e| panic!("first build: {e}; output: {lines:#?}"));
+    assert!(lines.iter().any(|l| l == "cache count: 0"), "{lines:#?}");
+    let recorded = c.store.build_cache_digest(app.id).await.unwrap();
+    assert!(recorded.is_some(), "the first build's cache is recorded");
+
+    c.as_another_controller();
+    let (res, lines) = c
+        .build(&app, src.path(), &[("BUILDPACK_URL", "counter")])
+        .await;
+    res.unwrap_or_else(|e| panic!("second build: {e}; output: {lines:#?}"));
+    assert!(
+        lines.iter().any(|l| l == "cache count: 1"),
+        "the second controller's build did not start from the first's cache: {lines:#?}"
+    );
+    let now = c.store.build_cache_digest(app.id).await.unwrap();
+    assert!(
+        now.is_some() && now != recorded,
+        "the second build's cache is recorded"
+    );
+    // Garbage collection keeps the recorded cache.
+    let kept = c.store.shared_state_blobs().await.unwrap();
+    assert!(kept.contains(&now.unwrap()), "{kept:?}");
+}

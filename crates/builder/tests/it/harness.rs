@@ -70,6 +70,8 @@ pub struct Cluster {
     pub sched: Scheduler,
     pub blobs: Arc<FsBlobStore>,
     pub ctx: BuildContext,
+    /// Another controller's build context, once [`Cluster::as_another_controller`] was called.
+    other: Option<BuildContext>,
     pub agent: Agent,
     names: Names,
     pub dir: tempfile::TempDir,
@@ -125,12 +127,14 @@ impl Cluster {
             data_dir: dir.path().to_path_buf(),
             buildpacks_dir,
             limits: BuildLimits::default(),
+            caches: Some(store.clone()),
         };
         Cluster {
             store,
             sched,
             blobs,
             ctx,
+            other: None,
             agent,
             names,
             dir,
@@ -146,6 +150,27 @@ impl Cluster {
     }
 
     /// Builds `src` for `app` with `env`; returns the result and every line the build printed.
+    /// The build context builds use: [`Cluster::ctx`], or another controller's
+    /// ([`Cluster::as_another_controller`]).
+    fn ctx_in_use(&self) -> &BuildContext {
+        self.other.as_ref().unwrap_or(&self.ctx)
+    }
+
+    /// Builds from now on run as through another controller: same store, blob store and
+    /// scheduler, a data dir of its own (no local build cache).
+    pub fn as_another_controller(&mut self) {
+        let data_dir = self.dir.path().join("other-controller");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        self.other = Some(BuildContext {
+            blobs: self.ctx.blobs.clone(),
+            jobs: self.ctx.jobs.clone(),
+            data_dir,
+            buildpacks_dir: self.ctx.buildpacks_dir.clone(),
+            limits: BuildLimits::default(),
+            caches: self.ctx.caches.clone(),
+        });
+    }
+
     pub async fn build(
         &self,
         app: &App,
@@ -180,7 +205,7 @@ impl Cluster {
             }
             lines
         });
-        let res = slipway_builder::build(&self.ctx, input, tx).await;
+        let res = slipway_builder::build(self.ctx_in_use(), input, tx).await;
         let lines = collect.await.unwrap();
         (res, lines)
     }

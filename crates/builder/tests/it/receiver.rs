@@ -61,6 +61,7 @@ async fn a_store_error_answers_git_with_the_apis_status() {
             data_dir: dir.path().join("build"),
             buildpacks_dir: dir.path().join("buildpacks"),
             limits: Default::default(),
+            caches: None,
         },
         default_stack: "busybox".into(),
     });

@@ -33,6 +33,7 @@ async fn receiver_with_hook(
             data_dir: dir.join("build"),
             buildpacks_dir: dir.join("buildpacks"),
             limits: Default::default(),
+            caches: None,
         },
         default_stack: "busybox".into(),
     });

@@ -254,12 +254,38 @@ impl SqlStore {
         self.commit(tx).await
     }
 
-    /// Every blob digest these tables name (manifests, tags, upload chunks, git repositories):
+    pub async fn build_cache_digest(&self, app_id: Id) -> Result<Option<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT digest FROM build_caches WHERE app_id = $1")
+                .bind(app_id.to_string())
+                .fetch_optional(self.pool())
+                .await?,
+        )
+    }
+
+    pub async fn set_build_cache_digest(&self, app_id: Id, digest: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO build_caches (app_id, digest, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (app_id) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
+        )
+        .bind(app_id.to_string())
+        .bind(digest.to_string())
+        .bind(unix_now())
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| app_missing(e, app_id))?;
+        self.commit(tx).await
+    }
+
+    /// Every blob digest these tables name (manifests, tags, upload chunks, git repositories,
+    /// build caches):
     /// blob garbage collection keeps them as it keeps what artifacts name.
     pub async fn shared_state_blobs(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT digest FROM registry_manifests UNION SELECT digest FROM registry_tags \
-             UNION SELECT digest FROM registry_upload_chunks UNION SELECT digest FROM git_repos",
+             UNION SELECT digest FROM registry_upload_chunks UNION SELECT digest FROM git_repos \
+             UNION SELECT digest FROM build_caches",
         )
         .fetch_all(self.pool())
         .await?)

@@ -240,4 +240,10 @@ impl Store for SqlStore {
     async fn release_app_lease(&self, app_id: Id, name: &str, holder: &str) -> Result<()> {
         SqlStore::release_app_lease(self, app_id, name, holder).await
     }
+    async fn build_cache_digest(&self, app_id: Id) -> Result<Option<String>> {
+        SqlStore::build_cache_digest(self, app_id).await
+    }
+    async fn set_build_cache_digest(&self, app_id: Id, digest: &str) -> Result<()> {
+        SqlStore::set_build_cache_digest(self, app_id, digest).await
+    }
 }
