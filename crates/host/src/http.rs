@@ -95,11 +95,7 @@ async fn require_token(
             scheme.eq_ignore_ascii_case("bearer").then(|| t.trim())
         });
     match presented {
-        Some(t)
-            if !token.is_empty() && slipway_types::secret_eq(t.as_bytes(), token.as_bytes()) =>
-        {
-            next.run(req).await
-        }
+        Some(t) if slipway_types::secret_eq(t.as_bytes(), token.as_bytes()) => next.run(req).await,
         found => {
             let why = if found.is_some() {
                 "invalid cluster token"

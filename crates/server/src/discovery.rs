@@ -4,8 +4,9 @@
 //! (`SERVICE.discover.`) and the bridge that registers the local host's jobs.
 //!
 //! Needs: the API key. Gives: the registry (the router's backends when it runs in the same
-//! process), [`Discovery::follow_host`] for the host role, and a traffic gate for the
-//! scheduler when no router runs here.
+//! process), [`Discovery::follow_host`] for the host role, and the bridge the traffic gate
+//! falls back on when no router is known ([`gate::DiscoveryGate`], used by
+//! `crate::router::gate`).
 
 pub mod bridge;
 pub mod gate;
@@ -103,13 +104,6 @@ impl Discovery {
     /// Registers a host's jobs here (see [`bridge::follow_host`]).
     pub fn follow_host(&self, host: Arc<dyn HostApi>) {
         bridge::follow_host(host, self.registry.clone(), self.bridge.clone());
-    }
-
-    /// The scheduler's gate when no router runs in this process (see [`gate`]).
-    pub fn traffic_gate(&self) -> Arc<dyn slipway_scheduler::TrafficGate> {
-        Arc::new(gate::DiscoveryGate {
-            bridge: self.bridge.clone(),
-        })
     }
 
     /// Starts discovery's DNS as `--dns-listen` says. `bridge`: the local host agent's job

@@ -9,6 +9,7 @@
 use super::SqlStore;
 use crate::{Result, StoreError};
 use slipway_types::Id;
+use sqlx::AssertSqlSafe;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Chunks one registry upload may have: a client sending a layer in more pieces than this is
@@ -231,56 +232,50 @@ impl SqlStore {
     }
 
     pub async fn git_repo_digest(&self, app_id: Id) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT digest FROM git_repos WHERE app_id = $1")
-                .bind(app_id.to_string())
-                .fetch_optional(self.pool())
-                .await?,
-        )
+        self.app_digest(AppDigest::GitRepo, app_id).await
     }
 
     pub async fn set_git_repo_digest(&self, app_id: Id, digest: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO git_repos (app_id, digest, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (app_id) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-        )
-        .bind(app_id.to_string())
-        .bind(digest.to_string())
-        .bind(unix_now())
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| app_missing(e, app_id))?;
-        self.commit(tx).await
+        self.set_app_digest(AppDigest::GitRepo, app_id, digest)
+            .await
     }
 
     pub async fn build_cache_digest(&self, app_id: Id) -> Result<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT digest FROM build_caches WHERE app_id = $1")
-                .bind(app_id.to_string())
-                .fetch_optional(self.pool())
-                .await?,
-        )
+        self.app_digest(AppDigest::BuildCache, app_id).await
     }
 
     pub async fn set_build_cache_digest(&self, app_id: Id, digest: &str) -> Result<()> {
-        let mut tx = self.begin().await?;
-        sqlx::query(
-            "INSERT INTO build_caches (app_id, digest, updated_at) VALUES ($1, $2, $3) \
+        self.set_app_digest(AppDigest::BuildCache, app_id, digest)
+            .await
+    }
+
+    async fn app_digest(&self, table: AppDigest, app_id: Id) -> Result<Option<String>> {
+        let sql = format!("SELECT digest FROM {} WHERE app_id = $1", table.name());
+        Ok(sqlx::query_scalar(AssertSqlSafe(sql))
+            .bind(app_id.to_string())
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
+    async fn set_app_digest(&self, table: AppDigest, app_id: Id, digest: &str) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} (app_id, digest, updated_at) VALUES ($1, $2, $3) \
              ON CONFLICT (app_id) DO UPDATE SET digest = excluded.digest, updated_at = excluded.updated_at",
-        )
-        .bind(app_id.to_string())
-        .bind(digest.to_string())
-        .bind(unix_now())
-        .execute(&mut **tx)
-        .await
-        .map_err(|e| app_missing(e, app_id))?;
+            table.name()
+        );
+        let mut tx = self.begin().await?;
+        sqlx::query(AssertSqlSafe(sql))
+            .bind(app_id.to_string())
+            .bind(digest.to_string())
+            .bind(unix_now())
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| app_missing(e, app_id))?;
         self.commit(tx).await
     }
 
     /// Every blob digest these tables name (manifests, tags, upload chunks, git repositories,
-    /// build caches):
-    /// blob garbage collection keeps them as it keeps what artifacts name.
+    /// build caches): blob garbage collection keeps them as it keeps what artifacts name.
     pub async fn shared_state_blobs(&self) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT digest FROM registry_manifests UNION SELECT digest FROM registry_tags \
@@ -289,6 +284,23 @@ impl SqlStore {
         )
         .fetch_all(self.pool())
         .await?)
+    }
+}
+
+/// The per-app blob digests kept in a table of their own (one row per app). The table name is
+/// one of these constants, never input.
+#[derive(Clone, Copy)]
+enum AppDigest {
+    GitRepo,
+    BuildCache,
+}
+
+impl AppDigest {
+    fn name(self) -> &'static str {
+        match self {
+            AppDigest::GitRepo => "git_repos",
+            AppDigest::BuildCache => "build_caches",
+        }
     }
 }
 
