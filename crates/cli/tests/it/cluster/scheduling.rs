@@ -420,15 +420,25 @@ fn two_schedulers_on_one_postgres_start_each_job_once_and_a_paused_leader_is_fen
     signal("-STOP");
     let t0 = Instant::now();
     b.ok(&["-a", "duo", "scale", "--no-wait", "web=3"]);
+    // The takeover first: a row still `up` from before the pause could make "3 up" true
+    // before the new leader has started anything.
+    wait_log(
+        &b,
+        "acting as the scheduler leader",
+        Duration::from_secs(40),
+    );
     wait_rows(&b, "duo", "3 up", Duration::from_secs(40), |r| {
         r.iter().filter(|j| j.1 == "up").count() == 3
     });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while started_on(&host_api, &token) < started_before + 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         t0.elapsed() < Duration::from_secs(30),
         "took over after {:?}",
         t0.elapsed()
     );
-    wait_log(&b, "acting as the scheduler leader", Duration::from_secs(1));
     assert_eq!(started_on(&host_api, &token), started_before + 1);
 
     // It resumes: its lease has passed and a newer epoch leads, so it starts, stops and writes
