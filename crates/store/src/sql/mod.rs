@@ -28,6 +28,29 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Mutex, OwnedMutexGuard, watch};
 
+/// Every SQLite connection's settings: what makes an acknowledged write durable (docs/store.md).
+///
+/// - `journal_mode = WAL`: a commit appends to the write-ahead log and is atomic: a process
+///   killed at any instant (kill -9, OOM, panic) leaves either the whole transaction or none
+///   of it, recovered from the log by the next open. Readers never block the writer.
+/// - `synchronous = FULL`: the log is fsynced at every commit, before the commit returns and
+///   so before the API answers. With it an acknowledged write also survives power loss or a
+///   kernel crash (on a disk that honours flushes). `NORMAL` would be enough for kill -9
+///   (the committed pages are in the OS page cache, which outlives the process) but could
+///   lose the last commits on power loss. Cost measured here: ~0.3 ms per commit instead
+///   of ~0.04 ms; the scheduler batches its job rows ([`SqlStore::put_jobs`]).
+/// - `busy_timeout = 10000`: a connection waits up to 10 s for another one's lock (another
+///   process on the same file, a checkpoint) instead of failing at once with SQLITE_BUSY.
+/// - `foreign_keys = ON`: the ON DELETE CASCADEs and references the schema relies on.
+///
+/// Write transactions start with `BEGIN IMMEDIATE` ([`SqlStore::begin`]).
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA synchronous = FULL",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA busy_timeout = 10000",
+];
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dialect {
     Sqlite,
@@ -82,10 +105,9 @@ impl SqlStore {
         if dialect == Dialect::Sqlite {
             options = options.max_connections(4).after_connect(|conn, _| {
                 Box::pin(async move {
-                    conn.execute("PRAGMA journal_mode = WAL").await?;
-                    conn.execute("PRAGMA synchronous = NORMAL").await?;
-                    conn.execute("PRAGMA foreign_keys = ON").await?;
-                    conn.execute("PRAGMA busy_timeout = 10000").await?;
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(*pragma).await?;
+                    }
                     Ok(())
                 })
             });
@@ -150,7 +172,14 @@ impl SqlStore {
             Some(lock) => Some(lock.clone().lock_owned().await),
             None => None,
         };
-        let tx = self.pool.begin().await?;
+        // On SQLite the write lock is taken at BEGIN: a deferred transaction that reads first
+        // and writes later fails at once (SQLITE_BUSY, no busy wait) if another process wrote
+        // in between; an immediate one waits its turn under `busy_timeout`. (In one process
+        // `write_lock` already serialises writers.)
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
         Ok(WriteTx {
             tx,
             _guard: guard,
@@ -276,6 +305,42 @@ pub(crate) fn one<T>(row: Option<T>, what: &str, id: impl std::fmt::Display) -> 
 
 #[cfg(test)]
 mod tests {
+    /// Every pooled connection runs with the durability settings (`SQLITE_PRAGMAS`), not just
+    /// the first one: each of the pool's connections is checked at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_sqlite_connection_is_wal_with_full_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("slipway.db").display());
+        let store = super::SqlStore::open(&url).await.unwrap();
+        let mut conns = Vec::new();
+        for _ in 0..4 {
+            conns.push(store.pool().acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(mode, "wal");
+            // 2 = FULL (0 OFF, 1 NORMAL, 3 EXTRA).
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(sync, 2);
+            let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(busy, 10_000);
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys")
+                .fetch_one(&mut **conn)
+                .await
+                .unwrap();
+            assert_eq!(fk, 1);
+        }
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(
