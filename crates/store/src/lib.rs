@@ -113,6 +113,9 @@ pub trait Store: Send + Sync + 'static {
     /// Refuses (Conflict) the app's current release and one being deployed. The release's
     /// build record goes with it.
     async fn delete_release(&self, app_id: Id, release_id: Id) -> Result<()>;
+    /// [`Store::delete_release`], and in the same transaction the slug artifacts it named that
+    /// no other release names (images stay: registry tags may name them); how many went.
+    async fn delete_release_with_slugs(&self, app_id: Id, release_id: Id) -> Result<u64>;
 
     /// Records a finished build with its transcript; keeps the newest
     /// [`FAILED_BUILDS_KEPT`] builds without a release per app (a build with one goes with its

@@ -72,18 +72,10 @@ pub async fn delete(
 ) -> ApiResult<Json<serde_json::Value>> {
     let app = resolve(&s, &app).await?;
     let id = parse_id("release", &id)?;
-    let release = s.store.get_release(id).await?;
-    s.store.delete_release(app.id, id).await?;
     // Its slugs that no other release names go too, as an app's do when the app is deleted:
     // else nothing would ever delete them and the GC would keep their blobs. Images stay (the
-    // registry's tags may name them).
-    for a in &release.artifacts {
-        if let Ok(art) = s.store.get_artifact(*a).await
-            && art.kind == slipway_types::ArtifactType::Slug
-        {
-            let _ = s.store.delete_artifact(*a).await;
-        }
-    }
+    // registry's tags may name them). One transaction: a kill cannot leave the slugs behind.
+    s.store.delete_release_with_slugs(app.id, id).await?;
     Ok(super::empty())
 }
 

@@ -271,6 +271,20 @@ impl SqlStore {
     }
 
     pub async fn delete_release(&self, app_id: Id, release_id: Id) -> Result<()> {
+        self.delete_release_and(app_id, release_id, false)
+            .await
+            .map(drop)
+    }
+
+    /// [`SqlStore::delete_release`] and, in the same transaction, the slug artifacts the release
+    /// named that no other release names; how many. In one transaction so a kill between the
+    /// two cannot leave a slug no release names (nothing would ever delete it, and the blob GC
+    /// would keep its blob).
+    pub async fn delete_release_with_slugs(&self, app_id: Id, release_id: Id) -> Result<u64> {
+        self.delete_release_and(app_id, release_id, true).await
+    }
+
+    async fn delete_release_and(&self, app_id: Id, release_id: Id, slugs: bool) -> Result<u64> {
         let mut tx = self.begin().await?;
         let app = self.get_app_tx(&mut tx, app_id).await?;
         let release = self.release_tx(&mut tx, release_id).await?;
@@ -303,15 +317,48 @@ impl SqlStore {
             .bind(release_id.to_string())
             .execute(&mut **tx)
             .await?;
-        self.commit_with_event(
-            tx,
+        self.append_event(
+            &mut tx,
             Some(app_id),
             ObjectType::Release,
             &release_id.to_string(),
             EventOp::Delete,
             &release,
         )
-        .await
+        .await?;
+        let mut deleted = 0;
+        if slugs {
+            for artifact_id in &release.artifacts {
+                // Its links went with the release (ON DELETE CASCADE): any left are another
+                // release's.
+                let row = sqlx::query(
+                    "SELECT * FROM artifacts WHERE id = $1 AND type = $2 \
+                     AND NOT EXISTS (SELECT 1 FROM release_artifacts WHERE artifact_id = $1)",
+                )
+                .bind(artifact_id.to_string())
+                .bind(ArtifactType::Slug.as_str())
+                .fetch_optional(&mut **tx)
+                .await?;
+                let Some(row) = row else { continue };
+                let artifact = artifact_from_row(&row)?;
+                sqlx::query("DELETE FROM artifacts WHERE id = $1")
+                    .bind(artifact_id.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                self.append_event(
+                    &mut tx,
+                    None,
+                    ObjectType::Artifact,
+                    &artifact_id.to_string(),
+                    EventOp::Delete,
+                    &artifact,
+                )
+                .await?;
+                deleted += 1;
+            }
+        }
+        self.commit(tx).await?;
+        Ok(deleted)
     }
 
     pub async fn put_formation(

@@ -86,6 +86,9 @@ impl Store for SqlStore {
     async fn delete_release(&self, app_id: Id, release_id: Id) -> Result<()> {
         SqlStore::delete_release(self, app_id, release_id).await
     }
+    async fn delete_release_with_slugs(&self, app_id: Id, release_id: Id) -> Result<u64> {
+        SqlStore::delete_release_with_slugs(self, app_id, release_id).await
+    }
     async fn put_formation(
         &self,
         app_id: Id,

@@ -237,3 +237,78 @@ pub async fn failed_builds_are_trimmed_to_the_newest(b: &Backend) {
         assert_eq!(listed.contains(id), i >= 3, "failed build {i}");
     }
 }
+
+/// A release deleted with its slugs takes, in its transaction, the slugs no other release
+/// names: a slug another release (of any app) names stays, and so does an image.
+pub async fn a_release_goes_with_the_slugs_only_it_names(b: &Backend) {
+    let s: &dyn Store = b.store.as_ref();
+    let a = s
+        .create_app("with-slugs", &NewApp::default(), None)
+        .await
+        .unwrap();
+    let other = s
+        .create_app("sharer", &NewApp::default(), None)
+        .await
+        .unwrap();
+    let own = s.create_artifact(&slug(1)).await.unwrap();
+    let shared = s.create_artifact(&slug(2)).await.unwrap();
+    let mut image = slug(3);
+    image.kind = ArtifactType::Image;
+    image.uri = "https://registry.test/app@sha256:3".into();
+    let image = s.create_artifact(&image).await.unwrap();
+    let r = s
+        .create_release(
+            a.id,
+            &NewRelease {
+                artifacts: vec![own.id, shared.id, image.id],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.create_release(other.id, &release_of(shared.id))
+        .await
+        .unwrap();
+    let current = s
+        .create_release(a.id, &NewRelease::default())
+        .await
+        .unwrap();
+    s.set_app_release(a.id, current.id).await.unwrap();
+    conflict(
+        s.delete_release_with_slugs(a.id, current.id).await,
+        "current release",
+    );
+    let before = s
+        .list_events(&EventFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(s.delete_release_with_slugs(a.id, r.id).await.unwrap(), 1);
+    not_found(s.get_release(r.id).await);
+    not_found(s.get_artifact(own.id).await);
+    assert_eq!(s.get_artifact(shared.id).await.unwrap(), shared);
+    assert_eq!(s.get_artifact(image.id).await.unwrap(), image);
+    let events = s
+        .list_events(&EventFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let new: Vec<(ObjectType, EventOp, &str)> = events[before..]
+        .iter()
+        .map(|e| (e.object_type, e.op, e.object_id.as_str()))
+        .collect();
+    let (rid, oid) = (r.id.to_string(), own.id.to_string());
+    assert_eq!(
+        new,
+        [
+            (ObjectType::Release, EventOp::Delete, rid.as_str()),
+            (ObjectType::Artifact, EventOp::Delete, oid.as_str()),
+        ]
+    );
+    not_found(s.delete_release_with_slugs(a.id, r.id).await);
+}

@@ -89,6 +89,7 @@ conformance!(
     survives_reopen,
     a_schema_from_a_newer_version_is_refused,
     delete_artifact_refuses_while_a_release_names_it,
+    a_release_goes_with_the_slugs_only_it_names,
     builds_keep_their_log_and_go_with_their_release,
     failed_builds_are_trimmed_to_the_newest,
     secrets_are_shared_and_first_wins,
