@@ -71,6 +71,18 @@ server_pid() {
     tr '\0' ' ' <"/proc/$p/cmdline" | grep -q -- '--roles router' || { echo "$p"; return; }
   done
 }
+# Waits (bounded, 30 s) until the supervisor has a server child other than $1.
+wait_new_server() {
+  local p
+  for _ in $(seq 600); do
+    p=$(server_pid)
+    [ -n "$p" ] && [ "$p" != "$1" ] && kill -0 "$p" 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "error: no new server child within 30 s (old pid $1); the log ends with:" >&2
+  tail -n 30 "$W/server.log" >&2
+  exit 1
+}
 wait_gone() { for _ in $(seq 600); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done; return 1; }
 # The loader reads the phase every 20 ms: the pause keeps a signal out of the previous phase.
 phase() { echo "$1" >"$W/phase"; sleep 0.1; }
@@ -194,7 +206,7 @@ if [ "$MODE" = server ]; then
   wait_gone "$pid" || { echo "error: the server did not stop within 30 s of SIGTERM" >&2; exit 1; }
   start
 else
-  for _ in $(seq 600); do [ "$(server_pid)" != "$pid" ] && [ -n "$(server_pid)" ] && break; sleep 0.05; done
+  wait_new_server "$pid"
 fi
 wait_api; sleep "$SETTLE"
 phase between-1; sleep 2
@@ -207,7 +219,7 @@ if [ "$MODE" = server ]; then
   wait_gone "$pid"
   start
 else
-  for _ in $(seq 600); do [ "$(server_pid)" != "$pid" ] && [ -n "$(server_pid)" ] && break; sleep 0.05; done
+  wait_new_server "$pid"
 fi
 wait_api; sleep "$SETTLE"
 
@@ -217,7 +229,7 @@ if [ "$MODE" = supervise ]; then
   phase upgrade-hup
   pid=$(server_pid)
   kill -HUP "$top"
-  for _ in $(seq 600); do [ "$(server_pid)" != "$pid" ] && [ -n "$(server_pid)" ] && break; sleep 0.05; done
+  wait_new_server "$pid"
   wait_api; sleep "$SETTLE"
 fi
 phase after; sleep 2
