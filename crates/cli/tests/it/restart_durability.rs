@@ -122,6 +122,49 @@ fn check(s: &TestServer, scale_release: slipway_types::Id, log: &Log, round: usi
     });
 }
 
+/// No deployment the kills interrupted stays unfinished (the restarted deployer fails and
+/// rolls back one it finds `running`), and the app's current release is the one its newest
+/// complete deployment made current: `complete` and the current release are one write.
+fn deployments_are_whole(s: &TestServer) {
+    let client = s.client();
+    block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let deployments = loop {
+            let ds = client.deployments(ENV_APP).await.expect("deployments");
+            if ds.iter().all(|d| d.status.is_finished()) {
+                break ds;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployments still unfinished 30 s after the last restart: {ds:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let newest_complete = deployments
+            .iter()
+            .find(|d| d.status == slipway_types::DeploymentStatus::Complete)
+            .expect("a complete deployment");
+        let app = client.app(ENV_APP).await.expect("app");
+        assert_eq!(
+            app.release,
+            Some(newest_complete.new_release_id),
+            "the current release is not the newest complete deployment's"
+        );
+        println!(
+            "{} deployments, {} complete, {} failed",
+            deployments.len(),
+            deployments
+                .iter()
+                .filter(|d| d.status == slipway_types::DeploymentStatus::Complete)
+                .count(),
+            deployments
+                .iter()
+                .filter(|d| d.status == slipway_types::DeploymentStatus::Failed)
+                .count()
+        );
+    });
+}
+
 #[test]
 fn every_acknowledged_write_survives_twenty_kill_9s() {
     let mut s = TestServer::start();
@@ -219,6 +262,7 @@ fn every_acknowledged_write_survives_twenty_kill_9s() {
     writer.join().expect("writer thread");
     let log = log.lock().unwrap();
     check(&s, scale_release, &log, KILLS);
+    deployments_are_whole(&s);
 
     println!(
         "{} writes acknowledged ({} env set, {} route add, {} scale) of {} tried, {} failed; \
