@@ -74,13 +74,16 @@ pub async fn trim_old_slugs(
     let old: Vec<Id> = order.into_iter().skip(keep).collect();
     let mut trimmed = Trimmed::default();
     for r in &releases {
-        if Some(r.id) != app.release
-            && r.artifacts.iter().any(|a| old.contains(a))
-            && store.delete_release(app.id, r.id).await.is_ok()
-        {
-            trimmed.releases += 1;
+        if Some(r.id) != app.release && r.artifacts.iter().any(|a| old.contains(a)) {
+            // Its slugs go in the same transaction once no release names them: a crash between
+            // the two deletes would otherwise leave a slug nothing names and nothing collects.
+            if let Ok(slugs) = store.delete_release_with_slugs(app.id, r.id).await {
+                trimmed.releases += 1;
+                trimmed.slugs += slugs as usize;
+            }
         }
     }
+    // What is left of the old slugs (named by no release any more, e.g. after an earlier run).
     for a in &old {
         match store.delete_artifact(*a).await {
             Ok(()) => trimmed.slugs += 1,
