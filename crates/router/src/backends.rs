@@ -256,10 +256,32 @@ impl ServiceBackends {
     }
 }
 
-#[derive(Default)]
+/// After discovery comes back (a watch opened again after a broken one), how long a backend
+/// its new snapshot lacks keeps its traffic, waiting to be registered again. A restarted
+/// server's discovery starts empty: the jobs it re-adopts, and those of the hosts that
+/// register again (within their 10 s TTL), come in over the next seconds; retiring their
+/// backends at the snapshot answered 503 meanwhile. An instance reported down is retired at
+/// once, and one that really went away just fails to connect (the request goes to another).
+pub const HOLD_AFTER_RECONNECT: Duration = Duration::from_secs(20);
+
 pub struct Backends {
     services: RwLock<HashMap<String, Arc<ServiceBackends>>>,
+    /// Set at discovery's first snapshot: see `Router::wait_loaded`.
+    pub loaded: tokio::sync::watch::Sender<bool>,
 }
+
+impl Default for Backends {
+    fn default() -> Backends {
+        Backends {
+            services: RwLock::default(),
+            loaded: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+/// Backends kept after a reconnect though missing from discovery's snapshot, by (service,
+/// instance), with when they are retired unless discovery reports them up by then.
+type Held = HashMap<(String, String), tokio::time::Instant>;
 
 impl Backends {
     pub fn get(&self, service: &str) -> Option<Arc<ServiceBackends>> {
@@ -300,24 +322,49 @@ impl Backends {
     }
 
     /// Follows a registry forever: a full resync from each watch's snapshot, then live events.
+    /// While discovery is away (no watch), every backend is kept; after it comes back, the
+    /// ones its snapshot lacks are held for [`HOLD_AFTER_RECONNECT`].
     pub async fn follow(
         self: Arc<Self>,
         registry: Arc<dyn Registry>,
         events: broadcast::Sender<RouterEvent>,
     ) {
+        let mut held = Held::new();
+        let mut synced_once = false;
         loop {
             match registry.watch(None).await {
                 Ok(mut w) => {
                     let mut snapshot: HashMap<String, ServiceBackends> = HashMap::new();
                     let mut current = false;
-                    while let Some(ev) = w.recv().await {
+                    loop {
+                        let expiry = held.values().min().copied();
+                        let ev = tokio::select! {
+                            ev = w.recv() => match ev {
+                                Some(ev) => ev,
+                                None => break,
+                            },
+                            _ = sleep_until(expiry), if expiry.is_some() => {
+                                self.expire(&mut held, &events);
+                                continue;
+                            }
+                        };
                         let Some(inst) = ev.instance.as_ref() else {
                             if ev.kind == EventKind::Current {
                                 current = true;
-                                self.resync(std::mem::take(&mut snapshot), &events);
+                                let fresh = std::mem::take(&mut snapshot);
+                                // The first snapshot is the truth; a later one may be a
+                                // restarted discovery's, not yet complete.
+                                let hold = synced_once.then_some(&mut held);
+                                self.resync(fresh, &events, hold);
+                                synced_once = true;
+                                self.loaded.send_replace(true);
                             }
                             continue;
                         };
+                        if current {
+                            // Reported again (up, or down): no longer held.
+                            held.remove(&(ev.service.clone(), inst.id.clone()));
+                        }
                         let Ok(addr) = inst.addr.parse::<SocketAddr>() else {
                             continue;
                         };
@@ -378,15 +425,62 @@ impl Backends {
         }
     }
 
+    /// Retires the held backends whose time is up (discovery did not report them again).
+    fn expire(&self, held: &mut Held, events: &broadcast::Sender<RouterEvent>) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, String)> = held
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            held.remove(&key);
+            tracing::info!(
+                service = %key.0,
+                instance = %key.1,
+                "router: backend not registered again within {HOLD_AFTER_RECONNECT:?} of discovery's return; retired"
+            );
+            self.remove(&key.0, &key.1, events);
+        }
+    }
+
     /// Replaces everything with a fresh snapshot, keeping the `Backend` (and its pool and
-    /// in-flight count) of instances that are still there.
+    /// in-flight count) of instances that are still there. With `hold` (a snapshot after a
+    /// reconnect), the ones it lacks are kept too, and put in `hold` (keeping an earlier
+    /// deadline) instead of being retired.
     fn resync(
         &self,
         fresh: HashMap<String, ServiceBackends>,
         events: &broadcast::Sender<RouterEvent>,
+        mut hold: Option<&mut Held>,
     ) {
         let mut map = self.services.write().unwrap();
         let old = std::mem::take(&mut *map);
+        let mut fresh = fresh;
+        if let Some(held) = hold.as_deref_mut() {
+            let until = tokio::time::Instant::now() + HOLD_AFTER_RECONNECT;
+            let mut kept = 0;
+            for (name, s) in &old {
+                let f = fresh.entry(name.clone()).or_default();
+                for b in &s.all {
+                    if b.removed.load(Ordering::Relaxed) || f.all.iter().any(|x| x.id == b.id) {
+                        continue;
+                    }
+                    f.all.push(b.clone());
+                    held.entry((name.clone(), b.id.clone())).or_insert(until);
+                    kept += 1;
+                }
+                if f.leader.is_none() {
+                    f.leader.clone_from(&s.leader);
+                }
+            }
+            fresh.retain(|_, s| !s.all.is_empty());
+            if kept > 0 {
+                tracing::info!(
+                    "router: discovery is back; keeping {kept} backend(s) its snapshot lacks for up to {HOLD_AFTER_RECONNECT:?} while they register again"
+                );
+            }
+        }
         let mut fresh_ids = std::collections::HashSet::new();
         for (name, mut s) in fresh {
             let prev = old.get(&name);
@@ -412,6 +506,14 @@ impl Backends {
                 }
             }
         }
+    }
+}
+
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -12,6 +12,7 @@ mod ops;
 mod push;
 mod push_slow;
 mod push_submodules;
+mod restart_router;
 mod roles;
 mod routing;
 mod run;
