@@ -329,6 +329,17 @@ impl Backends {
         registry: Arc<dyn Registry>,
         events: broadcast::Sender<RouterEvent>,
     ) {
+        self.follow_holding(registry, events, HOLD_AFTER_RECONNECT)
+            .await
+    }
+
+    /// [`Backends::follow`], holding missing backends for `hold` after a reconnect.
+    async fn follow_holding(
+        self: Arc<Self>,
+        registry: Arc<dyn Registry>,
+        events: broadcast::Sender<RouterEvent>,
+        hold: Duration,
+    ) {
         let mut held = Held::new();
         let mut synced_once = false;
         loop {
@@ -354,8 +365,8 @@ impl Backends {
                                 let fresh = std::mem::take(&mut snapshot);
                                 // The first snapshot is the truth; a later one may be a
                                 // restarted discovery's, not yet complete.
-                                let hold = synced_once.then_some(&mut held);
-                                self.resync(fresh, &events, hold);
+                                let held = synced_once.then_some((&mut held, hold));
+                                self.resync(fresh, &events, held);
                                 synced_once = true;
                                 self.loaded.send_replace(true);
                             }
@@ -438,7 +449,7 @@ impl Backends {
             tracing::info!(
                 service = %key.0,
                 instance = %key.1,
-                "router: backend not registered again within {HOLD_AFTER_RECONNECT:?} of discovery's return; retired"
+                "router: backend not registered again since discovery's return; retired"
             );
             self.remove(&key.0, &key.1, events);
         }
@@ -452,13 +463,13 @@ impl Backends {
         &self,
         fresh: HashMap<String, ServiceBackends>,
         events: &broadcast::Sender<RouterEvent>,
-        mut hold: Option<&mut Held>,
+        hold: Option<(&mut Held, Duration)>,
     ) {
         let mut map = self.services.write().unwrap();
         let old = std::mem::take(&mut *map);
         let mut fresh = fresh;
-        if let Some(held) = hold.as_deref_mut() {
-            let until = tokio::time::Instant::now() + HOLD_AFTER_RECONNECT;
+        if let Some((held, hold)) = hold {
+            let until = tokio::time::Instant::now() + hold;
             let mut kept = 0;
             for (name, s) in &old {
                 let f = fresh.entry(name.clone()).or_default();
@@ -477,7 +488,7 @@ impl Backends {
             fresh.retain(|_, s| !s.all.is_empty());
             if kept > 0 {
                 tracing::info!(
-                    "router: discovery is back; keeping {kept} backend(s) its snapshot lacks for up to {HOLD_AFTER_RECONNECT:?} while they register again"
+                    "router: discovery is back; keeping {kept} backend(s) its snapshot lacks for up to {hold:?} while they register again"
                 );
             }
         }
@@ -622,4 +633,128 @@ fn rand_u64() -> u64 {
         s.set(x);
         x
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_discovery::{Event, Instance, NewInstance, Result, Watch};
+    use std::collections::VecDeque;
+
+    /// A registry whose watches play a script: events after delays, then the watch ends
+    /// (discovery went away) or stays open.
+    struct Scripted {
+        watches: Mutex<VecDeque<(Vec<(u64, Event)>, bool)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Registry for Scripted {
+        async fn register(&self, _: &str, _: &str, _: &NewInstance) -> Result<Instance> {
+            unimplemented!()
+        }
+        async fn deregister(&self, _: &str, _: &str) -> Result<()> {
+            unimplemented!()
+        }
+        async fn instances(&self, _: &str) -> Result<Vec<Instance>> {
+            unimplemented!()
+        }
+        async fn watch(&self, _: Option<&str>) -> Result<Watch> {
+            let next = self.watches.lock().unwrap().pop_front();
+            let Some((script, stay_open)) = next else {
+                return Err(slipway_discovery::Error::Unavailable("gone".into()));
+            };
+            let (tx, rx) = tokio::sync::mpsc::channel(16);
+            tokio::spawn(async move {
+                for (ms, ev) in script {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    let _ = tx.send(ev).await;
+                }
+                if stay_open {
+                    std::future::pending::<()>().await;
+                }
+            });
+            Ok(rx)
+        }
+    }
+
+    fn up(id: &str, addr: &str) -> Event {
+        Event {
+            kind: EventKind::Up,
+            service: "web".into(),
+            instance: Some(Instance {
+                id: id.into(),
+                service: "web".into(),
+                addr: addr.into(),
+                proto: "tcp".into(),
+                meta: Default::default(),
+                index: 0,
+            }),
+        }
+    }
+
+    fn current() -> Event {
+        Event {
+            kind: EventKind::Current,
+            service: String::new(),
+            instance: None,
+        }
+    }
+
+    fn routable(b: &Backends) -> Vec<String> {
+        let mut ids: Vec<String> = b.up_ids().into_iter().collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn backends_a_restarted_discovery_lacks_are_kept_until_they_register_again_or_the_hold_ends()
+     {
+        // Discovery has a and b, then goes away; back (500 ms later: the follower's retry),
+        // its snapshot is empty; a registers again 100 ms later, b never does.
+        let registry = Scripted {
+            watches: Mutex::new(VecDeque::from([
+                (
+                    vec![
+                        (0, up("a", "10.0.0.1:80")),
+                        (0, up("b", "10.0.0.2:80")),
+                        (0, current()),
+                    ],
+                    false,
+                ),
+                (vec![(0, current()), (100, up("a", "10.0.0.1:80"))], true),
+            ])),
+        };
+        let backends = Arc::new(Backends::default());
+        let (events, mut rx) = broadcast::channel(64);
+        let hold = Duration::from_millis(400);
+        tokio::spawn(
+            backends
+                .clone()
+                .follow_holding(Arc::new(registry), events, hold),
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(*backends.loaded.borrow());
+        assert_eq!(routable(&backends), ["a", "b"]);
+        let a = backends.get("web").unwrap().all[0].clone();
+        // Discovery away, then back empty: both still routed, through the hold.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(routable(&backends), ["a", "b"], "within the hold");
+        // The hold is over: b (never registered again) is retired, a is kept, as it was.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(routable(&backends), ["a"]);
+        assert!(Arc::ptr_eq(&a, &backends.get("web").unwrap().all[0]));
+        let mut seen = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            seen.push(format!("{} {}", ev.kind, ev.instance));
+        }
+        assert_eq!(
+            seen,
+            [
+                "backend-up a",
+                "backend-up b",
+                "backend-down b",
+                "backend-drained b"
+            ]
+        );
+    }
 }

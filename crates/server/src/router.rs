@@ -72,8 +72,7 @@ pub async fn start(
     router_config.takeover = predecessor.is_some();
     let router = slipway_router::Router::new(router_config)?;
     let id = gate::router_id();
-    let registration = match serve_admin(&router, args.router_admin, predecessor.is_some()).await
-    {
+    let registration = match serve_admin(&router, args.router_admin, predecessor.is_some()).await {
         Some(admin) => register(config, &backends, &id, admin),
         None => None,
     };
@@ -108,9 +107,8 @@ pub async fn start(
         if let Some(pid) = predecessor {
             handoff::terminate(pid);
         }
-        handoff::write_own_pid(dir).with_context(|| {
-            format!("cannot write {}", handoff::pid_file(dir).display())
-        })?;
+        handoff::write_own_pid(dir)
+            .with_context(|| format!("cannot write {}", handoff::pid_file(dir).display()))?;
     }
     Ok(RouterRole {
         router,

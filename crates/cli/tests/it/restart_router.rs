@@ -106,7 +106,10 @@ impl Server {
             for _ in lines {}
         });
         let first = rx.recv_timeout(Duration::from_secs(60)).ok().flatten();
-        let Some(url) = first.as_deref().and_then(|l| l.strip_prefix("Listening on ")) else {
+        let Some(url) = first
+            .as_deref()
+            .and_then(|l| l.strip_prefix("Listening on "))
+        else {
             let _ = child.kill();
             panic!("no address from the server ({first:?}):\n{}", self.log());
         };

@@ -630,7 +630,8 @@ where
         out.extend_from_slice(sh.cookie_key.seal(b.addr).as_bytes());
         out.extend_from_slice(b"; Path=/; HttpOnly; SameSite=Lax\r\n");
     }
-    let close = req.close || head.framing == Framing::Close;
+    // A router that began draining while the backend answered closes after this response.
+    let close = req.close || head.framing == Framing::Close || sh.is_draining();
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

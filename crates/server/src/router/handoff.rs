@@ -58,7 +58,10 @@ pub fn predecessor(data_dir: &Path) -> Option<u32> {
 /// whose roles are `router` alone (`--roles router`, `--roles=router`, or `SLIPWAY_ROLES` in
 /// its environment, NUL-separated too).
 pub fn is_router_cmdline(cmdline: &[u8], environ: Option<&[u8]>) -> bool {
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+    let args: Vec<&[u8]> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .collect();
     let Some(argv0) = args.first() else {
         return false;
     };
@@ -142,7 +145,9 @@ pub fn enable_migrate_req(root: bool) {
     let why = match root {
         true => match std::fs::write(MIGRATE_REQ, "1") {
             Ok(()) => {
-                tracing::info!("router: set net.ipv4.tcp_migrate_req=1 (handoffs reset no queued connection)");
+                tracing::info!(
+                    "router: set net.ipv4.tcp_migrate_req=1 (handoffs reset no queued connection)"
+                );
                 return;
             }
             Err(e) => e.to_string(),
@@ -192,7 +197,11 @@ mod tests {
             b"/usr/bin/slipway\0server\0--roles\0",
         ];
         for c in no {
-            assert!(!is_router_cmdline(c, None), "{}", String::from_utf8_lossy(c));
+            assert!(
+                !is_router_cmdline(c, None),
+                "{}",
+                String::from_utf8_lossy(c)
+            );
         }
         let env = b"HOME=/root\0SLIPWAY_ROLES=router\0";
         assert!(is_router_cmdline(b"slipway\0server\0", Some(env)));
@@ -218,7 +227,10 @@ mod tests {
         // This process: never its own predecessor.
         assert_eq!(predecessor(dir.path()), None);
         // A live process with another start time (a recycled pid): not signalled.
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let started = start_time(child.id()).unwrap();
         std::fs::write(
             pid_file(dir.path()),
