@@ -643,8 +643,11 @@ mod tests {
 
     /// A registry whose watches play a script: events after delays, then the watch ends
     /// (discovery went away) or stays open.
+    /// One watch: its events, each after a delay in ms, and whether it stays open after them.
+    type Script = (Vec<(u64, Event)>, bool);
+
     struct Scripted {
-        watches: Mutex<VecDeque<(Vec<(u64, Event)>, bool)>>,
+        watches: Mutex<VecDeque<Script>>,
     }
 
     #[async_trait::async_trait]

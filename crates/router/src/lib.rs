@@ -201,6 +201,12 @@ impl Router {
         tokio::time::timeout(timeout, both).await.is_ok()
     }
 
+    /// The handoff is over (the predecessor was told to stop): TCP-route ports opened from
+    /// now on are refused again when another process holds them.
+    pub fn end_takeover(&self) {
+        self.tcp.lock().unwrap().end_takeover();
+    }
+
     /// Graceful stop: the listeners close (HTTP, HTTPS, TCP routes, admin) — with
     /// `net.ipv4.tcp_migrate_req=1`, connections still in their accept queues move to another
     /// process's listener on the same port (the successor's) instead of being reset — idle
@@ -569,10 +575,11 @@ impl Router {
             .max_buf_size(h1::MAX_HEAD)
             .timer(TokioTimer::new())
             .header_read_timeout(self.sh.limits.header_read_timeout);
+        let mut draining = self.sh.draining.subscribe();
         loop {
             let accepted = tokio::select! {
                 biased;
-                _ = flag_set(&self.sh.draining) => break,
+                _ = draining.wait_for(|d| *d) => break,
                 a = listener.accept() => a,
             };
             let (stream, peer) = match accepted {

@@ -28,6 +28,11 @@ impl TcpListeners {
         }
     }
 
+    /// See `Router::end_takeover`.
+    pub fn end_takeover(&mut self) {
+        self.takeover = false;
+    }
+
     /// Closes every listener (the router drains); connections go on until either side closes.
     pub fn close_all(&mut self) {
         for (_, (_, _, task)) in self.running.drain() {

@@ -37,9 +37,9 @@ pub struct RouterRole {
     /// The router's ports (HTTP, HTTPS, the TCP-route range) that the local host's jobs may
     /// connect to on the host: an app calls another by its public name through the router.
     pub published_tcp: Vec<(u16, u16)>,
-    /// The task keeping this router registered in discovery: ended (deregistered) first
-    /// when it drains, so that no gate waits for it any more.
-    registration: Option<tokio::task::JoinHandle<()>>,
+    /// The task keeping this router registered in discovery, and that registry: the
+    /// registration is ended and removed first when it drains, so that no gate waits for it.
+    registration: Option<(tokio::task::JoinHandle<()>, Arc<dyn Registry>)>,
     /// A router process's data dir, where its pidfile is ([`handoff`]).
     pid_dir: Option<std::path::PathBuf>,
 }
@@ -73,7 +73,7 @@ pub async fn start(
     let router = slipway_router::Router::new(router_config)?;
     let id = gate::router_id();
     let registration = match serve_admin(&router, args.router_admin, predecessor.is_some()).await {
-        Some(admin) => register(config, &backends, &id, admin),
+        Some(admin) => register(config, &backends, &id, admin).map(|t| (t, backends.clone())),
         None => None,
     };
     router.follow_registry(backends);
@@ -106,6 +106,7 @@ pub async fn start(
         // Accepting now: the predecessor can stop.
         if let Some(pid) = predecessor {
             handoff::terminate(pid);
+            router.end_takeover();
         }
         handoff::write_own_pid(dir)
             .with_context(|| format!("cannot write {}", handoff::pid_file(dir).display()))?;
@@ -365,8 +366,11 @@ impl RouterRole {
     /// [`handoff::DRAIN_TIMEOUT`]; a router process then removes its pidfile if it still
     /// names it. The caller exits after this.
     pub async fn drain(&self) {
-        if let Some(task) = &self.registration {
+        if let Some((task, registry)) = &self.registration {
             task.abort();
+            // Now, not by the registration's drop: the process may exit before that runs.
+            let gone = registry.deregister(gate::ROUTER_SERVICE, &self.id);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), gone).await;
         }
         let open = self.router.open_connections();
         tracing::info!("router: draining ({open} connection(s) open)");
