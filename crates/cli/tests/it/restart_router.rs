@@ -483,6 +483,23 @@ fn apps_keep_serving_through_server_restarts_crashes_upgrades_and_router_handoff
     for ((p, e), count) in &by_error {
         eprintln!("  failed in phase {p}: {count} × {e}");
     }
+    // What the routers said about the handoffs and discovery's returns.
+    for nth in 1..=3 {
+        let log = std::fs::read_to_string(tmp.path().join(format!("router-{nth}.log")));
+        for line in log.unwrap_or_default().lines().filter(|l| {
+            [
+                "took over",
+                "draining",
+                "drained",
+                "discovery is back",
+                "retired",
+            ]
+            .iter()
+            .any(|w| l.contains(w))
+        }) {
+            eprintln!("  router {nth}: {line}");
+        }
+    }
     if before {
         eprintln!("(SLIPWAY_RESTART_ROUTER_BEFORE=1: the old way measured, nothing asserted)");
         return;
