@@ -42,6 +42,8 @@ pub struct RouterRole {
     registration: Option<(tokio::task::JoinHandle<()>, Arc<dyn Registry>)>,
     /// A router process's data dir, where its pidfile is ([`handoff`]).
     pid_dir: Option<std::path::PathBuf>,
+    /// `--router-drain-timeout`.
+    drain_timeout: std::time::Duration,
 }
 
 /// Starts the router. `max_connections`: its cap (see [`crate::router_connection_cap`]).
@@ -118,6 +120,7 @@ pub async fn start(
         published_tcp,
         registration,
         pid_dir,
+        drain_timeout: args.router_drain_timeout,
     })
 }
 
@@ -363,7 +366,7 @@ impl RouterRole {
     /// Graceful stop (SIGTERM): deregisters from discovery (no gate waits for this router any
     /// more), then [`slipway_router::Router::drain`]s — listeners closed, idle connections
     /// closed, requests and TCP connections in flight finished — for at most
-    /// [`handoff::DRAIN_TIMEOUT`]; a router process then removes its pidfile if it still
+    /// `--router-drain-timeout` (30 s); a router process then removes its pidfile if it still
     /// names it. The caller exits after this.
     pub async fn drain(&self) {
         if let Some((task, registry)) = &self.registration {
@@ -375,12 +378,12 @@ impl RouterRole {
         let open = self.router.open_connections();
         tracing::info!("router: draining ({open} connection(s) open)");
         let started = std::time::Instant::now();
-        match self.router.drain(handoff::DRAIN_TIMEOUT).await {
+        match self.router.drain(self.drain_timeout).await {
             true => tracing::info!("router: drained in {:?}", started.elapsed()),
             false => tracing::warn!(
                 "router: {} connection(s) still open after {:?}; closing them",
                 self.router.open_connections(),
-                handoff::DRAIN_TIMEOUT
+                self.drain_timeout
             ),
         }
         if let Some(dir) = &self.pid_dir {

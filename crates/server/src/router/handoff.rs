@@ -18,9 +18,6 @@ use std::time::Duration;
 pub const PID_FILE: &str = "router.pid";
 /// How long a starting router waits for its first routes and backends before it accepts.
 pub const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a router told to stop (SIGTERM) lets requests and TCP connections in flight
-/// finish before it exits anyway.
-pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// The most read of a pidfile or a `/proc` file: none is legitimately longer.
 const MAX_READ: u64 = 64 << 10;
 
