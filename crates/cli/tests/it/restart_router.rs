@@ -5,7 +5,7 @@
 //! and check the status and the whole body, while the server is (1) stopped with SIGTERM and
 //! started again, (2) killed with SIGKILL and started again, (3) upgraded — a copy of the
 //! binary at a new path starts a new router, which takes over, and then the server — and
-//! (4) a new router process takes over from the running one. No request may fail.
+//! (4) new router processes take over from the running one, 5 times. No request may fail.
 //!
 //! `SLIPWAY_RESTART_ROUTER_BEFORE=1` measures the old way instead (each router change is
 //! "stop the router, start another"), prints the failures and asserts nothing about them;
@@ -333,12 +333,15 @@ fn fetch(addr: &str, host: &str, want: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Router processes started one after another in phase 4, each taking over.
+const TAKEOVERS: usize = 5;
+
 const PHASES: [&str; 6] = [
     "warm-up",
     "server SIGTERM + start",
     "server kill -9 + start",
     "upgrade: new router from a new binary (handoff), then the server",
-    "new router process takes over",
+    "new router processes take over, one after another",
     "after",
 ];
 
@@ -412,7 +415,7 @@ fn apps_keep_serving_through_server_restarts_crashes_upgrades_and_router_handoff
     let status = server.stop("TERM");
     assert!(status.success(), "SIGTERM: the server exited with {status}");
     server.start(&bin);
-    times.push(("server SIGTERM → API answers", t.elapsed()));
+    times.push(("server SIGTERM → API answers".to_string(), t.elapsed()));
     std::thread::sleep(Duration::from_secs(3));
 
     // (2) A crash of the server.
@@ -420,7 +423,7 @@ fn apps_keep_serving_through_server_restarts_crashes_upgrades_and_router_handoff
     let t = Instant::now();
     server.stop("KILL");
     server.start(&bin);
-    times.push(("server kill -9 → API answers", t.elapsed()));
+    times.push(("server kill -9 → API answers".to_string(), t.elapsed()));
     std::thread::sleep(Duration::from_secs(3));
 
     // (3) An upgrade: the new version is a copy of the binary at another path. The router
@@ -436,7 +439,10 @@ fn apps_keep_serving_through_server_restarts_crashes_upgrades_and_router_handoff
     }
     let mut old = std::mem::replace(&mut router, Router::start(&new_bin, &server, &ports, 2));
     let status = stop_when_handed_over(&mut old, before);
-    times.push(("router 1 → router 2 (new binary) handoff", t.elapsed()));
+    times.push((
+        "router 1 → router 2 (new binary) handoff".into(),
+        t.elapsed(),
+    ));
     assert!(
         before || status.success(),
         "the old router exited with {status}:\n{}",
@@ -447,21 +453,28 @@ fn apps_keep_serving_through_server_restarts_crashes_upgrades_and_router_handoff
     server.start(&new_bin);
     std::thread::sleep(Duration::from_secs(3));
 
-    // (4) A new router process takes over from the running one.
+    // (4) A new router process takes over from the running one, TAKEOVERS times.
     phase(4);
-    let t = Instant::now();
-    if before {
-        stop(&mut router.child, "TERM");
+    for nth in 3..3 + TAKEOVERS {
+        let t = Instant::now();
+        if before {
+            stop(&mut router.child, "TERM");
+        }
+        let next = Router::start(&new_bin, &server, &ports, nth);
+        let mut old = std::mem::replace(&mut router, next);
+        let status = stop_when_handed_over(&mut old, before);
+        times.push((
+            format!("router {} → router {nth} handoff", nth - 1),
+            t.elapsed(),
+        ));
+        assert!(
+            before || status.success(),
+            "the old router exited with {status}:\n{}",
+            old.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
-    let mut old = std::mem::replace(&mut router, Router::start(&new_bin, &server, &ports, 3));
-    let status = stop_when_handed_over(&mut old, before);
-    times.push(("router 2 → router 3 handoff", t.elapsed()));
-    assert!(
-        before || status.success(),
-        "the old router exited with {status}:\n{}",
-        old.log()
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     phase(5);
     std::thread::sleep(Duration::from_secs(1));
     let (served, failures) = load.finish();
@@ -484,7 +497,7 @@ fn apps_keep_serving_through_server_restarts_crashes_upgrades_and_router_handoff
         eprintln!("  failed in phase {p}: {count} × {e}");
     }
     // What the routers said about the handoffs and discovery's returns.
-    for nth in 1..=3 {
+    for nth in 1..3 + TAKEOVERS {
         let log = std::fs::read_to_string(tmp.path().join(format!("router-{nth}.log")));
         for line in log.unwrap_or_default().lines().filter(|l| {
             [
