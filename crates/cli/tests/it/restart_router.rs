@@ -221,6 +221,9 @@ impl Router {
             .args(["--http-port", &ports.http.to_string()])
             .args(["--https-port", &ports.https.to_string()])
             .args(["--router-admin", &format!("127.0.0.1:{}", ports.admin)])
+            // What the server's gate asks the router's admin endpoint with.
+            .arg("--cluster-token-file")
+            .arg(server.dir.join("data/cluster-token"))
             .env("SLIPWAY_API_KEY", server.key())
             .env("HOME", &server.dir)
             .env_remove("SLIPWAY_ROLES")
