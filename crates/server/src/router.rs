@@ -95,11 +95,8 @@ pub async fn start(
     let https_port = args.https_port.unwrap_or(if root { 443 } else { 8443 });
     let http = SocketAddr::new(args.router_ip, http_port);
     let https = SocketAddr::new(args.router_ip, https_port);
-    if router_process && !router.wait_loaded(handoff::LOAD_TIMEOUT).await {
-        tracing::warn!(
-            "router: no routes or no backends yet after {:?} (controller or discovery away?); serving with what it has, and following them",
-            handoff::LOAD_TIMEOUT
-        );
+    if router_process {
+        wait_loaded(&router, predecessor).await;
     }
     let mut published_tcp = listen(&router, http, https).await?;
     published_tcp.push((*args.tcp_ports.start(), *args.tcp_ports.end()));
@@ -122,6 +119,27 @@ pub async fn start(
         pid_dir,
         drain_timeout: args.router_drain_timeout,
     })
+}
+
+/// Waits for the first routes and backends: [`handoff::LOAD_TIMEOUT`] at most, then the
+/// router serves with what it has — unless a predecessor still serves: an empty router must
+/// not replace a loaded one, so it waits on (saying so every [`handoff::LOAD_TIMEOUT`]) while
+/// the predecessor lives.
+async fn wait_loaded(router: &slipway_router::Router, predecessor: Option<u32>) {
+    let started = std::time::Instant::now();
+    while !router.wait_loaded(handoff::LOAD_TIMEOUT).await {
+        let Some(pid) = predecessor.filter(|pid| handoff::start_time(*pid).is_some()) else {
+            tracing::warn!(
+                "router: no routes or no backends yet after {:?} (controller or discovery away?); serving with what it has, and following them",
+                started.elapsed()
+            );
+            return;
+        };
+        tracing::warn!(
+            "router: no routes or no backends yet after {:?} (controller or discovery away?); router process {pid} keeps serving until they are loaded",
+            started.elapsed()
+        );
+    }
 }
 
 /// The proxy's configuration from the flags: the default certificate is read here, so a

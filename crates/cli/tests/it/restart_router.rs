@@ -208,33 +208,54 @@ struct Router {
 }
 
 impl Router {
+    /// Starts one following `server`; returns once it listens.
     fn start(bin: &Path, server: &Server, ports: &RouterPorts, nth: usize) -> Router {
-        let log = server.dir.join(format!("router-{nth}.log"));
+        let r = Router::spawn(
+            bin,
+            &server.dir,
+            (&server.url(), &format!("http://{}", server.discovery)),
+            &server.key(),
+            ports,
+            nth,
+        );
+        wait_logged(&r.log, "router: HTTP on ");
+        r
+    }
+
+    /// Starts one following the controller and discovery at `urls`, with `dir/router-data`
+    /// as its data dir and the cluster token of `dir/data`.
+    fn spawn(
+        bin: &Path,
+        dir: &Path,
+        urls: (&str, &str),
+        key: &str,
+        ports: &RouterPorts,
+        nth: usize,
+    ) -> Router {
+        let log = dir.join(format!("router-{nth}.log"));
         let stderr = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
             .args(["server", "--roles", "router", "--no-register"])
-            .args(["--controller-url", &server.url()])
-            .args(["--discovery-url", &format!("http://{}", server.discovery)])
+            .args(["--controller-url", urls.0])
+            .args(["--discovery-url", urls.1])
             .arg("--data-dir")
-            .arg(server.dir.join("router-data"))
+            .arg(dir.join("router-data"))
             .args(["--router-ip", "127.0.0.1"])
             .args(["--http-port", &ports.http.to_string()])
             .args(["--https-port", &ports.https.to_string()])
             .args(["--router-admin", &format!("127.0.0.1:{}", ports.admin)])
             // What the server's gate asks the router's admin endpoint with.
             .arg("--cluster-token-file")
-            .arg(server.dir.join("data/cluster-token"))
-            .env("SLIPWAY_API_KEY", server.key())
-            .env("HOME", &server.dir)
+            .arg(dir.join("data/cluster-token"))
+            .env("SLIPWAY_API_KEY", key)
+            .env("HOME", dir)
             .env_remove("SLIPWAY_ROLES")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
             .expect("spawn the router process");
-        let r = Router { child, log };
-        wait_logged(&r.log, "router: HTTP on ");
-        r
+        Router { child, log }
     }
 
     fn log(&self) -> String {
@@ -557,4 +578,80 @@ fn stop_when_handed_over(old: &mut Router, before: bool) -> std::process::ExitSt
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The status line of `GET /` with `Host: host` on a new connection (empty when none came).
+fn status(addr: &str, host: &str) -> String {
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return "no connection".into();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let _ = s.write_all(req.as_bytes());
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+/// The pid `router-data/router.pid` names.
+fn pidfile_pid(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("router-data/router.pid")).ok()?;
+    text.lines().next()?.parse().ok()
+}
+
+/// Waits (20 s at most) for `what` in the log of `r`.
+fn wait_log(r: &Router, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !r.log().contains(what) {
+        assert!(Instant::now() < deadline, "no {what:?} in:\n{}", r.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_router_that_cannot_load_its_routes_does_not_replace_one_that_serves() {
+    // No host agent: the router processes need only the controller and discovery.
+    let mut s = TestServer::start_with(&[
+        "--no-host".into(),
+        "--no-router".into(),
+        "--discovery-listen".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let discovery = format!("http://{}", logged_addr(&s, "discovery API on http://"));
+    let dir = s.dir.path().to_path_buf();
+    let ports = RouterPorts {
+        http: free_port(),
+        https: free_port(),
+        admin: free_port(),
+    };
+    let addr = format!("127.0.0.1:{}", ports.http);
+    let key = s.key();
+    let bin = Path::new(BIN);
+    let mut a = Router::spawn(bin, &dir, (&s.url, &discovery), &key, &ports, 1);
+    wait_logged(&a.log, "router: HTTP on ");
+    let got = status(&addr, "nothing.test");
+    assert!(got.starts_with("HTTP/1.1 404"), "A does not serve: {got:?}");
+    assert_eq!(pidfile_pid(&dir), Some(a.child.id()));
+
+    // The controller and discovery gone, a successor cannot load: it leaves A serving.
+    s.kill();
+    let b = Router::spawn(bin, &dir, (&s.url, &discovery), &key, &ports, 2);
+    wait_log(&b, "keeps serving until they are loaded");
+    assert!(a.child.try_wait().unwrap().is_none(), "A was stopped");
+    assert_eq!(pidfile_pid(&dir), Some(a.child.id()));
+    assert!(!b.log().contains("router: HTTP on"), "{}", b.log());
+    let got = status(&addr, "nothing.test");
+    assert!(
+        got.starts_with("HTTP/1.1 404"),
+        "A no longer serves: {got:?}"
+    );
+
+    // A dies: B serves with what it has (no routes: 404) and names itself in the pidfile.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    wait_log(&b, "serving with what it has");
+    wait_log(&b, "router: HTTP on ");
+    assert_eq!(pidfile_pid(&dir), Some(b.child.id()));
+    let got = status(&addr, "nothing.test");
+    assert!(got.starts_with("HTTP/1.1 404"), "B does not serve: {got:?}");
 }

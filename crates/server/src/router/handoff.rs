@@ -82,12 +82,17 @@ pub fn is_router_cmdline(cmdline: &[u8], environ: Option<&[u8]>) -> bool {
     roles.is_some_and(|r| r.trim_ascii() == b"router")
 }
 
-/// A process's start time (field 22 of `/proc/PID/stat`), `None` when it is gone.
+/// A process's start time (field 22 of `/proc/PID/stat`), `None` when it is gone or has
+/// exited without being reaped yet (a zombie serves nothing).
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = read_bounded(&PathBuf::from(format!("/proc/{pid}/stat")))?;
     // The command name (field 2) is in parentheses and may hold anything: count after it.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_ascii_whitespace().nth(19)?.parse().ok()
+    let mut fields = stat[stat.rfind(')')? + 1..].split_ascii_whitespace();
+    let state = fields.next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
 }
 
 /// Writes this process's pid and start time, atomically (a reader sees the old file or the
@@ -229,6 +234,9 @@ mod tests {
             .spawn()
             .unwrap();
         let started = start_time(child.id()).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+        let field22 = stat.rsplit(')').next().unwrap().split_whitespace().nth(19);
+        assert_eq!(field22, Some(started.to_string().as_str()));
         std::fs::write(
             pid_file(dir.path()),
             format!("{}\n{}\n", child.id(), started + 1),
@@ -239,6 +247,15 @@ mod tests {
         std::fs::write(pid_file(dir.path()), format!("{}\n{started}\n", child.id())).unwrap();
         assert_eq!(predecessor(dir.path()), None);
         child.kill().unwrap();
+        // Dead but not reaped yet (a zombie): gone all the same.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while start_time(child.id()).is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a zombie counts as alive"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         child.wait().unwrap();
         std::fs::write(pid_file(dir.path()), "garbage\n").unwrap();
         assert_eq!(predecessor(dir.path()), None);
