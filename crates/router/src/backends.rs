@@ -379,6 +379,10 @@ impl Backends {
                         let Ok(addr) = inst.addr.parse::<SocketAddr>() else {
                             continue;
                         };
+                        if current && matches!(ev.kind, EventKind::Up | EventKind::Update) {
+                            // Its address is another instance's now: not to be held on.
+                            self.release_held_at(&mut held, addr, &inst.id, &events);
+                        }
                         if !current {
                             let s = snapshot.entry(ev.service.clone()).or_default();
                             match ev.kind {
@@ -436,6 +440,31 @@ impl Backends {
         }
     }
 
+    /// Retires the held backends at `addr` but `id`: discovery reports another instance there
+    /// (the address was given to another job), so the held one is surely gone.
+    fn release_held_at(
+        &self,
+        held: &mut Held,
+        addr: SocketAddr,
+        id: &str,
+        events: &broadcast::Sender<RouterEvent>,
+    ) {
+        let gone: Vec<(String, String)> = held
+            .keys()
+            .filter(|(service, held_id)| {
+                held_id != id
+                    && self
+                        .get(service)
+                        .is_some_and(|s| s.all.iter().any(|b| b.id == *held_id && b.addr == addr))
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            held.remove(&key);
+            self.remove(&key.0, &key.1, events);
+        }
+    }
+
     /// Retires the held backends whose time is up (discovery did not report them again).
     fn expire(&self, held: &mut Held, events: &broadcast::Sender<RouterEvent>) {
         let now = tokio::time::Instant::now();
@@ -471,10 +500,17 @@ impl Backends {
         if let Some((held, hold)) = hold {
             let until = tokio::time::Instant::now() + hold;
             let mut kept = 0;
+            // Addresses the snapshot gives to instances: a missing one found at one of them
+            // is gone (its address went to another job), not held.
+            let taken: std::collections::HashSet<SocketAddr> = fresh
+                .values()
+                .flat_map(|s| s.all.iter().map(|b| b.addr))
+                .collect();
             for (name, s) in &old {
                 let f = fresh.entry(name.clone()).or_default();
                 for b in &s.all {
-                    if b.removed.load(Ordering::Relaxed) || f.all.iter().any(|x| x.id == b.id) {
+                    let reported = f.all.iter().any(|x| x.id == b.id);
+                    if b.removed.load(Ordering::Relaxed) || reported || taken.contains(&b.addr) {
                         continue;
                     }
                     f.all.push(b.clone());
@@ -636,128 +672,4 @@ fn rand_u64() -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use slipway_discovery::{Event, Instance, NewInstance, Result, Watch};
-    use std::collections::VecDeque;
-
-    /// A registry whose watches play a script: events after delays, then the watch ends
-    /// (discovery went away) or stays open.
-    /// One watch: its events, each after a delay in ms, and whether it stays open after them.
-    type Script = (Vec<(u64, Event)>, bool);
-
-    struct Scripted {
-        watches: Mutex<VecDeque<Script>>,
-    }
-
-    #[async_trait::async_trait]
-    impl Registry for Scripted {
-        async fn register(&self, _: &str, _: &str, _: &NewInstance) -> Result<Instance> {
-            unimplemented!()
-        }
-        async fn deregister(&self, _: &str, _: &str) -> Result<()> {
-            unimplemented!()
-        }
-        async fn instances(&self, _: &str) -> Result<Vec<Instance>> {
-            unimplemented!()
-        }
-        async fn watch(&self, _: Option<&str>) -> Result<Watch> {
-            let next = self.watches.lock().unwrap().pop_front();
-            let Some((script, stay_open)) = next else {
-                return Err(slipway_discovery::Error::Unavailable("gone".into()));
-            };
-            let (tx, rx) = tokio::sync::mpsc::channel(16);
-            tokio::spawn(async move {
-                for (ms, ev) in script {
-                    tokio::time::sleep(Duration::from_millis(ms)).await;
-                    let _ = tx.send(ev).await;
-                }
-                if stay_open {
-                    std::future::pending::<()>().await;
-                }
-            });
-            Ok(rx)
-        }
-    }
-
-    fn up(id: &str, addr: &str) -> Event {
-        Event {
-            kind: EventKind::Up,
-            service: "web".into(),
-            instance: Some(Instance {
-                id: id.into(),
-                service: "web".into(),
-                addr: addr.into(),
-                proto: "tcp".into(),
-                meta: Default::default(),
-                index: 0,
-            }),
-        }
-    }
-
-    fn current() -> Event {
-        Event {
-            kind: EventKind::Current,
-            service: String::new(),
-            instance: None,
-        }
-    }
-
-    fn routable(b: &Backends) -> Vec<String> {
-        let mut ids: Vec<String> = b.up_ids().into_iter().collect();
-        ids.sort();
-        ids
-    }
-
-    #[tokio::test]
-    async fn backends_a_restarted_discovery_lacks_are_kept_until_they_register_again_or_the_hold_ends()
-     {
-        // Discovery has a and b, then goes away; back (500 ms later: the follower's retry),
-        // its snapshot is empty; a registers again 100 ms later, b never does.
-        let registry = Scripted {
-            watches: Mutex::new(VecDeque::from([
-                (
-                    vec![
-                        (0, up("a", "10.0.0.1:80")),
-                        (0, up("b", "10.0.0.2:80")),
-                        (0, current()),
-                    ],
-                    false,
-                ),
-                (vec![(0, current()), (100, up("a", "10.0.0.1:80"))], true),
-            ])),
-        };
-        let backends = Arc::new(Backends::default());
-        let (events, mut rx) = broadcast::channel(64);
-        let hold = Duration::from_millis(400);
-        tokio::spawn(
-            backends
-                .clone()
-                .follow_holding(Arc::new(registry), events, hold),
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(*backends.loaded.borrow());
-        assert_eq!(routable(&backends), ["a", "b"]);
-        let a = backends.get("web").unwrap().all[0].clone();
-        // Discovery away, then back empty: both still routed, through the hold.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(routable(&backends), ["a", "b"], "within the hold");
-        // The hold is over: b (never registered again) is retired, a is kept, as it was.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(routable(&backends), ["a"]);
-        assert!(Arc::ptr_eq(&a, &backends.get("web").unwrap().all[0]));
-        let mut seen = Vec::new();
-        while let Ok(ev) = rx.try_recv() {
-            seen.push(format!("{} {}", ev.kind, ev.instance));
-        }
-        assert_eq!(
-            seen,
-            [
-                "backend-up a",
-                "backend-up b",
-                "backend-down b",
-                "backend-drained b"
-            ]
-        );
-    }
-}
+mod tests;
