@@ -256,10 +256,32 @@ impl ServiceBackends {
     }
 }
 
-#[derive(Default)]
+/// After discovery comes back (a watch opened again after a broken one), how long a backend
+/// its new snapshot lacks keeps its traffic, waiting to be registered again. A restarted
+/// server's discovery starts empty: the jobs it re-adopts, and those of the hosts that
+/// register again (within their 10 s TTL), come in over the next seconds; retiring their
+/// backends at the snapshot answered 503 meanwhile. An instance reported down is retired at
+/// once, and one that really went away just fails to connect (the request goes to another).
+pub const HOLD_AFTER_RECONNECT: Duration = Duration::from_secs(20);
+
 pub struct Backends {
     services: RwLock<HashMap<String, Arc<ServiceBackends>>>,
+    /// Set at discovery's first snapshot: see `Router::wait_loaded`.
+    pub loaded: tokio::sync::watch::Sender<bool>,
 }
+
+impl Default for Backends {
+    fn default() -> Backends {
+        Backends {
+            services: RwLock::default(),
+            loaded: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+/// Backends kept after a reconnect though missing from discovery's snapshot, by (service,
+/// instance), with when they are retired unless discovery reports them up by then.
+type Held = HashMap<(String, String), tokio::time::Instant>;
 
 impl Backends {
     pub fn get(&self, service: &str) -> Option<Arc<ServiceBackends>> {
@@ -300,27 +322,67 @@ impl Backends {
     }
 
     /// Follows a registry forever: a full resync from each watch's snapshot, then live events.
+    /// While discovery is away (no watch), every backend is kept; after it comes back, the
+    /// ones its snapshot lacks are held for [`HOLD_AFTER_RECONNECT`].
     pub async fn follow(
         self: Arc<Self>,
         registry: Arc<dyn Registry>,
         events: broadcast::Sender<RouterEvent>,
     ) {
+        self.follow_holding(registry, events, HOLD_AFTER_RECONNECT)
+            .await
+    }
+
+    /// [`Backends::follow`], holding missing backends for `hold` after a reconnect.
+    async fn follow_holding(
+        self: Arc<Self>,
+        registry: Arc<dyn Registry>,
+        events: broadcast::Sender<RouterEvent>,
+        hold: Duration,
+    ) {
+        let mut held = Held::new();
+        let mut synced_once = false;
         loop {
             match registry.watch(None).await {
                 Ok(mut w) => {
                     let mut snapshot: HashMap<String, ServiceBackends> = HashMap::new();
                     let mut current = false;
-                    while let Some(ev) = w.recv().await {
+                    loop {
+                        let expiry = held.values().min().copied();
+                        let ev = tokio::select! {
+                            ev = w.recv() => match ev {
+                                Some(ev) => ev,
+                                None => break,
+                            },
+                            _ = sleep_until(expiry), if expiry.is_some() => {
+                                self.expire(&mut held, &events);
+                                continue;
+                            }
+                        };
                         let Some(inst) = ev.instance.as_ref() else {
                             if ev.kind == EventKind::Current {
                                 current = true;
-                                self.resync(std::mem::take(&mut snapshot), &events);
+                                let fresh = std::mem::take(&mut snapshot);
+                                // The first snapshot is the truth; a later one may be a
+                                // restarted discovery's, not yet complete.
+                                let held = synced_once.then_some((&mut held, hold));
+                                self.resync(fresh, &events, held);
+                                synced_once = true;
+                                self.loaded.send_replace(true);
                             }
                             continue;
                         };
+                        if current {
+                            // Reported again (up, or down): no longer held.
+                            held.remove(&(ev.service.clone(), inst.id.clone()));
+                        }
                         let Ok(addr) = inst.addr.parse::<SocketAddr>() else {
                             continue;
                         };
+                        if current && matches!(ev.kind, EventKind::Up | EventKind::Update) {
+                            // Its address is another instance's now: not to be held on.
+                            self.release_held_at(&mut held, addr, &inst.id, &events);
+                        }
                         if !current {
                             let s = snapshot.entry(ev.service.clone()).or_default();
                             match ev.kind {
@@ -378,15 +440,94 @@ impl Backends {
         }
     }
 
+    /// Retires the held backends at `addr` but `id`: discovery reports another instance there
+    /// (the address was given to another job), so the held one is surely gone.
+    fn release_held_at(
+        &self,
+        held: &mut Held,
+        addr: SocketAddr,
+        id: &str,
+        events: &broadcast::Sender<RouterEvent>,
+    ) {
+        let gone: Vec<(String, String)> = held
+            .keys()
+            .filter(|(service, held_id)| {
+                held_id != id
+                    && self
+                        .get(service)
+                        .is_some_and(|s| s.all.iter().any(|b| b.id == *held_id && b.addr == addr))
+            })
+            .cloned()
+            .collect();
+        for key in gone {
+            held.remove(&key);
+            self.remove(&key.0, &key.1, events);
+        }
+    }
+
+    /// Retires the held backends whose time is up (discovery did not report them again).
+    fn expire(&self, held: &mut Held, events: &broadcast::Sender<RouterEvent>) {
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, String)> = held
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in due {
+            held.remove(&key);
+            tracing::info!(
+                service = %key.0,
+                instance = %key.1,
+                "router: backend not registered again since discovery's return; retired"
+            );
+            self.remove(&key.0, &key.1, events);
+        }
+    }
+
     /// Replaces everything with a fresh snapshot, keeping the `Backend` (and its pool and
-    /// in-flight count) of instances that are still there.
+    /// in-flight count) of instances that are still there. With `hold` (a snapshot after a
+    /// reconnect), the ones it lacks are kept too, and put in `hold` (keeping an earlier
+    /// deadline) instead of being retired.
     fn resync(
         &self,
         fresh: HashMap<String, ServiceBackends>,
         events: &broadcast::Sender<RouterEvent>,
+        hold: Option<(&mut Held, Duration)>,
     ) {
         let mut map = self.services.write().unwrap();
         let old = std::mem::take(&mut *map);
+        let mut fresh = fresh;
+        if let Some((held, hold)) = hold {
+            let until = tokio::time::Instant::now() + hold;
+            let mut kept = 0;
+            // Addresses the snapshot gives to instances: a missing one found at one of them
+            // is gone (its address went to another job), not held.
+            let taken: std::collections::HashSet<SocketAddr> = fresh
+                .values()
+                .flat_map(|s| s.all.iter().map(|b| b.addr))
+                .collect();
+            for (name, s) in &old {
+                let f = fresh.entry(name.clone()).or_default();
+                for b in &s.all {
+                    let reported = f.all.iter().any(|x| x.id == b.id);
+                    if b.removed.load(Ordering::Relaxed) || reported || taken.contains(&b.addr) {
+                        continue;
+                    }
+                    f.all.push(b.clone());
+                    held.entry((name.clone(), b.id.clone())).or_insert(until);
+                    kept += 1;
+                }
+                if f.leader.is_none() {
+                    f.leader.clone_from(&s.leader);
+                }
+            }
+            fresh.retain(|_, s| !s.all.is_empty());
+            if kept > 0 {
+                tracing::info!(
+                    "router: discovery is back; keeping {kept} backend(s) its snapshot lacks for up to {hold:?} while they register again"
+                );
+            }
+        }
         let mut fresh_ids = std::collections::HashSet::new();
         for (name, mut s) in fresh {
             let prev = old.get(&name);
@@ -412,6 +553,14 @@ impl Backends {
                 }
             }
         }
+    }
+}
+
+/// Resolves at `at`; never without one.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -521,3 +670,6 @@ fn rand_u64() -> u64 {
         x
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -93,6 +93,11 @@ pub struct Config {
     /// Bearer tokens that may ask the admin endpoint `GET /backends/{instance}` (the
     /// zero-downtime gate of a scheduler in another process). Empty: that path answers 403.
     pub admin_tokens: Vec<String>,
+    /// A predecessor router (another process) holds the ports and hands them over
+    /// (`docs/router.md`, "Handoff"): every listener is bound with `SO_REUSEPORT` without the
+    /// plain bind that otherwise refuses a port someone holds, so both accept until the
+    /// predecessor, told to drain, closes its own.
+    pub takeover: bool,
 }
 
 impl Default for Config {
@@ -106,6 +111,7 @@ impl Default for Config {
             max_connections: 10_000,
             tcp_ports: 1..=u16::MAX,
             admin_tokens: Vec::new(),
+            takeover: false,
         }
     }
 }
@@ -122,6 +128,24 @@ pub(crate) struct Shared {
     /// Instances between their `backend-up` and their `backend-drained` (see [`Router::routed`]).
     pub routed: Mutex<std::collections::HashSet<String>>,
     pub admin_tokens: Vec<String>,
+    /// Set once by [`Router::drain`]: the accept loops stop (their listeners close), idle
+    /// keep-alive connections close, and each response from then on says `Connection: close`.
+    pub draining: tokio::sync::watch::Sender<bool>,
+    /// Set by the first [`Router::set_routes`]: see [`Router::wait_loaded`].
+    pub routes_loaded: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    /// Whether [`Router::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+}
+
+/// Resolves once `flag` is true (at once if it is already).
+pub(crate) async fn flag_set(flag: &tokio::sync::watch::Sender<bool>) {
+    let mut rx = flag.subscribe();
+    let _ = rx.wait_for(|set| *set).await;
 }
 
 #[derive(Clone)]
@@ -131,6 +155,8 @@ pub struct Router {
     tcp: Arc<Mutex<tcp::TcpListeners>>,
     tcp_bind: IpAddr,
     tcp_ports: std::ops::RangeInclusive<u16>,
+    /// [`Config::takeover`].
+    takeover: bool,
 }
 
 impl Router {
@@ -152,12 +178,55 @@ impl Router {
                 conns: conns::ConnLimit::new(config.max_connections),
                 routed: Mutex::default(),
                 admin_tokens: config.admin_tokens,
+                draining: tokio::sync::watch::Sender::new(false),
+                routes_loaded: tokio::sync::watch::Sender::new(false),
             }),
             sni: Arc::new(tls::SniResolver::new(default)),
-            tcp: Arc::default(),
+            tcp: Arc::new(Mutex::new(tcp::TcpListeners::new(config.takeover))),
             tcp_bind: config.tcp_bind,
             tcp_ports: config.tcp_ports,
+            takeover: config.takeover,
         })
+    }
+
+    /// Waits until the routes were set once and discovery's first snapshot of the backends
+    /// came in, for at most `timeout`; returns whether both did. A router taking over from
+    /// another one waits for this before it accepts: a connection it took earlier would get
+    /// a 404 or a 503 that its predecessor, still fully loaded, would not have given.
+    pub async fn wait_loaded(&self, timeout: Duration) -> bool {
+        let both = async {
+            flag_set(&self.sh.routes_loaded).await;
+            flag_set(&self.sh.backends.loaded).await;
+        };
+        tokio::time::timeout(timeout, both).await.is_ok()
+    }
+
+    /// The handoff is over (the predecessor was told to stop): TCP-route ports opened from
+    /// now on are refused again when another process holds them.
+    pub fn end_takeover(&self) {
+        self.tcp.lock().unwrap().end_takeover();
+    }
+
+    /// Graceful stop: the listeners close (HTTP, HTTPS, TCP routes, admin) — with
+    /// `net.ipv4.tcp_migrate_req=1`, connections still in their accept queues move to another
+    /// process's listener on the same port (the successor's) instead of being reset — idle
+    /// keep-alive connections close, requests in flight finish (their responses say
+    /// `Connection: close`), h2 connections get a GOAWAY, and TCP-route connections go on until
+    /// either side closes. Returns once no client connection is open, or after `timeout` (then
+    /// `false`: the caller exits and cuts what is left).
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.sh.draining.send_replace(true);
+        self.tcp.lock().unwrap().close_all();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.sh.conns.open() == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Replaces all routes: HTTP table, SNI certificates, TCP listeners.
@@ -173,6 +242,7 @@ impl Router {
             .unwrap()
             .reconcile(&self.sh, self.tcp_bind, &self.tcp_ports, &table.tcp);
         *self.sh.table.write().unwrap() = Arc::new(table);
+        self.sh.routes_loaded.send_replace(true);
     }
 
     /// The state of the listener for a TCP route's port: `listening`, or `failed: REASON`
@@ -202,7 +272,11 @@ impl Router {
         let header_timeout = self.sh.limits.header_read_timeout;
         let limit = conns::ConnLimit::new(ADMIN_MAX_CONNECTIONS);
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
+            let accepted = tokio::select! {
+                _ = flag_set(&self.sh.draining) => return,
+                a = listener.accept() => a,
+            };
+            let Ok((stream, _)) = accepted else {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             };
@@ -422,24 +496,18 @@ impl Router {
         threads: usize,
     ) -> std::io::Result<(std::net::SocketAddr, Option<std::net::SocketAddr>)> {
         let threads = threads.max(1);
+        let takeover = self.takeover;
         let bind_all = |addr: std::net::SocketAddr| -> std::io::Result<Vec<std::net::TcpListener>> {
             // SO_REUSEPORT would let a second `slipway server` share the port silently: a plain
-            // bind first fails if anyone holds it, as a listener without SO_REUSEPORT would.
-            if addr.port() != 0 {
+            // bind first fails if anyone holds it, as a listener without SO_REUSEPORT would —
+            // unless this router takes over from the one holding it (`Config::takeover`).
+            if addr.port() != 0 && !takeover {
                 drop(std::net::TcpListener::bind(addr)?);
             }
             let mut out = Vec::new();
             let mut addr = addr;
             for _ in 0..threads {
-                let s = if addr.is_ipv4() {
-                    tokio::net::TcpSocket::new_v4()?
-                } else {
-                    tokio::net::TcpSocket::new_v6()?
-                };
-                s.set_reuseaddr(true)?;
-                s.set_reuseport(true)?;
-                s.bind(addr)?;
-                let l = s.listen(1024)?.into_std()?;
+                let l = reuseport_listener(addr)?.into_std()?;
                 addr = l.local_addr()?;
                 out.push(l);
             }
@@ -475,14 +543,19 @@ impl Router {
                                 }
                             });
                         }
-                        me.serve_http(h).await
+                        me.serve_http(h).await;
+                        // Draining: this runtime drives the connections still open; it runs
+                        // until the process exits (after `Router::drain`).
+                        std::future::pending::<()>().await
                     })
                 })?;
         }
         Ok((http_addr, https_addr))
     }
 
-    /// Serves plain HTTP (HTTP/1.1, and h2c with prior knowledge) until the task is dropped.
+    /// Serves plain HTTP (HTTP/1.1, and h2c with prior knowledge) until the task is dropped
+    /// or [`Router::drain`] is called (then the listener is closed and this returns; the
+    /// connections' tasks go on).
     pub async fn serve_http(&self, listener: TcpListener) {
         self.serve(listener, None).await
     }
@@ -502,8 +575,14 @@ impl Router {
             .max_buf_size(h1::MAX_HEAD)
             .timer(TokioTimer::new())
             .header_read_timeout(self.sh.limits.header_read_timeout);
+        let mut draining = self.sh.draining.subscribe();
         loop {
-            let (stream, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                _ = draining.wait_for(|d| *d) => break,
+                a = listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: don't spin.
@@ -540,10 +619,7 @@ impl Router {
                             return;
                         }
                         let io = prefixed::Prefixed::new(buf.freeze(), stream);
-                        let svc = service(conn);
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                            .await
+                        serve_hyper(&builder, io, conn).await
                     }
                     Some(acceptor) => {
                         let hs =
@@ -556,10 +632,7 @@ impl Router {
                             return;
                         }
                         let io = prefixed::Prefixed::new(buf.freeze(), stream);
-                        let svc = service(conn);
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), svc)
-                            .await
+                        serve_hyper(&builder, io, conn).await
                     }
                 };
                 if let Err(e) = res {
@@ -567,7 +640,45 @@ impl Router {
                 }
             });
         }
+        tracing::info!("router: draining: no longer accepting on port {port}");
+        drop(listener);
     }
+}
+
+/// A listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`: several per port (a runtime per
+/// core), and a successor router's beside them during a handoff.
+pub(crate) fn reuseport_listener(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
+/// One connection on the hyper path; when the router drains, hyper finishes the request in
+/// flight and closes (HTTP/1: `Connection: close`; h2: GOAWAY, open streams finish).
+async fn serve_hyper<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: IO,
+    conn: Arc<proxy::ConnInfo>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let sh = conn.sh.clone();
+    let svc = service(conn);
+    let served = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let mut served = std::pin::pin!(served);
+    tokio::select! {
+        res = served.as_mut() => return res,
+        _ = flag_set(&sh.draining) => {}
+    }
+    served.as_mut().graceful_shutdown();
+    served.await
 }
 
 /// The hyper path's service for one connection.

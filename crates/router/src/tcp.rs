@@ -12,13 +12,34 @@ use tokio::task::JoinHandle;
 /// cannot be listened on (held by another process, outside the allowed range) is kept in
 /// `failed` with the reason, for `slipway route` to show, and tried again at the next
 /// change of routes.
-#[derive(Default)]
 pub struct TcpListeners {
     running: HashMap<u16, (String, bool, JoinHandle<()>)>,
     failed: HashMap<u16, String>,
+    /// [`crate::Config::takeover`]: share the ports a predecessor router holds.
+    takeover: bool,
 }
 
 impl TcpListeners {
+    pub fn new(takeover: bool) -> TcpListeners {
+        TcpListeners {
+            running: HashMap::new(),
+            failed: HashMap::new(),
+            takeover,
+        }
+    }
+
+    /// See `Router::end_takeover`.
+    pub fn end_takeover(&mut self) {
+        self.takeover = false;
+    }
+
+    /// Closes every listener (the router drains); connections go on until either side closes.
+    pub fn close_all(&mut self) {
+        for (_, (_, _, task)) in self.running.drain() {
+            task.abort();
+        }
+    }
+
     /// `listening`, `failed: REASON`, or `None` for a port no route names.
     pub fn state(&self, port: u16) -> Option<String> {
         if self.running.contains_key(&port) {
@@ -35,6 +56,9 @@ impl TcpListeners {
         routes: &[slipway_types::TcpRoute],
     ) {
         self.failed.clear();
+        if sh.is_draining() {
+            return;
+        }
         let wanted: HashMap<u16, (String, bool)> = routes
             .iter()
             .map(|r| (r.port, (r.service.clone(), r.leader)))
@@ -61,7 +85,13 @@ impl TcpListeners {
                 continue;
             }
             let addr = SocketAddr::new(bind, port);
-            let std = match std::net::TcpListener::bind(addr) {
+            // As for HTTP: SO_REUSEPORT (so that a successor can take over the port), with a
+            // plain bind first that fails when another process holds it, unless handing over.
+            let bound = match self.takeover {
+                true => Ok(()),
+                false => std::net::TcpListener::bind(addr).map(drop),
+            };
+            let listener = match bound.and_then(|()| crate::reuseport_listener(addr)) {
                 Ok(l) => l,
                 Err(e) => {
                     tracing::warn!(%addr, %service, "router: cannot listen for the TCP route: {e}");
@@ -74,10 +104,6 @@ impl TcpListeners {
                     self.failed.insert(port, why);
                     continue;
                 }
-            };
-            let _ = std.set_nonblocking(true);
-            let Ok(listener) = tokio::net::TcpListener::from_std(std) else {
-                continue;
             };
             let task = tokio::spawn(serve(sh.clone(), listener, service.clone(), leader));
             self.running.insert(port, (service, leader, task));

@@ -218,6 +218,10 @@ pub struct RoutingArgs {
     /// One log line per proxied request (target `slipway_router::access`).
     #[arg(long, env = "SLIPWAY_ACCESS_LOG")]
     pub access_log: bool,
+    /// How long a router told to stop (SIGTERM) lets requests and TCP connections in flight
+    /// finish, in seconds, before it exits anyway (docs/router.md, "Handoff, drain …").
+    #[arg(long, env = "SLIPWAY_ROUTER_DRAIN_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub router_drain_timeout: Duration,
     /// Run no router (the same as leaving `router` out of --roles; discovery still runs).
     #[arg(long)]
     pub no_router: bool,

@@ -268,6 +268,9 @@ pub async fn run(mut config: Config) -> Result<()> {
     let (Some(store), Some(scheduler)) = (store, scheduler) else {
         // No controller here: the roles run until the process is told to stop.
         shutdown_signal().await;
+        if let Some(router) = &router {
+            router.drain().await;
+        }
         tracing::info!("stopped");
         return Ok(());
     };

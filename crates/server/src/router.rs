@@ -11,6 +11,7 @@
 
 pub mod follow;
 pub mod gate;
+pub mod handoff;
 
 use crate::Config;
 use anyhow::{Context, Result};
@@ -36,6 +37,13 @@ pub struct RouterRole {
     /// The router's ports (HTTP, HTTPS, the TCP-route range) that the local host's jobs may
     /// connect to on the host: an app calls another by its public name through the router.
     pub published_tcp: Vec<(u16, u16)>,
+    /// The task keeping this router registered in discovery, and that registry: the
+    /// registration is ended and removed first when it drains, so that no gate waits for it.
+    registration: Option<(tokio::task::JoinHandle<()>, Arc<dyn Registry>)>,
+    /// A router process's data dir, where its pidfile is ([`handoff`]).
+    pid_dir: Option<std::path::PathBuf>,
+    /// `--router-drain-timeout`.
+    drain_timeout: std::time::Duration,
 }
 
 /// Starts the router. `max_connections`: its cap (see [`crate::router_connection_cap`]).
@@ -50,11 +58,26 @@ pub async fn start(
     let args = &config.args.routing;
     let mut tokens = vec![api_key.to_string()];
     tokens.extend(config.cluster_token.clone());
-    let router = slipway_router::Router::new(router_config(args, max_connections, tokens)?)?;
-    let id = gate::router_id();
-    if let Some(admin) = serve_admin(&router, args.router_admin).await {
-        register(config, &backends, &id, admin);
+    // A router process (the router role alone) hands over from the one before it.
+    let router_process = handoff::is_router_process(&config.roles);
+    let predecessor = match router_process {
+        true => {
+            handoff::enable_migrate_req(config.root);
+            handoff::predecessor(&config.data_dir)
+        }
+        false => None,
+    };
+    if let Some(pid) = predecessor {
+        tracing::info!("router: taking over the ports of router process {pid}");
     }
+    let mut router_config = router_config(args, max_connections, tokens)?;
+    router_config.takeover = predecessor.is_some();
+    let router = slipway_router::Router::new(router_config)?;
+    let id = gate::router_id();
+    let registration = match serve_admin(&router, args.router_admin, predecessor.is_some()).await {
+        Some(admin) => register(config, &backends, &id, admin).map(|t| (t, backends.clone())),
+        None => None,
+    };
     router.follow_registry(backends);
     match routes {
         Routes::Store(store) => {
@@ -72,14 +95,51 @@ pub async fn start(
     let https_port = args.https_port.unwrap_or(if root { 443 } else { 8443 });
     let http = SocketAddr::new(args.router_ip, http_port);
     let https = SocketAddr::new(args.router_ip, https_port);
+    if router_process {
+        wait_loaded(&router, predecessor).await;
+    }
     let mut published_tcp = listen(&router, http, https).await?;
     published_tcp.push((*args.tcp_ports.start(), *args.tcp_ports.end()));
+    let pid_dir = router_process.then(|| config.data_dir.clone());
+    if let Some(dir) = &pid_dir {
+        // Accepting now: the predecessor can stop.
+        if let Some(pid) = predecessor {
+            handoff::terminate(pid);
+            router.end_takeover();
+        }
+        handoff::write_own_pid(dir)
+            .with_context(|| format!("cannot write {}", handoff::pid_file(dir).display()))?;
+    }
     Ok(RouterRole {
         router,
         id,
         ip: args.router_ip,
         published_tcp,
+        registration,
+        pid_dir,
+        drain_timeout: args.router_drain_timeout,
     })
+}
+
+/// Waits for the first routes and backends: [`handoff::LOAD_TIMEOUT`] at most, then the
+/// router serves with what it has — unless a predecessor still serves: an empty router must
+/// not replace a loaded one, so it waits on (saying so every [`handoff::LOAD_TIMEOUT`]) while
+/// the predecessor lives.
+async fn wait_loaded(router: &slipway_router::Router, predecessor: Option<u32>) {
+    let started = std::time::Instant::now();
+    while !router.wait_loaded(handoff::LOAD_TIMEOUT).await {
+        let Some(pid) = predecessor.filter(|pid| handoff::start_time(*pid).is_some()) else {
+            tracing::warn!(
+                "router: no routes or no backends yet after {:?} (controller or discovery away?); serving with what it has, and following them",
+                started.elapsed()
+            );
+            return;
+        };
+        tracing::warn!(
+            "router: no routes or no backends yet after {:?} (controller or discovery away?); router process {pid} keeps serving until they are loaded",
+            started.elapsed()
+        );
+    }
 }
 
 /// The proxy's configuration from the flags: the default certificate is read here, so a
@@ -117,8 +177,12 @@ fn router_config(
 /// The admin endpoint (`/metrics`, `/backends/…` for the gate); a taken port loses the
 /// metrics, and the router is then not registered: no gate waits for it. Returns where it
 /// listens.
-async fn serve_admin(router: &slipway_router::Router, addr: SocketAddr) -> Option<SocketAddr> {
-    match tokio::net::TcpListener::bind(addr).await {
+async fn serve_admin(
+    router: &slipway_router::Router,
+    addr: SocketAddr,
+    takeover: bool,
+) -> Option<SocketAddr> {
+    match bind_admin(addr, takeover) {
         Ok(l) => {
             let bound = l.local_addr().unwrap_or(addr);
             tracing::info!("router: admin (metrics) on http://{bound}");
@@ -133,6 +197,22 @@ async fn serve_admin(router: &slipway_router::Router, addr: SocketAddr) -> Optio
             None
         }
     }
+}
+
+/// The admin listener: `SO_REUSEPORT`, so that a successor router can bind it during a
+/// handoff (`takeover`); otherwise after a plain bind that fails if another process holds it.
+fn bind_admin(addr: SocketAddr, takeover: bool) -> std::io::Result<tokio::net::TcpListener> {
+    if !takeover && addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let s = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(128)
 }
 
 /// Whether everyone who reads this router's registration runs on this machine: discovery is
@@ -163,8 +243,14 @@ fn url_is_loopback(url: &str) -> bool {
 /// every scheduler's gate waits for it, and keeps it registered for the life of the process
 /// (a registration that fails is tried again, 2 s to 30 s apart). An admin endpoint on 0.0.0.0 is
 /// registered under `--advertise`'s IP; with none, not at all (said once); a loopback one only
-/// when discovery is on this machine ([`discovery_on_this_machine`]).
-fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: SocketAddr) {
+/// when discovery is on this machine ([`discovery_on_this_machine`]). Returns the task that
+/// holds the registration (aborting it deregisters).
+fn register(
+    config: &Config,
+    registry: &Arc<dyn Registry>,
+    id: &str,
+    admin: SocketAddr,
+) -> Option<tokio::task::JoinHandle<()>> {
     let mut addr = admin;
     if addr.ip().is_unspecified() {
         match &config.args.advertise {
@@ -173,7 +259,7 @@ fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: Sock
                 tracing::warn!(
                     "router: the admin endpoint listens on {admin}, which no gate can ask: give --advertise IP (or --router-admin IP:PORT); this router is not registered, and deploys do not wait for it"
                 );
-                return;
+                return None;
             }
         }
     }
@@ -181,10 +267,10 @@ fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: Sock
         tracing::warn!(
             "router: the admin endpoint listens on {admin}, which the gates of other machines cannot ask: give --router-admin IP:PORT; this router is not registered, and deploys do not wait for it"
         );
-        return;
+        return None;
     }
     let (registry, id) = (registry.clone(), id.to_string());
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         let new = slipway_discovery::NewInstance {
             addr: addr.to_string(),
             ..Default::default()
@@ -215,7 +301,7 @@ fn register(config: &Config, registry: &Arc<dyn Registry>, id: &str, admin: Sock
                 }
             }
         }
-    });
+    }))
 }
 
 /// HTTP and HTTPS: a runtime per core on both ports; when one of them is taken, what can be
@@ -293,6 +379,34 @@ impl RouterRole {
     /// The router itself, for the gate of this process ([`gate::RoutersGate`]).
     pub fn router(&self) -> &slipway_router::Router {
         &self.router
+    }
+
+    /// Graceful stop (SIGTERM): deregisters from discovery (no gate waits for this router any
+    /// more), then [`slipway_router::Router::drain`]s — listeners closed, idle connections
+    /// closed, requests and TCP connections in flight finished — for at most
+    /// `--router-drain-timeout` (30 s); a router process then removes its pidfile if it still
+    /// names it. The caller exits after this.
+    pub async fn drain(&self) {
+        if let Some((task, registry)) = &self.registration {
+            task.abort();
+            // Now, not by the registration's drop: the process may exit before that runs.
+            let gone = registry.deregister(gate::ROUTER_SERVICE, &self.id);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), gone).await;
+        }
+        let open = self.router.open_connections();
+        tracing::info!("router: draining ({open} connection(s) open)");
+        let started = std::time::Instant::now();
+        match self.router.drain(self.drain_timeout).await {
+            true => tracing::info!("router: drained in {:?}", started.elapsed()),
+            false => tracing::warn!(
+                "router: {} connection(s) still open after {:?}; closing them",
+                self.router.open_connections(),
+                self.drain_timeout
+            ),
+        }
+        if let Some(dir) = &self.pid_dir {
+            handoff::remove_own_pid(dir);
+        }
     }
 }
 

@@ -67,7 +67,13 @@ where
     // The request for the backend, and what goes to the client: both reused.
     let mut rq: Vec<u8> = Vec::with_capacity(1024);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Whether a request was answered on this connection: a draining router closes it when
+    // idle after that, but waits for the first request (the client connected to send one).
+    let mut served = false;
     loop {
+        if served && buf.is_empty() && sh.is_draining() {
+            return Next::Close;
+        }
         // The request head, within `header_read_timeout` of starting to wait for it.
         let head_by = Instant::now() + limits.header_read_timeout;
         // Bytes before this offset are known not to end the head: a head dripping in a byte
@@ -86,20 +92,28 @@ where
             }
             scanned = buf.len();
             reserve(buf);
-            match timed(io.read_buf(buf), &mut timer, head_by).await {
+            let idle = served && buf.is_empty();
+            let read = tokio::select! {
+                biased;
+                r = timed(io.read_buf(buf), &mut timer, head_by) => r,
+                // An idle keep-alive connection of a draining router: closed.
+                _ = crate::flag_set(&sh.draining), if idle => return Next::Close,
+            };
+            match read {
                 Some(Ok(n)) if n > 0 => {}
                 _ => return Next::Close, // closed, failed, or too slow: as hyper, no answer
             }
         };
         let start = Instant::now();
         let deadline = start + limits.request_timeout;
-        let req = match prep {
+        served = true;
+        let mut req = match prep {
             Prep::Go(req) => req,
             Prep::Answer(a) => {
                 // Our own answer (404, 503, 413): the body, if any, is skipped when it is all
                 // here; otherwise the connection closes after the answer.
                 let whole = a.head_len.saturating_add(a.body_len);
-                let close = a.close || whole > buf.len();
+                let close = a.close || whole > buf.len() || sh.is_draining();
                 if !close {
                     buf.advance(whole);
                 }
@@ -134,6 +148,8 @@ where
         }
         rq.extend_from_slice(&buf[req.head_len..whole]);
         buf.advance(whole);
+        // A draining router's response says `Connection: close`, and the connection closes.
+        req.close |= sh.is_draining();
         out.clear();
         match exchange(conn, io, buf, &req, &rq, &mut out, &mut timer, start).await {
             Ok(true) if !req.close => {}
@@ -614,7 +630,8 @@ where
         out.extend_from_slice(sh.cookie_key.seal(b.addr).as_bytes());
         out.extend_from_slice(b"; Path=/; HttpOnly; SameSite=Lax\r\n");
     }
-    let close = req.close || head.framing == Framing::Close;
+    // A router that began draining while the backend answered closes after this response.
+    let close = req.close || head.framing == Framing::Close || sh.is_draining();
     if close {
         out.extend_from_slice(b"connection: close\r\n");
     }

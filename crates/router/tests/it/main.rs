@@ -1,5 +1,6 @@
 //! The router with real backends on loopback: real HTTP through real sockets.
 
+mod drain;
 mod h1;
 mod handover;
 mod http;
