@@ -16,14 +16,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A web process that serves its hostname (the job id's first 12 characters) and stops on
+/// A web process that serves its job id (`SLIPWAY_JOB_ID`) and stops on
 /// SIGTERM. `n` tags it.
 fn web(n: u32) -> Vec<String> {
     vec![
         "sh".into(),
         "-c".into(),
         format!(
-            "mkdir -p /tmp/www && hostname > /tmp/www/index.html; trap 'exit 0' TERM; \
+            "mkdir -p /tmp/www && echo $SLIPWAY_JOB_ID > /tmp/www/index.html; trap 'exit 0' TERM; \
              httpd -f -p 8080 -h /tmp/www & wait # reboot-{n}"
         ),
     ]
@@ -493,14 +493,12 @@ fn after_a_reboot_10_jobs_and_a_tcp_route_are_served_again_and_nothing_is_left()
     let router = format!("127.0.0.1:{http_port}");
     let tcp = format!("127.0.0.1:{tcp_port}");
     let host = format!("boot.{DOMAIN}");
-    // Served: all 10 jobs through the router (by their hostnames), and the TCP route proxies.
+    // Served: each of the 10 jobs through the router (each page is its job id), and the TCP
+    // route proxies to one of them.
     let served = |live: &BTreeSet<String>| -> bool {
-        let want: BTreeSet<String> = live
-            .iter()
-            .map(|id| id.chars().take(12).collect())
-            .collect();
+        let want = live.clone();
         let mut seen = BTreeSet::new();
-        for _ in 0..60 {
+        for _ in 0..300 {
             match body_200(&get(&router, &host)) {
                 Some(b) => {
                     seen.insert(b);
