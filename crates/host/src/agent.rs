@@ -206,6 +206,21 @@ impl Agent {
                 let _ = runtime.cleanup(&id).await;
             }
         }
+        // Files of jobs that no longer run (an agent killed between a job's end and its
+        // cleanup, or during a start) go too; the runtime's own leftovers went in `recover`.
+        let running: HashSet<String> = agent
+            .inner
+            .jobs
+            .lock()
+            .expect("jobs")
+            .values()
+            .filter(|j| !j.status.is_terminal())
+            .map(|j| j.job.id.clone())
+            .collect();
+        let swept = agent.inner.files.sweep(&running).await;
+        if swept > 0 {
+            tracing::info!("start-up sweep removed the files of {swept} jobs that no longer run");
+        }
         let weak = Arc::downgrade(&agent.inner);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(LAYER_PRUNE_INTERVAL);

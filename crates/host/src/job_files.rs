@@ -43,13 +43,38 @@ pub struct JobFileStore {
 }
 
 impl JobFileStore {
-    /// Opens `root`. (Files of jobs an agent crash left behind stay until removed by hand:
-    /// a job may outlive its agent, so they are not swept here.)
+    /// Opens `root`. Temporary files are of fetches and collections in flight, and none is at
+    /// open (the agent is starting): whatever a killed agent left there is removed. Job dirs
+    /// stay (a job may outlive its agent): [`JobFileStore::sweep`] removes the ones no job uses.
     pub fn open(root: impl Into<PathBuf>, blobs: Option<Arc<dyn BlobStore>>) -> Result<Self> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("tmp"))
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)
             .with_context(|| format!("cannot create {}", root.display()))?;
+        if let Ok(rd) = std::fs::read_dir(&tmp) {
+            for e in rd.flatten().take(100_000) {
+                let _ = crate::layers::remove_tree(&e.path());
+            }
+        }
         Ok(JobFileStore { root, blobs })
+    }
+
+    /// Removes (unmounting first) the files of every job not in `keep`: at agent start, after
+    /// the jobs that still run were re-adopted. Returns how many job dirs went.
+    pub async fn sweep(&self, keep: &std::collections::HashSet<String>) -> usize {
+        let mut stale = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(self.root.join("jobs")) {
+            for e in rd.flatten().take(100_000) {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !keep.contains(&id) && crate::runc::check_id(&id).is_ok() {
+                    stale.push(id);
+                }
+            }
+        }
+        for id in &stale {
+            self.remove(id).await;
+        }
+        stale.len()
     }
 
     fn job_dir(&self, id: &str) -> PathBuf {

@@ -13,6 +13,7 @@ mod push;
 mod push_slow;
 mod push_submodules;
 mod restart_durability;
+mod restart_reboot;
 mod restart_router;
 mod roles;
 mod routing;

@@ -7,8 +7,11 @@
 //!   at cleanup.
 //! - `logs/<id>/` — the job's log files (kept after cleanup; bounded in size).
 //! - `runc/` — runc's state root (`runc --root`), private to this agent.
+//! - `boot-id` — the kernel's boot id when this agent last started: a different one means the
+//!   machine rebooted, and nothing of the old boot (runc state, shim pids) is trusted.
 //! - `resolv.conf` — the containers' `/etc/resolv.conf` when discovery's DNS serves the bridge.
 
+mod boot;
 pub mod disk;
 pub mod filter;
 mod host_setup;
@@ -18,6 +21,7 @@ pub mod network;
 pub(crate) mod pidfd;
 pub mod seccomp;
 pub mod spec;
+pub mod sweep;
 
 use crate::runtime::{Recovered, Runtime, Started};
 use crate::shim::{self, Handshake, ShimConfig};
@@ -29,7 +33,7 @@ use host_setup::{cap_jobs_pids, pids_parent};
 pub use host_setup::{default_jobs_max_procs, preflight};
 use mount::{is_mounted, mount_overlay, unmount};
 use network::{IpAllocator, NetworkConfig};
-use pidfd::{proc_start_time, signal_init, wait_pid_exit};
+use pidfd::{proc_alive, proc_start_time, signal_init, wait_pid_exit};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -108,6 +112,18 @@ struct ContainerState {
     /// isolated: a restarted agent re-installs the job's bridge filter with it.
     #[serde(default)]
     net_group: Option<String>,
+    /// The host-side veth's name (`None`: a job of an agent before names carried their agent,
+    /// [`network::legacy_veth_name`]).
+    #[serde(default)]
+    veth: Option<String>,
+}
+
+impl ContainerState {
+    fn veth(&self, id: &str) -> String {
+        self.veth
+            .clone()
+            .unwrap_or_else(|| network::legacy_veth_name(id))
+    }
 }
 
 pub struct RuncRuntime {
@@ -270,7 +286,7 @@ impl Shared {
         }
         if let Some(ip) = ip {
             let rules = filter::PortRules {
-                veth: network::veth_name(&job.id),
+                veth: network::veth_name(&self.cfg.network, &job.id),
                 ip,
                 group,
             };
@@ -339,7 +355,7 @@ impl Shared {
         }
         std::fs::write(&hosts, h)?;
         let ca = Path::new(spec::HOST_CA_BUNDLE);
-        let netns = ip.map(|_| network::netns_path(&job.id));
+        let netns = ip.map(|_| network::netns_path(&self.cfg.network, &job.id));
         let (spec, warning) = spec::build(
             job,
             &spec::SpecInputs {
@@ -567,6 +583,7 @@ impl Runtime for RuncRuntime {
                 .expect("ports")
                 .get(&job.id)
                 .and_then(|p| p.group.clone()),
+            veth: ip.map(|_| network::veth_name(&self.cfg.network, &job.id)),
         };
         self.save_state(&job.id, &st)?;
         self.states
@@ -656,7 +673,7 @@ impl Runtime for RuncRuntime {
         if is_mounted(&disk) {
             unmount(&disk);
         }
-        network::remove_netns(id);
+        network::remove_job_netns(&self.cfg.network, id);
         let port = self.ports.lock().expect("ports").remove(id);
         if let Some(p) = port {
             let cfg = self.cfg.network.clone();
@@ -671,13 +688,10 @@ impl Runtime for RuncRuntime {
                 }
             }
         }
+        // Only a job started or adopted by this process holds an address: a job found dead
+        // at start never had its address reserved (it may be another job's by now).
         let st = self.states.lock().expect("states").remove(id);
-        let ip = st.and_then(|s| s.ip).or_else(|| {
-            let s: ContainerState =
-                serde_json::from_slice(&std::fs::read(dir.join("state.json")).ok()?).ok()?;
-            s.ip
-        });
-        if let Some(ip) = ip {
+        if let Some(ip) = st.and_then(|s| s.ip) {
             self.ips.lock().expect("ip lock").release(ip);
         }
         if dir.exists() && !is_mounted(&rootfs) && !is_mounted(&disk) {
@@ -688,41 +702,53 @@ impl Runtime for RuncRuntime {
         Ok(())
     }
 
+    /// Finds the jobs a previous agent process left: a job is running if its shim is still the
+    /// process it started (not after a reboot, never a zombie); then sweeps away everything of
+    /// this agent's that no running job uses ([`sweep`]) and records this boot.
     async fn recover(&self) -> Result<Vec<(String, Recovered)>> {
         let mut out = Vec::new();
-        let rd = match std::fs::read_dir(self.cfg.data_dir.join("containers")) {
-            Ok(rd) => rd,
-            Err(_) => return Ok(out),
-        };
+        let rebooted = boot::rebooted(&self.cfg.data_dir);
+        if rebooted {
+            tracing::info!(
+                "the machine rebooted since this agent last ran: none of its containers is                  running; their state is removed and the scheduler starts them again"
+            );
+        }
         let mut adopted = Vec::new();
-        for e in rd.flatten() {
+        let mut live = sweep::Live::default();
+        let dir = self.cfg.data_dir.join("containers");
+        let rd = std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        for e in rd.flatten().take(100_000) {
             let id = e.file_name().to_string_lossy().into_owned();
             let dir = e.path();
+            if check_id(&id).is_err() || !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue; // not a job's: the sweep removes it
+            }
             let st: Option<ContainerState> = std::fs::read(dir.join("state.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
-            if let Some(ip) = st.as_ref().and_then(|s| s.ip) {
-                self.ips.lock().expect("ip lock").reserve(ip);
-            }
             let rec = if let Some(x) = shim::read_exit(&dir) {
                 match (x.status, x.start_error) {
                     (Some(s), _) => Recovered::Exited(s),
                     (None, e) => Recovered::StartFailed(e.unwrap_or_default()),
                 }
             } else if let Some(st) =
-                st.filter(|s| proc_start_time(s.shim_pid) == Some(s.shim_start))
+                st.filter(|s| !rebooted && proc_alive(s.shim_pid, s.shim_start))
             {
                 let ip = st.ip;
+                live.ids.insert(id.clone());
                 if let Some(ip) = ip {
-                    adopted.push(filter::PortRules {
-                        veth: network::veth_name(&id),
+                    self.ips.lock().expect("ip lock").reserve(ip);
+                    let rules = filter::PortRules {
+                        veth: st.veth(&id),
                         ip,
                         group: st.net_group.clone(),
-                    });
+                    };
+                    live.veths.insert(rules.veth.clone());
                     self.ports
                         .lock()
                         .expect("ports")
-                        .insert(id.clone(), adopted[adopted.len() - 1].clone());
+                        .insert(id.clone(), rules.clone());
+                    adopted.push(rules);
                 }
                 self.states.lock().expect("states").insert(id.clone(), st);
                 Recovered::Running { ip }
@@ -731,6 +757,16 @@ impl Runtime for RuncRuntime {
             };
             out.push((id, rec));
         }
+        let cfg = self.cfg.clone();
+        let swept = tokio::task::spawn_blocking(move || sweep::sweep(&cfg, &live, rebooted))
+            .await
+            .context("the start-up sweep panicked")?;
+        if swept.is_empty() {
+            tracing::debug!("start-up sweep: nothing left behind");
+        } else {
+            tracing::info!("start-up sweep removed what no running job uses: {swept}");
+        }
+        boot::record(&self.cfg.data_dir)?;
         // The host setup re-created the bridge filter's table, empty: one batch puts the
         // adopted jobs' ports back.
         if !adopted.is_empty() {

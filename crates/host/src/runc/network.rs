@@ -78,13 +78,36 @@ pub fn mac_for(ip: Ipv4Addr) -> String {
     format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3])
 }
 
-/// Host-side veth name for a job (≤ 15 characters, unique per job id).
-pub fn veth_name(job_id: &str) -> String {
+/// FNV-1a: names derived from ids, stable across versions (never `DefaultHasher`).
+fn fnv(s: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in job_id.bytes() {
+    for b in s.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
-    format!("vsw{:010x}", h & 0xff_ffff_ffff)
+    h
+}
+
+/// The job's part of its interface names: 10 hex digits of its id's hash.
+fn job_hash(job_id: &str) -> String {
+    format!("{:010x}", fnv(job_id) & 0xff_ffff_ffff)
+}
+
+/// The agent's part of its veths' names: 4 hex digits of its bridge's name, so that an agent's
+/// start-up sweep ([`super::sweep`]) tells its own veths from another agent's on the same host.
+pub fn veth_prefix(cfg: &NetworkConfig) -> String {
+    format!("v{:04x}", fnv(&cfg.bridge) & 0xffff)
+}
+
+/// Host-side veth name for a job (15 characters, Linux's limit): [`veth_prefix`] (its agent)
+/// and the job id's hash.
+pub fn veth_name(cfg: &NetworkConfig, job_id: &str) -> String {
+    format!("{}{}", veth_prefix(cfg), job_hash(job_id))
+}
+
+/// The veth name of jobs started before names carried their agent (`vsw` + the job's hash):
+/// re-adopted jobs of an upgraded agent still have it.
+pub fn legacy_veth_name(job_id: &str) -> String {
+    format!("vsw{}", job_hash(job_id))
 }
 
 /// Next-fit allocator: freed addresses are reused last, which keeps ARP caches calm.
@@ -292,13 +315,22 @@ pub fn teardown_host(cfg: &NetworkConfig) {
     super::filter::teardown(cfg);
 }
 
-/// Name of a job's network namespace in `/run/netns` (unique per job id).
-pub fn netns_name(job_id: &str) -> String {
-    format!("slw-{}", &veth_name(job_id)[3..])
+/// Where network namespaces are named (`ip netns` and ours).
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The start of every netns name of the agent with this bridge: `slw-<bridge>-`.
+pub fn netns_prefix(cfg: &NetworkConfig) -> String {
+    format!("slw-{}-", cfg.bridge)
 }
 
-pub fn netns_path(job_id: &str) -> std::path::PathBuf {
-    std::path::Path::new("/run/netns").join(netns_name(job_id))
+/// Name of a job's network namespace in `/run/netns`: [`netns_prefix`] (its agent) and the job
+/// id's hash, e.g. `slw-slipway0-3f09a1c2d4`.
+pub fn netns_name(cfg: &NetworkConfig, job_id: &str) -> String {
+    format!("{}{}", netns_prefix(cfg), job_hash(job_id))
+}
+
+pub fn netns_path(cfg: &NetworkConfig, job_id: &str) -> std::path::PathBuf {
+    std::path::Path::new(NETNS_DIR).join(netns_name(cfg, job_id))
 }
 
 /// Creates the job's network namespace with its veth (on the bridge, MAC derived from the IP),
@@ -317,7 +349,7 @@ pub fn prepare_netns(
     group: Option<String>,
 ) -> Result<std::path::PathBuf> {
     let rules = super::filter::PortRules {
-        veth: veth_name(job_id),
+        veth: veth_name(cfg, job_id),
         ip,
         group,
     };
@@ -326,15 +358,15 @@ pub fn prepare_netns(
     let res = super::filter::wait(filter).and(res);
     if res.is_err() {
         super::filter::remove(cfg, &rules);
-        remove_netns(job_id);
+        remove_job_netns(cfg, job_id);
     }
     res
 }
 
 fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::path::PathBuf> {
-    let (ns, veth, mac) = (netns_name(job_id), veth_name(job_id), mac_for(ip));
-    remove_netns(job_id); // a leftover from a crashed agent with the same job id
-    let path = netns_path(job_id);
+    let (ns, veth, mac) = (netns_name(cfg, job_id), veth_name(cfg, job_id), mac_for(ip));
+    remove_job_netns(cfg, job_id); // a leftover from a crashed agent with the same job id
+    let path = netns_path(cfg, job_id);
     let native = super::netlink::create(&super::netlink::NetnsSpec {
         netns_path: &path,
         bridge: &cfg.bridge,
@@ -351,7 +383,7 @@ fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::
                 job = job_id,
                 "netlink setup failed ({e:#}); falling back to `ip`"
             );
-            remove_netns(job_id);
+            remove_job_netns(cfg, job_id);
         }
     }
     let host_side = format!(
@@ -367,31 +399,68 @@ fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::
     let res = run("ip", &["-b", "-"], Some(&host_side))
         .and_then(|_| run("ip", &["-n", &ns, "-b", "-"], Some(&inside)));
     if let Err(e) = res {
-        remove_netns(job_id);
+        remove_job_netns(cfg, job_id);
         return Err(e.context(format!("setting up the network of job {job_id}")));
     }
-    Ok(netns_path(job_id))
+    Ok(path)
 }
 
 /// Removes a job's netns (its veth pair goes with it once no process is left inside) and, if
-/// it is still there, its host-side veth. No process spawned: unmount and unlink.
+/// it is still there, its host-side veth, under its agent's names and the legacy ones. No
+/// process spawned for the netns: unmount and unlink.
+pub fn remove_job_netns(cfg: &NetworkConfig, job_id: &str) {
+    let legacy = std::path::Path::new(NETNS_DIR).join(format!("slw-{}", job_hash(job_id)));
+    for p in [netns_path(cfg, job_id), legacy] {
+        remove_netns_file(&p);
+    }
+    for v in [veth_name(cfg, job_id), legacy_veth_name(job_id)] {
+        remove_link(&v);
+    }
+}
+
+/// Removes a job's netns and veth whatever agent named them (any `slw-*-<hash>` and
+/// `v*<hash>`): test harnesses' clean-up, which knows the job ids but not always the bridge.
 pub fn remove_netns(job_id: &str) {
-    let p = netns_path(job_id);
-    if p.exists() {
-        if let Ok(c) = std::ffi::CString::new(p.display().to_string()) {
-            // SAFETY: valid C string; umount2 does not keep the pointer.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    let hash = job_hash(job_id);
+    if let Ok(rd) = std::fs::read_dir(NETNS_DIR) {
+        for e in rd.flatten().take(100_000) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("slw-") && name.ends_with(&hash) {
+                remove_netns_file(&e.path());
+            }
         }
-        let _ = std::fs::remove_file(&p);
     }
     remove_veth(job_id);
 }
 
-/// Deletes a job's host-side veth if it is still there.
+/// Deletes a job's host-side veth if it is still there (any agent's name for it).
 pub fn remove_veth(job_id: &str) {
-    let v = veth_name(job_id);
-    if std::path::Path::new("/sys/class/net").join(&v).exists() {
-        let _ = run("ip", &["link", "del", &v], None);
+    let hash = job_hash(job_id);
+    if let Ok(rd) = std::fs::read_dir("/sys/class/net") {
+        for e in rd.flatten().take(100_000) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('v') && name.ends_with(&hash) && matches!(name.len(), 13 | 15) {
+                remove_link(&name);
+            }
+        }
+    }
+}
+
+/// Unmounts and unlinks a netns file (the namespace ends when no process is left in it).
+pub(super) fn remove_netns_file(p: &std::path::Path) {
+    if std::fs::symlink_metadata(p).is_ok() {
+        if let Ok(c) = std::ffi::CString::new(p.display().to_string()) {
+            // SAFETY: valid C string; umount2 does not keep the pointer.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+/// Deletes a network interface if it exists.
+pub(super) fn remove_link(name: &str) {
+    if std::path::Path::new("/sys/class/net").join(name).exists() {
+        let _ = run("ip", &["link", "del", name], None);
     }
 }
 
@@ -410,7 +479,18 @@ mod tests {
         assert_eq!(cfg.cidr(), "100.100.0.0/16");
         assert_eq!(cfg.gateway(), Ipv4Addr::new(100, 100, 0, 1));
         assert_eq!(mac_for(Ipv4Addr::new(100, 100, 0, 2)), "02:42:64:64:00:02");
-        assert!(veth_name("some-very-long-job-id-1234567890").len() <= 15);
+        let v = veth_name(&cfg, "some-very-long-job-id-1234567890");
+        assert_eq!(v.len(), 15);
+        assert!(v.starts_with(&veth_prefix(&cfg)));
+        let other = NetworkConfig {
+            bridge: "slws3801".into(),
+            ..cfg.clone()
+        };
+        assert_ne!(veth_prefix(&cfg), veth_prefix(&other));
+        assert_eq!(
+            netns_name(&other, "j1"),
+            format!("slw-slws3801-{}", job_hash("j1"))
+        );
         assert!(NetworkConfig::parse_subnet("10.0.0.0/31").is_err());
     }
 

@@ -13,6 +13,22 @@ pub(super) fn proc_start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// Whether `pid` is still the process that started at `start` and is running: a recycled pid
+/// has another start time; a zombie (`Z`) or dead (`X`) one has ended, whatever it was (a shim
+/// whose parent does not reap it stays a zombie and must not be taken for alive).
+pub(super) fn proc_alive(pid: u32, start: u64) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = s.rfind(')').and_then(|i| s.get(i + 2..)) else {
+        return false;
+    };
+    let mut fields = rest.split(' ');
+    let state = fields.next().unwrap_or("X");
+    let started = fields.nth(18).and_then(|f| f.parse::<u64>().ok());
+    started == Some(start) && !matches!(state, "Z" | "X" | "x")
+}
+
 /// Whether the container's init (tini, `-g`) has a child in a process group of its own. tini
 /// forwards a signal to its child's process group, which the child makes just after the fork:
 /// a signal that comes before would be dropped ("child was dead when forwarding signal").
@@ -95,6 +111,11 @@ mod tests {
             .unwrap();
         let pid = child.id();
         let start = proc_start_time(pid).expect("a running child has a start time");
+        assert!(proc_alive(pid, start));
+        assert!(
+            !proc_alive(pid, start + 1),
+            "a recycled pid is not our process"
+        );
         // Another start time: a recycled pid. Nothing is sent.
         assert!(!signal_init(pid, start + 1, libc::SIGTERM));
         assert!(
@@ -102,6 +123,13 @@ mod tests {
             "the child was signalled"
         );
         assert!(signal_init(pid, start, libc::SIGTERM));
+        // Ended, not reaped yet: a zombie, with its pid and start time still in /proc.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while proc_alive(pid, start) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(proc_start_time(pid), Some(start), "not reaped yet");
+        assert!(!proc_alive(pid, start), "a zombie is not alive");
         let status = child.wait().unwrap();
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),

@@ -115,7 +115,7 @@ async fn start_and_stop_200_jobs_leaves_nothing_behind() {
     loop {
         let veths: Vec<String> = ids
             .iter()
-            .map(|id| veth_name(id))
+            .map(|id| veth_name(&h.names.net, id))
             .filter(|v| std::path::Path::new("/sys/class/net").join(v).exists())
             .collect();
         if veths.is_empty() {
@@ -126,7 +126,7 @@ async fn start_and_stop_200_jobs_leaves_nothing_behind() {
     }
     let netns: Vec<String> = ids
         .iter()
-        .map(|id| slipway_host::runc::network::netns_path(id))
+        .map(|id| slipway_host::runc::network::netns_path(&h.names.net, id))
         .filter(|p| p.exists())
         .map(|p| p.display().to_string())
         .collect();

@@ -38,7 +38,7 @@ async fn a_jobs_bridge_filter_is_added_with_it_and_removed_with_it() {
     let (fip, iip) = (flat.ip.unwrap(), iso.ip.unwrap());
     let listed = table(&t);
     for (id, ip) in [(&flat.job.id, fip), (&iso.job.id, iip)] {
-        let v = veth_name(id);
+        let v = veth_name(&h.names.net, id);
         assert!(
             listed.contains(&format!("\"{v}\" . {}", mac_for(ip)))
                 && listed.contains(&format!("\"{v}\" . {ip}")),
@@ -53,7 +53,7 @@ async fn a_jobs_bridge_filter_is_added_with_it_and_removed_with_it() {
 
     // Fails after its netns (and filter) were prepared: the command is missing.
     let bad = job("bad", &["/no/such/command"]);
-    let bad_veth = veth_name(&bad.id);
+    let bad_veth = veth_name(&h.names.net, &bad.id);
     if let Ok(info) = h.agent.add_job(bad).await {
         assert_ne!(info.status, JobStatus::Running, "{info:?}");
     }
@@ -76,8 +76,8 @@ async fn a_jobs_bridge_filter_is_added_with_it_and_removed_with_it() {
 }
 
 /// Multicast packets the job's netns received (`IpExt: InMcastPkts`), read from the host.
-fn multicast_in(job_id: &str) -> u64 {
-    let ns = slipway_host::runc::network::netns_name(job_id);
+fn multicast_in(net: &slipway_host::runc::network::NetworkConfig, job_id: &str) -> u64 {
+    let ns = slipway_host::runc::network::netns_name(net, job_id);
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", &ns, "cat", "/proc/net/netstat"])
         .output()
@@ -124,11 +124,11 @@ async fn an_isolated_apps_jobs_get_no_multicast_from_another_app() {
         assert_eq!(info.status, JobStatus::Running, "{info:?}");
         h.agent.wait_job(&j.id).await.unwrap();
     };
-    let before = multicast_in(&target.id);
+    let before = multicast_in(&h.names.net, &target.id);
     send("other", "other-app").await;
-    let from_other = multicast_in(&target.id) - before;
+    let from_other = multicast_in(&h.names.net, &target.id) - before;
     send("sibling", "isolated-app").await;
-    let from_own = multicast_in(&target.id) - before - from_other;
+    let from_own = multicast_in(&h.names.net, &target.id) - before - from_other;
     assert!(from_own > 0, "the control: the app's own multicast arrives");
     assert_eq!(
         from_other, 0,

@@ -449,18 +449,18 @@ async fn netns_plumbing_over_netlink_matches_what_ip_would_do() {
     let net = &h.names.net;
     let id = format!("nl-{}", std::process::id());
     let ip = std::net::Ipv4Addr::from(u32::from(net.subnet) + 77);
-    let path = network::netns_path(&id);
+    let path = network::netns_path(net, &id);
     netlink::create(&netlink::NetnsSpec {
         netns_path: &path,
         bridge: &net.bridge,
-        veth: &network::veth_name(&id),
+        veth: &network::veth_name(net, &id),
         mac: &network::mac_for(ip),
         ip,
         prefix: net.prefix,
         gateway: net.gateway(),
     })
     .expect("netlink plumbing");
-    let ns = network::netns_name(&id);
+    let ns = network::netns_name(net, &id);
     let show = |args: &[&str]| {
         let o = std::process::Command::new("ip")
             .args(args)
@@ -480,7 +480,7 @@ async fn netns_plumbing_over_netlink_matches_what_ip_would_do() {
         route.contains(&format!("default via {}", net.gateway())),
         "{route}"
     );
-    let veth = show(&["link", "show", &network::veth_name(&id)]);
+    let veth = show(&["link", "show", &network::veth_name(net, &id)]);
     assert!(veth.contains(&format!("master {}", net.bridge)), "{veth}");
     // The gateway (the bridge) answers from inside the netns.
     let ping = std::process::Command::new("ip")
@@ -495,5 +495,5 @@ async fn netns_plumbing_over_netlink_matches_what_ip_would_do() {
     network::remove_netns(&id);
     assert!(!path.exists());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(show(&["link", "show", &network::veth_name(&id)]).is_empty());
+    assert!(show(&["link", "show", &network::veth_name(net, &id)]).is_empty());
 }
