@@ -18,6 +18,11 @@
 //!   otherwise hold every slot and lock everyone else out (git pushes, remote hosts). Loopback
 //!   is exempt: on it are the CLI, the agent and the tests of this machine, already trusted
 //!   with more than a connection.
+//! - At shutdown the listener is closed (a new connection is refused, not queued) and the
+//!   connections drain ([`drain`]): requests in flight finish, event streams and followed logs
+//!   end, idle keep-alive connections close; [`drain_timeout`] bounds it all.
+
+pub mod drain;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +34,25 @@ use std::time::Duration;
 pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+}
+
+/// How long the requests in flight get at shutdown, process-wide: `--drain-timeout`, set once
+/// at start ([`set_drain_timeout`]) so that every listener drains alike.
+static DRAIN_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// The default of `--drain-timeout`: a `git push` of a large repo under way has that long.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets [`drain_timeout`]; only the first call counts.
+pub fn set_drain_timeout(d: Duration) {
+    let _ = DRAIN_TIMEOUT.set(d);
+}
+
+pub fn drain_timeout() -> Duration {
+    DRAIN_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT)
 }
 
 /// Connections one non-loopback client address may hold at once.
@@ -76,8 +100,9 @@ fn refuse(stream: &tokio::net::TcpStream, message: &str) {
     let _ = stream.try_write(resp.as_bytes());
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then stops accepting and gives the
-/// requests in flight up to 10 s (an event stream would otherwise hold the exit forever).
+/// Serves `app` on `listener` until `shutdown` completes; then closes the listener, ends the
+/// event streams and followed logs, and gives the other requests in flight up to
+/// [`drain_timeout`] to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -86,7 +111,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = drain::channel();
+    let app = stop_rx.layer(app);
     tokio::pin!(shutdown);
     let mut warned: Option<tokio::time::Instant> = None;
     let peers = Peers::default();
@@ -138,7 +164,7 @@ pub async fn serve(
             Some(slot)
         };
         let app = app.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
             let _permit = (permit, peer_slot);
             let svc = hyper_util::service::TowerToHyperService::new(app);
@@ -155,16 +181,33 @@ pub async fn serve(
                         tracing::debug!(%peer, "{what}: connection ended: {e}");
                     }
                 }
-                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                _ = stop.begun() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
             }
         });
     }
-    let _ = stop_tx.send(true);
-    let all = limits.max_connections.max(1) as u32;
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+    // Refused from now on rather than left in the accept queue until the process exits.
+    drop(listener);
+    stop_tx.start();
+    let all = limits.max_connections.max(1);
+    let open = all - slots.available_permits();
+    let timeout = drain_timeout();
+    if open > 0 {
+        tracing::info!("{what}: draining {open} connection(s), {timeout:?} at most");
+    }
+    let started = tokio::time::Instant::now();
+    match tokio::time::timeout(timeout, slots.acquire_many(all as u32)).await {
+        Ok(_) if open > 0 => {
+            tracing::info!("{what}: drained in {:?}", started.elapsed())
+        }
+        Ok(_) => {}
+        Err(_) => tracing::warn!(
+            "{what}: {} connection(s) still open after the drain timeout ({timeout:?}): cut",
+            all - slots.available_permits()
+        ),
+    }
 }
 
 #[cfg(test)]
