@@ -22,6 +22,7 @@ pub mod registry;
 pub mod roles;
 pub mod router;
 pub mod scheduler;
+pub mod supervise;
 
 pub use args::{RoutingArgs, ServerArgs};
 pub use roles::{Role, Roles};
