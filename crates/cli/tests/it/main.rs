@@ -14,6 +14,7 @@ mod push_slow;
 mod push_submodules;
 mod restart_durability;
 mod restart_router;
+mod restart_supervise;
 mod roles;
 mod routing;
 mod run;
