@@ -490,3 +490,51 @@ fn the_systemd_unit_scripts_up_renders_passes_systemd_analyze_verify() {
         "{said}"
     );
 }
+
+/// The server's drain (docs/restarts.md): at SIGTERM an open event stream (what the router
+/// follows, `GET /events`) ends at once and the server exits well within the drain timeout
+/// (before, the stream held it 10 s); a new connection during the drain is refused.
+#[test]
+fn an_open_event_stream_does_not_hold_the_server_at_sigterm() {
+    let mut s = TestServer::start();
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let mut events = std::net::TcpStream::connect(&addr).unwrap();
+    let req = format!(
+        "GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAuthorization: Bearer {}\r\n\r\n",
+        s.key()
+    );
+    events.write_all(req.as_bytes()).unwrap();
+    events
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut head = [0u8; 512];
+    let n = events.read(&mut head).unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"),
+        "{head}"
+    );
+    let pid = s.pid();
+    let t = Instant::now();
+    kill(pid, "TERM");
+    // The stream ends (EOF) rather than staying open for the drain timeout.
+    let mut rest = Vec::new();
+    let read = events.read_to_end(&mut rest);
+    let ended = t.elapsed();
+    assert!(
+        read.is_ok(),
+        "the event stream broke instead of ending: {read:?}"
+    );
+    let took = wait_for(20, "the server's exit", || !alive(pid));
+    eprintln!("event stream ended {ended:?} after SIGTERM; the server exited after {took:?}");
+    assert!(
+        ended < Duration::from_secs(3),
+        "the event stream held on {ended:?} after SIGTERM"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the server took {:?} to exit",
+        t.elapsed()
+    );
+    s.kill();
+}
