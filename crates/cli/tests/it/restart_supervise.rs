@@ -102,6 +102,8 @@ struct Setup {
     listen: String,
     discovery: String,
     ports: (u16, u16, u16),
+    /// More flags for `supervise`.
+    extra: Vec<String>,
 }
 
 impl Setup {
@@ -144,6 +146,7 @@ impl Setup {
             .args(["--http-port", &self.ports.0.to_string()])
             .args(["--https-port", &self.ports.1.to_string()])
             .args(["--router-admin", &format!("127.0.0.1:{}", self.ports.2)])
+            .args(&self.extra)
             .env("HOME", &self.dir)
             .env_remove("SLIPWAY_ROLES")
             .stdin(Stdio::null())
@@ -265,6 +268,7 @@ fn the_supervisor_restarts_upgrades_and_stops_its_children_and_apps_keep_serving
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
         ports: (free_port(), free_port(), free_port()),
+        extra: Vec::new(),
     };
     let mut sup = s.spawn();
     wait_for(90, "the router child", || s.router_pid().is_some());
@@ -537,4 +541,70 @@ fn an_open_event_stream_does_not_hold_the_server_at_sigterm() {
         t.elapsed()
     );
     s.kill();
+}
+
+/// A supervisor killed with SIGKILL leaves its children running (apps keep being served); the
+/// next supervisor stops the orphaned server before starting its own on the same data dir, and
+/// its router takes over from the orphaned one: never two servers on one data dir.
+#[test]
+fn a_new_supervisor_replaces_the_children_a_killed_one_left() {
+    if skip_unless_root("a_new_supervisor_replaces_the_children_a_killed_one_left") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3750 + (std::process::id() + 25) % 50,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    let mut first = s.spawn();
+    wait_for(60, "the first router", || s.router_pid().is_some());
+    let (server, router) = (s.server_pid().unwrap(), s.router_pid().unwrap());
+    kill(first.id(), "KILL");
+    first.wait().unwrap();
+    assert!(
+        alive(server) && alive(router),
+        "a child died with its supervisor"
+    );
+    let mut second = s.spawn();
+    let took = wait_for(60, "the second supervisor's children", || {
+        s.server_pid().is_some_and(|p| p != server) && s.router_pid().is_some_and(|p| p != router)
+    });
+    eprintln!("the orphans replaced in {took:?}");
+    wait_for(40, "the orphaned router's exit", || !alive(router));
+    assert!(
+        !alive(server),
+        "the orphaned server still runs beside the new one"
+    );
+    let log = s.log();
+    assert!(
+        log.contains("left by a previous supervisor runs: stopping it"),
+        "{log}"
+    );
+    // A third supervisor beside a live one is refused.
+    let out = Command::new(BIN)
+        .args([
+            "supervise",
+            "--no-register",
+            "--no-host",
+            "--listen",
+            &s.listen,
+        ])
+        .args(["--discovery-listen", &s.discovery])
+        .arg("--data-dir")
+        .arg(s.data())
+        .env("HOME", &s.dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("a supervisor already runs"),
+        "{said}"
+    );
+    kill(second.id(), "TERM");
+    assert!(second.wait().unwrap().success());
 }
