@@ -18,9 +18,9 @@
 //!   otherwise hold every slot and lock everyone else out (git pushes, remote hosts). Loopback
 //!   is exempt: on it are the CLI, the agent and the tests of this machine, already trusted
 //!   with more than a connection.
-//! - At shutdown the listener is closed (a new connection is refused, not queued) and the
-//!   connections drain ([`drain`]): requests in flight finish, event streams and followed logs
-//!   end, idle keep-alive connections close; [`drain_timeout`] bounds it all.
+//! - At shutdown the connections drain ([`drain`]): requests in flight finish, event streams
+//!   and followed logs end, idle keep-alive connections close, a request that starts gets a 503
+//!   (but a push's hook); [`drain_timeout`] bounds it all, then the listener closes.
 
 pub mod drain;
 
@@ -100,7 +100,7 @@ fn refuse(stream: &tokio::net::TcpStream, message: &str) {
     let _ = stream.try_write(resp.as_bytes());
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then closes the listener, ends the
+/// Serves `app` on `listener` until `shutdown` completes; then drains: ends the
 /// event streams and followed logs, and gives the other requests in flight up to
 /// [`drain_timeout`] to finish.
 pub async fn serve(
@@ -117,6 +117,12 @@ pub async fn serve(
     let mut warned: Option<tokio::time::Instant> = None;
     let peers = Peers::default();
     let per_peer = per_peer_cap(limits.max_connections);
+    let all = limits.max_connections.max(1);
+    let timeout = drain_timeout();
+    // Set at shutdown: when the drain started. Connections are still accepted while it lasts
+    // (the pre-receive hook of a push in flight calls this API back), but their requests are
+    // answered 503 but for that hook ([`drain::Drain::layer`]).
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -128,7 +134,20 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if draining.is_none() => {
+                stop_tx.start();
+                draining = Some(tokio::time::Instant::now());
+                let open = all - slots.available_permits();
+                tracing::info!("{what}: draining {open} connection(s), {timeout:?} at most");
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)), if draining.is_some() => {
+                let done = slots.available_permits() == all;
+                if done || draining.is_some_and(|d| d.elapsed() >= timeout) {
+                    break;
+                }
+                continue;
+            }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refuse(
@@ -165,16 +184,23 @@ pub async fn serve(
         };
         let app = app.clone();
         let stop = stop_rx.clone();
+        // Accepted during the drain: one request, then closed.
+        let late = draining.is_some();
         tokio::spawn(async move {
             let _permit = (permit, peer_slot);
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(!late)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(slipway_controller::MAX_CONN_BUFFER)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);
+            if late {
+                let _ = conn.await;
+                return;
+            }
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -188,25 +214,16 @@ pub async fn serve(
             }
         });
     }
-    // Refused from now on rather than left in the accept queue until the process exits.
     drop(listener);
-    stop_tx.start();
-    let all = limits.max_connections.max(1);
     let open = all - slots.available_permits();
-    let timeout = drain_timeout();
-    if open > 0 {
-        tracing::info!("{what}: draining {open} connection(s), {timeout:?} at most");
-    }
-    let started = tokio::time::Instant::now();
-    match tokio::time::timeout(timeout, slots.acquire_many(all as u32)).await {
-        Ok(_) if open > 0 => {
+    match draining {
+        Some(started) if open == 0 => {
             tracing::info!("{what}: drained in {:?}", started.elapsed())
         }
-        Ok(_) => {}
-        Err(_) => tracing::warn!(
-            "{what}: {} connection(s) still open after the drain timeout ({timeout:?}): cut",
-            all - slots.available_permits()
+        Some(_) => tracing::warn!(
+            "{what}: {open} connection(s) still open after the drain timeout ({timeout:?}): cut"
         ),
+        None => {}
     }
 }
 

@@ -608,3 +608,50 @@ fn a_new_supervisor_replaces_the_children_a_killed_one_left() {
     kill(second.id(), "TERM");
     assert!(second.wait().unwrap().success());
 }
+
+/// (f) A `git push` in flight when the server gets SIGTERM completes: the drain lets its
+/// request finish, so the push ends with the server's own answer (here the pre-receive hook's
+/// refusal of a 100 MiB source, which needs the whole upload), not a cut connection.
+#[test]
+fn a_git_push_in_flight_at_sigterm_completes() {
+    use crate::push::{app_repo, commit, create_in, push};
+    let mut s = TestServer::start();
+    let dir = app_repo(&s, "drainpush", &[("Procfile", "web: httpd -f -p $PORT\n")]);
+    create_in(&s, &dir, "drainpush");
+    // Incompressible, so that the upload takes a while.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let big: Vec<u8> = (0..(100usize << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(dir.join("big.bin"), &big).unwrap();
+    commit(&dir, &[], "big");
+    let pid = s.pid();
+    let pushing = std::thread::scope(|scope| {
+        let pushed = scope.spawn(|| push(&s, &dir, "main"));
+        // In flight: the server runs `git receive-pack` (or `git-receive-pack`) for it.
+        wait_for(120, "git receive-pack under the server", || {
+            Command::new("pgrep")
+                .args(["-P", &pid.to_string(), "-f", "receive-pack"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        kill(pid, "TERM");
+        let t = Instant::now();
+        let got = pushed.join().unwrap();
+        (got, t.elapsed())
+    });
+    let ((ok, err), took) = pushing;
+    eprintln!("the push ended {took:?} after SIGTERM:\n{err}");
+    assert!(!ok);
+    assert!(
+        err.contains("over the ") && err.contains("big.bin is 100.0 MiB"),
+        "the push in flight did not complete with the server's answer:\n{err}"
+    );
+    wait_for(70, "the server's exit", || !alive(pid));
+    s.kill();
+}

@@ -10,6 +10,7 @@
 
 use axum::body::Body;
 use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use futures_util::StreamExt;
 
 /// The content types of responses that follow something live and never end by themselves.
@@ -44,14 +45,13 @@ impl Drain {
         *self.0.borrow()
     }
 
-    /// `app` with its following responses ended when the drain begins.
+    /// `app` with its following responses ended when the drain begins, and the requests that
+    /// start after it answered 503 — but the pre-receive hook's call back (`…/slipway-hook`):
+    /// a push in flight needs it to complete.
     pub fn layer(&self, app: axum::Router) -> axum::Router {
-        let drain = self.clone();
-        app.layer(axum::middleware::map_response(
-            move |resp: axum::response::Response| {
-                let drain = drain.clone();
-                async move { drain.cut_follower(resp) }
-            },
+        app.layer(axum::middleware::from_fn_with_state(
+            self.clone(),
+            drain_layer,
         ))
     }
 
@@ -69,6 +69,36 @@ impl Drain {
         let body = Body::from_stream(body.into_data_stream().take_until(ends));
         axum::response::Response::from_parts(parts, body)
     }
+}
+
+/// 503 for a request that starts once the drain has begun, but the hook of a push in flight;
+/// a following response ends when the drain begins, but the hook's (a push's result).
+async fn drain_layer(
+    axum::extract::State(drain): axum::extract::State<Drain>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if req.uri().path().ends_with("/slipway-hook") {
+        return next.run(req).await;
+    }
+    if !drain.has_begun() {
+        let resp = next.run(req).await;
+        return drain.cut_follower(resp);
+    }
+    let body = serde_json::json!({
+        "code": "unavailable",
+        "message": "the Slipway server is restarting; try again in a few seconds",
+    });
+    let mut resp = (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(body),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static("2"),
+    );
+    resp
 }
 
 #[cfg(test)]
