@@ -107,6 +107,8 @@ enum Command {
     },
     /// Run the Slipway server: controller, scheduler, router, git receiver, host agent (--roles)
     Server(Box<slipway_server::ServerArgs>),
+    /// Run the server and the router as two supervised processes (restarts, SIGHUP upgrades)
+    Supervise(Box<slipway_server::supervise::SuperviseArgs>),
     /// List the cluster's hosts (host list), or run or inspect a host agent
     Host(Box<commands::hosts::HostGroupArgs>),
     /// List the cluster's hosts (same as `host list`)
@@ -193,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Server(args) => server::run(*args).await,
+        Command::Supervise(args) => server::supervise(*args).await,
         Command::Host(args) => match args.command {
             commands::hosts::HostGroupCmd::List(list) => commands::hosts::list(&ctx, list).await,
             commands::hosts::HostGroupCmd::Agent(command) => {

@@ -19,6 +19,26 @@ pub async fn run(args: slipway_server::ServerArgs) -> Result<()> {
     slipway_server::run(config).await
 }
 
+/// `slipway supervise`: the flags after `supervise` go to the children as given.
+pub async fn supervise(args: slipway_server::supervise::SuperviseArgs) -> Result<()> {
+    let argv: Vec<String> = std::env::args()
+        .skip_while(|a| a != "supervise")
+        .skip(1)
+        .collect();
+    let data_dir = match &args.server.data_dir {
+        Some(dir) => dir.clone(),
+        None => default_data_dir(is_root())?,
+    };
+    let exe = std::env::current_exe().context("cannot find this binary's path")?;
+    slipway_server::supervise::run(slipway_server::supervise::Supervise {
+        args,
+        argv,
+        exe,
+        data_dir,
+    })
+    .await
+}
+
 fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }

@@ -95,6 +95,10 @@ pub struct ServerArgs {
     /// once; past it new ones get a 503.
     #[arg(long, env = "SLIPWAY_API_MAX_CONNECTIONS", default_value_t = 1024)]
     pub api_max_connections: usize,
+    /// At SIGTERM, how long the API's requests in flight (a `git push` under way) get to finish,
+    /// in seconds; event streams and `log -f` end at once (docs/restarts.md).
+    #[arg(long, env = "SLIPWAY_DRAIN_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
+    pub drain_timeout: Duration,
 }
 
 /// `--advertise`: an address (the listening port is added) or a whole base URL.

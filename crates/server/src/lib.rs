@@ -22,6 +22,7 @@ pub mod registry;
 pub mod roles;
 pub mod router;
 pub mod scheduler;
+pub mod supervise;
 
 pub use args::{RoutingArgs, ServerArgs};
 pub use roles::{Role, Roles};
@@ -143,6 +144,7 @@ fn api_key(env: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
 /// Starts the roles of `config` and runs until SIGTERM or Ctrl-C.
 pub async fn run(mut config: Config) -> Result<()> {
     init_tracing();
+    listen::set_drain_timeout(config.args.drain_timeout);
     tracing::info!(roles = %config.roles, "starting");
     // Checked before anything starts: a wrong --etcd fails here, naming the URLs.
     let etcd = discovery::connect_etcd(&config).await?;
@@ -311,9 +313,12 @@ pub async fn run(mut config: Config) -> Result<()> {
     Ok(())
 }
 
-/// Logs to stderr, filtered by `SLIPWAY_LOG` (default `info`).
-fn init_tracing() {
+/// Logs to stderr, filtered by `SLIPWAY_LOG` (default `info`), coloured only when stderr is a
+/// terminal: a log file (`/var/log/slipway.log`, journald) gets no escape sequences.
+pub fn init_tracing() {
+    use std::io::IsTerminal;
     let _ = tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
                 // hickory's server logs every DNS query at info: two lines per container lookup.

@@ -18,6 +18,11 @@
 //!   otherwise hold every slot and lock everyone else out (git pushes, remote hosts). Loopback
 //!   is exempt: on it are the CLI, the agent and the tests of this machine, already trusted
 //!   with more than a connection.
+//! - At shutdown the connections drain ([`drain`]): requests in flight finish, event streams
+//!   and followed logs end, idle keep-alive connections close, a request that starts gets a 503
+//!   (but a push's hook); [`drain_timeout`] bounds it all, then the listener closes.
+
+pub mod drain;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -29,6 +34,25 @@ use std::time::Duration;
 pub struct Limits {
     pub header_timeout: Duration,
     pub max_connections: usize,
+}
+
+/// How long the requests in flight get at shutdown, process-wide: `--drain-timeout`, set once
+/// at start ([`set_drain_timeout`]) so that every listener drains alike.
+static DRAIN_TIMEOUT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// The default of `--drain-timeout`: a `git push` of a large repo under way has that long.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets [`drain_timeout`]; only the first call counts.
+pub fn set_drain_timeout(d: Duration) {
+    let _ = DRAIN_TIMEOUT.set(d);
+}
+
+pub fn drain_timeout() -> Duration {
+    DRAIN_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT)
 }
 
 /// Connections one non-loopback client address may hold at once.
@@ -76,8 +100,9 @@ fn refuse(stream: &tokio::net::TcpStream, message: &str) {
     let _ = stream.try_write(resp.as_bytes());
 }
 
-/// Serves `app` on `listener` until `shutdown` completes; then stops accepting and gives the
-/// requests in flight up to 10 s (an event stream would otherwise hold the exit forever).
+/// Serves `app` on `listener` until `shutdown` completes; then drains: ends the
+/// event streams and followed logs, and gives the other requests in flight up to
+/// [`drain_timeout`] to finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -86,11 +111,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (stop_tx, stop_rx) = drain::channel();
+    let app = stop_rx.layer(app);
     tokio::pin!(shutdown);
     let mut warned: Option<tokio::time::Instant> = None;
     let peers = Peers::default();
     let per_peer = per_peer_cap(limits.max_connections);
+    let all = limits.max_connections.max(1);
+    let timeout = drain_timeout();
+    // Set at shutdown: when the drain started. Connections are still accepted while it lasts
+    // (the pre-receive hook of a push in flight calls this API back), but their requests are
+    // answered 503 but for that hook ([`drain::Drain::layer`]).
+    let mut draining: Option<tokio::time::Instant> = None;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -102,7 +134,20 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if draining.is_none() => {
+                stop_tx.start();
+                draining = Some(tokio::time::Instant::now());
+                let open = all - slots.available_permits();
+                tracing::info!("{what}: draining {open} connection(s), {timeout:?} at most");
+                continue;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(50)), if draining.is_some() => {
+                let done = slots.available_permits() == all;
+                if done || draining.is_some_and(|d| d.elapsed() >= timeout) {
+                    break;
+                }
+                continue;
+            }
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             refuse(
@@ -138,33 +183,48 @@ pub async fn serve(
             Some(slot)
         };
         let app = app.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        // Accepted during the drain: one request, then closed.
+        let late = draining.is_some();
         tokio::spawn(async move {
             let _permit = (permit, peer_slot);
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(!late)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(slipway_controller::MAX_CONN_BUFFER)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .with_upgrades();
             tokio::pin!(conn);
+            if late {
+                let _ = conn.await;
+                return;
+            }
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
                         tracing::debug!(%peer, "{what}: connection ended: {e}");
                     }
                 }
-                _ = async { stop.wait_for(|s| *s).await.map(|_| ()) } => {
+                _ = stop.begun() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
             }
         });
     }
-    let _ = stop_tx.send(true);
-    let all = limits.max_connections.max(1) as u32;
-    let _ = tokio::time::timeout(Duration::from_secs(10), slots.acquire_many(all)).await;
+    drop(listener);
+    let open = all - slots.available_permits();
+    match draining {
+        Some(started) if open == 0 => {
+            tracing::info!("{what}: drained in {:?}", started.elapsed())
+        }
+        Some(_) => tracing::warn!(
+            "{what}: {open} connection(s) still open after the drain timeout ({timeout:?}): cut"
+        ),
+        None => {}
+    }
 }
 
 #[cfg(test)]

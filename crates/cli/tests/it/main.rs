@@ -15,6 +15,7 @@ mod push_submodules;
 mod restart_durability;
 mod restart_reboot;
 mod restart_router;
+mod restart_supervise;
 mod roles;
 mod routing;
 mod run;
