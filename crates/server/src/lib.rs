@@ -292,6 +292,7 @@ pub async fn run(mut config: Config) -> Result<()> {
     if let Some(register) = config.on_listening.take() {
         register(&local_url, &api_key)?;
     }
+    let logs_at_stop = logs.clone();
     let extra = satellites(
         &config, &store, &scheduler, logs, blobs, &api_key, &local_url,
     )?;
@@ -308,7 +309,15 @@ pub async fn run(mut config: Config) -> Result<()> {
         registry,
         etcd,
     };
-    controller::serve(&config, listener, deps).await?;
+    let served = controller::serve(&config, listener, deps).await;
+    // The lines the aggregator still buffers, and its resume points, go to disk before the
+    // process ends (the next server resumes from them; a crash loses at most a flush period).
+    if let Some(logs) = &logs_at_stop
+        && let Err(e) = logs.flush()
+    {
+        tracing::warn!("logs: the last flush at stop failed: {e}");
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }
