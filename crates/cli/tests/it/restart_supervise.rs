@@ -201,6 +201,8 @@ impl Drop for Setup {
 struct Load {
     stop: Arc<AtomicBool>,
     phase: Arc<AtomicUsize>,
+    /// Per client: the phase its request in flight started in (`usize::MAX` between requests).
+    in_flight: Arc<Vec<AtomicUsize>>,
     served: Arc<Mutex<BTreeMap<usize, usize>>>,
     failures: Arc<Mutex<Vec<(usize, String)>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -211,18 +213,23 @@ impl Load {
         let mut load = Load {
             stop: Arc::default(),
             phase: Arc::default(),
+            in_flight: Arc::new((0..4).map(|_| AtomicUsize::new(usize::MAX)).collect()),
             served: Arc::default(),
             failures: Arc::default(),
             threads: Vec::new(),
         };
-        for _ in 0..4 {
+        for i in 0..4 {
             let (stop, phase) = (load.stop.clone(), load.phase.clone());
+            let in_flight = load.in_flight.clone();
             let (served, failures) = (load.served.clone(), load.failures.clone());
             let (addr, host, want) = (addr.to_string(), host.to_string(), page());
             load.threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    let p = phase.load(Ordering::Relaxed);
-                    match fetch(&addr, &host, &want) {
+                    let p = phase.load(Ordering::SeqCst);
+                    in_flight[i].store(p, Ordering::SeqCst);
+                    let res = fetch(&addr, &host, &want);
+                    in_flight[i].store(usize::MAX, Ordering::SeqCst);
+                    match res {
                         Ok(()) => *served.lock().unwrap().entry(p).or_default() += 1,
                         Err(e) => failures.lock().unwrap().push((p, e)),
                     }
@@ -231,6 +238,18 @@ impl Load {
             }));
         }
         load
+    }
+
+    /// Starts phase `p` once no request of an earlier phase is in flight (10 s at most), so
+    /// that what the next signal breaks is counted against the phase that sends it.
+    fn enter(&self, p: usize) {
+        self.phase.store(p, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.in_flight.iter().any(|f| f.load(Ordering::SeqCst) < p)
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     fn finish(self) -> (BTreeMap<usize, usize>, Vec<(usize, String)>) {
@@ -311,7 +330,7 @@ fn the_supervisor_restarts_upgrades_and_stops_its_children_and_apps_keep_serving
 
     let load = Load::start(&addr, &host);
     let phase = |p: usize| {
-        load.phase.store(p, Ordering::Relaxed);
+        load.enter(p);
         eprintln!("phase {p}: {}", PHASES[p]);
     };
     std::thread::sleep(Duration::from_secs(1));
