@@ -66,7 +66,8 @@ wait_api() {
 # supervisor's server child (the pidfile the supervisor keeps, else its non-router child).
 server_pid() {
   if [ "$MODE" = server ]; then echo "$top"; return; fi
-  if [ -s "$data/server.pid" ]; then cat "$data/server.pid"; return; fi
+  # The pid file holds the pid, then its start time.
+  if [ -s "$data/server.pid" ]; then head -n1 "$data/server.pid"; return; fi
   for p in $(pgrep -P "$top"); do
     tr '\0' ' ' <"/proc/$p/cmdline" | grep -q -- '--roles router' || { echo "$p"; return; }
   done
