@@ -6,6 +6,7 @@
 //! - `buildpack`: choosing and fetching buildpacks (bundled names, git URLs, `.buildpacks`);
 //! - `slug`: copying the source (with `.slugignore`, see `slugignore`) and tarring the result;
 //! - [`cache`]: the app's build cache, a filesystem of the cache limit;
+//! - [`scratch`]: the start-up sweep of the build scratch dirs a dead process left;
 //! - `tree`: walks over users' trees without recursion, bounded in depth.
 
 pub mod buildpack;
@@ -16,6 +17,7 @@ pub mod push;
 pub mod receiver;
 pub mod repo_sync;
 pub mod runner;
+pub mod scratch;
 pub mod slug;
 pub mod slugignore;
 mod transfer;

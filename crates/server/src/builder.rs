@@ -30,10 +30,14 @@ pub struct BuilderDeps<'a> {
 
 pub fn start(config: &Config, deps: BuilderDeps<'_>) -> Result<axum::Router> {
     let data_dir = &config.data_dir;
+    // No build outlives the process that ran it: whatever a killed server left in the build
+    // scratch dirs (mounted build dirs and caches, checkouts) goes before anything is served.
+    let build_dir = data_dir.join("build");
+    slipway_builder::scratch::sweep_at_start(&build_dir);
     let build = slipway_builder::BuildContext {
         blobs: deps.blobs,
         jobs: deps.jobs,
-        data_dir: data_dir.join("build"),
+        data_dir: build_dir,
         buildpacks_dir: buildpacks_dir(data_dir)?,
         limits: Default::default(),
         caches: Some(deps.store.clone()),
