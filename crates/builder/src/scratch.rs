@@ -184,7 +184,8 @@ fn loops_backed_under(dir: &Path) -> Vec<String> {
 /// (autoclear detaches a device at its last close, a moment after its unmount). Returns how
 /// many were detached here.
 fn detach_loops(dir: &Path) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(1);
+    // Autoclear runs at the unmount's last close: measured immediate here, 250 ms is ample.
+    let deadline = Instant::now() + Duration::from_millis(250);
     let mut left = loops_backed_under(dir);
     while !left.is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -144,6 +144,41 @@ impl BuildTrace {
     }
 }
 
+/// A loop device attached (without autoclear) to a new image at `image`; detached on drop if
+/// it still is.
+struct PlantedLoop(String);
+
+impl PlantedLoop {
+    fn attach(image: &Path) -> PlantedLoop {
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::File::create(image)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let out = std::process::Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        PlantedLoop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+}
+
+impl Drop for PlantedLoop {
+    fn drop(&mut self) {
+        let f = format!(
+            "/sys/block/{}/loop/backing_file",
+            self.0.trim_start_matches("/dev/")
+        );
+        if std::fs::read_to_string(f).is_ok_and(|b| b.contains("planted.img")) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .output();
+        }
+    }
+}
+
 /// The address the `nth` router (1-based: the server's `nth` start) logged it serves HTTP on.
 fn nth_router_addr(s: &TestServer, nth: usize) -> String {
     let marker = "router: HTTP on ";
@@ -256,6 +291,15 @@ fn kill_9_during_a_build_leaves_no_build_dir_mount_loop_device_or_build_job() {
     assert_eq!(killed.mounts, before.mounts);
     assert!(killed.job.contains("container dir") && killed.job.contains("netns"));
 
+    // A loop device left attached to an image of the build data dir without a mount (as a
+    // crash between attaching and mounting could, were it not for autoclear).
+    let planted =
+        PlantedLoop::attach(&host.s.dir.path().join("data/build/build-cache/planted.img"));
+    assert_eq!(
+        loops_under(&host.s.dir.path().join("data/build")).len(),
+        before.loops.len() + 1
+    );
+
     let t0 = Instant::now();
     host.s.restart();
     let started = t0.elapsed();
@@ -288,7 +332,8 @@ fn kill_9_during_a_build_leaves_no_build_dir_mount_loop_device_or_build_job() {
     // adopts a build job as a one-off and leaves it to its builder).
     let log = std::fs::read_to_string(host.s.dir.path().join("server.log")).unwrap();
     for want in [
-        "build start-up sweep removed what no build uses: 1 build dirs, 1 checkouts, 2 mounts",
+        "build start-up sweep removed what no build uses: 1 build dirs, 1 checkouts, 2 mounts, \
+         1 loop devices",
         "stopping a build job whose build no longer runs",
     ] {
         let line = log.lines().find(|l| l.contains(want));
@@ -328,4 +373,5 @@ fn kill_9_during_a_build_leaves_no_build_dir_mount_loop_device_or_build_job() {
         after.mounts.is_empty() && after.loops.is_empty(),
         "{after:#?}"
     );
+    drop(planted);
 }
