@@ -112,6 +112,10 @@ pub struct BuildContext {
     /// Where each app's build cache is recorded (a blob digest per app), so a build through
     /// any controller starts from the last one's cache; without it, this machine's copy only.
     pub caches: Option<Arc<dyn slipway_store::Store>>,
+    /// This builder (`slipway server`'s): its build jobs carry its id and their build's, and it
+    /// knows which builds it runs, so the jobs of builds a dead process ran are stopped
+    /// (`crate::owner`). None: build jobs carry neither (tools, tests).
+    pub owner: Option<Arc<crate::owner::Owner>>,
 }
 
 /// One build.
@@ -184,12 +188,16 @@ pub async fn build(
     };
     let id = uuid::Uuid::new_v4().simple().to_string();
     let dir = ctx.data_dir.join("builds").join(&id);
+    if let Some(o) = &ctx.owner {
+        o.begin(&id);
+    }
     let mut guard = Guard {
         jobs: ctx.jobs.clone(),
         app: input.app.clone(),
         job: None,
         dir: Some(dir.clone()),
         cache: None,
+        owner: ctx.owner.clone().map(|o| (o, id.clone())),
     };
     let xfer = crate::transfer::Xfer::new(dir.with_extension("xfer"));
     if let Err(e) = slipway_types::validate_stack_name(&input.stack) {
@@ -402,7 +410,11 @@ where
         inputs.insert(target, xfer.put_dir(blobs, d, target).await?);
     }
     tracing::debug!("build timing: inputs stored at +{:.1} ms", ms());
-    let job = build_job(ctx, &input, &inputs);
+    let build_id = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let job = build_job(ctx, &input, &inputs, &build_id);
     let job_id = ctx
         .jobs
         .start(&input.app, job)
@@ -646,7 +658,12 @@ fn disk_full(e: BuildError, exit: &JobExit, dir: &std::path::Path, limit: u64) -
     }
 }
 
-fn build_job(ctx: &BuildContext, input: &BuildInput, inputs: &BTreeMap<&str, String>) -> HostJob {
+fn build_job(
+    ctx: &BuildContext,
+    input: &BuildInput,
+    inputs: &BTreeMap<&str, String>,
+    build_id: &str,
+) -> HostJob {
     let mut config = JobConfig::new(&input.stack, &["/bin/sh", "/slipway/meta/builder.sh"]);
     config.uid = Some(BUILD_UID);
     config.gid = Some(BUILD_UID);
@@ -678,13 +695,19 @@ fn build_job(ctx: &BuildContext, input: &BuildInput, inputs: &BTreeMap<&str, Str
         f("/slipway/buildpacks/bundled", false, true),
         f("/slipway/buildpacks/custom", false, true),
     ];
+    let mut metadata: BTreeMap<String, String> =
+        [("slipway.commit".to_string(), input.commit.clone())].into();
+    if let Some(o) = &ctx.owner {
+        metadata.insert(crate::owner::BUILDER_META.into(), o.id().into());
+        metadata.insert(crate::owner::BUILD_META.into(), build_id.into());
+    }
     HostJob {
         id: format!("build-{}", uuid::Uuid::new_v4().simple()),
         app_id: input.app.id.to_string(),
         app_name: input.app.name.clone(),
         release_id: input.app.release.map(|r| r.to_string()).unwrap_or_default(),
-        process_type: "build".into(),
-        metadata: [("slipway.commit".to_string(), input.commit.clone())].into(),
+        process_type: crate::owner::BUILD_TYPE.into(),
+        metadata,
         config,
         resources: Resources {
             memory_bytes: Some(ctx.limits.memory_bytes),
@@ -703,6 +726,8 @@ struct Guard {
     dir: Option<PathBuf>,
     /// The app's cache is mounted at `<dir>/cache` while this is held.
     cache: Option<crate::cache::CacheLock>,
+    /// The build in this builder's live builds: it leaves them once its job is stopped.
+    owner: Option<(Arc<crate::owner::Owner>, String)>,
 }
 
 impl Guard {
@@ -714,7 +739,7 @@ impl Guard {
 
     fn cleanup(&mut self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let (job, dir, cache) = (self.job.take(), self.dir.take(), self.cache.take());
-        let (jobs, app) = (self.jobs.clone(), self.app.clone());
+        let (jobs, app, owner) = (self.jobs.clone(), self.app.clone(), self.owner.take());
         async move {
             if let Some(id) = job {
                 if let Err(e) = jobs.stop(&app, &id).await {
@@ -737,6 +762,9 @@ impl Guard {
                 })
                 .await;
             }
+            if let Some((o, id)) = owner {
+                o.end(&id);
+            }
         }
     }
 }
@@ -744,6 +772,9 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if self.job.is_none() && self.dir.is_none() {
+            if let Some((o, id)) = self.owner.take() {
+                o.end(&id);
+            }
             return;
         }
         let cleanup = self.cleanup();

@@ -138,8 +138,15 @@ impl Receiver {
 
     /// Removes what a deleted app leaves here (its repo, its build cache): at once when the
     /// store reports the deletion, and in a sweep at start and then every hour (for deletions
-    /// while the server was down, or by another controller).
+    /// while the server was down, or by another controller). At start, also the push leases of
+    /// pushes that died with the previous process (`push::lease::release_dead`).
     pub fn spawn_housekeeping(self: &Arc<Self>) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            // Pushes do not outlive their process: the dead one's leases go now, not at their TTL.
+            let dir = me.pusher.build.data_dir.join(crate::push::LEASES_DIR);
+            crate::push::lease::release_dead(me.store.as_ref(), &dir).await;
+        });
         let me = self.clone();
         tokio::spawn(async move {
             loop {

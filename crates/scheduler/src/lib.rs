@@ -39,6 +39,12 @@ use tokio::sync::{Notify, mpsc};
 
 pub use hostjob::NO_IMAGE;
 
+/// The host job metadata key the scheduler marks its one-off jobs with (`slipway run`, build
+/// jobs): a scheduler that finds such a job on a host (after a restart, or as a follower)
+/// tracks it as a one-off, never as one of a formation's jobs, even when it has a process type
+/// (`build`); so no scheduler stops a build because no formation wants it. Whoever started a
+/// one-off stops it (a builder stops its dead builds' jobs at start).
+pub const ONE_OFF_META: &str = "slipway.one-off";
 /// Why a job is `blocked` when the scheduler follows no host at all.
 pub const NO_HOST: &str = "no host is available: waiting for one";
 

@@ -80,7 +80,10 @@ impl Scheduler {
     }
 
     /// Tracks a one-off's new row (never restarted) and starts `hj` on `host`. Returns the row.
-    fn start_one_off(&self, host: String, job: Job, hj: HostJob) -> Job {
+    fn start_one_off(&self, host: String, job: Job, mut hj: HostJob) -> Job {
+        // So a scheduler that adopts it from its host tracks it as a one-off too.
+        hj.metadata
+            .insert(crate::ONE_OFF_META.into(), "true".into());
         {
             let mut st = self.lock();
             let seq = self.inner.seq.fetch_add(1, Ordering::Relaxed);

@@ -233,7 +233,9 @@ impl Scheduler {
                 return;
             };
             let ptype = Some(info.job.process_type.clone()).filter(|t| !t.is_empty());
-            let key = ptype.clone().map(|t| Key {
+            // A one-off (a build job has a process type too) is never a formation's.
+            let one_off = info.job.metadata.contains_key(crate::ONE_OFF_META);
+            let key = ptype.clone().filter(|_| !one_off).map(|t| Key {
                 app,
                 release,
                 process_type: t,
@@ -256,7 +258,12 @@ impl Scheduler {
                 exit_status: None,
                 host_error: None,
                 restarts,
-                meta: Default::default(),
+                // A build job's row says whose build it is (`slipway.build`, `slipway.builder`).
+                meta: if one_off {
+                    info.job.metadata.clone()
+                } else {
+                    Default::default()
+                },
                 created_at: now,
                 updated_at: now,
             };

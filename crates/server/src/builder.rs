@@ -30,13 +30,27 @@ pub struct BuilderDeps<'a> {
 
 pub fn start(config: &Config, deps: BuilderDeps<'_>) -> Result<axum::Router> {
     let data_dir = &config.data_dir;
+    // No build outlives the process that ran it: whatever a killed server left in the build
+    // scratch dirs (mounted build dirs and caches, checkouts) goes before anything is served,
+    // and the build jobs it left running are stopped once their hosts report them.
+    let build_dir = data_dir.join("build");
+    slipway_builder::scratch::sweep_at_start(&build_dir);
+    let owner = slipway_builder::owner::Owner::open(&build_dir)
+        .with_context(|| format!("cannot read the builder's id in {}", build_dir.display()))?;
+    let scheduler = deps.scheduler.clone();
+    slipway_builder::owner::spawn_stop_stale(
+        owner.clone(),
+        move || scheduler.jobs(),
+        deps.jobs.clone(),
+    );
     let build = slipway_builder::BuildContext {
         blobs: deps.blobs,
         jobs: deps.jobs,
-        data_dir: data_dir.join("build"),
+        data_dir: build_dir,
         buildpacks_dir: buildpacks_dir(data_dir)?,
         limits: Default::default(),
         caches: Some(deps.store.clone()),
+        owner: Some(owner),
     };
     let pusher = Arc::new(slipway_builder::push::Pusher {
         store: deps.store.clone(),

@@ -32,6 +32,8 @@ pub(crate) struct PushLease {
     lost: Arc<std::sync::atomic::AtomicBool>,
     /// Whether another push held it when this one asked.
     pub waited: bool,
+    /// The file recording this lease on this machine ([`PushLease::record_in`]).
+    record: Option<std::path::PathBuf>,
 }
 
 impl PushLease {
@@ -104,11 +106,30 @@ impl PushLease {
             renew,
             lost,
             waited: say.is_none(),
+            record: None,
         })
     }
 }
 
 impl PushLease {
+    /// Records the lease in `dir` (`<app id>` holding the holder) until it is released, so
+    /// that if this process dies holding it, the next one on this data dir releases it at
+    /// start ([`release_dead`]) instead of the app's next push waiting out the TTL. A lease
+    /// that cannot be recorded runs out as before.
+    pub(crate) fn record_in(&mut self, dir: &std::path::Path) {
+        let file = dir.join(self.app.id.to_string());
+        let tmp = dir.join(format!("{}.tmp", self.app.id));
+        let written = std::fs::create_dir_all(dir)
+            .and_then(|_| std::fs::write(&tmp, &self.holder))
+            .and_then(|_| std::fs::rename(&tmp, &file));
+        match written {
+            Ok(()) => self.record = Some(file),
+            Err(e) => {
+                tracing::warn!(app = %self.app.name, "cannot record the push lease in {}: {e}", dir.display())
+            }
+        }
+    }
+
     /// Whether another push took this lease (see [`PushLease::acquire`]).
     pub(crate) fn lost(&self) -> bool {
         self.lost.load(std::sync::atomic::Ordering::SeqCst)
@@ -119,20 +140,56 @@ impl Drop for PushLease {
     fn drop(&mut self) {
         self.renew.abort();
         let (store, app, holder) = (self.store.clone(), self.app.clone(), self.holder.clone());
+        let record = self.record.take();
         if let Ok(h) = tokio::runtime::Handle::try_current() {
             h.spawn(async move {
-                if let Err(e) = store.release_app_lease(app.id, NAME, &holder).await {
-                    tracing::warn!(app = %app.name, "cannot release the push lease (it runs out in {} s): {e}", TTL.as_secs());
+                match store.release_app_lease(app.id, NAME, &holder).await {
+                    Ok(()) => {
+                        if let Some(f) = record {
+                            let _ = std::fs::remove_file(f);
+                        }
+                    }
+                    Err(e) => tracing::warn!(app = %app.name, "cannot release the push lease (it runs out in {} s): {e}", TTL.as_secs()),
                 }
             });
         }
     }
 }
 
+/// Releases the push leases recorded in `dir` ([`PushLease::record_in`]): at start, every one
+/// is a dead process's (one process per data dir), whose pushes died with it. Only the recorded
+/// holder's lease is released, so one another push took meanwhile stays. Returns how many
+/// records it handled.
+pub async fn release_dead(store: &dyn Store, dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(app) = name.parse::<slipway_types::Id>() else {
+            let _ = std::fs::remove_file(&path);
+            continue;
+        };
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        match store.release_app_lease(app, NAME, holder.trim()).await {
+            Ok(()) => {
+                let _ = std::fs::remove_file(&path);
+                n += 1;
+            }
+            Err(e) => {
+                tracing::warn!(%app, "cannot release a push lease a dead process held (it runs out in {} s): {e}", TTL.as_secs())
+            }
+        }
+    }
+    if n > 0 {
+        tracing::info!("released {n} push lease(s) the previous process held");
+    }
+    n
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use slipway_types::NewApp;
+    use slipway_types::{Id, NewApp};
 
     async fn store(dir: &std::path::Path) -> Arc<dyn Store> {
         let url = format!("sqlite://{}", dir.join("s.db").display());
@@ -196,6 +253,75 @@ mod tests {
             .unwrap();
         assert_eq!(third.err().as_deref(), Some("push cancelled"));
         drop(second);
+    }
+
+    /// A process that died holding a recorded lease (its renewals stop, its drop never runs):
+    /// the next process on the data dir releases it at start, so the app's next push does not
+    /// wait out the TTL; a lease another holder took meanwhile is not released.
+    #[tokio::test]
+    async fn a_dead_processs_recorded_lease_is_released_at_start_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path()).await;
+        let app = store
+            .create_app("dead", &NewApp::default(), None)
+            .await
+            .unwrap();
+        let leases = dir.path().join("leases");
+        let cancel = CancellationToken::new();
+        let mut dead = PushLease::acquire(store.clone(), &app, |_| async {}, &cancel)
+            .await
+            .unwrap();
+        dead.record_in(&leases);
+        let holder = dead.holder.clone();
+        // Killed: nothing of its drop happens.
+        dead.renew.abort();
+        std::mem::forget(dead);
+        assert!(
+            !store
+                .acquire_app_lease(app.id, NAME, "next", TTL)
+                .await
+                .unwrap()
+        );
+        // A record of a lease someone else holds now (a stale file) releases nothing.
+        std::fs::write(leases.join(Id::nil().to_string()), "gone").unwrap();
+        std::fs::write(leases.join("junk"), "x").unwrap();
+        assert_eq!(release_dead(store.as_ref(), &leases).await, 2);
+        assert_eq!(std::fs::read_dir(&leases).unwrap().count(), 0);
+        assert!(
+            store
+                .acquire_app_lease(app.id, NAME, "next", TTL)
+                .await
+                .unwrap()
+        );
+        store.release_app_lease(app.id, NAME, "next").await.unwrap();
+        // Released only with its holder: a lease taken by another stays.
+        assert!(
+            store
+                .acquire_app_lease(app.id, NAME, "other", TTL)
+                .await
+                .unwrap()
+        );
+        std::fs::write(leases.join(app.id.to_string()), &holder).unwrap();
+        release_dead(store.as_ref(), &leases).await;
+        assert!(
+            !store
+                .acquire_app_lease(app.id, NAME, "next", TTL)
+                .await
+                .unwrap()
+        );
+        // A recorded lease released normally takes its record with it.
+        store
+            .release_app_lease(app.id, NAME, "other")
+            .await
+            .unwrap();
+        let mut live = PushLease::acquire(store.clone(), &app, |_| async {}, &cancel)
+            .await
+            .unwrap();
+        live.record_in(&leases);
+        assert!(leases.join(app.id.to_string()).exists());
+        drop(live);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!leases.join(app.id.to_string()).exists());
     }
 
     /// A push whose lease another push took (it ran out while the store was unreachable) is

@@ -33,6 +33,9 @@ pub const DEFAULT_DEPLOY_BRANCHES: [&str; 2] = ["main", "master"];
 /// The app meta key naming the deploy branch.
 pub const DEPLOY_BRANCH_KEY: &str = "deploy_branch";
 
+/// Where a push records its lease on this machine (under the build data dir), so the next
+/// process releases the leases of pushes that died with this one (`lease::release_dead`).
+pub(crate) const LEASES_DIR: &str = "leases";
 const ZERO: &str = "0000000000000000000000000000000000000000";
 
 /// One line of the hook's stdin: `old new ref`.
@@ -313,9 +316,10 @@ async fn hold_push_lock(
         }
     };
     *session.lock.lock().expect("session lock") = Some(guard);
-    let lease =
+    let mut lease =
         lease::PushLease::acquire(r.store.clone(), &session.app, |line| out.say(line), cancel)
             .await?;
+    lease.record_in(&r.pusher.build.data_dir.join(LEASES_DIR));
     waited |= lease.waited;
     *session.lease.lock().expect("session lease") = Some(lease);
     // This copy of the repo was restored as the store recorded it when the push began; a push

@@ -128,6 +128,7 @@ impl Cluster {
             buildpacks_dir,
             limits: BuildLimits::default(),
             caches: Some(store.clone()),
+            owner: None,
         };
         Cluster {
             store,
@@ -168,6 +169,7 @@ impl Cluster {
             buildpacks_dir: self.ctx.buildpacks_dir.clone(),
             limits: BuildLimits::default(),
             caches: self.ctx.caches.clone(),
+            owner: self.ctx.owner.clone(),
         });
     }
 

@@ -62,6 +62,7 @@ async fn a_store_error_answers_git_with_the_apis_status() {
             buildpacks_dir: dir.path().join("buildpacks"),
             limits: Default::default(),
             caches: None,
+            owner: None,
         },
         default_stack: "busybox".into(),
     });

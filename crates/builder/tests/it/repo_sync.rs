@@ -34,6 +34,7 @@ async fn receiver_with_hook(
             buildpacks_dir: dir.join("buildpacks"),
             limits: Default::default(),
             caches: None,
+            owner: None,
         },
         default_stack: "busybox".into(),
     });

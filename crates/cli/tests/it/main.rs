@@ -12,6 +12,7 @@ mod ops;
 mod push;
 mod push_slow;
 mod push_submodules;
+mod restart_build;
 mod restart_durability;
 mod restart_reboot;
 mod restart_router;

@@ -507,7 +507,7 @@ fn slow_buildpack(server: &TestServer, ticks: u32) -> (String, slipway_testkit::
 
 /// Starts `git push slipway main` in `dir` in its own process group; returns the child and a
 /// receiver of its stderr lines.
-fn spawn_push(
+pub(crate) fn spawn_push(
     server: &TestServer,
     dir: &Path,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
@@ -545,7 +545,11 @@ fn spawn_push(
 }
 
 /// Lines from `rx` until one contains `want` (all of them, for messages).
-fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str, timeout: Duration) -> Vec<String> {
+pub(crate) fn wait_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    want: &str,
+    timeout: Duration,
+) -> Vec<String> {
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
     loop {

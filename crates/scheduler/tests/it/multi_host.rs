@@ -346,3 +346,70 @@ async fn rows_of_jobs_no_host_reports_are_marked_down_at_start() {
         JobState::Up
     );
 }
+
+/// A build job (a one-off with a process type, `build`) found on a host by a scheduler that did
+/// not start it — after a restart, or a follower that takes over — is tracked as a one-off with
+/// its metadata: not stopped as a job no formation wants, not counted in a `build` formation
+/// of the app's release. It used to be adopted as a formation job of type `build`, stopped by
+/// the new scheduler's first round (a live build of another controller too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adopted_build_job_stays_a_one_off_with_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("slipway.db").display());
+    let store: std::sync::Arc<dyn slipway_store::Store> =
+        std::sync::Arc::new(slipway_store::open(&url).await.unwrap());
+    let host = TestHost::new("ha", &[]).await;
+    // The scheduler that starts the build job, then "dies" (it never runs a round).
+    let first = slipway_scheduler::Scheduler::new(store.clone(), fast());
+    first.add_host(host.clone()).await.unwrap();
+    let c = Cluster::from_parts(store.clone(), first.clone(), vec![host.clone()], dir);
+    let (app, rel) = c.app(&[("web", &["run"]), ("build", &["run"])]).await;
+    let job = slipway_host::HostJob {
+        id: String::new(),
+        app_id: String::new(),
+        app_name: String::new(),
+        release_id: String::new(),
+        process_type: "build".into(),
+        metadata: [("slipway.build".to_string(), "b1".to_string())].into(),
+        config: slipway_host::JobConfig::new("busybox", &["run"]),
+        resources: Default::default(),
+    };
+    let started = first.run_host_job(&app, Some(rel.id), job).await.unwrap();
+    let deadline = Instant::now() + T;
+    while host.runtime.live() == 0 {
+        assert!(Instant::now() < deadline, "the build job never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next scheduler adopts it from the host and runs its rounds.
+    let second = slipway_scheduler::Scheduler::new(store.clone(), fast());
+    second.add_host(host.clone()).await.unwrap();
+    tokio::spawn(second.clone().run());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(host.runtime.live(), 1, "the adopted build job was stopped");
+    let adopted = second
+        .jobs()
+        .into_iter()
+        .find(|j| j.id == started.id)
+        .expect("the second scheduler tracks the build job");
+    assert_eq!(adopted.process_type.as_deref(), Some("build"));
+    assert_eq!(
+        adopted.meta.get("slipway.build").map(String::as_str),
+        Some("b1")
+    );
+    assert!(adopted.meta.contains_key(slipway_scheduler::ONE_OFF_META));
+    // A `build` formation of the same release gets a job of its own: the build is not one.
+    c.scale(&app, &rel, &[("build", 1)], NONE).await;
+    second.wake();
+    let deadline = Instant::now() + T;
+    while host.runtime.live() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the build formation counted the build job as its own"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Its starter (the builder) stops it; nothing replaces a one-off.
+    second.stop_job(app.id, &started.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(host.runtime.live(), 1);
+}
