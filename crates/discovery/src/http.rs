@@ -49,9 +49,9 @@ pub struct Access {
     pub key: String,
     /// The cluster token, accepted the same way (constant-time compares for both).
     pub token: Option<String>,
-    /// Networks whose addresses registrations may name even though they are refused by
-    /// default (a host address, loopback): `(network, prefix length)`.
-    pub allow: Vec<(IpAddr, u8)>,
+    /// Networks or exact addresses registrations may name even though they are refused by
+    /// default (a host address, loopback).
+    pub allow: Vec<Allowed>,
 }
 
 impl Access {
@@ -170,7 +170,7 @@ async fn require_key(
 }
 
 /// Why an instance address is refused for a registration through the API, if it is.
-pub fn refused_addr(addr: &str, allow: &[(IpAddr, u8)]) -> Option<String> {
+pub fn refused_addr(addr: &str, allow: &[Allowed]) -> Option<String> {
     let Ok(sa) = addr.parse::<SocketAddr>() else {
         return Some(format!(
             "invalid address {addr:?}: expected IP:PORT (e.g. 10.0.0.5:8080)"
@@ -183,7 +183,16 @@ pub fn refused_addr(addr: &str, allow: &[(IpAddr, u8)]) -> Option<String> {
     if sa.port() == 0 {
         return Some(format!("invalid address {addr}: port 0"));
     }
-    if allow.iter().any(|&(net, len)| in_network(ip, net, len)) {
+    if allow.iter().any(|a| match *a {
+        Allowed::Network(net, len) => in_network(ip, net, len),
+        Allowed::Addr(exact) => {
+            let exact_ip = match exact.ip() {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+                v4 => v4,
+            };
+            exact_ip == ip && exact.port() == sa.port()
+        }
+    }) {
         return None;
     }
     let why = match ip {
@@ -222,10 +231,27 @@ pub fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
     }
 }
 
+/// A `--discovery-allow` entry: a network (every port of its addresses), or one address and
+/// port (what `slipway supervise` allows for its router child's admin endpoint on loopback, so
+/// that nothing else on loopback is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Allowed {
+    Network(IpAddr, u8),
+    Addr(SocketAddr),
+}
+
+/// `10.0.0.0/8`, `127.0.0.1` (one address, every port), `127.0.0.1:1112`, `[::1]:1112`.
+pub fn parse_allowed(s: &str) -> std::result::Result<Allowed, NetworkError> {
+    match s.parse::<SocketAddr>() {
+        Ok(a) => Ok(Allowed::Addr(a)),
+        Err(_) => parse_network(s).map(|(ip, len)| Allowed::Network(ip, len)),
+    }
+}
+
 /// A `--discovery-allow` network that does not parse, in words that show the expected form.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NetworkError {
-    #[error("invalid network {0:?}: expected e.g. 10.1.0.0/16 or 127.0.0.1")]
+    #[error("invalid network {0:?}: expected e.g. 10.1.0.0/16, 127.0.0.1 or 127.0.0.1:1112")]
     Address(String),
     #[error("invalid prefix length in {network:?}: 0 to {max}")]
     PrefixLength { network: String, max: u8 },

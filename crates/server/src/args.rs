@@ -238,12 +238,12 @@ pub struct RoutingArgs {
     /// next to the API and the host agent (printed at start).
     #[arg(long, env = "SLIPWAY_ROUTER_MAX_CONNECTIONS")]
     pub router_max_connections: Option<usize>,
-    /// Networks (`10.1.0.0/16`, `127.0.0.1`; repeatable) whose addresses discovery's API may
-    /// register although they are this host's own (loopback, the host's addresses): by
-    /// default those are refused, so that a registration cannot point the router at the
-    /// host's own listeners.
-    #[arg(long = "discovery-allow", value_parser = slipway_discovery::http::parse_network)]
-    pub discovery_allow: Vec<(IpAddr, u8)>,
+    /// Networks (`10.1.0.0/16`, `127.0.0.1`) or exact addresses (`127.0.0.1:1112`;
+    /// repeatable) discovery's API may register although they are this host's own (loopback,
+    /// the host's addresses): by default those are refused, so that a registration cannot
+    /// point the router at the host's own listeners.
+    #[arg(long = "discovery-allow", value_parser = slipway_discovery::http::parse_allowed)]
+    pub discovery_allow: Vec<slipway_discovery::http::Allowed>,
     /// Time a client has to send a request head to the API, discovery and the router's admin
     /// endpoint, which is also how long an idle kept-alive connection stays open (tests
     /// shorten it; it then applies to the router's HTTP listeners too).

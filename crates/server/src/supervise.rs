@@ -184,9 +184,16 @@ pub async fn run(sv: Supervise) -> Result<()> {
             .unwrap_or_else(|| data.join(crate::identity::CLUSTER_TOKEN_FILE)),
         domain: &args.domain,
     };
-    let mut server = Slot::new("server", server_flags(&sv.argv)?);
-    let mut router = Slot::new("router", router_flags(&sv.argv, &inputs)?);
     let with_router = !args.routing.no_router;
+    let mut server_argv = server_flags(&sv.argv)?;
+    if with_router && let Some(admin) = flags::router_admin(args) {
+        // The router child registers its admin endpoint in the server's discovery, whose API
+        // refuses this host's own addresses (loopback by default): that one address is let
+        // through, so the deploy gates ask this router (docs/restarts.md).
+        server_argv.extend(["--discovery-allow".to_string(), admin.to_string()]);
+    }
+    let mut server = Slot::new("server", server_argv);
+    let mut router = Slot::new("router", router_flags(&sv.argv, &inputs)?);
     let exe = &sv.exe;
 
     let pid = server.start(exe)?;

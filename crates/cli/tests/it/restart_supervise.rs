@@ -32,6 +32,24 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The body of a `GET` on discovery's API.
+fn discovery_get(discovery: &str, key: &str, path: &str) -> String {
+    let Ok(mut c) = std::net::TcpStream::connect(discovery) else {
+        return String::new();
+    };
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: discovery\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    let mut resp = String::new();
+    if c.write_all(req.as_bytes()).is_ok() {
+        let _ = c.read_to_string(&mut resp);
+    }
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 /// One `GET /` on a new connection: `Ok` for a 200 with exactly the page.
 fn fetch(addr: &str, host: &str, want: &str) -> Result<(), String> {
     let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
@@ -326,6 +344,18 @@ fn the_supervisor_restarts_upgrades_and_stops_its_children_and_apps_keep_serving
     wait_for(60, "the app served through the router", || {
         fetch(&addr, &host, &page()).is_ok()
     });
+    // The router child is in discovery's router set (the supervisor lets its loopback admin
+    // address through discovery's check), so the deploy gates ask it.
+    let admin = format!("127.0.0.1:{}", s.ports.2);
+    wait_for(30, "the router child registered in discovery", || {
+        discovery_get(&s.discovery, &s.key(), "/services/slipway-router/instances")
+            .contains(&format!("\"{admin}\""))
+    });
+    assert!(
+        !s.log().contains("cannot register in discovery"),
+        "{}",
+        s.log()
+    );
     std::thread::sleep(Duration::from_secs(1));
 
     let load = Load::start(&addr, &host);

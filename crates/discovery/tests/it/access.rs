@@ -2,7 +2,7 @@
 //! nothing is read or written (401); a registration may not point the router at this host's
 //! own listeners (422), unless the operator allowed that network.
 
-use slipway_discovery::http::{Access, parse_network};
+use slipway_discovery::http::{Access, parse_allowed, parse_network};
 use slipway_discovery::{HttpRegistry, LocalRegistry, NewInstance, Registry};
 use std::sync::Arc;
 use std::time::Duration;
@@ -116,7 +116,7 @@ async fn registrations_naming_the_hosts_own_addresses_are_refused() {
 #[tokio::test]
 async fn an_allowed_network_may_be_registered() {
     let mut access = Access::key(KEY);
-    access.allow.push(parse_network("127.0.0.0/8").unwrap());
+    access.allow.push(parse_allowed("127.0.0.0/8").unwrap());
     let (url, _reg) = serve(access).await;
     let (status, body) = put(&url, Some(KEY), "127.0.0.1:8080").await;
     assert_eq!(status, 200, "{body}");
@@ -124,4 +124,21 @@ async fn an_allowed_network_may_be_registered() {
     assert_eq!(status, 422, "other networks stay refused: {body}");
     assert!(parse_network("10.0.0.0/33").is_err());
     assert!(parse_network("nope").is_err());
+}
+
+/// `slipway supervise` allows its router child's admin endpoint (`127.0.0.1:1112`) and
+/// nothing else on loopback.
+#[tokio::test]
+async fn an_allowed_address_admits_that_port_only() {
+    let mut access = Access::key(KEY);
+    access.allow.push(parse_allowed("127.0.0.1:1112").unwrap());
+    let (url, _reg) = serve(access).await;
+    let (status, body) = put(&url, Some(KEY), "127.0.0.1:1112").await;
+    assert_eq!(status, 200, "{body}");
+    for other in ["127.0.0.1:7070", "127.0.0.2:1112", "[::1]:1112"] {
+        let (status, body) = put(&url, Some(KEY), other).await;
+        assert_eq!(status, 422, "{other} stays refused: {body}");
+    }
+    assert!(parse_allowed("[::1]:1112").is_ok());
+    assert!(parse_allowed("127.0.0.1:nope").is_err());
 }

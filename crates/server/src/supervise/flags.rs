@@ -92,6 +92,19 @@ pub fn server_flags(argv: &[String]) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The address the router child registers its admin endpoint at (as `router::register` makes
+/// it: an unspecified IP is the `--advertise` one), if it registers one.
+pub fn router_admin(args: &crate::ServerArgs) -> Option<SocketAddr> {
+    let mut addr = args.routing.router_admin;
+    if addr.ip().is_unspecified() {
+        match &args.advertise {
+            Some(crate::args::Advertise::Ip(ip)) => addr.set_ip(*ip),
+            _ => return None,
+        }
+    }
+    Some(addr)
+}
+
 /// Where a child on this machine reaches what listens on `addr` (loopback for "any address").
 pub fn local_url(addr: SocketAddr) -> String {
     let ip = match addr.ip() {
