@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 /// Flynn's default deploy timeout, in seconds.
 pub const DEFAULT_DEPLOY_TIMEOUT: u32 = 120;
 const MAX_NAME_LEN: usize = 63;
+/// The app name no app may have: its jobs' services would be the platform's
+/// ([`crate::PLATFORM_SERVICES`]).
+pub const RESERVED_APP_NAME: &str = "slipway";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
@@ -116,6 +119,14 @@ pub fn validate_app_name(name: &str) -> Result<(), ValidationError> {
                 name.len()
             ),
         ));
+    }
+    if name == RESERVED_APP_NAME {
+        // An app's jobs register in discovery as `<app>-<process type>`: an app named
+        // `slipway` with a process type `scheduler` or `controller` would join the platform's
+        // own services (its elections, the controllers hosts send the API key to).
+        return err(
+            "the app name \"slipway\" is reserved for Slipway's own services (slipway-controller, slipway-scheduler, …): choose another",
+        );
     }
     let ok_chars = name
         .bytes()
@@ -233,9 +244,13 @@ mod tests {
             "ä",
             &"x".repeat(64),
             "../etc",
+            "slipway",
         ] {
             assert!(validate_app_name(bad).is_err(), "{bad}");
         }
+        let e = validate_app_name("slipway").unwrap_err();
+        assert!(e.message.contains("reserved"), "{e:?}");
+        assert!(validate_app_name("slipway-docs").is_ok());
     }
 
     #[test]

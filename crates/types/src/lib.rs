@@ -22,7 +22,8 @@ mod time_format;
 pub mod units;
 
 pub use app::{
-    App, AppDeletion, AppUpdate, DEFAULT_DEPLOY_TIMEOUT, DeployStrategy, NewApp, validate_app_name,
+    App, AppDeletion, AppUpdate, DEFAULT_DEPLOY_TIMEOUT, DeployStrategy, NewApp, RESERVED_APP_NAME,
+    validate_app_name,
 };
 pub use build::{Build, BuildStatus, MAX_BUILD_LOG_BYTES, NewBuild};
 pub use cluster::{
@@ -40,8 +41,8 @@ pub use release::{
     validate_env,
 };
 pub use route::{
-    Certificate, HttpRoute, MAX_SERVICE_NAME_LEN, NewRoute, Route, RouteType, RouteUpdate,
-    TCP_PORT_RANGE, TcpRoute, normalize_domain, normalize_path, validate_service_name,
+    Certificate, HttpRoute, MAX_SERVICE_NAME_LEN, NewRoute, PLATFORM_SERVICES, Route, RouteType,
+    RouteUpdate, TCP_PORT_RANGE, TcpRoute, normalize_domain, normalize_path, validate_service_name,
 };
 pub use secret::secret_eq;
 pub use time_format::Timestamp;

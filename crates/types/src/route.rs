@@ -222,8 +222,29 @@ impl RouteUpdate {
 }
 
 fn validate_service(s: &str) -> Result<(), ValidationError> {
-    validate_service_name("service name", s)
+    validate_service_name("service name", s)?;
+    if PLATFORM_SERVICES.contains(&s) {
+        // Their instances are the platform's own listeners (the API, a host's API, the
+        // router's admin endpoint): a route would serve them on port 80.
+        return Err(ValidationError::new(
+            "service",
+            format!(
+                "the service {s:?} is one of Slipway's own; a route may not send traffic to it"
+            ),
+        ));
+    }
+    Ok(())
 }
+
+/// The discovery services of Slipway itself, which no route may name and no app's jobs join
+/// (see [`crate::RESERVED_APP_NAME`]).
+pub const PLATFORM_SERVICES: &[&str] = &[
+    "slipway-controller",
+    "slipway-router",
+    "slipway-host",
+    "slipway-scheduler",
+    "slipway-housekeeping",
+];
 
 /// Longest service name (and discovery instance id).
 pub const MAX_SERVICE_NAME_LEN: usize = 100;
@@ -342,6 +363,21 @@ mod tests {
         ] {
             assert!(normalize_domain(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_route_may_not_name_the_platforms_own_services() {
+        for s in PLATFORM_SERVICES {
+            let e = validate_service(s).unwrap_err();
+            assert!(e.message.contains("one of Slipway's own"), "{s}: {e:?}");
+        }
+        // An app named slipway-x has its own services, which its routes name.
+        assert!(validate_service("slipway-x-web").is_ok());
+        let update = RouteUpdate {
+            service: Some("slipway-host".into()),
+            ..Default::default()
+        };
+        assert!(update.validate().is_err());
     }
 
     #[test]

@@ -111,6 +111,26 @@ async fn malformed_bodies() {
         "PEM",
     )
     .await;
+    // The platform's own services (the API's, a host's, the router's admin listeners) are
+    // never a route's.
+    s.err(
+        Method::POST,
+        "/apps/ok/routes",
+        Some(json!({"type": "http", "domain": "api.x.com", "service": "slipway-controller"})),
+        422,
+        "validation_error",
+        "one of Slipway's own",
+    )
+    .await;
+    s.err(
+        Method::POST,
+        "/apps",
+        Some(json!({"name": "slipway"})),
+        422,
+        "validation_error",
+        "reserved",
+    )
+    .await;
     s.err(
         Method::PUT,
         "/apps/ok/release",
