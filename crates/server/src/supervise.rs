@@ -189,16 +189,23 @@ pub async fn run(sv: Supervise) -> Result<()> {
     let with_router = !args.routing.no_router;
     let exe = &sv.exe;
 
-    let pid = server.start(exe)?;
-    proc::write_pid(&server_pid, pid)?;
-    wait_ready(args.listen).await;
-    if with_router {
-        router.start(exe)?;
-    }
+    // The handlers before the children: until they are installed SIGTERM and SIGHUP would end
+    // the supervisor at once (their default action), leaving its children running.
     let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    loop {
+    let pid = server.start(exe)?;
+    proc::write_pid(&server_pid, pid)?;
+    // A stop while the server starts (up to READY_TIMEOUT) is not put off until it answers.
+    let stop_now = tokio::select! {
+        _ = wait_ready(args.listen) => false,
+        _ = term.recv() => true,
+        _ = int.recv() => true,
+    };
+    if with_router && !stop_now {
+        router.start(exe)?;
+    }
+    while !stop_now {
         let (server_due, router_due) = (server.restart_at, router.restart_at);
         tokio::select! {
             status = server.exited() => server.crashed(status),

@@ -655,3 +655,46 @@ fn a_git_push_in_flight_at_sigterm_completes() {
     wait_for(70, "the server's exit", || !alive(pid));
     s.kill();
 }
+
+/// The supervisor's own start: the server child is running before it answers. A SIGTERM then
+/// (`systemctl stop` right after a start) used to find no handler installed yet: its default
+/// action killed the supervisor at once and left the server running, unknown to anyone (under
+/// `KillMode=process` systemd does not stop it either). Now the supervisor stops it and exits 0.
+#[test]
+fn a_sigterm_while_the_first_server_starts_stops_it_and_the_supervisor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3900 + std::process::id() % 25,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    let mut sup = s.spawn();
+    let t = Instant::now();
+    let server = loop {
+        if let Some(p) = s.server_pid() {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no server child");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let answering = std::net::TcpStream::connect(&s.listen).is_ok();
+    kill(sup.id(), "TERM");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the supervisor did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("SIGTERM with the server answering: {answering}; exit {status:?}");
+    assert!(status.success(), "the supervisor: {status:?}\n{}", s.log());
+    wait_for(30, "the server child's exit", || !alive(server));
+}
