@@ -194,50 +194,59 @@ pub async fn run(sv: Supervise) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    let pid = server.start(exe)?;
-    proc::write_pid(&server_pid, pid)?;
-    // A stop while the server starts (up to READY_TIMEOUT) is not put off until it answers.
-    let stop_now = tokio::select! {
-        _ = wait_ready(args.listen) => false,
-        _ = term.recv() => true,
-        _ = int.recv() => true,
-    };
-    if with_router && !stop_now {
-        router.start(exe)?;
-    }
-    while !stop_now {
-        let (server_due, router_due) = (server.restart_at, router.restart_at);
-        tokio::select! {
-            status = server.exited() => server.crashed(status),
-            status = router.exited() => router.crashed(status),
-            _ = due(server_due) => {
-                match server.start(exe) {
-                    Ok(pid) => proc::write_pid(&server_pid, pid)?,
-                    Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
-                }
-            }
-            _ = due(router_due) => {
-                if let Err(e) = router.start(exe) {
-                    tracing::warn!("supervise: {e:#}");
-                    router.crashed(Default::default());
-                }
-            }
-            _ = hup.recv() => {
-                tracing::info!("supervise: SIGHUP: upgrading from {}", exe.display());
-                if with_router {
-                    upgrade_router(&mut router, exe).await;
-                }
-                server.stop(grace).await;
-                match server.start(exe) {
-                    Ok(pid) => proc::write_pid(&server_pid, pid)?,
-                    Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
-                }
-                wait_ready(args.listen).await;
-                tracing::info!("supervise: upgraded");
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+    // Whatever ends this (a signal, or an error such as a pid file that cannot be written),
+    // the children are stopped below: none is left running unknown to the next supervisor.
+    let result: Result<()> = async {
+        let pid = server.start(exe)?;
+        proc::write_pid(&server_pid, pid)?;
+        // A stop while the server starts (up to READY_TIMEOUT) is not put off until it answers.
+        let stop_now = tokio::select! {
+            _ = wait_ready(args.listen) => false,
+            _ = term.recv() => true,
+            _ = int.recv() => true,
+        };
+        if with_router && !stop_now {
+            router.start(exe)?;
         }
+        while !stop_now {
+            let (server_due, router_due) = (server.restart_at, router.restart_at);
+            tokio::select! {
+                status = server.exited() => server.crashed(status),
+                status = router.exited() => router.crashed(status),
+                _ = due(server_due) => {
+                    match server.start(exe) {
+                        Ok(pid) => proc::write_pid(&server_pid, pid)?,
+                        Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
+                    }
+                }
+                _ = due(router_due) => {
+                    if let Err(e) = router.start(exe) {
+                        tracing::warn!("supervise: {e:#}");
+                        router.crashed(Default::default());
+                    }
+                }
+                _ = hup.recv() => {
+                    tracing::info!("supervise: SIGHUP: upgrading from {}", exe.display());
+                    if with_router {
+                        upgrade_router(&mut router, exe).await;
+                    }
+                    server.stop(grace).await;
+                    match server.start(exe) {
+                        Ok(pid) => proc::write_pid(&server_pid, pid)?,
+                        Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
+                    }
+                    wait_ready(args.listen).await;
+                    tracing::info!("supervise: upgraded");
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::error!("supervise: {e:#}");
     }
     tracing::info!("supervise: stopping the router and the server; jobs keep running");
     tokio::join!(router.stop(grace), server.stop(grace));
@@ -246,7 +255,7 @@ pub async fn run(sv: Supervise) -> Result<()> {
         let _ = std::fs::remove_file(&pid_file);
     }
     tracing::info!("supervise: stopped");
-    Ok(())
+    result
 }
 
 /// Starts a new router beside the running one: it takes the ports over (the handoff) and the

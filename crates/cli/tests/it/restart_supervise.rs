@@ -698,3 +698,58 @@ fn a_sigterm_while_the_first_server_starts_stops_it_and_the_supervisor() {
     assert!(status.success(), "the supervisor: {status:?}\n{}", s.log());
     wait_for(30, "the server child's exit", || !alive(server));
 }
+
+/// The processes whose command line has `needle` as one of its arguments.
+fn pids_with_arg(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// An error of the supervisor's (here `server.pid` cannot be written: a directory is in the
+/// way, as a full or read-only disk would fail it) used to return at once and leave the server
+/// child running with no pid file naming it: the next supervisor would start a second server on
+/// the same data dir. Now the supervisor stops its children before it exits with the error.
+#[test]
+fn a_supervisor_that_fails_stops_its_children_before_it_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3925 + std::process::id() % 25,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    std::fs::create_dir_all(s.data().join("server.pid/in-the-way")).unwrap();
+    let mut sup = s.spawn();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the supervisor did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = s.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("cannot write the pid file"), "{log}");
+    let data = s.data().display().to_string();
+    let left = pids_with_arg(&data);
+    for p in &left {
+        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+    assert!(left.is_empty(), "children left running: {left:?}\n{log}");
+}
