@@ -153,7 +153,7 @@ pub async fn run(sv: Supervise) -> Result<()> {
         .pid_file
         .clone()
         .unwrap_or_else(|| data.join("supervise.pid"));
-    if let Some(pid) = proc::live_pid(&pid_file, "supervise") {
+    if let Some((pid, _)) = proc::live_pid(&pid_file, "supervise") {
         bail!(
             "a supervisor already runs (pid {pid}, {}): SIGHUP it to upgrade, SIGTERM it to stop",
             pid_file.display()
@@ -162,8 +162,8 @@ pub async fn run(sv: Supervise) -> Result<()> {
     proc::write_pid(&pid_file, std::process::id())?;
     let server_pid = data.join("server.pid");
     let grace = args.drain_timeout + Duration::from_secs(15);
-    if let Some(pid) = proc::live_pid(&server_pid, "server") {
-        proc::stop_orphan(pid, "server", grace).await;
+    if let Some((pid, started)) = proc::live_pid(&server_pid, "server") {
+        proc::stop_orphan(pid, started, "server", grace).await;
     }
     let router_dir = sv
         .args
