@@ -153,6 +153,22 @@ pub async fn run(sv: Supervise) -> Result<()> {
         .pid_file
         .clone()
         .unwrap_or_else(|| data.join("supervise.pid"));
+    // One supervisor per data dir, whatever pid file each was given (the systemd unit's is
+    // /run/slipway.pid): held until this process ends (not inherited by the children).
+    let lock_path = data.join("supervise.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    if let Err(e) = lock.try_lock() {
+        bail!(
+            "a supervisor already runs on {} ({}: {e}): SIGHUP it to upgrade, SIGTERM it to stop",
+            data.display(),
+            lock_path.display()
+        );
+    }
     if let Some((pid, _)) = proc::live_pid(&pid_file, "supervise") {
         bail!(
             "a supervisor already runs (pid {pid}, {}): SIGHUP it to upgrade, SIGTERM it to stop",
@@ -255,6 +271,7 @@ pub async fn run(sv: Supervise) -> Result<()> {
         let _ = std::fs::remove_file(&pid_file);
     }
     tracing::info!("supervise: stopped");
+    drop(lock);
     result
 }
 

@@ -665,7 +665,7 @@ fn a_sigterm_while_the_first_server_starts_stops_it_and_the_supervisor() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3900 + std::process::id() % 25,
+        n: 3900 + std::process::id() % 15,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
@@ -723,7 +723,7 @@ fn a_supervisor_that_fails_stops_its_children_before_it_exits() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3925 + std::process::id() % 25,
+        n: 3915 + std::process::id() % 15,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
@@ -752,4 +752,59 @@ fn a_supervisor_that_fails_stops_its_children_before_it_exits() {
         let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
     }
     assert!(left.is_empty(), "children left running: {left:?}\n{log}");
+}
+
+/// A second supervisor on the same data dir but with another pid file (the systemd unit's is
+/// `/run/slipway.pid`, a `slipway supervise` typed by hand uses `<data dir>/supervise.pid`) did
+/// not see the first: it took the first one's live server for an orphan, stopped it, and both
+/// then ran servers (and routers taking the ports from each other) on one data dir. The data
+/// dir is now locked by the supervisor that runs on it.
+#[test]
+fn a_second_supervisor_with_another_pid_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3930 + std::process::id() % 20,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    let mut first = s.spawn();
+    wait_for(60, "the first router", || s.router_pid().is_some());
+    let server = s.server_pid().unwrap();
+    let err = tmp.path().join("second.log");
+    let mut second = Command::new(BIN)
+        .args(["supervise", "--no-register", "--no-host"])
+        .args(["--listen", &s.listen, "--discovery-listen", &s.discovery])
+        .arg("--pid-file")
+        .arg(tmp.path().join("other.pid"))
+        .arg("--data-dir")
+        .arg(s.data())
+        .env("HOME", &s.dir)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            kill(second.id(), "TERM");
+            second.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        status.is_some_and(|st| !st.success()) && said.contains("a supervisor already runs"),
+        "the second supervisor ran ({status:?}):\n{said}"
+    );
+    assert!(alive(server), "the first supervisor's server was stopped");
+    kill(first.id(), "TERM");
+    assert!(first.wait().unwrap().success());
 }
