@@ -218,6 +218,8 @@ pub async fn run(sv: Supervise) -> Result<()> {
         // A stop while the server starts (up to READY_TIMEOUT) is not put off until it answers.
         let stop_now = tokio::select! {
             _ = wait_ready(args.listen) => false,
+            // A server that exits as it starts is not waited for: started again with backoff.
+            status = server.exited() => { server.crashed(status); false }
             _ = term.recv() => true,
             _ = int.recv() => true,
         };
@@ -251,8 +253,10 @@ pub async fn run(sv: Supervise) -> Result<()> {
                         Ok(pid) => proc::write_pid(&server_pid, pid)?,
                         Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
                     }
-                    wait_ready(args.listen).await;
-                    tracing::info!("supervise: upgraded");
+                    tokio::select! {
+                        _ = wait_ready(args.listen) => tracing::info!("supervise: upgraded"),
+                        status = server.exited() => server.crashed(status),
+                    }
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,

@@ -808,3 +808,33 @@ fn a_second_supervisor_with_another_pid_file_is_refused() {
     kill(first.id(), "TERM");
     assert!(first.wait().unwrap().success());
 }
+
+/// A server that exits as it starts (here: etcd does not answer, a check made before anything
+/// starts) is started again with backoff. Before, the supervisor
+/// waited up to 120 s for the dead server to answer on its port, restarting nothing (neither
+/// it nor a router that crashed meanwhile, e.g. after an upgrade to a binary whose server fails).
+#[test]
+fn a_server_that_exits_as_it_starts_is_restarted_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3900 + std::process::id() % 15,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec![
+            "--no-host".into(),
+            "--etcd".into(),
+            format!("http://127.0.0.1:{dead}"),
+        ],
+    };
+    let mut sup = s.spawn();
+    let took = wait_for(30, "two restarts of the server", || {
+        s.log().matches("the server exited unexpectedly").count() >= 2
+    });
+    eprintln!("two restarts within {took:?}");
+    kill(sup.id(), "TERM");
+    assert!(sup.wait().unwrap().success(), "{}", s.log());
+}
