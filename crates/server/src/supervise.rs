@@ -145,6 +145,14 @@ pub async fn run(sv: Supervise) -> Result<()> {
             bail!("supervise: {flag} needs a fixed port (the router follows it across restarts)");
         }
     }
+    // The children inherit the environment: the server child would run only these roles (and
+    // `router` alone would even make it pass for a router process to the handoff).
+    if std::env::var_os("SLIPWAY_ROLES").is_some_and(|v| !v.is_empty()) {
+        bail!(
+            "supervise runs every role, the router in a process of its own: SLIPWAY_ROLES is set \
+             in its environment (unset it; run `slipway server` for another split)"
+        );
+    }
     let data = &sv.data_dir;
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;

@@ -838,3 +838,44 @@ fn a_server_that_exits_as_it_starts_is_restarted_at_once() {
     kill(sup.id(), "TERM");
     assert!(sup.wait().unwrap().success(), "{}", s.log());
 }
+
+/// `SLIPWAY_ROLES` in the supervisor's environment reached the server child (`--roles` is
+/// refused, its variable was not): with `router` the child found no role to run and the
+/// supervisor waited on it; with another set it silently ran a part of Slipway. Refused now.
+#[test]
+fn slipway_roles_in_the_environment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sup = Command::new(BIN)
+        .args(["supervise", "--no-register", "--no-host"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--discovery-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("HOME", tmp.path())
+        .env("SLIPWAY_ROLES", "router")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = sup.kill();
+            sup.wait().unwrap();
+            for p in pids_with_arg(&tmp.path().join("data").display().to_string()) {
+                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = std::fs::read_to_string(tmp.path().join("log")).unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()) && said.contains("SLIPWAY_ROLES is set"),
+        "{status:?}: {said}"
+    );
+}
