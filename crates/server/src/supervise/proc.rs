@@ -17,11 +17,20 @@ pub fn signal(pid: u32, signal: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Writes `pid` and its start time, atomically.
+/// Writes `pid` and its start time, atomically. The temporary file is created anew, never
+/// opened through what is at its path: `--pid-file` may be in a directory others can write to
+/// (`/tmp`), where a symlink planted at the temporary name would have had root write through it.
 pub fn write_pid(path: &Path, pid: u32) -> Result<()> {
+    use std::io::Write;
     let started = crate::router::handoff::start_time(pid).unwrap_or_default();
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("{pid}\n{started}\n"))
+    // A leftover (or a planted symlink) goes: the link itself, not what it names.
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| f.write_all(format!("{pid}\n{started}\n").as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot write the pid file {}", path.display()))
 }
@@ -100,6 +109,25 @@ mod tests {
             .args(["-c", "trap '' TERM; exec sleep 30"])
             .spawn()
             .unwrap()
+    }
+
+    /// A symlink at the temporary name (a pid file in `/tmp`, another user's plant) is not
+    /// written through: before, `std::fs::write` followed it and root overwrote its target.
+    #[test]
+    fn a_symlink_at_the_pid_files_temporary_name_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "precious\n").unwrap();
+        let pid_file = dir.path().join("slipway.pid");
+        std::os::unix::fs::symlink(&target, pid_file.with_extension("tmp")).unwrap();
+        write_pid(&pid_file, std::process::id()).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious\n");
+        let text = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            text.starts_with(&format!("{}\n", std::process::id())),
+            "{text}"
+        );
+        assert!(!std::fs::symlink_metadata(&pid_file).unwrap().is_symlink());
     }
 
     /// The orphan exits, and its pid is another process's by then (here: the recorded start
