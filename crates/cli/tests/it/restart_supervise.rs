@@ -879,3 +879,33 @@ fn slipway_roles_in_the_environment_is_refused() {
         "{status:?}: {said}"
     );
 }
+
+/// A connection accepted during the drain (kept open so that a push in flight can have its
+/// hook called back) is answered 503, and does not hold the drain itself: before, one that
+/// sent nothing (a port scan, a browser's preconnect) held the server — its API answering 503
+/// to everyone — until the header timeout (30 s) or the drain timeout, whichever came first.
+#[test]
+fn an_idle_connection_made_during_the_drain_does_not_hold_it() {
+    let mut s =
+        TestServer::start_with(&["--no-host".into(), "--drain-timeout".into(), "20".into()]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let pid = s.pid();
+    let t = Instant::now();
+    kill(pid, "TERM");
+    wait_for(10, "the drain", || {
+        std::fs::read_to_string(s.dir.path().join("server.log"))
+            .unwrap_or_default()
+            .contains("the API: draining")
+    });
+    let _idle = std::net::TcpStream::connect(&addr).unwrap();
+    let took = wait_for(30, "the server's exit", || !alive(pid));
+    eprintln!(
+        "the server exited {took:?} after the idle connection, {:?} after SIGTERM",
+        t.elapsed()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "an idle connection held the drain {took:?}"
+    );
+    s.kill();
+}
