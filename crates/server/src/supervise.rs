@@ -224,17 +224,17 @@ pub async fn run(sv: Supervise) -> Result<()> {
         let pid = server.start(exe)?;
         proc::write_pid(&server_pid, pid)?;
         // A stop while the server starts (up to READY_TIMEOUT) is not put off until it answers.
-        let stop_now = tokio::select! {
-            _ = wait_ready(args.listen) => false,
+        tokio::select! {
+            _ = wait_ready(args.listen) => {}
             // A server that exits as it starts is not waited for: started again with backoff.
-            status = server.exited() => { server.crashed(status); false }
-            _ = term.recv() => true,
-            _ = int.recv() => true,
-        };
-        if with_router && !stop_now {
+            status = server.exited() => server.crashed(status),
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+        }
+        if with_router {
             router.start(exe)?;
         }
-        while !stop_now {
+        loop {
             let (server_due, router_due) = (server.restart_at, router.restart_at);
             tokio::select! {
                 status = server.exited() => server.crashed(status),
@@ -264,6 +264,8 @@ pub async fn run(sv: Supervise) -> Result<()> {
                     tokio::select! {
                         _ = wait_ready(args.listen) => tracing::info!("supervise: upgraded"),
                         status = server.exited() => server.crashed(status),
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
                     }
                 }
                 _ = term.recv() => break,
