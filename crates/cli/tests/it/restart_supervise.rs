@@ -665,7 +665,7 @@ fn a_sigterm_while_the_first_server_starts_stops_it_and_the_supervisor() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3900 + std::process::id() % 15,
+        n: 3900 + std::process::id() % 10,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
@@ -723,7 +723,7 @@ fn a_supervisor_that_fails_stops_its_children_before_it_exits() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3915 + std::process::id() % 15,
+        n: 3910 + std::process::id() % 10,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
@@ -764,7 +764,7 @@ fn a_second_supervisor_with_another_pid_file_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3930 + std::process::id() % 20,
+        n: 3920 + std::process::id() % 10,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
@@ -819,7 +819,7 @@ fn a_server_that_exits_as_it_starts_is_restarted_at_once() {
     let dead = free_port();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3900 + std::process::id() % 15,
+        n: 3930 + std::process::id() % 10,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
