@@ -186,6 +186,8 @@ pub async fn run(sv: Supervise) -> Result<()> {
     proc::write_pid(&pid_file, std::process::id())?;
     let server_pid = data.join("server.pid");
     let grace = args.drain_timeout + Duration::from_secs(15);
+    // The router's own drain (`--router-drain-timeout`), not the server's, bounds its stop.
+    let router_grace = args.routing.router_drain_timeout + Duration::from_secs(15);
     if let Some((pid, started)) = proc::live_pid(&server_pid, "server") {
         proc::stop_orphan(pid, started, "server", grace).await;
     }
@@ -254,7 +256,7 @@ pub async fn run(sv: Supervise) -> Result<()> {
                 _ = hup.recv() => {
                     tracing::info!("supervise: SIGHUP: upgrading from {}", exe.display());
                     if with_router {
-                        upgrade_router(&mut router, exe).await;
+                        upgrade_router(&mut router, exe, router_grace).await;
                     }
                     server.stop(grace).await;
                     match server.start(exe) {
@@ -279,7 +281,7 @@ pub async fn run(sv: Supervise) -> Result<()> {
         tracing::error!("supervise: {e:#}");
     }
     tracing::info!("supervise: stopping the router and the server; jobs keep running");
-    tokio::join!(router.stop(grace), server.stop(grace));
+    tokio::join!(router.stop(router_grace), server.stop(grace));
     let _ = std::fs::remove_file(&server_pid);
     if proc::live_pid(&pid_file, "supervise").is_none() {
         let _ = std::fs::remove_file(&pid_file);
@@ -291,7 +293,7 @@ pub async fn run(sv: Supervise) -> Result<()> {
 
 /// Starts a new router beside the running one: it takes the ports over (the handoff) and the
 /// old one drains and exits by itself. A new one that fails leaves the old one serving.
-async fn upgrade_router(router: &mut Slot, exe: &std::path::Path) {
+async fn upgrade_router(router: &mut Slot, exe: &std::path::Path, grace: Duration) {
     let old = router.child.take();
     if let Err(e) = router.start(exe) {
         tracing::warn!("supervise: cannot start the new router, the old one serves on: {e:#}");
@@ -299,7 +301,7 @@ async fn upgrade_router(router: &mut Slot, exe: &std::path::Path) {
         return;
     }
     let Some(mut old) = old else { return };
-    let bound = crate::router::handoff::LOAD_TIMEOUT + Duration::from_secs(45);
+    let bound = crate::router::handoff::LOAD_TIMEOUT + grace;
     tokio::select! {
         _ = old.wait() => tracing::info!("supervise: the new router took over; the old one exited"),
         status = router.exited() => {

@@ -819,7 +819,7 @@ fn a_server_that_exits_as_it_starts_is_restarted_at_once() {
     let dead = free_port();
     let s = Setup {
         dir: tmp.path().to_path_buf(),
-        n: 3930 + std::process::id() % 10,
+        n: 3930 + std::process::id() % 5,
         bin: PathBuf::from(BIN),
         listen: format!("127.0.0.1:{}", free_port()),
         discovery: format!("127.0.0.1:{}", free_port()),
@@ -908,4 +908,47 @@ fn an_idle_connection_made_during_the_drain_does_not_hold_it() {
         "an idle connection held the drain {took:?}"
     );
     s.kill();
+}
+
+/// The supervisor's stop gives the router its own drain (`--router-drain-timeout`), not the
+/// server's: with `--drain-timeout 1` the router was SIGKILLed after 16 s, however long it was
+/// told to drain (here a client connection that has not sent its request keeps it draining
+/// until the 25 s header timeout).
+#[test]
+fn the_supervisor_lets_the_router_drain_for_its_own_drain_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3935 + std::process::id() % 5,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: [
+            "--no-host",
+            "--drain-timeout",
+            "1",
+            "--router-drain-timeout",
+            "40",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--header-timeout".to_string(), "25".to_string()])
+        .collect(),
+    };
+    let mut sup = s.spawn();
+    wait_for(60, "the router", || s.router_pid().is_some());
+    let router = s.router_pid().unwrap();
+    let _client = std::net::TcpStream::connect(("127.0.0.1", s.ports.0)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    kill(sup.id(), "TERM");
+    assert!(sup.wait().unwrap().success());
+    eprintln!("the supervisor stopped in {:?}", t.elapsed());
+    let log = s.log();
+    assert!(!alive(router));
+    assert!(
+        !log.contains("the router did not exit within"),
+        "the router was killed in its drain:\n{log}"
+    );
 }
