@@ -52,12 +52,17 @@ pub async fn start(
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("opening {}", lock_path.display()))?;
-    if let Err(e) = lock.try_lock() {
-        anyhow::bail!(
-            "another host agent runs on {} ({}: {e}); stop it first",
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another host agent runs on {} ({} is locked); stop it first",
             runc.data_dir.display(),
             lock_path.display()
-        );
+        ),
+        // A filesystem without locks: nothing to tell by.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!("cannot lock {}: {e}", lock_path.display())
+        }
     }
     let runtime = tokio::task::spawn_blocking(move || RuncRuntime::new(runc)).await??;
     let agent = Agent::start(agent, Arc::new(runtime)).await?;

@@ -170,12 +170,17 @@ pub async fn run(sv: Supervise) -> Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    if let Err(e) = lock.try_lock() {
-        bail!(
-            "a supervisor already runs on {} ({}: {e}): SIGHUP it to upgrade, SIGTERM it to stop",
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "a supervisor already runs on {} ({} is locked): SIGHUP it to upgrade, SIGTERM it to stop",
             data.display(),
             lock_path.display()
-        );
+        ),
+        // A filesystem without locks: the pid file checks below are all there is.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!("supervise: cannot lock {}: {e}", lock_path.display())
+        }
     }
     if let Some((pid, _)) = proc::live_pid(&pid_file, "supervise") {
         bail!(
