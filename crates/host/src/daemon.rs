@@ -14,6 +14,9 @@ pub struct Host {
     /// Where the HTTP API listens, if it was asked for.
     pub addr: Option<SocketAddr>,
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// `<data dir>/agent.lock`, held while this is kept (see [`start`]): keep it as long as
+    /// the agent runs.
+    _lock: std::fs::File,
 }
 
 impl Host {
@@ -38,6 +41,29 @@ pub async fn start(
     agent: AgentConfig,
     listen: Option<(SocketAddr, String)>,
 ) -> Result<Host> {
+    // One agent per data dir: a second one's host setup would empty the running agent's bridge
+    // filter, and its start-up sweep would take the jobs that agent is starting for leftovers.
+    std::fs::create_dir_all(&runc.data_dir)
+        .with_context(|| format!("creating {}", runc.data_dir.display()))?;
+    let lock_path = runc.data_dir.join("agent.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("opening {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another host agent runs on {} ({} is locked); stop it first",
+            runc.data_dir.display(),
+            lock_path.display()
+        ),
+        // A filesystem without locks: nothing to tell by.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!("cannot lock {}: {e}", lock_path.display())
+        }
+    }
     let runtime = tokio::task::spawn_blocking(move || RuncRuntime::new(runc)).await??;
     let agent = Agent::start(agent, Arc::new(runtime)).await?;
     let (addr, server) = match listen {
@@ -60,5 +86,6 @@ pub async fn start(
         agent,
         addr,
         server,
+        _lock: lock,
     })
 }

@@ -33,6 +33,8 @@ pub struct HostDeps<'a> {
 pub struct LocalHost {
     pub id: String,
     pub api: Arc<dyn HostApi>,
+    /// Kept while the server runs: it holds the agent's data dir lock.
+    _host: slipway_host::daemon::Host,
 }
 
 pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
@@ -118,7 +120,11 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
         _ => {}
     }
     tracing::info!(host = %id, "local host agent ready");
-    Ok(LocalHost { id, api })
+    Ok(LocalHost {
+        id,
+        api,
+        _host: host,
+    })
 }
 
 /// Two hosts with one id would each be taken for the other: the second refuses to start.

@@ -123,6 +123,11 @@ pub async fn serve(
     // (the pre-receive hook of a push in flight calls this API back), but their requests are
     // answered 503 but for that hook ([`drain::Drain::layer`]).
     let mut draining: Option<tokio::time::Instant> = None;
+    // One clone per connection accepted before the drain: the drain waits for those alone. One
+    // accepted during it is answered 503 (or is the hook of a push in flight, whose own
+    // connection is one of those): it must not hold the drain (one that sends nothing would
+    // until the header timeout).
+    let before_drain = Arc::new(());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -142,7 +147,7 @@ pub async fn serve(
                 continue;
             }
             _ = tokio::time::sleep(Duration::from_millis(50)), if draining.is_some() => {
-                let done = slots.available_permits() == all;
+                let done = Arc::strong_count(&before_drain) == 1;
                 if done || draining.is_some_and(|d| d.elapsed() >= timeout) {
                     break;
                 }
@@ -186,8 +191,9 @@ pub async fn serve(
         let stop = stop_rx.clone();
         // Accepted during the drain: one request, then closed.
         let late = draining.is_some();
+        let in_flight = (!late).then(|| before_drain.clone());
         tokio::spawn(async move {
-            let _permit = (permit, peer_slot);
+            let _permit = (permit, peer_slot, in_flight);
             let svc = hyper_util::service::TowerToHyperService::new(app);
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(!late)
@@ -215,7 +221,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let open = all - slots.available_permits();
+    let open = Arc::strong_count(&before_drain) - 1;
     match draining {
         Some(started) if open == 0 => {
             tracing::info!("{what}: drained in {:?}", started.elapsed())

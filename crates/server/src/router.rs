@@ -67,8 +67,8 @@ pub async fn start(
         }
         false => None,
     };
-    if let Some(pid) = predecessor {
-        tracing::info!("router: taking over the ports of router process {pid}");
+    if let Some(p) = predecessor {
+        tracing::info!("router: taking over the ports of router process {}", p.pid);
     }
     let mut router_config = router_config(args, max_connections, tokens)?;
     router_config.takeover = predecessor.is_some();
@@ -103,8 +103,8 @@ pub async fn start(
     let pid_dir = router_process.then(|| config.data_dir.clone());
     if let Some(dir) = &pid_dir {
         // Accepting now: the predecessor can stop.
-        if let Some(pid) = predecessor {
-            handoff::terminate(pid);
+        if let Some(p) = predecessor {
+            handoff::terminate(p);
             router.end_takeover();
         }
         handoff::write_own_pid(dir)
@@ -125,10 +125,11 @@ pub async fn start(
 /// router serves with what it has — unless a predecessor still serves: an empty router must
 /// not replace a loaded one, so it waits on (saying so every [`handoff::LOAD_TIMEOUT`]) while
 /// the predecessor lives.
-async fn wait_loaded(router: &slipway_router::Router, predecessor: Option<u32>) {
+async fn wait_loaded(router: &slipway_router::Router, predecessor: Option<handoff::Predecessor>) {
     let started = std::time::Instant::now();
     while !router.wait_loaded(handoff::LOAD_TIMEOUT).await {
-        let Some(pid) = predecessor.filter(|pid| handoff::start_time(*pid).is_some()) else {
+        // The same process (start time), not whatever has its pid now.
+        let Some(pid) = predecessor.filter(|p| p.alive()).map(|p| p.pid) else {
             tracing::warn!(
                 "router: no routes or no backends yet after {:?} (controller or discovery away?); serving with what it has, and following them",
                 started.elapsed()

@@ -145,6 +145,14 @@ pub async fn run(sv: Supervise) -> Result<()> {
             bail!("supervise: {flag} needs a fixed port (the router follows it across restarts)");
         }
     }
+    // The children inherit the environment: the server child would run only these roles (and
+    // `router` alone would even make it pass for a router process to the handoff).
+    if std::env::var_os("SLIPWAY_ROLES").is_some_and(|v| !v.is_empty()) {
+        bail!(
+            "supervise runs every role, the router in a process of its own: SLIPWAY_ROLES is set \
+             in its environment (unset it; run `slipway server` for another split)"
+        );
+    }
     let data = &sv.data_dir;
     std::fs::create_dir_all(data)
         .with_context(|| format!("cannot create the data directory {}", data.display()))?;
@@ -153,7 +161,28 @@ pub async fn run(sv: Supervise) -> Result<()> {
         .pid_file
         .clone()
         .unwrap_or_else(|| data.join("supervise.pid"));
-    if let Some(pid) = proc::live_pid(&pid_file, "supervise") {
+    // One supervisor per data dir, whatever pid file each was given (the systemd unit's is
+    // /run/slipway.pid): held until this process ends (not inherited by the children).
+    let lock_path = data.join("supervise.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "a supervisor already runs on {} ({} is locked): SIGHUP it to upgrade, SIGTERM it to stop",
+            data.display(),
+            lock_path.display()
+        ),
+        // A filesystem without locks: the pid file checks below are all there is.
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!("supervise: cannot lock {}: {e}", lock_path.display())
+        }
+    }
+    if let Some((pid, _)) = proc::live_pid(&pid_file, "supervise") {
         bail!(
             "a supervisor already runs (pid {pid}, {}): SIGHUP it to upgrade, SIGTERM it to stop",
             pid_file.display()
@@ -162,8 +191,10 @@ pub async fn run(sv: Supervise) -> Result<()> {
     proc::write_pid(&pid_file, std::process::id())?;
     let server_pid = data.join("server.pid");
     let grace = args.drain_timeout + Duration::from_secs(15);
-    if let Some(pid) = proc::live_pid(&server_pid, "server") {
-        proc::stop_orphan(pid, "server", grace).await;
+    // The router's own drain (`--router-drain-timeout`), not the server's, bounds its stop.
+    let router_grace = args.routing.router_drain_timeout + Duration::from_secs(15);
+    if let Some((pid, started)) = proc::live_pid(&server_pid, "server") {
+        proc::stop_orphan(pid, started, "server", grace).await;
     }
     let router_dir = sv
         .args
@@ -196,62 +227,85 @@ pub async fn run(sv: Supervise) -> Result<()> {
     let mut router = Slot::new("router", router_flags(&sv.argv, &inputs)?);
     let exe = &sv.exe;
 
-    let pid = server.start(exe)?;
-    proc::write_pid(&server_pid, pid)?;
-    wait_ready(args.listen).await;
-    if with_router {
-        router.start(exe)?;
-    }
+    // The handlers before the children: until they are installed SIGTERM and SIGHUP would end
+    // the supervisor at once (their default action), leaving its children running.
     let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
-    loop {
-        let (server_due, router_due) = (server.restart_at, router.restart_at);
+    // Whatever ends this (a signal, or an error such as a pid file that cannot be written),
+    // the children are stopped below: none is left running unknown to the next supervisor.
+    let result: Result<()> = async {
+        let pid = server.start(exe)?;
+        proc::write_pid(&server_pid, pid)?;
+        // A stop while the server starts (up to READY_TIMEOUT) is not put off until it answers.
         tokio::select! {
+            _ = wait_ready(args.listen) => {}
+            // A server that exits as it starts is not waited for: started again with backoff.
             status = server.exited() => server.crashed(status),
-            status = router.exited() => router.crashed(status),
-            _ = due(server_due) => {
-                match server.start(exe) {
-                    Ok(pid) => proc::write_pid(&server_pid, pid)?,
-                    Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
-                }
-            }
-            _ = due(router_due) => {
-                if let Err(e) = router.start(exe) {
-                    tracing::warn!("supervise: {e:#}");
-                    router.crashed(Default::default());
-                }
-            }
-            _ = hup.recv() => {
-                tracing::info!("supervise: SIGHUP: upgrading from {}", exe.display());
-                if with_router {
-                    upgrade_router(&mut router, exe).await;
-                }
-                server.stop(grace).await;
-                match server.start(exe) {
-                    Ok(pid) => proc::write_pid(&server_pid, pid)?,
-                    Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
-                }
-                wait_ready(args.listen).await;
-                tracing::info!("supervise: upgraded");
-            }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
         }
+        if with_router {
+            router.start(exe)?;
+        }
+        loop {
+            let (server_due, router_due) = (server.restart_at, router.restart_at);
+            tokio::select! {
+                status = server.exited() => server.crashed(status),
+                status = router.exited() => router.crashed(status),
+                _ = due(server_due) => {
+                    match server.start(exe) {
+                        Ok(pid) => proc::write_pid(&server_pid, pid)?,
+                        Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
+                    }
+                }
+                _ = due(router_due) => {
+                    if let Err(e) = router.start(exe) {
+                        tracing::warn!("supervise: {e:#}");
+                        router.crashed(Default::default());
+                    }
+                }
+                _ = hup.recv() => {
+                    tracing::info!("supervise: SIGHUP: upgrading from {}", exe.display());
+                    if with_router {
+                        upgrade_router(&mut router, exe, router_grace).await;
+                    }
+                    server.stop(grace).await;
+                    match server.start(exe) {
+                        Ok(pid) => proc::write_pid(&server_pid, pid)?,
+                        Err(e) => { tracing::warn!("supervise: {e:#}"); server.crashed(Default::default()) }
+                    }
+                    tokio::select! {
+                        _ = wait_ready(args.listen) => tracing::info!("supervise: upgraded"),
+                        status = server.exited() => server.crashed(status),
+                        _ = term.recv() => break,
+                        _ = int.recv() => break,
+                    }
+                }
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = &result {
+        tracing::error!("supervise: {e:#}");
     }
     tracing::info!("supervise: stopping the router and the server; jobs keep running");
-    tokio::join!(router.stop(grace), server.stop(grace));
+    tokio::join!(router.stop(router_grace), server.stop(grace));
     let _ = std::fs::remove_file(&server_pid);
     if proc::live_pid(&pid_file, "supervise").is_none() {
         let _ = std::fs::remove_file(&pid_file);
     }
     tracing::info!("supervise: stopped");
-    Ok(())
+    drop(lock);
+    result
 }
 
 /// Starts a new router beside the running one: it takes the ports over (the handoff) and the
 /// old one drains and exits by itself. A new one that fails leaves the old one serving.
-async fn upgrade_router(router: &mut Slot, exe: &std::path::Path) {
+async fn upgrade_router(router: &mut Slot, exe: &std::path::Path, grace: Duration) {
     let old = router.child.take();
     if let Err(e) = router.start(exe) {
         tracing::warn!("supervise: cannot start the new router, the old one serves on: {e:#}");
@@ -259,7 +313,7 @@ async fn upgrade_router(router: &mut Slot, exe: &std::path::Path) {
         return;
     }
     let Some(mut old) = old else { return };
-    let bound = crate::router::handoff::LOAD_TIMEOUT + Duration::from_secs(45);
+    let bound = crate::router::handoff::LOAD_TIMEOUT + grace;
     tokio::select! {
         _ = old.wait() => tracing::info!("supervise: the new router took over; the old one exited"),
         status = router.exited() => {

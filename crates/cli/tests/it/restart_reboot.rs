@@ -562,3 +562,63 @@ fn after_a_reboot_10_jobs_and_a_tcp_route_are_served_again_and_nothing_is_left()
     }
     eprintln!("start to all served after a reboot, {runs} runs: {times:?}");
 }
+
+/// A second `slipway server` on the data dir of a running one (run by hand beside the
+/// supervised one, or an orphan that did not die) used to start its own host agent there: its
+/// host setup emptied the running agent's bridge filter and its start-up sweep took the jobs
+/// that agent was starting for leftovers (and both agents then adopted the same jobs). The
+/// agent's data dir is now locked: the second server stops before it touches anything.
+#[test]
+fn a_second_host_agent_on_the_same_data_dir_is_refused() {
+    if skip_unless_root("a_second_host_agent_on_the_same_data_dir_is_refused") {
+        return;
+    }
+    let n = 3940 + std::process::id() % 10;
+    let s = HostServer::start(n, &["--no-router".into()]);
+    let log = s.s.dir.path().join("second.log");
+    let mut second = Command::new(BIN)
+        .args(["server", "--no-router", "--no-register"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--discovery-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(s.s.dir.path().join("data"))
+        .args([
+            "--bridge",
+            &format!("slws{n}"),
+            "--nft-table",
+            &format!("slws{n}"),
+        ])
+        .args([
+            "--subnet",
+            &format!("100.{}.{}.0/24", 220 + n / 256, n % 256),
+        ])
+        .args(["--cgroup-parent", &format!("slipway-srvtest-{n}")])
+        .env("HOME", s.s.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = second.kill();
+            second.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        status.is_some_and(|st| !st.success()) && said.contains("another host agent runs"),
+        "the second server ({status:?}):\n{said}"
+    );
+    assert!(!said.contains("start-up sweep"), "{said}");
+}

@@ -704,3 +704,300 @@ fn a_git_push_in_flight_at_sigterm_completes() {
     wait_for(70, "the server's exit", || !alive(pid));
     s.kill();
 }
+
+/// The supervisor's own start: the server child is running before it answers. A SIGTERM then
+/// (`systemctl stop` right after a start) used to find no handler installed yet: its default
+/// action killed the supervisor at once and left the server running, unknown to anyone (under
+/// `KillMode=process` systemd does not stop it either). Now the supervisor stops it and exits 0.
+#[test]
+fn a_sigterm_while_the_first_server_starts_stops_it_and_the_supervisor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3900 + std::process::id() % 10,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    let mut sup = s.spawn();
+    let t = Instant::now();
+    let server = loop {
+        if let Some(p) = s.server_pid() {
+            break p;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no server child");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let answering = std::net::TcpStream::connect(&s.listen).is_ok();
+    kill(sup.id(), "TERM");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the supervisor did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("SIGTERM with the server answering: {answering}; exit {status:?}");
+    assert!(status.success(), "the supervisor: {status:?}\n{}", s.log());
+    wait_for(30, "the server child's exit", || !alive(server));
+}
+
+/// The processes whose command line has `needle` as one of its arguments.
+fn pids_with_arg(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|a| a == needle.as_bytes()) && alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// An error of the supervisor's (here `server.pid` cannot be written: a directory is in the
+/// way, as a full or read-only disk would fail it) used to return at once and leave the server
+/// child running with no pid file naming it: the next supervisor would start a second server on
+/// the same data dir. Now the supervisor stops its children before it exits with the error.
+#[test]
+fn a_supervisor_that_fails_stops_its_children_before_it_exits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3910 + std::process::id() % 10,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    std::fs::create_dir_all(s.data().join("server.pid/in-the-way")).unwrap();
+    let mut sup = s.spawn();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the supervisor did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let log = s.log();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("cannot write the pid file"), "{log}");
+    let data = s.data().display().to_string();
+    let left = pids_with_arg(&data);
+    for p in &left {
+        let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+    }
+    assert!(left.is_empty(), "children left running: {left:?}\n{log}");
+}
+
+/// A second supervisor on the same data dir but with another pid file (the systemd unit's is
+/// `/run/slipway.pid`, a `slipway supervise` typed by hand uses `<data dir>/supervise.pid`) did
+/// not see the first: it took the first one's live server for an orphan, stopped it, and both
+/// then ran servers (and routers taking the ports from each other) on one data dir. The data
+/// dir is now locked by the supervisor that runs on it.
+#[test]
+fn a_second_supervisor_with_another_pid_file_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3920 + std::process::id() % 10,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec!["--no-host".into()],
+    };
+    let mut first = s.spawn();
+    wait_for(60, "the first router", || s.router_pid().is_some());
+    let server = s.server_pid().unwrap();
+    let err = tmp.path().join("second.log");
+    let mut second = Command::new(BIN)
+        .args(["supervise", "--no-register", "--no-host"])
+        .args(["--listen", &s.listen, "--discovery-listen", &s.discovery])
+        .arg("--pid-file")
+        .arg(tmp.path().join("other.pid"))
+        .arg("--data-dir")
+        .arg(s.data())
+        .env("HOME", &s.dir)
+        .stdin(Stdio::null())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            kill(second.id(), "TERM");
+            second.wait().unwrap();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = std::fs::read_to_string(&err).unwrap_or_default();
+    assert!(
+        status.is_some_and(|st| !st.success()) && said.contains("a supervisor already runs"),
+        "the second supervisor ran ({status:?}):\n{said}"
+    );
+    assert!(alive(server), "the first supervisor's server was stopped");
+    kill(first.id(), "TERM");
+    assert!(first.wait().unwrap().success());
+}
+
+/// A server that exits as it starts (here: etcd does not answer, a check made before anything
+/// starts) is started again with backoff. Before, the supervisor
+/// waited up to 120 s for the dead server to answer on its port, restarting nothing (neither
+/// it nor a router that crashed meanwhile, e.g. after an upgrade to a binary whose server fails).
+#[test]
+fn a_server_that_exits_as_it_starts_is_restarted_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dead = free_port();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3930 + std::process::id() % 5,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: vec![
+            "--no-host".into(),
+            "--etcd".into(),
+            format!("http://127.0.0.1:{dead}"),
+        ],
+    };
+    let mut sup = s.spawn();
+    let took = wait_for(30, "two restarts of the server", || {
+        s.log().matches("the server exited unexpectedly").count() >= 2
+    });
+    eprintln!("two restarts within {took:?}");
+    kill(sup.id(), "TERM");
+    assert!(sup.wait().unwrap().success(), "{}", s.log());
+}
+
+/// `SLIPWAY_ROLES` in the supervisor's environment reached the server child (`--roles` is
+/// refused, its variable was not): with `router` the child found no role to run and the
+/// supervisor waited on it; with another set it silently ran a part of Slipway. Refused now.
+#[test]
+fn slipway_roles_in_the_environment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sup = Command::new(BIN)
+        .args(["supervise", "--no-register", "--no-host"])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--discovery-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data"))
+        .env("HOME", tmp.path())
+        .env("SLIPWAY_ROLES", "router")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(tmp.path().join("log")).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = sup.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = sup.kill();
+            sup.wait().unwrap();
+            for p in pids_with_arg(&tmp.path().join("data").display().to_string()) {
+                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+            }
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = std::fs::read_to_string(tmp.path().join("log")).unwrap();
+    assert!(
+        status.is_some_and(|s| !s.success()) && said.contains("SLIPWAY_ROLES is set"),
+        "{status:?}: {said}"
+    );
+}
+
+/// A connection accepted during the drain (kept open so that a push in flight can have its
+/// hook called back) is answered 503, and does not hold the drain itself: before, one that
+/// sent nothing (a port scan, a browser's preconnect) held the server — its API answering 503
+/// to everyone — until the header timeout (30 s) or the drain timeout, whichever came first.
+#[test]
+fn an_idle_connection_made_during_the_drain_does_not_hold_it() {
+    let mut s =
+        TestServer::start_with(&["--no-host".into(), "--drain-timeout".into(), "20".into()]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    let pid = s.pid();
+    let t = Instant::now();
+    kill(pid, "TERM");
+    wait_for(10, "the drain", || {
+        std::fs::read_to_string(s.dir.path().join("server.log"))
+            .unwrap_or_default()
+            .contains("the API: draining")
+    });
+    let _idle = std::net::TcpStream::connect(&addr).unwrap();
+    let took = wait_for(30, "the server's exit", || !alive(pid));
+    eprintln!(
+        "the server exited {took:?} after the idle connection, {:?} after SIGTERM",
+        t.elapsed()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "an idle connection held the drain {took:?}"
+    );
+    s.kill();
+}
+
+/// The supervisor's stop gives the router its own drain (`--router-drain-timeout`), not the
+/// server's: with `--drain-timeout 1` the router was SIGKILLed after 16 s, however long it was
+/// told to drain (here a client connection that has not sent its request keeps it draining
+/// until the 25 s header timeout).
+#[test]
+fn the_supervisor_lets_the_router_drain_for_its_own_drain_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Setup {
+        dir: tmp.path().to_path_buf(),
+        n: 3935 + std::process::id() % 5,
+        bin: PathBuf::from(BIN),
+        listen: format!("127.0.0.1:{}", free_port()),
+        discovery: format!("127.0.0.1:{}", free_port()),
+        ports: (free_port(), free_port(), free_port()),
+        extra: [
+            "--no-host",
+            "--drain-timeout",
+            "1",
+            "--router-drain-timeout",
+            "40",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["--header-timeout".to_string(), "25".to_string()])
+        .collect(),
+    };
+    let mut sup = s.spawn();
+    wait_for(60, "the router", || s.router_pid().is_some());
+    let router = s.router_pid().unwrap();
+    let _client = std::net::TcpStream::connect(("127.0.0.1", s.ports.0)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    kill(sup.id(), "TERM");
+    assert!(sup.wait().unwrap().success());
+    eprintln!("the supervisor stopped in {:?}", t.elapsed());
+    let log = s.log();
+    assert!(!alive(router));
+    assert!(
+        !log.contains("the router did not exit within"),
+        "the router was killed in its drain:\n{log}"
+    );
+}

@@ -757,6 +757,18 @@ impl Runtime for RuncRuntime {
             };
             out.push((id, rec));
         }
+        // The host setup re-created the bridge filter's table, empty (an unlisted port is not
+        // checked: the running jobs could claim each other's IPs and reach isolated apps): one
+        // batch puts the adopted jobs' ports back, before the sweep, which may take seconds.
+        if !adopted.is_empty() {
+            let cfg = self.cfg.network.clone();
+            let n = adopted.len();
+            match tokio::task::spawn_blocking(move || filter::add_all(&cfg, &adopted)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("re-installing the bridge filter of {n} jobs: {e:#}"),
+                Err(e) => tracing::warn!("re-installing the bridge filter: {e}"),
+            }
+        }
         let cfg = self.cfg.clone();
         let swept = tokio::task::spawn_blocking(move || sweep::sweep(&cfg, &live, rebooted))
             .await
@@ -767,17 +779,6 @@ impl Runtime for RuncRuntime {
             tracing::info!("start-up sweep removed what no running job uses: {swept}");
         }
         boot::record(&self.cfg.data_dir)?;
-        // The host setup re-created the bridge filter's table, empty: one batch puts the
-        // adopted jobs' ports back.
-        if !adopted.is_empty() {
-            let cfg = self.cfg.network.clone();
-            let n = adopted.len();
-            match tokio::task::spawn_blocking(move || filter::add_all(&cfg, &adopted)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!("re-installing the bridge filter of {n} jobs: {e:#}"),
-                Err(e) => tracing::warn!("re-installing the bridge filter: {e}"),
-            }
-        }
         Ok(out)
     }
 

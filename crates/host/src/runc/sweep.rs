@@ -112,7 +112,22 @@ fn entries(dir: &Path) -> Vec<(String, PathBuf, std::fs::FileType)> {
 
 /// Job cgroups below the agent's cgroup parent, in every (real, not symlinked) controller.
 fn sweep_cgroups(parent: &str, live: &HashSet<String>, out: &mut Swept) {
-    for (_, ctrl, t) in entries(Path::new("/sys/fs/cgroup")) {
+    sweep_cgroups_in(Path::new("/sys/fs/cgroup"), parent, live, out);
+}
+
+fn sweep_cgroups_in(root: &Path, parent: &str, live: &HashSet<String>, out: &mut Swept) {
+    // Everything below the parent is taken for a job's: a parent that is empty, absolute or
+    // climbs (`""`, `/`, `..`) would name the machine's own cgroups (or `/`), not the agent's.
+    let below = Path::new(parent)
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if parent.is_empty() || !below {
+        out.left.push(format!(
+            "cgroups (the cgroup parent {parent:?} is not a relative path below the controllers: not swept)"
+        ));
+        return;
+    }
+    for (_, ctrl, t) in entries(root) {
         if !t.is_dir() {
             continue; // `cpu` -> `cpu,cpuacct` and the like: seen through their target
         }
@@ -314,6 +329,34 @@ fn sweep_veths(net: &NetworkConfig, live: &HashSet<String>, out: &mut Swept) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every directory below the cgroup parent is taken for a job's cgroup, its processes
+    /// SIGKILLed: a parent that is not a plain relative path (`--cgroup-parent ""` or `/`) would
+    /// make that every service of the machine (`system.slice`, `user.slice`, …), or any empty
+    /// directory under `/`. Such a parent is not swept at all.
+    #[test]
+    fn a_cgroup_parent_that_is_not_below_the_controllers_is_not_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let services = root.path().join("memory/system.slice/ssh.service");
+        std::fs::create_dir_all(&services).unwrap();
+        let job = root.path().join("memory/slipway/stale-job");
+        std::fs::create_dir_all(&job).unwrap();
+        for parent in ["", "/", ".", "..", "../memory", "slipway/..", "/slipway"] {
+            let mut out = Swept::default();
+            sweep_cgroups_in(root.path(), parent, &HashSet::new(), &mut out);
+            assert!(
+                services.is_dir(),
+                "{parent:?}: the machine's cgroups were swept"
+            );
+            assert!(job.is_dir(), "{parent:?}");
+            assert_eq!(out.cgroups, 0, "{parent:?}");
+            assert!(!out.left.is_empty(), "{parent:?}: not said");
+        }
+        let mut out = Swept::default();
+        sweep_cgroups_in(root.path(), "slipway", &HashSet::new(), &mut out);
+        assert!(!job.exists() && services.is_dir());
+        assert_eq!(out.cgroups, 1);
+    }
 
     #[test]
     fn mountinfo_escapes_are_undone() {

@@ -71,6 +71,18 @@ impl Drain {
     }
 }
 
+/// The pre-receive hook's call back, `POST /APP.git/slipway-hook` (the builder's route
+/// `/{repo}/slipway-hook`), and nothing else: any other path that merely ends so
+/// (`/apps/slipway-hook`, `PUT /host/jobs/slipway-hook`) is not let through the drain.
+fn is_push_hook(req: &axum::extract::Request) -> bool {
+    let path = req.uri().path();
+    req.method() == axum::http::Method::POST
+        && path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_suffix("/slipway-hook"))
+            .is_some_and(|repo| !repo.is_empty() && !repo.contains('/'))
+}
+
 /// 503 for a request that starts once the drain has begun, but the hook of a push in flight;
 /// a following response ends when the drain begins, but the hook's (a push's result).
 async fn drain_layer(
@@ -78,7 +90,7 @@ async fn drain_layer(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    if req.uri().path().ends_with("/slipway-hook") {
+    if is_push_hook(&req) {
         return next.run(req).await;
     }
     if !drain.has_begun() {
@@ -105,6 +117,32 @@ async fn drain_layer(
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// Only the hook's own route is let through the drain; before, any path ending in
+    /// `/slipway-hook` was (`GET /apps/slipway-hook` was served, not answered 503).
+    #[test]
+    fn only_the_push_hook_route_passes_the_drain() {
+        let req = |m: &str, p: &str| {
+            axum::http::Request::builder()
+                .method(m)
+                .uri(p)
+                .body(Body::empty())
+                .unwrap()
+        };
+        assert!(is_push_hook(&req("POST", "/myapp.git/slipway-hook")));
+        assert!(is_push_hook(&req("POST", "/myapp/slipway-hook")));
+        for (m, p) in [
+            ("GET", "/myapp.git/slipway-hook"),
+            ("POST", "/apps/x/slipway-hook"),
+            ("GET", "/apps/slipway-hook"),
+            ("PUT", "/host/jobs/slipway-hook"),
+            ("PUT", "/services/s/instances/slipway-hook"),
+            ("POST", "//slipway-hook"),
+            ("POST", "/slipway-hook"),
+        ] {
+            assert!(!is_push_hook(&req(m, p)), "{m} {p}");
+        }
+    }
 
     #[tokio::test]
     async fn a_followed_stream_ends_at_the_drain_and_other_bodies_do_not() {

@@ -33,22 +33,38 @@ pub fn pid_file(data_dir: &Path) -> PathBuf {
     data_dir.join(PID_FILE)
 }
 
+/// A router process named in the pidfile: its pid and start time, which are checked again
+/// before it is signalled (it may exit, and its pid be reused, while its successor loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Predecessor {
+    pub pid: u32,
+    pub started: u64,
+}
+
+impl Predecessor {
+    /// Whether it is still that process (alive, not a zombie, same start time).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.started)
+    }
+}
+
 /// The router process named in the pidfile, if it is alive and still that process.
-pub fn predecessor(data_dir: &Path) -> Option<u32> {
+pub fn predecessor(data_dir: &Path) -> Option<Predecessor> {
     let text = read_bounded(&pid_file(data_dir))?;
     let mut lines = text.lines();
     let pid: u32 = lines.next()?.trim().parse().ok()?;
-    let started: Option<u64> = lines.next().and_then(|l| l.trim().parse().ok());
+    let started: u64 = lines.next()?.trim().parse().ok()?;
     if pid == std::process::id() || pid <= 1 {
         return None;
     }
     // A pid written by a process that has since exited may name another process now.
-    if started.is_none() || start_time(pid) != started {
+    let p = Predecessor { pid, started };
+    if !p.alive() {
         return None;
     }
     let cmdline = read_bounded_bytes(&PathBuf::from(format!("/proc/{pid}/cmdline")))?;
     let environ = read_bounded_bytes(&PathBuf::from(format!("/proc/{pid}/environ")));
-    is_router_cmdline(&cmdline, environ.as_deref()).then_some(pid)
+    is_router_cmdline(&cmdline, environ.as_deref()).then_some(p)
 }
 
 /// Whether a command line (NUL-separated, as in `/proc/PID/cmdline`) is a `slipway … server`
@@ -117,8 +133,15 @@ pub fn remove_own_pid(data_dir: &Path) {
     }
 }
 
-/// Tells the predecessor to drain (SIGTERM, through `kill(1)`: this crate has no `unsafe`).
-pub fn terminate(pid: u32) {
+/// Tells the predecessor to drain (SIGTERM, through `kill(1)`: this crate has no `unsafe`) if
+/// it is still that process: one that exited meanwhile has nothing to drain, and its pid may be
+/// another process's by now.
+pub fn terminate(p: Predecessor) {
+    let pid = p.pid;
+    if !p.alive() {
+        tracing::info!("router: router process {pid} exited before the takeover: not signalled");
+        return;
+    }
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .stdin(std::process::Stdio::null())
@@ -259,10 +282,52 @@ mod tests {
         child.wait().unwrap();
         std::fs::write(pid_file(dir.path()), "garbage\n").unwrap();
         assert_eq!(predecessor(dir.path()), None);
+        // A pid but no start time: nothing to check it against, not a predecessor.
+        std::fs::write(
+            pid_file(dir.path()),
+            format!("{}\n", std::process::id() + 1),
+        )
+        .unwrap();
+        assert_eq!(predecessor(dir.path()), None);
         remove_own_pid(dir.path());
         assert!(pid_file(dir.path()).exists(), "names another: kept");
         write_own_pid(dir.path()).unwrap();
         remove_own_pid(dir.path());
         assert!(!pid_file(dir.path()).exists());
+    }
+
+    /// The predecessor is checked when the new router starts, and signalled only once the new
+    /// one has loaded and accepts, seconds later (or much later, while the controller is away):
+    /// by then it may have exited and its pid be another process's. That process is not
+    /// signalled (before, `terminate` sent SIGTERM to whatever had the pid).
+    #[test]
+    fn a_predecessor_that_is_no_longer_the_same_process_is_not_signalled() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let started = start_time(child.id()).unwrap();
+        let recycled = Predecessor {
+            pid: child.id(),
+            started: started + 1,
+        };
+        assert!(!recycled.alive());
+        terminate(recycled);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "a recycled pid was signalled"
+        );
+        let same = Predecessor {
+            pid: child.id(),
+            started,
+        };
+        assert!(same.alive());
+        terminate(same);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(15)
+        );
     }
 }
