@@ -67,6 +67,11 @@ struct Slot {
 }
 
 impl Slot {
+    /// The running child's pid.
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref()?.id()
+    }
+
     fn new(name: &'static str, args: Vec<String>) -> Slot {
         Slot {
             name,
@@ -232,6 +237,11 @@ pub async fn run(sv: Supervise) -> Result<()> {
     let mut hup = signal(SignalKind::hangup()).context("install the SIGHUP handler")?;
     let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+    let mut usr2 = signal(SignalKind::user_defined2()).context("install the SIGUSR2 handler")?;
+    // SIGUSR2: the supervisor itself is replaced (`scripts/up` with a new binary): it exits and
+    // leaves its children running; the next supervisor stops the server and restarts it from
+    // its own binary, and its router takes the ports over from this one's (docs/restarts.md).
+    let mut hand_over = false;
     // Whatever ends this (a signal, or an error such as a pid file that cannot be written),
     // the children are stopped below: none is left running unknown to the next supervisor.
     let result: Result<()> = async {
@@ -244,6 +254,10 @@ pub async fn run(sv: Supervise) -> Result<()> {
             status = server.exited() => server.crashed(status),
             _ = term.recv() => return Ok(()),
             _ = int.recv() => return Ok(()),
+            _ = usr2.recv() => {
+                hand_over = true;
+                return Ok(());
+            }
         }
         if with_router {
             router.start(exe)?;
@@ -284,11 +298,28 @@ pub async fn run(sv: Supervise) -> Result<()> {
                 }
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = usr2.recv() => {
+                    hand_over = true;
+                    break;
+                }
             }
         }
         Ok(())
     }
     .await;
+    if hand_over && result.is_ok() {
+        // server.pid and the router's router.pid stay: the next supervisor finds both.
+        tracing::info!(
+            "supervise: SIGUSR2: exiting for the next supervisor; the server (pid {}) and the router (pid {}) keep running",
+            server.pid().map_or("-".into(), |p| p.to_string()),
+            router.pid().map_or("-".into(), |p| p.to_string()),
+        );
+        if proc::live_pid(&pid_file, "supervise").is_some_and(|(p, _)| p == std::process::id()) {
+            let _ = std::fs::remove_file(&pid_file);
+        }
+        drop(lock);
+        return Ok(());
+    }
     if let Err(e) = &result {
         tracing::error!("supervise: {e:#}");
     }

@@ -281,11 +281,12 @@ impl Load {
     }
 }
 
-const PHASES: [&str; 4] = [
+const PHASES: [&str; 5] = [
     "warm-up",
     "(a) kill -9 of the server child",
     "(b) kill -9 of the router child",
     "(c) SIGHUP upgrade, binary replaced at the same path",
+    "(c2) the supervisor replaced (SIGUSR2, then a new one: scripts/up's upgrade)",
 ];
 
 #[test]
@@ -414,6 +415,34 @@ fn the_supervisor_restarts_upgrades_and_stops_its_children_and_apps_keep_serving
         assert_eq!(exe, bin, "pid {p} runs {exe:?}, not the new file");
     }
     std::thread::sleep(Duration::from_secs(2));
+
+    // (c2) scripts/up's upgrade, which replaces the supervisor too: SIGUSR2 makes it exit and
+    // leave its children running; the next supervisor restarts the server and its router takes
+    // the ports over from the old router.
+    phase(4);
+    let (old_server, old_router) = (s.server_pid().unwrap(), s.router_pid().unwrap());
+    kill(sup.id(), "USR2");
+    let status = sup.wait().unwrap();
+    assert!(
+        status.success(),
+        "the supervisor exited with {status} at SIGUSR2"
+    );
+    assert!(
+        alive(old_server) && alive(old_router),
+        "the children outlive a supervisor that hands over"
+    );
+    assert!(s.log().contains("SIGUSR2: exiting for the next supervisor"));
+    sup = s.spawn();
+    let t = Instant::now();
+    wait_for(120, "the new supervisor's server and router", || {
+        s.server_pid().is_some_and(|p| p != old_server)
+            && s.router_pid().is_some_and(|p| p != old_router)
+    });
+    wait_for(60, "the old children gone", || {
+        !alive(old_server) && !alive(old_router)
+    });
+    eprintln!("  (c2) supervisor replaced in {:?}", t.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
     let (served, failures) = load.finish();
     let total: usize = served.values().sum();
     eprintln!("{total} requests served, {} failed", failures.len());
@@ -431,11 +460,11 @@ fn the_supervisor_restarts_upgrades_and_stops_its_children_and_apps_keep_serving
     for ((p, e), n) in &by_error {
         eprintln!("  failed in phase {p}: {n} × {e}");
     }
-    for p in [0, 1, 3] {
+    for p in [0, 1, 3, 4] {
         let failed = failures.iter().filter(|(fp, _)| *fp == p).count();
         assert_eq!(failed, 0, "phase {p} ({}): requests failed", PHASES[p]);
     }
-    for p in 1..4 {
+    for p in 1..5 {
         assert!(
             served.get(&p).copied().unwrap_or(0) >= 20,
             "phase {p}: too few requests"
