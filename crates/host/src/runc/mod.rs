@@ -183,7 +183,10 @@ impl RuncRuntime {
         Ok(RuncRuntime {
             shared: Arc::new(Shared {
                 disk_pool,
-                ips: Mutex::new(IpAllocator::new(&cfg.network)),
+                ips: Mutex::new(IpAllocator::persistent(
+                    &cfg.network,
+                    cfg.data_dir.join("ip-next"),
+                )),
                 nofile_ceiling: lim.rlim_max,
                 resolv_conf,
                 jobs_max_procs,

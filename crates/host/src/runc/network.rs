@@ -110,13 +110,18 @@ pub fn legacy_veth_name(job_id: &str) -> String {
     format!("vsw{}", job_hash(job_id))
 }
 
-/// Next-fit allocator: freed addresses are reused last, which keeps ARP caches calm.
+/// Next-fit allocator: freed addresses are reused last, which keeps ARP caches calm — and,
+/// with its cursor kept on disk ([`IpAllocator::persistent`]), across agent restarts too: a
+/// router holds a dead job's address as a backend for a while after a restart (20 s), so a new
+/// job of another app given that address at once would get the first app's requests.
 #[derive(Debug)]
 pub struct IpAllocator {
     used: BTreeSet<u32>,
     next: u32,
     first: u32,
     last: u32,
+    /// Where `next` is kept (one address, as text), if anywhere.
+    cursor_file: Option<std::path::PathBuf>,
 }
 
 impl IpAllocator {
@@ -126,6 +131,37 @@ impl IpAllocator {
             next: cfg.first_host(),
             first: cfg.first_host(),
             last: cfg.last_host(),
+            cursor_file: None,
+        }
+    }
+
+    /// An allocator that goes on where the last one with the same `cursor_file` stopped (an
+    /// unreadable or out-of-range cursor starts at the subnet's first address).
+    pub fn persistent(cfg: &NetworkConfig, cursor_file: std::path::PathBuf) -> Self {
+        let mut a = IpAllocator::new(cfg);
+        let saved = std::fs::read_to_string(&cursor_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<Ipv4Addr>().ok())
+            .map(u32::from)
+            .filter(|n| (a.first..=a.last).contains(n));
+        if let Some(n) = saved {
+            a.next = n;
+        }
+        a.cursor_file = Some(cursor_file);
+        a
+    }
+
+    fn save_cursor(&self) {
+        let Some(path) = &self.cursor_file else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        let text = format!("{}\n", Ipv4Addr::from(self.next));
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, path)) {
+            tracing::warn!(
+                "cannot keep the IP allocator's cursor in {}: {e}",
+                path.display()
+            );
         }
     }
     pub fn reserve(&mut self, ip: Ipv4Addr) {
@@ -137,6 +173,7 @@ impl IpAllocator {
             let c = self.first + (self.next - self.first + i) % span;
             if self.used.insert(c) {
                 self.next = if c == self.last { self.first } else { c + 1 };
+                self.save_cursor();
                 return Ok(c.into());
             }
         }
@@ -527,5 +564,30 @@ mod tests {
         assert!(a.allocate().is_err());
         a.release(ips[1]);
         assert_eq!(a.allocate().unwrap(), ips[1]);
+    }
+
+    #[test]
+    fn a_persistent_allocator_goes_on_where_the_last_one_stopped() {
+        let (subnet, prefix) = NetworkConfig::parse_subnet("10.9.0.0/28").unwrap();
+        let cfg = NetworkConfig {
+            subnet,
+            prefix,
+            ..Default::default()
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let cursor = dir.path().join("ip-next");
+        let mut a = IpAllocator::persistent(&cfg, cursor.clone());
+        let first: Vec<_> = (0..3).map(|_| a.allocate().unwrap()).collect();
+        assert_eq!(first[0], Ipv4Addr::new(10, 9, 0, 2));
+        // A restart: the dead jobs' addresses are free, but not handed out first.
+        let mut b = IpAllocator::persistent(&cfg, cursor.clone());
+        assert_eq!(b.allocate().unwrap(), Ipv4Addr::new(10, 9, 0, 5));
+        std::fs::write(&cursor, "10.9.1.1\n").unwrap();
+        let mut c = IpAllocator::persistent(&cfg, cursor);
+        assert_eq!(
+            c.allocate().unwrap(),
+            Ipv4Addr::new(10, 9, 0, 2),
+            "out of range"
+        );
     }
 }
