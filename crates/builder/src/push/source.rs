@@ -119,11 +119,17 @@ pub(super) fn archive_into(
     let mut child = cmd
         .spawn()
         .map_err(|e| SourceError::Internal(format!("cannot run git archive: {e}")))?;
-    let stdout = child.stdout.take().expect("piped");
-    let res = unpack_from(stdout, dest, max_bytes, total);
+    let mut stdout = child.stdout.take().expect("piped");
+    let res = unpack_from(&mut stdout, dest, max_bytes, total);
     if res.is_err() {
         let _ = child.kill();
+    } else {
+        // The reader stops at the archive's end marker; git may still be writing the record's
+        // zero padding (up to 10 KiB). Closing the pipe then would kill it by SIGPIPE and fail
+        // a good push ("git archive failed:" with nothing said): read the rest (bounded).
+        let _ = std::io::copy(&mut (&mut stdout).take(1 << 20), &mut std::io::sink());
     }
+    drop(stdout);
     let out = child
         .wait_with_output()
         .map_err(|e| SourceError::Internal(e.to_string()))?;
