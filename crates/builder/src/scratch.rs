@@ -21,6 +21,7 @@
 //! data dir (`slipway supervise` and the roles' rules keep it so): a second builder on the same
 //! data dir would lose its running builds.
 
+use slipway_host::runc::sweep::mounts_below;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -54,9 +55,9 @@ pub fn sweep_at_start(data_dir: &Path) -> Swept {
     let roots = [data_dir.join("builds"), data_dir.join("sources")];
     // Deepest first, again while anything is left (mounts can be stacked).
     for _ in 0..8 {
-        let mut mounts: Vec<PathBuf> = mount_points()
-            .into_iter()
-            .filter(|m| roots.iter().any(|r| m.starts_with(r) && m != r))
+        let mut mounts: Vec<PathBuf> = roots
+            .iter()
+            .flat_map(|r| mounts_below(r).into_iter().filter(move |m| m != r))
             .collect();
         if mounts.is_empty() {
             break;
@@ -69,7 +70,7 @@ pub fn sweep_at_start(data_dir: &Path) -> Swept {
         }
     }
     swept.loops = detach_loops(data_dir);
-    let still: Vec<PathBuf> = mount_points();
+    let still: Vec<PathBuf> = roots.iter().flat_map(|r| mounts_below(r)).collect();
     for (root, count) in [
         (&roots[0], &mut swept.builds),
         (&roots[1], &mut swept.sources),
@@ -107,37 +108,6 @@ pub fn sweep_at_start(data_dir: &Path) -> Swept {
         );
     }
     swept
-}
-
-/// Mount points of this process's mount namespace, as paths (mountinfo's octal escapes of
-/// space, tab, newline and backslash undone).
-fn mount_points() -> Vec<PathBuf> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|m| PathBuf::from(unescape(m)))
-        .collect()
-}
-
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// umount(2), lazily when busy; whether it went.
@@ -213,13 +183,6 @@ fn detach_loops(dir: &Path) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/a\040b/c\134d"), r"/a b/c\d");
-        assert_eq!(unescape(r"/x\04"), r"/x\04");
-        assert_eq!(unescape("/plain"), "/plain");
-    }
 
     /// Without mounts (any user): every build dir, transfer dir and checkout goes, a symlink
     /// out of a build dir is removed without being followed, and the cache dir stays.

@@ -217,8 +217,9 @@ fn sweep_runc_states(cfg: &RuncConfig, live: &HashSet<String>, rebooted: bool, o
     }
 }
 
-/// Mount points at or below `dir` (mountinfo's field 5, octal escapes undone).
-pub(super) fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+/// Mount points at or below `dir` (mountinfo's field 5, octal escapes undone); the builder's
+/// start-up sweep uses it too.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     info.lines()
         .take(MAX_ENTRIES)
