@@ -85,15 +85,28 @@ pub fn first_nameserver(conf: &str) -> Option<SocketAddr> {
 /// Serves DNS over UDP and TCP on `addr` (port 0: a free port, the same for both when possible).
 /// Returns the UDP address.
 pub async fn serve(handler: DnsHandler, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-    let udp = tokio::net::UdpSocket::bind(addr).await?;
-    let local = udp.local_addr()?;
+    // Port 0: the UDP port the kernel picks may be taken on TCP (by another process): another
+    // free UDP port is tried then, a few times, before TCP is given up.
+    let mut attempts = if addr.port() == 0 { 20 } else { 1 };
+    let (udp, local, tcp) = loop {
+        let udp = tokio::net::UdpSocket::bind(addr).await?;
+        let local = udp.local_addr()?;
+        attempts -= 1;
+        match tokio::net::TcpListener::bind(local).await {
+            Ok(tcp) => break (udp, local, Some(tcp)),
+            Err(e) if attempts > 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                tracing::warn!(
+                    "discovery DNS: cannot listen on TCP {local}: {e}; answers too big for UDP will fail"
+                );
+                break (udp, local, None);
+            }
+        }
+    };
     let mut server = Server::new(handler);
     server.register_socket(udp);
-    match tokio::net::TcpListener::bind(local).await {
-        Ok(tcp) => server.register_listener(tcp, Duration::from_secs(5), 65535),
-        Err(e) => tracing::warn!(
-            "discovery DNS: cannot listen on TCP {local}: {e}; answers too big for UDP will fail"
-        ),
+    if let Some(tcp) = tcp {
+        server.register_listener(tcp, Duration::from_secs(5), 65535);
     }
     tokio::spawn(async move {
         let _ = server.block_until_done().await;
