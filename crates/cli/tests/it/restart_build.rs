@@ -13,16 +13,6 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn entries(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A buildpack (a git repo served by the returned daemon, used through `.buildpacks`) whose
 /// compile ticks every 0.2 s for two minutes when the app has a file `SLOW`, and is quick
 /// otherwise; its release runs `httpd` on `/app/www`.
@@ -67,7 +57,7 @@ fn mounts_under(dir: &Path) -> BTreeSet<String> {
 /// Loop devices whose backing file is below `dir` (`/dev/loopN → file`).
 fn loops_under(dir: &Path) -> BTreeSet<String> {
     let d = dir.display().to_string();
-    entries(Path::new("/sys/block"))
+    dir_entries(Path::new("/sys/block"))
         .into_iter()
         .filter(|b| b.starts_with("loop"))
         .filter_map(|b| {
@@ -98,7 +88,7 @@ impl BuildTrace {
         let build = data.join("build");
         let mut scratch = BTreeSet::new();
         for sub in ["builds", "sources"] {
-            for e in entries(&build.join(sub)) {
+            for e in dir_entries(&build.join(sub)) {
                 scratch.insert(format!("{sub}/{e}"));
             }
         }
@@ -179,26 +169,6 @@ impl Drop for PlantedLoop {
     }
 }
 
-/// The address the `nth` router (1-based: the server's `nth` start) logged it serves HTTP on.
-fn nth_router_addr(s: &TestServer, nth: usize) -> String {
-    let marker = "router: HTTP on ";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap_or_default();
-        if let Some(rest) = log.split(marker).nth(nth) {
-            return rest
-                .chars()
-                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
-                .collect();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {nth}th {marker:?} in the server log"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The app's build jobs `ps` lists (any state but finished): their ids.
 fn build_jobs(s: &TestServer, app: &str) -> Vec<String> {
     let jobs = s.json(&["-a", app, "ps", "--json"]);
@@ -232,7 +202,7 @@ fn kill_9_during_a_build_leaves_no_build_dir_mount_loop_device_or_build_job() {
     create_in(&host.s, &dir, app);
     let (ok, err) = push(&host.s, &dir, "main");
     assert!(ok, "{err}");
-    let router = nth_router_addr(&host.s, 1);
+    let router = logged_addr_nth(&host.s, "router: HTTP on ", 1);
     until(
         "v1",
         Duration::from_secs(10),
@@ -345,7 +315,7 @@ fn kill_9_during_a_build_leaves_no_build_dir_mount_loop_device_or_build_job() {
 
     // The release of the first push serves (through the new server's router, on a new port);
     // the interrupted one left no trace there.
-    let router = nth_router_addr(&host.s, 2);
+    let router = logged_addr_nth(&host.s, "router: HTTP on ", 2);
     until(
         "v1 after the crash",
         Duration::from_secs(30),

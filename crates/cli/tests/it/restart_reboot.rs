@@ -75,16 +75,6 @@ fn jobs_up(s: &TestServer, app: &str) -> (BTreeSet<String>, usize) {
     (up, all.len())
 }
 
-fn entries(dir: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// What of this agent's is on the host.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Snapshot {
@@ -104,7 +94,7 @@ impl Snapshot {
     fn take(s: &TestServer, n: u32) -> Snapshot {
         let net = net(n);
         let ns_prefix = format!("slw-slws{n}-");
-        let netns = entries(Path::new("/run/netns"))
+        let netns = dir_entries(Path::new("/run/netns"))
             .into_iter()
             .filter(|e| e.starts_with(&ns_prefix))
             .collect();
@@ -128,12 +118,12 @@ impl Snapshot {
             .map(String::from)
             .collect();
         let mut cgroups = BTreeSet::new();
-        for ctrl in entries(Path::new("/sys/fs/cgroup")) {
+        for ctrl in dir_entries(Path::new("/sys/fs/cgroup")) {
             let p = Path::new("/sys/fs/cgroup").join(&ctrl);
             if p.is_symlink() {
                 continue;
             }
-            for job in entries(&p.join(cgroup_parent(n))) {
+            for job in dir_entries(&p.join(cgroup_parent(n))) {
                 if p.join(cgroup_parent(n)).join(&job).is_dir() {
                     cgroups.insert(format!("{ctrl}/{job}"));
                 }
@@ -144,9 +134,9 @@ impl Snapshot {
             veths,
             mounts,
             cgroups,
-            runc: entries(&host.join("runc")),
-            containers: entries(&host.join("containers")),
-            job_file_tmp: entries(&host.join("job-files/tmp")),
+            runc: dir_entries(&host.join("runc")),
+            containers: dir_entries(&host.join("containers")),
+            job_file_tmp: dir_entries(&host.join("job-files/tmp")),
         }
     }
 
@@ -289,14 +279,14 @@ fn settle(s: &TestServer, app: &str, want: usize, secs: u64) -> BTreeSet<String>
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let (up, all) = jobs_up(s, app);
-        if up.len() == want && all == want && entries(&host_dir(s).join("containers")) == up {
+        if up.len() == want && all == want && dir_entries(&host_dir(s).join("containers")) == up {
             return up;
         }
         assert!(
             Instant::now() < deadline,
             "{app}: {} of {want} jobs up ({all} listed), containers {:?}\n{}",
             up.len(),
-            entries(&host_dir(s).join("containers")),
+            dir_entries(&host_dir(s).join("containers")),
             s.ok(&["-a", app, "ps", "-a"])
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -333,7 +323,7 @@ fn kill_9_during_scale_up_and_scale_down_leaves_nothing_behind() {
     s.s.ok(&["-a", "crash", "scale", "--no-wait", "web=6"]);
     // Mid-start: some containers exist, the others are being prepared.
     crash_and_restart(&mut s, n, "scale-up 0→6", |_| {
-        entries(&containers).len() >= 2
+        dir_entries(&containers).len() >= 2
     });
     let live = settle(&s.s, "crash", 6, 90);
     let after = Snapshot::take(&s.s, n);
@@ -343,7 +333,7 @@ fn kill_9_during_scale_up_and_scale_down_leaves_nothing_behind() {
     s.s.ok(&["-a", "crash", "scale", "--no-wait", "web=2"]);
     // Mid-stop: the first job's cleanup has begun.
     crash_and_restart(&mut s, n, "scale-down 6→2", |t| {
-        entries(&containers).len() < 6 || Snapshot::take(t, n).netns.len() < 6
+        dir_entries(&containers).len() < 6 || Snapshot::take(t, n).netns.len() < 6
     });
     let live = settle(&s.s, "crash", 2, 90);
     let after = Snapshot::take(&s.s, n);
@@ -383,7 +373,7 @@ fn body_200(resp: &str) -> Option<String> {
 fn kill_processes_naming(dir: &Path) -> usize {
     let needle = dir.display().to_string();
     let mut killed = 0;
-    for pid in entries(Path::new("/proc")) {
+    for pid in dir_entries(Path::new("/proc")) {
         let Ok(p) = pid.parse::<i32>() else { continue };
         let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(&needle) {
@@ -417,14 +407,14 @@ fn simulate_reboot(s: &mut HostServer, n: u32) {
     kill_processes_naming(&host.join("containers"));
     // The containers' processes die with SIGKILL; runc's state dirs stay, as on a disk that
     // outlives the boot, but the kernel's state is gone.
-    for ctrl in entries(Path::new("/sys/fs/cgroup")) {
+    for ctrl in dir_entries(Path::new("/sys/fs/cgroup")) {
         let parent = Path::new("/sys/fs/cgroup")
             .join(&ctrl)
             .join(cgroup_parent(n));
         if parent.is_symlink() {
             continue;
         }
-        for job in entries(&parent) {
+        for job in dir_entries(&parent) {
             let cg = parent.join(&job);
             let deadline = Instant::now() + Duration::from_secs(5);
             while cg.is_dir() && std::fs::remove_dir(&cg).is_err() {
@@ -435,7 +425,7 @@ fn simulate_reboot(s: &mut HostServer, n: u32) {
         let _ = std::fs::remove_dir(&parent);
     }
     unmount_under(&host);
-    for ns in entries(Path::new("/run/netns")) {
+    for ns in dir_entries(Path::new("/run/netns")) {
         if ns.starts_with(&format!("slw-slws{n}-")) {
             let _ = Command::new("ip").args(["netns", "del", &ns]).output();
         }

@@ -377,10 +377,15 @@ pub fn unmount_under(dir: &Path) {
 /// The `IP:PORT` that follows `marker` in the test server's log, waiting up to 30 s for the line
 /// (servers log the addresses they bound, e.g. `router: HTTP on 127.0.0.1:PORT`).
 pub fn logged_addr(server: &TestServer, marker: &str) -> String {
+    logged_addr_nth(server, marker, 1)
+}
+
+/// [`logged_addr`] of the `nth` such line (1-based: a server started again on the same log).
+pub fn logged_addr_nth(server: &TestServer, marker: &str, nth: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
-        if let Some(rest) = log.split(marker).nth(1) {
+        if let Some(rest) = log.split(marker).nth(nth) {
             return rest
                 .chars()
                 .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
@@ -388,7 +393,7 @@ pub fn logged_addr(server: &TestServer, marker: &str) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "no {marker:?} in the server log:\n{log}"
+            "no {nth}th {marker:?} in the server log:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -470,4 +475,15 @@ impl Drop for HostServer {
             &format!("slws{}", self.n),
         );
     }
+}
+
+/// The names in `dir` (none if it does not exist).
+pub fn dir_entries(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
