@@ -240,6 +240,23 @@ fn url_is_loopback(url: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The address a router registers its admin endpoint at: `admin`, or with an unspecified IP
+/// the `--advertise` one (none without it). `slipway supervise` allows exactly this address in
+/// its server's discovery.
+pub fn registered_admin(
+    admin: SocketAddr,
+    advertise: Option<&crate::args::Advertise>,
+) -> Option<SocketAddr> {
+    let mut addr = admin;
+    if addr.ip().is_unspecified() {
+        match advertise {
+            Some(crate::args::Advertise::Ip(ip)) => addr.set_ip(*ip),
+            _ => return None,
+        }
+    }
+    Some(addr)
+}
+
 /// Registers the router in discovery ([`gate::ROUTER_SERVICE`], its admin address), so that
 /// every scheduler's gate waits for it, and keeps it registered for the life of the process
 /// (a registration that fails is tried again, 2 s to 30 s apart). An admin endpoint on 0.0.0.0 is
@@ -252,18 +269,12 @@ fn register(
     id: &str,
     admin: SocketAddr,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let mut addr = admin;
-    if addr.ip().is_unspecified() {
-        match &config.args.advertise {
-            Some(crate::args::Advertise::Ip(ip)) => addr.set_ip(*ip),
-            _ => {
-                tracing::warn!(
-                    "router: the admin endpoint listens on {admin}, which no gate can ask: give --advertise IP (or --router-admin IP:PORT); this router is not registered, and deploys do not wait for it"
-                );
-                return None;
-            }
-        }
-    }
+    let Some(addr) = registered_admin(admin, config.args.advertise.as_ref()) else {
+        tracing::warn!(
+            "router: the admin endpoint listens on {admin}, which no gate can ask: give --advertise IP (or --router-admin IP:PORT); this router is not registered, and deploys do not wait for it"
+        );
+        return None;
+    };
     if addr.ip().is_loopback() && !discovery_on_this_machine(config) {
         tracing::warn!(
             "router: the admin endpoint listens on {admin}, which the gates of other machines cannot ask: give --router-admin IP:PORT; this router is not registered, and deploys do not wait for it"

@@ -95,14 +95,7 @@ pub fn server_flags(argv: &[String]) -> Result<Vec<String>> {
 /// The address the router child registers its admin endpoint at (as `router::register` makes
 /// it: an unspecified IP is the `--advertise` one), if it registers one.
 pub fn router_admin(args: &crate::ServerArgs) -> Option<SocketAddr> {
-    let mut addr = args.routing.router_admin;
-    if addr.ip().is_unspecified() {
-        match &args.advertise {
-            Some(crate::args::Advertise::Ip(ip)) => addr.set_ip(*ip),
-            _ => return None,
-        }
-    }
-    Some(addr)
+    crate::router::registered_admin(args.routing.router_admin, args.advertise.as_ref())
 }
 
 /// Where a child on this machine reaches what listens on `addr` (loopback for "any address").
