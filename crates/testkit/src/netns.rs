@@ -355,6 +355,12 @@ impl NetnsLan {
     /// Tears everything down and returns what is left of it (empty when all is gone): what a
     /// test asserts at its end.
     pub fn finish(mut self) -> Vec<String> {
+        self.shut_down()
+    }
+
+    /// [`NetnsLan::finish`] for an owner that cannot give the LAN away (it has a `Drop`).
+    /// The LAN is gone afterwards: only dropping it is left.
+    pub fn shut_down(&mut self) -> Vec<String> {
         self.teardown();
         leftovers(self.n)
     }
