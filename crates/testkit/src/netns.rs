@@ -485,6 +485,21 @@ fn root_nft_tables(n: u32) -> Vec<String> {
         .collect()
 }
 
+/// Loop devices (`/dev/loopN`) whose backing file is below LAN `n`'s dir (job disk images).
+fn loop_devices_of(n: u32) -> Vec<String> {
+    let inside = inside_lan_dir(n).to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|f| f.starts_with(&inside))
+        })
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .collect()
+}
+
 fn unmount_netns_file(p: &Path) {
     if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
         // SAFETY: a valid C string; umount2 does not keep the pointer.
@@ -522,6 +537,11 @@ fn remove_everything(n: u32) {
     for m in mounts {
         let _ = Command::new("umount").arg("-l").arg(m).output();
     }
+    // A loop device lets go of its file on the last close after the unmount (autoclear); one
+    // not set so, or still held, is detached.
+    for dev in loop_devices_of(n) {
+        let _ = quiet(Command::new("losetup").arg("-d").arg(&dev));
+    }
     for p in job_netns(n) {
         unmount_netns_file(&p);
     }
@@ -549,7 +569,8 @@ fn remove_everything(n: u32) {
 
 /// What is left of LAN `n` on the machine, one line each: namespaces (hosts' and their
 /// jobs'), links and nft tables in the root netns named `slan<n>…`, cgroups, mounts below the
-/// LAN's dir, the dir itself, and processes in its namespaces or naming its dir.
+/// LAN's dir and loop devices of files there, the dir itself, and processes in its namespaces
+/// or naming its dir.
 pub fn leftovers(n: u32) -> Vec<String> {
     let dir = lan_dir(n);
     let hosts = host_netns(n);
@@ -576,6 +597,11 @@ pub fn leftovers(n: u32) -> Vec<String> {
         crate::runc::mounts_under(&inside_lan_dir(n))
             .into_iter()
             .map(|m| format!("mount {m}")),
+    );
+    left.extend(
+        loop_devices_of(n)
+            .into_iter()
+            .map(|d| format!("loop device {d}")),
     );
     if dir.exists() {
         left.push(format!("dir {}", dir.display()));

@@ -1,16 +1,19 @@
 //! `slipway server` processes on a LAN of network namespaces ([`slipway_testkit::netns`]): one
-//! process per host, each with its own network (so fixed ports: the API on `IP:7070`, the host
-//! API on `IP:7071`, the router on 80 and 443), data dir, job bridge name, job subnet and cgroup
-//! parent; all on a real etcd listening on the LAN's gateway and one PostgreSQL reached through
-//! its Unix socket. Reused by the cluster tests that need real hosts (partitions, fencing, the
-//! overlay network).
+//! process per host, each with its own network (so fixed ports on its LAN address: the API on
+//! 7070, the host API on 7071, the router's admin endpoint on 1112, the router on 80 and 443),
+//! data dir, job bridge name, job subnet and cgroup parent, all on a real etcd listening on the
+//! LAN's gateway and one PostgreSQL reached through its Unix socket. Reused by the cluster tests
+//! that need real hosts (partitions, fencing, the overlay network).
 //!
 //! ```ignore
-//! let Some(mut c) = LanCluster::new(n, 3, 1) else { return };  // 3 hosts, 1 etcd member
-//! c.start_controller(0);                   // every role, the cluster's database
-//! c.start_host(1, "host,router", &[]);     // follows host 0's controller
-//! c.cli().args(["create", "web"]) …        // the CLI, from the root netns
-//! let left = c.finish();                   // teardown; assert it is empty
+//! let Some(mut c) = LanCluster::new(n, 3, 1) else { return }; // 3 hosts, 1 etcd member
+//! c.start_controller(0, &[]);              // every role, the cluster's database
+//! c.start_host(1, "host,router", 0, &[]);  // follows host 0's controller
+//! c.route_host_gw();                       // jobs reachable across hosts (harness shortcut)
+//! c.ok(0, &["create", "web"]);             // the CLI, from the root netns, against host 0
+//! c.kill(1); c.restart(1);                 // SIGKILL, and the same flags again
+//! c.lan.cut_link(2);                       // a pulled cable (restore_link plugs it back)
+//! let left = c.finish();                   // teardown; assert!(left.is_empty())
 //! ```
 //!
 //! Host `i`'s job subnet is `100.100.<i+1>.0/24` ([`LanCluster::subnet`]) until the overlay
@@ -27,6 +30,8 @@ use std::time::{Duration, Instant};
 pub const API_PORT: u16 = 7070;
 /// The host agent API's port.
 pub const HOST_API_PORT: u16 = 7071;
+/// The router's admin (metrics) port.
+pub const ROUTER_ADMIN_PORT: u16 = 1112;
 
 /// The LAN, its etcd and database, and the `slipway server` of each host (if started).
 /// Field order is drop order: the LAN (and every process on it) goes before etcd.
@@ -125,6 +130,9 @@ impl LanCluster {
             &self.etcd.client_urls(),
             "--host-listen",
             &format!("{}:{HOST_API_PORT}", h.ip),
+            // Where the zero-downtime gate of another host asks this router.
+            "--router-admin",
+            &format!("{}:{ROUTER_ADMIN_PORT}", h.ip),
             "--bridge",
             &h.bridge,
             "--subnet",

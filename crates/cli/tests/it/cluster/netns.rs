@@ -6,7 +6,8 @@
 //!
 //! An app scaled to 6 runs 2 jobs on each host; each host's router serves it — for the jobs on
 //! its own host, and, with the harness's host-gw routes standing in for the overlay network, for
-//! those on the others too. At the end nothing of the test is left on the machine.
+//! those on the others too. A host's server killed and restarted serves again. At the end
+//! nothing of the test is left on the machine.
 //!
 //! `n` range of this file: 4000-4089 (and 4090-4099 for testkit's own netns tests).
 
@@ -112,6 +113,49 @@ fn three_hosts_in_network_namespaces_run_an_app_two_jobs_each_and_leave_nothing(
         }
     }
     eprintln!("every router serves after {:?}", t_start.elapsed());
+
+    // Host 2's server killed (SIGKILL): the scheduler replaces its jobs on the other hosts.
+    // Started again with the same flags in its netns (once its registration has expired: a
+    // host id registered twice is refused), it binds its fixed ports again, is followed again,
+    // and its router serves again.
+    let followed = c.log(0).matches("following a registered host").count();
+    c.kill(2);
+    assert!(!c.is_running(2));
+    let killed = Instant::now();
+    let lost = c.wait(
+        0,
+        "host 2's jobs to be replaced",
+        Duration::from_secs(60),
+        || {
+            let m = up_per_host(&c);
+            m.values().sum::<usize>() == 6 && !m.contains_key(&host_ids[2])
+        },
+    );
+    eprintln!("a killed host's jobs replaced after {lost:?}");
+    // Its registration (a 10 s lease) may outlive the replacement by a little.
+    c.wait(
+        2,
+        "host 2's registration to expire",
+        Duration::from_secs(30),
+        || killed.elapsed() > Duration::from_secs(11),
+    );
+    c.restart(2);
+    c.wait(
+        0,
+        "the restarted host to be followed",
+        Duration::from_secs(60),
+        || c.log(0).matches("following a registered host").count() > followed,
+    );
+    c.wait(
+        2,
+        "the restarted router to serve",
+        Duration::from_secs(30),
+        || serves(&c, 2),
+    );
+    eprintln!(
+        "host 2's server restarted and serving after {:?}",
+        t_start.elapsed()
+    );
 
     let t0 = Instant::now();
     let left = c.finish();
