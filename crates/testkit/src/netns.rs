@@ -272,21 +272,14 @@ impl NetnsLan {
     /// `setns` before `exec`). Run it with [`Command::status`]/[`Command::output`] for short
     /// programs, or with [`NetnsLan::spawn`] for those that must be killed at teardown.
     pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let path = Path::new("/run/netns").join(&self.hosts[i].netns);
-        let ns = File::open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e} (torn down?)", path.display()));
-        let mut cmd = Command::new(program);
-        // SAFETY: only setns(2) runs between fork and exec, an async-signal-safe system call;
-        // the file (opened close-on-exec) is kept alive by the closure, owned by the Command.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd
+        command_in(&self.hosts[i].netns, program)
+    }
+
+    /// The etcd members' command for [`crate::etcd::EtcdCluster::start_in`]: member i runs in
+    /// host i (so `ips` = the first hosts' addresses).
+    pub fn etcd_in_hosts(&self) -> crate::etcd::MemberCommand {
+        let names: Vec<String> = self.hosts.iter().map(|h| h.netns.clone()).collect();
+        Box::new(move |i, bin| command_in(&names[i], bin))
     }
 
     /// Spawns `cmd` (from [`NetnsLan::command`]) in a process group of its own; the LAN kills
@@ -326,10 +319,26 @@ impl NetnsLan {
         assert!(ok, "cut host {i}'s link");
     }
 
-    /// Plugs host `i`'s cable back in (see [`NetnsLan::cut_link`]).
+    /// Plugs host `i`'s cable back in (see [`NetnsLan::cut_link`]) and waits (up to 10 s)
+    /// until it reaches the gateway. Neighbour entries that failed while the cable was out are
+    /// flushed everywhere on the LAN first: until they expire the kernel would answer "no route
+    /// to host" at once instead of asking again.
     pub fn restore_link(&self, i: usize) {
         let ok = quiet(Command::new("ip").args(["link", "set", &self.hosts[i].veth, "up"]));
         assert!(ok, "restore host {i}'s link");
+        let _ = quiet(Command::new("ip").args(["neigh", "flush", "dev", &self.bridge]));
+        for h in &self.hosts {
+            let _ =
+                quiet(Command::new("ip").args(["-n", &h.netns, "neigh", "flush", "dev", "lan0"]));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping_from(i, self.gateway) {
+            assert!(
+                Instant::now() < deadline,
+                "host {i} does not reach the gateway 10 s after its link was restored"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Harness shortcut (not the product's networking): in every host, a route to each other
@@ -382,6 +391,26 @@ impl Drop for NetnsLan {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// A command whose process runs in the network namespace named `netns` in `/run/netns` (the
+/// child joins it with `setns` before `exec`).
+pub fn command_in(netns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let path = Path::new("/run/netns").join(netns);
+    let ns =
+        File::open(&path).unwrap_or_else(|e| panic!("open {}: {e} (torn down?)", path.display()));
+    let mut cmd = Command::new(program);
+    // SAFETY: only setns(2) runs between fork and exec, an async-signal-safe system call; the
+    // file (opened close-on-exec) is kept alive by the closure, owned by the Command.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// The netns inode of every host namespace of LAN `n` still named in `/run/netns`.
@@ -661,4 +690,122 @@ pub async fn unix_socket_url(url: &str) -> Result<String, String> {
     Ok(format!(
         "postgres://{user}localhost:{port}/{db}?{query}{sep}host={socket_dir}"
     ))
+}
+
+/// A TCP forwarder in the root netns: what connects to [`TcpForwarder::addr`] (e.g. the LAN's
+/// gateway address, which every host reaches) is joined to `target` (e.g. PostgreSQL on
+/// 127.0.0.1, which no host reaches). Unlike [`unix_socket_url`], a host whose cable is pulled
+/// ([`NetnsLan::cut_link`]) loses it, as it would lose a database on another machine. Two
+/// threads per connection; on drop it stops accepting and shuts every connection down.
+pub struct TcpForwarder {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<Mutex<Vec<Conn>>>,
+}
+
+/// A forwarded connection: both sockets, and how many of its two directions are done.
+struct Conn {
+    done: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    sockets: [std::net::TcpStream; 2],
+}
+
+impl TcpForwarder {
+    /// Listens on `listen_ip` (a free port) and forwards to `target`.
+    pub fn start(listen_ip: Ipv4Addr, target: std::net::SocketAddr) -> io::Result<TcpForwarder> {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+        let listener = std::net::TcpListener::bind((listen_ip, 0))?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) =
+                    std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
+                else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let done = Arc::new(AtomicU8::new(0));
+                for (from, to) in [(&client, &server), (&server, &client)] {
+                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
+                        continue;
+                    };
+                    let done = done.clone();
+                    std::thread::spawn(move || {
+                        let _ = io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                        let _ = from.shutdown(std::net::Shutdown::Read);
+                        done.fetch_add(1, Ordering::SeqCst);
+                    });
+                }
+                let mut kept = conns2.lock().unwrap();
+                // Finished connections are let go (their sockets closed) as new ones come.
+                kept.retain(|c| c.done.load(Ordering::SeqCst) < 2);
+                kept.push(Conn {
+                    done,
+                    sockets: [client, server],
+                });
+            }
+        });
+        Ok(TcpForwarder { addr, stop, conns })
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for TcpForwarder {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which sees the flag.
+        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        for c in self.conns.lock().unwrap().drain(..) {
+            for s in &c.sockets {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr` (a `scheme://user@host:port/db?query` URL).
+pub fn url_with_addr(url: &str, addr: std::net::SocketAddr) -> Result<String, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("not a URL: {url}"))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let user = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    Ok(format!("{scheme}://{user}{addr}{tail}"))
+}
+
+/// The `IP:PORT` of a `postgres://…@IP:PORT/…` URL (where a [`TcpForwarder`] forwards to).
+pub fn url_addr(url: &str) -> Result<std::net::SocketAddr, String> {
+    let rest = url
+        .split_once("://")
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("not a URL: {url}"))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let hostport = hostport.replace("localhost", "127.0.0.1");
+    hostport
+        .parse()
+        .map_err(|e| format!("{hostport} in {url}: {e}"))
 }

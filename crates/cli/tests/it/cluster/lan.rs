@@ -1,12 +1,13 @@
 //! `slipway server` processes on a LAN of network namespaces ([`slipway_testkit::netns`]): one
 //! process per host, each with its own network (so fixed ports on its LAN address: the API on
 //! 7070, the host API on 7071, the router's admin endpoint on 1112, the router on 80 and 443),
-//! data dir, job bridge name, job subnet and cgroup parent, all on a real etcd listening on the
-//! LAN's gateway and one PostgreSQL reached through its Unix socket. Reused by the cluster tests
-//! that need real hosts (partitions, fencing, the overlay network).
+//! data dir, job bridge name, job subnet and cgroup parent; a real etcd, its members in the
+//! hosts or on the LAN's gateway ([`Etcd`]); one PostgreSQL, reached through a forwarder on the
+//! gateway (a host cut off the LAN loses it, as it would a database on another machine).
+//! Reused by the cluster tests that need real hosts (partitions, fencing, the overlay network).
 //!
 //! ```ignore
-//! let Some(mut c) = LanCluster::new(n, 3, 1) else { return }; // 3 hosts, 1 etcd member
+//! let Some(mut c) = LanCluster::new(n, 3, Etcd::OnHosts(3)) else { return };
 //! c.start_controller(0, &[]);              // every role, the cluster's database
 //! c.start_host(1, "host,router", 0, &[]);  // follows host 0's controller
 //! c.route_host_gw();                       // jobs reachable across hosts (harness shortcut)
@@ -38,13 +39,26 @@ pub const ROUTER_ADMIN_PORT: u16 = 1112;
 pub struct LanCluster {
     pub lan: NetnsLan,
     pub etcd: slipway_testkit::etcd::EtcdCluster,
-    /// The database URL every host reaches (PostgreSQL's Unix socket).
+    /// The database URL every host reaches: through a forwarder on the LAN's gateway, so a
+    /// host whose cable is pulled loses its database too.
     pub db_url: String,
+    _forwarder: Option<slipway_testkit::netns::TcpForwarder>,
     _db: slipway_testkit::TestDatabase,
     /// The API key of the cluster (written to a file the servers read).
     pub key: String,
     key_file: PathBuf,
     servers: Vec<Option<Server>>,
+}
+
+/// Where the cluster's etcd members run.
+#[derive(Clone, Copy, Debug)]
+pub enum Etcd {
+    /// `k` members in the root netns, on the LAN's gateway address (free ports): always
+    /// reachable, whatever happens to the hosts' links.
+    Gateway(usize),
+    /// One member in each of hosts 0..k, on its LAN address (ports 2379/2380): as on real
+    /// machines, a host whose cable is pulled takes its member with it.
+    OnHosts(usize),
 }
 
 struct Server {
@@ -53,18 +67,46 @@ struct Server {
 }
 
 impl LanCluster {
-    /// A LAN of `hosts` hosts for test number `n` (see [`NetnsLan`]), an etcd of
-    /// `etcd_members` on its gateway and a fresh database; no server started yet. `None` when
-    /// the test is skipped (not root, no etcd, no PostgreSQL: counted, a failure under CI).
-    pub fn new(n: u32, hosts: usize, etcd_members: usize) -> Option<LanCluster> {
+    /// A LAN of `hosts` hosts for test number `n` (see [`NetnsLan`]), an etcd placed as `etcd`
+    /// says and a fresh database; no server started yet. `None` when the test is skipped (not
+    /// root, no etcd, no PostgreSQL: counted, a failure under CI).
+    pub fn new(n: u32, hosts: usize, etcd: Etcd) -> Option<LanCluster> {
         if slipway_testkit::skip_unless_root(&slipway_testkit::current_test()) {
             return None;
         }
         let lan = NetnsLan::new(n, hosts).unwrap_or_else(|e| panic!("the test LAN: {e}"));
-        let etcd = slipway_testkit::etcd::etcd_cluster_on(etcd_members, lan.gateway)?;
+        let etcd = match etcd {
+            Etcd::Gateway(k) => slipway_testkit::etcd::etcd_cluster_on(k, lan.gateway)?,
+            Etcd::OnHosts(k) => {
+                assert!(k <= hosts, "{k} etcd members on {hosts} hosts");
+                if slipway_testkit::etcd::etcd_bin().is_none()
+                    && slipway_testkit::skip(
+                        &slipway_testkit::current_test(),
+                        "etcd (apt-get install etcd-server; scripts/install-deps installs it)",
+                    )
+                {
+                    return None;
+                }
+                let ips: Vec<_> = lan.hosts[..k].iter().map(|h| h.ip).collect();
+                slipway_testkit::etcd::EtcdCluster::start_in(&ips, lan.etcd_in_hosts())
+                    .unwrap_or_else(|e| panic!("etcd in the hosts: {e}"))
+            }
+        };
         let db = crate::support::block_on(slipway_testkit::postgres_database())?;
-        let db_url = crate::support::block_on(slipway_testkit::netns::unix_socket_url(&db.url))
-            .unwrap_or_else(|e| panic!("PostgreSQL's Unix socket: {e}"));
+        let (db_url, forwarder) = match slipway_testkit::netns::url_addr(&db.url) {
+            Ok(addr) => {
+                let f = slipway_testkit::netns::TcpForwarder::start(lan.gateway, addr)
+                    .unwrap_or_else(|e| panic!("a forwarder to PostgreSQL: {e}"));
+                let url = slipway_testkit::netns::url_with_addr(&db.url, f.addr()).unwrap();
+                (url, Some(f))
+            }
+            // Not a TCP address (a socket URL in SLIPWAY_TEST_DATABASE_URL): its socket then.
+            Err(_) => (
+                crate::support::block_on(slipway_testkit::netns::unix_socket_url(&db.url))
+                    .unwrap_or_else(|e| panic!("PostgreSQL's Unix socket: {e}")),
+                None,
+            ),
+        };
         let key = format!("lan-cluster-key-{}-{n}", std::process::id());
         let key_file = lan.dir().join("api-key");
         std::fs::write(&key_file, &key).unwrap();
@@ -73,6 +115,7 @@ impl LanCluster {
             lan,
             etcd,
             db_url,
+            _forwarder: forwarder,
             _db: db,
             key,
             key_file,

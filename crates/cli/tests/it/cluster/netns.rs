@@ -1,7 +1,7 @@
 //! A cluster of real hosts (issue 18): three network namespaces on a test LAN
 //! ([`super::lan::LanCluster`]), each running its own `slipway server` with its own network,
-//! data dir, runc root and cgroup parent, all on one etcd (on the LAN's gateway) and one
-//! PostgreSQL (through its Unix socket). Host 0 runs every role; hosts 1 and 2 are hosts and
+//! data dir, runc root and cgroup parent, and its own etcd member (on its LAN address), all on
+//! one PostgreSQL (through a forwarder on the LAN's gateway). Host 0 runs every role; hosts 1 and 2 are hosts and
 //! routers that follow host 0's controller.
 //!
 //! An app scaled to 6 runs 2 jobs on each host; each host's router serves it — for the jobs on
@@ -11,7 +11,7 @@
 //!
 //! `n` range of this file: 4000-4089 (and 4090-4099 for testkit's own netns tests).
 
-use super::lan::{LanCluster, get};
+use super::lan::{Etcd, LanCluster, get};
 use crate::support::{DOMAIN, block_on};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ fn serves(c: &LanCluster, i: usize) -> bool {
 fn three_hosts_in_network_namespaces_run_an_app_two_jobs_each_and_leave_nothing() {
     let t_start = Instant::now();
     let n = N_BASE + (std::process::id() % 30) * 3;
-    let Some(mut c) = LanCluster::new(n, 3, 1) else {
+    let Some(mut c) = LanCluster::new(n, 3, Etcd::OnHosts(3)) else {
         return;
     };
     eprintln!("LAN, etcd and database up after {:?}", t_start.elapsed());
