@@ -12,9 +12,10 @@
 //!
 //! X is `n % 256`: two LANs alive at once need numbers that differ modulo 256. Everything is
 //! named after `n`, so a test's resources are found again: by its [`Drop`] (also when the test
-//! panics), by the next [`NetnsLan::new`] with the same `n` (what a crashed or killed run left
-//! is removed first), and by [`NetnsLan::finish`] / [`leftovers`], which a test calls at its end
-//! to assert that nothing is left.
+//! panics), by the next [`NetnsLan::new`] with the same `n` or by any [`NetnsLan::new`] once the
+//! process that made the LAN is gone (what a crashed or killed run left is removed first), and
+//! by [`NetnsLan::finish`] / [`leftovers`], which a test calls at its end to assert that nothing
+//! is left.
 //!
 //! What is per host, and why it is named uniquely although the host has its own netns:
 //! - the network (links, routes, nft tables, ports): isolated by the netns, so a host's
@@ -44,8 +45,8 @@
 //! across hosts before (or without) an overlay network.
 //!
 //! PostgreSQL: the test run's server listens on 127.0.0.1, which a host's netns does not
-//! reach. Its Unix socket does (the mount namespace is shared): [`unix_socket_url`] turns a
-//! database URL into one that connects there (sqlx's `?host=/dir`).
+//! reach. A [`TcpForwarder`] on the gateway does, and a pulled cable cuts it off; its Unix
+//! socket does too, whatever happens to the LAN ([`unix_socket_url`]). See `db.rs`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -58,6 +59,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod db;
+pub use db::{TcpForwarder, unix_socket_url, url_addr, url_with_addr};
 
 /// One host of a [`NetnsLan`].
 #[derive(Clone, Debug)]
@@ -87,6 +91,37 @@ pub struct NetnsLan {
     dir: PathBuf,
     children: Mutex<HashMap<u32, Child>>,
     torn_down: bool,
+}
+
+/// The file in a LAN's dir that names the pid of the process that made it.
+const OWNER: &str = "owner";
+
+/// Removes every LAN whose owner (the test process that made it) is gone: one killed before
+/// its teardown (a test binary killed on a timeout), whatever its `n`.
+fn remove_orphans() {
+    for e in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = name
+            .strip_prefix("slipway-lan")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(owner) = std::fs::read_to_string(e.path().join(OWNER)) else {
+            continue;
+        };
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            remove_everything(n);
+        }
+    }
 }
 
 /// The LAN's dir: fixed by `n`, so that a crashed run's is found again.
@@ -167,10 +202,13 @@ impl NetnsLan {
             "a LAN has 1 to 200 hosts, not {hosts}"
         );
         remove_everything(n);
+        remove_orphans();
         let x = (n % 256) as u8;
         let prefix = link_prefix(n);
         let dir = lan_dir(n);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        std::fs::write(dir.join(OWNER), std::process::id().to_string())
+            .map_err(|e| format!("write {}: {e}", dir.join(OWNER).display()))?;
         let lan = NetnsLan {
             n,
             gateway: Ipv4Addr::new(100, 127, x, 1),
@@ -647,165 +685,4 @@ pub fn leftovers(n: u32) -> Vec<String> {
             }),
     );
     left
-}
-
-/// `url` (a `postgres://` URL on TCP) made to connect through the server's Unix socket instead
-/// (`?host=/dir&port=…` stays on `localhost:PORT` for sqlx's socket file name), which every
-/// host of a LAN reaches: the mount namespace is shared, the loopback address is not.
-pub async fn unix_socket_url(url: &str) -> Result<String, String> {
-    use sqlx::{Connection, Row};
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url)
-        .await
-        .map_err(|e| format!("connect to {url}: {e}"))?;
-    let show = |row: sqlx::any::AnyRow| row.try_get::<String, _>(0).map_err(|e| e.to_string());
-    let dirs = show(
-        sqlx::query("SHOW unix_socket_directories")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?,
-    )?;
-    let port = show(
-        sqlx::query("SHOW port")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?,
-    )?;
-    let socket_dir = dirs
-        .split(',')
-        .map(str::trim)
-        .find(|d| d.starts_with('/'))
-        .ok_or_else(|| format!("PostgreSQL at {url} has no Unix socket directory ({dirs:?})"))?;
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .ok_or_else(|| format!("not a URL: {url}"))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, "postgres"));
-    let user = authority
-        .rsplit_once('@')
-        .map(|(u, _)| format!("{u}@"))
-        .unwrap_or_default();
-    let (db, query) = path.split_once('?').unwrap_or((path, ""));
-    let sep = if query.is_empty() { "" } else { "&" };
-    Ok(format!(
-        "postgres://{user}localhost:{port}/{db}?{query}{sep}host={socket_dir}"
-    ))
-}
-
-/// A TCP forwarder in the root netns: what connects to [`TcpForwarder::addr`] (e.g. the LAN's
-/// gateway address, which every host reaches) is joined to `target` (e.g. PostgreSQL on
-/// 127.0.0.1, which no host reaches). Unlike [`unix_socket_url`], a host whose cable is pulled
-/// ([`NetnsLan::cut_link`]) loses it, as it would lose a database on another machine. Two
-/// threads per connection; on drop it stops accepting and shuts every connection down.
-pub struct TcpForwarder {
-    addr: std::net::SocketAddr,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    conns: std::sync::Arc<Mutex<Vec<Conn>>>,
-}
-
-/// A forwarded connection: both sockets, and how many of its two directions are done.
-struct Conn {
-    done: std::sync::Arc<std::sync::atomic::AtomicU8>,
-    sockets: [std::net::TcpStream; 2],
-}
-
-impl TcpForwarder {
-    /// Listens on `listen_ip` (a free port) and forwards to `target`.
-    pub fn start(listen_ip: Ipv4Addr, target: std::net::SocketAddr) -> io::Result<TcpForwarder> {
-        use std::sync::Arc;
-        use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-        let listener = std::net::TcpListener::bind((listen_ip, 0))?;
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<Conn>>> = Arc::default();
-        let (stop2, conns2) = (stop.clone(), conns.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                if stop2.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(client) = client else { continue };
-                let Ok(server) =
-                    std::net::TcpStream::connect_timeout(&target, Duration::from_secs(5))
-                else {
-                    continue;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                let done = Arc::new(AtomicU8::new(0));
-                for (from, to) in [(&client, &server), (&server, &client)] {
-                    let (Ok(mut from), Ok(mut to)) = (from.try_clone(), to.try_clone()) else {
-                        continue;
-                    };
-                    let done = done.clone();
-                    std::thread::spawn(move || {
-                        let _ = io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                        let _ = from.shutdown(std::net::Shutdown::Read);
-                        done.fetch_add(1, Ordering::SeqCst);
-                    });
-                }
-                let mut kept = conns2.lock().unwrap();
-                // Finished connections are let go (their sockets closed) as new ones come.
-                kept.retain(|c| c.done.load(Ordering::SeqCst) < 2);
-                kept.push(Conn {
-                    done,
-                    sockets: [client, server],
-                });
-            }
-        });
-        Ok(TcpForwarder { addr, stop, conns })
-    }
-
-    /// Where it listens.
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for TcpForwarder {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        // Wakes the accept loop, which sees the flag.
-        let _ = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
-        for c in self.conns.lock().unwrap().drain(..) {
-            for s in &c.sockets {
-                let _ = s.shutdown(std::net::Shutdown::Both);
-            }
-        }
-    }
-}
-
-/// `url` with its `host:port` replaced by `addr` (a `scheme://user@host:port/db?query` URL).
-pub fn url_with_addr(url: &str, addr: std::net::SocketAddr) -> Result<String, String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("not a URL: {url}"))?;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let user = authority
-        .rsplit_once('@')
-        .map(|(u, _)| format!("{u}@"))
-        .unwrap_or_default();
-    Ok(format!("{scheme}://{user}{addr}{tail}"))
-}
-
-/// The `IP:PORT` of a `postgres://…@IP:PORT/…` URL (where a [`TcpForwarder`] forwards to).
-pub fn url_addr(url: &str) -> Result<std::net::SocketAddr, String> {
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .ok_or_else(|| format!("not a URL: {url}"))?;
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let hostport = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:5432")
-    };
-    let hostport = hostport.replace("localhost", "127.0.0.1");
-    hostport
-        .parse()
-        .map_err(|e| format!("{hostport} in {url}: {e}"))
 }

@@ -161,3 +161,26 @@ fn a_lan_is_torn_down_when_its_test_panics_and_a_stale_one_is_replaced() {
     let left = leftovers(n);
     assert!(left.is_empty(), "left after a panic: {left:#?}");
 }
+
+#[test]
+fn a_lan_whose_process_is_gone_is_removed_by_the_next_lan_whatever_its_number() {
+    if slipway_testkit::skip_unless_root(
+        "a_lan_whose_process_is_gone_is_removed_by_the_next_lan_whatever_its_number",
+    ) {
+        return;
+    }
+    // LAN 4092, made by a test process that was killed (no teardown): forgotten here, and its
+    // owner file names a process that has exited.
+    let orphan = NetnsLan::new(4092, 2).unwrap();
+    orphan.spawn(orphan.command(1, "sleep").arg("600")).unwrap();
+    let owner = orphan.dir().join("owner");
+    std::mem::forget(orphan);
+    assert!(!leftovers(4092).is_empty());
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    // From here on any LAN made on the machine (another test's too) may remove it.
+    std::fs::write(&owner, gone.id().to_string()).unwrap();
+    let lan = NetnsLan::new(4093, 1).unwrap();
+    assert_eq!(leftovers(4092), Vec::<String>::new());
+    assert!(lan.finish().is_empty());
+}
