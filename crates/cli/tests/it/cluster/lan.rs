@@ -154,6 +154,27 @@ impl LanCluster {
         format!("http://{}:{API_PORT}", self.lan.hosts[i].ip)
     }
 
+    /// Host `i`'s host agent API (cluster token: [`LanCluster::cluster_token`]).
+    pub fn host_api_url(&self, i: usize) -> String {
+        format!("http://{}:{HOST_API_PORT}", self.lan.hosts[i].ip)
+    }
+
+    /// The cluster token, from the data dir of the controller on host `controller`.
+    pub fn cluster_token(&self, controller: usize) -> String {
+        std::fs::read_to_string(self.data_dir(controller).join("cluster-token"))
+            .expect("the controller's cluster-token file")
+            .trim()
+            .to_string()
+    }
+
+    /// Host `i`'s host id (once its agent has started).
+    pub fn host_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.data_dir(i).join("host/host-id"))
+            .expect("the host's host-id file")
+            .trim()
+            .to_string()
+    }
+
     /// Host `i`'s router, HTTP.
     pub fn router_addr(&self, i: usize) -> String {
         format!("{}:80", self.lan.hosts[i].ip)
@@ -208,7 +229,7 @@ impl LanCluster {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn(i, args);
+        self.start_args(i, args);
         let url = self.api_url(i);
         self.wait(i, "its API to answer", Duration::from_secs(60), || {
             ping(&url)
@@ -238,10 +259,14 @@ impl LanCluster {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn(i, args);
+        self.start_args(i, args);
     }
 
-    fn spawn(&mut self, i: usize, args: Vec<String>) {
+    /// Starts `slipway server ARGS` in host `i` (its log in [`LanCluster::log_path`]), for a
+    /// test that needs other flags than [`LanCluster::start_controller`] and
+    /// [`LanCluster::start_host`] give: start from [`LanCluster::base_flags`] and change them
+    /// (a flag given twice is refused by the server). Does not wait.
+    pub fn start_args(&mut self, i: usize, args: Vec<String>) {
         assert!(self.servers[i].is_none(), "host {i} runs a server already");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -275,7 +300,7 @@ impl LanCluster {
         if s.pid != 0 {
             self.lan.kill(s.pid);
         }
-        self.spawn(i, s.args);
+        self.start_args(i, s.args);
     }
 
     /// Whether host `i`'s server process is running.

@@ -84,14 +84,7 @@ fn three_hosts_in_network_namespaces_run_an_app_two_jobs_each_and_leave_nothing(
     });
     eprintln!("6 jobs up after {:?}", t0.elapsed());
     let per_host = up_per_host(&c);
-    let host_ids: Vec<String> = (0..3)
-        .map(|i| {
-            std::fs::read_to_string(c.data_dir(i).join("host/host-id"))
-                .unwrap()
-                .trim()
-                .to_string()
-        })
-        .collect();
+    let host_ids: Vec<String> = (0..3).map(|i| c.host_id(i)).collect();
     for id in &host_ids {
         assert_eq!(
             per_host.get(id),
@@ -99,7 +92,31 @@ fn three_hosts_in_network_namespaces_run_an_app_two_jobs_each_and_leave_nothing(
             "not 2 jobs on host {id}: {per_host:?}"
         );
     }
-    // Every host's router serves the app, reached on its host's LAN address; every request of
+    // Each host's agent, asked from the root netns on its LAN address, runs the jobs the
+    // scheduler placed on it.
+    let token = c.cluster_token(0);
+    let client = c.client(0);
+    let jobs = block_on(async move { client.jobs("web").await }).unwrap();
+    for (i, id) in host_ids.iter().enumerate() {
+        let api = slipway_host::client::HttpHost::new(&c.host_api_url(i), &token);
+        let on_host: std::collections::BTreeSet<String> = block_on(async move {
+            use slipway_host::HostApi;
+            api.list_jobs().await
+        })
+        .unwrap()
+        .into_iter()
+        .map(|j| j.job.id)
+        .collect();
+        let placed: std::collections::BTreeSet<String> = jobs
+            .iter()
+            .filter(|j| j.host_id.as_deref() == Some(id) && j.state.as_str() == "up")
+            .map(|j| j.id.clone())
+            .collect();
+        assert!(
+            placed.len() == 2 && placed.is_subset(&on_host),
+            "host {i}: placed {placed:?}, its agent has {on_host:?}"
+        );
+    } // Every host's router serves the app, reached on its host's LAN address; every request of
     // a round (the router balances over all 6 jobs, on all 3 hosts) succeeds.
     for i in 0..3 {
         c.wait(
