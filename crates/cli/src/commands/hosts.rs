@@ -20,6 +20,11 @@ pub enum HostGroupCmd {
     /// List the cluster's hosts: id, state, API address, running jobs, tags (from the controller)
     #[command(visible_alias = "ls")]
     List(ListArgs),
+    /// Move a host's jobs elsewhere before maintenance (start new, route, then stop old);
+    /// no new job goes there until `host undrain`
+    Drain(DrainArgs),
+    /// Let a drained host take jobs again
+    Undrain(UndrainArgs),
     #[command(flatten)]
     Agent(Box<slipway_host::cli::HostCommand>),
 }
@@ -29,6 +34,70 @@ pub struct ListArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DrainArgs {
+    /// The host's id (`slipway host list`)
+    pub host: String,
+    /// Return once the drain is recorded, without waiting for the jobs to move
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the jobs to move (seconds)
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UndrainArgs {
+    /// The host's id
+    pub host: String,
+}
+
+/// `slipway host drain HOST`: records the drain, then shows the jobs moving until none is
+/// left ("moved 3 of 4 jobs").
+pub async fn drain(ctx: &Ctx, args: DrainArgs) -> Result<()> {
+    let client = ctx.client()?;
+    let first = client.drain_host(&args.host).await?;
+    let total = first.jobs_left;
+    println!(
+        "host {} drained: no new job goes there; {total} job(s) to move",
+        args.host
+    );
+    if args.no_wait || total == 0 {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
+    let mut shown = 0;
+    loop {
+        let now = client.drain_status(&args.host).await?;
+        let moved = total.saturating_sub(now.jobs_left);
+        if moved != shown {
+            shown = moved;
+            println!("moved {moved} of {total} jobs");
+        }
+        if now.jobs_left == 0 {
+            println!("host {} has no job left: ready for maintenance", args.host);
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "{} job(s) still on host {} after {} s: `slipway ps` on the apps says why \
+                 (a replacement that cannot start elsewhere, e.g. no other host matches its tags); \
+                 the host stays drained",
+                now.jobs_left,
+                args.host,
+                args.timeout
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn undrain(ctx: &Ctx, args: UndrainArgs) -> Result<()> {
+    ctx.client()?.undrain_host(&args.host).await?;
+    println!("host {} takes jobs again", args.host);
+    Ok(())
 }
 
 pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<()> {
