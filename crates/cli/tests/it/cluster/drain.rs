@@ -1,7 +1,10 @@
 //! `slipway host drain` under load (issue 18): a two-host cluster (a full server, and a host
 //! agent in a process of its own) serves an app through the server's router while the second
 //! host is drained: its jobs move to the first (start new, route, then drain old), with no
-//! failed request although the host ran every job of the app; `host list` shows it drained, and after `host undrain` it gets jobs again.
+//! failed request although the host ran every job of the app; `host list` shows it drained,
+//! and after `host undrain` it gets jobs again. An omni process type runs its count on each
+//! host that takes jobs: not on the drained one, on it again once undrained, and it is not
+//! moved when that host dies.
 //! Test numbers `n`: 4250-4299 (4200-4249 are the partition tests').
 
 use super::scheduling::{HostProcess, cluster_token};
@@ -49,7 +52,8 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_host_drained_under_load_moves_its_jobs_with_no_failed_request_and_undrain_takes_jobs_again() {
+fn a_host_drained_under_load_moves_its_jobs_with_no_failed_request_and_omni_jobs_run_on_each_host()
+{
     if skip_unless_root("a_host_drained_under_load_moves_its_jobs_with_no_failed_request") {
         return;
     }
@@ -191,7 +195,28 @@ fn a_host_drained_under_load_moves_its_jobs_with_no_failed_request_and_undrain_t
     let err = s.fails(&["host", "drain", "no-such-host"]);
     assert!(err.contains("host no-such-host not found"), "{err}");
 
-    // Undrained, it takes jobs again.
+    // An omni process type: its count is per host, on the hosts that take jobs (not the
+    // drained one). `scale` waits for it as such.
+    s.create_app("om");
+    let c = s.client();
+    block_on(async move {
+        let mut r = slipway_types::NewRelease::default();
+        r.processes.insert(
+            "agent".into(),
+            slipway_types::ProcessType {
+                args: vec!["sh".into(), "-c".into(), "exec sleep 3600".into()],
+                omni: true,
+                ..Default::default()
+            },
+        );
+        let r = c.create_release("om", &r).await.unwrap();
+        c.set_app_release("om", r.id).await.unwrap();
+    });
+    s.ok(&["-a", "om", "scale", "agent=1"]);
+    let om = up_per_host(s, "om");
+    assert_eq!(om, [(local_id.clone(), 1)].into(), "{om:?}");
+
+    // Undrained, it takes jobs again, and gets its omni job.
     s.ok(&["host", "undrain", &remote_id]);
     s.ok(&["-a", "dr", "scale", "web=7"]);
     wait_until(
@@ -202,5 +227,18 @@ fn a_host_drained_under_load_moves_its_jobs_with_no_failed_request_and_undrain_t
             m.values().sum::<usize>() == 7 && m.get(&remote_id).is_some_and(|n| *n >= 1)
         },
     );
+    wait_until("an omni job on each host", Duration::from_secs(30), || {
+        up_per_host(s, "om") == [(local_id.clone(), 1), (remote_id.clone(), 1)].into()
+    });
+
+    // The host goes (its process dies): its web jobs are replaced on the other host, its omni
+    // job is not (the other host has its own already).
     drop(remote);
+    wait_until(
+        "the lost host's web jobs replaced",
+        Duration::from_secs(30),
+        || up_per_host(s, "dr") == [(local_id.clone(), 7)].into(),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(up_per_host(s, "om"), [(local_id.clone(), 1)].into());
 }
