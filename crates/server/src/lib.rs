@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod drain;
 pub mod host;
 pub mod host_blobs;
+pub mod host_fence;
 pub mod housekeeping;
 pub mod identity;
 pub mod listen;

@@ -268,7 +268,7 @@ fn observe(seen: &mut BTreeMap<String, Seen>, hosts: &[HostView], now: Timestamp
 /// Every etcd member with its own status: the member list (from any member that answers),
 /// then each member asked alone, all at once. Without a list (no quorum, say) the URLs this
 /// process was given stand in, and the error says why.
-async fn etcd_members(etcd: &slipway_etcd::Client) -> (Vec<EtcdMember>, Option<String>) {
+pub(crate) async fn etcd_members(etcd: &slipway_etcd::Client) -> (Vec<EtcdMember>, Option<String>) {
     let (listed, error) = match tokio::time::timeout(PART_TIMEOUT, etcd.member_list()).await {
         Ok(Ok(members)) => (
             members
