@@ -61,6 +61,7 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     let id = agent.id.clone();
     let listen = config.args.host_listen;
     if let (Some(registry), Some(_)) = (&deps.registry, listen) {
+        crate::join::check_token(config).await?;
         refuse_duplicate(&**registry, &id).await?;
     }
     let listen = match listen {

@@ -17,6 +17,7 @@ pub mod host_blobs;
 pub mod host_fence;
 pub mod housekeeping;
 pub mod identity;
+pub mod join;
 pub mod listen;
 pub mod logs;
 pub mod ops;
@@ -454,11 +455,13 @@ fn satellites(
     let mut extra = axum::Router::new().merge(api_errors.layer(axum::middleware::from_fn(
         slipway_controller::json_rejections,
     )));
-    // `slipway host drain`, in the API's error shape.
+    // `slipway host drain` and `slipway cluster token`, in the API's error shape.
     extra = extra.merge(
-        drain::router(scheduler.clone()).layer(axum::middleware::from_fn(
-            slipway_controller::json_rejections,
-        )),
+        drain::router(scheduler.clone())
+            .merge(join::router(config))
+            .layer(axum::middleware::from_fn(
+                slipway_controller::json_rejections,
+            )),
     );
     // Build jobs handed over by controllers whose scheduler does not lead (`build_jobs`).
     if let Some(token) = config.cluster_token.as_deref().filter(|t| !t.is_empty()) {

@@ -19,10 +19,13 @@ use slipway_store::Store;
 use std::sync::Arc;
 
 /// The scheduler, not running yet: the host role adds its host first, then [`run`] starts it.
-/// The drained hosts are read before its first round ([`crate::drain::book`]).
+/// The drained hosts are read before its first round ([`crate::drain::book`]); the cluster
+/// token's verifier is published for hosts that join ([`crate::join`]).
 pub async fn start(config: &Config, store: Arc<dyn Store>) -> Scheduler {
     let scheduler = Scheduler::new(store, Default::default());
     scheduler.set_drain_book(crate::drain::book(config)).await;
+    // Hosts joining through etcd check their token against it.
+    crate::join::publish(config).await;
     scheduler
 }
 

@@ -25,6 +25,9 @@ pub enum HostGroupCmd {
     Drain(DrainArgs),
     /// Let a drained host take jobs again
     Undrain(UndrainArgs),
+    /// Run this machine as a host (and router) of a cluster on etcd: `slipway server --roles
+    /// host,router --etcd URL --host-listen ADDR` with the cluster token checked first
+    Join(JoinArgs),
     #[command(flatten)]
     Agent(Box<slipway_host::cli::HostCommand>),
 }
@@ -46,6 +49,62 @@ pub struct DrainArgs {
     /// How long to wait for the jobs to move (seconds)
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct JoinArgs {
+    /// The cluster's etcd client URLs, comma-separated (e.g. http://10.0.0.1:2379)
+    #[arg(long, env = "SLIPWAY_ETCD")]
+    pub etcd: String,
+    /// A file holding the cluster token (`slipway cluster token` prints it); or set
+    /// SLIPWAY_CLUSTER_TOKEN (never on the command line: other users see arguments)
+    #[arg(long)]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The address of this machine's host API, which the schedulers connect to: this
+    /// machine's IP on the cluster network and a port (e.g. 10.0.0.2:1113)
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// Roles of this machine
+    #[arg(long, default_value = "host,router")]
+    pub roles: String,
+    /// Where this machine keeps its state
+    #[arg(long, default_value = "/var/lib/slipway")]
+    pub data_dir: std::path::PathBuf,
+    /// Any other `slipway server` flag, after `--` (e.g. -- --host-tag disk=ssd)
+    #[arg(last = true)]
+    pub server_args: Vec<String>,
+}
+
+/// `slipway host join`: checks that a token is given, then becomes `slipway server` with the
+/// host's flags (the server checks the token against the cluster's before it registers).
+pub fn join(args: JoinArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let from_env = std::env::var("SLIPWAY_CLUSTER_TOKEN").is_ok_and(|t| !t.trim().is_empty());
+    if args.token_file.is_none() && !from_env {
+        anyhow::bail!(
+            "the cluster token is needed: --token-file FILE or SLIPWAY_CLUSTER_TOKEN (on a \
+             controller, `slipway cluster token` prints it)"
+        );
+    }
+    if args.listen.ip().is_unspecified() {
+        anyhow::bail!(
+            "--listen {}: give this machine's address on the cluster network (the schedulers \
+             connect to it), not a wildcard",
+            args.listen
+        );
+    }
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(["server", "--roles", &args.roles, "--etcd", &args.etcd])
+        .arg("--host-listen")
+        .arg(args.listen.to_string())
+        .arg("--data-dir")
+        .arg(&args.data_dir)
+        .arg("--no-register");
+    if let Some(f) = &args.token_file {
+        cmd.arg("--cluster-token-file").arg(f);
+    }
+    cmd.args(&args.server_args);
+    Err(anyhow::anyhow!(cmd.exec()).context("cannot run `slipway server`"))
 }
 
 #[derive(clap::Args, Debug)]

@@ -5,7 +5,7 @@
 //! and after `host undrain` it gets jobs again. An omni process type runs its count on each
 //! host that takes jobs: not on the drained one, on it again once undrained, and it is not
 //! moved when that host dies.
-//! Test numbers `n`: 4250-4299 (4200-4249 are the partition tests').
+//! Test numbers `n`: 4250-4274 (4200-4249: partition tests, 4275-4299: join).
 
 use super::scheduling::{HostProcess, cluster_token};
 use crate::support::*;
@@ -57,7 +57,7 @@ fn a_host_drained_under_load_moves_its_jobs_with_no_failed_request_and_omni_jobs
     if skip_unless_root("a_host_drained_under_load_moves_its_jobs_with_no_failed_request") {
         return;
     }
-    let n = 4250 + (std::process::id() % 25) * 2;
+    let n = 4250 + (std::process::id() % 12) * 2;
     let hs = HostServer::start(
         n,
         &loopback_router(&[

@@ -6,5 +6,6 @@
 mod drain;
 mod etcd;
 mod identity;
+mod join;
 mod routers;
 mod scheduling;
