@@ -67,6 +67,13 @@ pub struct JoinArgs {
     /// Roles of this machine
     #[arg(long, default_value = "host,router")]
     pub roles: String,
+    /// A controller's URL, where the router reads its routes (with the API key:
+    /// SLIPWAY_API_KEY or --api-key-file)
+    #[arg(long)]
+    pub controller_url: Option<String>,
+    /// A file holding the API key (`<data dir>/api-key` on a controller)
+    #[arg(long)]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// Where this machine keeps its state
     #[arg(long, default_value = "/var/lib/slipway")]
     pub data_dir: std::path::PathBuf,
@@ -102,6 +109,12 @@ pub fn join(args: JoinArgs) -> Result<()> {
         .arg("--no-register");
     if let Some(f) = &args.token_file {
         cmd.arg("--cluster-token-file").arg(f);
+    }
+    if let Some(url) = &args.controller_url {
+        cmd.args(["--controller-url", url]);
+    }
+    if let Some(f) = &args.api_key_file {
+        cmd.arg("--api-key-file").arg(f);
     }
     cmd.args(&args.server_args);
     Err(anyhow::anyhow!(cmd.exec()).context("cannot run `slipway server`"))
