@@ -112,7 +112,10 @@ fn eligible<'a>(want: &'a Want, hosts: &'a [HostView]) -> impl Iterator<Item = &
 /// - surplus jobs are stopped blocked first, then pending, then the newest;
 /// - missing jobs go to the matching host with the fewest jobs of the same key (ties: host id
 ///   order, so placement is deterministic); no matching host → blocked;
-/// - blocked jobs are placed as soon as a matching host exists.
+/// - blocked jobs are placed as soon as a matching host exists;
+/// - jobs on a drained host do not count and are replaced elsewhere, but each is stopped only
+///   once the jobs that serve elsewhere make the count without it (start new, gate, drain old);
+/// - an omni key wants `count` jobs on every eligible host ([`plan_omni`]).
 pub fn plan(wants: &[Want], hosts: &[HostView], jobs: &[JobView]) -> Vec<Action> {
     let mut by_key: HashMap<&Key, Vec<&JobView>> = HashMap::new();
     for j in jobs {
