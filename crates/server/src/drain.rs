@@ -197,6 +197,47 @@ mod tests {
         );
     }
 
+    /// A leader change keeps the drained set: another scheduler on the same etcd reads it at
+    /// start, and follows a change made elsewhere within a poll.
+    #[tokio::test]
+    async fn the_drained_set_in_etcd_is_every_schedulers() {
+        let Some(etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+            return;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let first = EtcdBook(client.clone());
+        first.set_drained("h1", true).await.unwrap();
+        first.set_drained("h2", true).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("s.db").display());
+        let store: Arc<dyn slipway_store::Store> =
+            Arc::new(slipway_store::open(&url).await.unwrap());
+        let next = Scheduler::new(store, Default::default());
+        next.set_drain_book(Arc::new(EtcdBook(client))).await;
+        assert_eq!(
+            next.drained_hosts(),
+            BTreeSet::from(["h1".to_string(), "h2".to_string()])
+        );
+        first.set_drained("h1", false).await.unwrap();
+        let deadline = std::time::Instant::now() + slipway_scheduler::drain::DRAIN_POLL * 5;
+        while next.drained_hosts().contains("h1") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the undrain was not seen"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(next.drained_hosts(), BTreeSet::from(["h2".to_string()]));
+        // Undrain of a host nobody follows nor drained: not found.
+        assert!(matches!(
+            next.set_drained("nope", false).await,
+            Err(slipway_scheduler::SchedError::NotFound(_))
+        ));
+    }
+
     #[test]
     fn host_ids_are_checked() {
         assert!(checked("host-1.a_b").is_ok());
