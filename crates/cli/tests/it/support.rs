@@ -432,8 +432,15 @@ pub fn skip_unless_root(test: &str) -> bool {
 /// push (submodules, first deploy, Python on bookworm) 2800-2899, hostile 3000-3069,
 /// cluster scheduling 3100-3199, 3300-3399 and 3500-3599, roles 3200-3299, ops 3400-3499,
 /// cluster routers 3600-3699, restarts (issue 17): router 3700-3749, supervisor 3750-3799,
-/// reboot 3800-3849, supervisor review (issue 17) 3900-3949, the netns LAN (issue 18, `NetnsLan`)
-/// 4000-4099.
+/// reboot 3800-3849, supervisor review (issue 17) 3900-3949; issue 18: `cluster::drain`
+/// 4250-4274, `cluster::join` 4275-4299 (both `HostServer`/`HostProcess` numbers).
+///
+/// Tests on a netns LAN (`NetnsLan`, `cluster::lan`) take numbers from their own ranges, and
+/// their LAN is `100.127.(n % 256).0/24`: two LANs alive at once need numbers that differ
+/// **modulo 256**, so these ranges must not overlap modulo 256 (shown in brackets):
+/// `cluster::overlay` 4100-4199 [4-103], `cluster::partition` 4200-4249 [104-153],
+/// `cluster::netns` 4000-4089 [160-249], testkit's `tests/netns.rs` 4090-4093 [250-253]
+/// (free: 154-159, 254-255, 0-3). A new LAN test takes a free residue, not just a free `n`.
 pub struct HostServer {
     pub s: TestServer,
     n: u32,
