@@ -117,6 +117,10 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
                 api.clone(),
                 config.etcd.clone(),
                 config.args.fence_grace,
+                crate::host_fence::Peers {
+                    registry: registry.clone(),
+                    own: id.clone(),
+                },
             );
         }
         (None, Some(addr)) => tracing::info!(host = %id, "host API on http://{addr}"),

@@ -9,11 +9,15 @@
 //! (default 5 s: etcd's own expiry may lag by up to half a second, and the replacements get a
 //! few seconds to come up first), the host stops its jobs (SIGTERM, like any stop).
 //!
-//! Cut off from etcd is not the same as etcd down: when etcd lost its quorum for everyone,
-//! no scheduler can replace anything, and the cluster's running jobs must keep serving. So
-//! the host fences only when **no etcd member answers at all** (a member that answers "no
-//! leader" means the coordination is lost for the whole cluster, or that the host's link to
-//! a majority is: the second case is not fenced, see docs/scheduler.md). Without `--etcd`
+//! Cut off from etcd is not the same as etcd down: when etcd lost its quorum for everyone, or
+//! its only member is stopped (a restart, an upgrade: the README's one-member cluster), no
+//! scheduler can replace anything, and the cluster's running jobs must keep serving. So the
+//! host fences only when it is **isolated**: no etcd member answers at all (a member that
+//! answers "no leader" means the coordination is lost for the whole cluster, or that the
+//! host's link to a majority is: the second case is not fenced, see docs/scheduler.md), *and*
+//! no other host answers a TCP connect on its registered host API address (the hosts last
+//! listed in `slipway-host`; etcd dead for everyone leaves them reachable), *and* there is
+//! another host at all (alone, nobody could have taken its jobs over). Without `--etcd`
 //! (one discovery process) nothing is fenced: there is no telling a partition from a
 //! discovery restart.
 //!
@@ -21,13 +25,20 @@
 //! registration: the scheduler follows it anew) and the host reports its stopped jobs as
 //! finished: nothing it ran before comes back, and no job runs twice.
 
-use slipway_discovery::Registration;
+use slipway_discovery::{Registration, Registry};
 use slipway_host::HostApi;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the lease is looked at.
 const CHECK: Duration = Duration::from_secs(1);
+/// How often (in checks, while the lease holds) the other hosts' addresses are listed again.
+const PEERS_EVERY: u32 = 5;
+/// How long a connect to another host may take before it counts as no answer.
+const PEER_CONNECT: Duration = Duration::from_secs(1);
+/// At most this many other hosts are tried (concurrently) when deciding.
+const MAX_PEERS: usize = 16;
 
 /// What one look decided.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,9 +68,9 @@ impl FenceClock {
         }
     }
 
-    /// `lease_ok`: the registration is within its lease; `etcd_answers`: some etcd member
-    /// answered (asked only when the lease lapsed).
-    pub(crate) fn step(&mut self, now: Instant, lease_ok: bool, etcd_answers: bool) -> Step {
+    /// `lease_ok`: the registration is within its lease; `connected`: some etcd member or
+    /// another host answered (asked only when the lease lapsed): not isolated.
+    pub(crate) fn step(&mut self, now: Instant, lease_ok: bool, connected: bool) -> Step {
         if lease_ok {
             self.cut_since = None;
             return match std::mem::take(&mut self.fenced) {
@@ -67,7 +78,7 @@ impl FenceClock {
                 false => Step::Nothing,
             };
         }
-        if etcd_answers {
+        if connected {
             // The coordination is down for everyone: nobody replaced these jobs.
             self.cut_since = None;
             return Step::Nothing;
@@ -81,13 +92,43 @@ impl FenceClock {
     }
 }
 
+/// The other hosts of the cluster, as last listed in `slipway-host` (not this one).
+pub struct Peers {
+    pub registry: Arc<dyn Registry>,
+    /// This host's id (left out of the list).
+    pub own: String,
+}
+
+impl Peers {
+    /// The other hosts' registered API addresses; `None` when discovery cannot be read now.
+    async fn list(&self) -> Option<Vec<SocketAddr>> {
+        let listed = tokio::time::timeout(
+            Duration::from_secs(3),
+            self.registry
+                .instances(slipway_scheduler::membership::HOST_SERVICE),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(
+            listed
+                .into_iter()
+                .filter(|i| i.id != self.own)
+                .filter_map(|i| i.addr.parse().ok())
+                .take(MAX_PEERS)
+                .collect(),
+        )
+    }
+}
+
 /// Holds the host's registration for as long as the process runs and, with `etcd` and a
-/// grace (not zero), fences the host when it is cut off (module doc).
+/// grace (not zero), fences the host when it is isolated (module doc).
 pub fn hold(
     reg: Registration,
     api: Arc<dyn HostApi>,
     etcd: Option<slipway_etcd::Client>,
     grace: Duration,
+    peers: Peers,
 ) {
     tokio::spawn(async move {
         let Some(etcd) = etcd.filter(|_| !grace.is_zero()) else {
@@ -95,11 +136,38 @@ pub fn hold(
             return std::future::pending::<()>().await;
         };
         let mut clock = FenceClock::new(grace);
+        let mut known: Vec<SocketAddr> = peers.list().await.unwrap_or_default();
+        let mut checks = 0u32;
+        let mut said_not_isolated = false;
         loop {
             tokio::time::sleep(CHECK).await;
+            checks = checks.wrapping_add(1);
             let lease_ok = tokio::time::Instant::now() < reg.lease_deadline(Duration::ZERO);
-            let etcd_answers = !lease_ok && etcd_answers(&etcd).await;
-            match clock.step(Instant::now(), lease_ok, etcd_answers) {
+            if lease_ok {
+                said_not_isolated = false;
+                if checks.is_multiple_of(PEERS_EVERY)
+                    && let Some(list) = peers.list().await
+                {
+                    known = list;
+                }
+            }
+            let connected = !lease_ok && {
+                let etcd_answers = etcd_answers(&etcd).await;
+                let isolated = !etcd_answers && isolated(&known).await;
+                if !etcd_answers && !isolated && !said_not_isolated {
+                    said_not_isolated = true;
+                    tracing::warn!(
+                        "fencing: no etcd member answers, but {}: etcd is down, not this host's \
+                         link; its jobs keep running",
+                        match known.is_empty() {
+                            true => "no other host is known (none could take its jobs)",
+                            false => "another host answers",
+                        }
+                    );
+                }
+                !isolated
+            };
+            match clock.step(Instant::now(), lease_ok, connected) {
                 Step::Nothing => {}
                 Step::Fence => fence(&*api, grace).await,
                 Step::Rejoined => tracing::warn!(
@@ -109,6 +177,31 @@ pub fn hold(
             }
         }
     });
+}
+
+/// Whether this host is cut off from the other hosts: there is at least one, and none
+/// accepts a TCP connection on its host API address within [`PEER_CONNECT`].
+pub(crate) async fn isolated(peers: &[SocketAddr]) -> bool {
+    if peers.is_empty() {
+        return false;
+    }
+    let mut tries = tokio::task::JoinSet::new();
+    for &addr in peers {
+        tries.spawn(async move {
+            // Refused is an answer too: the peer's machine is reachable (its process is not).
+            match tokio::time::timeout(PEER_CONNECT, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(_)) => true,
+                Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+                Err(_) => false,
+            }
+        });
+    }
+    while let Some(answered) = tries.join_next().await {
+        if answered.unwrap_or(false) {
+            return false;
+        }
+    }
+    true
 }
 
 /// Whether any etcd member answers its status call (healthy or not).
@@ -179,5 +272,148 @@ mod tests {
         assert_eq!(c.step(t0 + s(103), false, false), Step::Nothing);
         assert_eq!(c.step(t0 + s(107), false, false), Step::Nothing);
         assert_eq!(c.step(t0 + s(108), false, false), Step::Fence);
+    }
+
+    #[tokio::test]
+    async fn only_a_host_that_reaches_no_other_host_counts_as_isolated() {
+        // Alone: nobody could have replaced its jobs.
+        assert!(!isolated(&[]).await);
+        let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let up = listening.local_addr().unwrap();
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let (blackhole, _held) = silent().await;
+        assert!(!isolated(&[blackhole, up]).await);
+        // A refused connection is an answer: the machine is reachable.
+        assert!(!isolated(&[blackhole, closed]).await);
+        let t = Instant::now();
+        assert!(isolated(&[blackhole]).await);
+        assert!(t.elapsed() < PEER_CONNECT * 3, "{:?}", t.elapsed());
+    }
+
+    /// An address whose SYNs are dropped, as across a cut link: a listener with a backlog of
+    /// 0 whose one queued connection is never accepted (Linux drops SYNs to a full queue; an
+    /// outside address would depend on the machine's network). Keep the pair alive.
+    async fn silent() -> (SocketAddr, (tokio::net::TcpListener, tokio::net::TcpStream)) {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let filler = tokio::net::TcpStream::connect(addr).await.unwrap();
+        (addr, (listener, filler))
+    }
+
+    async fn agent_with_a_job(dir: &std::path::Path) -> Arc<dyn HostApi> {
+        let agent = slipway_host::Agent::start(
+            slipway_host::AgentConfig::new(dir),
+            Arc::new(slipway_host::fake::FakeRuntime::new()),
+        )
+        .await
+        .unwrap();
+        let api: Arc<dyn HostApi> = Arc::new(agent);
+        let job = slipway_host::HostJob {
+            id: "j1".into(),
+            app_id: "a".into(),
+            app_name: "app".into(),
+            release_id: "r".into(),
+            process_type: "web".into(),
+            metadata: Default::default(),
+            config: slipway_host::JobConfig::new("busybox", &["run"]),
+            resources: Default::default(),
+        };
+        api.add_job(job).await.unwrap();
+        api
+    }
+
+    async fn running(api: &dyn HostApi) -> bool {
+        let jobs = api.list_jobs().await.unwrap();
+        jobs.iter().any(|j| !j.status.is_terminal())
+    }
+
+    /// Regression: etcd's only member stopped (a restart, an upgrade: the README's cluster)
+    /// fenced every host, so every job of the cluster stopped. Now a host that still reaches
+    /// another host keeps its jobs; one that reaches none (cut off) fences.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn etcd_stopped_for_everyone_fences_no_host_that_reaches_another() {
+        let Some(mut etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+            return;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let ttl = Duration::from_secs(2);
+        let registry: Arc<dyn Registry> =
+            Arc::new(slipway_discovery::EtcdRegistry::new(client.clone(), ttl));
+        let service = slipway_scheduler::membership::HOST_SERVICE;
+        let instance = |addr: String| slipway_discovery::NewInstance {
+            addr,
+            proto: Some("tcp".into()),
+            meta: Default::default(),
+        };
+        // Another host, answering on its API address.
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer_addr = peer.local_addr().unwrap().to_string();
+        let _peer_reg =
+            Registration::start(registry.clone(), service, "h2", instance(peer_addr), ttl)
+                .await
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let grace = Duration::from_secs(1);
+        // h1: its peers from etcd (h2 answers).
+        let h1 = agent_with_a_job(&dir.path().join("h1")).await;
+        let reg = Registration::start(
+            registry.clone(),
+            service,
+            "h1",
+            instance("127.0.0.1:1".into()),
+            ttl,
+        )
+        .await
+        .unwrap();
+        let peers = Peers {
+            registry: registry.clone(),
+            own: "h1".into(),
+        };
+        hold(reg, h1.clone(), Some(client.clone()), grace, peers);
+        // h3: cut off from everything (its only known peer never answers).
+        let h3 = agent_with_a_job(&dir.path().join("h3")).await;
+        let reg = Registration::start(
+            registry.clone(),
+            service,
+            "h3",
+            instance("127.0.0.1:2".into()),
+            ttl,
+        )
+        .await
+        .unwrap();
+        let (cut_peer, _held) = silent().await;
+        let elsewhere = slipway_discovery::LocalRegistry::new(Duration::from_secs(600));
+        elsewhere
+            .register(service, "h9", &instance(cut_peer.to_string()))
+            .await
+            .unwrap();
+        let peers = Peers {
+            registry: Arc::new(elsewhere),
+            own: "h3".into(),
+        };
+        hold(reg, h3.clone(), Some(client), grace, peers);
+        assert!(running(&*h1).await && running(&*h3).await);
+
+        etcd.stop_member(0);
+        // The lease lapses within `ttl`, the grace follows: h3 fences.
+        let deadline = Instant::now() + ttl + grace + Duration::from_secs(10);
+        while running(&*h3).await {
+            assert!(Instant::now() < deadline, "the cut-off host was not fenced");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Well past the same point: h1, which reaches h2, still runs its job.
+        tokio::time::sleep(ttl + grace).await;
+        assert!(
+            running(&*h1).await,
+            "a host that reaches another was fenced"
+        );
     }
 }
