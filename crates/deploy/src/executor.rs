@@ -68,6 +68,9 @@ pub struct Deployer {
 enum Until {
     /// At least n jobs up.
     Up(u32),
+    /// An omni type's (its count is per host, the host count unknown here): at least n jobs
+    /// up and every job not finished up (the scheduler starts those of every host at once).
+    UpOmni(u32),
     /// At most n jobs not finished.
     Down(u32),
 }
@@ -260,6 +263,21 @@ impl Deployer {
         };
         let tags = old.as_ref().map(|f| f.tags.clone()).unwrap_or_default();
         let counts = &d.processes;
+        // Omni types (a count per host): their jobs are not counted in all, so each moves in
+        // one step and waits for its jobs on every host (`Until::UpOmni`).
+        let omni: HashSet<String> = match self.store.get_release(d.new_release_id).await {
+            Ok(r) => r
+                .processes
+                .into_iter()
+                .filter(|(_, p)| p.omni)
+                .map(|(t, _)| t)
+                .collect(),
+            Err(e) => return Err(Failure::plain(format!("cannot read the release: {e}"))),
+        };
+        let up = |t: &str, n: u32| match omni.contains(t) {
+            true => Until::UpOmni(n),
+            false => Until::Up(n),
+        };
         let deadline = Instant::now() + Duration::from_secs(u64::from(d.deploy_timeout.max(1)));
         let mut new_f: BTreeMap<String, u32> = counts.keys().map(|t| (t.clone(), 0)).collect();
         let mut old_f: BTreeMap<String, u32> = old
@@ -275,7 +293,7 @@ impl Deployer {
                 self.put(d.app_id, d.new_release_id, counts, &tags).await?;
                 mark("new formation written");
                 for (t, n) in counts {
-                    self.wait(d, d.new_release_id, t, Until::Up(*n), deadline)
+                    self.wait(d, d.new_release_id, t, up(t, *n), deadline)
                         .await?;
                 }
                 mark("new jobs up");
@@ -304,13 +322,20 @@ impl Deployer {
                 };
                 for (t, n) in counts {
                     while new_f[t] < *n {
-                        let step = batch.min(n - new_f[t]);
+                        let step = match omni.contains(t) {
+                            true => *n,
+                            false => batch.min(n - new_f[t]),
+                        };
                         *new_f.get_mut(t).expect("type") += step;
                         self.put(d.app_id, d.new_release_id, &new_f, &tags).await?;
-                        self.wait(d, d.new_release_id, t, Until::Up(new_f[t]), deadline)
+                        self.wait(d, d.new_release_id, t, up(t, new_f[t]), deadline)
                             .await?;
                         if let (Some(o), Some(cur)) = (d.old_release_id, old_f.get_mut(t)) {
-                            *cur = cur.saturating_sub(step);
+                            // An omni type's old jobs go in one step too (per host).
+                            *cur = match omni.contains(t) {
+                                true => 0,
+                                false => cur.saturating_sub(step),
+                            };
                             let left = *cur;
                             self.put(d.app_id, o, &old_f, &tags).await?;
                             self.wait(d, o, t, Until::Down(left), deadline).await?;
@@ -359,8 +384,16 @@ impl Deployer {
                 .await
                 .map_err(|e| Failure::plain(format!("cannot read jobs: {e}")))?;
             match until {
-                Until::Up(n) => match up_or_failed(&jobs, n) {
-                    Ok(true) => return Ok(()),
+                Until::Up(n) | Until::UpOmni(n) => match up_or_failed(&jobs, n) {
+                    Ok(true)
+                        if until == Until::Up(n)
+                            || jobs
+                                .iter()
+                                .all(|j| j.state.is_finished() || j.state == JobState::Up) =>
+                    {
+                        return Ok(());
+                    }
+                    Ok(true) => {}
                     Ok(false) => {}
                     Err(last) => {
                         return Err(Failure::plain(format!(
@@ -379,6 +412,9 @@ impl Deployer {
             if now >= deadline {
                 let what = match until {
                     Until::Up(n) => format!("{n} {ptype} job(s) of the new release to be up"),
+                    Until::UpOmni(n) => {
+                        format!("{n} {ptype} job(s) per host of the new release to be up (omni)")
+                    }
                     Until::Down(n) => {
                         format!("{ptype} jobs of the old release to stop (down to {n})")
                     }

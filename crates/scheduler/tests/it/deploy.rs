@@ -308,3 +308,66 @@ async fn a_first_deploy_starts_one_web_job_and_later_deploys_keep_the_counts() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(c.store.list_jobs(image_app.id).await.unwrap().is_empty());
 }
+
+/// An omni type's count is per host: one-by-one used to step it 1 by 1 and wait for the old
+/// release's jobs to fall to `count - 1` in all, which never happens with a job on every host
+/// (the deploy timed out and was rolled back). Each omni type now moves in one step, and the
+/// deploy waits for its jobs on every host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_omni_type_deploys_one_by_one_on_every_host() {
+    let c = Cluster::new(&[("ha", &[]), ("hb", &[]), ("hc", &[])], fast()).await;
+    let omni = |env: &str| {
+        let mut r = slipway_types::NewRelease::default();
+        r.processes.insert(
+            "agent".into(),
+            slipway_types::ProcessType {
+                args: vec!["run".into()],
+                omni: true,
+                ..Default::default()
+            },
+        );
+        r.env.insert("V".into(), env.into());
+        r
+    };
+    let (app, _) = c.app(&[]).await;
+    let update = AppUpdate {
+        strategy: Some(DeployStrategy::OneByOne),
+        deploy_timeout: Some(10),
+        ..Default::default()
+    };
+    c.store.update_app(app.id, &update).await.unwrap();
+    let v1 = c.store.create_release(app.id, &omni("1")).await.unwrap();
+    c.scale(&app, &v1, &[("agent", 2)], &[]).await;
+    c.wait_jobs(&app, T, "2 v1 agents on each of 3 hosts", |j| {
+        up(j).len() == 6
+    })
+    .await;
+    let app = c.store.set_app_release(app.id, v1.id).await.unwrap();
+    let v2 = c.store.create_release(app.id, &omni("2")).await.unwrap();
+    let d = c.store.create_deployment(app.id, v2.id).await.unwrap();
+    let deployer = Deployer::new(
+        c.store.clone(),
+        DeployerConfig {
+            poll: Duration::from_millis(100),
+            default_batch_size: 1,
+        },
+    );
+    deployer.execute(d.clone()).await;
+    let d = c.store.get_deployment(d.id).await.unwrap();
+    assert_eq!(d.status, DeploymentStatus::Complete, "{:?}", d.error);
+    let jobs = c
+        .wait_jobs(&app, T, "v1's agents gone", |j| {
+            j.iter()
+                .all(|j| j.release_id == v2.id || j.state.is_finished())
+        })
+        .await;
+    let new: Vec<&Job> = up(&jobs)
+        .into_iter()
+        .filter(|j| j.release_id == v2.id)
+        .collect();
+    assert_eq!(
+        per_host(&new.into_iter().cloned().collect::<Vec<_>>()).len(),
+        3
+    );
+    assert_eq!(up(&jobs).len(), 6, "{:?}", summary(&jobs));
+}
