@@ -7,7 +7,7 @@
 //!
 //! `n` range of this file: 4200-4249.
 
-use super::lan::{LanCluster, get};
+use super::lan::{Etcd, LanCluster, get};
 use crate::support::{DOMAIN, block_on};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -40,7 +40,7 @@ fn serves(c: &LanCluster, i: usize) -> bool {
 fn a_host_cut_off_is_replaced_within_15_s_fences_itself_and_rejoins_without_duplicates() {
     let t_start = Instant::now();
     let n = N_BASE + (std::process::id() % 16) * 3;
-    let Some(mut c) = LanCluster::new(n, 3, 1) else {
+    let Some(mut c) = LanCluster::new(n, 3, Etcd::Gateway(1)) else {
         return;
     };
     c.start_controller(0, &[]);
