@@ -139,6 +139,21 @@ pub async fn drain(ctx: &Ctx, args: DrainArgs) -> Result<()> {
     if args.no_wait || total == 0 {
         return Ok(());
     }
+    // Alone, its jobs have nowhere to go: they stay (nothing is stopped), say so now rather
+    // than after the whole timeout.
+    let others = client.hosts().await?;
+    if !others
+        .iter()
+        .any(|h| h.id != args.host && h.state == slipway_types::HostState::Up)
+    {
+        anyhow::bail!(
+            "no other host takes jobs: the {total} job(s) on host {} stay there and keep \
+             running (nothing was stopped), and new jobs wait (`blocked`) until another host \
+             joins or `slipway host undrain {}`",
+            args.host,
+            args.host
+        );
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.timeout);
     let mut shown = 0;
     loop {

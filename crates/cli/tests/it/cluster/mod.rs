@@ -4,6 +4,7 @@
 //! under load (`drain`), joining with the cluster token (`join`), and the whole cluster on a real 3-member etcd (`etcd`).
 
 mod drain;
+mod drain_edges;
 mod etcd;
 mod identity;
 mod join;
