@@ -222,17 +222,17 @@ async fn wait_for_formation(
             seen.insert(j.id.clone(), j.state);
         }
         let done = wanted.iter().all(|(t, n)| {
-            let of_type = jobs.iter().filter(|j| ptype(j) == t);
-            let (up, alive) = of_type.fold((0, 0), |(u, a), j| {
+            let of_type: Vec<&Job> = jobs.iter().filter(|j| ptype(j) == t).collect();
+            if omni.contains(t) {
+                return omni_done(&of_type, *n);
+            }
+            let (up, alive) = of_type.iter().fold((0, 0), |(u, a), j| {
                 (
                     u + u32::from(j.state == JobState::Up),
                     a + u32::from(!j.state.is_finished()),
                 )
             });
-            match omni.contains(t) {
-                true => up == alive && (*n == 0 || (up > 0 && up % n == 0)),
-                false => up == *n && alive == *n,
-            }
+            up == *n && alive == *n
         });
         if done {
             return Ok(());
@@ -241,6 +241,23 @@ async fn wait_for_formation(
             bail!("timed out after {timeout}s waiting for the jobs (see `slipway ps`)");
         }
         tokio::time::sleep(POLL).await;
+    }
+}
+
+/// An omni type's count is per host: done when every host with a job of it runs exactly `n`,
+/// all up, and nothing else is alive (none when `n` is 0). A total that is a multiple of `n`
+/// is not enough: 3 hosts at 1 each are "a multiple" of 3 before a scale to 3 starts anything.
+fn omni_done(jobs: &[&Job], n: u32) -> bool {
+    let mut per_host: HashMap<&str, u32> = HashMap::new();
+    for j in jobs.iter().filter(|j| !j.state.is_finished()) {
+        let (Some(host), JobState::Up) = (j.host_id.as_deref(), j.state) else {
+            return false;
+        };
+        *per_host.entry(host).or_default() += 1;
+    }
+    match n {
+        0 => per_host.is_empty(),
+        n => !per_host.is_empty() && per_host.values().all(|c| *c == n),
     }
 }
 
@@ -403,5 +420,57 @@ pub async fn deploy_and_wait(client: &Client, app: &str, release: Id) -> Result<
             ),
             _ => tokio::time::sleep(POLL).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(host: Option<&str>, state: JobState) -> Job {
+        Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            app_id: Id::new_v4(),
+            release_id: Id::new_v4(),
+            process_type: Some("agent".into()),
+            host_id: host.map(Into::into),
+            state,
+            args: vec![],
+            exit_status: None,
+            host_error: None,
+            restarts: 0,
+            meta: Default::default(),
+            created_at: slipway_types::Timestamp::now(),
+            updated_at: slipway_types::Timestamp::now(),
+        }
+    }
+
+    /// Regression: `scale agent=0` (omni) returned at once while every job still ran, and a
+    /// scale from 1 to 3 per host on 3 hosts before anything started ("3 is a multiple of 3").
+    fn refs(v: &[Job]) -> Vec<&Job> {
+        v.iter().collect()
+    }
+
+    #[test]
+    fn an_omni_scale_is_done_when_each_host_runs_the_count() {
+        use JobState::*;
+        let j = |h: &str, s| job(Some(h), s);
+        let three = [j("a", Up), j("b", Up), j("c", Up)];
+        assert!(omni_done(&refs(&three), 1));
+        assert!(
+            !omni_done(&refs(&three), 0),
+            "still running: not scaled to 0"
+        );
+        assert!(!omni_done(&refs(&three), 3), "1 per host is not 3 per host");
+        let mut down = three.to_vec();
+        down.iter_mut().for_each(|j| j.state = Down);
+        assert!(omni_done(&refs(&down), 0));
+        // One host at 2 of 2, another still starting its second: not yet.
+        let two = [j("a", Up), j("a", Up), j("b", Up), j("b", Starting)];
+        assert!(!omni_done(&refs(&two), 2));
+        assert!(omni_done(&refs(&two[..2]), 2));
+        // A blocked job (no host) is not done; nothing at all is not done for n > 0.
+        assert!(!omni_done(&[&job(None, Pending)], 1));
+        assert!(!omni_done(&[], 1));
     }
 }
