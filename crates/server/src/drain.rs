@@ -27,7 +27,7 @@ const MAX_HOST_ID: usize = 128;
 pub fn book(config: &Config) -> Arc<dyn DrainBook> {
     match &config.etcd {
         Some(etcd) => Arc::new(EtcdBook(etcd.clone())),
-        None => Arc::new(FileBook(config.data_dir.join(FILE))),
+        None => Arc::new(FileBook::new(config.data_dir.join(FILE))),
     }
 }
 
@@ -70,8 +70,15 @@ impl DrainBook for EtcdBook {
     }
 }
 
-/// One host id a line, written whole (a temporary file renamed over it).
-struct FileBook(PathBuf);
+/// One host id a line, written whole (a temporary file renamed over it). Changes are one at a
+/// time: two drains at once each read the set, and the second write lost the first's host.
+struct FileBook(PathBuf, tokio::sync::Mutex<()>);
+
+impl FileBook {
+    fn new(path: PathBuf) -> FileBook {
+        FileBook(path, tokio::sync::Mutex::new(()))
+    }
+}
 
 #[async_trait::async_trait]
 impl DrainBook for FileBook {
@@ -88,6 +95,7 @@ impl DrainBook for FileBook {
         }
     }
     async fn set_drained(&self, host: &str, drained: bool) -> anyhow::Result<()> {
+        let _one_at_a_time = self.1.lock().await;
         let mut set = self.drained().await?;
         match drained {
             true => set.insert(host.to_string()),
@@ -185,16 +193,32 @@ mod tests {
     async fn the_file_book_keeps_the_set_across_instances() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(FILE);
-        let book = FileBook(path.clone());
+        let book = FileBook::new(path.clone());
         assert!(book.drained().await.unwrap().is_empty());
         book.set_drained("h1", true).await.unwrap();
         book.set_drained("h2", true).await.unwrap();
         book.set_drained("h1", false).await.unwrap();
-        let again = FileBook(path);
+        let again = FileBook::new(path);
         assert_eq!(
             again.drained().await.unwrap(),
             BTreeSet::from(["h2".to_string()])
         );
+    }
+
+    /// Regression: drains at once each read the set and wrote it back, losing the others'.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn drains_at_once_are_all_kept_in_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let book = Arc::new(FileBook::new(dir.path().join(FILE)));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..32 {
+            let book = book.clone();
+            tasks.spawn(async move { book.set_drained(&format!("h{i}"), true).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap().unwrap();
+        }
+        assert_eq!(book.drained().await.unwrap().len(), 32);
     }
 
     /// A leader change keeps the drained set: another scheduler on the same etcd reads it at
