@@ -31,6 +31,29 @@ fn per_host(c: &LanCluster) -> (BTreeMap<String, usize>, usize) {
     (up, alive)
 }
 
+/// The processes in host `i`'s cgroup parent (its jobs' containers), in any hierarchy: what
+/// tells that the fence really stopped its jobs, not just logged that it would.
+fn job_pids(c: &LanCluster, i: usize) -> std::collections::BTreeSet<i32> {
+    let mut pids = std::collections::BTreeSet::new();
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let mut stack = vec![ctrl.path().join(&c.lan.hosts[i].cgroup_parent)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(e.path());
+                }
+            }
+            let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+            pids.extend(procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+    }
+    pids
+}
+
 fn serves(c: &LanCluster, i: usize) -> bool {
     let r = get(&c.router_addr(i), "/", &format!("web.{DOMAIN}"));
     r.starts_with("HTTP/1.1 200") && r.contains("hello-from-the-lan")
@@ -95,6 +118,11 @@ fn a_host_cut_off_is_replaced_within_15_s_fences_itself_and_rejoins_without_dupl
     );
     eprintln!("cluster up, 2 jobs per host, after {:?}", t_start.elapsed());
 
+    assert!(
+        !job_pids(&c, 1).is_empty(),
+        "no job process found on host 1"
+    );
+
     // Host 1's cable is pulled.
     c.lan.cut_link(1);
     let cut = Instant::now();
@@ -140,6 +168,14 @@ fn a_host_cut_off_is_replaced_within_15_s_fences_itself_and_rejoins_without_dupl
         "host 1 fenced {:?} after the cut",
         cut.elapsed().min(fenced + since_cut)
     );
+    // Its jobs really stopped (their processes are gone), while it is still cut off.
+    c.wait(
+        1,
+        "host 1's job processes to end",
+        Duration::from_secs(30),
+        || job_pids(&c, 1).is_empty(),
+    );
+    eprintln!("host 1's jobs stopped {:?} after the cut", cut.elapsed());
 
     // The cable back: host 1 registers again and is followed; nothing comes back, nothing runs
     // twice.
