@@ -49,7 +49,13 @@ pub async fn check_token(config: &Config) -> Result<()> {
     let Some(etcd) = &config.etcd else {
         return Ok(());
     };
-    let token = config.cluster_token.as_deref().unwrap_or_default();
+    let Some(token) = config.cluster_token.as_deref().filter(|t| !t.is_empty()) else {
+        bail!(
+            "no cluster token: a host that joins a cluster needs the one `slipway cluster token` \
+             prints (SLIPWAY_CLUSTER_TOKEN, --cluster-token-file or `slipway host join \
+             --token-file`)"
+        );
+    };
     let published = match etcd.get(CHECK_KEY).await {
         Ok(kv) => kv.map(|kv| String::from_utf8_lossy(&kv.value).into_owned()),
         Err(e) => bail!("cannot read the cluster token's verifier from etcd: {e}"),

@@ -92,6 +92,26 @@ fn a_host_joins_with_the_clusters_token_and_is_refused_with_another() {
     let stored = std::fs::read_to_string(s.dir.path().join("data/cluster-token")).unwrap();
     assert_eq!(token, stored.trim());
 
+    // No token at all: refused, saying which one to give (it used to say "not the cluster's").
+    let none = std::process::Command::new(BIN)
+        .args(["server", "--roles", "host", "--etcd", &etcd.client_urls()])
+        .args(["--host-listen", "127.0.0.1:0", "--no-register"])
+        .arg("--data-dir")
+        .arg(s.dir.path().join("no-token"))
+        .arg("--stacks-dir")
+        .arg(std::env::temp_dir().join("slipway-test-stacks"))
+        .env("HOME", s.dir.path())
+        .env_remove("SLIPWAY_CLUSTER_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(!none.status.success(), "{err}");
+    assert!(
+        err.contains("no cluster token") && err.contains("slipway cluster token"),
+        "{err}"
+    );
+
     // Another token: refused before it registers, saying what to do.
     let wrong = s.dir.path().join("wrong-token");
     std::fs::write(&wrong, "not-the-clusters-token").unwrap();
