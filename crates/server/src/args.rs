@@ -76,9 +76,9 @@ pub struct ServerArgs {
     #[arg(long, env = "SLIPWAY_HOST_LISTEN")]
     pub host_listen: Option<SocketAddr>,
     /// With --etcd and --host-listen: how long past its discovery lease (10 s), with no etcd
-    /// member and no other host answering, the host stops its jobs, which the scheduler has
-    /// replaced elsewhere (fencing a partitioned host; docs/scheduler.md). Seconds; `off` (or
-    /// 0): never.
+    /// member and fewer than half of the other hosts answering, the host stops its jobs, which
+    /// the scheduler has replaced elsewhere (fencing a partitioned host; docs/scheduler.md).
+    /// Seconds; `off` (or 0): never.
     #[arg(long, env = "SLIPWAY_FENCE_GRACE", default_value = "5", value_parser = parse_fence_grace)]
     pub fence_grace: Duration,
     #[command(flatten)]

@@ -15,9 +15,10 @@
 //! host fences only when it is **isolated**: no etcd member answers at all (a member that
 //! answers "no leader" means the coordination is lost for the whole cluster, or that the
 //! host's link to a majority is: the second case is not fenced, see docs/scheduler.md), *and*
-//! no other host answers a TCP connect on its registered host API address (the hosts last
-//! listed in `slipway-host`; etcd dead for everyone leaves them reachable), *and* there is
-//! another host at all (alone, nobody could have taken its jobs over). Without `--etcd`
+//! fewer than half of the other hosts answer a TCP connect on their registered host API
+//! address (the hosts last listed in `slipway-host`; etcd dead for everyone leaves them
+//! reachable, while a host or a group of hosts cut off reaches at most a minority), *and* there
+//! is another host at all (alone, nobody could have taken its jobs over). Without `--etcd`
 //! (one discovery process) nothing is fenced: there is no telling a partition from a
 //! discovery restart.
 //!
@@ -161,7 +162,7 @@ pub fn hold(
                          link; its jobs keep running",
                         match known.is_empty() {
                             true => "no other host is known (none could take its jobs)",
-                            false => "another host answers",
+                            false => "at least half of the other hosts answer",
                         }
                     );
                 }
@@ -179,8 +180,9 @@ pub fn hold(
     });
 }
 
-/// Whether this host is cut off from the other hosts: there is at least one, and none
-/// accepts a TCP connection on its host API address within [`PEER_CONNECT`].
+/// Whether this host is cut off from the other hosts: there is at least one, and fewer than
+/// half of them accept (or refuse: their machine answers) a TCP connection on their host API
+/// address within [`PEER_CONNECT`].
 pub(crate) async fn isolated(peers: &[SocketAddr]) -> bool {
     if peers.is_empty() {
         return false;
@@ -196,8 +198,10 @@ pub(crate) async fn isolated(peers: &[SocketAddr]) -> bool {
             }
         });
     }
-    while let Some(answered) = tries.join_next().await {
-        if answered.unwrap_or(false) {
+    let mut answered = 0;
+    while let Some(a) = tries.join_next().await {
+        answered += usize::from(a.unwrap_or(false));
+        if answered * 2 >= peers.len() {
             return false;
         }
     }
@@ -275,7 +279,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn only_a_host_that_reaches_no_other_host_counts_as_isolated() {
+    async fn a_host_that_reaches_fewer_than_half_of_the_others_is_isolated() {
         // Alone: nobody could have replaced its jobs.
         assert!(!isolated(&[]).await);
         let listening = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -285,9 +289,13 @@ mod tests {
             l.local_addr().unwrap()
         };
         let (blackhole, _held) = silent().await;
+        // Half of the others answer: not cut off (etcd is down for everyone).
         assert!(!isolated(&[blackhole, up]).await);
         // A refused connection is an answer: the machine is reachable.
         assert!(!isolated(&[blackhole, closed]).await);
+        // A minority answers: this host and that one are cut off together.
+        let (other, _held2) = silent().await;
+        assert!(isolated(&[blackhole, other, up]).await);
         let t = Instant::now();
         assert!(isolated(&[blackhole]).await);
         assert!(t.elapsed() < PEER_CONNECT * 3, "{:?}", t.elapsed());
