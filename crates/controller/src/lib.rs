@@ -11,6 +11,7 @@ mod auth;
 pub mod cluster;
 mod error;
 mod extract;
+pub mod metrics;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -75,10 +76,12 @@ pub fn router_with_extra(
         .with_state(state.clone());
     // The extra roles answer in their own shapes (git's plain text, which git shows as
     // `remote:` lines; the registry's JSON); those in the API's shape add `json_rejections`.
-    api.merge(extra).layer(axum::middleware::from_fn_with_state(
-        state,
-        auth::require_key,
-    ))
+    api.merge(extra)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::require_key,
+        ))
+        .layer(axum::middleware::from_fn(metrics::record))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.

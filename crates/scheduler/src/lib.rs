@@ -19,6 +19,7 @@ mod gate;
 pub mod hostjob;
 pub mod leader;
 pub mod membership;
+pub mod metrics;
 mod oneoff;
 pub mod plan;
 mod state;
@@ -394,6 +395,7 @@ impl Scheduler {
         for (host, id) in stops {
             self.spawn_stop(host, id);
         }
+        metrics::round_done(t0, &stats);
         Ok(stats)
     }
 

@@ -8,6 +8,7 @@ mod hostile;
 mod housekeeping;
 mod images;
 mod logs;
+mod metrics;
 mod ops;
 mod push;
 mod push_slow;
