@@ -101,7 +101,7 @@ pub struct ServerArgs {
     pub drain_timeout: Duration,
     /// Where this process serves Prometheus metrics (`GET /metrics`) for every role it runs
     /// (docs/metrics.md), or `none`. A port that is taken loses the metrics, with a warning.
-    #[arg(long, env = "SLIPWAY_METRICS_LISTEN", default_value = "127.0.0.1:1113", value_parser = parse_metrics_listen)]
+    #[arg(long, env = "SLIPWAY_METRICS_LISTEN", default_value = "127.0.0.1:1114", value_parser = parse_metrics_listen)]
     pub metrics_listen: MetricsListen,
     /// The log lines' format on stderr: `text` (coloured only on a terminal) or `json` (one
     /// object per line, for a log collector).

@@ -1,4 +1,4 @@
-//! One Prometheus endpoint per process (`--metrics-listen`, default `127.0.0.1:1113`):
+//! One Prometheus endpoint per process (`--metrics-listen`, default `127.0.0.1:1114`):
 //! `GET /metrics` renders the families of every role this process runs, each role adding its
 //! collector as it starts (docs/metrics.md). The router keeps its own on its admin port, which
 //! a router process has whatever else it runs.
