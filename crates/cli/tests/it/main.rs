@@ -1,4 +1,5 @@
 //! End-to-end tests that drive the real `slipway` binary.
+mod api_spec;
 mod blobs;
 mod cli;
 mod cluster;
