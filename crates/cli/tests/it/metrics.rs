@@ -180,6 +180,29 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         value(&text, "slipway_host_job_start_duration_seconds_count").is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    // `slipway top` shows the same numbers (-a filters by app).
+    let top = s.json(&[
+        "-a",
+        "hungry",
+        "top",
+        "--metrics",
+        &addr,
+        "--interval",
+        "0.2",
+        "--json",
+    ]);
+    let row = top
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["job"] == id.as_str())
+        .unwrap_or_else(|| panic!("job {id} not in top: {top}"));
+    assert!(row["memory_bytes"].as_u64().unwrap() >= 96 << 20, "{row}");
+    assert!(row["cpu_percent"].as_f64().unwrap() >= 0.0, "{row}");
+    let table = s.ok(&["top", "--metrics", &addr, "--interval", "0.2"]);
+    assert!(table.contains("MEMORY") && table.contains(&id), "{table}");
+    let empty = s.json(&["-a", "someone-else", "top", "--metrics", &addr, "--json"]);
+    assert_eq!(empty, serde_json::json!([]));
     // stderr is a file here, not a terminal: plain text, no colour codes.
     let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
     assert!(!log.contains('\x1b'), "escape codes in a log file:\n{log}");
