@@ -7,8 +7,16 @@ use crate::support::{HostServer, TestServer, logged_addr};
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-/// `GET /metrics` at `addr` (HTTP/1.0: the body ends with the connection).
+/// `GET /metrics` at `addr` (HTTP/1.0: the body ends with the connection), with the
+/// Prometheus text format's content type.
 fn scrape(addr: &str) -> String {
+    let (head, body) = get_metrics(addr);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    body
+}
+
+/// `GET /metrics` at `addr`: the head and the body.
+fn get_metrics(addr: &str) -> (String, String) {
     let mut c = std::net::TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     write!(c, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
@@ -19,8 +27,7 @@ fn scrape(addr: &str) -> String {
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
         "{head}"
     );
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.to_string()
+    (head.to_string(), body.to_string())
 }
 
 /// `promtool check metrics` (Debian's prometheus package) accepts `text`, lint included.
@@ -64,14 +71,26 @@ fn every_role_without_a_host_serves_metrics_promtool_accepts_and_json_logs() {
     ) {
         return;
     }
-    let s = TestServer::start_with(&[
-        "--no-host".into(),
-        "--metrics-listen".into(),
-        "127.0.0.1:0".into(),
-        "--log-format".into(),
-        "json".into(),
-    ]);
+    let mut flags = crate::support::loopback_router(&["--router-admin", "127.0.0.1:0"]);
+    for f in [
+        "--no-host",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ] {
+        flags.push(f.into());
+    }
+    let s = TestServer::start_with(&flags);
     let addr = logged_addr(&s, "metrics on http://");
+    // The router keeps its own endpoint (its admin port): promtool takes it too.
+    let admin = logged_addr(&s, "router: admin (metrics) on http://");
+    let (_, router) = get_metrics(&admin);
+    assert!(
+        router.contains("# TYPE slipway_router_requests_total counter"),
+        "{router}"
+    );
+    promtool_accepts(&router);
     s.create_app("metered");
     s.ok(&["-a", "metered", "info"]);
     s.fails(&["-a", "nosuchapp", "info"]);
