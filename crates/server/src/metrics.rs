@@ -32,6 +32,19 @@ pub async fn start(config: &Config) -> Registry {
     let Some(addr) = config.args.metrics_listen.0 else {
         return registry;
     };
+    // A router-only process (`slipway supervise`'s second child) has its metrics on the
+    // router's admin port and nothing for this one: it leaves the address to the server.
+    use crate::roles::Role;
+    let roles = [
+        Role::Controller,
+        Role::Host,
+        Role::Logs,
+        Role::Builder,
+        Role::Registry,
+    ];
+    if !roles.iter().any(|r| config.has(*r)) {
+        return registry;
+    }
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
