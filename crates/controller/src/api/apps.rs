@@ -18,7 +18,7 @@ pub async fn cluster_info(State(s): State<AppState>) -> Json<ClusterInfo> {
     })
 }
 
-#[utoipa::path(operation_id = "apps_create", post, path = "/apps", tag = "apps", request_body = NewApp, responses((status = 201, body = App), crate::api::spec::WriteErrors))]
+#[utoipa::path(operation_id = "apps_create", post, path = "/apps", tag = "apps", request_body = NewApp, responses((status = 201, body = App, links(("GetApp" = (operation_id = "apps_get", parameters(("app" = "$response.body#/id")))), ("CreateRelease" = (operation_id = "releases_create", parameters(("app" = "$response.body#/id")))), ("CreateRoute" = (operation_id = "routes_create", parameters(("app" = "$response.body#/id")))), ("ListFormations" = (operation_id = "releases_list_formations", parameters(("app" = "$response.body#/id")))), ("RunJob" = (operation_id = "jobs_run", parameters(("app" = "$response.body#/id")))), ("DeleteApp" = (operation_id = "apps_delete", parameters(("app" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
     JsonBody(new): JsonBody<NewApp>,

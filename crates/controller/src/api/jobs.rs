@@ -28,7 +28,7 @@ pub async fn get(
     Ok(Json(s.store.get_job(app.id, &job).await?))
 }
 
-#[utoipa::path(operation_id = "jobs_deploy", post, path = "/apps/{app}/deploy", tag = "deployments", params(crate::api::spec::AppPath), request_body = NewDeployment, responses((status = 201, body = Deployment), crate::api::spec::WriteErrors))]
+#[utoipa::path(operation_id = "jobs_deploy", post, path = "/apps/{app}/deploy", tag = "deployments", params(crate::api::spec::AppPath), request_body = NewDeployment, responses((status = 201, body = Deployment, links(("GetDeployment" = (operation_id = "jobs_get_deployment", parameters(("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn deploy(
     State(s): State<AppState>,
     Path(app): Path<String>,

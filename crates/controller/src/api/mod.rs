@@ -77,6 +77,7 @@ pub fn openapi() -> &'static serde_json::Value {
     SPEC.get_or_init(|| {
         let mut doc = serde_json::to_value(routes().1).expect("the description is JSON");
         spec::unsigned_bounds(&mut doc);
+        spec::link_field_names(&mut doc);
         doc
     })
 }

@@ -12,7 +12,7 @@ use slipway_types::{
     SetRelease,
 };
 
-#[utoipa::path(operation_id = "releases_create_artifact", post, path = "/artifacts", tag = "artifacts", request_body = NewArtifact, responses((status = 201, body = Artifact), crate::api::spec::WriteErrors))]
+#[utoipa::path(operation_id = "releases_create_artifact", post, path = "/artifacts", tag = "artifacts", request_body = NewArtifact, responses((status = 201, body = Artifact, links(("GetArtifact" = (operation_id = "releases_get_artifact", parameters(("id" = "$response.body#/id")))), ("DeleteArtifact" = (operation_id = "releases_delete_artifact", parameters(("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create_artifact(
     State(s): State<AppState>,
     JsonBody(new): JsonBody<NewArtifact>,
@@ -44,7 +44,7 @@ pub async fn delete_artifact(
     Ok(super::empty())
 }
 
-#[utoipa::path(operation_id = "releases_create", post, path = "/apps/{app}/releases", tag = "releases", params(crate::api::spec::AppPath), request_body = NewRelease, responses((status = 201, body = Release), crate::api::spec::WriteErrors))]
+#[utoipa::path(operation_id = "releases_create", post, path = "/apps/{app}/releases", tag = "releases", params(crate::api::spec::AppPath), request_body = NewRelease, responses((status = 201, body = Release, links(("PutFormation" = (operation_id = "releases_put_formation", parameters(("app" = "$request.path.app"), ("release" = "$response.body#/id")))), ("GetFormation" = (operation_id = "releases_get_formation", parameters(("app" = "$request.path.app"), ("release" = "$response.body#/id")))), ("GetRelease" = (operation_id = "releases_get", parameters(("id" = "$response.body#/id")))), ("DeleteRelease" = (operation_id = "releases_delete", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
     Path(app): Path<String>,

@@ -97,7 +97,7 @@ pub async fn list(
     Ok(Json(with_state(&s, routes)))
 }
 
-#[utoipa::path(operation_id = "routes_create", post, path = "/apps/{app}/routes", tag = "routes", params(crate::api::spec::AppPath), request_body = NewRoute, responses((status = 201, body = Route), crate::api::spec::WriteErrors))]
+#[utoipa::path(operation_id = "routes_create", post, path = "/apps/{app}/routes", tag = "routes", params(crate::api::spec::AppPath), request_body = NewRoute, responses((status = 201, body = Route, links(("GetRoute" = (operation_id = "routes_get", parameters(("app" = "$request.path.app"), ("kind" = "$response.body#/type"), ("id" = "$response.body#/id")))), ("UpdateRoute" = (operation_id = "routes_update", parameters(("app" = "$request.path.app"), ("kind" = "$response.body#/type"), ("id" = "$response.body#/id")))), ("DeleteRoute" = (operation_id = "routes_delete", parameters(("app" = "$request.path.app"), ("kind" = "$response.body#/type"), ("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
     Path(app): Path<String>,

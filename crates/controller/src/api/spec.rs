@@ -213,3 +213,28 @@ pub(crate) fn unsigned_bounds(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// Spells response links as OpenAPI does: utoipa 5 writes their fields in snake case
+/// (`operation_id`), which validators refuse and fuzzers cannot follow.
+pub(crate) fn link_field_names(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(links)) = map.get_mut("links") {
+                for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+                    for (from, to) in [
+                        ("operation_id", "operationId"),
+                        ("operation_ref", "operationRef"),
+                        ("request_body", "requestBody"),
+                    ] {
+                        if let Some(x) = link.remove(from) {
+                            link.insert(to.into(), x);
+                        }
+                    }
+                }
+            }
+            map.values_mut().for_each(link_field_names);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(link_field_names),
+        _ => {}
+    }
+}

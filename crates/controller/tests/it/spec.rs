@@ -136,3 +136,27 @@ async fn the_event_count_is_bounded_as_described() {
     )
     .await;
 }
+
+/// The stateful links (an app created → its releases, routes, formations, jobs; a release →
+/// its formation) name operations that exist, in OpenAPI's spelling.
+#[test]
+fn links_name_existing_operations() {
+    let json = slipway_controller::openapi();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut targets = Vec::new();
+    for item in json["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            ids.insert(op["operationId"].as_str().unwrap().to_string());
+            for r in op["responses"].as_object().unwrap().values() {
+                for link in r["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                    assert!(link.get("operation_id").is_none(), "{link}");
+                    targets.push(link["operationId"].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    assert!(targets.len() >= 16, "{targets:?}");
+    for t in &targets {
+        assert!(ids.contains(t), "a link to {t}, which is no operation");
+    }
+}
