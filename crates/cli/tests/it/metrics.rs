@@ -236,3 +236,30 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         std::thread::sleep(Duration::from_millis(250));
     }
 }
+
+/// The metrics listener is a control listener like the API's: a client that sends no request
+/// head is closed at the header timeout, and `/metrics` is all it serves.
+#[test]
+fn the_metrics_listener_times_out_silent_clients() {
+    let s = TestServer::start_with(&[
+        "--no-host".into(),
+        "--metrics-listen".into(),
+        "127.0.0.1:0".into(),
+        "--header-timeout".into(),
+        "1".into(),
+    ]);
+    let addr = logged_addr(&s, "metrics on http://");
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = c.read(&mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(c, "GET /apps HTTP/1.0\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.0 404"), "{resp}");
+}
