@@ -131,7 +131,12 @@ impl Counters {
 
     pub fn render(&self, out: &mut String) {
         header(out, self.name, "counter", self.help);
-        for (key, v) in self.values.lock().unwrap().iter() {
+        let values = self.values.lock().unwrap();
+        // A counter without labels is 0 before its first count, not absent.
+        if self.labels.is_empty() && values.is_empty() {
+            sample(out, self.name, &[], 0.0);
+        }
+        for (key, v) in values.iter() {
             sample(out, self.name, &zip(self.labels, key), *v);
         }
     }
@@ -205,7 +210,16 @@ impl Histograms {
             format!("{}_sum", self.name),
             format!("{}_count", self.name),
         );
-        for (key, h) in self.values.lock().unwrap().iter() {
+        let mut values = self.values.lock().unwrap().clone();
+        // A histogram without labels is all zeros before its first observation, not absent.
+        if self.labels.is_empty() && values.is_empty() {
+            let zero = Hist {
+                buckets: vec![0; self.buckets.len()],
+                ..Default::default()
+            };
+            values.insert(Vec::new(), zero);
+        }
+        for (key, h) in values.iter() {
             let les: Vec<String> = self.buckets.iter().map(|b| number(*b)).collect();
             let mut labels = zip(self.labels, key);
             let mut cum = 0;
@@ -264,6 +278,16 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlabelled_families_are_zero_before_their_first_sample() {
+        let mut out = String::new();
+        Counters::new("c_total", "C.", &[]).render(&mut out);
+        Histograms::new("h_seconds", "H.", &[], &[1.0]).render(&mut out);
+        assert!(out.contains("\nc_total 0\n"), "{out}");
+        assert!(out.contains("h_seconds_bucket{le=\"+Inf\"} 0\n"), "{out}");
+        assert!(out.contains("\nh_seconds_count 0\n"), "{out}");
+    }
 
     #[test]
     fn counters_and_histograms_render_in_the_text_format() {

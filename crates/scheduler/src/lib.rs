@@ -551,6 +551,7 @@ impl Scheduler {
     }
 
     fn spawn_start(&self, host: String, hj: slipway_host::HostJob) {
+        metrics::PLACEMENTS.inc(&[]);
         let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
         let sched = self.clone();
         let epoch = self.inner.acting.epoch();

@@ -1,6 +1,8 @@
 //! The scheduler's counters (docs/metrics.md): reconcile rounds, placements, restarts, lost
-//! hosts. Jobs by state and hosts are read when scraped (`crates/server/src/metrics/`), from
-//! [`crate::Scheduler::jobs`] and [`crate::Scheduler::hosts`].
+//! hosts. Hooks: the end of `round` and `spawn_start` (`lib.rs`), where a restart is scheduled
+//! and where a host is lost (`state.rs`). Jobs by state and hosts are read when scraped
+//! (`crates/server/src/metrics.rs`), from [`crate::Scheduler::jobs`] and
+//! [`crate::Scheduler::hosts`].
 
 use slipway_metrics::{Counters, Histograms, LATENCY_BUCKETS};
 use std::time::Instant;
@@ -14,7 +16,7 @@ pub static ROUND_DURATION: Histograms = Histograms::new(
 
 pub static PLACEMENTS: Counters = Counters::new(
     "slipway_scheduler_placements_total",
-    "Jobs placed on a host (starts asked for).",
+    "Jobs placed on a host (starts asked for: formation jobs and one-off runs).",
     &[],
 );
 
@@ -31,9 +33,8 @@ pub static LOST_HOSTS: Counters = Counters::new(
 );
 
 /// Hook at the end of a round.
-pub(crate) fn round_done(started: Instant, stats: &crate::RoundStats) {
+pub(crate) fn round_done(started: Instant, _stats: &crate::RoundStats) {
     ROUND_DURATION.observe(&[], started.elapsed());
-    PLACEMENTS.add(&[], stats.started as f64);
 }
 
 /// Appends the counters' families to `out`.

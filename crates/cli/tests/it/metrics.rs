@@ -199,6 +199,20 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         value(&text, "slipway_host_job_start_duration_seconds_count").is_some_and(|n| n >= 1.0),
         "{text}"
     );
+    // The scheduler placed it and tracks it as up; its reconcile rounds are timed.
+    assert!(
+        value(&text, "slipway_scheduler_placements_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, r#"slipway_scheduler_jobs{state="up"}"#).is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "slipway_scheduler_reconcile_duration_seconds_count")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
     // `slipway top` shows the same numbers (-a filters by app).
     let top = s.json(&[
         "-a",
