@@ -61,6 +61,7 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     let id = agent.id.clone();
     let listen = config.args.host_listen;
     if let (Some(registry), Some(_)) = (&deps.registry, listen) {
+        crate::join::check_token(config).await?;
         refuse_duplicate(&**registry, &id).await?;
     }
     let listen = match listen {
@@ -110,11 +111,13 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
             .with_context(|| format!("cannot register host {id} in discovery"))?;
             tracing::info!(host = %id, "host API on http://{addr}, registered in discovery");
             // Held for as long as the process runs; if it dies, the registration expires and
-            // the scheduler replaces the host's jobs.
-            tokio::spawn(async move {
-                let _reg = reg;
-                std::future::pending::<()>().await
-            });
+            // the scheduler replaces the host's jobs. Cut off from etcd, it fences itself.
+            crate::host_fence::hold(
+                reg,
+                api.clone(),
+                config.etcd.clone(),
+                config.args.fence_grace,
+            );
         }
         (None, Some(addr)) => tracing::info!(host = %id, "host API on http://{addr}"),
         _ => {}
@@ -218,7 +221,10 @@ pub fn follow_members(
             if let Some(logs) = &logs {
                 tasks.push(slipway_logs::follow_host(logs.clone(), api));
             }
-            following.insert(inst.id, tasks);
+            // A host that registered again (restarted): its old process's followers go.
+            for old in following.insert(inst.id, tasks).into_iter().flatten() {
+                old.abort();
+            }
         }
         Member::Gone(id) => {
             for task in following.remove(&id).into_iter().flatten() {

@@ -1,7 +1,10 @@
 //! Real etcd for tests: [`EtcdCluster::start`] runs 1 or 3 members of the installed `etcd`
 //! (Debian `etcd-server`) on free loopback ports, each with its own data dir, and kills them
 //! on drop. [`etcd_cluster`] is the helper tests call: it skips (through [`crate::skip`]) when
-//! etcd is not installed, which fails under CI instead.
+//! etcd is not installed, which fails under CI instead. [`etcd_cluster_on`] / [`EtcdCluster::start_on`]
+//! listen on another address than loopback, e.g. the bridge of a [`crate::netns::NetnsLan`], which
+//! every host of that LAN reaches; [`EtcdCluster::start_in`] runs each member where a given
+//! command runs it, e.g. member i in host i of a LAN, on that host's address.
 //!
 //! Data dirs live in `/dev/shm` when it exists: etcd fsyncs every write, and a test asserting
 //! "an expired instance is reported within 10 % of its TTL" must not wait on a busy disk. Dirs
@@ -9,7 +12,7 @@
 //! by the next start.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,6 +34,11 @@ pub fn etcd_bin() -> Option<PathBuf> {
 /// (etcd not installed; under CI this panics instead). Panics if etcd is installed but does
 /// not start: that is a failure, not a skip.
 pub fn etcd_cluster(n: usize) -> Option<EtcdCluster> {
+    etcd_cluster_on(n, Ipv4Addr::LOCALHOST)
+}
+
+/// [`etcd_cluster`] with every member listening (client and peer ports) on `ip`.
+pub fn etcd_cluster_on(n: usize, ip: Ipv4Addr) -> Option<EtcdCluster> {
     if etcd_bin().is_none()
         && crate::skip(
             &crate::current_test(),
@@ -39,31 +47,38 @@ pub fn etcd_cluster(n: usize) -> Option<EtcdCluster> {
     {
         return None;
     }
-    Some(EtcdCluster::start(n).unwrap_or_else(|e| panic!("start etcd for the test: {e}")))
+    Some(EtcdCluster::start_on(n, ip).unwrap_or_else(|e| panic!("start etcd for the test: {e}")))
 }
 
 struct Member {
     name: String,
+    /// The address it listens on.
+    ip: Ipv4Addr,
     client_port: u16,
     peer_port: u16,
     data: PathBuf,
     child: Option<Child>,
 }
 
+/// Makes the command that runs member `i` with the etcd binary (what [`EtcdCluster::start_in`]
+/// is given).
+pub type MemberCommand = Box<dyn Fn(usize, &Path) -> Command + Send + Sync>;
+
 /// etcd members this process started; killed (and their files removed) on drop.
 pub struct EtcdCluster {
     bin: PathBuf,
+    command: MemberCommand,
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
     root: PathBuf,
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("bind a free loopback port: {e}"))
+        .map_err(|e| format!("bind a free port on {ip}: {e}"))
 }
 
 fn base_dir() -> PathBuf {
@@ -113,14 +128,19 @@ fn clean_stale(base: &Path) {
 impl EtcdCluster {
     /// Starts `n` members (1 or 3 make sense) and waits until the cluster has a leader.
     pub fn start(n: usize) -> Result<EtcdCluster, String> {
+        EtcdCluster::start_on(n, Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`EtcdCluster::start`] with every member listening on `ip` (an address of this machine).
+    pub fn start_on(n: usize, ip: Ipv4Addr) -> Result<EtcdCluster, String> {
         assert!(n >= 1, "an etcd cluster has at least one member");
-        let bin = etcd_bin().ok_or("etcd is not installed (apt-get install etcd-server)")?;
-        let base = base_dir();
-        clean_stale(&base);
         // Another test may take a port between our probe and etcd's bind: try again.
         let mut last = String::new();
         for _ in 0..3 {
-            match EtcdCluster::try_start(&bin, &base, n) {
+            let ports = (0..n)
+                .map(|_| Ok((ip, free_port(ip)?, free_port(ip)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            match EtcdCluster::try_start(ports, Box::new(|_, bin| Command::new(bin))) {
                 Ok(c) => return Ok(c),
                 Err(e) => last = e,
             }
@@ -128,7 +148,24 @@ impl EtcdCluster {
         Err(last)
     }
 
-    fn try_start(bin: &Path, base: &Path, n: usize) -> Result<EtcdCluster, String> {
+    /// One member per address of `ips`, on etcd's usual ports (2379 for clients, 2380 for
+    /// peers), each run by `command(i, etcd_binary)` — e.g. a [`crate::netns`] host's command,
+    /// so that member i lives in host i (its own address there: fixed ports are free). Waits
+    /// until every member is healthy.
+    pub fn start_in(ips: &[Ipv4Addr], command: MemberCommand) -> Result<EtcdCluster, String> {
+        assert!(!ips.is_empty(), "an etcd cluster has at least one member");
+        EtcdCluster::try_start(ips.iter().map(|ip| (*ip, 2379, 2380)).collect(), command)
+    }
+
+    /// Members listening on `(ip, client port, peer port)` each.
+    fn try_start(
+        addrs: Vec<(Ipv4Addr, u16, u16)>,
+        command: MemberCommand,
+    ) -> Result<EtcdCluster, String> {
+        let bin = etcd_bin().ok_or("etcd is not installed (apt-get install etcd-server)")?;
+        let base = base_dir();
+        clean_stale(&base);
+        let n = addrs.len();
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let unique = format!(
             "{}-{}",
@@ -139,23 +176,26 @@ impl EtcdCluster {
         // Ours by name: one left here was made by a dead process that had our pid.
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
-        let mut members = Vec::new();
-        for i in 0..n {
-            members.push(Member {
+        let members: Vec<Member> = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ip, client_port, peer_port))| Member {
                 name: format!("m{i}"),
-                client_port: free_port()?,
-                peer_port: free_port()?,
+                ip,
+                client_port,
+                peer_port,
                 data: root.join(format!("m{i}")),
                 child: None,
-            });
-        }
+            })
+            .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.ip, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = EtcdCluster {
-            bin: bin.to_path_buf(),
+            bin,
+            command,
             members,
             initial_cluster,
             token: format!("slipway-{unique}"),
@@ -172,14 +212,14 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize, state: &str) -> Result<(), String> {
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let client = format!("http://{}:{}", m.ip, m.client_port);
+        let peer = format!("http://{}:{}", m.ip, m.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.join(format!("{}.log", m.name)))
             .map_err(|e| format!("open the etcd log: {e}"))?;
-        let child = Command::new(&self.bin)
+        let child = (self.command)(i, &self.bin)
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -204,7 +244,7 @@ impl EtcdCluster {
     /// Waits until member `i` answers `/health` with `true` (it has a leader).
     fn wait_healthy(&mut self, i: usize, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        let port = self.members[i].client_port;
+        let (ip, port) = (self.members[i].ip, self.members[i].client_port);
         loop {
             if let Some(status) = self.members[i]
                 .child
@@ -216,7 +256,7 @@ impl EtcdCluster {
                     self.log_tail(i)
                 ));
             }
-            if health(port) {
+            if health(ip, port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -245,7 +285,10 @@ impl EtcdCluster {
     }
 
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        format!(
+            "http://{}:{}",
+            self.members[i].ip, self.members[i].client_port
+        )
     }
 
     pub fn len(&self) -> usize {
@@ -275,14 +318,13 @@ impl EtcdCluster {
 }
 
 /// `GET /health` with a plain HTTP/1.0 request (the harness stays synchronous).
-fn health(port: u16) -> bool {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+fn health(ip: Ipv4Addr, port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200))
     else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(format!("GET /health HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
         .is_err()
     {
         return false;
