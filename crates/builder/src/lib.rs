@@ -13,6 +13,7 @@
 pub mod buildpack;
 pub mod bundled;
 pub mod cache;
+pub mod metrics;
 pub mod owner;
 pub mod pipeline;
 pub mod push;

@@ -82,6 +82,8 @@ enum Command {
     Ps(jobs::PsArgs),
     /// Stop jobs (a job of a formation is replaced)
     Kill(jobs::KillArgs),
+    /// Show every running job's CPU and memory (from the servers' metrics endpoints)
+    Top(commands::top::TopArgs),
     /// Show an app's log: every job's output and the platform's notes (-f to follow)
     #[command(visible_alias = "logs")]
     Log(log::LogArgs),
@@ -175,6 +177,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => jobs::scale(&ctx, args).await,
         Command::Ps(args) => jobs::ps(&ctx, args).await,
         Command::Kill(args) => jobs::kill(&ctx, args).await,
+        Command::Top(args) => commands::top::run(&ctx, args).await,
         Command::Log(args) => log::run(&ctx, args).await,
         Command::Run(args) => jobs::run(&ctx, args).await,
         Command::Deployment(args) => jobs::deployments(&ctx, args).await,

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use slipway_types::ErrorCode;
 
 /// Paths anyone may call.
-const PUBLIC: &[&str] = &["/ping"];
+const PUBLIC: &[&str] = &["/ping", "/openapi.json"];
 
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if PUBLIC.contains(&req.uri().path()) {

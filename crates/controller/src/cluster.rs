@@ -70,6 +70,7 @@ pub use slipway_client::attach::{AttachStream, Duplex, UPGRADE as ATTACH_UPGRADE
 
 /// `POST /apps/:app/jobs/:job/attach` with `Connection: Upgrade`, `Upgrade: slipway-attach`:
 /// 101, then the connection carries the job's attach frames both ways (docs/api.md).
+#[utoipa::path(operation_id = "jobs_attach", post, path = "/apps/{app}/jobs/{job}/attach", tag = "jobs", params(crate::api::spec::AppJobPath), responses((status = 101, description = "Switching to the `slipway-attach` protocol (needs `Connection: Upgrade`, `Upgrade: slipway-attach`)"), crate::api::spec::WriteErrors))]
 pub(crate) async fn attach(
     State(s): State<AppState>,
     Path((app, job)): Path<(String, String)>,
@@ -95,6 +96,7 @@ pub(crate) async fn attach(
 
 /// `GET /apps/:app/jobs/:job/output`: the job's output as NDJSON ([`OutputLine`] per line),
 /// until the job exits (what an attached `slipway run` prints).
+#[utoipa::path(operation_id = "jobs_output", get, path = "/apps/{app}/jobs/{job}/output", tag = "jobs", params(crate::api::spec::AppJobPath), responses((status = 200, body = slipway_types::OutputLine, content_type = "application/x-ndjson", description = "The job's output, one JSON object per line, until it exits"), crate::api::spec::ReadErrors))]
 pub(crate) async fn output(
     State(s): State<AppState>,
     Path((app, job)): Path<(String, String)>,
@@ -122,6 +124,7 @@ pub(crate) fn cluster(s: &AppState) -> ApiResult<&dyn Cluster> {
     })
 }
 
+#[utoipa::path(operation_id = "jobs_kill", delete, path = "/apps/{app}/jobs/{job}", tag = "jobs", params(crate::api::spec::AppJobPath), responses((status = 200, body = Job), crate::api::spec::WriteErrors))]
 pub(crate) async fn kill(
     State(s): State<AppState>,
     Path((app, job)): Path<(String, String)>,
@@ -130,6 +133,7 @@ pub(crate) async fn kill(
     Ok(Json(cluster(&s)?.stop_job(app.id, &job).await?))
 }
 
+#[utoipa::path(operation_id = "jobs_run", post, path = "/apps/{app}/jobs", tag = "jobs", params(crate::api::spec::AppPath), request_body = NewJob, responses((status = 201, body = Job), crate::api::spec::WriteErrors))]
 pub(crate) async fn run(
     State(s): State<AppState>,
     Path(app): Path<String>,

@@ -2,7 +2,7 @@
 //!
 //! Invariants kept here: every response to bad input is a 4xx with a JSON `ApiError` body (never
 //! a 500 or a panic: bodies are size-limited, parsed by us, and every id is checked), and every
-//! endpoint but `GET /ping` needs the API key.
+//! endpoint but `GET /ping` and `GET /openapi.json` needs the API key.
 
 #![forbid(unsafe_code)]
 
@@ -11,12 +11,14 @@ mod auth;
 pub mod cluster;
 mod error;
 mod extract;
+pub mod metrics;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use slipway_store::Store;
 use std::sync::Arc;
 
+pub use api::openapi;
 pub use auth::generate_api_key;
 pub use cluster::{ATTACH_UPGRADE, AttachStream, Cluster};
 pub use error::{ApiErr, json_rejections};
@@ -70,15 +72,18 @@ pub fn router_with_extra(
         cluster,
     };
     let api = api::routes()
+        .0
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(error::json_rejections))
         .with_state(state.clone());
     // The extra roles answer in their own shapes (git's plain text, which git shows as
     // `remote:` lines; the registry's JSON); those in the API's shape add `json_rejections`.
-    api.merge(extra).layer(axum::middleware::from_fn_with_state(
-        state,
-        auth::require_key,
-    ))
+    api.merge(extra)
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            auth::require_key,
+        ))
+        .layer(axum::middleware::from_fn(metrics::record))
 }
 
 /// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.

@@ -269,6 +269,7 @@ impl Aggregator {
                 platform,
             };
             log.append(&mut entry)?;
+            crate::metrics::LINES.inc(&[]);
             last = entry.seq;
             // No follower: nothing to do; a lagging one catches up from disk.
             let _ = app.live.send(Arc::new(entry));
@@ -396,6 +397,12 @@ impl Aggregator {
             st.next().await.map(|e| (e, st))
         });
         Ok(futures_util::stream::iter(history).chain(live).boxed())
+    }
+
+    /// Live followers (`log -f`) of every app.
+    pub fn followers(&self) -> usize {
+        let apps = self.inner.apps.lock().expect("apps");
+        apps.values().map(|a| a.live.receiver_count()).sum()
     }
 
     /// Bytes of an app's history on disk.

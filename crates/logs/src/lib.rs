@@ -14,6 +14,7 @@ pub mod aggregator;
 pub mod disk;
 pub mod http;
 pub mod ingest;
+pub mod metrics;
 pub mod sink;
 
 pub use aggregator::{Aggregator, Config, MAX_LINE, Query, Source};

@@ -17,6 +17,7 @@ pub mod deploy;
 pub mod error;
 pub mod local;
 mod manifests;
+pub mod metrics;
 pub mod server;
 pub mod spec;
 pub mod testimage;

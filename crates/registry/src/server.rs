@@ -568,7 +568,7 @@ async fn finish_upload(
     let upload = reg.upload(&app, &id).await?;
     let digest = parse_digest(q.get("digest").map(String::as_str).unwrap_or(""))?;
     let (parts, body) = req.into_parts();
-    append(&reg, &upload, &parts.headers, body).await?;
+    let size = append(&reg, &upload, &parts.headers, body).await?;
     let upload = reg.upload(&app, &id).await?;
     // A layer sent in one PATCH is its own only chunk: it was not here before the upload.
     let existed = reg.blobs.head(&digest).await?.is_some()
@@ -579,6 +579,7 @@ async fn finish_upload(
         tracing::warn!(upload = %upload.id, "registry: cannot delete a finished upload: {e}");
     }
     stored?;
+    crate::metrics::upload_done(size);
     Ok(blob_created(&name, &digest))
 }
 

@@ -20,6 +20,7 @@ mod gate;
 pub mod hostjob;
 pub mod leader;
 pub mod membership;
+pub mod metrics;
 mod oneoff;
 pub mod plan;
 mod state;
@@ -423,6 +424,7 @@ impl Scheduler {
         for (host, id) in stops {
             self.spawn_stop(host, id);
         }
+        metrics::round_done(t0, &stats);
         Ok(stats)
     }
 
@@ -580,6 +582,7 @@ impl Scheduler {
     }
 
     fn spawn_start(&self, host: String, hj: slipway_host::HostJob) {
+        metrics::PLACEMENTS.inc(&[]);
         let api = self.lock().hosts.get(&host).map(|h| h.api.clone());
         let sched = self.clone();
         let epoch = self.inner.acting.epoch();

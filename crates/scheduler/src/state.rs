@@ -203,6 +203,7 @@ impl State {
                 .is_some_and(|s| s.elapsed() >= plan::RESTART_RESET_AFTER);
             let n = if worked { 1 } else { t.job.restarts + 1 };
             let ready = Instant::now() + plan::backoff(n);
+            crate::metrics::RESTARTS.inc(&[]);
             tracing::info!(
                 job = id,
                 restarts = n,
@@ -390,6 +391,7 @@ impl Scheduler {
             return;
         }
         tracing::warn!(host, "{reason}; replacing its jobs");
+        crate::metrics::LOST_HOSTS.inc(&[]);
         let ids: Vec<String> = st
             .jobs
             .values()

@@ -105,6 +105,22 @@ pub struct ServerArgs {
     /// in seconds; event streams and `log -f` end at once (docs/restarts.md).
     #[arg(long, env = "SLIPWAY_DRAIN_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
     pub drain_timeout: Duration,
+    /// Where this process serves Prometheus metrics (`GET /metrics`) for every role it runs
+    /// (docs/metrics.md), or `none`. A port that is taken loses the metrics, with a warning.
+    #[arg(long, env = "SLIPWAY_METRICS_LISTEN", default_value = "127.0.0.1:1114", value_parser = parse_metrics_listen)]
+    pub metrics_listen: MetricsListen,
+    /// The log lines' format on stderr: `text` (coloured only on a terminal) or `json` (one
+    /// object per line, for a log collector).
+    #[arg(long, env = "SLIPWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+/// `--metrics-listen`: an address, or `none` (no endpoint).
+#[derive(Clone, Copy, Debug)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
+    crate::metrics::parse_listen(s).map(MetricsListen)
 }
 
 /// `--advertise`: an address (the listening port is added) or a whole base URL.

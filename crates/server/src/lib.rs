@@ -20,6 +20,8 @@ pub mod identity;
 pub mod join;
 pub mod listen;
 pub mod logs;
+pub mod metrics;
+pub mod metrics_host;
 pub mod ops;
 pub mod registry;
 pub mod roles;
@@ -146,7 +148,7 @@ fn api_key(env: Option<String>, file: Option<&Path>) -> Result<Option<String>> {
 
 /// Starts the roles of `config` and runs until SIGTERM or Ctrl-C.
 pub async fn run(mut config: Config) -> Result<()> {
-    init_tracing();
+    init_tracing_as(config.args.log_format == "json");
     listen::set_drain_timeout(config.args.drain_timeout);
     tracing::info!(roles = %config.roles, "starting");
     // Checked before anything starts: a wrong --etcd fails here, naming the URLs.
@@ -181,11 +183,16 @@ pub async fn run(mut config: Config) -> Result<()> {
         }
     };
     let router_cap = connection_limits(&config);
+    let metrics = metrics::start(&config).await;
 
     let scheduler = match store.clone() {
         Some(store) => Some(scheduler::start(&config, store).await),
         None => None,
     };
+    if let Some(scheduler) = &scheduler {
+        metrics::scheduler(&metrics, scheduler);
+        metrics.add_sync(slipway_controller::metrics::render);
+    }
     let discovery = match config.has(Role::Discovery) {
         true => Some(discovery::start(&config, &api_key, etcd.as_ref()).await?),
         false => None,
@@ -229,6 +236,15 @@ pub async fn run(mut config: Config) -> Result<()> {
         (Some(store), true) => Some(logs::start(&config, store.clone())?),
         _ => None,
     };
+    if let Some(logs) = &logs {
+        metrics::logs(&metrics, logs);
+    }
+    if config.has(Role::Builder) {
+        metrics.add_sync(slipway_builder::metrics::render);
+    }
+    if config.has(Role::Registry) {
+        metrics.add_sync(slipway_registry::metrics::render);
+    }
     let local_host = match config.has(Role::Host) {
         true => {
             let published_tcp = router.as_ref().map(|r| r.published_tcp.clone());
@@ -247,6 +263,7 @@ pub async fn run(mut config: Config) -> Result<()> {
                 })),
             };
             let local = host::start(&config, deps).await?;
+            metrics::host(&metrics, &config, local.api.clone());
             if let Some(discovery) = &discovery {
                 discovery.follow_host(local.api.clone());
             }
@@ -331,16 +348,24 @@ pub async fn run(mut config: Config) -> Result<()> {
 /// Logs to stderr, filtered by `SLIPWAY_LOG` (default `info`), coloured only when stderr is a
 /// terminal: a log file (`/var/log/slipway.log`, journald) gets no escape sequences.
 pub fn init_tracing() {
+    init_tracing_as(false)
+}
+
+/// [`init_tracing`], or with `json` one JSON object per line (`--log-format json`).
+pub fn init_tracing_as(json: bool) {
     use std::io::IsTerminal;
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
-                // hickory's server logs every DNS query at info: two lines per container lookup.
-                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_env("SLIPWAY_LOG")
+            // hickory's server logs every DNS query at info: two lines per container lookup.
+            .unwrap_or_else(|_| "info,hickory_server=warn".into())
+    };
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_writer(std::io::stderr);
+    let _ = match json {
+        true => fmt.json().with_ansi(false).try_init(),
+        false => fmt.with_ansi(std::io::stderr().is_terminal()).try_init(),
+    };
 }
 
 async fn open_store(config: &Config) -> Result<slipway_store::SqlStore> {

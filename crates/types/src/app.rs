@@ -1,6 +1,6 @@
 //! Apps: the unit users create, push to and scale.
 
-use crate::{Id, StringMap, Timestamp, ValidationError};
+use crate::{StringMap, Timestamp, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// Flynn's default deploy timeout, in seconds.
@@ -10,9 +10,9 @@ const MAX_NAME_LEN: usize = 63;
 /// ([`crate::PLATFORM_SERVICES`]).
 pub const RESERVED_APP_NAME: &str = "slipway";
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct App {
-    pub id: Id,
+    pub id: uuid::Uuid,
     pub name: String,
     #[serde(default)]
     pub meta: StringMap,
@@ -20,17 +20,18 @@ pub struct App {
     /// Seconds a deployment may take before it fails and rolls back.
     pub deploy_timeout: u32,
     /// Jobs per batch for the `in-batches` strategy (None: the executor's default).
+    #[schema(minimum = 1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_batch_size: Option<u32>,
     /// The current release, if any.
     #[serde(default)]
-    pub release: Option<Id>,
+    pub release: Option<uuid::Uuid>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
 
 /// How a new release replaces the old one's jobs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeployStrategy {
     #[default]
@@ -67,7 +68,7 @@ impl std::str::FromStr for DeployStrategy {
 }
 
 /// Body of `POST /apps`. A missing name gets a random readable one.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewApp {
     #[serde(default)]
@@ -76,28 +77,32 @@ pub struct NewApp {
     pub meta: StringMap,
     #[serde(default)]
     pub strategy: Option<DeployStrategy>,
+    #[schema(minimum = 1)]
     #[serde(default)]
     pub deploy_timeout: Option<u32>,
+    #[schema(minimum = 1)]
     #[serde(default)]
     pub deploy_batch_size: Option<u32>,
 }
 
 /// Body of `POST /apps/:app` (update). Absent fields are left alone; `meta` replaces the map.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<StringMap>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub strategy: Option<DeployStrategy>,
+    #[schema(minimum = 1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_timeout: Option<u32>,
+    #[schema(minimum = 1)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deploy_batch_size: Option<u32>,
 }
 
 /// What deleting an app removed with it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppDeletion {
     pub app: String,
     pub routes: u64,

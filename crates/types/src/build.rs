@@ -1,7 +1,7 @@
 //! Builds: the record of a `git push`'s build, kept with its transcript so that it can be read
 //! later (`slipway build log`) whatever the app's own logs have evicted since.
 
-use crate::{Id, Timestamp, ValidationError};
+use crate::{Timestamp, ValidationError};
 use serde::{Deserialize, Serialize};
 
 /// The largest transcript a build keeps (the push flow keeps the start and the end of a longer
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// database.
 pub const MAX_BUILD_LOG_BYTES: usize = 1 << 20;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BuildStatus {
     /// Built, released and deployed: the push was accepted.
@@ -38,16 +38,16 @@ impl BuildStatus {
 
 /// A finished build (`GET /apps/:app/builds`). Its transcript is served on its own
 /// (`GET /apps/:app/builds/:id/log`, plain text): lists stay small.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Build {
-    pub id: Id,
-    pub app_id: Id,
+    pub id: uuid::Uuid,
+    pub app_id: uuid::Uuid,
     /// The pushed commit.
     pub commit: String,
     pub status: BuildStatus,
     /// The release the build made, if it got that far (a failed deploy has one too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release_id: Option<Id>,
+    pub release_id: Option<uuid::Uuid>,
     /// Why the push failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -59,13 +59,13 @@ pub struct Build {
 }
 
 /// What the push flow records when a push's build ends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewBuild {
     pub commit: String,
     pub status: BuildStatus,
     #[serde(default)]
-    pub release_id: Option<Id>,
+    pub release_id: Option<uuid::Uuid>,
     #[serde(default)]
     pub error: Option<String>,
     /// The transcript: the lines the pusher saw as `remote: …`, newline-terminated.

@@ -6,7 +6,7 @@ use crate::{StringMap, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// A host as the scheduler sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HostState {
     /// Followed and answering: jobs may be placed on it.
@@ -32,7 +32,7 @@ impl HostState {
 }
 
 /// One row of `GET /hosts`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostInfo {
     pub id: String,
     pub state: HostState,
@@ -49,7 +49,7 @@ pub struct HostInfo {
 }
 
 /// Where the cluster coordinates (discovery, leader elections).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Coordination {
     /// The registry lives in the answering server's process: that server is the whole cluster.
@@ -72,7 +72,7 @@ impl Coordination {
 }
 
 /// One etcd member, as its own status call answered (or did not).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EtcdMember {
     /// The member id, in hex as `etcdctl` prints it.
     pub id: String,
@@ -91,7 +91,7 @@ pub struct EtcdMember {
 }
 
 /// An instance of a platform service in discovery (a controller, a router, a role's leader).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceMember {
     pub id: String,
     pub addr: String,
@@ -101,7 +101,7 @@ pub struct ServiceMember {
 }
 
 /// The leader of a role that runs once per cluster.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleLeader {
     /// `scheduler`, `housekeeping`.
     pub role: String,
@@ -113,7 +113,7 @@ pub struct RoleLeader {
 }
 
 /// `GET /cluster/status`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterStatus {
     pub coordination: Coordination,
     /// `sqlite` or `postgres`.

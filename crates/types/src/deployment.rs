@@ -1,10 +1,10 @@
 //! Deployments: moving an app's formation from one release to another.
 
-use crate::{DeployStrategy, Id, Timestamp};
+use crate::{DeployStrategy, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStatus {
     Pending,
@@ -32,13 +32,13 @@ impl DeploymentStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {
-    pub id: Id,
-    pub app_id: Id,
+    pub id: uuid::Uuid,
+    pub app_id: uuid::Uuid,
     #[serde(default)]
-    pub old_release_id: Option<Id>,
-    pub new_release_id: Id,
+    pub old_release_id: Option<uuid::Uuid>,
+    pub new_release_id: uuid::Uuid,
     pub strategy: DeployStrategy,
     pub status: DeploymentStatus,
     /// The process counts the new release is deployed with.
@@ -56,9 +56,9 @@ pub struct Deployment {
 }
 
 /// Body of `POST /apps/:app/deploy`: Flynn's `{id: release}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeployment {
     #[serde(rename = "id", alias = "release_id")]
-    pub release_id: Id,
+    pub release_id: uuid::Uuid,
 }

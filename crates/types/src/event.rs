@@ -1,9 +1,9 @@
 //! Events: the append-only log of every write, which streams and the scheduler follow.
 
-use crate::{Id, Timestamp};
+use crate::Timestamp;
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ObjectType {
     App,
@@ -51,7 +51,7 @@ impl ObjectType {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventOp {
     Create,
@@ -75,12 +75,12 @@ impl EventOp {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Strictly increasing: a stream resumes after the last id it saw.
     pub id: i64,
     #[serde(default)]
-    pub app_id: Option<Id>,
+    pub app_id: Option<uuid::Uuid>,
     pub object_type: ObjectType,
     pub object_id: String,
     pub op: EventOp,
@@ -92,7 +92,7 @@ pub struct Event {
 /// Which events to list or stream.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct EventFilter {
-    pub app_id: Option<Id>,
+    pub app_id: Option<uuid::Uuid>,
     /// Empty: all types.
     pub object_types: Vec<ObjectType>,
     pub object_id: Option<String>,

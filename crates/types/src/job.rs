@@ -1,15 +1,15 @@
 //! Formations (how many of each process type should run) and jobs (what runs).
 
-use crate::{Id, StringMap, Timestamp, ValidationError};
+use crate::{StringMap, Timestamp, ValidationError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Desired process counts of one release of an app. Keyed by (app, release), so an old and a new
 /// release can both have formations during a deployment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Formation {
-    pub app_id: Id,
-    pub release_id: Id,
+    pub app_id: uuid::Uuid,
+    pub release_id: uuid::Uuid,
     #[serde(default)]
     pub processes: BTreeMap<String, u32>,
     /// Host tags each process type's jobs must be placed on.
@@ -20,7 +20,7 @@ pub struct Formation {
 }
 
 /// Body of `PUT /apps/:app/formations/:release`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FormationUpdate {
     #[serde(default)]
@@ -57,7 +57,7 @@ impl FormationUpdate {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
     Pending,
@@ -96,12 +96,12 @@ impl JobState {
 }
 
 /// One process of one release, on one host. Written by the scheduler, read by everyone.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     /// `<host id>-<uuid>` once placed (Flynn's form), a uuid before.
     pub id: String,
-    pub app_id: Id,
-    pub release_id: Id,
+    pub app_id: uuid::Uuid,
+    pub release_id: uuid::Uuid,
     /// None for one-off jobs (`slipway run`).
     #[serde(default)]
     pub process_type: Option<String>,
@@ -167,14 +167,15 @@ mod tests {
 
 /// Body of `POST /apps/:app/jobs`: a one-off job (`slipway run -d`) of the app's current release
 /// (or `release`), with the release's env plus `env`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewJob {
+    #[schema(min_items = 1)]
     pub args: Vec<String>,
     #[serde(default)]
     pub env: StringMap,
     #[serde(default)]
-    pub release: Option<Id>,
+    pub release: Option<uuid::Uuid>,
     /// Keep the job's stdin open for `POST /apps/:app/jobs/:job/attach` (attached `slipway
     /// run`); output before the attach is kept for it.
     #[serde(default)]
@@ -189,7 +190,7 @@ pub struct NewJob {
 }
 
 /// A terminal's size in characters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TermSize {
     pub cols: u16,
     pub rows: u16,
@@ -197,7 +198,7 @@ pub struct TermSize {
 
 /// One line of a job's output (`GET /apps/:app/jobs/:job/output`, NDJSON): `stream` is `stdout`,
 /// `stderr` or `init` (the host's notes about the job).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputLine {
     pub stream: String,
     pub msg: String,

@@ -55,7 +55,7 @@ pub type StringMap = std::collections::BTreeMap<String, String>;
 pub type Id = uuid::Uuid;
 
 /// `GET /cluster`: what a client needs to know about the server it talks to.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterInfo {
     pub version: String,
     /// Apps get `<app>.<default_domain>` as their default HTTP route.
@@ -65,8 +65,8 @@ pub struct ClusterInfo {
 }
 
 /// `PUT /apps/:app/release`: make a release current (without deploying it).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetRelease {
-    pub id: Id,
+    pub id: uuid::Uuid,
 }

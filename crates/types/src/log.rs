@@ -14,7 +14,7 @@ pub const LOG_STREAMS: [&str; 3] = ["stdout", "stderr", "init"];
 pub const LOG_METADATA_KEY: &str = "log";
 
 /// One line of an app's log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogEntry {
     /// Position in the app's log, increasing by one per line (a resume point and a seam check).
     pub seq: u64,

@@ -1,11 +1,11 @@
 //! Artifacts (what runs), releases (artifacts + config, immutable) and process types.
 
 use crate::units::{format_bytes, positive};
-use crate::{Id, StringMap, Timestamp, ValidationError, app::validate_meta};
+use crate::{StringMap, Timestamp, ValidationError, app::validate_meta};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ArtifactType {
     /// A tarball of a built `/app`, run on a stack.
@@ -24,9 +24,9 @@ impl ArtifactType {
 }
 
 /// Something a release runs: a slug in the blob store or an image. Immutable once created.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Artifact {
-    pub id: Id,
+    pub id: uuid::Uuid,
     #[serde(rename = "type")]
     pub kind: ArtifactType,
     /// Where the bytes are: a blob store URI or an image reference.
@@ -43,11 +43,12 @@ pub struct Artifact {
     pub created_at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewArtifact {
     #[serde(rename = "type")]
     pub kind: ArtifactType,
+    #[schema(min_length = 1)]
     pub uri: String,
     #[serde(default)]
     pub manifest: Option<serde_json::Value>,
@@ -81,13 +82,13 @@ impl NewArtifact {
 }
 
 /// Artifacts plus configuration. Never modified: every change makes a new release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Release {
-    pub id: Id,
-    pub app_id: Id,
+    pub id: uuid::Uuid,
+    pub app_id: uuid::Uuid,
     /// In layer order: the first is the bottom.
     #[serde(default)]
-    pub artifacts: Vec<Id>,
+    pub artifacts: Vec<uuid::Uuid>,
     #[serde(default)]
     pub env: StringMap,
     #[serde(default)]
@@ -98,11 +99,11 @@ pub struct Release {
 }
 
 /// Body of `POST /apps/:app/releases`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewRelease {
     #[serde(default)]
-    pub artifacts: Vec<Id>,
+    pub artifacts: Vec<uuid::Uuid>,
     #[serde(default)]
     pub env: StringMap,
     #[serde(default)]
@@ -264,7 +265,7 @@ pub fn validate_env(field: &str, env: &StringMap) -> Result<(), ValidationError>
 }
 
 /// How to run one kind of process of a release (`web`, `worker`, …).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessType {
     /// The command; empty means the artifact's default (`start TYPE` for slugs).
@@ -313,7 +314,7 @@ impl ProcessType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
     /// Port inside the job; 0 lets the host choose (web processes get 8080 and `PORT`).
@@ -330,7 +331,7 @@ fn default_proto() -> String {
 }
 
 /// A discovery service the port registers in once its health check passes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
     pub name: String,
@@ -344,7 +345,7 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckType {
     Tcp,
@@ -352,7 +353,7 @@ pub enum HealthCheckType {
 }
 
 /// Durations are in milliseconds so the JSON stays plain integers.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(rename = "type")]
@@ -435,7 +436,7 @@ pub const MAX_DISK: u64 = 1 << 40;
 
 /// Resource limits of one process type. `None` means the host's default (memory: 1 GiB,
 /// disk: 1 GiB).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
     /// Bytes.

@@ -7,7 +7,7 @@ use std::fmt;
 /// TCP routes with port 0 get the lowest free port here (Flynn's range).
 pub const TCP_PORT_RANGE: std::ops::RangeInclusive<u16> = 3000..=3500;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RouteType {
     Http,
@@ -31,7 +31,7 @@ impl RouteType {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Route {
     Http(HttpRoute),
@@ -72,10 +72,10 @@ impl fmt::Display for Route {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpRoute {
-    pub id: Id,
-    pub app_id: Id,
+    pub id: uuid::Uuid,
+    pub app_id: uuid::Uuid,
     pub service: String,
     /// Lowercase; may start with `*.` (wildcard).
     pub domain: String,
@@ -92,10 +92,10 @@ pub struct HttpRoute {
     pub updated_at: Timestamp,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TcpRoute {
-    pub id: Id,
-    pub app_id: Id,
+    pub id: uuid::Uuid,
+    pub app_id: uuid::Uuid,
     pub service: String,
     pub port: u16,
     #[serde(default)]
@@ -109,7 +109,7 @@ pub struct TcpRoute {
 }
 
 /// A TLS certificate chain and its key, PEM-encoded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Certificate {
     pub cert: String,
@@ -135,7 +135,7 @@ impl Certificate {
 }
 
 /// Body of `POST /apps/:app/routes`. A missing service means the app's web service (`APP-web`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum NewRoute {
     Http {
@@ -193,7 +193,7 @@ impl NewRoute {
 }
 
 /// Body of `PUT /apps/:app/routes/:type/:id`. Absent fields stay as they are.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(utoipa::ToSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]

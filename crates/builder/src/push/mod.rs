@@ -408,10 +408,12 @@ async fn build(
             }
         })
     };
+    let started = std::time::Instant::now();
     let built = tokio::select! {
         b = crate::pipeline::build(&pusher.build, input, line_tx) => b,
         _ = cancel.cancelled() => Err(BuildError::Failed("push cancelled: the build was stopped".into())),
     };
+    crate::metrics::build_done(started, &built);
     let _ = relay.await;
     built.map_err(|e| match e {
         BuildError::Failed(m) => m,

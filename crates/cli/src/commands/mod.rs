@@ -13,6 +13,7 @@ pub mod meta;
 pub mod release;
 pub mod route;
 pub mod run;
+pub mod top;
 
 use anyhow::{Result, bail};
 

@@ -1,4 +1,5 @@
 //! End-to-end tests that drive the real `slipway` binary.
+mod api_spec;
 mod blobs;
 mod cli;
 mod cluster;
@@ -8,6 +9,7 @@ mod hostile;
 mod housekeeping;
 mod images;
 mod logs;
+mod metrics;
 mod ops;
 mod push;
 mod push_slow;

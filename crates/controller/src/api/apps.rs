@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use slipway_store::StoreError;
 use slipway_types::{App, AppDeletion, AppUpdate, ClusterInfo, NewApp, random_app_name};
 
+#[utoipa::path(operation_id = "apps_cluster_info", get, path = "/cluster", tag = "meta", responses((status = 200, body = ClusterInfo), crate::api::spec::ReadErrors))]
 pub async fn cluster_info(State(s): State<AppState>) -> Json<ClusterInfo> {
     Json(ClusterInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -17,6 +18,7 @@ pub async fn cluster_info(State(s): State<AppState>) -> Json<ClusterInfo> {
     })
 }
 
+#[utoipa::path(operation_id = "apps_create", post, path = "/apps", tag = "apps", request_body = NewApp, responses((status = 201, body = App, links(("GetApp" = (operation_id = "apps_get", parameters(("app" = "$response.body#/id")))), ("CreateRelease" = (operation_id = "releases_create", parameters(("app" = "$response.body#/id")))), ("CreateRoute" = (operation_id = "routes_create", parameters(("app" = "$response.body#/id")))), ("ListFormations" = (operation_id = "releases_list_formations", parameters(("app" = "$response.body#/id")))), ("RunJob" = (operation_id = "jobs_run", parameters(("app" = "$response.body#/id")))), ("DeleteApp" = (operation_id = "apps_delete", parameters(("app" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
     JsonBody(new): JsonBody<NewApp>,
@@ -46,14 +48,17 @@ pub async fn create(
     Err(StoreError::Conflict(last.unwrap_or_default()).into())
 }
 
+#[utoipa::path(operation_id = "apps_list", get, path = "/apps", tag = "apps", responses((status = 200, body = Vec<App>), crate::api::spec::ReadErrors))]
 pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<App>>> {
     Ok(Json(s.store.list_apps().await?))
 }
 
+#[utoipa::path(operation_id = "apps_get", get, path = "/apps/{app}", tag = "apps", params(crate::api::spec::AppPath), responses((status = 200, body = App), crate::api::spec::ReadErrors))]
 pub async fn get(State(s): State<AppState>, Path(app): Path<String>) -> ApiResult<Json<App>> {
     Ok(Json(resolve(&s, &app).await?))
 }
 
+#[utoipa::path(operation_id = "apps_update", post, path = "/apps/{app}", tag = "apps", params(crate::api::spec::AppPath), request_body = AppUpdate, responses((status = 200, body = App), crate::api::spec::WriteErrors))]
 pub async fn update(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -64,6 +69,7 @@ pub async fn update(
     Ok(Json(s.store.update_app(app.id, &update).await?))
 }
 
+#[utoipa::path(operation_id = "apps_delete", delete, path = "/apps/{app}", tag = "apps", params(crate::api::spec::AppPath), responses((status = 200, body = AppDeletion), crate::api::spec::WriteErrors))]
 pub async fn delete(
     State(s): State<AppState>,
     Path(app): Path<String>,

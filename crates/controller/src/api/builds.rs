@@ -11,6 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use slipway_types::Build;
 
+#[utoipa::path(operation_id = "builds_list", get, path = "/apps/{app}/builds", tag = "builds", params(crate::api::spec::AppPath), responses((status = 200, body = Vec<Build>), crate::api::spec::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -19,6 +20,7 @@ pub async fn list(
     Ok(Json(s.store.list_builds(app.id).await?))
 }
 
+#[utoipa::path(operation_id = "builds_get", get, path = "/apps/{app}/builds/{id}", tag = "builds", params(crate::api::spec::AppIdPath), responses((status = 200, body = Build), crate::api::spec::ReadErrors))]
 pub async fn get(
     State(s): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -30,6 +32,7 @@ pub async fn get(
 }
 
 /// The transcript as plain text (UTF-8), one line per `remote:` line the pusher saw.
+#[utoipa::path(operation_id = "builds_log", get, path = "/apps/{app}/builds/{id}/log", tag = "builds", params(crate::api::spec::AppIdPath), responses((status = 200, body = String, content_type = "text/plain", description = "The transcript, as the pusher saw it"), crate::api::spec::ReadErrors))]
 pub async fn log(
     State(s): State<AppState>,
     Path((app, id)): Path<(String, String)>,

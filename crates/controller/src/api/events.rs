@@ -20,6 +20,7 @@ use std::time::Duration;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
+#[utoipa::path(operation_id = "events_list_or_stream", get, path = "/events", tag = "events", params(crate::api::spec::EventQuery), responses((status = 200, description = "Events in id order; with `Accept: text/event-stream` a stream of them (SSE, resumable with `Last-Event-ID`)", content((Vec<Event> = "application/json"), (String = "text/event-stream"))), crate::api::spec::ReadErrors))]
 pub async fn list_or_stream(
     State(s): State<AppState>,
     RawQuery(query): RawQuery,
@@ -218,6 +219,7 @@ async fn parse_filter(s: &AppState, query: &str) -> Result<EventFilter, ApiErr> 
     Ok(filter)
 }
 
+#[utoipa::path(operation_id = "events_get", get, path = "/events/{id}", tag = "events", params(crate::api::spec::IdPath), responses((status = 200, body = Event), crate::api::spec::ReadErrors))]
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Event>> {
     let id: i64 = id
         .parse()

@@ -12,6 +12,7 @@ use slipway_types::{
     SetRelease,
 };
 
+#[utoipa::path(operation_id = "releases_create_artifact", post, path = "/artifacts", tag = "artifacts", request_body = NewArtifact, responses((status = 201, body = Artifact, links(("GetArtifact" = (operation_id = "releases_get_artifact", parameters(("id" = "$response.body#/id")))), ("DeleteArtifact" = (operation_id = "releases_delete_artifact", parameters(("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create_artifact(
     State(s): State<AppState>,
     JsonBody(new): JsonBody<NewArtifact>,
@@ -23,6 +24,7 @@ pub async fn create_artifact(
     ))
 }
 
+#[utoipa::path(operation_id = "releases_get_artifact", get, path = "/artifacts/{id}", tag = "artifacts", params(crate::api::spec::IdPath), responses((status = 200, body = Artifact), crate::api::spec::ReadErrors))]
 pub async fn get_artifact(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -33,6 +35,7 @@ pub async fn get_artifact(
 }
 
 /// 409 while a release names it.
+#[utoipa::path(operation_id = "releases_delete_artifact", delete, path = "/artifacts/{id}", tag = "artifacts", params(crate::api::spec::IdPath), responses((status = 200, body = crate::api::spec::Empty), crate::api::spec::WriteErrors))]
 pub async fn delete_artifact(
     State(s): State<AppState>,
     Path(id): Path<String>,
@@ -41,6 +44,7 @@ pub async fn delete_artifact(
     Ok(super::empty())
 }
 
+#[utoipa::path(operation_id = "releases_create", post, path = "/apps/{app}/releases", tag = "releases", params(crate::api::spec::AppPath), request_body = NewRelease, responses((status = 201, body = Release, links(("PutFormation" = (operation_id = "releases_put_formation", parameters(("app" = "$request.path.app"), ("release" = "$response.body#/id")))), ("GetFormation" = (operation_id = "releases_get_formation", parameters(("app" = "$request.path.app"), ("release" = "$response.body#/id")))), ("GetRelease" = (operation_id = "releases_get", parameters(("id" = "$response.body#/id")))), ("DeleteRelease" = (operation_id = "releases_delete", parameters(("app" = "$request.path.app"), ("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -54,6 +58,7 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(operation_id = "releases_list", get, path = "/apps/{app}/releases", tag = "releases", params(crate::api::spec::AppPath), responses((status = 200, body = Vec<Release>), crate::api::spec::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -62,10 +67,12 @@ pub async fn list(
     Ok(Json(s.store.list_releases(app.id).await?))
 }
 
+#[utoipa::path(operation_id = "releases_get", get, path = "/releases/{id}", tag = "releases", params(crate::api::spec::IdPath), responses((status = 200, body = Release), crate::api::spec::ReadErrors))]
 pub async fn get(State(s): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Release>> {
     Ok(Json(s.store.get_release(parse_id("release", &id)?).await?))
 }
 
+#[utoipa::path(operation_id = "releases_delete", delete, path = "/apps/{app}/releases/{id}", tag = "releases", params(crate::api::spec::AppIdPath), responses((status = 200, body = crate::api::spec::Empty), crate::api::spec::WriteErrors))]
 pub async fn delete(
     State(s): State<AppState>,
     Path((app, id)): Path<(String, String)>,
@@ -79,6 +86,7 @@ pub async fn delete(
     Ok(super::empty())
 }
 
+#[utoipa::path(operation_id = "releases_current", get, path = "/apps/{app}/release", tag = "releases", params(crate::api::spec::AppPath), responses((status = 200, body = Release), crate::api::spec::ReadErrors))]
 pub async fn current(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -96,6 +104,7 @@ pub async fn current(
     Ok(Json(s.store.get_release(id).await?))
 }
 
+#[utoipa::path(operation_id = "releases_set_current", put, path = "/apps/{app}/release", tag = "releases", params(crate::api::spec::AppPath), request_body = SetRelease, responses((status = 200, body = App), crate::api::spec::WriteErrors))]
 pub async fn set_current(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -105,6 +114,7 @@ pub async fn set_current(
     Ok(Json(s.store.set_app_release(app.id, body.id).await?))
 }
 
+#[utoipa::path(operation_id = "releases_put_formation", put, path = "/apps/{app}/formations/{release}", tag = "formations", params(crate::api::spec::AppReleasePath), request_body = FormationUpdate, responses((status = 200, body = Formation), crate::api::spec::WriteErrors))]
 pub async fn put_formation(
     State(s): State<AppState>,
     Path((app, release)): Path<(String, String)>,
@@ -118,6 +128,7 @@ pub async fn put_formation(
     ))
 }
 
+#[utoipa::path(operation_id = "releases_get_formation", get, path = "/apps/{app}/formations/{release}", tag = "formations", params(crate::api::spec::AppReleasePath), responses((status = 200, body = Formation), crate::api::spec::ReadErrors))]
 pub async fn get_formation(
     State(s): State<AppState>,
     Path((app, release)): Path<(String, String)>,
@@ -130,6 +141,7 @@ pub async fn get_formation(
     ))
 }
 
+#[utoipa::path(operation_id = "releases_list_formations", get, path = "/apps/{app}/formations", tag = "formations", params(crate::api::spec::AppPath), responses((status = 200, body = Vec<Formation>), crate::api::spec::ReadErrors))]
 pub async fn list_formations(
     State(s): State<AppState>,
     Path(app): Path<String>,

@@ -81,11 +81,13 @@ async fn check_tcp_port(s: &AppState, new: &mut NewRoute) -> Result<(), ApiErr> 
     Ok(())
 }
 
+#[utoipa::path(operation_id = "routes_list_all", get, path = "/routes", tag = "routes", responses((status = 200, body = Vec<Route>), crate::api::spec::ReadErrors))]
 pub async fn list_all(State(s): State<AppState>) -> ApiResult<Json<Vec<Route>>> {
     let routes = s.store.list_routes(None).await?;
     Ok(Json(with_state(&s, routes)))
 }
 
+#[utoipa::path(operation_id = "routes_list", get, path = "/apps/{app}/routes", tag = "routes", params(crate::api::spec::AppPath), responses((status = 200, body = Vec<Route>), crate::api::spec::ReadErrors))]
 pub async fn list(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -95,6 +97,7 @@ pub async fn list(
     Ok(Json(with_state(&s, routes)))
 }
 
+#[utoipa::path(operation_id = "routes_create", post, path = "/apps/{app}/routes", tag = "routes", params(crate::api::spec::AppPath), request_body = NewRoute, responses((status = 201, body = Route, links(("GetRoute" = (operation_id = "routes_get", parameters(("app" = "$request.path.app"), ("kind" = "$response.body#/type"), ("id" = "$response.body#/id")))), ("UpdateRoute" = (operation_id = "routes_update", parameters(("app" = "$request.path.app"), ("kind" = "$response.body#/type"), ("id" = "$response.body#/id")))), ("DeleteRoute" = (operation_id = "routes_delete", parameters(("app" = "$request.path.app"), ("kind" = "$response.body#/type"), ("id" = "$response.body#/id")))))), crate::api::spec::WriteErrors))]
 pub async fn create(
     State(s): State<AppState>,
     Path(app): Path<String>,
@@ -109,6 +112,7 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(operation_id = "routes_get", get, path = "/apps/{app}/routes/{kind}/{id}", tag = "routes", params(crate::api::spec::RoutePath), responses((status = 200, body = Route), crate::api::spec::ReadErrors))]
 pub async fn get(
     State(s): State<AppState>,
     Path((app, kind, id)): Path<(String, String, String)>,
@@ -121,6 +125,7 @@ pub async fn get(
     Ok(Json(with_state(&s, vec![route]).remove(0)))
 }
 
+#[utoipa::path(operation_id = "routes_update", put, path = "/apps/{app}/routes/{kind}/{id}", tag = "routes", params(crate::api::spec::RoutePath), request_body = RouteUpdate, responses((status = 200, body = Route), crate::api::spec::WriteErrors))]
 pub async fn update(
     State(s): State<AppState>,
     Path((app, kind, id)): Path<(String, String, String)>,
@@ -135,6 +140,7 @@ pub async fn update(
     ))
 }
 
+#[utoipa::path(operation_id = "routes_delete", delete, path = "/apps/{app}/routes/{kind}/{id}", tag = "routes", params(crate::api::spec::RoutePath), responses((status = 200, body = crate::api::spec::Empty), crate::api::spec::WriteErrors))]
 pub async fn delete(
     State(s): State<AppState>,
     Path((app, kind, id)): Path<(String, String, String)>,

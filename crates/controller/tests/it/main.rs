@@ -8,6 +8,7 @@ mod cluster;
 mod events;
 mod hostile;
 mod ops;
+mod spec;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
