@@ -40,6 +40,10 @@ pub struct LocalHost {
 pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     let host_dir = config.data_dir.join("host");
     let mut runc = config.args.runtime.config(&host_dir)?;
+    let mut agent = slipway_host::AgentConfig::new(&host_dir);
+    // With --overlay: this host's /24 of the cluster subnet, claimed in etcd, before anything
+    // (the DNS below binds the bridge's address) uses the subnet.
+    let overlay = crate::overlay::prepare(config, &mut runc, &agent.id).await?;
     // Jobs reach the host's router (an app calling another by its public name), nothing else
     // the host listens on but the gateway's DNS.
     runc.published_tcp = deps.published_tcp;
@@ -55,7 +59,6 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     tokio::task::spawn_blocking(move || slipway_host::stack::build(&stacks, &stack, false))
         .await?
         .context("cannot build the default stack")?;
-    let mut agent = slipway_host::AgentConfig::new(&host_dir);
     agent.tags = config.args.host_tags.iter().cloned().collect();
     agent.blobs = deps.blobs;
     let id = agent.id.clone();
@@ -78,6 +81,9 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
         .await
         .context("cannot start the local host agent (use --no-host to run without one)")?;
     let api = host.api();
+    if let Some(overlay) = overlay {
+        overlay.spawn();
+    }
     if let Some(scheduler) = deps.scheduler {
         scheduler.add_host(api.clone()).await?;
     }

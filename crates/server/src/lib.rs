@@ -18,6 +18,7 @@ pub mod identity;
 pub mod listen;
 pub mod logs;
 pub mod ops;
+pub mod overlay;
 pub mod registry;
 pub mod roles;
 pub mod router;
