@@ -41,6 +41,11 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     let host_dir = config.data_dir.join("host");
     let mut runc = config.args.runtime.config(&host_dir)?;
     let mut agent = slipway_host::AgentConfig::new(&host_dir);
+    let id = agent.id.clone();
+    let listen = config.args.host_listen;
+    if let (Some(registry), Some(_)) = (&deps.registry, listen) {
+        refuse_duplicate(&**registry, &id).await?;
+    }
     // With --overlay: this host's /24 of the cluster subnet, claimed in etcd, before anything
     // (the DNS below binds the bridge's address) uses the subnet.
     let overlay = crate::overlay::prepare(config, &mut runc, &agent.id).await?;
@@ -61,11 +66,6 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
         .context("cannot build the default stack")?;
     agent.tags = config.args.host_tags.iter().cloned().collect();
     agent.blobs = deps.blobs;
-    let id = agent.id.clone();
-    let listen = config.args.host_listen;
-    if let (Some(registry), Some(_)) = (&deps.registry, listen) {
-        refuse_duplicate(&**registry, &id).await?;
-    }
     let listen = match listen {
         Some(addr) => {
             let token = config.cluster_token.clone().filter(|t| !t.is_empty()).context(

@@ -385,25 +385,39 @@ impl Running {
     }
 }
 
-/// Renews the subnet's lease every third of its TTL. A lease that expired anyway (etcd
-/// unreachable for longer) is replaced, and the key claimed again for the same /24.
+/// Renews the subnet's lease every third of its TTL, and checks that the key is still this
+/// host's under that lease. A lease that expired anyway (etcd unreachable for longer), or a
+/// key put under another lease (a process with this host's id that started and died), is
+/// replaced: the key claimed again for the same /24.
 async fn keep(etcd: Client, cluster: (Ipv4Addr, u8), me: Me, mut claimed: Claimed) {
     loop {
         tokio::time::sleep(Duration::from_secs(LEASE_TTL as u64 / 3)).await;
         match etcd.lease_keep_alive(claimed.lease).await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
+            Ok(Some(_)) => {}
+            Ok(None) => tracing::warn!(
+                subnet = %claimed.subnet,
+                "overlay: the subnet's lease expired; claiming the subnet again"
+            ),
             Err(e) => {
                 tracing::warn!("overlay: renewing the subnet's lease: {e}");
                 continue;
             }
         }
-        tracing::warn!(
-            subnet = %claimed.subnet,
-            "overlay: the subnet's lease expired; claiming the subnet again"
-        );
+        match etcd.get(key(claimed.subnet)).await {
+            Ok(Some(kv)) if kv.lease == claimed.lease => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("overlay: reading the subnet's key: {e}");
+                continue;
+            }
+        }
         match claim(&etcd, cluster, Want::Exact(claimed.subnet), &me).await {
-            Ok(c) => claimed = c,
+            Ok(c) => {
+                tracing::info!(subnet = %c.subnet, "overlay: the subnet's key is this host's again");
+                // The old lease, if it still lives, holds nothing now.
+                let _ = etcd.lease_revoke(claimed.lease).await;
+                claimed = c;
+            }
             Err(e) => tracing::error!(
                 "overlay: this host lost its subnet {}: {e:#}. Its jobs cannot be reached from \
                  other hosts until it is restarted",
