@@ -6,6 +6,13 @@
 //!
 //! Level-triggered like the rest: every [`MEMBER_POLL`] the registered set is compared with
 //! the followed one, so a missed event or a failed first contact costs a poll, never a host.
+//!
+//! A registration is its id *and* its index and address: a host whose process restarted
+//! registers the same id again, either after its old registration expired (a new index,
+//! possibly between two polls, so the gap is never seen) or while it still lived (etcd: the
+//! new process renews the old lease and rewrites the address). Either way it is a new agent,
+//! most likely at a new address, and it is followed anew ([`Member::Up`] again) rather than
+//! through the API of the process that died.
 
 use crate::Scheduler;
 use slipway_discovery::{Instance, Registry};
@@ -34,7 +41,8 @@ pub fn follow_members(
     mut on_member: impl FnMut(Member) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut known: HashSet<String> = HashSet::new();
+        // Followed registrations: id -> (index, address).
+        let mut known: HashMap<String, (u64, String)> = HashMap::new();
         let mut tick = tokio::time::interval(MEMBER_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -45,16 +53,22 @@ pub fn follow_members(
                 // Discovery unreachable: nothing is concluded from silence.
                 continue;
             };
-            let now: HashSet<String> = list.iter().map(|i| i.id.clone()).collect();
-            for gone in known.difference(&now).cloned().collect::<Vec<_>>() {
-                known.remove(&gone);
-                on_member(Member::Gone(gone));
+            let now: HashSet<&str> = list.iter().map(|i| i.id.as_str()).collect();
+            let gone: Vec<String> = known
+                .keys()
+                .filter(|id| !now.contains(id.as_str()))
+                .cloned()
+                .collect();
+            for id in gone {
+                known.remove(&id);
+                on_member(Member::Gone(id));
             }
             for inst in list {
-                if known.contains(&inst.id) {
+                let registration = (inst.index, inst.addr.clone());
+                if known.get(&inst.id) == Some(&registration) {
                     continue;
                 }
-                known.insert(inst.id.clone());
+                known.insert(inst.id.clone(), registration);
                 let api = match &local {
                     Some((id, api)) if *id == inst.id => api.clone(),
                     _ => connect(&inst),
@@ -67,7 +81,8 @@ pub fn follow_members(
 
 /// A change of the registered host set.
 pub enum Member {
-    /// A host registered (or this follower just started): its instance and its API.
+    /// A host registered (or this follower just started), or registered again (a new index or
+    /// address: its process restarted): its instance and its API, which replaces any other.
     Up(Instance, Arc<dyn HostApi>),
     /// Its registration expired or was removed.
     Gone(String),
@@ -91,14 +106,20 @@ impl Scheduler {
         let mut generation = 0u64;
         let keep_following = {
             let (sched, members) = (sched.clone(), members.clone());
-            move |inst: Instance, api: Arc<dyn HostApi>, addition: u64| {
+            move |inst: Instance, api: Arc<dyn HostApi>, addition: u64, again: bool| {
                 let (sched, members) = (sched.clone(), members.clone());
                 tokio::spawn(async move {
                     let mut warned = false;
+                    // A host that registered again is followed anew even while the entry of
+                    // its previous process is still there: that one's API is a dead address.
+                    let mut replace = again;
                     while members.lock().expect("members").get(&inst.id) == Some(&addition) {
-                        if !sched.follows(&inst.id) {
+                        if replace || !sched.follows(&inst.id) {
                             match sched.add_member(&inst, api.clone()).await {
-                                Ok(()) => warned = false,
+                                Ok(()) => {
+                                    warned = false;
+                                    replace = false;
+                                }
                                 Err(e) if !warned => {
                                     warned = true;
                                     tracing::warn!(host = %inst.id, addr = %inst.addr, "cannot follow a registered host (retrying every {MEMBER_POLL:?}): {e:#}");
@@ -114,11 +135,15 @@ impl Scheduler {
         follow_members(registry, local, connect, move |m| match m {
             Member::Up(inst, api) => {
                 generation += 1;
-                members
+                let again = members
                     .lock()
                     .expect("members")
-                    .insert(inst.id.clone(), generation);
-                keep_following(inst, api, generation);
+                    .insert(inst.id.clone(), generation)
+                    .is_some();
+                if again {
+                    tracing::info!(host = %inst.id, addr = %inst.addr, "a followed host registered again (its process restarted): following the new one");
+                }
+                keep_following(inst, api, generation, again);
             }
             Member::Gone(id) => {
                 members.lock().expect("members").remove(&id);
@@ -179,5 +204,107 @@ impl Scheduler {
     /// Whether the host is followed.
     pub fn follows(&self, host: &str) -> bool {
         self.lock().hosts.contains_key(host)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slipway_discovery::{LocalRegistry, NewInstance};
+
+    fn at(addr: &str) -> NewInstance {
+        NewInstance {
+            addr: addr.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Follows `registry`, sending every change as `(id, Some(addr))` or `(id, None)`.
+    fn changes(
+        registry: Arc<dyn Registry>,
+    ) -> tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let connect: Connect = Arc::new(|i: &Instance| -> Arc<dyn HostApi> {
+            Arc::new(slipway_host::client::HttpHost::new(
+                &format!("http://{}", i.addr),
+                "t",
+            ))
+        });
+        follow_members(registry, None, connect, move |m| {
+            let _ = tx.send(match m {
+                Member::Up(i, _) => (i.id, Some(i.addr)),
+                Member::Gone(id) => (id, None),
+            });
+        });
+        rx
+    }
+
+    async fn next(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Option<String>)>,
+    ) -> (String, Option<String>) {
+        tokio::time::timeout(MEMBER_POLL * 5, rx.recv())
+            .await
+            .expect("a membership change within 5 polls")
+            .expect("the follower runs")
+    }
+
+    /// The flake this fixes (CI, under load): a killed host restarted with the same id was
+    /// never followed again, because the follower knew the id and kept the dead process's API.
+    #[tokio::test]
+    async fn a_host_that_registers_again_at_a_new_address_is_followed_anew() {
+        let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(Duration::from_secs(10)));
+        registry
+            .register(HOST_SERVICE, "h1", &at("127.0.0.1:1001"))
+            .await
+            .unwrap();
+        let mut rx = changes(registry.clone());
+        assert_eq!(
+            next(&mut rx).await,
+            ("h1".into(), Some("127.0.0.1:1001".into()))
+        );
+        // Its process restarted while the registration lived: same id, same index, new address.
+        registry
+            .register(HOST_SERVICE, "h1", &at("127.0.0.1:1002"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next(&mut rx).await,
+            ("h1".into(), Some("127.0.0.1:1002".into()))
+        );
+        // A heartbeat of the same registration changes nothing.
+        registry
+            .register(HOST_SERVICE, "h1", &at("127.0.0.1:1002"))
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(MEMBER_POLL * 3, rx.recv())
+                .await
+                .is_err(),
+            "a heartbeat was taken for a new registration"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_that_expired_and_registered_again_between_two_polls_is_followed_anew() {
+        let registry: Arc<dyn Registry> = Arc::new(LocalRegistry::new(Duration::from_secs(10)));
+        let first = registry
+            .register(HOST_SERVICE, "h1", &at("127.0.0.1:1001"))
+            .await
+            .unwrap();
+        let mut rx = changes(registry.clone());
+        assert_eq!(next(&mut rx).await.1.as_deref(), Some("127.0.0.1:1001"));
+        // Gone and back (even at the same address) faster than a poll: a new registration.
+        registry.deregister(HOST_SERVICE, "h1").await.unwrap();
+        let second = registry
+            .register(HOST_SERVICE, "h1", &at("127.0.0.1:1001"))
+            .await
+            .unwrap();
+        assert_ne!(first.index, second.index);
+        let mut seen = next(&mut rx).await;
+        if seen.1.is_none() {
+            // The poll fell between the two: the loss was seen too.
+            seen = next(&mut rx).await;
+        }
+        assert_eq!(seen, ("h1".into(), Some("127.0.0.1:1001".into())));
     }
 }

@@ -224,7 +224,10 @@ pub fn follow_members(
             if let Some(logs) = &logs {
                 tasks.push(slipway_logs::follow_host(logs.clone(), api));
             }
-            following.insert(inst.id, tasks);
+            // A host that registered again (restarted): its old process's followers go.
+            for old in following.insert(inst.id, tasks).into_iter().flatten() {
+                old.abort();
+            }
         }
         Member::Gone(id) => {
             for task in following.remove(&id).into_iter().flatten() {

@@ -1,7 +1,9 @@
 //! Real etcd for tests: [`EtcdCluster::start`] runs 1 or 3 members of the installed `etcd`
 //! (Debian `etcd-server`) on free loopback ports, each with its own data dir, and kills them
 //! on drop. [`etcd_cluster`] is the helper tests call: it skips (through [`crate::skip`]) when
-//! etcd is not installed, which fails under CI instead.
+//! etcd is not installed, which fails under CI instead. [`etcd_cluster_on`] / [`EtcdCluster::start_on`]
+//! listen on another address than loopback, e.g. the bridge of a [`crate::netns::NetnsLan`], which
+//! every host of that LAN reaches.
 //!
 //! Data dirs live in `/dev/shm` when it exists: etcd fsyncs every write, and a test asserting
 //! "an expired instance is reported within 10 % of its TTL" must not wait on a busy disk. Dirs
@@ -9,7 +11,7 @@
 //! by the next start.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -31,6 +33,11 @@ pub fn etcd_bin() -> Option<PathBuf> {
 /// (etcd not installed; under CI this panics instead). Panics if etcd is installed but does
 /// not start: that is a failure, not a skip.
 pub fn etcd_cluster(n: usize) -> Option<EtcdCluster> {
+    etcd_cluster_on(n, Ipv4Addr::LOCALHOST)
+}
+
+/// [`etcd_cluster`] with every member listening (client and peer ports) on `ip`.
+pub fn etcd_cluster_on(n: usize, ip: Ipv4Addr) -> Option<EtcdCluster> {
     if etcd_bin().is_none()
         && crate::skip(
             &crate::current_test(),
@@ -39,7 +46,7 @@ pub fn etcd_cluster(n: usize) -> Option<EtcdCluster> {
     {
         return None;
     }
-    Some(EtcdCluster::start(n).unwrap_or_else(|e| panic!("start etcd for the test: {e}")))
+    Some(EtcdCluster::start_on(n, ip).unwrap_or_else(|e| panic!("start etcd for the test: {e}")))
 }
 
 struct Member {
@@ -57,13 +64,15 @@ pub struct EtcdCluster {
     initial_cluster: String,
     token: String,
     root: PathBuf,
+    /// The address every member listens on.
+    ip: Ipv4Addr,
 }
 
-fn free_port() -> Result<u16, String> {
-    TcpListener::bind("127.0.0.1:0")
+fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
+    TcpListener::bind((ip, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .map_err(|e| format!("bind a free loopback port: {e}"))
+        .map_err(|e| format!("bind a free port on {ip}: {e}"))
 }
 
 fn base_dir() -> PathBuf {
@@ -113,6 +122,11 @@ fn clean_stale(base: &Path) {
 impl EtcdCluster {
     /// Starts `n` members (1 or 3 make sense) and waits until the cluster has a leader.
     pub fn start(n: usize) -> Result<EtcdCluster, String> {
+        EtcdCluster::start_on(n, Ipv4Addr::LOCALHOST)
+    }
+
+    /// [`EtcdCluster::start`] with every member listening on `ip` (an address of this machine).
+    pub fn start_on(n: usize, ip: Ipv4Addr) -> Result<EtcdCluster, String> {
         assert!(n >= 1, "an etcd cluster has at least one member");
         let bin = etcd_bin().ok_or("etcd is not installed (apt-get install etcd-server)")?;
         let base = base_dir();
@@ -120,7 +134,7 @@ impl EtcdCluster {
         // Another test may take a port between our probe and etcd's bind: try again.
         let mut last = String::new();
         for _ in 0..3 {
-            match EtcdCluster::try_start(&bin, &base, n) {
+            match EtcdCluster::try_start(&bin, &base, n, ip) {
                 Ok(c) => return Ok(c),
                 Err(e) => last = e,
             }
@@ -128,7 +142,7 @@ impl EtcdCluster {
         Err(last)
     }
 
-    fn try_start(bin: &Path, base: &Path, n: usize) -> Result<EtcdCluster, String> {
+    fn try_start(bin: &Path, base: &Path, n: usize, ip: Ipv4Addr) -> Result<EtcdCluster, String> {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let unique = format!(
             "{}-{}",
@@ -143,15 +157,15 @@ impl EtcdCluster {
         for i in 0..n {
             members.push(Member {
                 name: format!("m{i}"),
-                client_port: free_port()?,
-                peer_port: free_port()?,
+                client_port: free_port(ip)?,
+                peer_port: free_port(ip)?,
                 data: root.join(format!("m{i}")),
                 child: None,
             });
         }
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{ip}:{}", m.name, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = EtcdCluster {
@@ -160,6 +174,7 @@ impl EtcdCluster {
             initial_cluster,
             token: format!("slipway-{unique}"),
             root,
+            ip,
         };
         for i in 0..n {
             c.spawn(i, "new")?;
@@ -172,8 +187,8 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize, state: &str) -> Result<(), String> {
         let m = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", m.client_port);
-        let peer = format!("http://127.0.0.1:{}", m.peer_port);
+        let client = format!("http://{}:{}", self.ip, m.client_port);
+        let peer = format!("http://{}:{}", self.ip, m.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -216,7 +231,7 @@ impl EtcdCluster {
                     self.log_tail(i)
                 ));
             }
-            if health(port) {
+            if health(self.ip, port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -245,7 +260,7 @@ impl EtcdCluster {
     }
 
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].client_port)
+        format!("http://{}:{}", self.ip, self.members[i].client_port)
     }
 
     pub fn len(&self) -> usize {
@@ -275,14 +290,13 @@ impl EtcdCluster {
 }
 
 /// `GET /health` with a plain HTTP/1.0 request (the harness stays synchronous).
-fn health(port: u16) -> bool {
-    let Ok(mut s) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+fn health(ip: Ipv4Addr, port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&(ip, port).into(), Duration::from_millis(200))
     else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+    if s.write_all(format!("GET /health HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes())
         .is_err()
     {
         return false;

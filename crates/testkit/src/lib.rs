@@ -7,6 +7,7 @@
 
 pub mod etcd;
 mod git_daemon;
+pub mod netns;
 pub mod runc;
 pub use git_daemon::GitDaemon;
 mod skip;

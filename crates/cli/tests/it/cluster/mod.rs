@@ -4,5 +4,8 @@
 
 mod etcd;
 mod identity;
+#[allow(dead_code)] // a harness for the cluster tests: not every test uses every part
+pub mod lan;
+mod netns;
 mod routers;
 mod scheduling;

@@ -1,0 +1,329 @@
+//! `slipway server` processes on a LAN of network namespaces ([`slipway_testkit::netns`]): one
+//! process per host, each with its own network (so fixed ports: the API on `IP:7070`, the host
+//! API on `IP:7071`, the router on 80 and 443), data dir, job bridge name, job subnet and cgroup
+//! parent; all on a real etcd listening on the LAN's gateway and one PostgreSQL reached through
+//! its Unix socket. Reused by the cluster tests that need real hosts (partitions, fencing, the
+//! overlay network).
+//!
+//! ```ignore
+//! let Some(mut c) = LanCluster::new(n, 3, 1) else { return };  // 3 hosts, 1 etcd member
+//! c.start_controller(0);                   // every role, the cluster's database
+//! c.start_host(1, "host,router", &[]);     // follows host 0's controller
+//! c.cli().args(["create", "web"]) …        // the CLI, from the root netns
+//! let left = c.finish();                   // teardown; assert it is empty
+//! ```
+//!
+//! Host `i`'s job subnet is `100.100.<i+1>.0/24` ([`LanCluster::subnet`]) until the overlay
+//! network allocates them; [`LanCluster::route_host_gw`] (a harness shortcut) routes them between
+//! hosts.
+
+use crate::support::{BIN, DOMAIN};
+use slipway_testkit::netns::NetnsLan;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// The controller API's port on a host's LAN address.
+pub const API_PORT: u16 = 7070;
+/// The host agent API's port.
+pub const HOST_API_PORT: u16 = 7071;
+
+/// The LAN, its etcd and database, and the `slipway server` of each host (if started).
+/// Field order is drop order: the LAN (and every process on it) goes before etcd.
+pub struct LanCluster {
+    pub lan: NetnsLan,
+    pub etcd: slipway_testkit::etcd::EtcdCluster,
+    /// The database URL every host reaches (PostgreSQL's Unix socket).
+    pub db_url: String,
+    _db: slipway_testkit::TestDatabase,
+    /// The API key of the cluster (written to a file the servers read).
+    pub key: String,
+    key_file: PathBuf,
+    servers: Vec<Option<Server>>,
+}
+
+struct Server {
+    pid: u32,
+    args: Vec<String>,
+}
+
+impl LanCluster {
+    /// A LAN of `hosts` hosts for test number `n` (see [`NetnsLan`]), an etcd of
+    /// `etcd_members` on its gateway and a fresh database; no server started yet. `None` when
+    /// the test is skipped (not root, no etcd, no PostgreSQL: counted, a failure under CI).
+    pub fn new(n: u32, hosts: usize, etcd_members: usize) -> Option<LanCluster> {
+        if slipway_testkit::skip_unless_root(&slipway_testkit::current_test()) {
+            return None;
+        }
+        let lan = NetnsLan::new(n, hosts).unwrap_or_else(|e| panic!("the test LAN: {e}"));
+        let etcd = slipway_testkit::etcd::etcd_cluster_on(etcd_members, lan.gateway)?;
+        let db = crate::support::block_on(slipway_testkit::postgres_database())?;
+        let db_url = crate::support::block_on(slipway_testkit::netns::unix_socket_url(&db.url))
+            .unwrap_or_else(|e| panic!("PostgreSQL's Unix socket: {e}"));
+        let key = format!("lan-cluster-key-{}-{n}", std::process::id());
+        let key_file = lan.dir().join("api-key");
+        std::fs::write(&key_file, &key).unwrap();
+        Some(LanCluster {
+            servers: (0..hosts).map(|_| None).collect(),
+            lan,
+            etcd,
+            db_url,
+            _db: db,
+            key,
+            key_file,
+        })
+    }
+
+    /// Host `i`'s job subnet: `100.100.<i+1>.0/24`.
+    pub fn subnet(&self, i: usize) -> String {
+        format!("100.100.{}.0/24", i + 1)
+    }
+
+    /// Harness shortcut: routes every host's job subnet via its LAN address in the other
+    /// hosts ([`NetnsLan::route_host_gw`]), so that routers reach jobs on every host.
+    pub fn route_host_gw(&self) {
+        let subnets: Vec<String> = (0..self.lan.hosts.len()).map(|i| self.subnet(i)).collect();
+        let refs: Vec<&str> = subnets.iter().map(String::as_str).collect();
+        self.lan.route_host_gw(&refs).unwrap();
+    }
+
+    /// Host `i`'s data dir.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.lan.hosts[i].dir.join("data")
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.lan.hosts[i].dir.join("server.log")
+    }
+
+    /// Host `i`'s server log (every start appends to it).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
+    }
+
+    /// The controller API of host `i` (where [`LanCluster::start_controller`] makes it listen).
+    pub fn api_url(&self, i: usize) -> String {
+        format!("http://{}:{API_PORT}", self.lan.hosts[i].ip)
+    }
+
+    /// Host `i`'s router, HTTP.
+    pub fn router_addr(&self, i: usize) -> String {
+        format!("{}:80", self.lan.hosts[i].ip)
+    }
+
+    /// The flags every server of the cluster gets: its data dir, etcd, host network names,
+    /// subnet, cgroup parent and host API on its LAN address.
+    pub fn base_flags(&self, i: usize) -> Vec<String> {
+        let h = &self.lan.hosts[i];
+        [
+            "--data-dir",
+            &self.data_dir(i).display().to_string(),
+            "--domain",
+            DOMAIN,
+            "--no-register",
+            "--etcd",
+            &self.etcd.client_urls(),
+            "--host-listen",
+            &format!("{}:{HOST_API_PORT}", h.ip),
+            "--bridge",
+            &h.bridge,
+            "--subnet",
+            &self.subnet(i),
+            "--cgroup-parent",
+            &h.cgroup_parent,
+            "--api-key-file",
+            &self.key_file.display().to_string(),
+            "--stacks-dir",
+            &std::env::temp_dir()
+                .join("slipway-test-stacks")
+                .display()
+                .to_string(),
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// Starts host `i`'s server with every role, the cluster's database and its API on
+    /// `IP:7070`, plus `extra` flags; waits until it answers `/ping`.
+    pub fn start_controller(&mut self, i: usize, extra: &[&str]) {
+        let mut args = self.base_flags(i);
+        args.extend(
+            [
+                "--database-url",
+                &self.db_url,
+                "--listen",
+                &format!("{}:{API_PORT}", self.lan.hosts[i].ip),
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(i, args);
+        let url = self.api_url(i);
+        self.wait(i, "its API to answer", Duration::from_secs(60), || {
+            ping(&url)
+        });
+    }
+
+    /// Starts host `i`'s server with `roles` (no controller), following the controller API of
+    /// host `controller` (its cluster token file), plus `extra` flags.
+    pub fn start_host(&mut self, i: usize, roles: &str, controller: usize, extra: &[&str]) {
+        let token = self.data_dir(controller).join("cluster-token");
+        self.wait(
+            controller,
+            "the cluster token",
+            Duration::from_secs(30),
+            || token.exists(),
+        );
+        let mut args = self.base_flags(i);
+        args.extend(
+            [
+                "--roles",
+                roles,
+                "--controller-url",
+                &self.api_url(controller),
+                "--cluster-token-file",
+                &token.display().to_string(),
+            ]
+            .map(String::from),
+        );
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn(i, args);
+    }
+
+    fn spawn(&mut self, i: usize, args: Vec<String>) {
+        assert!(self.servers[i].is_none(), "host {i} runs a server already");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .unwrap();
+        let mut cmd = self.lan.command(i, BIN);
+        cmd.arg("server")
+            .args(&args)
+            .env("HOME", &self.lan.hosts[i].dir)
+            .env_remove("SLIPWAY_URL")
+            .env_remove("SLIPWAY_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        let pid = self.lan.spawn(&mut cmd).expect("spawn slipway server");
+        self.servers[i] = Some(Server { pid, args });
+    }
+
+    /// SIGKILLs host `i`'s server (as a crash: its jobs' containers keep running).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(s) = self.servers[i].as_mut() {
+            self.lan.kill(s.pid);
+            s.pid = 0;
+        }
+    }
+
+    /// Starts host `i`'s killed server again with the same flags.
+    pub fn restart(&mut self, i: usize) {
+        let s = self.servers[i].take().expect("a server started before");
+        if s.pid != 0 {
+            self.lan.kill(s.pid);
+        }
+        self.spawn(i, s.args);
+    }
+
+    /// Whether host `i`'s server process is running.
+    pub fn is_running(&self, i: usize) -> bool {
+        self.servers[i]
+            .as_ref()
+            .is_some_and(|s| s.pid != 0 && self.lan.is_running(s.pid))
+    }
+
+    /// Waits for `ok`, failing with host `i`'s log (and whether its server still runs).
+    pub fn wait(
+        &self,
+        i: usize,
+        what: &str,
+        limit: Duration,
+        mut ok: impl FnMut() -> bool,
+    ) -> Duration {
+        let t0 = Instant::now();
+        while !ok() {
+            assert!(
+                t0.elapsed() < limit,
+                "timed out ({limit:?}) waiting for {what} on host {i} (server running: {}); its log:\n{}",
+                self.is_running(i),
+                tail(&self.log(i), 6000)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        t0.elapsed()
+    }
+
+    /// `slipway` (the CLI, in the root netns) against host `controller`'s API.
+    pub fn cli(&self, controller: usize) -> assert_cmd::Command {
+        let mut cmd = assert_cmd::Command::new(BIN);
+        cmd.current_dir(self.lan.dir())
+            .env("SLIPWAY_URL", self.api_url(controller))
+            .env("SLIPWAY_KEY", &self.key)
+            .env("SLIPWAY_CONFIG", self.lan.dir().join("cli-config.toml"))
+            .env("HOME", self.lan.dir())
+            .timeout(Duration::from_secs(60))
+            .write_stdin("");
+        cmd
+    }
+
+    /// Runs the CLI against host `controller`; it must succeed. Returns stdout.
+    pub fn ok(&self, controller: usize, args: &[&str]) -> String {
+        crate::support::ok(self.cli(controller).args(args))
+    }
+
+    pub fn client(&self, controller: usize) -> slipway_client::Client {
+        slipway_client::Client::new(&self.api_url(controller), &self.key).unwrap()
+    }
+
+    /// Tears the LAN down (every server, job and network of it) and returns what is left:
+    /// a test asserts that it is empty.
+    pub fn finish(mut self) -> Vec<String> {
+        self.lan.shut_down()
+    }
+}
+
+impl Drop for LanCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.servers.len() {
+                if self.servers[i].is_some() {
+                    eprintln!("--- host {i}'s server log:\n{}", tail(&self.log(i), 8000));
+                }
+            }
+        }
+    }
+}
+
+fn tail(s: &str, max: usize) -> &str {
+    let mut start = s.len().saturating_sub(max);
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    &s[start..]
+}
+
+/// `GET /ping` answered with 200.
+pub fn ping(url: &str) -> bool {
+    get(url.trim_start_matches("http://"), "/ping", "x").starts_with("HTTP/1.1 200")
+}
+
+/// `GET path` with `Host: host` at `addr` over a plain socket: the raw response, or why not.
+pub fn get(addr: &str, path: &str, host: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return format!("bad address {addr}");
+    };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return "connect failed".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return "write failed".into();
+    }
+    let mut out = Vec::new();
+    let _ = s.take(64 << 10).read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
