@@ -55,6 +55,9 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     // Discovery's DNS on the jobs' bridge: the agent's containers resolve through it.
     if let Some(discovery) = deps.discovery {
         runc.dns = discovery.start_dns(Some(&runc.network)).await;
+    } else if let (Some(_), Some(registry)) = (&overlay, &deps.registry) {
+        // Without discovery here: the overlay's jobs still resolve every job's name.
+        runc.dns = crate::overlay::start_dns(config, registry.clone(), &runc.network).await;
     }
     let stacks = runc.stacks_dir.clone();
     let stack = match deps.scheduler {

@@ -355,6 +355,47 @@ pub async fn prepare(
     }))
 }
 
+/// Discovery's DNS on the jobs' bridge of a host whose process runs no discovery role: with the
+/// overlay its jobs reach every host's jobs, so they resolve every job's name too, read from
+/// the registry in etcd (as the discovery role's DNS does). `--dns-listen auto` only; the
+/// gateway, or `None` (containers keep the host's resolv.conf) when it cannot start.
+pub async fn start_dns(
+    config: &Config,
+    registry: std::sync::Arc<dyn slipway_discovery::Registry>,
+    net: &NetworkConfig,
+) -> Option<Ipv4Addr> {
+    use slipway_discovery::dns;
+    if config.args.routing.dns_listen != crate::args::DnsListen::Auto {
+        return None;
+    }
+    let n = net.clone();
+    match tokio::task::spawn_blocking(move || slipway_host::runc::network::setup_host(&n)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!("overlay DNS: off, the jobs' bridge cannot be set up: {e:#}");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!("overlay DNS: off: {e}");
+            return None;
+        }
+    }
+    let upstream = config.args.routing.dns_upstream.or_else(dns::host_resolver);
+    let addr = std::net::SocketAddr::new(net.gateway().into(), 53);
+    match dns::serve(dns::DnsHandler::new(registry, upstream), addr).await {
+        Ok(bound) => {
+            tracing::info!("discovery DNS (from etcd) on {bound} for this host's jobs");
+            Some(net.gateway())
+        }
+        Err(e) => {
+            tracing::warn!(
+                "overlay DNS: cannot listen on {addr}: {e}; containers use the host's /etc/resolv.conf"
+            );
+            None
+        }
+    }
+}
+
 /// `--host-listen`'s IPv4 address when it is a real one, else the default route's source.
 fn default_public_ip(config: &Config) -> Option<Ipv4Addr> {
     let listen = config.args.host_listen.map(|a| a.ip());

@@ -7,5 +7,6 @@ mod identity;
 #[allow(dead_code)] // a harness for the cluster tests: not every test uses every part
 pub mod lan;
 mod netns;
+mod overlay;
 mod routers;
 mod scheduling;
