@@ -329,8 +329,11 @@ fn host_rules(
                      {from} meta l4proto tcp reject with tcp reset\n\
                      {from} reject\n"
                 ),
+                // Replies first: with host-gw, other hosts' routers reach jobs from their LAN
+                // addresses, which are in `peers`.
                 format!(
-                    "{peers_published}\
+                    "iifname \"{br}\" ip daddr @peers ct state established,related accept\n\
+                     {peers_published}\
                      iifname \"{br}\" ip daddr @peers meta l4proto tcp reject with tcp reset\n\
                      iifname \"{br}\" ip daddr @peers reject\n"
                 ),

@@ -1,14 +1,17 @@
 //! The overlay network end to end (issue 18, docs/cluster.md "Overlay network"): three hosts on
 //! the netns test LAN ([`super::lan::LanCluster`]), each `slipway server` with `--overlay
-//! vxlan`, each host's /24 claimed in etcd (the harness gives host `i` `--subnet
-//! 100.100.<i+1>.0/24`, which the overlay honours as the /24 asked for). No harness routes:
-//! jobs reach other hosts' jobs only through the VXLAN devices.
+//! vxlan` (and again with `host-gw`), each host's /24 claimed in etcd (the harness gives host
+//! `i` `--subnet 100.100.<i+1>.0/24`, which the overlay honours as the /24 asked for). No
+//! harness routes: jobs reach other hosts' jobs only through the overlay.
 //!
 //! `scale web=6` puts 2 jobs on each host; a one-off job (`slipway run`) resolves
 //! `web-web.discover` to all 6, in three /24s, and fetches a page from each of them by IP
 //! (jobs on both other hosts among them) and by name; it cannot reach any host's agent API or
-//! the controller API on their LAN addresses, but does reach the routers. Every host's router
-//! serves all 6 jobs, and a TCP route too.
+//! the controller API on their LAN addresses, but does reach the routers; its MTU is the LAN's
+//! less VXLAN's 50 bytes. Every host's router serves all 6 jobs, and a TCP route too. An app
+//! with `network=isolated` (one job per host) is served by every host's router, but no job of
+//! another app reaches it, and of its own jobs only the one on the same host (the documented
+//! limit: group membership is known per host).
 //!
 //! `n` range of this file: 4100-4199.
 
@@ -20,14 +23,30 @@ use std::time::{Duration, Instant};
 const N_BASE: u32 = 4100;
 const TCP_PORT: u16 = 3000;
 
-/// Up jobs of app `web`: id → host id.
-fn up_jobs(c: &LanCluster) -> BTreeMap<String, String> {
+#[test]
+fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_the_hosts() {
+    end_to_end("vxlan", N_BASE + (std::process::id() % 15) * 3);
+}
+
+#[test]
+fn three_hosts_with_host_gw_routes_reach_each_others_jobs_by_ip_and_name_but_not_the_hosts() {
+    end_to_end("host-gw", N_BASE + 50 + (std::process::id() % 15) * 3);
+}
+
+/// Up jobs of `app`: id → host id.
+fn up_jobs(c: &LanCluster, app: &str) -> BTreeMap<String, String> {
     let client = c.client(0);
-    let jobs = block_on(async move { client.jobs("web").await }).unwrap_or_default();
+    let app = app.to_string();
+    let jobs = block_on(async move { client.jobs(&app).await }).unwrap_or_default();
     jobs.into_iter()
         .filter(|j| j.state.as_str() == "up" && j.process_type.is_some())
         .map(|j| (j.id, j.host_id.unwrap_or_default()))
         .collect()
+}
+
+/// The host of a job id (`<host id>-<uuid without dashes>`).
+fn host_of(job_id: &str) -> &str {
+    job_id.rsplit_once('-').map_or(job_id, |(h, _)| h)
 }
 
 /// The body of a 200 response, trimmed.
@@ -38,78 +57,10 @@ fn body_200(resp: &str) -> Option<String> {
     Some(resp.split_once("\r\n\r\n")?.1.trim().to_string())
 }
 
-/// `slipway -a web run -- sh -c SCRIPT` (a one-off job on whichever host the scheduler picks):
-/// stdout and stderr.
-fn run_sh(c: &LanCluster, script: &str) -> String {
-    let out = c
-        .cli(0)
-        .timeout(Duration::from_secs(120))
-        .args(["-a", "web", "run", "--", "sh", "-c", script])
-        .output()
-        .unwrap();
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// The values of the `KEY=VALUE` words of the output lines starting with `KEY=`.
-fn field<'a>(out: &'a str, line_key: &str, key: &str) -> Vec<&'a str> {
-    out.lines()
-        .filter(|l| l.starts_with(&format!("{line_key}=")))
-        .filter_map(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        })
-        .collect()
-}
-
-#[test]
-fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_the_hosts() {
-    let t_start = Instant::now();
-    let n = N_BASE + (std::process::id() % 30) * 3;
-    let Some(mut c) = LanCluster::new(n, 3, 1) else {
-        return;
-    };
-    let overlay = ["--overlay", "vxlan"];
-    c.start_controller(0, &overlay);
-    c.start_host(1, "host,router", 0, &overlay);
-    c.start_host(2, "host,router", 0, &overlay);
-    c.wait(
-        0,
-        "the scheduler to follow both other hosts",
-        Duration::from_secs(60),
-        || c.log(0).matches("following a registered host").count() >= 2,
-    );
-    for i in 0..3 {
-        let claimed = format!("this host's jobs are in 100.100.{}.0/24", i + 1);
-        c.wait(i, "its overlay subnet", Duration::from_secs(30), || {
-            c.log(i).contains(&claimed)
-        });
-        // Each host has routes to the two others through its VXLAN device.
-        let want = 2;
-        c.wait(
-            i,
-            "routes to both other hosts",
-            Duration::from_secs(30),
-            || {
-                let out = std::process::Command::new("ip")
-                    .args(["-n", &c.lan.hosts[i].netns, "route", "show", "proto", "83"])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter(|l| l.contains("dev vx-") && l.contains("onlink"))
-                    .count()
-                    == want
-            },
-        );
-    }
-    eprintln!("cluster and overlay up after {:?}", t_start.elapsed());
-
-    assert_eq!(c.ok(0, &["create", "web"]), "Created web\n");
+/// Gives `app` a release whose `web` jobs serve their job id on 8080.
+fn release(c: &LanCluster, app: &str) {
     let client = c.client(0);
+    let app = app.to_string();
     block_on(async move {
         let mut r = slipway_types::NewRelease::default();
         r.processes.insert(
@@ -125,9 +76,95 @@ fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_
                 ..Default::default()
             },
         );
-        let r = client.create_release("web", &r).await.unwrap();
-        client.set_app_release("web", r.id).await.unwrap();
+        let r = client.create_release(&app, &r).await.unwrap();
+        client.set_app_release(&app, r.id).await.unwrap();
     });
+}
+
+/// `slipway -a APP run -- sh -c SCRIPT` (a one-off job on whichever host the scheduler picks):
+/// stdout and stderr.
+fn run_sh(c: &LanCluster, app: &str, script: &str) -> String {
+    let out = c
+        .cli(0)
+        .timeout(Duration::from_secs(120))
+        .args(["-a", app, "run", "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The non-empty values of `key=` in the output lines starting with `line_key=`.
+fn field<'a>(out: &'a str, line_key: &str, key: &str) -> Vec<&'a str> {
+    out.lines()
+        .filter(|l| l.starts_with(&format!("{line_key}=")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        })
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+/// A script that prints the one-off job's id and MTU, then fetches `/` from every instance of
+/// `service` by IP (busybox `wget -T` crashes: `timeout` bounds it instead).
+fn fetch_every_instance(service: &str) -> String {
+    format!(
+        "echo me=x id=$SLIPWAY_JOB_ID mtu=$(cat /sys/class/net/eth0/mtu); \
+         for ip in $(nslookup {service}.discover | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p'); do \
+           echo ip=x addr=$ip page=$(timeout 3 wget -qO- http://$ip:8080/); done; "
+    )
+}
+
+fn end_to_end(backend: &str, n: u32) {
+    let t_start = Instant::now();
+    let Some(mut c) = LanCluster::new(n, 3, 1) else {
+        return;
+    };
+    let overlay = ["--overlay", backend];
+    c.start_controller(0, &overlay);
+    c.start_host(1, "host,router", 0, &overlay);
+    c.start_host(2, "host,router", 0, &overlay);
+    c.wait(
+        0,
+        "the scheduler to follow both other hosts",
+        Duration::from_secs(60),
+        || c.log(0).matches("following a registered host").count() >= 2,
+    );
+    for i in 0..3 {
+        let claimed = format!("this host's jobs are in 100.100.{}.0/24", i + 1);
+        c.wait(i, "its overlay subnet", Duration::from_secs(30), || {
+            c.log(i).contains(&claimed)
+        });
+        // Each host routes the two others' /24s: through its VXLAN device, or via their LAN
+        // addresses.
+        c.wait(
+            i,
+            "routes to both other hosts",
+            Duration::from_secs(30),
+            || {
+                let out = std::process::Command::new("ip")
+                    .args(["-n", &c.lan.hosts[i].netns, "route", "show", "proto", "83"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .filter(|l| match backend {
+                        "vxlan" => l.contains("dev vx-") && l.contains("onlink"),
+                        _ => l.contains("via 100.127."),
+                    })
+                    .count()
+                    == 2
+            },
+        );
+    }
+    eprintln!("cluster and overlay up after {:?}", t_start.elapsed());
+
+    assert_eq!(c.ok(0, &["create", "web"]), "Created web\n");
+    release(&c, "web");
     c.ok(
         0,
         &[
@@ -142,9 +179,9 @@ fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_
     );
     c.ok(0, &["-a", "web", "scale", "--no-wait", "web=6"]);
     c.wait(0, "6 jobs up", Duration::from_secs(90), || {
-        up_jobs(&c).len() == 6
+        up_jobs(&c, "web").len() == 6
     });
-    let jobs = up_jobs(&c);
+    let jobs = up_jobs(&c, "web");
     let mut per_host: BTreeMap<&str, usize> = BTreeMap::new();
     for h in jobs.values() {
         *per_host.entry(h).or_default() += 1;
@@ -155,29 +192,26 @@ fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_
 
     // A one-off job: discovery's DNS names all 6 jobs; each answers by IP, and by name.
     let lan: Vec<String> = c.lan.hosts.iter().map(|h| h.ip.to_string()).collect();
-    let mut script = String::from(
-        "echo me=x id=$SLIPWAY_JOB_ID; \
-         for ip in $(nslookup web-web.discover | sed -n 's/^Address: *\\([0-9.]*\\)$/\\1/p'); do \
-           echo ip=x addr=$ip page=$(timeout 5 wget -qO- http://$ip:8080/); done; \
-         echo name=x page=$(timeout 5 wget -qO- http://web-web.discover:8080/); ",
-    );
+    let mut script = fetch_every_instance("web-web");
+    script += "echo name=x page=$(timeout 5 wget -qO- http://web-web.discover:8080/); ";
     // Hosts' agent APIs and the controller API on the LAN: refused; the routers: served.
     for ip in &lan {
         script += &format!(
-            "echo host=x addr={ip}:{HOST_API_PORT} $(timeout 3 wget -O /dev/null http://{ip}:{HOST_API_PORT}/ 2>&1 | tr ' ' _); "
-        );
-        script += &format!(
-            "echo router=x addr={ip} page=$(timeout 5 wget -qO- --header 'Host: web.{DOMAIN}' http://{ip}/); "
+            "echo host=x addr={ip}:{HOST_API_PORT} \
+             $(timeout 3 wget -O /dev/null http://{ip}:{HOST_API_PORT}/ 2>&1 | tr ' ' _); \
+             echo router=x addr={ip} \
+             page=$(timeout 5 wget -qO- --header 'Host: web.{DOMAIN}' http://{ip}/); "
         );
     }
     script += &format!(
-        "echo host=x addr={ip}:{API_PORT} $(timeout 3 wget -O /dev/null http://{ip}:{API_PORT}/ping 2>&1 | tr ' ' _); ",
+        "echo host=x addr={ip}:{API_PORT} \
+         $(timeout 3 wget -O /dev/null http://{ip}:{API_PORT}/ping 2>&1 | tr ' ' _); ",
         ip = lan[0]
     );
     let t0 = Instant::now();
     let mut out = String::new();
     while t0.elapsed() < Duration::from_secs(60) {
-        out = run_sh(&c, &script);
+        out = run_sh(&c, "web", &script);
         if field(&out, "ip", "addr").len() == 6 {
             break;
         }
@@ -202,26 +236,33 @@ fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_
         .map(String::from)
         .collect();
     assert_eq!(pages, ids, "every job's page, fetched by its IP:\n{out}");
-    // Job ids are `<host id>-<uuid>`: the pages came from jobs on both other hosts too.
+    // So pages came from jobs on both hosts the one-off job did not run on.
     let me = field(&out, "me", "id")[0];
     let other_hosts: BTreeSet<&str> = jobs
         .values()
         .map(String::as_str)
-        .filter(|h| !me.starts_with(&format!("{h}-")))
+        .filter(|h| *h != host_of(me))
         .collect();
-    assert_eq!(
-        other_hosts.len(),
-        2,
-        "the one-off job {me} ran on one of the hosts: {jobs:?}"
-    );
+    assert_eq!(other_hosts.len(), 2, "the one-off job {me}; {jobs:?}");
+    let lan_mtu: u32 =
+        std::fs::read_to_string(format!("/sys/class/net/{}/mtu", c.lan.hosts[0].veth))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+    let want_mtu = match backend {
+        "vxlan" => lan_mtu - 50,
+        _ => lan_mtu,
+    };
+    assert_eq!(field(&out, "me", "mtu"), [want_mtu.to_string()], "{out}");
     let name = field(&out, "name", "page");
     assert!(
         name.len() == 1 && ids.contains(name[0]),
         "fetched by web-web.discover:\n{out}"
     );
-    let hosts_reached: Vec<&str> = out.lines().filter(|l| l.starts_with("host=")).collect();
-    assert_eq!(hosts_reached.len(), 4, "{out}");
-    for l in hosts_reached {
+    let hosts_tried: Vec<&str> = out.lines().filter(|l| l.starts_with("host=")).collect();
+    assert_eq!(hosts_tried.len(), 4, "{out}");
+    for l in hosts_tried {
         assert!(
             l.contains("refused") && !l.contains("HTTP"),
             "a job reached a host's API: {l}"
@@ -234,15 +275,18 @@ fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_
     }
 
     // Every host's router serves every job (on any host), HTTP and the TCP route.
-    for i in 0..3 {
+    let served_by = |i: usize, app: &str, want: &BTreeSet<String>| {
         let mut seen = BTreeSet::new();
         let t0 = Instant::now();
-        while seen != ids && t0.elapsed() < Duration::from_secs(30) {
-            if let Some(b) = body_200(&get(&c.router_addr(i), "/", &format!("web.{DOMAIN}"))) {
+        while &seen != want && t0.elapsed() < Duration::from_secs(30) {
+            if let Some(b) = body_200(&get(&c.router_addr(i), "/", &format!("{app}.{DOMAIN}"))) {
                 seen.insert(b);
             }
         }
-        assert_eq!(seen, ids, "the jobs host {i}'s router served");
+        seen
+    };
+    for i in 0..3 {
+        assert_eq!(served_by(i, "web", &ids), ids, "host {i}'s router");
         let tcp = format!("{}:{TCP_PORT}", c.lan.hosts[i].ip);
         let mut seen = BTreeSet::new();
         let t0 = Instant::now();
@@ -259,6 +303,52 @@ fn three_hosts_on_a_vxlan_overlay_reach_each_others_jobs_by_ip_and_name_but_not_
     eprintln!(
         "every router serves every job after {:?}",
         t_start.elapsed()
+    );
+
+    // An isolated app, one job per host.
+    c.ok(0, &["create", "iso"]);
+    c.ok(0, &["-a", "iso", "meta", "set", "network=isolated"]);
+    release(&c, "iso");
+    c.ok(0, &["-a", "iso", "scale", "--no-wait", "web=3"]);
+    c.wait(0, "3 isolated jobs up", Duration::from_secs(90), || {
+        up_jobs(&c, "iso").len() == 3
+    });
+    let iso_jobs = up_jobs(&c, "iso");
+    let iso: BTreeSet<String> = iso_jobs.keys().cloned().collect();
+    for i in 0..3 {
+        assert_eq!(
+            served_by(i, "iso", &iso),
+            iso,
+            "host {i}'s router, isolated app"
+        );
+    }
+    let script = fetch_every_instance("iso-web");
+    let mut out = String::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(60) {
+        out = run_sh(&c, "web", &script);
+        if field(&out, "ip", "addr").len() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(field(&out, "ip", "addr").len(), 3, "{out}");
+    assert!(
+        field(&out, "ip", "page").is_empty(),
+        "a job of another app reached the isolated app:\n{out}"
+    );
+    let out = run_sh(&c, "iso", &script);
+    let me = field(&out, "me", "id")[0];
+    let pages = field(&out, "ip", "page");
+    assert_eq!(
+        pages.len(),
+        1,
+        "only the isolated job on its own host:\n{out}"
+    );
+    assert_eq!(
+        iso_jobs.get(pages[0]).map(String::as_str),
+        Some(host_of(me)),
+        "{out}"
     );
 
     let left = c.finish();
