@@ -92,6 +92,10 @@ pub struct ServerArgs {
     /// hop). Default: --host-listen's IP, else the source address of the default route.
     #[arg(long, env = "SLIPWAY_OVERLAY_IP")]
     pub overlay_ip: Option<std::net::Ipv4Addr>,
+    /// Seconds a host's overlay subnet outlives it in etcd (tests shorten it).
+    #[arg(long, hide = true, default_value_t = crate::overlay::LEASE_TTL,
+          value_parser = clap::value_parser!(i64).range(3..=86_400))]
+    pub overlay_lease_ttl: i64,
     #[command(flatten)]
     pub routing: Box<RoutingArgs>,
     /// Log lines kept per app (`slipway log`); older ones are dropped as new ones arrive.

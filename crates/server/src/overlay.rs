@@ -131,12 +131,14 @@ pub struct Claimed {
     pub lease: i64,
 }
 
-/// Who this host is, as its key says.
+/// Who this host is, as its key says, and how long its key outlives it.
 #[derive(Debug, Clone)]
 pub struct Me {
     pub host: String,
     pub public_ip: Ipv4Addr,
     pub backend: Backend,
+    /// The lease's TTL in seconds: [`LEASE_TTL`] unless `--overlay-lease-ttl` (tests).
+    pub lease_ttl: i64,
 }
 
 impl Me {
@@ -180,7 +182,7 @@ pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) 
         }
     };
     let lease = etcd
-        .lease_grant(LEASE_TTL)
+        .lease_grant(me.lease_ttl)
         .await
         .context("creating the subnet's lease in etcd")?
         .id;
@@ -326,6 +328,7 @@ pub async fn prepare(
         host: host_id.to_string(),
         public_ip,
         backend,
+        lease_ttl: config.args.overlay_lease_ttl,
     };
     let claimed = claim(&etcd, cluster, want, &me).await?;
     std::fs::create_dir_all(&runc.data_dir)?;
@@ -432,7 +435,7 @@ impl Running {
 /// replaced: the key claimed again for the same /24.
 async fn keep(etcd: Client, cluster: (Ipv4Addr, u8), me: Me, mut claimed: Claimed) {
     loop {
-        tokio::time::sleep(Duration::from_secs(LEASE_TTL as u64 / 3)).await;
+        tokio::time::sleep(Duration::from_secs_f64(me.lease_ttl as f64 / 3.0)).await;
         match etcd.lease_keep_alive(claimed.lease).await {
             Ok(Some(_)) => {}
             Ok(None) => tracing::warn!(
@@ -556,6 +559,7 @@ mod tests {
             host: host.into(),
             public_ip: Ipv4Addr::new(10, 0, 0, last),
             backend: Backend::Vxlan,
+            lease_ttl: LEASE_TTL,
         }
     }
 

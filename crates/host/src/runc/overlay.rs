@@ -307,7 +307,7 @@ pub fn lan_device(ip: Ipv4Addr) -> Result<(String, u32)> {
 pub fn setup(cfg: &OverlayConfig) -> Result<()> {
     let dev = cfg.device.as_str();
     if cfg.backend == Backend::HostGw {
-        super::network::remove_link(dev);
+        remove_device(dev);
         return Ok(());
     }
     let want = (cfg.vni as u64, cfg.local_ip.to_string(), cfg.port as u64);
@@ -365,6 +365,14 @@ pub fn setup(cfg: &OverlayConfig) -> Result<()> {
     run("ip", &["-b", "-"], Some(&batch))
         .with_context(|| format!("setting up the VXLAN device {dev}"))?;
     Ok(())
+}
+
+/// Deletes the VXLAN device if this network namespace has it (asked with `ip`, not through
+/// `/sys/class/net`, which shows the namespace sysfs was mounted in).
+fn remove_device(dev: &str) {
+    if run("ip", &["link", "show", dev], None).is_ok() {
+        let _ = run("ip", &["link", "del", dev], None);
+    }
 }
 
 /// What the kernel has now: our routes in the cluster subnet, and the VXLAN device's permanent
@@ -466,7 +474,7 @@ pub fn sync(cfg: &OverlayConfig, peers: &[Peer]) -> Result<Plan> {
 /// Removes the VXLAN device (its neighbours, FDB entries and routes go with it) and any
 /// host-gw route of ours.
 pub fn teardown(cfg: &OverlayConfig) {
-    super::network::remove_link(&cfg.device);
+    remove_device(&cfg.device);
     if let Ok(e) = current(cfg) {
         let plan = Plan {
             add: Entries::default(),

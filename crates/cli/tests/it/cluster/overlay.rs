@@ -119,12 +119,28 @@ fn fetch_every_instance(service: &str) -> String {
     )
 }
 
+/// The overlay routes host `i` has (ours: `proto 83`), of the backend's form.
+fn routes(c: &LanCluster, i: usize, backend: &str) -> usize {
+    let out = std::process::Command::new("ip")
+        .args(["-n", &c.lan.hosts[i].netns, "route", "show", "proto", "83"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| match backend {
+            "vxlan" => l.contains("dev vx-") && l.contains("onlink"),
+            _ => l.contains("via 100.127."),
+        })
+        .count()
+}
+
 fn end_to_end(backend: &str, n: u32) {
     let t_start = Instant::now();
     let Some(mut c) = LanCluster::new(n, 3, 1) else {
         return;
     };
-    let overlay = ["--overlay", backend];
+    // A lease of 5 s: a dead host's /24 is released within the test.
+    let overlay = ["--overlay", backend, "--overlay-lease-ttl", "5"];
     c.start_controller(0, &overlay);
     c.start_host(1, "host,router", 0, &overlay);
     c.start_host(2, "host,router", 0, &overlay);
@@ -145,20 +161,7 @@ fn end_to_end(backend: &str, n: u32) {
             i,
             "routes to both other hosts",
             Duration::from_secs(30),
-            || {
-                let out = std::process::Command::new("ip")
-                    .args(["-n", &c.lan.hosts[i].netns, "route", "show", "proto", "83"])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .filter(|l| match backend {
-                        "vxlan" => l.contains("dev vx-") && l.contains("onlink"),
-                        _ => l.contains("via 100.127."),
-                    })
-                    .count()
-                    == 2
-            },
+            || routes(&c, i, backend) == 2,
         );
     }
     eprintln!("cluster and overlay up after {:?}", t_start.elapsed());
@@ -350,6 +353,30 @@ fn end_to_end(backend: &str, n: u32) {
         Some(host_of(me)),
         "{out}"
     );
+
+    // Host 2 dies (SIGKILL): once its lease ends the others remove its routes; started
+    // again, it claims the same /24 and is routed again.
+    c.kill(2);
+    let t0 = Instant::now();
+    for i in 0..2 {
+        c.wait(i, "host 2's route to go", Duration::from_secs(30), || {
+            routes(&c, i, backend) == 1
+        });
+    }
+    eprintln!("host 2's /24 released after {:?}", t0.elapsed());
+    // Its registration in `slipway-host` (TTL 10 s) must be gone before it may start again.
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(t0.elapsed()));
+    let claimed = "this host's jobs are in 100.100.3.0/24";
+    let before = c.log(2).matches(claimed).count();
+    c.restart(2);
+    c.wait(2, "the same /24 again", Duration::from_secs(30), || {
+        c.log(2).matches(claimed).count() > before
+    });
+    for i in 0..2 {
+        c.wait(i, "host 2's route again", Duration::from_secs(30), || {
+            routes(&c, i, backend) == 2
+        });
+    }
 
     let left = c.finish();
     assert!(
