@@ -308,6 +308,44 @@ fn end_to_end(backend: &str, n: u32) {
         t_start.elapsed()
     );
 
+    // What the overlay costs a router: from host 0's netns, sequential GETs (a new connection
+    // each, as busybox httpd closes them) to a job on host 0 and to one on host 2. Printed for
+    // docs/cluster.md, not asserted (the machine is shared).
+    let host_id = |i: usize| {
+        std::fs::read_to_string(c.data_dir(i).join("host/host-id"))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let addr_on = |host: &str| -> String {
+        out.lines()
+            .filter(|l| l.starts_with("ip="))
+            .find_map(|l| {
+                let a = field(l, "ip", "addr").first().copied()?;
+                let p = field(l, "ip", "page").first().copied()?;
+                (jobs.get(p).map(String::as_str) == Some(host)).then(|| format!("{a}:8080"))
+            })
+            .unwrap()
+    };
+    let mut timing = Vec::new();
+    for (what, addr) in [
+        ("same host", addr_on(&host_id(0))),
+        ("other host", addr_on(&host_id(2))),
+    ] {
+        let us = c.lan.in_netns(0, move || {
+            let t0 = Instant::now();
+            for _ in 0..300 {
+                assert!(body_200(&get(&addr, "/", "x")).is_some(), "GET {addr}");
+            }
+            t0.elapsed().as_micros() / 300
+        });
+        timing.push(format!("{what} {us} µs"));
+    }
+    eprintln!(
+        "{backend}: GET over a new connection from host 0: {}",
+        timing.join(", ")
+    );
+
     // An isolated app, one job per host.
     c.ok(0, &["create", "iso"]);
     c.ok(0, &["-a", "iso", "meta", "set", "network=isolated"]);
