@@ -242,14 +242,15 @@ pub async fn peers(etcd: &Client, backend: Backend) -> Result<(Vec<Peer>, i64)> 
     let mut out = Vec::new();
     for kv in &snap.kvs {
         let (Some(subnet), Some(r)) = (parse_key(&kv.key), HostRecord::from_json(&kv.value)) else {
-            tracing::warn!(
+            // Debug, not warn: the prefix is read every 30 s at least.
+            tracing::debug!(
                 key = %String::from_utf8_lossy(&kv.key),
                 "overlay: an unreadable subnet entry in etcd is left out"
             );
             continue;
         };
         if r.backend != backend_name(backend) {
-            tracing::warn!(
+            tracing::debug!(
                 host = %r.host,
                 "overlay: host uses the {} backend, this one {}: it is left out",
                 r.backend,

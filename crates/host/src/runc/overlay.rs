@@ -166,7 +166,8 @@ pub fn desired(cfg: &OverlayConfig, peers: &[Peer]) -> Entries {
             && net & cluster_mask == u32::from(cfg.cluster_subnet) & cluster_mask;
         if overlaps || !inside || p.public_ip == cfg.local_ip || !valid_mac(&p.vtep_mac) {
             if !overlaps {
-                tracing::warn!(
+                // Debug, not warn: a sync runs every 30 s at least.
+                tracing::debug!(
                     ?p,
                     "overlay: a host entry that cannot be routed is left out"
                 );
