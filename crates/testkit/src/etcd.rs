@@ -3,7 +3,8 @@
 //! on drop. [`etcd_cluster`] is the helper tests call: it skips (through [`crate::skip`]) when
 //! etcd is not installed, which fails under CI instead. [`etcd_cluster_on`] / [`EtcdCluster::start_on`]
 //! listen on another address than loopback, e.g. the bridge of a [`crate::netns::NetnsLan`], which
-//! every host of that LAN reaches.
+//! every host of that LAN reaches; [`EtcdCluster::start_in`] runs each member where a given
+//! command runs it, e.g. member i in host i of a LAN, on that host's address.
 //!
 //! Data dirs live in `/dev/shm` when it exists: etcd fsyncs every write, and a test asserting
 //! "an expired instance is reported within 10 % of its TTL" must not wait on a busy disk. Dirs
@@ -51,21 +52,26 @@ pub fn etcd_cluster_on(n: usize, ip: Ipv4Addr) -> Option<EtcdCluster> {
 
 struct Member {
     name: String,
+    /// The address it listens on.
+    ip: Ipv4Addr,
     client_port: u16,
     peer_port: u16,
     data: PathBuf,
     child: Option<Child>,
 }
 
+/// Makes the command that runs member `i` with the etcd binary (what [`EtcdCluster::start_in`]
+/// is given).
+pub type MemberCommand = Box<dyn Fn(usize, &Path) -> Command + Send + Sync>;
+
 /// etcd members this process started; killed (and their files removed) on drop.
 pub struct EtcdCluster {
     bin: PathBuf,
+    command: MemberCommand,
     members: Vec<Member>,
     initial_cluster: String,
     token: String,
     root: PathBuf,
-    /// The address every member listens on.
-    ip: Ipv4Addr,
 }
 
 fn free_port(ip: Ipv4Addr) -> Result<u16, String> {
@@ -128,13 +134,13 @@ impl EtcdCluster {
     /// [`EtcdCluster::start`] with every member listening on `ip` (an address of this machine).
     pub fn start_on(n: usize, ip: Ipv4Addr) -> Result<EtcdCluster, String> {
         assert!(n >= 1, "an etcd cluster has at least one member");
-        let bin = etcd_bin().ok_or("etcd is not installed (apt-get install etcd-server)")?;
-        let base = base_dir();
-        clean_stale(&base);
         // Another test may take a port between our probe and etcd's bind: try again.
         let mut last = String::new();
         for _ in 0..3 {
-            match EtcdCluster::try_start(&bin, &base, n, ip) {
+            let ports = (0..n)
+                .map(|_| Ok((ip, free_port(ip)?, free_port(ip)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            match EtcdCluster::try_start(ports, Box::new(|_, bin| Command::new(bin))) {
                 Ok(c) => return Ok(c),
                 Err(e) => last = e,
             }
@@ -142,7 +148,24 @@ impl EtcdCluster {
         Err(last)
     }
 
-    fn try_start(bin: &Path, base: &Path, n: usize, ip: Ipv4Addr) -> Result<EtcdCluster, String> {
+    /// One member per address of `ips`, on etcd's usual ports (2379 for clients, 2380 for
+    /// peers), each run by `command(i, etcd_binary)` — e.g. a [`crate::netns`] host's command,
+    /// so that member i lives in host i (its own address there: fixed ports are free). Waits
+    /// until every member is healthy.
+    pub fn start_in(ips: &[Ipv4Addr], command: MemberCommand) -> Result<EtcdCluster, String> {
+        assert!(!ips.is_empty(), "an etcd cluster has at least one member");
+        EtcdCluster::try_start(ips.iter().map(|ip| (*ip, 2379, 2380)).collect(), command)
+    }
+
+    /// Members listening on `(ip, client port, peer port)` each.
+    fn try_start(
+        addrs: Vec<(Ipv4Addr, u16, u16)>,
+        command: MemberCommand,
+    ) -> Result<EtcdCluster, String> {
+        let bin = etcd_bin().ok_or("etcd is not installed (apt-get install etcd-server)")?;
+        let base = base_dir();
+        clean_stale(&base);
+        let n = addrs.len();
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let unique = format!(
             "{}-{}",
@@ -153,28 +176,30 @@ impl EtcdCluster {
         // Ours by name: one left here was made by a dead process that had our pid.
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).map_err(|e| format!("create {}: {e}", root.display()))?;
-        let mut members = Vec::new();
-        for i in 0..n {
-            members.push(Member {
+        let members: Vec<Member> = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ip, client_port, peer_port))| Member {
                 name: format!("m{i}"),
-                client_port: free_port(ip)?,
-                peer_port: free_port(ip)?,
+                ip,
+                client_port,
+                peer_port,
                 data: root.join(format!("m{i}")),
                 child: None,
-            });
-        }
+            })
+            .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://{ip}:{}", m.name, m.peer_port))
+            .map(|m| format!("{}=http://{}:{}", m.name, m.ip, m.peer_port))
             .collect::<Vec<_>>()
             .join(",");
         let mut c = EtcdCluster {
-            bin: bin.to_path_buf(),
+            bin,
+            command,
             members,
             initial_cluster,
             token: format!("slipway-{unique}"),
             root,
-            ip,
         };
         for i in 0..n {
             c.spawn(i, "new")?;
@@ -187,14 +212,14 @@ impl EtcdCluster {
 
     fn spawn(&mut self, i: usize, state: &str) -> Result<(), String> {
         let m = &self.members[i];
-        let client = format!("http://{}:{}", self.ip, m.client_port);
-        let peer = format!("http://{}:{}", self.ip, m.peer_port);
+        let client = format!("http://{}:{}", m.ip, m.client_port);
+        let peer = format!("http://{}:{}", m.ip, m.peer_port);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.root.join(format!("{}.log", m.name)))
             .map_err(|e| format!("open the etcd log: {e}"))?;
-        let child = Command::new(&self.bin)
+        let child = (self.command)(i, &self.bin)
             .arg("--name")
             .arg(&m.name)
             .arg("--data-dir")
@@ -219,7 +244,7 @@ impl EtcdCluster {
     /// Waits until member `i` answers `/health` with `true` (it has a leader).
     fn wait_healthy(&mut self, i: usize, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
-        let port = self.members[i].client_port;
+        let (ip, port) = (self.members[i].ip, self.members[i].client_port);
         loop {
             if let Some(status) = self.members[i]
                 .child
@@ -231,7 +256,7 @@ impl EtcdCluster {
                     self.log_tail(i)
                 ));
             }
-            if health(self.ip, port) {
+            if health(ip, port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -260,7 +285,10 @@ impl EtcdCluster {
     }
 
     pub fn client_url(&self, i: usize) -> String {
-        format!("http://{}:{}", self.ip, self.members[i].client_port)
+        format!(
+            "http://{}:{}",
+            self.members[i].ip, self.members[i].client_port
+        )
     }
 
     pub fn len(&self) -> usize {

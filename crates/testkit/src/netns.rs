@@ -12,9 +12,10 @@
 //!
 //! X is `n % 256`: two LANs alive at once need numbers that differ modulo 256. Everything is
 //! named after `n`, so a test's resources are found again: by its [`Drop`] (also when the test
-//! panics), by the next [`NetnsLan::new`] with the same `n` (what a crashed or killed run left
-//! is removed first), and by [`NetnsLan::finish`] / [`leftovers`], which a test calls at its end
-//! to assert that nothing is left.
+//! panics), by the next [`NetnsLan::new`] with the same `n` or by any [`NetnsLan::new`] once the
+//! process that made the LAN is gone (what a crashed or killed run left is removed first), and
+//! by [`NetnsLan::finish`] / [`leftovers`], which a test calls at its end to assert that nothing
+//! is left.
 //!
 //! What is per host, and why it is named uniquely although the host has its own netns:
 //! - the network (links, routes, nft tables, ports): isolated by the netns, so a host's
@@ -44,8 +45,8 @@
 //! across hosts before (or without) an overlay network.
 //!
 //! PostgreSQL: the test run's server listens on 127.0.0.1, which a host's netns does not
-//! reach. Its Unix socket does (the mount namespace is shared): [`unix_socket_url`] turns a
-//! database URL into one that connects there (sqlx's `?host=/dir`).
+//! reach. A [`TcpForwarder`] on the gateway does, and a pulled cable cuts it off; its Unix
+//! socket does too, whatever happens to the LAN ([`unix_socket_url`]). See `db.rs`.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -58,6 +59,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+mod db;
+pub use db::{TcpForwarder, unix_socket_url, url_addr, url_with_addr};
 
 /// One host of a [`NetnsLan`].
 #[derive(Clone, Debug)]
@@ -87,6 +91,37 @@ pub struct NetnsLan {
     dir: PathBuf,
     children: Mutex<HashMap<u32, Child>>,
     torn_down: bool,
+}
+
+/// The file in a LAN's dir that names the pid of the process that made it.
+const OWNER: &str = "owner";
+
+/// Removes every LAN whose owner (the test process that made it) is gone: one killed before
+/// its teardown (a test binary killed on a timeout), whatever its `n`.
+fn remove_orphans() {
+    for e in std::fs::read_dir(std::env::temp_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(n) = name
+            .strip_prefix("slipway-lan")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(owner) = std::fs::read_to_string(e.path().join(OWNER)) else {
+            continue;
+        };
+        let alive = owner
+            .trim()
+            .parse::<u32>()
+            .is_ok_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            remove_everything(n);
+        }
+    }
 }
 
 /// The LAN's dir: fixed by `n`, so that a crashed run's is found again.
@@ -167,10 +202,13 @@ impl NetnsLan {
             "a LAN has 1 to 200 hosts, not {hosts}"
         );
         remove_everything(n);
+        remove_orphans();
         let x = (n % 256) as u8;
         let prefix = link_prefix(n);
         let dir = lan_dir(n);
         std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+        std::fs::write(dir.join(OWNER), std::process::id().to_string())
+            .map_err(|e| format!("write {}: {e}", dir.join(OWNER).display()))?;
         let lan = NetnsLan {
             n,
             gateway: Ipv4Addr::new(100, 127, x, 1),
@@ -272,21 +310,14 @@ impl NetnsLan {
     /// `setns` before `exec`). Run it with [`Command::status`]/[`Command::output`] for short
     /// programs, or with [`NetnsLan::spawn`] for those that must be killed at teardown.
     pub fn command(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let path = Path::new("/run/netns").join(&self.hosts[i].netns);
-        let ns = File::open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e} (torn down?)", path.display()));
-        let mut cmd = Command::new(program);
-        // SAFETY: only setns(2) runs between fork and exec, an async-signal-safe system call;
-        // the file (opened close-on-exec) is kept alive by the closure, owned by the Command.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        cmd
+        command_in(&self.hosts[i].netns, program)
+    }
+
+    /// The etcd members' command for [`crate::etcd::EtcdCluster::start_in`]: member i runs in
+    /// host i (so `ips` = the first hosts' addresses).
+    pub fn etcd_in_hosts(&self) -> crate::etcd::MemberCommand {
+        let names: Vec<String> = self.hosts.iter().map(|h| h.netns.clone()).collect();
+        Box::new(move |i, bin| command_in(&names[i], bin))
     }
 
     /// Spawns `cmd` (from [`NetnsLan::command`]) in a process group of its own; the LAN kills
@@ -326,10 +357,26 @@ impl NetnsLan {
         assert!(ok, "cut host {i}'s link");
     }
 
-    /// Plugs host `i`'s cable back in (see [`NetnsLan::cut_link`]).
+    /// Plugs host `i`'s cable back in (see [`NetnsLan::cut_link`]) and waits (up to 10 s)
+    /// until it reaches the gateway. Neighbour entries that failed while the cable was out are
+    /// flushed everywhere on the LAN first: until they expire the kernel would answer "no route
+    /// to host" at once instead of asking again.
     pub fn restore_link(&self, i: usize) {
         let ok = quiet(Command::new("ip").args(["link", "set", &self.hosts[i].veth, "up"]));
         assert!(ok, "restore host {i}'s link");
+        let _ = quiet(Command::new("ip").args(["neigh", "flush", "dev", &self.bridge]));
+        for h in &self.hosts {
+            let _ =
+                quiet(Command::new("ip").args(["-n", &h.netns, "neigh", "flush", "dev", "lan0"]));
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.ping_from(i, self.gateway) {
+            assert!(
+                Instant::now() < deadline,
+                "host {i} does not reach the gateway 10 s after its link was restored"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Harness shortcut (not the product's networking): in every host, a route to each other
@@ -382,6 +429,26 @@ impl Drop for NetnsLan {
     fn drop(&mut self) {
         self.teardown();
     }
+}
+
+/// A command whose process runs in the network namespace named `netns` in `/run/netns` (the
+/// child joins it with `setns` before `exec`).
+pub fn command_in(netns: &str, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let path = Path::new("/run/netns").join(netns);
+    let ns =
+        File::open(&path).unwrap_or_else(|e| panic!("open {}: {e} (torn down?)", path.display()));
+    let mut cmd = Command::new(program);
+    // SAFETY: only setns(2) runs between fork and exec, an async-signal-safe system call; the
+    // file (opened close-on-exec) is kept alive by the closure, owned by the Command.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// The netns inode of every host namespace of LAN `n` still named in `/run/netns`.
@@ -485,6 +552,21 @@ fn root_nft_tables(n: u32) -> Vec<String> {
         .collect()
 }
 
+/// Loop devices (`/dev/loopN`) whose backing file is below LAN `n`'s dir (job disk images).
+fn loop_devices_of(n: u32) -> Vec<String> {
+    let inside = inside_lan_dir(n).to_string_lossy().into_owned();
+    std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("loop/backing_file"))
+                .is_ok_and(|f| f.starts_with(&inside))
+        })
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
+        .collect()
+}
+
 fn unmount_netns_file(p: &Path) {
     if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
         // SAFETY: a valid C string; umount2 does not keep the pointer.
@@ -522,6 +604,11 @@ fn remove_everything(n: u32) {
     for m in mounts {
         let _ = Command::new("umount").arg("-l").arg(m).output();
     }
+    // A loop device lets go of its file on the last close after the unmount (autoclear); one
+    // not set so, or still held, is detached.
+    for dev in loop_devices_of(n) {
+        let _ = quiet(Command::new("losetup").arg("-d").arg(&dev));
+    }
     for p in job_netns(n) {
         unmount_netns_file(&p);
     }
@@ -549,7 +636,8 @@ fn remove_everything(n: u32) {
 
 /// What is left of LAN `n` on the machine, one line each: namespaces (hosts' and their
 /// jobs'), links and nft tables in the root netns named `slan<n>…`, cgroups, mounts below the
-/// LAN's dir, the dir itself, and processes in its namespaces or naming its dir.
+/// LAN's dir and loop devices of files there, the dir itself, and processes in its namespaces
+/// or naming its dir.
 pub fn leftovers(n: u32) -> Vec<String> {
     let dir = lan_dir(n);
     let hosts = host_netns(n);
@@ -577,6 +665,11 @@ pub fn leftovers(n: u32) -> Vec<String> {
             .into_iter()
             .map(|m| format!("mount {m}")),
     );
+    left.extend(
+        loop_devices_of(n)
+            .into_iter()
+            .map(|d| format!("loop device {d}")),
+    );
     if dir.exists() {
         left.push(format!("dir {}", dir.display()));
     }
@@ -592,47 +685,4 @@ pub fn leftovers(n: u32) -> Vec<String> {
             }),
     );
     left
-}
-
-/// `url` (a `postgres://` URL on TCP) made to connect through the server's Unix socket instead
-/// (`?host=/dir&port=…` stays on `localhost:PORT` for sqlx's socket file name), which every
-/// host of a LAN reaches: the mount namespace is shared, the loopback address is not.
-pub async fn unix_socket_url(url: &str) -> Result<String, String> {
-    use sqlx::{Connection, Row};
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(url)
-        .await
-        .map_err(|e| format!("connect to {url}: {e}"))?;
-    let show = |row: sqlx::any::AnyRow| row.try_get::<String, _>(0).map_err(|e| e.to_string());
-    let dirs = show(
-        sqlx::query("SHOW unix_socket_directories")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?,
-    )?;
-    let port = show(
-        sqlx::query("SHOW port")
-            .fetch_one(&mut conn)
-            .await
-            .map_err(|e| e.to_string())?,
-    )?;
-    let socket_dir = dirs
-        .split(',')
-        .map(str::trim)
-        .find(|d| d.starts_with('/'))
-        .ok_or_else(|| format!("PostgreSQL at {url} has no Unix socket directory ({dirs:?})"))?;
-    let rest = url
-        .split_once("://")
-        .map(|(_, r)| r)
-        .ok_or_else(|| format!("not a URL: {url}"))?;
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, "postgres"));
-    let user = authority
-        .rsplit_once('@')
-        .map(|(u, _)| format!("{u}@"))
-        .unwrap_or_default();
-    let (db, query) = path.split_once('?').unwrap_or((path, ""));
-    let sep = if query.is_empty() { "" } else { "&" };
-    Ok(format!(
-        "postgres://{user}localhost:{port}/{db}?{query}{sep}host={socket_dir}"
-    ))
 }

@@ -1,16 +1,20 @@
 //! `slipway server` processes on a LAN of network namespaces ([`slipway_testkit::netns`]): one
-//! process per host, each with its own network (so fixed ports: the API on `IP:7070`, the host
-//! API on `IP:7071`, the router on 80 and 443), data dir, job bridge name, job subnet and cgroup
-//! parent; all on a real etcd listening on the LAN's gateway and one PostgreSQL reached through
-//! its Unix socket. Reused by the cluster tests that need real hosts (partitions, fencing, the
-//! overlay network).
+//! process per host, each with its own network (so fixed ports on its LAN address: the API on
+//! 7070, the host API on 7071, the router's admin endpoint on 1112, the router on 80 and 443),
+//! data dir, job bridge name, job subnet and cgroup parent; a real etcd, its members in the
+//! hosts or on the LAN's gateway ([`Etcd`]); one PostgreSQL, reached through a forwarder on the
+//! gateway (a host cut off the LAN loses it, as it would a database on another machine).
+//! Reused by the cluster tests that need real hosts (partitions, fencing, the overlay network).
 //!
 //! ```ignore
-//! let Some(mut c) = LanCluster::new(n, 3, 1) else { return };  // 3 hosts, 1 etcd member
-//! c.start_controller(0);                   // every role, the cluster's database
-//! c.start_host(1, "host,router", &[]);     // follows host 0's controller
-//! c.cli().args(["create", "web"]) …        // the CLI, from the root netns
-//! let left = c.finish();                   // teardown; assert it is empty
+//! let Some(mut c) = LanCluster::new(n, 3, Etcd::OnHosts(3)) else { return };
+//! c.start_controller(0, &[]);              // every role, the cluster's database
+//! c.start_host(1, "host,router", 0, &[]);  // follows host 0's controller
+//! c.route_host_gw();                       // jobs reachable across hosts (harness shortcut)
+//! c.ok(0, &["create", "web"]);             // the CLI, from the root netns, against host 0
+//! c.kill(1); c.restart(1);                 // SIGKILL, and the same flags again
+//! c.lan.cut_link(2);                       // a pulled cable (restore_link plugs it back)
+//! let left = c.finish();                   // teardown; assert!(left.is_empty())
 //! ```
 //!
 //! Host `i`'s job subnet is `100.100.<i+1>.0/24` ([`LanCluster::subnet`]) until the overlay
@@ -27,19 +31,34 @@ use std::time::{Duration, Instant};
 pub const API_PORT: u16 = 7070;
 /// The host agent API's port.
 pub const HOST_API_PORT: u16 = 7071;
+/// The router's admin (metrics) port.
+pub const ROUTER_ADMIN_PORT: u16 = 1112;
 
 /// The LAN, its etcd and database, and the `slipway server` of each host (if started).
 /// Field order is drop order: the LAN (and every process on it) goes before etcd.
 pub struct LanCluster {
     pub lan: NetnsLan,
     pub etcd: slipway_testkit::etcd::EtcdCluster,
-    /// The database URL every host reaches (PostgreSQL's Unix socket).
+    /// The database URL every host reaches: through a forwarder on the LAN's gateway, so a
+    /// host whose cable is pulled loses its database too.
     pub db_url: String,
+    _forwarder: Option<slipway_testkit::netns::TcpForwarder>,
     _db: slipway_testkit::TestDatabase,
     /// The API key of the cluster (written to a file the servers read).
     pub key: String,
     key_file: PathBuf,
     servers: Vec<Option<Server>>,
+}
+
+/// Where the cluster's etcd members run.
+#[derive(Clone, Copy, Debug)]
+pub enum Etcd {
+    /// `k` members in the root netns, on the LAN's gateway address (free ports): always
+    /// reachable, whatever happens to the hosts' links.
+    Gateway(usize),
+    /// One member in each of hosts 0..k, on its LAN address (ports 2379/2380): as on real
+    /// machines, a host whose cable is pulled takes its member with it.
+    OnHosts(usize),
 }
 
 struct Server {
@@ -48,18 +67,46 @@ struct Server {
 }
 
 impl LanCluster {
-    /// A LAN of `hosts` hosts for test number `n` (see [`NetnsLan`]), an etcd of
-    /// `etcd_members` on its gateway and a fresh database; no server started yet. `None` when
-    /// the test is skipped (not root, no etcd, no PostgreSQL: counted, a failure under CI).
-    pub fn new(n: u32, hosts: usize, etcd_members: usize) -> Option<LanCluster> {
+    /// A LAN of `hosts` hosts for test number `n` (see [`NetnsLan`]), an etcd placed as `etcd`
+    /// says and a fresh database; no server started yet. `None` when the test is skipped (not
+    /// root, no etcd, no PostgreSQL: counted, a failure under CI).
+    pub fn new(n: u32, hosts: usize, etcd: Etcd) -> Option<LanCluster> {
         if slipway_testkit::skip_unless_root(&slipway_testkit::current_test()) {
             return None;
         }
         let lan = NetnsLan::new(n, hosts).unwrap_or_else(|e| panic!("the test LAN: {e}"));
-        let etcd = slipway_testkit::etcd::etcd_cluster_on(etcd_members, lan.gateway)?;
+        let etcd = match etcd {
+            Etcd::Gateway(k) => slipway_testkit::etcd::etcd_cluster_on(k, lan.gateway)?,
+            Etcd::OnHosts(k) => {
+                assert!(k <= hosts, "{k} etcd members on {hosts} hosts");
+                if slipway_testkit::etcd::etcd_bin().is_none()
+                    && slipway_testkit::skip(
+                        &slipway_testkit::current_test(),
+                        "etcd (apt-get install etcd-server; scripts/install-deps installs it)",
+                    )
+                {
+                    return None;
+                }
+                let ips: Vec<_> = lan.hosts[..k].iter().map(|h| h.ip).collect();
+                slipway_testkit::etcd::EtcdCluster::start_in(&ips, lan.etcd_in_hosts())
+                    .unwrap_or_else(|e| panic!("etcd in the hosts: {e}"))
+            }
+        };
         let db = crate::support::block_on(slipway_testkit::postgres_database())?;
-        let db_url = crate::support::block_on(slipway_testkit::netns::unix_socket_url(&db.url))
-            .unwrap_or_else(|e| panic!("PostgreSQL's Unix socket: {e}"));
+        let (db_url, forwarder) = match slipway_testkit::netns::url_addr(&db.url) {
+            Ok(addr) => {
+                let f = slipway_testkit::netns::TcpForwarder::start(lan.gateway, addr)
+                    .unwrap_or_else(|e| panic!("a forwarder to PostgreSQL: {e}"));
+                let url = slipway_testkit::netns::url_with_addr(&db.url, f.addr()).unwrap();
+                (url, Some(f))
+            }
+            // Not a TCP address (a socket URL in SLIPWAY_TEST_DATABASE_URL): its socket then.
+            Err(_) => (
+                crate::support::block_on(slipway_testkit::netns::unix_socket_url(&db.url))
+                    .unwrap_or_else(|e| panic!("PostgreSQL's Unix socket: {e}")),
+                None,
+            ),
+        };
         let key = format!("lan-cluster-key-{}-{n}", std::process::id());
         let key_file = lan.dir().join("api-key");
         std::fs::write(&key_file, &key).unwrap();
@@ -68,6 +115,7 @@ impl LanCluster {
             lan,
             etcd,
             db_url,
+            _forwarder: forwarder,
             _db: db,
             key,
             key_file,
@@ -106,6 +154,27 @@ impl LanCluster {
         format!("http://{}:{API_PORT}", self.lan.hosts[i].ip)
     }
 
+    /// Host `i`'s host agent API (cluster token: [`LanCluster::cluster_token`]).
+    pub fn host_api_url(&self, i: usize) -> String {
+        format!("http://{}:{HOST_API_PORT}", self.lan.hosts[i].ip)
+    }
+
+    /// The cluster token, from the data dir of the controller on host `controller`.
+    pub fn cluster_token(&self, controller: usize) -> String {
+        std::fs::read_to_string(self.data_dir(controller).join("cluster-token"))
+            .expect("the controller's cluster-token file")
+            .trim()
+            .to_string()
+    }
+
+    /// Host `i`'s host id (once its agent has started).
+    pub fn host_id(&self, i: usize) -> String {
+        std::fs::read_to_string(self.data_dir(i).join("host/host-id"))
+            .expect("the host's host-id file")
+            .trim()
+            .to_string()
+    }
+
     /// Host `i`'s router, HTTP.
     pub fn router_addr(&self, i: usize) -> String {
         format!("{}:80", self.lan.hosts[i].ip)
@@ -125,6 +194,9 @@ impl LanCluster {
             &self.etcd.client_urls(),
             "--host-listen",
             &format!("{}:{HOST_API_PORT}", h.ip),
+            // Where the zero-downtime gate of another host asks this router.
+            "--router-admin",
+            &format!("{}:{ROUTER_ADMIN_PORT}", h.ip),
             "--bridge",
             &h.bridge,
             "--subnet",
@@ -157,7 +229,7 @@ impl LanCluster {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn(i, args);
+        self.start_args(i, args);
         let url = self.api_url(i);
         self.wait(i, "its API to answer", Duration::from_secs(60), || {
             ping(&url)
@@ -187,10 +259,14 @@ impl LanCluster {
             .map(String::from),
         );
         args.extend(extra.iter().map(|s| s.to_string()));
-        self.spawn(i, args);
+        self.start_args(i, args);
     }
 
-    fn spawn(&mut self, i: usize, args: Vec<String>) {
+    /// Starts `slipway server ARGS` in host `i` (its log in [`LanCluster::log_path`]), for a
+    /// test that needs other flags than [`LanCluster::start_controller`] and
+    /// [`LanCluster::start_host`] give: start from [`LanCluster::base_flags`] and change them
+    /// (a flag given twice is refused by the server). Does not wait.
+    pub fn start_args(&mut self, i: usize, args: Vec<String>) {
         assert!(self.servers[i].is_none(), "host {i} runs a server already");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -224,7 +300,7 @@ impl LanCluster {
         if s.pid != 0 {
             self.lan.kill(s.pid);
         }
-        self.spawn(i, s.args);
+        self.start_args(i, s.args);
     }
 
     /// Whether host `i`'s server process is running.

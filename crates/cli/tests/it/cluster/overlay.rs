@@ -6,8 +6,8 @@
 //!
 //! `scale web=6` puts 2 jobs on each host; a one-off job (`slipway run`) resolves
 //! `web-web.discover` to all 6, in three /24s, and fetches a page from each of them by IP
-//! (jobs on both other hosts among them) and by name; it cannot reach any host's agent API or
-//! the controller API on their LAN addresses, but does reach the routers; its MTU is the LAN's
+//! (jobs on both other hosts among them) and by name; it cannot reach any host's agent API, the
+//! controller API or etcd on their LAN addresses, but does reach the routers; its MTU is the LAN's
 //! less VXLAN's 50 bytes. Every host's router serves all 6 jobs, and a TCP route too. An app
 //! with `network=isolated` (one job per host) is served by every host's router, but no job of
 //! another app reaches it, and of its own jobs only the one on the same host (the documented
@@ -15,7 +15,7 @@
 //!
 //! `n` range of this file: 4100-4199.
 
-use super::lan::{API_PORT, HOST_API_PORT, LanCluster, get};
+use super::lan::{API_PORT, Etcd, HOST_API_PORT, LanCluster, get};
 use crate::support::{DOMAIN, block_on};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -136,7 +136,8 @@ fn routes(c: &LanCluster, i: usize, backend: &str) -> usize {
 
 fn end_to_end(backend: &str, n: u32) {
     let t_start = Instant::now();
-    let Some(mut c) = LanCluster::new(n, 3, 1) else {
+    // etcd on host 0 (as on real machines): jobs must not reach it either.
+    let Some(mut c) = LanCluster::new(n, 3, Etcd::OnHosts(1)) else {
         return;
     };
     // A lease of 5 s: a dead host's /24 is released within the test.
@@ -206,11 +207,13 @@ fn end_to_end(backend: &str, n: u32) {
              page=$(timeout 5 wget -qO- --header 'Host: web.{DOMAIN}' http://{ip}/); "
         );
     }
-    script += &format!(
-        "echo host=x addr={ip}:{API_PORT} \
-         $(timeout 3 wget -O /dev/null http://{ip}:{API_PORT}/ping 2>&1 | tr ' ' _); ",
-        ip = lan[0]
-    );
+    for port in [API_PORT, 2379] {
+        script += &format!(
+            "echo host=x addr={ip}:{port} \
+             $(timeout 3 wget -O /dev/null http://{ip}:{port}/ping 2>&1 | tr ' ' _); ",
+            ip = lan[0]
+        );
+    }
     let t0 = Instant::now();
     let mut out = String::new();
     while t0.elapsed() < Duration::from_secs(60) {
@@ -264,7 +267,7 @@ fn end_to_end(backend: &str, n: u32) {
         "fetched by web-web.discover:\n{out}"
     );
     let hosts_tried: Vec<&str> = out.lines().filter(|l| l.starts_with("host=")).collect();
-    assert_eq!(hosts_tried.len(), 4, "{out}");
+    assert_eq!(hosts_tried.len(), 5, "{out}");
     for l in hosts_tried {
         assert!(
             l.contains("refused") && !l.contains("HTTP"),
@@ -311,12 +314,6 @@ fn end_to_end(backend: &str, n: u32) {
     // What the overlay costs a router: from host 0's netns, sequential GETs (a new connection
     // each, as busybox httpd closes them) to a job on host 0 and to one on host 2. Printed for
     // docs/cluster.md, not asserted (the machine is shared).
-    let host_id = |i: usize| {
-        std::fs::read_to_string(c.data_dir(i).join("host/host-id"))
-            .unwrap()
-            .trim()
-            .to_string()
-    };
     let addr_on = |host: &str| -> String {
         out.lines()
             .filter(|l| l.starts_with("ip="))
@@ -329,8 +326,8 @@ fn end_to_end(backend: &str, n: u32) {
     };
     let mut timing = Vec::new();
     for (what, addr) in [
-        ("same host", addr_on(&host_id(0))),
-        ("other host", addr_on(&host_id(2))),
+        ("same host", addr_on(&c.host_id(0))),
+        ("other host", addr_on(&c.host_id(2))),
     ] {
         let us = c.lan.in_netns(0, move || {
             let t0 = Instant::now();
