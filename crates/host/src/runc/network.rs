@@ -599,6 +599,65 @@ mod tests {
     }
 
     #[test]
+    fn on_an_overlay_the_cluster_is_not_natted_and_other_hosts_are_closed_to_jobs() {
+        let cfg = NetworkConfig {
+            bridge: "slw1".into(),
+            subnet: Ipv4Addr::new(100, 100, 3, 0),
+            prefix: 24,
+            nft_table: "slw1".into(),
+        };
+        let o = crate::runc::overlay::OverlayConfig {
+            backend: crate::runc::overlay::Backend::Vxlan,
+            cluster_subnet: Ipv4Addr::new(100, 100, 0, 0),
+            cluster_prefix: 16,
+            subnet: cfg.subnet,
+            prefix: 24,
+            device: "vx-slw1".into(),
+            vni: 1,
+            port: 4789,
+            local_ip: Ipv4Addr::new(10, 0, 0, 3),
+            lan_dev: "eth0".into(),
+            mtu: 1450,
+            nft_table: "slw1".into(),
+        };
+        let alone = host_rules(&cfg, &[(80, 80)], None);
+        assert!(alone.contains("ip saddr 100.100.3.0/24 ip daddr != 100.100.3.0/24 masquerade"));
+        assert!(!alone.contains("@peers ct") && !alone.contains("ip saddr 100.100.0.0/16"));
+        let r = host_rules(&cfg, &[(80, 80)], Some(&o));
+        assert!(
+            r.contains("ip saddr 100.100.3.0/24 ip daddr != 100.100.0.0/16 masquerade"),
+            "{r}"
+        );
+        // In the forward chain, before the accepts: replies, the published ports, then reject.
+        let at = |needle: &str| r.find(needle).unwrap_or_else(|| panic!("{needle}: {r}"));
+        let reply = at("iifname \"slw1\" ip daddr @peers ct state established,related accept");
+        let published = at("iifname \"slw1\" ip daddr @peers tcp dport { 80 } accept");
+        let reject = at("iifname \"slw1\" ip daddr @peers reject\n");
+        assert!(
+            reply < published
+                && published < reject
+                && reject < at("ip saddr 100.100.3.0/24 accept")
+        );
+        // Other hosts' jobs at this host's input: the same rules as its own jobs, no DNS.
+        let from = "iifname != { \"slw1\", \"lo\" } ip saddr 100.100.0.0/16";
+        assert!(
+            r.contains(&format!("{from} tcp dport {{ 80 }} accept")),
+            "{r}"
+        );
+        assert!(r.contains(&format!("{from} reject\n")), "{r}");
+        assert!(!r.contains(&format!("{from} udp dport 53")), "{r}");
+        // The bridge table keeps other hosts' jobs (not hosts' .0/.1) from isolated apps.
+        let b = super::super::filter::table_rules(&cfg, Some(&o));
+        assert!(
+            b.contains(
+                "ip saddr 100.100.0.0/16 ip saddr != 100.100.3.0/24 ip saddr & 0.0.0.254 != \
+                 0.0.0.0 ip daddr vmap @isolated"
+            ),
+            "{b}"
+        );
+    }
+
+    #[test]
     fn container_resolv_conf_points_at_the_gateway_and_keeps_the_host_search_domains() {
         let host = "# generated\nnameserver 127.0.0.53\nsearch corp.example lab.example.\n\
                     options edns0 trust-ad\n";
