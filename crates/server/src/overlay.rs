@@ -338,7 +338,19 @@ pub async fn prepare(
         .with_context(|| format!("writing {}", path.display()))?;
     runc.network.subnet = claimed.subnet;
     runc.network.prefix = HOST_PREFIX;
-    let cfg = OverlayConfig::new(backend, &runc.network, cluster, public_ip)?;
+    let mut cfg = OverlayConfig::new(backend, &runc.network, cluster, public_ip)?;
+    // Known before the agent's host setup re-creates its nft table (see `initial_peers`).
+    cfg.initial_peers = match peers(&etcd, backend).await {
+        Ok((all, _)) => all
+            .into_iter()
+            .map(|p| p.public_ip)
+            .filter(|ip| *ip != public_ip)
+            .collect(),
+        Err(e) => {
+            tracing::warn!("overlay: reading the other hosts: {e}");
+            Vec::new()
+        }
+    };
     tracing::info!(
         host = host_id,
         "overlay ({}): this host's jobs are in {}/{HOST_PREFIX} of {}/{}, reached at {public_ip}, \

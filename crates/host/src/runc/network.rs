@@ -340,9 +340,16 @@ fn host_rules(
             )
         }
     };
+    let peers = match overlay.map(|o| &o.initial_peers) {
+        Some(ips) if !ips.is_empty() => {
+            let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+            format!(" elements = {{ {} }};", ips.join(", "))
+        }
+        _ => String::new(),
+    };
     format!(
         "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\
-         set peers {{ type ipv4_addr; }}\n\
+         set peers {{ type ipv4_addr;{peers} }}\n\
          chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
            ip saddr {cidr} {nat_to} masquerade\n}}\n\
          chain forward {{ type filter hook forward priority filter; policy accept;\n\
@@ -619,13 +626,19 @@ mod tests {
             lan_dev: "eth0".into(),
             mtu: 1450,
             nft_table: "slw1".into(),
+            initial_peers: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
         };
         let alone = host_rules(&cfg, &[(80, 80)], None);
+        assert!(alone.contains("set peers { type ipv4_addr; }"), "{alone}");
         assert!(alone.contains("ip saddr 100.100.3.0/24 ip daddr != 100.100.3.0/24 masquerade"));
         assert!(!alone.contains("@peers ct") && !alone.contains("ip saddr 100.100.0.0/16"));
         let r = host_rules(&cfg, &[(80, 80)], Some(&o));
         assert!(
             r.contains("ip saddr 100.100.3.0/24 ip daddr != 100.100.0.0/16 masquerade"),
+            "{r}"
+        );
+        assert!(
+            r.contains("set peers { type ipv4_addr; elements = { 10.0.0.1, 10.0.0.2 }; }"),
             "{r}"
         );
         // In the forward chain, before the accepts: replies, the published ports, then reject.

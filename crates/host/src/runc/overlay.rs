@@ -58,6 +58,10 @@ pub struct OverlayConfig {
     /// The agent's nftables table (family `ip`), whose set `peers` holds the other hosts' LAN
     /// addresses, which jobs may not reach ([`super::network::setup_host_overlay`]).
     pub nft_table: String,
+    /// The other hosts' LAN addresses known at start: the host setup re-creates the nft table
+    /// with them already in `peers`, so jobs that outlived a restarted agent get no window
+    /// before the first [`sync`].
+    pub initial_peers: Vec<Ipv4Addr>,
 }
 
 impl OverlayConfig {
@@ -90,6 +94,7 @@ impl OverlayConfig {
             lan_dev,
             mtu,
             nft_table: net.nft_table.clone(),
+            initial_peers: Vec::new(),
         })
     }
 
@@ -506,6 +511,7 @@ mod tests {
             lan_dev: "eth0".into(),
             mtu: 1450,
             nft_table: "slipway".into(),
+            initial_peers: Vec::new(),
         }
     }
 
