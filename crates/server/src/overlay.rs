@@ -488,39 +488,41 @@ async fn keep(etcd: Client, cluster: (Ipv4Addr, u8), me: Me, mut claimed: Claime
 async fn follow(etcd: Client, cfg: OverlayConfig, backend: Backend) {
     let mut last_error = String::new();
     loop {
-        let rev = match peers(&etcd, backend).await {
-            Ok((peers, rev)) => {
-                let c = cfg.clone();
-                match tokio::task::spawn_blocking(move || overlay::sync(&c, &peers)).await {
-                    Ok(Ok(plan)) if !plan.is_empty() => {
-                        last_error.clear();
-                        tracing::info!(
-                            "overlay: {} routes added, {} removed",
-                            plan.add.routes.len(),
-                            plan.remove.routes.len()
-                        );
-                    }
-                    Ok(Ok(_)) => last_error.clear(),
-                    Ok(Err(e)) => {
-                        let e = format!("{e:#}");
-                        if e != last_error {
-                            tracing::warn!("overlay: syncing the kernel's entries: {e}");
-                        }
-                        last_error = e;
-                    }
-                    Err(e) => tracing::warn!("overlay: sync panicked: {e}"),
-                }
-                Some(rev)
-            }
+        let (peers, rev) = match peers(&etcd, backend).await {
+            Ok(p) => p,
             Err(e) => {
                 tracing::warn!("overlay: reading the hosts' subnets: {e}");
-                None
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
             }
         };
-        let Some(rev) = rev else {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
+        let c = cfg.clone();
+        let synced = tokio::task::spawn_blocking(move || overlay::sync(&c, &peers))
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+        match synced {
+            Ok(plan) => {
+                last_error.clear();
+                if !plan.is_empty() {
+                    tracing::info!(
+                        "overlay: {} routes added, {} removed",
+                        plan.add.routes.len(),
+                        plan.remove.routes.len()
+                    );
+                }
+            }
+            Err(e) => {
+                // Said once while it lasts; tried again soon, not at the next change.
+                let e = format!("{e:#}");
+                if e != last_error {
+                    tracing::warn!("overlay: syncing the kernel's entries: {e}");
+                }
+                last_error = e;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        }
         let watch = etcd.watch(&WatchRequest::prefix(PREFIX, rev + 1)).await;
         match watch {
             Ok(mut w) => {
