@@ -198,6 +198,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Supervise(args) => server::supervise(*args).await,
         Command::Host(args) => match args.command {
             commands::hosts::HostGroupCmd::List(list) => commands::hosts::list(&ctx, list).await,
+            commands::hosts::HostGroupCmd::Drain(a) => commands::hosts::drain(&ctx, a).await,
+            commands::hosts::HostGroupCmd::Undrain(a) => commands::hosts::undrain(&ctx, a).await,
+            commands::hosts::HostGroupCmd::Join(a) => commands::hosts::join(a),
             commands::hosts::HostGroupCmd::Agent(command) => {
                 host_cmd::run(host_cmd::HostArgs { command: *command }).await
             }

@@ -219,6 +219,28 @@ impl Client {
         self.get(&["hosts"]).await
     }
 
+    /// `GET /cluster/token`: the cluster token hosts and routers present (`slipway cluster token`).
+    pub async fn cluster_token(&self) -> Result<String> {
+        let v: serde_json::Value = self.get(&["cluster", "token"]).await?;
+        Ok(v["token"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// `POST /hosts/{id}/drain`: no new job goes to the host and its jobs move elsewhere.
+    pub async fn drain_host(&self, host: &str) -> Result<slipway_types::DrainStatus> {
+        self.post(&["hosts", host, "drain"], &serde_json::json!({}))
+            .await
+    }
+
+    /// `GET /hosts/{id}/drain`: whether the host is drained and how many jobs it still has.
+    pub async fn drain_status(&self, host: &str) -> Result<slipway_types::DrainStatus> {
+        self.get(&["hosts", host, "drain"]).await
+    }
+
+    /// `DELETE /hosts/{id}/drain`: the host takes jobs again.
+    pub async fn undrain_host(&self, host: &str) -> Result<slipway_types::DrainStatus> {
+        self.delete(&["hosts", host, "drain"]).await
+    }
+
     /// `GET /cluster/status`: etcd members, role leaders, controllers, routers, backends.
     pub async fn cluster_status(&self) -> Result<slipway_types::ClusterStatus> {
         self.get(&["cluster", "status"]).await

@@ -29,6 +29,7 @@ fn planner(hosts: usize, apps: usize, per_app: u32) {
             id: format!("host{i:03}"),
             tags: Default::default(),
             shutting_down: false,
+            drained: false,
             unreachable: false,
         })
         .collect();
@@ -43,6 +44,7 @@ fn planner(hosts: usize, apps: usize, per_app: u32) {
             tags: Default::default(),
             host: None,
             deferred: 0,
+            omni: false,
         })
         .collect();
     let t = Instant::now();
@@ -57,6 +59,7 @@ fn planner(hosts: usize, apps: usize, per_app: u32) {
                 host: host.clone(),
                 phase: Phase::Running,
                 seq: i as u64,
+                serving: true,
             });
         }
     }

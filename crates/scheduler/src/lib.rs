@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 mod attach;
+pub mod drain;
 mod fencing;
 mod gate;
 pub mod hostjob;
@@ -116,6 +117,9 @@ pub(crate) struct Inner {
     election: std::sync::OnceLock<Election>,
     /// Where hosts register, when they are followed from there ([`Scheduler::follow_hosts`]).
     members: std::sync::OnceLock<Arc<dyn slipway_discovery::Registry>>,
+    /// The drained hosts ([`drain`]): where they are kept, and the set as last read.
+    drain_book: std::sync::OnceLock<Arc<dyn drain::DrainBook>>,
+    drained: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl Scheduler {
@@ -147,6 +151,8 @@ impl Scheduler {
                 acting,
                 election: std::sync::OnceLock::new(),
                 members: std::sync::OnceLock::new(),
+                drain_book: std::sync::OnceLock::new(),
+                drained: Mutex::new(Default::default()),
             }),
         }
     }
@@ -194,9 +200,18 @@ impl Scheduler {
         self.wake();
     }
 
-    /// Host ids and tags as the scheduler sees them.
+    /// Host ids and tags as the scheduler sees them (drained ones marked).
     pub fn hosts(&self) -> Vec<HostView> {
-        self.lock().hosts.values().map(|h| h.view.clone()).collect()
+        let drained = self.drained_hosts();
+        self.lock()
+            .hosts
+            .values()
+            .map(|h| {
+                let mut v = h.view.clone();
+                v.drained = drained.contains(&v.id);
+                v
+            })
+            .collect()
     }
 
     /// The jobs the scheduler tracks (live and recently finished).
@@ -290,15 +305,29 @@ impl Scheduler {
             let mut st = self.lock();
             let mut wants = wants;
             let live = st.live_counts();
+            let n_hosts = st.hosts.len();
             for w in &mut wants {
-                let missing =
-                    (w.count as usize).saturating_sub(live.get(&w.key).copied().unwrap_or(0));
+                // An omni key wants its count on every host (at most).
+                let target = match w.omni {
+                    true => w.count as usize * n_hosts,
+                    false => w.count as usize,
+                };
+                let missing = target.saturating_sub(live.get(&w.key).copied().unwrap_or(0));
                 w.deferred = st.deferred(&w.key, missing, now) as u32;
             }
             st.restarts
                 .retain(|k, q| !q.is_empty() && wants.iter().any(|w| &w.key == k));
             st.next_restart = st.restarts.values().flatten().map(|r| r.ready).min();
-            let hosts: Vec<HostView> = st.hosts.values().map(|h| h.view.clone()).collect();
+            let drained = self.drained_hosts();
+            let hosts: Vec<HostView> = st
+                .hosts
+                .values()
+                .map(|h| {
+                    let mut v = h.view.clone();
+                    v.drained = drained.contains(&v.id);
+                    v
+                })
+                .collect();
             let views = st.job_views();
             let t0 = Instant::now();
             let actions = plan::plan(&wants, &hosts, &views);
@@ -481,6 +510,7 @@ impl Scheduler {
                     }
                     let mut tags = f.tags.get(t).cloned().unwrap_or_default();
                     let host = tags.remove("host");
+                    let omni = release.processes.get(t).is_some_and(|p| p.omni);
                     wants.push(Want {
                         key: Key {
                             app: app.id,
@@ -491,6 +521,7 @@ impl Scheduler {
                         tags,
                         host,
                         deferred: 0,
+                        omni,
                     });
                 }
                 ctx.insert((app.id, f.release_id), (app.clone(), release));

@@ -106,6 +106,7 @@ impl State {
             id: id.clone(),
             tags,
             shutting_down: false,
+            drained: false,
             unreachable: false,
         };
         self.hosts.insert(
@@ -143,6 +144,7 @@ impl State {
                     host: t.job.host_id.clone(),
                     phase: t.phase?,
                     seq: t.seq,
+                    serving: t.job.state == JobState::Up,
                 })
             })
             .collect()
@@ -340,6 +342,10 @@ impl Scheduler {
             t.job.state = new;
             t.job.updated_at = Timestamp::now();
             self.send(t.job.clone());
+            // A drain stops an old job once its replacement serves: now, not at the resync.
+            if new == JobState::Up && !self.inner.drained.lock().expect("drained").is_empty() {
+                self.wake();
+            }
         }
     }
 

@@ -75,6 +75,11 @@ pub struct ServerArgs {
     /// scheduler in another process follows it. Needed by `--roles host` without `scheduler`.
     #[arg(long, env = "SLIPWAY_HOST_LISTEN")]
     pub host_listen: Option<SocketAddr>,
+    /// With --etcd and --host-listen: how long past its discovery lease (10 s), with no etcd
+    /// member answering, the host stops its jobs, which the scheduler has replaced elsewhere
+    /// (fencing a partitioned host; docs/scheduler.md). Seconds; `off` (or 0): never.
+    #[arg(long, env = "SLIPWAY_FENCE_GRACE", default_value = "5", value_parser = parse_fence_grace)]
+    pub fence_grace: Duration,
     #[command(flatten)]
     pub runtime: slipway_host::cli::RuntimeArgs,
     /// The network between the hosts' jobs (cluster mode: needs --etcd and the host role):
@@ -192,6 +197,16 @@ fn parse_tag(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("invalid tag {s:?}: expected KEY=VALUE")),
+    }
+}
+
+/// `--fence-grace`: seconds (`5`, `5s`), `off` or 0 for never (a zero duration).
+fn parse_fence_grace(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "off" | "0" | "0s" => Ok(Duration::ZERO),
+        other => parse_age(other).map_err(|_| {
+            format!("invalid --fence-grace {s:?}: expected seconds (e.g. 5 or 5s) or off")
+        }),
     }
 }
 

@@ -44,6 +44,7 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     let id = agent.id.clone();
     let listen = config.args.host_listen;
     if let (Some(registry), Some(_)) = (&deps.registry, listen) {
+        crate::join::check_token(config).await?;
         refuse_duplicate(&**registry, &id).await?;
     }
     // With --overlay: this host's /24 of the cluster subnet, claimed in etcd, before anything
@@ -119,11 +120,13 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
             .with_context(|| format!("cannot register host {id} in discovery"))?;
             tracing::info!(host = %id, "host API on http://{addr}, registered in discovery");
             // Held for as long as the process runs; if it dies, the registration expires and
-            // the scheduler replaces the host's jobs.
-            tokio::spawn(async move {
-                let _reg = reg;
-                std::future::pending::<()>().await
-            });
+            // the scheduler replaces the host's jobs. Cut off from etcd, it fences itself.
+            crate::host_fence::hold(
+                reg,
+                api.clone(),
+                config.etcd.clone(),
+                config.args.fence_grace,
+            );
         }
         (None, Some(addr)) => tracing::info!(host = %id, "host API on http://{addr}"),
         _ => {}

@@ -11,10 +11,13 @@ pub mod build_jobs;
 pub mod builder;
 pub mod controller;
 pub mod discovery;
+pub mod drain;
 pub mod host;
 pub mod host_blobs;
+pub mod host_fence;
 pub mod housekeeping;
 pub mod identity;
+pub mod join;
 pub mod listen;
 pub mod logs;
 pub mod ops;
@@ -180,7 +183,10 @@ pub async fn run(mut config: Config) -> Result<()> {
     };
     let router_cap = connection_limits(&config);
 
-    let scheduler = store.clone().map(scheduler::start);
+    let scheduler = match store.clone() {
+        Some(store) => Some(scheduler::start(&config, store).await),
+        None => None,
+    };
     let discovery = match config.has(Role::Discovery) {
         true => Some(discovery::start(&config, &api_key, etcd.as_ref()).await?),
         false => None,
@@ -450,6 +456,14 @@ fn satellites(
     let mut extra = axum::Router::new().merge(api_errors.layer(axum::middleware::from_fn(
         slipway_controller::json_rejections,
     )));
+    // `slipway host drain` and `slipway cluster token`, in the API's error shape.
+    extra = extra.merge(
+        drain::router(scheduler.clone())
+            .merge(join::router(config))
+            .layer(axum::middleware::from_fn(
+                slipway_controller::json_rejections,
+            )),
+    );
     // Build jobs handed over by controllers whose scheduler does not lead (`build_jobs`).
     if let Some(token) = config.cluster_token.as_deref().filter(|t| !t.is_empty()) {
         extra = extra.merge(build_jobs::router(scheduler.clone(), store.clone(), token));

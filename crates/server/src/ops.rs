@@ -227,9 +227,10 @@ fn is_running(s: JobState) -> bool {
 fn observe(seen: &mut BTreeMap<String, Seen>, hosts: &[HostView], now: Timestamp) {
     let current: HashSet<&str> = hosts.iter().map(|h| h.id.as_str()).collect();
     for h in hosts {
-        let state = match h.shutting_down {
-            true => HostState::ShuttingDown,
-            false => HostState::Up,
+        let state = match (h.shutting_down, h.drained) {
+            (true, _) => HostState::ShuttingDown,
+            (false, true) => HostState::Drained,
+            (false, false) => HostState::Up,
         };
         match seen.get_mut(&h.id) {
             Some(s) if s.state == state => s.tags = h.tags.clone(),
@@ -267,7 +268,7 @@ fn observe(seen: &mut BTreeMap<String, Seen>, hosts: &[HostView], now: Timestamp
 /// Every etcd member with its own status: the member list (from any member that answers),
 /// then each member asked alone, all at once. Without a list (no quorum, say) the URLs this
 /// process was given stand in, and the error says why.
-async fn etcd_members(etcd: &slipway_etcd::Client) -> (Vec<EtcdMember>, Option<String>) {
+pub(crate) async fn etcd_members(etcd: &slipway_etcd::Client) -> (Vec<EtcdMember>, Option<String>) {
     let (listed, error) = match tokio::time::timeout(PART_TIMEOUT, etcd.member_list()).await {
         Ok(Ok(members)) => (
             members
@@ -352,6 +353,7 @@ mod tests {
             id: id.into(),
             tags: [("disk".to_string(), "ssd".to_string())].into(),
             shutting_down,
+            drained: false,
             unreachable: false,
         }
     }

@@ -19,8 +19,14 @@ use slipway_store::Store;
 use std::sync::Arc;
 
 /// The scheduler, not running yet: the host role adds its host first, then [`run`] starts it.
-pub fn start(store: Arc<dyn Store>) -> Scheduler {
-    Scheduler::new(store, Default::default())
+/// The drained hosts are read before its first round ([`crate::drain::book`]); the cluster
+/// token's verifier is published for hosts that join ([`crate::join`]).
+pub async fn start(config: &Config, store: Arc<dyn Store>) -> Scheduler {
+    let scheduler = Scheduler::new(store, Default::default());
+    scheduler.set_drain_book(crate::drain::book(config)).await;
+    // Hosts joining through etcd check their token against it.
+    crate::join::publish(config).await;
+    scheduler
 }
 
 /// Campaigns (with a registry) and starts the scheduler's rounds and the deployer (with the

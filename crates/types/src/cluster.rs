@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 pub enum HostState {
     /// Followed and answering: jobs may be placed on it.
     Up,
-    /// Draining: no new jobs; its jobs are replaced elsewhere.
+    /// Its process shuts down: no new jobs; its jobs are replaced elsewhere.
     ShuttingDown,
+    /// Drained by the operator (`slipway host drain`): no new jobs; its jobs were moved.
+    Drained,
     /// It stopped answering (or its registration expired); its jobs were replaced.
     Lost,
 }
@@ -23,6 +25,7 @@ impl HostState {
         match self {
             HostState::Up => "up",
             HostState::ShuttingDown => "shutting down",
+            HostState::Drained => "drained",
             HostState::Lost => "lost",
         }
     }
@@ -153,4 +156,13 @@ mod tests {
         let m: ServiceMember = serde_json::from_str(r#"{"id":"a","addr":"1.2.3.4:80"}"#).unwrap();
         assert_eq!(m.url, None);
     }
+}
+
+/// `POST|GET|DELETE /hosts/{id}/drain`: where a host's drain stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainStatus {
+    pub host: String,
+    pub drained: bool,
+    /// Formation jobs still on the host: 0 once every one moved (or stopped, for omni jobs).
+    pub jobs_left: usize,
 }

@@ -27,7 +27,8 @@ pub use app::{
 };
 pub use build::{Build, BuildStatus, MAX_BUILD_LOG_BYTES, NewBuild};
 pub use cluster::{
-    ClusterStatus, Coordination, EtcdMember, HostInfo, HostState, RoleLeader, ServiceMember,
+    ClusterStatus, Coordination, DrainStatus, EtcdMember, HostInfo, HostState, RoleLeader,
+    ServiceMember,
 };
 pub use deployment::{Deployment, DeploymentStatus, NewDeployment};
 pub use error::{ApiError, ErrorCode, ValidationError};

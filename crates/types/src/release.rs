@@ -278,6 +278,10 @@ pub struct ProcessType {
     pub resources: Resources,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_network: bool,
+    /// Flynn's omni: the formation's count is per host, on every host that matches its tags
+    /// (a monitoring agent), instead of in all (docs/scheduler.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub omni: bool,
 }
 
 impl ProcessType {

@@ -38,6 +38,8 @@ enum ClusterCmd {
     Remove { name: String },
     /// Print the default cluster, or make NAME the default
     Default { name: Option<String> },
+    /// Print the cluster token, which a machine joining the cluster needs (`slipway host join`)
+    Token,
     /// Show the cluster's coordination (etcd members), store, role leaders, controllers, routers
     Status {
         /// Print JSON instead of text
@@ -54,6 +56,10 @@ struct Listed<'a> {
 }
 
 pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
+    if let Some(ClusterCmd::Token) = args.cmd {
+        println!("{}", ctx.client()?.cluster_token().await?);
+        return Ok(());
+    }
     if let Some(ClusterCmd::Status { json }) = args.cmd {
         let status = ctx.client()?.cluster_status().await?;
         if json {
@@ -116,7 +122,7 @@ pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
             config.save(&path)?;
             println!("\"{name}\" is now the default cluster.");
         }
-        Some(ClusterCmd::Status { .. }) => unreachable!("answered above"),
+        Some(ClusterCmd::Status { .. } | ClusterCmd::Token) => unreachable!("answered above"),
     }
     Ok(())
 }

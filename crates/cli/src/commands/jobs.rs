@@ -178,7 +178,17 @@ pub async fn scale(ctx: &Ctx, args: ScaleArgs) -> Result<()> {
         return Ok(());
     }
     println!();
-    wait_for_formation(&client, &app, release, &wanted, before, args.timeout).await?;
+    // An omni type's count is per host: any whole multiple of it is the formation.
+    let omni: Vec<String> = match client.release(release).await {
+        Ok(r) => r
+            .processes
+            .into_iter()
+            .filter(|(_, p)| p.omni)
+            .map(|(t, _)| t)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    wait_for_formation(&client, &app, release, &wanted, &omni, before, args.timeout).await?;
     println!("scale completed in {:.2}s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -190,6 +200,7 @@ async fn wait_for_formation(
     app: &str,
     release: Id,
     wanted: &BTreeMap<String, u32>,
+    omni: &[String],
     mut seen: HashMap<String, JobState>,
     timeout: u64,
 ) -> Result<()> {
@@ -218,7 +229,10 @@ async fn wait_for_formation(
                     a + u32::from(!j.state.is_finished()),
                 )
             });
-            up == *n && alive == *n
+            match omni.contains(t) {
+                true => up == alive && (*n == 0 || (up > 0 && up % n == 0)),
+                false => up == *n && alive == *n,
+            }
         });
         if done {
             return Ok(());

@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A `slipway server --roles host` process, killed on drop with what its jobs left.
-struct HostProcess {
+pub(super) struct HostProcess {
     child: Child,
     data: PathBuf,
     log: PathBuf,
@@ -18,7 +18,13 @@ struct HostProcess {
 }
 
 impl HostProcess {
-    fn start(dir: &Path, n: u32, discovery: &str, key: &str, token: &str) -> HostProcess {
+    pub(super) fn start(
+        dir: &Path,
+        n: u32,
+        discovery: &str,
+        key: &str,
+        token: &str,
+    ) -> HostProcess {
         let log = dir.join("host.log");
         let data = dir.join("host-data");
         let stderr = std::fs::File::create(&log).unwrap();
@@ -53,12 +59,12 @@ impl HostProcess {
         }
     }
 
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// The host's id, once it registered in discovery.
-    fn registered_id(&self) -> String {
+    pub(super) fn registered_id(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.log().contains("registered in discovery") {
             assert!(
@@ -289,7 +295,7 @@ fn wait_log(s: &TestServer, what: &str, timeout: Duration) {
 
 /// The cluster token a controller settled in the store (and copied to its data dir): what a
 /// host process of its cluster must present.
-fn cluster_token(s: &TestServer) -> String {
+pub(super) fn cluster_token(s: &TestServer) -> String {
     std::fs::read_to_string(s.dir.path().join("data").join("cluster-token"))
         .expect("the controller's cluster-token file")
         .trim()
