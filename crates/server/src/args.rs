@@ -83,6 +83,25 @@ pub struct ServerArgs {
     pub fence_grace: Duration,
     #[command(flatten)]
     pub runtime: slipway_host::cli::RuntimeArgs,
+    /// The network between the hosts' jobs (cluster mode: needs --etcd and the host role):
+    /// `vxlan` (each host's jobs in a /24 of --cluster-subnet claimed in etcd, the kernel
+    /// forwarding between hosts through a VXLAN device), `host-gw` (the same /24s, routed via
+    /// the hosts' LAN addresses: hosts on one L2 segment only), `none` (each host's --subnet,
+    /// jobs reach other hosts' jobs only through routers). docs/cluster.md, "Overlay network".
+    #[arg(long, env = "SLIPWAY_OVERLAY", default_value = "none", value_parser = parse_overlay)]
+    pub overlay: Overlay,
+    /// The subnet every host's jobs are in with --overlay, one /24 per host. With an explicit
+    /// /24 inside it, --subnet asks for that /24 (refused while another host holds it).
+    #[arg(long, env = "SLIPWAY_CLUSTER_SUBNET", default_value = "100.100.0.0/16")]
+    pub cluster_subnet: String,
+    /// The address other hosts reach this one's overlay at (VXLAN's endpoint, host-gw's next
+    /// hop). Default: --host-listen's IP, else the source address of the default route.
+    #[arg(long, env = "SLIPWAY_OVERLAY_IP")]
+    pub overlay_ip: Option<std::net::Ipv4Addr>,
+    /// Seconds a host's overlay subnet outlives it in etcd (tests shorten it).
+    #[arg(long, hide = true, default_value_t = crate::overlay::LEASE_TTL,
+          value_parser = clap::value_parser!(i64).range(3..=86_400))]
+    pub overlay_lease_ttl: i64,
     #[command(flatten)]
     pub routing: Box<RoutingArgs>,
     /// Log lines kept per app (`slipway log`); older ones are dropped as new ones arrive.
@@ -121,6 +140,25 @@ pub struct MetricsListen(pub Option<SocketAddr>);
 
 fn parse_metrics_listen(s: &str) -> Result<MetricsListen, String> {
     crate::metrics::parse_listen(s).map(MetricsListen)
+}
+
+/// `--overlay`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overlay {
+    None,
+    On(slipway_host::runc::overlay::Backend),
+}
+
+fn parse_overlay(s: &str) -> Result<Overlay, String> {
+    use slipway_host::runc::overlay::Backend;
+    match s {
+        "vxlan" => Ok(Overlay::On(Backend::Vxlan)),
+        "host-gw" => Ok(Overlay::On(Backend::HostGw)),
+        "none" => Ok(Overlay::None),
+        _ => Err(format!(
+            "invalid overlay {s:?}: expected `vxlan`, `host-gw` or `none`"
+        )),
+    }
 }
 
 /// `--advertise`: an address (the listening port is added) or a whole base URL.

@@ -39,7 +39,7 @@ pub fn advertised_url(config: &Config, bound: SocketAddr) -> String {
 }
 
 /// The source address of this machine's default route, if it has one.
-fn route_source(v6: bool) -> Option<std::net::IpAddr> {
+pub(crate) fn route_source(v6: bool) -> Option<std::net::IpAddr> {
     // Documentation addresses (RFC 5737, RFC 3849): routed by the default route, never sent to.
     let (bind, probe) = match v6 {
         false => ("0.0.0.0:0", "192.0.2.1:9"),

@@ -40,12 +40,25 @@ pub struct LocalHost {
 pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     let host_dir = config.data_dir.join("host");
     let mut runc = config.args.runtime.config(&host_dir)?;
+    let mut agent = slipway_host::AgentConfig::new(&host_dir);
+    let id = agent.id.clone();
+    let listen = config.args.host_listen;
+    if let (Some(registry), Some(_)) = (&deps.registry, listen) {
+        crate::join::check_token(config).await?;
+        refuse_duplicate(&**registry, &id).await?;
+    }
+    // With --overlay: this host's /24 of the cluster subnet, claimed in etcd, before anything
+    // (the DNS below binds the bridge's address) uses the subnet.
+    let overlay = crate::overlay::prepare(config, &mut runc, &agent.id).await?;
     // Jobs reach the host's router (an app calling another by its public name), nothing else
     // the host listens on but the gateway's DNS.
     runc.published_tcp = deps.published_tcp;
     // Discovery's DNS on the jobs' bridge: the agent's containers resolve through it.
     if let Some(discovery) = deps.discovery {
         runc.dns = discovery.start_dns(Some(&runc.network)).await;
+    } else if let (Some(_), Some(registry)) = (&overlay, &deps.registry) {
+        // Without discovery here: the overlay's jobs still resolve every job's name.
+        runc.dns = crate::overlay::start_dns(config, registry.clone(), &runc.network).await;
     }
     let stacks = runc.stacks_dir.clone();
     let stack = match deps.scheduler {
@@ -55,15 +68,8 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
     tokio::task::spawn_blocking(move || slipway_host::stack::build(&stacks, &stack, false))
         .await?
         .context("cannot build the default stack")?;
-    let mut agent = slipway_host::AgentConfig::new(&host_dir);
     agent.tags = config.args.host_tags.iter().cloned().collect();
     agent.blobs = deps.blobs;
-    let id = agent.id.clone();
-    let listen = config.args.host_listen;
-    if let (Some(registry), Some(_)) = (&deps.registry, listen) {
-        crate::join::check_token(config).await?;
-        refuse_duplicate(&**registry, &id).await?;
-    }
     let listen = match listen {
         Some(addr) => {
             let token = config.cluster_token.clone().filter(|t| !t.is_empty()).context(
@@ -79,6 +85,9 @@ pub async fn start(config: &Config, deps: HostDeps<'_>) -> Result<LocalHost> {
         .await
         .context("cannot start the local host agent (use --no-host to run without one)")?;
     let api = host.api();
+    if let Some(overlay) = overlay {
+        overlay.spawn();
+    }
     if let Some(scheduler) = deps.scheduler {
         scheduler.add_host(api.clone()).await?;
     }

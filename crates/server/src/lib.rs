@@ -23,6 +23,7 @@ pub mod logs;
 pub mod metrics;
 pub mod metrics_host;
 pub mod ops;
+pub mod overlay;
 pub mod registry;
 pub mod roles;
 pub mod router;

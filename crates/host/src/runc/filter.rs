@@ -47,8 +47,34 @@ pub fn group_for(app_id: &str) -> String {
 
 /// The table's definition: replaces whatever the table held (the caller re-adds the elements of
 /// jobs it adopts). Part of the host setup batch.
-pub fn table_rules(cfg: &NetworkConfig) -> String {
+///
+/// On an overlay ([`super::overlay`]) the `output` chain judges what the host itself sends onto
+/// the bridge that came from another host's job (routed in from the overlay: a source in the
+/// cluster subnet, not this host's, and not a host's own overlay address, `.0` or `.1` of its
+/// /24): an isolated app's jobs are not reachable from jobs of other hosts, not even its own
+/// (their group membership is known only to their host), while other hosts' routers (which
+/// send from their `.0`) still reach them.
+pub fn table_rules(cfg: &NetworkConfig, overlay: Option<&super::overlay::OverlayConfig>) -> String {
     let t = &cfg.nft_table;
+    let output = match overlay {
+        None => String::new(),
+        Some(o) => {
+            let host_bits = if o.prefix >= 31 {
+                0
+            } else {
+                !(u32::MAX << (32 - o.prefix)) & !1
+            };
+            format!(
+                "chain output {{ type filter hook output priority filter; policy accept;\n\
+                   ether type ip ip saddr {cluster} ip saddr != {own} \
+                 ip saddr & {mask} != 0.0.0.0 ip daddr vmap @isolated\n\
+                 }}\n",
+                cluster = o.cluster_cidr(),
+                own = cfg.cidr(),
+                mask = Ipv4Addr::from(host_bits),
+            )
+        }
+    };
     format!(
         "add table bridge {t}\ndelete table bridge {t}\ntable bridge {t} {{\n\
          set ports {{ type ifname; }}\n\
@@ -67,7 +93,7 @@ pub fn table_rules(cfg: &NetworkConfig) -> String {
          }}\n\
          chain forward {{ type filter hook forward priority filter; policy accept;\n\
            ether type ip oifname vmap @isolated_ports\n\
-         }}\n}}\n"
+         }}\n{output}}}\n"
     )
 }
 
@@ -197,6 +223,7 @@ mod tests {
             group: None,
         };
         let s = add_commands(&cfg, &p);
+        assert!(!table_rules(&cfg, None).contains("output"));
         assert!(
             s.contains("port_mac { \"vsw0123456789\" . 02:42:64:64:00:07 }"),
             "{s}"

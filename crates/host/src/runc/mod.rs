@@ -18,6 +18,7 @@ mod host_setup;
 mod mount;
 pub mod netlink;
 pub mod network;
+pub mod overlay;
 pub(crate) mod pidfd;
 pub mod seccomp;
 pub mod spec;
@@ -70,6 +71,10 @@ pub struct RuncConfig {
     /// TCP port ranges of the host that jobs may connect to besides the gateway's DNS (the
     /// router's ports; see [`network::setup_host_with`]).
     pub published_tcp: Vec<(u16, u16)>,
+    /// The overlay network between hosts (cluster mode, `--overlay`): its VXLAN device is set
+    /// up with the bridge, jobs' veths get its MTU; the server keeps its entries in sync
+    /// ([`overlay::sync`]).
+    pub overlay: Option<overlay::OverlayConfig>,
 }
 
 /// Debian's `tini` package ships it here.
@@ -91,6 +96,7 @@ impl RuncConfig {
             dns: None,
             jobs_max_procs: None,
             published_tcp: Vec::new(),
+            overlay: None,
         }
     }
 }
@@ -163,7 +169,10 @@ impl RuncRuntime {
             std::fs::create_dir_all(cfg.data_dir.join(d))
                 .with_context(|| format!("creating {}", cfg.data_dir.join(d).display()))?;
         }
-        network::setup_host_with(&cfg.network, &cfg.published_tcp)?;
+        network::setup_host_overlay(&cfg.network, &cfg.published_tcp, cfg.overlay.as_ref())?;
+        if let Some(o) = &cfg.overlay {
+            overlay::setup(o)?;
+        }
         let resolv_conf = match cfg.dns {
             Some(ns) => network::write_resolv_conf(&cfg.data_dir, ns)?,
             None => PathBuf::from("/etc/resolv.conf"),
@@ -274,7 +283,8 @@ impl Shared {
         let net = ip.map(|ip| {
             let cfg = self.cfg.network.clone();
             let (id, group) = (job.id.clone(), group.clone());
-            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip, group))
+            let mtu = self.cfg.overlay.as_ref().map(|o| o.mtu);
+            std::thread::spawn(move || network::prepare_netns(&cfg, &id, ip, group, mtu))
         });
         let written = self.write_bundle(job, dir, ip, stack);
         let netns = net.map(|t| t.join().expect("netns thread"));
@@ -814,6 +824,9 @@ impl Runtime for RuncRuntime {
 
     async fn teardown(&self) -> Result<()> {
         network::teardown_host(&self.cfg.network);
+        if let Some(o) = &self.cfg.overlay {
+            overlay::teardown(o);
+        }
         if let Ok(ctrls) = std::fs::read_dir("/sys/fs/cgroup") {
             for c in ctrls.flatten() {
                 let _ = std::fs::remove_dir(c.path().join(&self.cfg.cgroup_parent));

@@ -20,6 +20,7 @@ const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_CREATE: u16 = 0x400;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
+const IFLA_MTU: u16 = 4;
 const IFLA_MASTER: u16 = 10;
 const IFLA_LINKINFO: u16 = 18;
 const IFLA_NET_NS_FD: u16 = 28;
@@ -189,6 +190,8 @@ pub struct NetnsSpec<'a> {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// Both ends' MTU (the overlay's, [`super::overlay`]); `None`: the kernel's default.
+    pub mtu: Option<u32>,
 }
 
 /// Creates the named netns and plumbs it. Runs in its own thread, which moves into the new
@@ -233,16 +236,22 @@ pub fn create(spec: &NetnsSpec) -> Result<()> {
                 NLM_F_CREATE | NLM_F_EXCL,
                 &ifinfomsg(0, IFF_UP, IFF_UP),
             );
-            m.str_attr(IFLA_IFNAME, spec.veth)
-                .attr(IFLA_MASTER, &bridge.to_ne_bytes())
+            m.str_attr(IFLA_IFNAME, spec.veth);
+            if let Some(mtu) = spec.mtu {
+                m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+            }
+            m.attr(IFLA_MASTER, &bridge.to_ne_bytes())
                 .nest(IFLA_LINKINFO)
                 .str_attr(IFLA_INFO_KIND, "veth")
                 .nest(IFLA_INFO_DATA)
                 .nest(VETH_INFO_PEER)
                 .raw(&ifinfomsg(0, 0, 0))
                 .str_attr(IFLA_IFNAME, "eth0")
-                .attr(IFLA_ADDRESS, &mac)
-                .attr(IFLA_NET_NS_FD, &(ns.as_raw_fd() as u32).to_ne_bytes())
+                .attr(IFLA_ADDRESS, &mac);
+            if let Some(mtu) = spec.mtu {
+                m.attr(IFLA_MTU, &mtu.to_ne_bytes());
+            }
+            m.attr(IFLA_NET_NS_FD, &(ns.as_raw_fd() as u32).to_ne_bytes())
                 .end()
                 .end()
                 .end();

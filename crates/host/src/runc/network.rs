@@ -230,6 +230,17 @@ pub fn setup_host(cfg: &NetworkConfig) -> Result<()> {
 /// HTTP, HTTPS and TCP-route ports: an app calls another by its public name through the router,
 /// as on Heroku). Everything else the host listens on is closed to jobs.
 pub fn setup_host_with(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> Result<()> {
+    setup_host_overlay(cfg, published_tcp, None)
+}
+
+/// [`setup_host_with`] on a host of an overlay network ([`super::overlay`]): the bridge gets
+/// the overlay's MTU, jobs' traffic to the cluster subnet is not NATed, and the other hosts'
+/// jobs are held to the same rules as this host's own (see [`host_rules`]).
+pub fn setup_host_overlay(
+    cfg: &NetworkConfig,
+    published_tcp: &[(u16, u16)],
+    overlay: Option<&super::overlay::OverlayConfig>,
+) -> Result<()> {
     let br = cfg.bridge.as_str();
     if br.len() > 15 {
         bail!("bridge name {br:?} is longer than Linux's 15 characters");
@@ -246,12 +257,15 @@ pub fn setup_host_with(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> Res
         &["link", "set", br, "address", &mac_for(cfg.gateway())],
         None,
     )?;
+    if let Some(o) = overlay {
+        run("ip", &["link", "set", br, "mtu", &o.mtu.to_string()], None)?;
+    }
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix);
     run("ip", &["addr", "replace", &gw, "dev", br], None)?;
     run("ip", &["link", "set", br, "up"], None)?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
-    let rules = host_rules(cfg, published_tcp) + &super::filter::table_rules(cfg);
+    let rules = host_rules(cfg, published_tcp, overlay) + &super::filter::table_rules(cfg, overlay);
     run("nft", &["-f", "-"], Some(&rules))
         .context("installing the NAT and filter rules with nft")?;
     Ok(())
@@ -263,12 +277,20 @@ pub fn setup_host_with(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> Res
 /// gateway's DNS (port 53, UDP and TCP), `published_tcp`, ping; the rest is rejected at once
 /// (a TCP reset: connecting fails fast instead of hanging). A host whose own input filter drops
 /// by default needs the DNS and published ports there too (docs/host.md).
+///
+/// On an overlay: no NAT to the cluster subnet (jobs keep their IP across hosts); other hosts'
+/// jobs (a source in the cluster subnet arriving on any other interface than the bridge and
+/// `lo`) get the same input rules as this host's, but no DNS; and jobs cannot reach the other
+/// hosts' LAN addresses (the set `peers`, filled by [`super::overlay::sync`]) except on the
+/// published ports, so no host agent API, etcd or SSH of another host.
 /// `add` then `delete` makes the replacement idempotent whether or not the table existed.
-fn host_rules(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> String {
+fn host_rules(
+    cfg: &NetworkConfig,
+    published_tcp: &[(u16, u16)],
+    overlay: Option<&super::overlay::OverlayConfig>,
+) -> String {
     let (t, br, cidr, gw_ip) = (&cfg.nft_table, &cfg.bridge, cfg.cidr(), cfg.gateway());
-    let published = if published_tcp.is_empty() {
-        String::new()
-    } else {
+    let ports = (!published_tcp.is_empty()).then(|| {
         let ports: Vec<String> = published_tcp
             .iter()
             .map(|&(a, b)| {
@@ -279,16 +301,59 @@ fn host_rules(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> String {
                 }
             })
             .collect();
-        format!(
-            "iifname \"{br}\" tcp dport {{ {} }} accept\n",
-            ports.join(", ")
-        )
+        format!("tcp dport {{ {} }} accept", ports.join(", "))
+    });
+    let published = ports
+        .as_ref()
+        .map(|p| format!("iifname \"{br}\" {p}\n"))
+        .unwrap_or_default();
+    let (nat_to, remote_in, to_peers) = match overlay {
+        None => (format!("ip daddr != {cidr}"), String::new(), String::new()),
+        Some(o) => {
+            let cluster = o.cluster_cidr();
+            let from = format!("iifname != {{ \"{br}\", \"lo\" }} ip saddr {cluster}");
+            let published = ports
+                .as_ref()
+                .map(|p| format!("{from} {p}\n"))
+                .unwrap_or_default();
+            let peers_published = ports
+                .as_ref()
+                .map(|p| format!("iifname \"{br}\" ip daddr @peers {p}\n"))
+                .unwrap_or_default();
+            (
+                format!("ip daddr != {cluster}"),
+                format!(
+                    "{from} ct state established,related accept\n\
+                     {published}\
+                     {from} icmp type echo-request accept\n\
+                     {from} meta l4proto tcp reject with tcp reset\n\
+                     {from} reject\n"
+                ),
+                // Replies first: with host-gw, other hosts' routers reach jobs from their LAN
+                // addresses, which are in `peers`.
+                format!(
+                    "iifname \"{br}\" ip daddr @peers ct state established,related accept\n\
+                     {peers_published}\
+                     iifname \"{br}\" ip daddr @peers meta l4proto tcp reject with tcp reset\n\
+                     iifname \"{br}\" ip daddr @peers reject\n"
+                ),
+            )
+        }
+    };
+    let peers = match overlay.map(|o| &o.initial_peers) {
+        Some(ips) if !ips.is_empty() => {
+            let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+            format!(" elements = {{ {} }};", ips.join(", "))
+        }
+        _ => String::new(),
     };
     format!(
         "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n\
+         set peers {{ type ipv4_addr;{peers} }}\n\
          chain postrouting {{ type nat hook postrouting priority srcnat; policy accept;\n\
-           ip saddr {cidr} ip daddr != {cidr} masquerade\n}}\n\
+           ip saddr {cidr} {nat_to} masquerade\n}}\n\
          chain forward {{ type filter hook forward priority filter; policy accept;\n\
+           {to_peers}\
            ip saddr {cidr} accept\n  ip daddr {cidr} accept\n}}\n\
          chain input {{ type filter hook input priority filter; policy accept;\n\
            iifname \"{br}\" ct state established,related accept\n\
@@ -297,7 +362,8 @@ fn host_rules(cfg: &NetworkConfig, published_tcp: &[(u16, u16)]) -> String {
            {published}\
            iifname \"{br}\" icmp type echo-request accept\n\
            iifname \"{br}\" meta l4proto tcp reject with tcp reset\n\
-           iifname \"{br}\" reject\n}}\n}}\n"
+           iifname \"{br}\" reject\n\
+           {remote_in}}}\n}}\n"
     )
 }
 
@@ -384,6 +450,7 @@ pub fn prepare_netns(
     job_id: &str,
     ip: Ipv4Addr,
     group: Option<String>,
+    mtu: Option<u32>,
 ) -> Result<std::path::PathBuf> {
     let rules = super::filter::PortRules {
         veth: veth_name(cfg, job_id),
@@ -391,7 +458,7 @@ pub fn prepare_netns(
         group,
     };
     let filter = super::filter::spawn_add(cfg, &rules)?;
-    let res = create_netns(cfg, job_id, ip);
+    let res = create_netns(cfg, job_id, ip, mtu);
     let res = super::filter::wait(filter).and(res);
     if res.is_err() {
         super::filter::remove(cfg, &rules);
@@ -400,7 +467,12 @@ pub fn prepare_netns(
     res
 }
 
-fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::path::PathBuf> {
+fn create_netns(
+    cfg: &NetworkConfig,
+    job_id: &str,
+    ip: Ipv4Addr,
+    mtu: Option<u32>,
+) -> Result<std::path::PathBuf> {
     let (ns, veth, mac) = (netns_name(cfg, job_id), veth_name(cfg, job_id), mac_for(ip));
     remove_job_netns(cfg, job_id); // a leftover from a crashed agent with the same job id
     let path = netns_path(cfg, job_id);
@@ -412,6 +484,7 @@ fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::
         ip,
         prefix: cfg.prefix,
         gateway: cfg.gateway(),
+        mtu,
     });
     match native {
         Ok(()) => return Ok(path),
@@ -423,9 +496,10 @@ fn create_netns(cfg: &NetworkConfig, job_id: &str, ip: Ipv4Addr) -> Result<std::
             remove_job_netns(cfg, job_id);
         }
     }
+    let mtu = mtu.map(|m| format!(" mtu {m}")).unwrap_or_default();
     let host_side = format!(
-        "netns add {ns}\nlink add name {veth} master {br} up type veth peer name eth0 address \
-         {mac} netns {ns}\n",
+        "netns add {ns}\nlink add name {veth}{mtu} master {br} up type veth peer name eth0{mtu} \
+         address {mac} netns {ns}\n",
         br = cfg.bridge
     );
     let inside = format!(
@@ -529,6 +603,71 @@ mod tests {
             format!("slw-slws3801-{}", job_hash("j1"))
         );
         assert!(NetworkConfig::parse_subnet("10.0.0.0/31").is_err());
+    }
+
+    #[test]
+    fn on_an_overlay_the_cluster_is_not_natted_and_other_hosts_are_closed_to_jobs() {
+        let cfg = NetworkConfig {
+            bridge: "slw1".into(),
+            subnet: Ipv4Addr::new(100, 100, 3, 0),
+            prefix: 24,
+            nft_table: "slw1".into(),
+        };
+        let o = crate::runc::overlay::OverlayConfig {
+            backend: crate::runc::overlay::Backend::Vxlan,
+            cluster_subnet: Ipv4Addr::new(100, 100, 0, 0),
+            cluster_prefix: 16,
+            subnet: cfg.subnet,
+            prefix: 24,
+            device: "vx-slw1".into(),
+            vni: 1,
+            port: 4789,
+            local_ip: Ipv4Addr::new(10, 0, 0, 3),
+            lan_dev: "eth0".into(),
+            mtu: 1450,
+            nft_table: "slw1".into(),
+            initial_peers: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+        };
+        let alone = host_rules(&cfg, &[(80, 80)], None);
+        assert!(alone.contains("set peers { type ipv4_addr; }"), "{alone}");
+        assert!(alone.contains("ip saddr 100.100.3.0/24 ip daddr != 100.100.3.0/24 masquerade"));
+        assert!(!alone.contains("@peers ct") && !alone.contains("ip saddr 100.100.0.0/16"));
+        let r = host_rules(&cfg, &[(80, 80)], Some(&o));
+        assert!(
+            r.contains("ip saddr 100.100.3.0/24 ip daddr != 100.100.0.0/16 masquerade"),
+            "{r}"
+        );
+        assert!(
+            r.contains("set peers { type ipv4_addr; elements = { 10.0.0.1, 10.0.0.2 }; }"),
+            "{r}"
+        );
+        // In the forward chain, before the accepts: replies, the published ports, then reject.
+        let at = |needle: &str| r.find(needle).unwrap_or_else(|| panic!("{needle}: {r}"));
+        let reply = at("iifname \"slw1\" ip daddr @peers ct state established,related accept");
+        let published = at("iifname \"slw1\" ip daddr @peers tcp dport { 80 } accept");
+        let reject = at("iifname \"slw1\" ip daddr @peers reject\n");
+        assert!(
+            reply < published
+                && published < reject
+                && reject < at("ip saddr 100.100.3.0/24 accept")
+        );
+        // Other hosts' jobs at this host's input: the same rules as its own jobs, no DNS.
+        let from = "iifname != { \"slw1\", \"lo\" } ip saddr 100.100.0.0/16";
+        assert!(
+            r.contains(&format!("{from} tcp dport {{ 80 }} accept")),
+            "{r}"
+        );
+        assert!(r.contains(&format!("{from} reject\n")), "{r}");
+        assert!(!r.contains(&format!("{from} udp dport 53")), "{r}");
+        // The bridge table keeps other hosts' jobs (not hosts' .0/.1) from isolated apps.
+        let b = super::super::filter::table_rules(&cfg, Some(&o));
+        assert!(
+            b.contains(
+                "ip saddr 100.100.0.0/16 ip saddr != 100.100.3.0/24 ip saddr & 0.0.0.254 != \
+                 0.0.0.0 ip daddr vmap @isolated"
+            ),
+            "{b}"
+        );
     }
 
     #[test]

@@ -458,6 +458,7 @@ async fn netns_plumbing_over_netlink_matches_what_ip_would_do() {
         ip,
         prefix: net.prefix,
         gateway: net.gateway(),
+        mtu: None,
     })
     .expect("netlink plumbing");
     let ns = network::netns_name(net, &id);

@@ -11,6 +11,7 @@ mod join;
 #[allow(dead_code)] // a harness for the cluster tests: not every test uses every part
 pub mod lan;
 mod netns;
+mod overlay;
 mod partition;
 mod routers;
 mod scheduling;
