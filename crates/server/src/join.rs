@@ -25,22 +25,52 @@ pub fn verifier(token: &str) -> String {
         .to_string()
 }
 
+/// How often a controller checks that the verifier is still in etcd.
+const REPUBLISH: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// At a controller's start: publishes the verifier of the cluster's token (settled in the
-/// store, the same for every controller) in etcd.
+/// store, the same for every controller) in etcd, and publishes it again whenever it is gone
+/// (etcd's data lost or restored from an older backup, the key deleted): until then, hosts
+/// joining would skip the check.
 pub async fn publish(config: &Config) {
     let (Some(etcd), Some(token)) = (&config.etcd, config.cluster_token.as_deref()) else {
         return;
     };
-    let put = slipway_etcd::PutRequest {
-        key: CHECK_KEY.into(),
-        value: verifier(token).into_bytes(),
-        lease: 0,
-        prev_kv: false,
-    };
-    if let Err(e) = etcd.put(&put).await {
+    let value = verifier(token).into_bytes();
+    if let Err(e) = put(etcd, &value).await {
         tracing::warn!(
             "cannot publish the cluster token's verifier in etcd (hosts joining cannot check their token until a controller does): {e}"
         );
+    }
+    tokio::spawn(keep_published(etcd.clone(), value, REPUBLISH));
+}
+
+async fn put(etcd: &slipway_etcd::Client, value: &[u8]) -> Result<()> {
+    let put = slipway_etcd::PutRequest {
+        key: CHECK_KEY.into(),
+        value: value.to_vec(),
+        lease: 0,
+        prev_kv: false,
+    };
+    etcd.put(&put).await?;
+    Ok(())
+}
+
+/// Every `every`: the verifier back in etcd if it is missing or another (etcd unreachable:
+/// tried again next time).
+async fn keep_published(etcd: slipway_etcd::Client, value: Vec<u8>, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        match etcd.get(CHECK_KEY).await {
+            Ok(Some(kv)) if kv.value == value => {}
+            Ok(_) => match put(&etcd, &value).await {
+                Ok(()) => tracing::info!(
+                    "the cluster token's verifier was missing from etcd: published again"
+                ),
+                Err(e) => tracing::warn!("cannot publish the cluster token's verifier: {e}"),
+            },
+            Err(_) => {}
+        }
     }
 }
 
@@ -92,6 +122,40 @@ async fn token_answer(State(token): State<Arc<str>>) -> Json<serde_json::Value> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the verifier was published at a controller's start only, so once it was
+    /// gone from etcd (data lost, key deleted) joining hosts skipped the check for good.
+    #[tokio::test]
+    async fn a_verifier_gone_from_etcd_is_published_again() {
+        let Some(etcd) = slipway_testkit::etcd::etcd_cluster(1) else {
+            return;
+        };
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = slipway_etcd::Client::connect(&etcd.client_urls())
+            .await
+            .unwrap();
+        let value = verifier("tok").into_bytes();
+        put(&client, &value).await.unwrap();
+        let every = std::time::Duration::from_millis(100);
+        tokio::spawn(keep_published(client.clone(), value.clone(), every));
+        let delete = slipway_etcd::DeleteRangeRequest {
+            key: CHECK_KEY.into(),
+            ..Default::default()
+        };
+        client.delete_range(&delete).await.unwrap();
+        let deadline = std::time::Instant::now() + every * 30;
+        loop {
+            if let Some(kv) = client.get(CHECK_KEY).await.unwrap() {
+                assert_eq!(kv.value, value);
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never published again"
+            );
+            tokio::time::sleep(every / 2).await;
+        }
+    }
 
     #[test]
     fn the_verifier_is_fixed_per_token_and_is_not_the_token() {
