@@ -150,7 +150,7 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
     {
         return;
     }
-    let n = 4300 + std::process::id() % 50;
+    let n = 4350 + std::process::id() % 50;
     let h = HostServer::start(n, &["--metrics-listen".into(), "127.0.0.1:0".into()]);
     let s = &h.s;
     let addr = logged_addr(s, "metrics on http://");
