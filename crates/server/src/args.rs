@@ -99,6 +99,16 @@ pub struct ServerArgs {
     /// in seconds; event streams and `log -f` end at once (docs/restarts.md).
     #[arg(long, env = "SLIPWAY_DRAIN_TIMEOUT", default_value = "60", value_parser = parse_seconds)]
     pub drain_timeout: Duration,
+    /// Restore the platform backup FILE (`slipway cluster backup`) into the data dir, then
+    /// start; refused when the data dir already holds a platform (docs/backup.md).
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+    /// With --restore: replace a data dir that holds a platform (it is moved aside, not deleted).
+    #[arg(long, requires = "restore")]
+    pub restore_force: bool,
+    /// With --restore: exit once restored instead of starting (`scripts/up --restore`).
+    #[arg(long, requires = "restore")]
+    pub restore_only: bool,
 }
 
 /// `--advertise`: an address (the listening port is added) or a whole base URL.
