@@ -13,7 +13,9 @@ use anyhow::{Context, Result, bail};
 use slipway_backup::app::{APP_JSON, AppExport, MAX_APP_JSON_BYTES};
 use slipway_backup::archive::{self, Entry, Kind};
 use slipway_blobstore::{BlobStore, FsBlobStore, HttpBlobStore};
-use slipway_types::{FormationUpdate, NewApp, NewArtifact, NewRelease, NewRoute, Route};
+use slipway_types::{
+    FormationUpdate, NewApp, NewArtifact, NewRelease, NewRoute, Route, RouteType, RouteUpdate,
+};
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -276,15 +278,39 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             _ => {}
         }
     }
+    // The app's default route (`NAME.DOMAIN`, made with the app) goes to the service the
+    // exported one did (an image app's is `APP-app`), renamed with the app.
+    let existing = client.routes(&name).await?;
+    for e in &existing {
+        let Route::Http(mine) = e else { continue };
+        let Some(suffix) = mine.domain.strip_prefix(&format!("{name}.")) else {
+            continue;
+        };
+        let theirs = export.routes.iter().find_map(|r| match r {
+            Route::Http(h) if h.domain == format!("{old}.{suffix}") && h.path == mine.path => {
+                Some(renamed_service(&h.service, &old, &name))
+            }
+            _ => None,
+        });
+        if let Some(service) = theirs.filter(|s| *s != mine.service) {
+            let update = RouteUpdate {
+                service: Some(service),
+                ..Default::default()
+            };
+            client
+                .update_route(&name, RouteType::Http, mine.id, &update)
+                .await?;
+        }
+    }
     let mut failed = Vec::new();
     if args.routes {
-        let existing = client.routes(&name).await?;
         for r in &export.routes {
             let (label, new) = match r {
                 Route::Http(h) => {
                     if existing.iter().any(
                         |e| matches!(e, Route::Http(x) if x.domain == h.domain && x.path == h.path),
                     ) {
+                        // The app's own default route, set above.
                         continue;
                     }
                     (

@@ -1,4 +1,5 @@
 //! End-to-end tests that drive the real `slipway` binary.
+mod backup;
 mod blobs;
 mod cli;
 mod cluster;
