@@ -540,4 +540,25 @@ fn truncated_altered_hostile_and_newer_archives_are_refused_and_nothing_is_writt
         err.contains("already holds a platform") && err.contains("--restore-force"),
         "{err}"
     );
+
+    // With --include-secrets the restored server answers the old key, and has the app.
+    let with_secrets = dir.join("secrets.tar");
+    s.ok(&[
+        "cluster",
+        "backup",
+        "--include-secrets",
+        "-f",
+        with_secrets.to_str().unwrap(),
+    ]);
+    let fresh = tempfile::tempdir().unwrap();
+    let restored = TestServer::start_in(
+        fresh,
+        &[
+            "--no-host".to_string(),
+            "--restore".to_string(),
+            with_secrets.display().to_string(),
+        ],
+    );
+    assert_eq!(restored.key(), s.key());
+    assert_eq!(restored.ok(&["-a", "kept", "env", "get", "A"]).trim(), "1");
 }
