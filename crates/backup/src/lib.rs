@@ -5,6 +5,8 @@
 //!   truncated, altered or hostile archive is refused before anything is kept;
 //! - [`platform`]: the consistent snapshot of an embedded (SQLite) store by `VACUUM INTO`, the
 //!   blobs it names, and the restore into a fresh data dir (staged beside it, then renamed in);
+//! - [`pg`]: the same for a PostgreSQL store (cluster mode): `pg_dump`, `pg_restore` in one
+//!   transaction;
 //! - [`app`]: the shape of one app's export (`app.json`).
 //!
 //! It knows the store's schema (the snapshot is cleaned of build caches, leases, job rows and,
@@ -14,6 +16,7 @@
 
 pub mod app;
 pub mod archive;
+pub mod pg;
 pub mod platform;
 
 pub use archive::{Entry, Kind, Manifest, Member};

@@ -42,6 +42,21 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// An empty snapshot with its own temp dir under `work`.
+    pub(crate) fn new(work: &Path) -> Result<Snapshot> {
+        let dir = work.join(format!("backup-{}", uuid::Uuid::new_v4().simple()));
+        private_dir(&dir)?;
+        Ok(Snapshot {
+            dir,
+            manifest: archive::manifest(Kind::Platform, 0, false, &[]),
+            entries: Vec::new(),
+        })
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The archive's exact length.
     pub fn len(&self) -> u64 {
         archive::archive_len(&self.manifest)
@@ -178,14 +193,8 @@ pub async fn snapshot(
     blobs: &dyn BlobStore,
     include_secrets: bool,
 ) -> Result<Snapshot> {
-    let dir = work.join(format!("backup-{}", uuid::Uuid::new_v4().simple()));
-    private_dir(&dir)?;
-    let snapshot = Snapshot {
-        dir: dir.clone(),
-        manifest: archive::manifest(Kind::Platform, 0, include_secrets, &[]),
-        entries: Vec::new(),
-    };
-    let copy = dir.join(STORE_DB);
+    let mut snapshot = Snapshot::new(work)?;
+    let copy = snapshot.dir.join(STORE_DB);
     let mut live = connect(db, true).await?;
     sqlx::query("VACUUM INTO ?")
         .bind(copy.to_string_lossy().into_owned())
@@ -216,7 +225,6 @@ pub async fn snapshot(
         entries.push(Entry::blob(digest, info.size));
     }
     let manifest = archive::manifest(Kind::Platform, schema, include_secrets, &entries);
-    let mut snapshot = snapshot;
     snapshot.manifest = manifest;
     snapshot.entries = entries;
     Ok(snapshot)
@@ -300,7 +308,18 @@ pub struct Restored {
 /// Restores the platform backup at `file` into `data_dir`: refused when the data dir holds a
 /// platform already unless `force` (then that one is moved aside, never deleted). Everything
 /// is verified in a staging dir beside `data_dir` before anything is renamed into place.
-pub async fn restore(file: &Path, data_dir: &Path, force: bool) -> Result<Restored> {
+///
+/// With `database_url` (PostgreSQL) the backup must be of a PostgreSQL store, and is restored
+/// into that database instead (`crate::pg::restore`); the data dir only holds the staging dir.
+pub async fn restore(
+    file: &Path,
+    data_dir: &Path,
+    force: bool,
+    database_url: Option<&str>,
+) -> Result<Restored> {
+    if let Some(url) = database_url {
+        return restore_pg(file, data_dir, force, url).await;
+    }
     let existing = existing_state(data_dir)?;
     if let (Some(what), false) = (&existing, force) {
         return Err(Error::Refused(format!(
@@ -356,6 +375,11 @@ async fn stage(file: &Path, staging: &Path) -> Result<(Manifest, i64, i64)> {
     );
     let read = archive::read(&mut input, Kind::Platform, &files, blobs).await?;
     let Some((_, db)) = read.files.iter().find(|(n, _)| n == STORE_DB) else {
+        if read.files.iter().any(|(n, _)| n == crate::pg::STORE_PGDUMP) {
+            return Err(Error::Refused(
+                "the backup is of a PostgreSQL store: restore it with --database-url postgres://… (an empty database)".into(),
+            ));
+        }
         return Err(Error::Refused(format!(
             "the backup has no {STORE_DB}: it is not a platform backup"
         )));
@@ -427,4 +451,62 @@ fn swap_in(staging: &Path, data_dir: &Path, has_state: bool) -> Result<Option<Pa
     std::fs::remove_dir_all(staging)
         .map_err(|e| Error::io(format!("cannot remove {}", staging.display()), e))?;
     Ok(None)
+}
+
+/// [`restore`] into PostgreSQL: the archive is verified in a staging dir beside the data dir,
+/// then `pg_restore`d in one transaction.
+async fn restore_pg(file: &Path, data_dir: &Path, force: bool, url: &str) -> Result<Restored> {
+    private_dir(data_dir)?;
+    let staging = data_dir.join(format!(".restore-{}", uuid::Uuid::new_v4().simple()));
+    private_dir(&staging)?;
+    let result = async {
+        let f = tokio::fs::File::open(file).await.map_err(|e| {
+            Error::Refused(format!("cannot open the backup {}: {e}", file.display()))
+        })?;
+        let mut input = tokio::io::BufReader::with_capacity(1 << 20, f);
+        let files = staging.join(".archive");
+        private_dir(&files)?;
+        let blobs: Arc<dyn BlobStore> = Arc::new(
+            FsBlobStore::open(staging.join("blobs")).map_err(|e| Error::Failed(e.to_string()))?,
+        );
+        let read = archive::read(&mut input, Kind::Platform, &files, blobs).await?;
+        let Some((_, dump)) = read.files.iter().find(|(n, _)| n == crate::pg::STORE_PGDUMP)
+        else {
+            return Err(Error::Refused(
+                "the backup is of an embedded (SQLite) store: restore it without --database-url".into(),
+            ));
+        };
+        let ours = current_schema_version(&staging).await?;
+        if read.manifest.schema_version > ours {
+            return Err(Error::Refused(format!(
+                "the backup's store has schema version {} (Slipway {}); this Slipway ({}) knows up to {ours}: upgrade Slipway first",
+                read.manifest.schema_version,
+                read.manifest.slipway_version,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        crate::pg::restore(dump, &read.manifest, url, force).await?;
+        let mut conn = <sqlx::postgres::PgConnection as Connection>::connect(url)
+            .await
+            .map_err(|e| Error::db("cannot connect to --database-url", e))?;
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+        let apps = count("SELECT COUNT(*) FROM apps")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| Error::db("the restored store cannot be read", e))?;
+        let releases = count("SELECT COUNT(*) FROM releases")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| Error::db("the restored store cannot be read", e))?;
+        let _ = conn.close().await;
+        Ok(Restored {
+            manifest: read.manifest,
+            apps,
+            releases,
+            moved_aside: None,
+        })
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&staging);
+    result
 }

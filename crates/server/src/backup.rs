@@ -1,7 +1,7 @@
 //! Platform backup and restore (`docs/backup.md`): `GET /backup` on the controller's port,
-//! behind the API key, streams an archive of the embedded store and the blobs it names
-//! (`slipway_backup::platform`); `--restore FILE` restores one into the data dir before the
-//! roles start.
+//! behind the API key, streams an archive of the store and the blobs it names (embedded:
+//! `slipway_backup::platform`; PostgreSQL: `slipway_backup::pg`); `--restore FILE` restores one
+//! into the data dir (or the `--database-url` database) before the roles start.
 //!
 //! Needs: the controller's store (its SQLite file) and the blob store.
 
@@ -20,9 +20,14 @@ use std::sync::Arc;
 /// The response header with the archive's manifest summary (members, blobs, store size).
 pub const SUMMARY_HEADER: &str = "slipway-backup-summary";
 
+/// Where the store is.
+enum Db {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
 struct Backups {
-    /// The SQLite file; `None` when the store is PostgreSQL (not supported yet).
-    db: Option<PathBuf>,
+    db: Db,
     work: PathBuf,
     blobs: Arc<dyn BlobStore>,
     /// One backup at a time: each holds a store copy on disk while it streams.
@@ -39,10 +44,12 @@ struct Params {
 /// `GET /backup[?secrets=true]`.
 pub fn router(config: &Config, blobs: Arc<dyn BlobStore>) -> axum::Router {
     let db = match &config.args.database_url {
-        Some(url) => url
-            .strip_prefix("sqlite://")
-            .map(|p| PathBuf::from(p.split('?').next().unwrap_or(p))),
-        None => Some(config.data_dir.join("slipway.db")),
+        Some(url) if crate::blobstore::is_postgres(url) => Db::Postgres(url.clone()),
+        Some(url) => {
+            let path = url.strip_prefix("sqlite://").unwrap_or(url);
+            Db::Sqlite(PathBuf::from(path.split('?').next().unwrap_or(path)))
+        }
+        None => Db::Sqlite(config.data_dir.join("slipway.db")),
     };
     let state = Arc::new(Backups {
         db,
@@ -56,13 +63,6 @@ pub fn router(config: &Config, blobs: Arc<dyn BlobStore>) -> axum::Router {
 }
 
 async fn backup(State(b): State<Arc<Backups>>, Query(p): Query<Params>) -> Response {
-    let Some(db) = b.db.clone() else {
-        return ApiErr::new(
-            ErrorCode::Conflict,
-            "this server's store is in PostgreSQL: `slipway cluster backup` covers the embedded (SQLite) store only so far; back PostgreSQL up with pg_dump (docs/backup.md)",
-        )
-        .into_response();
-    };
     let Ok(permit) = b.running.clone().try_acquire_owned() else {
         return ApiErr::new(
             ErrorCode::Conflict,
@@ -70,15 +70,20 @@ async fn backup(State(b): State<Arc<Backups>>, Query(p): Query<Params>) -> Respo
         )
         .into_response();
     };
-    let snapshot =
-        match slipway_backup::platform::snapshot(&db, &b.work, b.blobs.as_ref(), p.secrets).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("backup: {e}");
-                return ApiErr::new(ErrorCode::Internal, format!("the backup failed: {e}"))
-                    .into_response();
-            }
-        };
+    let snapshot = match &b.db {
+        Db::Sqlite(db) => {
+            slipway_backup::platform::snapshot(db, &b.work, b.blobs.as_ref(), p.secrets).await
+        }
+        Db::Postgres(url) => slipway_backup::pg::snapshot(url, &b.work, p.secrets).await,
+    };
+    let snapshot = match snapshot {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("backup: {e}");
+            return ApiErr::new(ErrorCode::Internal, format!("the backup failed: {e}"))
+                .into_response();
+        }
+    };
     let len = snapshot.len();
     let (blob_count, blob_bytes) = snapshot.blob_stats();
     tracing::info!(
@@ -129,20 +134,22 @@ async fn backup(State(b): State<Arc<Backups>>, Query(p): Query<Params>) -> Respo
         .into_response()
 }
 
-/// `--restore FILE`: restores into the data dir before anything opens it; refused (with
-/// nothing written) for a PostgreSQL store, a data dir with state unless `--restore-force`, or
-/// an archive that is not a whole, unaltered platform backup of a Slipway no newer than this.
+/// `--restore FILE`: restores into the data dir (or the `--database-url` PostgreSQL database)
+/// before anything opens it; refused, with nothing written, for a data dir or database that
+/// holds a platform unless `--restore-force`, a backup of the other kind of store, or an
+/// archive that is not a whole, unaltered platform backup of a Slipway no newer than this.
 pub async fn restore(config: &Config, file: &std::path::Path) -> Result<()> {
-    if config.args.database_url.is_some() {
+    let url = config.args.database_url.as_deref();
+    if let Some(url) = url.filter(|u| !crate::blobstore::is_postgres(u)) {
         anyhow::bail!(
-            "--restore works with the embedded store only (no --database-url) so far; restore PostgreSQL with pg_restore (docs/backup.md)"
+            "--restore puts the embedded store in the data dir: give no --database-url ({url})"
         );
     }
     let started = std::time::Instant::now();
-    let restored =
-        slipway_backup::platform::restore(file, &config.data_dir, config.args.restore_force)
-            .await
-            .with_context(|| format!("cannot restore {}", file.display()))?;
+    let force = config.args.restore_force;
+    let restored = slipway_backup::platform::restore(file, &config.data_dir, force, url)
+        .await
+        .with_context(|| format!("cannot restore {}", file.display()))?;
     if let Some(aside) = &restored.moved_aside {
         tracing::warn!(
             "restore: the previous data dir is kept at {}",

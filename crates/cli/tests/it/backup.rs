@@ -372,6 +372,10 @@ fn manifest(kind: &str, version: &str, members: &[(&str, &[u8])]) -> serde_json:
 
 /// `slipway server --restore FILE --restore-only` into `data`; its stderr (it must fail).
 fn restore_fails(s: &TestServer, file: &Path, data: &Path) -> String {
+    restore_fails_with(s, file, data, &[])
+}
+
+fn restore_fails_with(s: &TestServer, file: &Path, data: &Path, more: &[&str]) -> String {
     let out = std::process::Command::new(BIN)
         .args([
             "server",
@@ -380,6 +384,7 @@ fn restore_fails(s: &TestServer, file: &Path, data: &Path) -> String {
             "--listen",
             "127.0.0.1:0",
         ])
+        .args(more)
         .arg("--data-dir")
         .arg(data)
         .arg("--restore")
@@ -561,4 +566,78 @@ fn truncated_altered_hostile_and_newer_archives_are_refused_and_nothing_is_writt
     );
     assert_eq!(restored.key(), s.key());
     assert_eq!(restored.ok(&["-a", "kept", "env", "get", "A"]).trim(), "1");
+}
+
+/// Cluster mode: the PostgreSQL store (blobs included) is dumped by `pg_dump` and restored by
+/// `pg_restore` into an empty database; a database holding a store is refused, and so is the
+/// backup where the other kind of store is expected.
+#[test]
+fn a_postgres_store_is_backed_up_and_restored_into_an_empty_database() {
+    let Some(db1) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let Some(db2) = block_on(slipway_testkit::postgres_database()) else {
+        return;
+    };
+    let s = TestServer::start_with(&["--no-host".into(), "--database-url".into(), db1.url.clone()]);
+    s.create_app("pgapp");
+    let archive = s.dir.path().join("img.tar");
+    web_image("from postgres")
+        .write_docker_archive(&archive, "pgapp:v1")
+        .unwrap();
+    s.ok(&["-a", "pgapp", "image", "push", archive.to_str().unwrap()]);
+    s.ok(&["-a", "pgapp", "env", "set", "WHERE=pg"]);
+    let keep = tempfile::tempdir().unwrap();
+    let file = keep.path().join("pg.tar");
+    s.ok(&["cluster", "backup", "-f", file.to_str().unwrap()]);
+    let release = s.json(&["-a", "pgapp", "release", "show", "--json"]);
+
+    let restored = TestServer::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            "--no-host".into(),
+            "--database-url".into(),
+            db2.url.clone(),
+            "--restore".into(),
+            file.display().to_string(),
+        ],
+    );
+    assert_eq!(
+        restored.ok(&["-a", "pgapp", "env", "get", "WHERE"]).trim(),
+        "pg"
+    );
+    let again = restored.json(&["-a", "pgapp", "release", "show", "--json"]);
+    assert_eq!(again["id"], release["id"]);
+    // The image's blobs came with the dump: the restored server serves them.
+    let store = slipway_blobstore::HttpBlobStore::new(&restored.url, Some(restored.key()));
+    block_on(async {
+        let c = restored.client();
+        for id in again["artifacts"].as_array().unwrap() {
+            let a = c
+                .artifact(id.as_str().unwrap().parse().unwrap())
+                .await
+                .unwrap();
+            let digests = slipway_blobstore::gc::artifact_digests(&a);
+            assert!(digests.len() >= 3, "{a:?}");
+            for d in digests {
+                assert!(
+                    slipway_blobstore::BlobStore::head(&store, &d)
+                        .await
+                        .unwrap()
+                        .is_some(),
+                    "{d}"
+                );
+            }
+        }
+    });
+    // Once more into the same database: refused; and without --database-url: the wrong kind.
+    let err = restore_fails_with(
+        &s,
+        &file,
+        &keep.path().join("d1"),
+        &["--database-url", &db2.url],
+    );
+    assert!(err.contains("already holds a Slipway store"), "{err}");
+    let err = restore_fails(&s, &file, &keep.path().join("d2"));
+    assert!(err.contains("is of a PostgreSQL store"), "{err}");
 }
