@@ -51,9 +51,12 @@ pub fn router(config: &Config, blobs: Arc<dyn BlobStore>) -> axum::Router {
         }
         None => Db::Sqlite(config.data_dir.join("slipway.db")),
     };
+    let work = config.data_dir.join("backup-tmp");
+    // Store copies a crashed process left (each backup removes its own when it ends).
+    let _ = std::fs::remove_dir_all(&work);
     let state = Arc::new(Backups {
         db,
-        work: config.data_dir.join("backup-tmp"),
+        work,
         blobs,
         running: Arc::new(tokio::sync::Semaphore::new(1)),
     });

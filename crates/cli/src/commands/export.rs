@@ -233,75 +233,18 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             format!("cannot create app {name} (use --name to import it under another name)")
         })?;
     println!("Created app {} ({})", app.name, app.id);
-    if let Some(release) = &export.release {
-        let mut ids = Vec::new();
-        for a in &export.artifacts {
-            let created = client
-                .create_artifact(&NewArtifact {
-                    kind: a.kind,
-                    uri: a.uri.clone(),
-                    manifest: a.manifest.clone(),
-                    meta: a.meta.clone(),
-                    size: a.size,
-                    digest: a.digest.clone(),
-                })
-                .await?;
-            ids.push(created.id);
-        }
-        let new = NewRelease {
-            artifacts: ids,
-            ..NewRelease::from_release(release)
+    // Anything failing from here on removes the app again: no half-imported app stays.
+    if let Err(e) = populate(&client, &export, &name, &old, args.formation).await {
+        let undone = client.delete_app(&name).await.is_ok();
+        let what = match undone {
+            true => format!("the import of {name} failed; the app was removed again"),
+            false => format!(
+                "the import of {name} failed; remove the app with `slipway -a {name} delete`"
+            ),
         };
-        let created = client.create_release(&name, &new).await?;
-        client.set_app_release(&name, created.id).await?;
-        println!(
-            "Created release {} (env and processes as exported)",
-            created.id
-        );
-        match (&export.formation, args.formation) {
-            (Some(f), true) => {
-                let update = FormationUpdate {
-                    processes: f.processes.clone(),
-                    tags: f.tags.clone(),
-                };
-                client.put_formation(&name, created.id, &update).await?;
-                let counts: Vec<String> = f
-                    .processes
-                    .iter()
-                    .map(|(t, n)| format!("{t}={n}"))
-                    .collect();
-                println!("Scaled {}", counts.join(" "));
-            }
-            (Some(f), false) if f.processes.values().any(|n| *n > 0) => {
-                println!("Not scaled (no --formation): run `slipway -a {name} scale` to start it");
-            }
-            _ => {}
-        }
+        return Err(e.context(what));
     }
-    // The app's default route (`NAME.DOMAIN`, made with the app) goes to the service the
-    // exported one did (an image app's is `APP-app`), renamed with the app.
     let existing = client.routes(&name).await?;
-    for e in &existing {
-        let Route::Http(mine) = e else { continue };
-        let Some(suffix) = mine.domain.strip_prefix(&format!("{name}.")) else {
-            continue;
-        };
-        let theirs = export.routes.iter().find_map(|r| match r {
-            Route::Http(h) if h.domain == format!("{old}.{suffix}") && h.path == mine.path => {
-                Some(renamed_service(&h.service, &old, &name))
-            }
-            _ => None,
-        });
-        if let Some(service) = theirs.filter(|s| *s != mine.service) {
-            let update = RouteUpdate {
-                service: Some(service),
-                ..Default::default()
-            };
-            client
-                .update_route(&name, RouteType::Http, mine.id, &update)
-                .await?;
-        }
-    }
     let mut failed = Vec::new();
     if args.routes {
         for r in &export.routes {
@@ -348,5 +291,86 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
         );
     }
     println!("Imported {old} as {name}");
+    Ok(())
+}
+
+/// The imported app's release (current), formation and default route; `args_formation`:
+/// `--formation`.
+async fn populate(
+    client: &slipway_client::Client,
+    export: &AppExport,
+    name: &str,
+    old: &str,
+    args_formation: bool,
+) -> Result<()> {
+    if let Some(release) = &export.release {
+        let mut ids = Vec::new();
+        for a in &export.artifacts {
+            let created = client
+                .create_artifact(&NewArtifact {
+                    kind: a.kind,
+                    uri: a.uri.clone(),
+                    manifest: a.manifest.clone(),
+                    meta: a.meta.clone(),
+                    size: a.size,
+                    digest: a.digest.clone(),
+                })
+                .await?;
+            ids.push(created.id);
+        }
+        let new = NewRelease {
+            artifacts: ids,
+            ..NewRelease::from_release(release)
+        };
+        let created = client.create_release(name, &new).await?;
+        client.set_app_release(name, created.id).await?;
+        println!(
+            "Created release {} (env and processes as exported)",
+            created.id
+        );
+        match (&export.formation, args_formation) {
+            (Some(f), true) => {
+                let update = FormationUpdate {
+                    processes: f.processes.clone(),
+                    tags: f.tags.clone(),
+                };
+                client.put_formation(name, created.id, &update).await?;
+                let counts: Vec<String> = f
+                    .processes
+                    .iter()
+                    .map(|(t, n)| format!("{t}={n}"))
+                    .collect();
+                println!("Scaled {}", counts.join(" "));
+            }
+            (Some(f), false) if f.processes.values().any(|n| *n > 0) => {
+                println!("Not scaled (no --formation): run `slipway -a {name} scale` to start it");
+            }
+            _ => {}
+        }
+    }
+    // The app's default route (`NAME.DOMAIN`, made with the app) goes to the service the
+    // exported one did (an image app's is `APP-app`), renamed with the app.
+    let existing = client.routes(name).await?;
+    for e in &existing {
+        let Route::Http(mine) = e else { continue };
+        let Some(suffix) = mine.domain.strip_prefix(&format!("{name}.")) else {
+            continue;
+        };
+        let theirs = export.routes.iter().find_map(|r| match r {
+            Route::Http(h) if h.domain == format!("{old}.{suffix}") && h.path == mine.path => {
+                Some(renamed_service(&h.service, old, name))
+            }
+            _ => None,
+        });
+        if let Some(service) = theirs.filter(|s| *s != mine.service) {
+            let update = RouteUpdate {
+                service: Some(service),
+                ..Default::default()
+            };
+            client
+                .update_route(name, RouteType::Http, mine.id, &update)
+                .await?;
+        }
+    }
     Ok(())
 }
