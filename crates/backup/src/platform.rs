@@ -58,12 +58,8 @@ impl Snapshot {
     }
 
     /// The archive's exact length.
-    pub fn len(&self) -> u64 {
+    pub fn archive_len(&self) -> u64 {
         archive::archive_len(&self.manifest)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The blobs it holds and their total size.

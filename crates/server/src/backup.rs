@@ -87,7 +87,7 @@ async fn backup(State(b): State<Arc<Backups>>, Query(p): Query<Params>) -> Respo
                 .into_response();
         }
     };
-    let len = snapshot.len();
+    let len = snapshot.archive_len();
     let (blob_count, blob_bytes) = snapshot.blob_stats();
     tracing::info!(
         bytes = len,
