@@ -38,14 +38,14 @@ enum ClusterCmd {
     Remove { name: String },
     /// Print the default cluster, or make NAME the default
     Default { name: Option<String> },
-    /// Back the whole platform up (store, slugs, images): cluster backup -f FILE (docs/backup.md)
-    Backup(super::backup::BackupArgs),
     /// Show the cluster's coordination (etcd members), store, role leaders, controllers, routers
     Status {
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+    /// Back the whole platform up (store, slugs, images): cluster backup -f FILE (docs/backup.md)
+    Backup(super::backup::BackupArgs),
 }
 
 #[derive(serde::Serialize)]
@@ -56,10 +56,6 @@ struct Listed<'a> {
 }
 
 pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
-    let args = match args.cmd {
-        Some(ClusterCmd::Backup(backup)) => return super::backup::run(ctx, backup).await,
-        cmd => ClusterArgs { cmd, ..args },
-    };
     if let Some(ClusterCmd::Status { json }) = args.cmd {
         let status = ctx.client()?.cluster_status().await?;
         if json {
@@ -68,9 +64,14 @@ pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
         print!("{}", render_status(&status));
         return Ok(());
     }
+    let args = match args.cmd {
+        Some(ClusterCmd::Backup(backup)) => return super::backup::run(ctx, backup).await,
+        cmd => ClusterArgs { cmd, ..args },
+    };
     let path = config_path()?;
     let mut config = Config::load(&path)?;
     match args.cmd {
+        Some(ClusterCmd::Backup(_)) => unreachable!("answered above"),
         None => {
             let default = config.default_entry();
             let listed: Vec<Listed> = config
@@ -122,7 +123,7 @@ pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
             config.save(&path)?;
             println!("\"{name}\" is now the default cluster.");
         }
-        Some(ClusterCmd::Status { .. } | ClusterCmd::Backup(_)) => unreachable!("answered above"),
+        Some(ClusterCmd::Status { .. }) => unreachable!("answered above"),
     }
     Ok(())
 }

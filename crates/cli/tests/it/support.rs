@@ -433,7 +433,7 @@ pub fn skip_unless_root(test: &str) -> bool {
 /// cluster scheduling 3100-3199, 3300-3399 and 3500-3599, roles 3200-3299, ops 3400-3499,
 /// cluster routers 3600-3699, restarts (issue 17): router 3700-3749, supervisor 3750-3799,
 /// reboot 3800-3849, supervisor review (issue 17) 3900-3949, the netns LAN (issue 18, `NetnsLan`)
-/// 4000-4099.
+/// 4000-4099, backup and export (issue 23) 4400-4499 (TCP ports 46450-46499).
 pub struct HostServer {
     pub s: TestServer,
     n: u32,
