@@ -356,6 +356,25 @@ fn archive(manifest: &serde_json::Value, members: &[(&str, u8, &str, &[u8])]) ->
     out
 }
 
+/// The members of a tar archive by name (regular files only).
+fn members(tar: &[u8]) -> std::collections::HashMap<String, Vec<u8>> {
+    let mut out = std::collections::HashMap::new();
+    let mut at = 0;
+    while at + 512 <= tar.len() && tar[at] != 0 {
+        let h = &tar[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let size_field = String::from_utf8_lossy(&h[124..135])
+            .trim_end_matches('\0')
+            .to_string();
+        let size = usize::from_str_radix(size_field.trim(), 8).unwrap();
+        out.insert(name, tar[at + 512..at + 512 + size].to_vec());
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    out
+}
+
 fn sha(data: &[u8]) -> String {
     slipway_blobstore::Digest::of_bytes(data).hex().to_string()
 }
@@ -502,6 +521,28 @@ fn truncated_altered_hostile_and_newer_archives_are_refused_and_nothing_is_writt
         assert!(err.contains(want), "{name}: {err}");
     }
     assert_eq!(s.ok(&["apps"]), apps_before, "an import was half done");
+    // A whole export whose release the server refuses (an env name it does not take): the app
+    // the import had created is removed again.
+    let exported = std::fs::read(&export).unwrap();
+    let mut app_json: serde_json::Value =
+        serde_json::from_slice(&members(&exported)["app.json"]).unwrap();
+    app_json["release"]["env"]["BAD NAME"] = "x".into();
+    let app_json = serde_json::to_vec(&app_json).unwrap();
+    let bad_release = archive(
+        &manifest("app", "0.1.0", &[("app.json", &app_json)]),
+        &[("app.json", b'0', "", &app_json)],
+    );
+    let f = write("bad-release.tar", &bad_release);
+    let err = s.fails(&["import", "-f", f.to_str().unwrap(), "--name", "rolled"]);
+    assert!(err.contains("the app was removed again"), "{err}");
+    assert_eq!(
+        s.ok(&["apps"]),
+        apps_before,
+        "the failed import left its app"
+    );
+    // The backup is behind the API key like everything else.
+    let resp = http(s.url.trim_start_matches("http://"), "/backup", "x", None);
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
     // The same kind of archive as a platform backup, and a newer platform backup.
     let hostile = archive(
         &manifest("platform", "0.1.0", &[("store.db", payload)]),
