@@ -9,8 +9,8 @@ use slipway_types::{App, Artifact, Formation, Release, Route};
 
 /// The member holding [`AppExport`].
 pub const APP_JSON: &str = "app.json";
-/// Bound on `app.json` when imported (it is read whole).
-pub const MAX_APP_JSON_BYTES: u64 = 16 << 20;
+/// Bound on `app.json` when imported (it is read whole; refused before it is read).
+pub const MAX_APP_JSON_BYTES: u64 = crate::archive::MAX_APP_FILE_BYTES;
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct AppExport {

@@ -32,8 +32,10 @@ pub const MANIFEST: &str = "manifest.json";
 pub const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// Bound on the members one archive lists.
 pub const MAX_MEMBERS: usize = 1_000_000;
-/// Bound on one file member (the store snapshot, `app.json`); blobs are bounded by the disk.
+/// Bound on one file member of a platform backup (the store); blobs are bounded by the disk.
 pub const MAX_FILE_BYTES: u64 = 64 << 30;
+/// Bound on one file member of an app export (`app.json`), checked before it is read.
+pub const MAX_APP_FILE_BYTES: u64 = 16 << 20;
 /// Blob members are named `blobs/sha256/<hex>`.
 pub const BLOB_PREFIX: &str = "blobs/sha256/";
 const BLOCK: u64 = 512;
@@ -359,9 +361,13 @@ fn check_manifest(m: &Manifest, expect: Kind) -> Result<()> {
                     && member.name.bytes().all(|b| {
                         b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_'
                     });
-                if !plain || member.size > MAX_FILE_BYTES {
+                let max = match m.kind {
+                    Kind::Platform => MAX_FILE_BYTES,
+                    Kind::App => MAX_APP_FILE_BYTES,
+                };
+                if !plain || member.size > max {
                     return Err(Error::Refused(format!(
-                        "member {:?} ({} bytes) is neither a blob nor a file this format has",
+                        "member {:?} ({} bytes) is neither a blob nor a file this format has (at most {max} bytes)",
                         member.name, member.size
                     )));
                 }

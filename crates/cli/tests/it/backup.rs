@@ -495,6 +495,18 @@ fn truncated_altered_hostile_and_newer_archives_are_refused_and_nothing_is_writt
             "is not the \"app.json\" (2 bytes) the manifest lists next",
         ),
         (
+            "huge",
+            archive(
+                &serde_json::json!({
+                    "format": 1, "kind": "app", "slipway_version": "0.1.0", "schema_version": 0,
+                    "created_at": "2026-01-01T00:00:00Z",
+                    "members": [{"name": "app.json", "size": 1u64 << 40, "sha256": sha(b"")}],
+                }),
+                &[],
+            ),
+            "neither a blob nor a file this format has (at most 16777216 bytes)",
+        ),
+        (
             "unlisted",
             archive(
                 &manifest("app", "0.1.0", &[("app.json", payload)]),
