@@ -97,6 +97,10 @@ enum Command {
     Deployment(jobs::DeploymentArgs),
     /// Deploy a Docker/OCI image file (`docker save` archive, OCI layout): image push FILE
     Image(commands::image::ImageArgs),
+    /// Export an app (release, slug or image, formation, routes) to a file: export -f FILE
+    Export(commands::export::ExportArgs),
+    /// Create an app from an export: import -f FILE [--name NEW] [--routes] [--formation]
+    Import(commands::export::ImportArgs),
     /// List and manage the clusters this CLI knows
     #[command(visible_alias = "clusters")]
     Cluster(cluster::ClusterArgs),
@@ -184,6 +188,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(args) => commands::image::run(&ctx, args).await,
         Command::Build(args) => commands::build::run(&ctx, args).await,
         Command::Cluster(args) => cluster::run(&ctx, args).await,
+        Command::Export(args) => commands::export::export(&ctx, args).await,
+        Command::Import(args) => commands::export::import(&ctx, args).await,
         Command::Version => {
             println!("slipway {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -132,6 +132,16 @@ pub struct ServerArgs {
     /// object per line, for a log collector).
     #[arg(long, env = "SLIPWAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Restore the platform backup FILE (`slipway cluster backup`) into the data dir, then
+    /// start; refused when the data dir already holds a platform (docs/backup.md).
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
+    /// With --restore: replace a data dir that holds a platform (it is moved aside, not deleted).
+    #[arg(long, requires = "restore")]
+    pub restore_force: bool,
+    /// With --restore: exit once restored instead of starting (`scripts/up --restore`).
+    #[arg(long, requires = "restore")]
+    pub restore_only: bool,
 }
 
 /// `--metrics-listen`: an address, or `none` (no endpoint).

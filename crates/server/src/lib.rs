@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod backup;
 pub mod blobstore;
 pub mod build_jobs;
 pub mod builder;
@@ -156,6 +157,12 @@ pub async fn run(mut config: Config) -> Result<()> {
     let etcd = discovery::connect_etcd(&config).await?;
     config.etcd = etcd.clone();
     let data_dir = config.data_dir.clone();
+    if let Some(file) = config.args.restore.clone() {
+        backup::restore(&config, &file).await?;
+        if config.args.restore_only {
+            return Ok(());
+        }
+    }
     create_private_dir(&data_dir)?;
     let (store, api_key) = match config.has(Role::Controller) {
         true => {
@@ -476,6 +483,7 @@ fn satellites(
     }
     if let Some(blobs) = &blobs {
         api_errors = api_errors.merge(blobstore::http(blobs.clone(), store.clone()));
+        api_errors = api_errors.merge(backup::router(config, blobs.clone()));
     }
     // Their errors are the API's `{"code","message"}`, axum's rejections too.
     let mut extra = axum::Router::new().merge(api_errors.layer(axum::middleware::from_fn(

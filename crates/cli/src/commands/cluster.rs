@@ -46,6 +46,8 @@ enum ClusterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Back the whole platform up (store, slugs, images): cluster backup -f FILE (docs/backup.md)
+    Backup(super::backup::BackupArgs),
 }
 
 #[derive(serde::Serialize)]
@@ -68,9 +70,14 @@ pub async fn run(ctx: &Ctx, args: ClusterArgs) -> Result<()> {
         print!("{}", render_status(&status));
         return Ok(());
     }
+    let args = match args.cmd {
+        Some(ClusterCmd::Backup(backup)) => return super::backup::run(ctx, backup).await,
+        cmd => ClusterArgs { cmd, ..args },
+    };
     let path = config_path()?;
     let mut config = Config::load(&path)?;
     match args.cmd {
+        Some(ClusterCmd::Backup(_)) => unreachable!("answered above"),
         None => {
             let default = config.default_entry();
             let listed: Vec<Listed> = config

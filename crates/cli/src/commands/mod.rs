@@ -1,9 +1,11 @@
 //! One module per command group, each with its clap arguments and what it does.
 
 pub mod apps;
+pub mod backup;
 pub mod build;
 pub mod cluster;
 pub mod env;
+pub mod export;
 pub mod hosts;
 pub mod image;
 pub mod jobs;

@@ -1,5 +1,6 @@
 //! End-to-end tests that drive the real `slipway` binary.
 mod api_spec;
+mod backup;
 mod blobs;
 mod cli;
 mod cluster;

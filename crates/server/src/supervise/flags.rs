@@ -58,6 +58,11 @@ fn split(argv: &[String]) -> Result<Vec<Given>> {
         let Some(&takes_value) = known.get(name) else {
             bail!("supervise: unknown flag --{name}");
         };
+        if name.starts_with("restore") {
+            bail!(
+                "supervise: --{name} would run again at each restart of the server: restore first with `slipway server --restore FILE --restore-only` (docs/backup.md)"
+            );
+        }
         let mut tokens = vec![a.clone()];
         if takes_value && !inline {
             match it.next() {

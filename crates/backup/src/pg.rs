@@ -1,0 +1,182 @@
+//! The platform backup of a PostgreSQL store (cluster mode): `pg_dump` in its custom format,
+//! restored by `pg_restore` in one transaction. The blobs are in the same database
+//! (`PgBlobStore`), so the dump holds them too, and `pg_dump`'s one repeatable-read
+//! transaction makes store and blobs one consistent snapshot while every controller keeps
+//! writing. Left out as in embedded mode: the rows of build caches, registry uploads, leases,
+//! leader epochs, job rows and, unless asked, the cluster secrets (their tables are kept,
+//! empty). The build caches' blobs themselves stay in the dump (they are rows of the blob
+//! table like any other).
+//!
+//! The connection goes to `pg_dump`/`pg_restore` through `PG*` environment variables, never
+//! their arguments (a password in argv is readable by every local user).
+
+use crate::archive::{self, Entry, Kind, Manifest};
+use crate::platform::Snapshot;
+use crate::{Error, Result};
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+use std::path::Path;
+use std::process::Stdio;
+
+/// The store member of a PostgreSQL platform backup.
+pub const STORE_PGDUMP: &str = "store.pgdump";
+
+/// Tables whose rows a restored platform must not inherit.
+const NOT_INHERITED: [&str; 6] = [
+    "build_caches",
+    "registry_upload_chunks",
+    "registry_uploads",
+    "app_leases",
+    "leader_epochs",
+    "jobs",
+];
+
+/// `url`'s parts as libpq's environment variables.
+fn pg_env(url: &str) -> Result<Vec<(&'static str, String)>> {
+    let bad = |why: &str| Error::Refused(format!("--database-url: {why}"));
+    let u = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(u.scheme(), "postgres" | "postgresql") {
+        return Err(bad("not a postgres:// URL"));
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let mut env = vec![("PGHOST", u.host_str().unwrap_or("localhost").to_string())];
+    if let Some(port) = u.port() {
+        env.push(("PGPORT", port.to_string()));
+    }
+    if !u.username().is_empty() {
+        env.push(("PGUSER", decode(u.username())));
+    }
+    if let Some(p) = u.password() {
+        env.push(("PGPASSWORD", decode(p)));
+    }
+    let db = u.path().trim_start_matches('/');
+    if !db.is_empty() {
+        env.push(("PGDATABASE", decode(db)));
+    }
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "sslmode" => env.push(("PGSSLMODE", v.into_owned())),
+            "sslrootcert" => env.push(("PGSSLROOTCERT", v.into_owned())),
+            _ => {}
+        }
+    }
+    Ok(env)
+}
+
+async fn run(program: &str, args: &[String], env: &[(&'static str, String)]) -> Result<()> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Failed(format!("cannot run {program} (is it installed?): {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: String = err.lines().rev().take(5).collect::<Vec<_>>().join(" / ");
+        return Err(Error::Failed(format!("{program} failed: {tail}")));
+    }
+    Ok(())
+}
+
+async fn connect(url: &str) -> Result<PgConnection> {
+    PgConnection::connect(url)
+        .await
+        .map_err(|e| Error::db("cannot connect to --database-url", e))
+}
+
+/// Dumps the store at `url` into a temp dir under `work`.
+pub async fn snapshot(url: &str, work: &Path, include_secrets: bool) -> Result<Snapshot> {
+    let env = pg_env(url)?;
+    let mut conn = connect(url).await?;
+    let schema: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| Error::db("cannot read the schema version", e))?;
+    let _ = conn.close().await;
+    let mut snapshot = Snapshot::new(work)?;
+    let file = snapshot.dir().join(STORE_PGDUMP);
+    let mut args: Vec<String> = [
+        "--format=custom",
+        "--no-owner",
+        "--no-privileges",
+        "--compress=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut excluded: Vec<&str> = NOT_INHERITED.to_vec();
+    if !include_secrets {
+        excluded.push("cluster_secrets");
+    }
+    args.extend(excluded.iter().map(|t| format!("--exclude-table-data={t}")));
+    args.push(format!("--file={}", file.display()));
+    run("pg_dump", &args, &env).await?;
+    let entries = vec![Entry::file(STORE_PGDUMP, &file).await?];
+    snapshot.manifest = archive::manifest(Kind::Platform, schema, include_secrets, &entries);
+    snapshot.entries = entries;
+    Ok(snapshot)
+}
+
+/// Restores the PostgreSQL backup whose verified `store.pgdump` is at `dump` into `url`:
+/// refused when that database holds a Slipway store unless `force` (then its objects are
+/// dropped first); one transaction, so a failure leaves the database as it was.
+pub async fn restore(dump: &Path, manifest: &Manifest, url: &str, force: bool) -> Result<()> {
+    let env = pg_env(url)?;
+    let mut conn = connect(url).await?;
+    let has_store: bool =
+        sqlx::query_scalar("SELECT to_regclass('public.schema_migrations') IS NOT NULL")
+            .fetch_one(&mut conn)
+            .await
+            .map_err(|e| Error::db("cannot look into --database-url", e))?;
+    if has_store && !force {
+        return Err(Error::Refused(
+            "the --database-url database already holds a Slipway store: restoring would replace it. Restore into an empty database, or stop every server on it and pass --restore-force (its tables are dropped)".into(),
+        ));
+    }
+    let _ = conn.close().await;
+    let mut args: Vec<String> = [
+        "--single-transaction",
+        "--exit-on-error",
+        "--no-owner",
+        "--no-privileges",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if has_store {
+        args.extend(["--clean".to_string(), "--if-exists".to_string()]);
+    }
+    args.push(format!(
+        "--dbname={}",
+        env.iter()
+            .find(|(k, _)| *k == "PGDATABASE")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| "postgres".into())
+    ));
+    args.push(dump.display().to_string());
+    run("pg_restore", &args, &env).await?;
+    let mut conn = connect(url).await?;
+    for t in NOT_INHERITED {
+        // Table names from the constant above, never input.
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| Error::db("cannot clean the restored store", e))?;
+    }
+    sqlx::query("UPDATE deployments SET claimed_by = NULL, claim_expires = NULL")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| Error::db("cannot clean the restored store", e))?;
+    let _ = conn.close().await;
+    tracing::info!(
+        schema = manifest.schema_version,
+        "restored the PostgreSQL store"
+    );
+    Ok(())
+}
