@@ -2,6 +2,9 @@
 //! start, and per running job the memory, CPU time and OOM kills of its cgroup (cgroup v1, as
 //! the runc runtime sets them up: `/sys/fs/cgroup/<controller>/<cgroup parent>/<job id>`),
 //! labelled with the app, process type and job id. A job's series go when the job does.
+//!
+//! The job id's label is `job_id`, not `job`: Prometheus sets `job` (and `instance`) on every
+//! series it scrapes, and renames a target's own `job` to `exported_job`.
 
 use slipway_host::{HostApi, JobStatus};
 use slipway_metrics::{Histograms, SLOW_BUCKETS, family};
@@ -100,7 +103,7 @@ pub fn collector(host: Arc<dyn HostApi>, cgroup_parent: String) -> slipway_metri
                 vec![
                     ("app", j.job.app_name.clone()),
                     ("type", j.job.process_type.clone()),
-                    ("job", j.job.id.clone()),
+                    ("job_id", j.job.id.clone()),
                 ]
             };
             let owned: Vec<(Vec<(&str, String)>, Usage)> =

@@ -129,7 +129,7 @@ fn parse(text: &str) -> Sample {
             continue;
         };
         let labels = parse_labels(labels);
-        let (Some(job), Ok(value)) = (labels.get("job"), value.trim().parse::<f64>()) else {
+        let (Some(job), Ok(value)) = (labels.get("job_id"), value.trim().parse::<f64>()) else {
             continue;
         };
         let e = out.entry(job.clone()).or_insert_with(|| {
@@ -197,8 +197,8 @@ mod tests {
     #[test]
     fn job_series_are_read_and_cpu_is_their_rise() {
         let a = "# TYPE slipway_job_memory_bytes gauge\n\
-                 slipway_job_memory_bytes{app=\"web\",type=\"web\",job=\"h-1\"} 1048576\n\
-                 slipway_job_cpu_seconds_total{app=\"web\",type=\"web\",job=\"h-1\"} 2.0\n\
+                 slipway_job_memory_bytes{app=\"web\",type=\"web\",job_id=\"h-1\"} 1048576\n\
+                 slipway_job_cpu_seconds_total{app=\"web\",type=\"web\",job_id=\"h-1\"} 2.0\n\
                  slipway_host_jobs{status=\"running\"} 1\n";
         let b = a.replace("} 2.0", "} 2.5").replace("1048576", "2097152");
         let jobs = usage(&parse(a), &parse(&b), 1.0);
@@ -212,9 +212,9 @@ mod tests {
                 memory_bytes: 2 << 20,
             }]
         );
-        let odd = parse_labels(r#"app="a\"b",type="",job="j""#);
+        let odd = parse_labels(r#"app="a\"b",type="",job_id="j""#);
         assert_eq!(odd["app"], "a\"b");
         assert_eq!(odd["type"], "");
-        assert_eq!(odd["job"], "j");
+        assert_eq!(odd["job_id"], "j");
     }
 }

@@ -30,8 +30,19 @@ fn get_metrics(addr: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
-/// `promtool check metrics` (Debian's prometheus package) accepts `text`, lint included.
+/// `promtool check metrics` (Debian's prometheus package) accepts `text`, lint included, and
+/// no series has a label Prometheus sets itself on what it scrapes (`job`, `instance`: it would
+/// rename ours `exported_job`, which promtool does not say).
 fn promtool_accepts(text: &str) {
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let labels = l.split_once('{').map_or("", |(_, rest)| rest);
+        assert!(
+            !["{job=", ",job=", "{instance=", ",instance="]
+                .iter()
+                .any(|t| format!("{{{labels}").contains(t)),
+            "a label Prometheus sets itself: {l}"
+        );
+    }
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -175,7 +186,7 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         ])
         .trim()
         .to_string();
-    let series = format!(r#"slipway_job_memory_bytes{{app="hungry",type="",job="{id}"}}"#);
+    let series = format!(r#"slipway_job_memory_bytes{{app="hungry",type="",job_id="{id}"}}"#);
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
         let text = scrape(&addr);
@@ -189,7 +200,7 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         std::thread::sleep(Duration::from_millis(250));
     };
     promtool_accepts(&text);
-    let cpu = format!(r#"slipway_job_cpu_seconds_total{{app="hungry",type="",job="{id}"}}"#);
+    let cpu = format!(r#"slipway_job_cpu_seconds_total{{app="hungry",type="",job_id="{id}"}}"#);
     assert!(value(&text, &cpu).is_some_and(|c| c > 0.0), "{text}");
     assert!(
         value(&text, r#"slipway_host_jobs{status="running"}"#).is_some_and(|n| n >= 1.0),
