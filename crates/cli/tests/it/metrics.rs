@@ -288,3 +288,24 @@ fn the_metrics_listener_times_out_silent_clients() {
     c.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.0 404"), "{resp}");
 }
+
+/// Bound to an address other than loopback, the endpoint (which takes no credential) warns at
+/// start that whoever reaches it reads the app names and job ids.
+#[test]
+fn a_metrics_listener_off_loopback_warns_that_it_is_open() {
+    let s = TestServer::start_with(&[
+        "--no-host".into(),
+        "--metrics-listen".into(),
+        "0.0.0.0:0".into(),
+    ]);
+    let addr = logged_addr(&s, "metrics on http://");
+    let port = addr.rsplit_once(':').unwrap().1;
+    // Served (on loopback too, as 0.0.0.0 is every address), and said to be open.
+    let text = scrape(&format!("127.0.0.1:{port}"));
+    assert!(text.contains("slipway_controller_requests_total"), "{text}");
+    let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+    assert!(
+        log.contains("is not a loopback address") && log.contains("firewall"),
+        "{log}"
+    );
+}
