@@ -8,7 +8,7 @@ use crate::output::{print_json, print_table};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use slipway_types::units::format_bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,10 +45,11 @@ pub async fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
     if !(0.1..=60.0).contains(&args.interval) {
         bail!("--interval must be between 0.1 and 60 seconds");
     }
-    let first = sample_all(&args.metrics).await?;
+    let mut warned = BTreeSet::new();
+    let first = sample_all(&args.metrics, &mut warned).await?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
-    let second = sample_all(&args.metrics).await?;
+    let second = sample_all(&args.metrics, &mut warned).await?;
     let mut jobs = usage(&first, &second, t0.elapsed().as_secs_f64());
     if let Some(app) = &ctx.app {
         jobs.retain(|j| &j.app == app);
@@ -81,13 +82,30 @@ pub async fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
 /// Per job id: (app, type, CPU seconds, memory bytes).
 type Sample = BTreeMap<String, (String, String, f64, u64)>;
 
-async fn sample_all(endpoints: &[String]) -> Result<Sample> {
+/// The job series of every endpoint. One that cannot be read is left out with a warning (once
+/// per address in `warned`), so that a host that is down does not hide the others' jobs; none
+/// readable is an error.
+async fn sample_all(endpoints: &[String], warned: &mut BTreeSet<String>) -> Result<Sample> {
     let mut all = Sample::new();
+    let mut failed = Vec::new();
     for addr in endpoints {
-        let text = scrape(addr).await.with_context(|| {
-            format!("cannot read the metrics at {addr} (the server's --metrics-listen)")
-        })?;
-        all.extend(parse(&text));
+        match scrape(addr).await {
+            Ok(text) => all.extend(parse(&text)),
+            Err(e) => failed.push((
+                addr,
+                e.context(format!(
+                    "cannot read the metrics at {addr} (the server's --metrics-listen)"
+                )),
+            )),
+        }
+    }
+    if failed.len() == endpoints.len() && !failed.is_empty() {
+        return Err(failed.swap_remove(0).1);
+    }
+    for (addr, e) in failed {
+        if warned.insert(addr.clone()) {
+            eprintln!("warning: {e:#}; its jobs are left out");
+        }
     }
     Ok(all)
 }

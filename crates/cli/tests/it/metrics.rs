@@ -245,6 +245,31 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
     assert!(row["cpu_percent"].as_f64().unwrap() >= 0.0, "{row}");
     let table = s.ok(&["top", "--metrics", &addr, "--interval", "0.2"]);
     assert!(table.contains("MEMORY") && table.contains(&id), "{table}");
+    // A host whose endpoint does not answer is left out with a warning (the others' jobs are
+    // still shown); none answering is an error that names the address.
+    let out = s
+        .cmd()
+        .args(["-a", "hungry", "top", "--metrics", "127.0.0.1:1"])
+        .args(["--metrics", &addr, "--interval", "0.2", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains(&id),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("warning: cannot read the metrics at 127.0.0.1:1")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let e = s.fails(&["top", "--metrics", "127.0.0.1:1"]);
+    assert!(e.contains("cannot read the metrics at 127.0.0.1:1"), "{e}");
     let empty = s.json(&["-a", "someone-else", "top", "--metrics", &addr, "--json"]);
     assert_eq!(empty, serde_json::json!([]));
     // stderr is a file here, not a terminal: plain text, no colour codes.
