@@ -3,8 +3,10 @@
 //! collector as it starts (docs/metrics.md). The router keeps its own on its admin port, which
 //! a router process has whatever else it runs.
 //!
-//! No credential, like the router's admin endpoint: it is on loopback unless told otherwise,
-//! and says how much, not what (no app data, only app and process type names and job ids).
+//! No credential, like the router's admin endpoint (and so that any Prometheus can scrape
+//! it): it is on loopback unless told otherwise, and says how much, not what (no app data, only
+//! app and process type names and job ids). Bound elsewhere, it says at start that whoever
+//! reaches the address reads those names, so that it is firewalled (docs/metrics.md).
 //! Connections are capped and their request head timed out like the API's (`listen.rs`).
 
 use crate::Config;
@@ -57,6 +59,13 @@ pub async fn start(config: &Config) -> Registry {
     match listener.local_addr() {
         Ok(bound) => tracing::info!("metrics on http://{bound}/metrics"),
         Err(e) => tracing::warn!("metrics: {e}"),
+    }
+    if !addr.ip().to_canonical().is_loopback() {
+        tracing::warn!(
+            "metrics: {addr} is not a loopback address and the endpoint takes no credential: \
+             whoever reaches it reads the names of this host's apps and process types and its \
+             job ids; let only your Prometheus reach it (a firewall), or keep it on 127.0.0.1"
+        );
     }
     let r = registry.clone();
     let app = axum::Router::new().route(

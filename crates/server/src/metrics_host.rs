@@ -2,6 +2,9 @@
 //! start, and per running job the memory, CPU time and OOM kills of its cgroup (cgroup v1, as
 //! the runc runtime sets them up: `/sys/fs/cgroup/<controller>/<cgroup parent>/<job id>`),
 //! labelled with the app, process type and job id. A job's series go when the job does.
+//!
+//! The job id's label is `job_id`, not `job`: Prometheus sets `job` (and `instance`) on every
+//! series it scrapes, and renames a target's own `job` to `exported_job`.
 
 use slipway_host::{HostApi, JobStatus};
 use slipway_metrics::{Histograms, SLOW_BUCKETS, family};
@@ -24,16 +27,28 @@ pub struct Usage {
     pub oom_kills: Option<u64>,
 }
 
-/// Reads job `id`'s cgroup files under `root` (`/sys/fs/cgroup`).
+/// The most of a cgroup file read: the kernel's are a few lines; anything longer is not one.
+const MAX_CGROUP_FILE: u64 = 4096;
+
+/// Reads job `id`'s cgroup files under `root` (`/sys/fs/cgroup`). The job cannot write there
+/// (runc mounts the cgroup tree read-only in the container, and cgroupfs holds no symlinks or
+/// plain files), and the agent has checked the id is one path component; still, a file is read
+/// up to [`MAX_CGROUP_FILE`] bytes and anything that does not parse is no number, not a panic.
 pub fn usage(root: &Path, cgroup_parent: &str, id: &str) -> Usage {
     let read = |controller: &str, file: &str| -> Option<String> {
-        std::fs::read_to_string(
-            root.join(controller)
-                .join(cgroup_parent)
-                .join(id)
-                .join(file),
-        )
-        .ok()
+        use std::io::Read;
+        let path = root
+            .join(controller)
+            .join(cgroup_parent)
+            .join(id)
+            .join(file);
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .ok()?
+            .take(MAX_CGROUP_FILE)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
     };
     let cpu_ns = read("cpuacct", "cpuacct.usage")
         .or_else(|| read("cpu,cpuacct", "cpuacct.usage"))
@@ -100,7 +115,7 @@ pub fn collector(host: Arc<dyn HostApi>, cgroup_parent: String) -> slipway_metri
                 vec![
                     ("app", j.job.app_name.clone()),
                     ("type", j.job.process_type.clone()),
-                    ("job", j.job.id.clone()),
+                    ("job_id", j.job.id.clone()),
                 ]
             };
             let owned: Vec<(Vec<(&str, String)>, Usage)> =
@@ -147,5 +162,57 @@ fn status_name(s: JobStatus) -> &'static str {
         JobStatus::Done => "done",
         JobStatus::Crashed => "crashed",
         JobStatus::Failed => "failed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_files_are_read_bounded_and_junk_is_no_number() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = |c: &str| {
+            let d = root.path().join(c).join("slipway").join("j1");
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        std::fs::write(dir("memory").join("memory.usage_in_bytes"), "1048576\n").unwrap();
+        std::fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        std::fs::write(dir("cpuacct").join("cpuacct.usage"), "1500000000\n").unwrap();
+        let u = usage(root.path(), "slipway", "j1");
+        assert_eq!(
+            u,
+            Usage {
+                memory_bytes: Some(1 << 20),
+                cpu_seconds: Some(1.5),
+                oom_kills: Some(2),
+            }
+        );
+        // Junk, a number past u64, a file far larger than a cgroup's, one without end: no
+        // numbers, no panic.
+        std::fs::write(dir("memory").join("memory.usage_in_bytes"), "-1\"\n").unwrap();
+        std::fs::write(
+            dir("cpuacct").join("cpuacct.usage"),
+            "99999999999999999999999",
+        )
+        .unwrap();
+        assert_eq!(usage(root.path(), "slipway", "j1").cpu_seconds, None);
+        // A file without end, where the combined controller's is read (an unbounded read
+        // would never finish).
+        std::fs::remove_dir_all(root.path().join("cpuacct")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir("cpu,cpuacct").join("cpuacct.usage")).unwrap();
+        std::fs::write(
+            dir("memory").join("memory.oom_control"),
+            "oom_kill 1".repeat(1 << 20),
+        )
+        .unwrap();
+        assert_eq!(usage(root.path(), "slipway", "j1"), Usage::default());
+        // A job without a cgroup (gone between the listing and the read): nothing.
+        assert_eq!(usage(root.path(), "slipway", "j2"), Usage::default());
     }
 }

@@ -140,7 +140,7 @@ impl Slot {
 
 /// Runs the supervisor until SIGTERM or SIGINT.
 pub async fn run(sv: Supervise) -> Result<()> {
-    crate::init_tracing();
+    crate::init_tracing_as(sv.args.server.log_format == "json");
     let args = &sv.args.server;
     for (flag, addr) in [
         ("--listen", args.listen),

@@ -8,7 +8,7 @@ use crate::output::{print_json, print_table};
 use anyhow::{Context, Result, bail};
 use serde::Serialize;
 use slipway_types::units::format_bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -45,10 +45,11 @@ pub async fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
     if !(0.1..=60.0).contains(&args.interval) {
         bail!("--interval must be between 0.1 and 60 seconds");
     }
-    let first = sample_all(&args.metrics).await?;
+    let mut warned = BTreeSet::new();
+    let first = sample_all(&args.metrics, &mut warned).await?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
-    let second = sample_all(&args.metrics).await?;
+    let second = sample_all(&args.metrics, &mut warned).await?;
     let mut jobs = usage(&first, &second, t0.elapsed().as_secs_f64());
     if let Some(app) = &ctx.app {
         jobs.retain(|j| &j.app == app);
@@ -81,13 +82,30 @@ pub async fn run(ctx: &Ctx, args: TopArgs) -> Result<()> {
 /// Per job id: (app, type, CPU seconds, memory bytes).
 type Sample = BTreeMap<String, (String, String, f64, u64)>;
 
-async fn sample_all(endpoints: &[String]) -> Result<Sample> {
+/// The job series of every endpoint. One that cannot be read is left out with a warning (once
+/// per address in `warned`), so that a host that is down does not hide the others' jobs; none
+/// readable is an error.
+async fn sample_all(endpoints: &[String], warned: &mut BTreeSet<String>) -> Result<Sample> {
     let mut all = Sample::new();
+    let mut failed = Vec::new();
     for addr in endpoints {
-        let text = scrape(addr).await.with_context(|| {
-            format!("cannot read the metrics at {addr} (the server's --metrics-listen)")
-        })?;
-        all.extend(parse(&text));
+        match scrape(addr).await {
+            Ok(text) => all.extend(parse(&text)),
+            Err(e) => failed.push((
+                addr,
+                e.context(format!(
+                    "cannot read the metrics at {addr} (the server's --metrics-listen)"
+                )),
+            )),
+        }
+    }
+    if failed.len() == endpoints.len() && !failed.is_empty() {
+        return Err(failed.swap_remove(0).1);
+    }
+    for (addr, e) in failed {
+        if warned.insert(addr.clone()) {
+            eprintln!("warning: {e:#}; its jobs are left out");
+        }
     }
     Ok(all)
 }
@@ -129,7 +147,7 @@ fn parse(text: &str) -> Sample {
             continue;
         };
         let labels = parse_labels(labels);
-        let (Some(job), Ok(value)) = (labels.get("job"), value.trim().parse::<f64>()) else {
+        let (Some(job), Ok(value)) = (labels.get("job_id"), value.trim().parse::<f64>()) else {
             continue;
         };
         let e = out.entry(job.clone()).or_insert_with(|| {
@@ -197,8 +215,8 @@ mod tests {
     #[test]
     fn job_series_are_read_and_cpu_is_their_rise() {
         let a = "# TYPE slipway_job_memory_bytes gauge\n\
-                 slipway_job_memory_bytes{app=\"web\",type=\"web\",job=\"h-1\"} 1048576\n\
-                 slipway_job_cpu_seconds_total{app=\"web\",type=\"web\",job=\"h-1\"} 2.0\n\
+                 slipway_job_memory_bytes{app=\"web\",type=\"web\",job_id=\"h-1\"} 1048576\n\
+                 slipway_job_cpu_seconds_total{app=\"web\",type=\"web\",job_id=\"h-1\"} 2.0\n\
                  slipway_host_jobs{status=\"running\"} 1\n";
         let b = a.replace("} 2.0", "} 2.5").replace("1048576", "2097152");
         let jobs = usage(&parse(a), &parse(&b), 1.0);
@@ -212,9 +230,9 @@ mod tests {
                 memory_bytes: 2 << 20,
             }]
         );
-        let odd = parse_labels(r#"app="a\"b",type="",job="j""#);
+        let odd = parse_labels(r#"app="a\"b",type="",job_id="j""#);
         assert_eq!(odd["app"], "a\"b");
         assert_eq!(odd["type"], "");
-        assert_eq!(odd["job"], "j");
+        assert_eq!(odd["job_id"], "j");
     }
 }

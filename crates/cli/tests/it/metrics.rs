@@ -30,8 +30,19 @@ fn get_metrics(addr: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
-/// `promtool check metrics` (Debian's prometheus package) accepts `text`, lint included.
+/// `promtool check metrics` (Debian's prometheus package) accepts `text`, lint included, and
+/// no series has a label Prometheus sets itself on what it scrapes (`job`, `instance`: it would
+/// rename ours `exported_job`, which promtool does not say).
 fn promtool_accepts(text: &str) {
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        let labels = l.split_once('{').map_or("", |(_, rest)| rest);
+        assert!(
+            !["{job=", ",job=", "{instance=", ",instance="]
+                .iter()
+                .any(|t| format!("{{{labels}").contains(t)),
+            "a label Prometheus sets itself: {l}"
+        );
+    }
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
@@ -175,7 +186,7 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         ])
         .trim()
         .to_string();
-    let series = format!(r#"slipway_job_memory_bytes{{app="hungry",type="",job="{id}"}}"#);
+    let series = format!(r#"slipway_job_memory_bytes{{app="hungry",type="",job_id="{id}"}}"#);
     let deadline = Instant::now() + Duration::from_secs(60);
     let text = loop {
         let text = scrape(&addr);
@@ -189,7 +200,7 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
         std::thread::sleep(Duration::from_millis(250));
     };
     promtool_accepts(&text);
-    let cpu = format!(r#"slipway_job_cpu_seconds_total{{app="hungry",type="",job="{id}"}}"#);
+    let cpu = format!(r#"slipway_job_cpu_seconds_total{{app="hungry",type="",job_id="{id}"}}"#);
     assert!(value(&text, &cpu).is_some_and(|c| c > 0.0), "{text}");
     assert!(
         value(&text, r#"slipway_host_jobs{status="running"}"#).is_some_and(|n| n >= 1.0),
@@ -234,6 +245,31 @@ fn a_jobs_memory_metric_follows_what_it_allocates() {
     assert!(row["cpu_percent"].as_f64().unwrap() >= 0.0, "{row}");
     let table = s.ok(&["top", "--metrics", &addr, "--interval", "0.2"]);
     assert!(table.contains("MEMORY") && table.contains(&id), "{table}");
+    // A host whose endpoint does not answer is left out with a warning (the others' jobs are
+    // still shown); none answering is an error that names the address.
+    let out = s
+        .cmd()
+        .args(["-a", "hungry", "top", "--metrics", "127.0.0.1:1"])
+        .args(["--metrics", &addr, "--interval", "0.2", "--json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains(&id),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        stderr
+            .matches("warning: cannot read the metrics at 127.0.0.1:1")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    let e = s.fails(&["top", "--metrics", "127.0.0.1:1"]);
+    assert!(e.contains("cannot read the metrics at 127.0.0.1:1"), "{e}");
     let empty = s.json(&["-a", "someone-else", "top", "--metrics", &addr, "--json"]);
     assert_eq!(empty, serde_json::json!([]));
     // stderr is a file here, not a terminal: plain text, no colour codes.
@@ -276,4 +312,25 @@ fn the_metrics_listener_times_out_silent_clients() {
     let mut resp = String::new();
     c.read_to_string(&mut resp).unwrap();
     assert!(resp.starts_with("HTTP/1.0 404"), "{resp}");
+}
+
+/// Bound to an address other than loopback, the endpoint (which takes no credential) warns at
+/// start that whoever reaches it reads the app names and job ids.
+#[test]
+fn a_metrics_listener_off_loopback_warns_that_it_is_open() {
+    let s = TestServer::start_with(&[
+        "--no-host".into(),
+        "--metrics-listen".into(),
+        "0.0.0.0:0".into(),
+    ]);
+    let addr = logged_addr(&s, "metrics on http://");
+    let port = addr.rsplit_once(':').unwrap().1;
+    // Served (on loopback too, as 0.0.0.0 is every address), and said to be open.
+    let text = scrape(&format!("127.0.0.1:{port}"));
+    assert!(text.contains("slipway_controller_requests_total"), "{text}");
+    let log = std::fs::read_to_string(s.dir.path().join("server.log")).unwrap();
+    assert!(
+        log.contains("is not a loopback address") && log.contains("firewall"),
+        "{log}"
+    );
 }

@@ -20,6 +20,10 @@ const SERVER_ONLY_ROUTING: [&str; 5] = [
 /// The flags that only `supervise` takes (not passed on).
 const SUPERVISE_ONLY: [&str; 2] = ["pid-file", "router-data-dir"];
 
+/// The flags about the process itself rather than a role, which the router child takes too
+/// (its log lines must be in the format the operator asked for, like the server's).
+const BOTH_CHILDREN: [&str; 1] = ["log-format"];
+
 /// The long flags of `cmd` and whether each takes a value.
 fn long_flags(cmd: clap::Command) -> HashMap<String, bool> {
     cmd.get_arguments()
@@ -153,7 +157,9 @@ pub fn router_flags(argv: &[String], inputs: &RouterInputs) -> Result<Vec<String
         out.push(path.display().to_string());
     }
     for g in split(argv)? {
-        if routing.contains_key(&g.name) && !SERVER_ONLY_ROUTING.contains(&g.name.as_str()) {
+        let routing_flag =
+            routing.contains_key(&g.name) && !SERVER_ONLY_ROUTING.contains(&g.name.as_str());
+        if routing_flag || BOTH_CHILDREN.contains(&g.name.as_str()) {
             out.extend(g.tokens);
         }
     }
@@ -220,6 +226,11 @@ mod tests {
             ]
         );
         assert!(router.windows(2).any(|w| w == ["--roles", "router"]));
+        // `--log-format` is the process's, not a role's: both children log as asked.
+        let json = s(&["--log-format", "json"]);
+        assert!(server_flags(&json).unwrap().windows(2).any(|w| w == json));
+        let router = router_flags(&json, &inputs).unwrap();
+        assert!(router.windows(2).any(|w| w == json), "{router:?}");
         let e = server_flags(&s(&["--roles", "router"])).unwrap_err();
         assert!(e.to_string().contains("--roles is not for it"), "{e}");
         let e = server_flags(&s(&["--bogus"])).unwrap_err();
