@@ -196,10 +196,13 @@ fn renamed_service(service: &str, old: &str, new: &str) -> String {
 
 pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let client = ctx.client()?;
-    let scratch = Scratch(
-        std::env::temp_dir().join(format!("slipway-import-{}", uuid::Uuid::new_v4().simple())),
-    );
-    std::fs::create_dir_all(&scratch.0)?;
+    let dir =
+        std::env::temp_dir().join(format!("slipway-import-{}", uuid::Uuid::new_v4().simple()));
+    // Owner only, and new (not one someone made before): it holds the app's env and TLS keys.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let scratch = Scratch(dir);
     let (export, local) = read_export(args.file.as_deref(), &scratch.0).await?;
     let old = export.app.name.clone();
     let name = args.name.clone().unwrap_or_else(|| old.clone());
