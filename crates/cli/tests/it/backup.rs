@@ -775,4 +775,35 @@ fn backup_and_export_files_and_the_import_scratch_dir_are_private() {
         s.ok(&["-a", "copied", "env", "get", "TOKEN"]).trim(),
         "hunter2-private"
     );
+
+    // An import whose release the server refuses, after its artifact was created: the artifact
+    // goes with the app (else it pins its blob forever: a backup still lists the blob).
+    let mut app_json: serde_json::Value =
+        serde_json::from_slice(&members(&bytes)["app.json"]).unwrap();
+    let slug: &[u8] = b"the bytes of an orphaned slug";
+    let hex = sha(slug);
+    app_json["artifacts"] = serde_json::json!([{
+        "id": "00000000-0000-4000-8000-000000000001", "type": "slug",
+        "uri": format!("blob:sha256:{hex}"), "meta": {},
+        "created_at": app_json["release"]["created_at"],
+    }]);
+    app_json["release"]["env"]["BAD NAME"] = "x".into();
+    let app_json = serde_json::to_vec(&app_json).unwrap();
+    let blob = format!("blobs/sha256/{hex}");
+    let hostile = archive(
+        &manifest("app", "0.1.0", &[("app.json", &app_json), (&blob, slug)]),
+        &[("app.json", b'0', "", &app_json), (&blob, b'0', "", slug)],
+    );
+    let f = dir.join("orphan.tar");
+    std::fs::write(&f, hostile).unwrap();
+    let err = s.fails(&["import", "-f", f.to_str().unwrap(), "--name", "orphan"]);
+    assert!(err.contains("the app was removed again"), "{err}");
+    let after = dir.join("after.tar");
+    s.ok(&["cluster", "backup", "-f", after.to_str().unwrap()]);
+    let listed = members(&std::fs::read(&after).unwrap());
+    assert!(listed.contains_key("store.db"), "{:?}", listed.keys());
+    assert!(
+        !listed.contains_key(&blob),
+        "the failed import's artifact still names its blob"
+    );
 }
