@@ -64,12 +64,26 @@ fn pg_env(url: &str) -> Result<Vec<(&'static str, String)>> {
     if !db.is_empty() {
         env.push(("PGDATABASE", decode(db)));
     }
+    // The parameters sqlx takes from the query, which win over the URL's parts as in sqlx
+    // (`?host=/run/postgresql` is a Unix socket: without it pg_dump would go to localhost).
     for (k, v) in u.query_pairs() {
-        match k.as_ref() {
-            "sslmode" => env.push(("PGSSLMODE", v.into_owned())),
-            "sslrootcert" => env.push(("PGSSLROOTCERT", v.into_owned())),
-            _ => {}
-        }
+        let var = match k.as_ref() {
+            "host" => "PGHOST",
+            "hostaddr" => "PGHOSTADDR",
+            "port" => "PGPORT",
+            "user" => "PGUSER",
+            "password" => "PGPASSWORD",
+            "dbname" => "PGDATABASE",
+            "sslmode" => "PGSSLMODE",
+            "sslrootcert" => "PGSSLROOTCERT",
+            "sslcert" => "PGSSLCERT",
+            "sslkey" => "PGSSLKEY",
+            "application_name" => "PGAPPNAME",
+            "options" => "PGOPTIONS",
+            _ => continue,
+        };
+        env.retain(|(k, _)| *k != var);
+        env.push((var, v.into_owned()));
     }
     Ok(env)
 }
@@ -208,5 +222,10 @@ mod tests {
         assert_eq!(get(&env, "PGHOST").as_deref(), Some("db.example"));
         assert_eq!(get(&env, "PGPASSWORD"), None);
         assert!(pg_env("mysql://x/y").is_err());
+        let env = pg_env("postgres:///slipway?host=/run/postgresql&user=sw&dbname=other").unwrap();
+        assert_eq!(get(&env, "PGHOST").as_deref(), Some("/run/postgresql"));
+        assert_eq!(get(&env, "PGUSER").as_deref(), Some("sw"));
+        assert_eq!(get(&env, "PGDATABASE").as_deref(), Some("other"));
+        assert_eq!(env.iter().filter(|(k, _)| *k == "PGDATABASE").count(), 1);
     }
 }
