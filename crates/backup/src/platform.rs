@@ -255,10 +255,18 @@ pub async fn current_schema_version(scratch: &Path) -> Result<i64> {
     result
 }
 
-/// Whether `data_dir` holds a platform already: a store or any blob.
+/// Whether `data_dir` holds a platform already: a store or any blob. A store's WAL or journal
+/// left without it counts: SQLite would replay it into the restored `slipway.db` beside it.
 pub fn existing_state(data_dir: &Path) -> Result<Option<String>> {
-    if data_dir.join("slipway.db").exists() {
-        return Ok(Some("slipway.db".into()));
+    for name in [
+        "slipway.db",
+        "slipway.db-wal",
+        "slipway.db-shm",
+        "slipway.db-journal",
+    ] {
+        if data_dir.join(name).exists() {
+            return Ok(Some(name.into()));
+        }
     }
     let blobs = data_dir.join("blobs");
     if blobs.exists() {

@@ -60,3 +60,17 @@ fn uuid_like() -> String {
         .as_nanos();
     format!("{t:032x}secretsecret")
 }
+
+/// A data dir with a store's WAL but no store is not fresh: restoring a `slipway.db` beside it
+/// would have SQLite replay the old WAL into the restored store.
+#[test]
+fn a_leftover_wal_is_state_a_restore_refuses_to_join() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("host")).unwrap();
+    assert_eq!(platform::existing_state(dir.path()).unwrap(), None);
+    std::fs::write(dir.path().join("slipway.db-wal"), b"old frames").unwrap();
+    assert_eq!(
+        platform::existing_state(dir.path()).unwrap().as_deref(),
+        Some("slipway.db-wal")
+    );
+}
