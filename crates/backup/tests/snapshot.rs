@@ -74,3 +74,38 @@ fn a_leftover_wal_is_state_a_restore_refuses_to_join() {
         Some("slipway.db-wal")
     );
 }
+
+/// `--restore-force` does not move the data dir from under a server that has its store open.
+#[tokio::test]
+async fn a_forced_restore_refuses_a_store_a_server_has_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("slipway.db");
+    let missing = dir.path().join("no-such-backup.tar");
+    let store = slipway_store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    store.secret_or_insert("api_key", "k").await.unwrap();
+    let err = platform::restore(&missing, &data, true, None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("open in another process"), "{err}");
+    assert!(db.exists(), "nothing was moved");
+    drop(store);
+    // Closed: the restore goes on (and refuses the missing file, moving nothing).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let err = loop {
+        let err = platform::restore(&missing, &data, true, None)
+            .await
+            .unwrap_err()
+            .to_string();
+        if !err.contains("open in another process") || std::time::Instant::now() > deadline {
+            break err;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(err.contains("cannot open the backup"), "{err}");
+    assert!(db.exists(), "a refused archive moves nothing");
+}
