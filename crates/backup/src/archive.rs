@@ -461,9 +461,11 @@ pub async fn read<R: AsyncRead + Unpin>(
             }
         } else {
             let path = files_dir.join(&m.name);
+            // Owner only: a store or an app's env holds secrets, whatever the umask says.
             let mut f = tokio::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&path)
                 .await
                 .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;

@@ -38,13 +38,19 @@ fn pg_env(url: &str) -> Result<Vec<(&'static str, String)>> {
     if !matches!(u.scheme(), "postgres" | "postgresql") {
         return Err(bad("not a postgres:// URL"));
     }
+    // Percent-decoding as sqlx does (not form decoding: a `+` in a password is a `+`).
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
     };
-    let mut env = vec![("PGHOST", u.host_str().unwrap_or("localhost").to_string())];
+    let host = match u.host() {
+        // libpq takes an IPv6 address bare, not in the URL's brackets.
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        Some(h) => h.to_string(),
+        None => "localhost".to_string(),
+    };
+    let mut env = vec![("PGHOST", host)];
     if let Some(port) = u.port() {
         env.push(("PGPORT", port.to_string()));
     }
@@ -58,12 +64,26 @@ fn pg_env(url: &str) -> Result<Vec<(&'static str, String)>> {
     if !db.is_empty() {
         env.push(("PGDATABASE", decode(db)));
     }
+    // The parameters sqlx takes from the query, which win over the URL's parts as in sqlx
+    // (`?host=/run/postgresql` is a Unix socket: without it pg_dump would go to localhost).
     for (k, v) in u.query_pairs() {
-        match k.as_ref() {
-            "sslmode" => env.push(("PGSSLMODE", v.into_owned())),
-            "sslrootcert" => env.push(("PGSSLROOTCERT", v.into_owned())),
-            _ => {}
-        }
+        let var = match k.as_ref() {
+            "host" => "PGHOST",
+            "hostaddr" => "PGHOSTADDR",
+            "port" => "PGPORT",
+            "user" => "PGUSER",
+            "password" => "PGPASSWORD",
+            "dbname" => "PGDATABASE",
+            "sslmode" => "PGSSLMODE",
+            "sslrootcert" => "PGSSLROOTCERT",
+            "sslcert" => "PGSSLCERT",
+            "sslkey" => "PGSSLKEY",
+            "application_name" => "PGAPPNAME",
+            "options" => "PGOPTIONS",
+            _ => continue,
+        };
+        env.retain(|(k, _)| *k != var);
+        env.push((var, v.into_owned()));
     }
     Ok(env)
 }
@@ -179,4 +199,33 @@ pub async fn restore(dump: &Path, manifest: &Manifest, url: &str, force: bool) -
         "restored the PostgreSQL store"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_env;
+
+    fn get(env: &[(&'static str, String)], k: &str) -> Option<String> {
+        env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn a_url_becomes_the_libpq_environment_as_sqlx_reads_it() {
+        let env = pg_env("postgres://sl%40ip:a+b%2Fc@[::1]:5433/my%20db?sslmode=require").unwrap();
+        assert_eq!(get(&env, "PGHOST").as_deref(), Some("::1"));
+        assert_eq!(get(&env, "PGPORT").as_deref(), Some("5433"));
+        assert_eq!(get(&env, "PGUSER").as_deref(), Some("sl@ip"));
+        assert_eq!(get(&env, "PGPASSWORD").as_deref(), Some("a+b/c"));
+        assert_eq!(get(&env, "PGDATABASE").as_deref(), Some("my db"));
+        assert_eq!(get(&env, "PGSSLMODE").as_deref(), Some("require"));
+        let env = pg_env("postgresql://db.example:5432/slipway").unwrap();
+        assert_eq!(get(&env, "PGHOST").as_deref(), Some("db.example"));
+        assert_eq!(get(&env, "PGPASSWORD"), None);
+        assert!(pg_env("mysql://x/y").is_err());
+        let env = pg_env("postgres:///slipway?host=/run/postgresql&user=sw&dbname=other").unwrap();
+        assert_eq!(get(&env, "PGHOST").as_deref(), Some("/run/postgresql"));
+        assert_eq!(get(&env, "PGUSER").as_deref(), Some("sw"));
+        assert_eq!(get(&env, "PGDATABASE").as_deref(), Some("other"));
+        assert_eq!(env.iter().filter(|(k, _)| *k == "PGDATABASE").count(), 1);
+    }
 }

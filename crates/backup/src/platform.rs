@@ -255,10 +255,18 @@ pub async fn current_schema_version(scratch: &Path) -> Result<i64> {
     result
 }
 
-/// Whether `data_dir` holds a platform already: a store or any blob.
+/// Whether `data_dir` holds a platform already: a store or any blob. A store's WAL or journal
+/// left without it counts: SQLite would replay it into the restored `slipway.db` beside it.
 pub fn existing_state(data_dir: &Path) -> Result<Option<String>> {
-    if data_dir.join("slipway.db").exists() {
-        return Ok(Some("slipway.db".into()));
+    for name in [
+        "slipway.db",
+        "slipway.db-wal",
+        "slipway.db-shm",
+        "slipway.db-journal",
+    ] {
+        if data_dir.join(name).exists() {
+            return Ok(Some(name.into()));
+        }
     }
     let blobs = data_dir.join("blobs");
     if blobs.exists() {
@@ -324,6 +332,12 @@ pub async fn restore(
             data_dir.display()
         )));
     }
+    if existing.is_some() && in_use(&data_dir.join("slipway.db")).await? {
+        return Err(Error::Refused(format!(
+            "the store in {} is open in another process (a server running on that data dir): stop it, then restore",
+            data_dir.display()
+        )));
+    }
     let name = data_dir
         .file_name()
         .ok_or_else(|| Error::Refused(format!("--data-dir {} has no name", data_dir.display())))?;
@@ -356,6 +370,32 @@ pub async fn restore(
         releases,
         moved_aside,
     })
+}
+
+/// Whether another process has the SQLite store at `db` open: its connections hold a shared
+/// lock on the file (WAL mode), so an exclusive one is refused at once. `--restore-force`
+/// would otherwise move the data dir from under a running server, which keeps writing there.
+async fn in_use(db: &Path) -> Result<bool> {
+    if !db.exists() {
+        return Ok(false);
+    }
+    let mut conn = SqliteConnectOptions::new()
+        .filename(db)
+        .busy_timeout(Duration::ZERO)
+        .pragma("locking_mode", "EXCLUSIVE")
+        .connect()
+        .await
+        .map_err(|e| Error::db(&format!("cannot open {}", db.display()), e))?;
+    let locked = match sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await {
+        Ok(_) => {
+            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+            false
+        }
+        Err(sqlx::Error::Database(e)) if e.message().contains("locked") => true,
+        Err(e) => return Err(Error::db("cannot lock the store", e)),
+    };
+    let _ = conn.close().await;
+    Ok(locked)
 }
 
 /// Reads and verifies the archive into `staging` (`slipway.db`, `blobs/`), cleans the store.

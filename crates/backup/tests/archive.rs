@@ -57,6 +57,12 @@ async fn what_is_written_reads_back_whole() {
     let got = read(&bytes, &tmp.path().join("dst")).await.unwrap();
     assert_eq!(got.manifest.members.len(), 3);
     assert_eq!(std::fs::read(&got.files[0].1).unwrap(), b"{\"x\":1}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&got.files[0].1)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "a file member is its owner's only");
     let dst = FsBlobStore::open(tmp.path().join("dst/blobs")).unwrap();
     for d in &digests {
         assert!(dst.head(d).await.unwrap().is_some(), "{d}");

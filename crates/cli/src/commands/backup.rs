@@ -112,13 +112,20 @@ fn partial(file: &std::path::Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// A new file only its owner reads (replacing a leftover `.partial`).
+/// A new file only its owner reads, replacing a leftover `.partial`: that one is removed first
+/// (a symlink there is removed, not followed: a root-run CLI must not write through a link
+/// another user planted, nor keep an old file's wider mode), then the file is created
+/// exclusively.
 pub fn create_private(path: &std::path::Path) -> Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+    }
     std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))

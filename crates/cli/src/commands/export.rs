@@ -196,10 +196,13 @@ fn renamed_service(service: &str, old: &str, new: &str) -> String {
 
 pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
     let client = ctx.client()?;
-    let scratch = Scratch(
-        std::env::temp_dir().join(format!("slipway-import-{}", uuid::Uuid::new_v4().simple())),
-    );
-    std::fs::create_dir_all(&scratch.0)?;
+    let dir =
+        std::env::temp_dir().join(format!("slipway-import-{}", uuid::Uuid::new_v4().simple()));
+    // Owner only, and new (not one someone made before): it holds the app's env and TLS keys.
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let scratch = Scratch(dir);
     let (export, local) = read_export(args.file.as_deref(), &scratch.0).await?;
     let old = export.app.name.clone();
     let name = args.name.clone().unwrap_or_else(|| old.clone());
@@ -233,9 +236,29 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
             format!("cannot create app {name} (use --name to import it under another name)")
         })?;
     println!("Created app {} ({})", app.name, app.id);
-    // Anything failing from here on removes the app again: no half-imported app stays.
-    if let Err(e) = populate(&client, &export, &name, &old, args.formation).await {
-        let undone = client.delete_app(&name).await.is_ok();
+    // Anything failing from here on removes the app again, and the artifacts made for it (no
+    // release may name them yet, and nothing collects an artifact no release names: its blobs
+    // would be kept forever): no half-imported app stays.
+    let mut artifacts = Vec::new();
+    if let Err(e) = populate(
+        &client,
+        &export,
+        &name,
+        &old,
+        args.formation,
+        &mut artifacts,
+    )
+    .await
+    {
+        let mut undone = client.delete_app(&name).await.is_ok();
+        for id in artifacts {
+            // The app's delete removed those its release named already.
+            if let Err(e) = client.delete_artifact(id).await
+                && !e.is_not_found()
+            {
+                undone = false;
+            }
+        }
         let what = match undone {
             true => format!("the import of {name} failed; the app was removed again"),
             false => format!(
@@ -295,16 +318,16 @@ pub async fn import(ctx: &Ctx, args: ImportArgs) -> Result<()> {
 }
 
 /// The imported app's release (current), formation and default route; `args_formation`:
-/// `--formation`.
+/// `--formation`; `ids` gets each artifact as it is created.
 async fn populate(
     client: &slipway_client::Client,
     export: &AppExport,
     name: &str,
     old: &str,
     args_formation: bool,
+    ids: &mut Vec<slipway_types::Id>,
 ) -> Result<()> {
     if let Some(release) = &export.release {
-        let mut ids = Vec::new();
         for a in &export.artifacts {
             let created = client
                 .create_artifact(&NewArtifact {
@@ -319,7 +342,7 @@ async fn populate(
             ids.push(created.id);
         }
         let new = NewRelease {
-            artifacts: ids,
+            artifacts: ids.clone(),
             ..NewRelease::from_release(release)
         };
         let created = client.create_release(name, &new).await?;

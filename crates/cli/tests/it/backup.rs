@@ -694,3 +694,116 @@ fn a_postgres_store_is_backed_up_and_restored_into_an_empty_database() {
     let err = restore_fails(&s, &file, &keep.path().join("d2"));
     assert!(err.contains("is of a PostgreSQL store"), "{err}");
 }
+
+/// What the CLI writes and stages is its owner's only: a backup or export never goes through a
+/// symlink planted at `FILE.partial` (a root-run CLI in a shared dir), nor keeps a leftover
+/// file's wider mode; an import's scratch copy of the app's env is in a new 0700 dir.
+#[test]
+fn backup_and_export_files_and_the_import_scratch_dir_are_private() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+    let s = TestServer::start();
+    s.create_app("private");
+    s.ok(&["-a", "private", "env", "set", "TOKEN=hunter2-private"]);
+    let dir = s.dir.path();
+
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let backup = dir.join("b.tar");
+    std::os::unix::fs::symlink(&victim, dir.join("b.tar.partial")).unwrap();
+    s.ok(&["cluster", "backup", "-f", backup.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+    assert!(std::fs::symlink_metadata(&backup).unwrap().is_file());
+    assert_eq!(mode(&backup), 0o600);
+    assert!(!dir.join("b.tar.partial").exists());
+
+    let export = dir.join("e.tar");
+    let leftover = dir.join("e.tar.partial");
+    std::fs::write(&leftover, "left by a crash").unwrap();
+    std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s.ok(&["-a", "private", "export", "-f", export.to_str().unwrap()]);
+    assert_eq!(mode(&export), 0o600, "the leftover's mode was kept");
+
+    // The import is held before the archive's end (read from a pipe): its scratch copy is there.
+    let bytes = std::fs::read(&export).unwrap();
+    let tmp = dir.join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut import = std::process::Command::new(BIN)
+        .args(["import", "--name", "copied"])
+        .env("SLIPWAY_CONFIG", &s.config)
+        .env("HOME", dir)
+        .env_remove("SLIPWAY_URL")
+        .env_remove("SLIPWAY_KEY")
+        .env("TMPDIR", &tmp)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = import.stdin.take().unwrap();
+    stdin.write_all(&bytes[..bytes.len() - 1024]).unwrap();
+    stdin.flush().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let staged = loop {
+        let found = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.join("files/app.json").exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the import never staged app.json"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(mode(&staged), 0o700, "{}", staged.display());
+    assert_eq!(mode(&staged.join("files/app.json")), 0o600);
+    stdin.write_all(&bytes[bytes.len() - 1024..]).unwrap();
+    drop(stdin);
+    let out = import.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir_entries(&tmp).is_empty(), "{:?}", dir_entries(&tmp));
+    assert_eq!(
+        s.ok(&["-a", "copied", "env", "get", "TOKEN"]).trim(),
+        "hunter2-private"
+    );
+
+    // An import whose release the server refuses, after its artifact was created: the artifact
+    // goes with the app (else it pins its blob forever: a backup still lists the blob).
+    let mut app_json: serde_json::Value =
+        serde_json::from_slice(&members(&bytes)["app.json"]).unwrap();
+    let slug: &[u8] = b"the bytes of an orphaned slug";
+    let hex = sha(slug);
+    app_json["artifacts"] = serde_json::json!([{
+        "id": "00000000-0000-4000-8000-000000000001", "type": "slug",
+        "uri": format!("blob:sha256:{hex}"), "meta": {},
+        "created_at": app_json["release"]["created_at"],
+    }]);
+    app_json["release"]["env"]["BAD NAME"] = "x".into();
+    let app_json = serde_json::to_vec(&app_json).unwrap();
+    let blob = format!("blobs/sha256/{hex}");
+    let hostile = archive(
+        &manifest("app", "0.1.0", &[("app.json", &app_json), (&blob, slug)]),
+        &[("app.json", b'0', "", &app_json), (&blob, b'0', "", slug)],
+    );
+    let f = dir.join("orphan.tar");
+    std::fs::write(&f, hostile).unwrap();
+    let err = s.fails(&["import", "-f", f.to_str().unwrap(), "--name", "orphan"]);
+    assert!(err.contains("the app was removed again"), "{err}");
+    let after = dir.join("after.tar");
+    s.ok(&["cluster", "backup", "-f", after.to_str().unwrap()]);
+    let listed = members(&std::fs::read(&after).unwrap());
+    assert!(listed.contains_key("store.db"), "{:?}", listed.keys());
+    assert!(
+        !listed.contains_key(&blob),
+        "the failed import's artifact still names its blob"
+    );
+}
