@@ -36,6 +36,8 @@ pub const PREFIX: &str = "/slipway/network/subnets/";
 pub const LEASE_TTL: i64 = 60;
 /// Every host's share of the cluster subnet.
 pub const HOST_PREFIX: u8 = 24;
+/// The largest subnet value read (ours are ~120 bytes).
+const MAX_RECORD: usize = 1024;
 /// How long the follower waits for a change before reading the prefix again anyway.
 const RESYNC: Duration = Duration::from_secs(30);
 
@@ -63,14 +65,28 @@ impl HostRecord {
         .into_bytes()
     }
 
+    /// The record, parsed strictly: a corrupt or half-written value (any size, any bytes) is
+    /// `None`, never a string that could reach the kernel's batches or flood the logs.
     pub fn from_json(b: &[u8]) -> Option<HostRecord> {
+        if b.len() > MAX_RECORD {
+            return None;
+        }
         let v: serde_json::Value = serde_json::from_slice(b).ok()?;
         let s = |k: &str| v[k].as_str().map(str::to_string);
+        let host = s("host")?;
+        let plain = |t: &str| {
+            !t.is_empty() && t.len() <= 128 && t.chars().all(|c| c.is_ascii_graphic() && c != '"')
+        };
+        let vtep_mac = s("vtep_mac")?.to_ascii_lowercase();
+        let backend = s("backend")?;
+        let known = [Backend::Vxlan, Backend::HostGw].map(backend_name);
+        (plain(&host) && overlay::usable_mac(&vtep_mac) && known.contains(&backend.as_str()))
+            .then_some(())?;
         Some(HostRecord {
-            host: s("host")?,
+            host,
             public_ip: s("public_ip")?.parse().ok()?,
-            vtep_mac: s("vtep_mac")?,
-            backend: s("backend")?,
+            vtep_mac,
+            backend,
         })
     }
 }
@@ -87,12 +103,14 @@ pub fn key(subnet: Ipv4Addr) -> String {
     format!("{PREFIX}{subnet}-{HOST_PREFIX}")
 }
 
-/// The subnet a key names, if it is one of ours.
+/// The subnet a key names, if it is one of ours: a /24's first address (`100.100.3.5-24`
+/// would name a /24 that a claim of `100.100.3.0-24` does not see as taken).
 pub fn parse_key(key: &[u8]) -> Option<Ipv4Addr> {
     let rest = std::str::from_utf8(key).ok()?.strip_prefix(PREFIX)?;
     let (ip, p) = rest.split_once('-')?;
     (p == HOST_PREFIX.to_string()).then_some(())?;
-    ip.parse().ok()
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    (u32::from(ip) & !(u32::MAX << (32 - HOST_PREFIX)) == 0).then_some(ip)
 }
 
 /// Every /24 of the cluster subnet, in order.
@@ -556,6 +574,11 @@ mod tests {
         assert_eq!(parse_key(key(s).as_bytes()), Some(s));
         assert_eq!(parse_key(b"/slipway/network/subnets/100.100.3.0-16"), None);
         assert_eq!(parse_key(b"/other/100.100.3.0-24"), None);
+        assert_eq!(parse_key(b"/slipway/network/subnets/100.100.3.5-24"), None);
+        assert_eq!(
+            parse_key(b"/slipway/network/subnets/100.100.3.0-24\n"),
+            None
+        );
         let c = candidates((Ipv4Addr::new(100, 100, 0, 0), 16)).unwrap();
         assert_eq!(c.len(), 256);
         assert_eq!(c[1], Ipv4Addr::new(100, 100, 1, 0));
@@ -567,6 +590,36 @@ mod tests {
         assert!(candidates((Ipv4Addr::new(10, 0, 0, 0), 25)).is_err());
         assert!(inside(s, (Ipv4Addr::new(100, 100, 0, 0), 16)));
         assert!(!inside(s, (Ipv4Addr::new(100, 101, 0, 0), 16)));
+    }
+
+    #[test]
+    fn corrupt_records_are_refused() {
+        let good = me("h1", 1).record(Ipv4Addr::new(100, 100, 3, 0));
+        assert_eq!(HostRecord::from_json(&good.to_json()), Some(good.clone()));
+        let with = |k: &str, v: serde_json::Value| {
+            let mut j: serde_json::Value = serde_json::from_slice(&good.to_json()).unwrap();
+            j[k] = v;
+            HostRecord::from_json(j.to_string().as_bytes())
+        };
+        for (k, v) in [
+            ("vtep_mac", "02:42:64:64:03:00\nfdb flush dev eth0".into()),
+            ("vtep_mac", "ff:ff:ff:ff:ff:ff".into()),
+            ("public_ip", "10.0.0.1\nroute flush all".into()),
+            ("public_ip", "10.0.0".into()),
+            ("host", "".into()),
+            ("host", "h\n1".into()),
+            ("host", "h".repeat(200).into()),
+            ("backend", "gre".into()),
+            ("host", serde_json::json!(7)),
+        ] {
+            assert_eq!(with(k, v.clone()), None, "{k}: {v}");
+        }
+        // Half-written and oversized values.
+        assert_eq!(HostRecord::from_json(&good.to_json()[..20]), None);
+        let mut big = good.to_json();
+        big.truncate(big.len() - 1);
+        big.extend(format!(",\"pad\":\"{}\"}}", "x".repeat(MAX_RECORD)).bytes());
+        assert_eq!(HostRecord::from_json(&big), None);
     }
 
     fn me(host: &str, last: u8) -> Me {
