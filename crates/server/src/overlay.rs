@@ -30,6 +30,11 @@ use std::time::Duration;
 
 /// Where the hosts' subnets are kept in etcd.
 pub const PREFIX: &str = "/slipway/network/subnets/";
+/// Every /24 ever claimed, naming its last holder, with no lease: a host that claims "any free
+/// /24" takes one never held before while there is one, so the /24 of a host whose lease
+/// lapsed while it was cut off from etcd (its jobs still have its addresses, other hosts'
+/// routers may still hold them) is not handed to a newcomer while fresh ones are left.
+pub const HELD_PREFIX: &str = "/slipway/network/held/";
 /// The subnet lease, in seconds: how long a host that is gone (crashed, removed, partitioned
 /// from etcd) keeps its /24. Long enough to ride out an etcd leader election and a slow restart;
 /// a restart after it still gets the same /24 back unless another host took it meanwhile.
@@ -103,6 +108,11 @@ pub fn key(subnet: Ipv4Addr) -> String {
     format!("{PREFIX}{subnet}-{HOST_PREFIX}")
 }
 
+/// `/slipway/network/held/100.100.3.0-24` ([`HELD_PREFIX`]).
+fn held_key(subnet: Ipv4Addr) -> String {
+    format!("{HELD_PREFIX}{subnet}-{HOST_PREFIX}")
+}
+
 /// The subnet a key names, if it is one of ours: a /24's first address (`100.100.3.5-24`
 /// would name a /24 that a claim of `100.100.3.0-24` does not see as taken).
 pub fn parse_key(key: &[u8]) -> Option<Ipv4Addr> {
@@ -171,8 +181,8 @@ impl Me {
 }
 
 /// Claims a /24 (see the module doc): a key naming this host first, then `want`'s, then the
-/// lowest free one. Two hosts racing for one /24: one transaction fails, and that host goes
-/// on to the next.
+/// lowest free one never held by another host ([`HELD_PREFIX`]), then the lowest free one.
+/// Two hosts racing for one /24: one transaction fails, and that host goes on to the next.
 pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) -> Result<Claimed> {
     let all = candidates(cluster)?;
     let snap = etcd
@@ -190,12 +200,28 @@ pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) 
             .get(s)
             .is_some_and(|(_, r)| r.as_ref().is_some_and(|r| r.host == me.host))
     };
+    let held = etcd
+        .range(&RangeRequest::prefix(HELD_PREFIX))
+        .await
+        .context("reading the hosts' subnets in etcd")?;
+    let held_by_other: std::collections::HashSet<Ipv4Addr> = held
+        .kvs
+        .iter()
+        .filter(|kv| kv.value != me.host.as_bytes())
+        .filter_map(|kv| {
+            let k = std::str::from_utf8(&kv.key)
+                .ok()?
+                .strip_prefix(HELD_PREFIX)?;
+            parse_key(format!("{PREFIX}{k}").as_bytes())
+        })
+        .collect();
     let order: Vec<Ipv4Addr> = match want {
         Want::Exact(s) => vec![s],
         Want::Any(first) => {
             let mut o: Vec<Ipv4Addr> = all.iter().copied().filter(|s| mine(s)).collect();
             o.extend(first.filter(|s| inside(*s, cluster)));
-            o.extend(all.iter().copied());
+            o.extend(all.iter().copied().filter(|s| !held_by_other.contains(s)));
+            o.extend(all.iter().copied().filter(|s| held_by_other.contains(s)));
             o
         }
     };
@@ -224,12 +250,20 @@ pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) 
         let value = me.record(s).to_json();
         let txn = TxnRequest {
             compare: vec![Compare::new(k.clone(), CompareResult::Equal, compare)],
-            success: vec![RequestOp::Put(PutRequest {
-                key: k.into_bytes(),
-                value,
-                lease,
-                prev_kv: false,
-            })],
+            success: vec![
+                RequestOp::Put(PutRequest {
+                    key: k.into_bytes(),
+                    value,
+                    lease,
+                    prev_kv: false,
+                }),
+                RequestOp::Put(PutRequest {
+                    key: held_key(s).into_bytes(),
+                    value: me.host.clone().into_bytes(),
+                    lease: 0,
+                    prev_kv: false,
+                }),
+            ],
             failure: vec![],
         };
         let t = etcd
@@ -698,37 +732,66 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains("held by host b"), "{e:#}");
-        // b is gone (its lease ends: what expiry does): its /24 is free for the next host.
+        // b is gone (its lease ends: what expiry does, e.g. while b was cut off from etcd).
         client.lease_revoke(b2.lease).await.unwrap();
         assert!(client.get(key(b.subnet)).await.unwrap().is_none());
+        // A newcomer gets a /24 never held before, not b's (b's jobs may still have its
+        // addresses: two hosts with one /24 would route each other's traffic to the wrong jobs).
+        let all = candidates(CLUSTER).unwrap();
         let c = claim(&client, CLUSTER, Want::Any(None), &me("c", 3))
             .await
             .unwrap();
         assert_eq!(
-            c.subnet, b.subnet,
-            "the lowest free /24 is the released one"
+            c.subnet, all[2],
+            "a fresh /24, not the released {}",
+            b.subnet
         );
-        // b back after its lease ended, remembering its /24, which c now holds: another one.
+        // So b, back, remembering its /24, gets it again.
         let b3 = claim(&client, CLUSTER, Want::Any(Some(b.subnet)), &me("b", 2))
             .await
             .unwrap();
-        assert!(b3.subnet != b.subnet && b3.subnet != a.subnet, "{b3:?}");
-        // a after its lease ended, remembering its /24, still free: the same one.
+        assert_eq!(b3.subnet, b.subnet);
+        // b removed for good: its /24 goes to a newcomer once no fresh one is left.
+        client.lease_revoke(b3.lease).await.unwrap();
+        for (i, s) in all.iter().enumerate().take(7).skip(3) {
+            let f = claim(
+                &client,
+                CLUSTER,
+                Want::Any(None),
+                &me(&format!("f{i}"), 20 + i as u8),
+            )
+            .await
+            .unwrap();
+            assert_eq!(f.subnet, *s);
+        }
+        let d = claim(&client, CLUSTER, Want::Any(None), &me("d", 4))
+            .await
+            .unwrap();
+        assert_eq!(d.subnet, all[7]);
+        let e = claim(&client, CLUSTER, Want::Any(None), &me("e", 5))
+            .await
+            .unwrap();
+        assert_eq!(
+            e.subnet, b.subnet,
+            "the released /24 once no fresh one is left"
+        );
+        // b back now: its /24 is e's and none is left: a clear error.
+        let err = claim(&client, CLUSTER, Want::Any(Some(b.subnet)), &me("b", 2))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no free /24"), "{err:#}");
+        // a after its lease ended, remembering its /24, still free: the same one, with its
+        // record under the new lease.
         client.lease_revoke(a.lease).await.unwrap();
-        let far = candidates(CLUSTER).unwrap()[7];
         let a2 = claim(&client, CLUSTER, Want::Any(Some(a.subnet)), &me("a", 1))
             .await
             .unwrap();
         assert_eq!(a2.subnet, a.subnet);
-        let x = claim(&client, CLUSTER, Want::Exact(far), &me("x", 9))
-            .await
-            .unwrap();
-        assert_eq!(x.subnet, far);
-        let kv = client.get(key(far)).await.unwrap().unwrap();
-        assert_eq!(kv.lease, x.lease);
+        let kv = client.get(key(a.subnet)).await.unwrap().unwrap();
+        assert_eq!(kv.lease, a2.lease);
         assert_eq!(
             HostRecord::from_json(&kv.value).unwrap(),
-            me("x", 9).record(far)
+            me("a", 1).record(a.subnet)
         );
     }
 }
