@@ -262,6 +262,23 @@ pub fn setup_host_overlay(
     }
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix);
     run("ip", &["addr", "replace", &gw, "dev", br], None)?;
+    // Any other address is a former subnet's (an overlay host whose /24 went to another host,
+    // a changed --subnet): its route would keep that subnet's traffic on this bridge.
+    let shown = run("ip", &["-j", "-4", "addr", "show", "dev", br], None)?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(&shown).unwrap_or_default();
+    for a in links
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().into_iter().flatten())
+    {
+        let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else {
+            continue;
+        };
+        let old = format!("{ip}/{len}");
+        if old != gw && ip.parse::<Ipv4Addr>().is_ok() {
+            tracing::info!(bridge = br, "removing the bridge's former address {old}");
+            let _ = run("ip", &["addr", "del", &old, "dev", br], None);
+        }
+    }
     run("ip", &["link", "set", br, "up"], None)?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;

@@ -220,6 +220,14 @@ async fn a_job_left_outside_the_agents_new_subnet_is_stopped_not_adopted() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "{pid} still runs"
     );
-    // The same restart within the subnet adopts (the other test); the new subnet's bridge
-    // address was added by the second agent: the cleanup removes the bridge either way.
+    // The bridge has the new subnet's gateway only: the old one's route would keep traffic to
+    // the old /24 (another host's now) on this bridge.
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &names.net.bridge])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    let gw = format!("{}/24", moved.net.gateway());
+    assert_eq!(addrs.matches(" inet ").count(), 1, "{addrs}");
+    assert!(addrs.contains(&gw), "{addrs}");
 }
