@@ -30,12 +30,19 @@ use std::time::Duration;
 
 /// Where the hosts' subnets are kept in etcd.
 pub const PREFIX: &str = "/slipway/network/subnets/";
+/// Every /24 ever claimed, naming its last holder, with no lease: a host that claims "any free
+/// /24" takes one never held before while there is one, so the /24 of a host whose lease
+/// lapsed while it was cut off from etcd (its jobs still have its addresses, other hosts'
+/// routers may still hold them) is not handed to a newcomer while fresh ones are left.
+pub const HELD_PREFIX: &str = "/slipway/network/held/";
 /// The subnet lease, in seconds: how long a host that is gone (crashed, removed, partitioned
 /// from etcd) keeps its /24. Long enough to ride out an etcd leader election and a slow restart;
 /// a restart after it still gets the same /24 back unless another host took it meanwhile.
 pub const LEASE_TTL: i64 = 60;
 /// Every host's share of the cluster subnet.
 pub const HOST_PREFIX: u8 = 24;
+/// The largest subnet value read (ours are ~120 bytes).
+const MAX_RECORD: usize = 1024;
 /// How long the follower waits for a change before reading the prefix again anyway.
 const RESYNC: Duration = Duration::from_secs(30);
 
@@ -63,14 +70,28 @@ impl HostRecord {
         .into_bytes()
     }
 
+    /// The record, parsed strictly: a corrupt or half-written value (any size, any bytes) is
+    /// `None`, never a string that could reach the kernel's batches or flood the logs.
     pub fn from_json(b: &[u8]) -> Option<HostRecord> {
+        if b.len() > MAX_RECORD {
+            return None;
+        }
         let v: serde_json::Value = serde_json::from_slice(b).ok()?;
         let s = |k: &str| v[k].as_str().map(str::to_string);
+        let host = s("host")?;
+        let plain = |t: &str| {
+            !t.is_empty() && t.len() <= 128 && t.chars().all(|c| c.is_ascii_graphic() && c != '"')
+        };
+        let vtep_mac = s("vtep_mac")?.to_ascii_lowercase();
+        let backend = s("backend")?;
+        let known = [Backend::Vxlan, Backend::HostGw].map(backend_name);
+        (plain(&host) && overlay::usable_mac(&vtep_mac) && known.contains(&backend.as_str()))
+            .then_some(())?;
         Some(HostRecord {
-            host: s("host")?,
+            host,
             public_ip: s("public_ip")?.parse().ok()?,
-            vtep_mac: s("vtep_mac")?,
-            backend: s("backend")?,
+            vtep_mac,
+            backend,
         })
     }
 }
@@ -87,12 +108,19 @@ pub fn key(subnet: Ipv4Addr) -> String {
     format!("{PREFIX}{subnet}-{HOST_PREFIX}")
 }
 
-/// The subnet a key names, if it is one of ours.
+/// `/slipway/network/held/100.100.3.0-24` ([`HELD_PREFIX`]).
+fn held_key(subnet: Ipv4Addr) -> String {
+    format!("{HELD_PREFIX}{subnet}-{HOST_PREFIX}")
+}
+
+/// The subnet a key names, if it is one of ours: a /24's first address (`100.100.3.5-24`
+/// would name a /24 that a claim of `100.100.3.0-24` does not see as taken).
 pub fn parse_key(key: &[u8]) -> Option<Ipv4Addr> {
     let rest = std::str::from_utf8(key).ok()?.strip_prefix(PREFIX)?;
     let (ip, p) = rest.split_once('-')?;
     (p == HOST_PREFIX.to_string()).then_some(())?;
-    ip.parse().ok()
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    (u32::from(ip) & !(u32::MAX << (32 - HOST_PREFIX)) == 0).then_some(ip)
 }
 
 /// Every /24 of the cluster subnet, in order.
@@ -153,8 +181,8 @@ impl Me {
 }
 
 /// Claims a /24 (see the module doc): a key naming this host first, then `want`'s, then the
-/// lowest free one. Two hosts racing for one /24: one transaction fails, and that host goes
-/// on to the next.
+/// lowest free one never held by another host ([`HELD_PREFIX`]), then the lowest free one.
+/// Two hosts racing for one /24: one transaction fails, and that host goes on to the next.
 pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) -> Result<Claimed> {
     let all = candidates(cluster)?;
     let snap = etcd
@@ -172,12 +200,28 @@ pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) 
             .get(s)
             .is_some_and(|(_, r)| r.as_ref().is_some_and(|r| r.host == me.host))
     };
+    let held = etcd
+        .range(&RangeRequest::prefix(HELD_PREFIX))
+        .await
+        .context("reading the hosts' subnets in etcd")?;
+    let held_by_other: std::collections::HashSet<Ipv4Addr> = held
+        .kvs
+        .iter()
+        .filter(|kv| kv.value != me.host.as_bytes())
+        .filter_map(|kv| {
+            let k = std::str::from_utf8(&kv.key)
+                .ok()?
+                .strip_prefix(HELD_PREFIX)?;
+            parse_key(format!("{PREFIX}{k}").as_bytes())
+        })
+        .collect();
     let order: Vec<Ipv4Addr> = match want {
         Want::Exact(s) => vec![s],
         Want::Any(first) => {
             let mut o: Vec<Ipv4Addr> = all.iter().copied().filter(|s| mine(s)).collect();
             o.extend(first.filter(|s| inside(*s, cluster)));
-            o.extend(all.iter().copied());
+            o.extend(all.iter().copied().filter(|s| !held_by_other.contains(s)));
+            o.extend(all.iter().copied().filter(|s| held_by_other.contains(s)));
             o
         }
     };
@@ -206,12 +250,20 @@ pub async fn claim(etcd: &Client, cluster: (Ipv4Addr, u8), want: Want, me: &Me) 
         let value = me.record(s).to_json();
         let txn = TxnRequest {
             compare: vec![Compare::new(k.clone(), CompareResult::Equal, compare)],
-            success: vec![RequestOp::Put(PutRequest {
-                key: k.into_bytes(),
-                value,
-                lease,
-                prev_kv: false,
-            })],
+            success: vec![
+                RequestOp::Put(PutRequest {
+                    key: k.into_bytes(),
+                    value,
+                    lease,
+                    prev_kv: false,
+                }),
+                RequestOp::Put(PutRequest {
+                    key: held_key(s).into_bytes(),
+                    value: me.host.clone().into_bytes(),
+                    lease: 0,
+                    prev_kv: false,
+                }),
+            ],
             failure: vec![],
         };
         let t = etcd
@@ -556,6 +608,11 @@ mod tests {
         assert_eq!(parse_key(key(s).as_bytes()), Some(s));
         assert_eq!(parse_key(b"/slipway/network/subnets/100.100.3.0-16"), None);
         assert_eq!(parse_key(b"/other/100.100.3.0-24"), None);
+        assert_eq!(parse_key(b"/slipway/network/subnets/100.100.3.5-24"), None);
+        assert_eq!(
+            parse_key(b"/slipway/network/subnets/100.100.3.0-24\n"),
+            None
+        );
         let c = candidates((Ipv4Addr::new(100, 100, 0, 0), 16)).unwrap();
         assert_eq!(c.len(), 256);
         assert_eq!(c[1], Ipv4Addr::new(100, 100, 1, 0));
@@ -567,6 +624,36 @@ mod tests {
         assert!(candidates((Ipv4Addr::new(10, 0, 0, 0), 25)).is_err());
         assert!(inside(s, (Ipv4Addr::new(100, 100, 0, 0), 16)));
         assert!(!inside(s, (Ipv4Addr::new(100, 101, 0, 0), 16)));
+    }
+
+    #[test]
+    fn corrupt_records_are_refused() {
+        let good = me("h1", 1).record(Ipv4Addr::new(100, 100, 3, 0));
+        assert_eq!(HostRecord::from_json(&good.to_json()), Some(good.clone()));
+        let with = |k: &str, v: serde_json::Value| {
+            let mut j: serde_json::Value = serde_json::from_slice(&good.to_json()).unwrap();
+            j[k] = v;
+            HostRecord::from_json(j.to_string().as_bytes())
+        };
+        for (k, v) in [
+            ("vtep_mac", "02:42:64:64:03:00\nfdb flush dev eth0".into()),
+            ("vtep_mac", "ff:ff:ff:ff:ff:ff".into()),
+            ("public_ip", "10.0.0.1\nroute flush all".into()),
+            ("public_ip", "10.0.0".into()),
+            ("host", "".into()),
+            ("host", "h\n1".into()),
+            ("host", "h".repeat(200).into()),
+            ("backend", "gre".into()),
+            ("host", serde_json::json!(7)),
+        ] {
+            assert_eq!(with(k, v.clone()), None, "{k}: {v}");
+        }
+        // Half-written and oversized values.
+        assert_eq!(HostRecord::from_json(&good.to_json()[..20]), None);
+        let mut big = good.to_json();
+        big.truncate(big.len() - 1);
+        big.extend(format!(",\"pad\":\"{}\"}}", "x".repeat(MAX_RECORD)).bytes());
+        assert_eq!(HostRecord::from_json(&big), None);
     }
 
     fn me(host: &str, last: u8) -> Me {
@@ -645,37 +732,66 @@ mod tests {
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains("held by host b"), "{e:#}");
-        // b is gone (its lease ends: what expiry does): its /24 is free for the next host.
+        // b is gone (its lease ends: what expiry does, e.g. while b was cut off from etcd).
         client.lease_revoke(b2.lease).await.unwrap();
         assert!(client.get(key(b.subnet)).await.unwrap().is_none());
+        // A newcomer gets a /24 never held before, not b's (b's jobs may still have its
+        // addresses: two hosts with one /24 would route each other's traffic to the wrong jobs).
+        let all = candidates(CLUSTER).unwrap();
         let c = claim(&client, CLUSTER, Want::Any(None), &me("c", 3))
             .await
             .unwrap();
         assert_eq!(
-            c.subnet, b.subnet,
-            "the lowest free /24 is the released one"
+            c.subnet, all[2],
+            "a fresh /24, not the released {}",
+            b.subnet
         );
-        // b back after its lease ended, remembering its /24, which c now holds: another one.
+        // So b, back, remembering its /24, gets it again.
         let b3 = claim(&client, CLUSTER, Want::Any(Some(b.subnet)), &me("b", 2))
             .await
             .unwrap();
-        assert!(b3.subnet != b.subnet && b3.subnet != a.subnet, "{b3:?}");
-        // a after its lease ended, remembering its /24, still free: the same one.
+        assert_eq!(b3.subnet, b.subnet);
+        // b removed for good: its /24 goes to a newcomer once no fresh one is left.
+        client.lease_revoke(b3.lease).await.unwrap();
+        for (i, s) in all.iter().enumerate().take(7).skip(3) {
+            let f = claim(
+                &client,
+                CLUSTER,
+                Want::Any(None),
+                &me(&format!("f{i}"), 20 + i as u8),
+            )
+            .await
+            .unwrap();
+            assert_eq!(f.subnet, *s);
+        }
+        let d = claim(&client, CLUSTER, Want::Any(None), &me("d", 4))
+            .await
+            .unwrap();
+        assert_eq!(d.subnet, all[7]);
+        let e = claim(&client, CLUSTER, Want::Any(None), &me("e", 5))
+            .await
+            .unwrap();
+        assert_eq!(
+            e.subnet, b.subnet,
+            "the released /24 once no fresh one is left"
+        );
+        // b back now: its /24 is e's and none is left: a clear error.
+        let err = claim(&client, CLUSTER, Want::Any(Some(b.subnet)), &me("b", 2))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("no free /24"), "{err:#}");
+        // a after its lease ended, remembering its /24, still free: the same one, with its
+        // record under the new lease.
         client.lease_revoke(a.lease).await.unwrap();
-        let far = candidates(CLUSTER).unwrap()[7];
         let a2 = claim(&client, CLUSTER, Want::Any(Some(a.subnet)), &me("a", 1))
             .await
             .unwrap();
         assert_eq!(a2.subnet, a.subnet);
-        let x = claim(&client, CLUSTER, Want::Exact(far), &me("x", 9))
-            .await
-            .unwrap();
-        assert_eq!(x.subnet, far);
-        let kv = client.get(key(far)).await.unwrap().unwrap();
-        assert_eq!(kv.lease, x.lease);
+        let kv = client.get(key(a.subnet)).await.unwrap().unwrap();
+        assert_eq!(kv.lease, a2.lease);
         assert_eq!(
             HostRecord::from_json(&kv.value).unwrap(),
-            me("x", 9).record(far)
+            me("a", 1).record(a.subnet)
         );
     }
 }

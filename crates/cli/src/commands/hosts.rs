@@ -77,6 +77,11 @@ pub struct JoinArgs {
     /// Where this machine keeps its state
     #[arg(long, default_value = "/var/lib/slipway")]
     pub data_dir: std::path::PathBuf,
+    /// The overlay network between the machines' jobs (`vxlan`, `host-gw` for machines on one
+    /// L2 segment, or `none`: only for hosts sharing one network namespace, e.g. tests); every
+    /// host of a cluster uses the same one
+    #[arg(long, env = "SLIPWAY_OVERLAY", default_value = "vxlan")]
+    pub overlay: String,
     /// Any other `slipway server` flag, after `--` (e.g. -- --host-tag disk=ssd)
     #[arg(last = true)]
     pub server_args: Vec<String>,
@@ -106,6 +111,7 @@ pub fn join(args: JoinArgs) -> Result<()> {
         .arg(args.listen.to_string())
         .arg("--data-dir")
         .arg(&args.data_dir)
+        .args(["--overlay", &args.overlay])
         .arg("--no-register");
     if let Some(f) = &args.token_file {
         cmd.arg("--cluster-token-file").arg(f);

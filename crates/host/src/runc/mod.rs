@@ -748,6 +748,20 @@ impl Runtime for RuncRuntime {
                 st.filter(|s| !rebooted && proc_alive(s.shim_pid, s.shim_start))
             {
                 let ip = st.ip;
+                // An address outside this agent's subnet now (an overlay host whose /24 went to
+                // another host while it was away): nobody can reach the job, and other hosts
+                // would route its address, still in discovery, to the other host's jobs. It is
+                // killed; its exit is reported as any other and the scheduler replaces it.
+                if let Some(ip) = ip.filter(|ip| !self.cfg.network.contains(*ip)) {
+                    tracing::warn!(
+                        job = %id,
+                        "the job's address {ip} is outside this host's subnet {} now:                          it is stopped, to be started again with a reachable one",
+                        self.cfg.network.cidr()
+                    );
+                    if let (Some(pid), Some(start)) = (st.init_pid, st.init_start) {
+                        signal_init(pid, start, libc::SIGKILL);
+                    }
+                }
                 live.ids.insert(id.clone());
                 if let Some(ip) = ip {
                     self.ips.lock().expect("ip lock").reserve(ip);

@@ -262,6 +262,23 @@ pub fn setup_host_overlay(
     }
     let gw = format!("{}/{}", cfg.gateway(), cfg.prefix);
     run("ip", &["addr", "replace", &gw, "dev", br], None)?;
+    // Any other address is a former subnet's (an overlay host whose /24 went to another host,
+    // a changed --subnet): its route would keep that subnet's traffic on this bridge.
+    let shown = run("ip", &["-j", "-4", "addr", "show", "dev", br], None)?;
+    let links: Vec<serde_json::Value> = serde_json::from_str(&shown).unwrap_or_default();
+    for a in links
+        .iter()
+        .flat_map(|l| l["addr_info"].as_array().into_iter().flatten())
+    {
+        let (Some(ip), Some(len)) = (a["local"].as_str(), a["prefixlen"].as_u64()) else {
+            continue;
+        };
+        let old = format!("{ip}/{len}");
+        if old != gw && ip.parse::<Ipv4Addr>().is_ok() {
+            tracing::info!(bridge = br, "removing the bridge's former address {old}");
+            let _ = run("ip", &["addr", "del", &old, "dev", br], None);
+        }
+    }
     run("ip", &["link", "set", br, "up"], None)?;
     std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         .context("enabling IPv4 forwarding (/proc/sys/net/ipv4/ip_forward)")?;
@@ -320,10 +337,23 @@ fn host_rules(
                 .as_ref()
                 .map(|p| format!("iifname \"{br}\" ip daddr @peers {p}\n"))
                 .unwrap_or_default();
+            // VXLAN from anywhere but another host's VTEP to this host's, dropped: a job that
+            // reached this host's UDP 4789 on another of its addresses (masqueraded by its own
+            // host, a peer) would inject frames with any source of the cluster, past isolation.
+            let vxlan_in = match o.backend {
+                super::overlay::Backend::Vxlan => format!(
+                    "udp dport {port} ip daddr != {local} drop\n\
+                     udp dport {port} ip saddr != @peers drop\n",
+                    port = o.port,
+                    local = o.local_ip
+                ),
+                super::overlay::Backend::HostGw => String::new(),
+            };
             (
                 format!("ip daddr != {cluster}"),
                 format!(
-                    "{from} ct state established,related accept\n\
+                    "{vxlan_in}\
+                     {from} ct state established,related accept\n\
                      {published}\
                      {from} icmp type echo-request accept\n\
                      {from} meta l4proto tcp reject with tcp reset\n\
@@ -659,6 +689,21 @@ mod tests {
         );
         assert!(r.contains(&format!("{from} reject\n")), "{r}");
         assert!(!r.contains(&format!("{from} udp dport 53")), "{r}");
+        // VXLAN only from the other hosts, to this host's VTEP address.
+        assert!(
+            r.contains("udp dport 4789 ip daddr != 10.0.0.3 drop\n"),
+            "{r}"
+        );
+        assert!(
+            r.contains("udp dport 4789 ip saddr != @peers drop\n"),
+            "{r}"
+        );
+        assert!(at("udp dport 4789 ip saddr") > at("iifname \"slw1\" reject\n"));
+        let gw = crate::runc::overlay::OverlayConfig {
+            backend: crate::runc::overlay::Backend::HostGw,
+            ..o.clone()
+        };
+        assert!(!host_rules(&cfg, &[], Some(&gw)).contains("4789"));
         // The bridge table keeps other hosts' jobs (not hosts' .0/.1) from isolated apps.
         let b = super::super::filter::table_rules(&cfg, Some(&o));
         assert!(

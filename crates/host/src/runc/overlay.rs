@@ -155,8 +155,9 @@ impl Entries {
 }
 
 /// What the host set asks of this host's kernel. Itself, peers whose subnet is outside the
-/// cluster's, overlaps this host's, or has a bad MAC are left out (and logged): a stray key in
-/// etcd must not route this host's own jobs away.
+/// cluster's, overlaps this host's, or has a bad MAC or LAN address ([`usable_mac`],
+/// [`usable_lan_ip`]) are left out (and logged): a stray key in etcd must not route this
+/// host's own jobs away, nor the overlay into itself.
 pub fn desired(cfg: &OverlayConfig, peers: &[Peer]) -> Entries {
     let mut e = Entries::default();
     let cluster_mask = mask(cfg.cluster_prefix);
@@ -169,7 +170,12 @@ pub fn desired(cfg: &OverlayConfig, peers: &[Peer]) -> Entries {
         };
         let inside = p.prefix >= cfg.cluster_prefix
             && net & cluster_mask == u32::from(cfg.cluster_subnet) & cluster_mask;
-        if overlaps || !inside || p.public_ip == cfg.local_ip || !valid_mac(&p.vtep_mac) {
+        if overlaps
+            || !inside
+            || p.public_ip == cfg.local_ip
+            || !usable_lan_ip(cfg, p.public_ip)
+            || !usable_mac(&p.vtep_mac)
+        {
             if !overlaps {
                 // Debug, not warn: a sync runs every 30 s at least.
                 tracing::debug!(
@@ -210,12 +216,25 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
-fn valid_mac(mac: &str) -> bool {
+/// A VTEP MAC another host may have: six hex pairs (nothing else reaches the `ip`/`bridge`
+/// batch), unicast (a multicast or broadcast neighbour would flood), not all zeros (the FDB's
+/// all-zeros entry is the default destination of every unknown frame).
+pub fn usable_mac(mac: &str) -> bool {
     let parts: Vec<&str> = mac.split(':').collect();
-    parts.len() == 6
+    let hex = parts.len() == 6
         && parts
             .iter()
-            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()));
+    hex && u8::from_str_radix(parts[0], 16).is_ok_and(|b| b & 1 == 0)
+        && parts.iter().any(|p| *p != "00")
+}
+
+/// A LAN address another host may be reached at: a unicast address outside the cluster subnet
+/// (inside it, VXLAN's packets would be routed into the overlay itself).
+pub fn usable_lan_ip(cfg: &OverlayConfig, ip: Ipv4Addr) -> bool {
+    let m = mask(cfg.cluster_prefix);
+    !(ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast())
+        && u32::from(ip) & m != u32::from(cfg.cluster_subnet) & m
 }
 
 /// What to add and what to remove to go from `current` to `desired`.
@@ -446,7 +465,7 @@ pub fn sync(cfg: &OverlayConfig, peers: &[Peer]) -> Result<Plan> {
     let ips: BTreeSet<Ipv4Addr> = peers
         .iter()
         .map(|p| p.public_ip)
-        .filter(|ip| *ip != cfg.local_ip)
+        .filter(|ip| *ip != cfg.local_ip && usable_lan_ip(cfg, *ip))
         .collect();
     let mut nft = format!("flush set ip {t} peers\n");
     if !ips.is_empty() {
@@ -575,6 +594,41 @@ mod tests {
         };
         let e = desired(&c, &[outside, overlapping, same_subnet_other_ip, bad_mac]);
         assert!(e.is_empty(), "{e:?}");
+    }
+
+    #[test]
+    fn corrupt_macs_and_lan_addresses_never_reach_the_kernel() {
+        let c = cfg(Backend::Vxlan);
+        let with_mac = |third, mac: &str| Peer {
+            vtep_mac: mac.into(),
+            ..peer(third, third)
+        };
+        let with_ip = |third, ip: [u8; 4]| Peer {
+            public_ip: Ipv4Addr::from(ip),
+            ..peer(third, third)
+        };
+        let bad = [
+            // A newline would start a command of its own in the `bridge -b` batch.
+            with_mac(2, "02:42:64:64:02:00\nfdb flush dev eth0"),
+            with_mac(3, "02:42:64:64:03:00 dst 1.2.3.4"),
+            with_mac(4, "ff:ff:ff:ff:ff:ff"),
+            with_mac(5, "01:00:5e:00:00:01"),
+            with_mac(6, "00:00:00:00:00:00"),
+            with_mac(7, "02:42:64:64:07"),
+            with_ip(8, [0, 0, 0, 0]),
+            with_ip(9, [127, 0, 0, 1]),
+            with_ip(10, [239, 1, 2, 3]),
+            with_ip(11, [255, 255, 255, 255]),
+            // Inside the cluster subnet: VXLAN packets into the overlay itself.
+            with_ip(12, [100, 100, 12, 7]),
+        ];
+        for p in &bad {
+            let e = desired(&c, std::slice::from_ref(p));
+            assert!(e.is_empty(), "{p:?} gave {e:?}");
+        }
+        assert!(usable_mac("02:42:64:64:0A:00"));
+        assert!(!usable_lan_ip(&c, Ipv4Addr::new(100, 100, 12, 7)));
+        assert!(usable_lan_ip(&c, Ipv4Addr::new(10, 0, 0, 12)));
     }
 
     #[test]

@@ -172,3 +172,62 @@ async fn jobs_survive_agent_kill_9_and_are_adopted() {
     }
     assert!(mounts_under(dir.path()).is_empty());
 }
+
+/// An agent restarted with another subnet (an overlay host whose /24 went to another host while
+/// it was down): a job it finds running with an address outside it is stopped and reported,
+/// not adopted (nobody can reach it; other hosts route its address to another host's jobs).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_left_outside_the_agents_new_subnet_is_stopped_not_adopted() {
+    if skip_unless_root("a_job_left_outside_the_agents_new_subnet_is_stopped_not_adopted") {
+        return;
+    }
+    busybox();
+    let dir = tempfile::Builder::new()
+        .prefix("slipway-resubnet")
+        .tempdir()
+        .unwrap();
+    let names = Names::new();
+    let (child, api) = spawn_daemon(&names, dir.path());
+    let mut guard = Cleanup(names.clone(), dir.path().to_path_buf(), Some(child));
+    let info = api
+        .add_job(job(
+            "stranded",
+            &["sh", "-c", "while true; do sleep 0.1; done"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(info.status, JobStatus::Running, "{info:?}");
+    let (id, pid) = (info.job.id.clone(), info.pid.unwrap());
+    let mut child = guard.2.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let mut moved = names.clone();
+    let o = moved.net.subnet.octets();
+    moved.net.subnet = std::net::Ipv4Addr::new(o[0], o[1] ^ 0x40, o[2], 0);
+    let (child, api) = spawn_daemon(&moved, dir.path());
+    guard.2 = Some(child);
+    let done = tokio::time::timeout(Duration::from_secs(10), api.wait_job(&id))
+        .await
+        .expect("the stranded job is stopped")
+        .unwrap();
+    assert!(done.status.is_terminal(), "{done:?}");
+    let t0 = std::time::Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "{pid} still runs"
+    );
+    // The bridge has the new subnet's gateway only: the old one's route would keep traffic to
+    // the old /24 (another host's now) on this bridge.
+    let out = Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", &names.net.bridge])
+        .output()
+        .unwrap();
+    let addrs = String::from_utf8_lossy(&out.stdout);
+    let gw = format!("{}/24", moved.net.gateway());
+    assert_eq!(addrs.matches(" inet ").count(), 1, "{addrs}");
+    assert!(addrs.contains(&gw), "{addrs}");
+}

@@ -24,6 +24,8 @@ impl Joined {
         let child = std::process::Command::new(BIN)
             .args(["host", "join", "--etcd", etcd, "--roles", "host"])
             .args(["--listen", "127.0.0.1:0"])
+            // Hosts of one network namespace (join's default is vxlan, for separate machines).
+            .args(["--overlay", "none"])
             .arg("--token-file")
             .arg(token_file)
             .arg("--data-dir")
