@@ -8,7 +8,7 @@
 # (SLIPWAY_BENCH=1); it prints a markdown table. Results: docs/cluster.md "Measurements".
 # Needs root, wrk, etcd, PostgreSQL (scripts/install-deps installs them).
 #
-#   sudo bench/cluster-net.sh                 # release build; D=5 s a run, R=3 rounds, C=16
+#   sudo bench/cluster-net.sh                 # release build; D=5 s a run, R=3 rounds, C=8
 #   sudo D=10 R=5 C=32 bench/cluster-net.sh
 #   sudo BENCH_PROFILE=debug bench/cluster-net.sh   # quicker to build, not for numbers
 set -euo pipefail
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || apt-get install -y -qq wrk >/dev/null
 profile=()
 [ "${BENCH_PROFILE:-release}" = release ] && profile=(--release)
-export SLIPWAY_BENCH=1 D="${D:-5}" R="${R:-3}" C="${C:-16}"
+export SLIPWAY_BENCH=1 D="${D:-5}" R="${R:-3}" C="${C:-8}"
 out=$(mktemp /tmp/slipway-bench-cluster-net.XXXXXX)
 trap 'rm -f "$out"' EXIT
 cargo test -q "${profile[@]}" -p slipway --test it cluster::net_bench -- --nocapture --test-threads 1 2>&1 | tee "$out"

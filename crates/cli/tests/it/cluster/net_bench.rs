@@ -45,7 +45,7 @@ fn plan() -> Plan {
         Plan {
             secs: env("D", 5),
             rounds: env("R", 3) as usize,
-            conns: env("C", 16),
+            conns: env("C", 8),
             failover: true,
         }
     } else {
@@ -209,7 +209,11 @@ fn wrk(url: &str, host: &str, plan: &Plan) -> Run {
         .expect("wrk");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "wrk {url}: {text}");
-    parse_wrk(&text).unwrap_or_else(|| panic!("wrk's output, not understood:\n{text}"))
+    let run = parse_wrk(&text).unwrap_or_else(|| panic!("wrk's output, not understood:\n{text}"));
+    if run.failed > 0 {
+        eprintln!("wrk {host} {url}: failed requests:\n{text}");
+    }
+    run
 }
 
 /// A wrk duration (`812.00us`, `1.23ms`, `2.00s`) in µs.
