@@ -440,8 +440,8 @@ pub fn skip_unless_root(test: &str) -> bool {
 /// their LAN is `100.127.(n % 256).0/24`: two LANs alive at once need numbers that differ
 /// **modulo 256**, so these ranges must not overlap modulo 256 (shown in brackets):
 /// `cluster::overlay` 4100-4199 [4-103], `cluster::partition` 4200-4249 [104-153],
-/// `cluster::netns` 4000-4089 [160-249], testkit's `tests/netns.rs` 4090-4093 [250-253]
-/// (free: 154-159, 254-255, 0-3). A new LAN test takes a free residue, not just a free `n`.
+/// `cluster::netns` 4000-4089 [160-249], testkit's `tests/netns.rs` 4090-4093 [250-253],
+/// `cluster::net_bench` 4608-4609 [0-1] (free: 154-159, 254-255, 2-3). A new LAN test takes a free residue, not just a free `n`.
 pub struct HostServer {
     pub s: TestServer,
     n: u32,

@@ -10,6 +10,7 @@ mod identity;
 mod join;
 #[allow(dead_code)] // a harness for the cluster tests: not every test uses every part
 pub mod lan;
+mod net_bench;
 mod netns;
 mod overlay;
 mod partition;
