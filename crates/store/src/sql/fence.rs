@@ -12,6 +12,10 @@ fn to_db(epoch: u64) -> Result<i64> {
         .map_err(|_| StoreError::Database(format!("leader epoch {epoch} is out of range")))
 }
 
+/// How long a fenced write may sit idle inside its transaction (its statements follow one
+/// another at once; only a paused or stuck leader waits between them).
+const FENCED_TX_IDLE_LIMIT: &str = "SET LOCAL idle_in_transaction_session_timeout = '5s'";
+
 impl SqlStore {
     /// Raises `role`'s epoch to `epoch` unless it is already as high; returns the stored epoch
     /// afterwards (higher than `epoch`: a newer leader has announced itself).
@@ -50,6 +54,14 @@ impl SqlStore {
     ) -> Result<Option<Vec<Job>>> {
         let e = to_db(epoch)?;
         let mut tx = self.begin().await?;
+        if self.dialect == super::Dialect::Postgres {
+            // The row lock taken below is held until commit: a leader paused (SIGSTOP, a VM
+            // freeze) between the two would hold it for as long as it is paused, and its
+            // successor's `announce_epoch` would wait on it forever. PostgreSQL ends a session
+            // left idle inside this transaction, which releases the lock; the paused leader
+            // finds its connection gone when it resumes, and is fenced by the new epoch.
+            sqlx::query(FENCED_TX_IDLE_LIMIT).execute(&mut **tx).await?;
+        }
         let held =
             sqlx::query("UPDATE leader_epochs SET epoch = epoch WHERE role = $1 AND epoch = $2")
                 .bind(role.to_string())
