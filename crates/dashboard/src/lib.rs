@@ -70,6 +70,7 @@ pub fn router(api_url: String) -> Router {
         .route("/dashboard/", get(root))
         .route("/dashboard/logout", post(pages::logout))
         .route("/dashboard/apps", get(pages::apps))
+        .route("/dashboard/cluster", get(pages::cluster))
         .route("/dashboard/apps/{app}", get(pages::app))
         .route("/dashboard/apps/{app}/jobs", get(pages::jobs_fragment))
         .route("/dashboard/apps/{app}/scale", post(pages::scale))

@@ -376,3 +376,48 @@ pub async fn kill(
         .map_err(|e| e.to_string());
     back(&dash, &a.id, &name, "jobs", r)
 }
+
+/// The hosts (`GET /hosts`) and, under each, the live jobs of every app placed on it.
+pub async fn cluster(Extension(a): Extension<Authed>) -> Response {
+    let c = &a.client;
+    let hosts = match c.hosts().await {
+        Ok(h) => h,
+        Err(e) => return api_error(e),
+    };
+    let apps = match c.apps().await {
+        Ok(l) => l,
+        Err(e) => return api_error(e),
+    };
+    let mut placed: HashMap<String, Vec<(String, views::JobRow)>> = HashMap::new();
+    for app in apps {
+        for j in c.jobs(&app.name).await.unwrap_or_default() {
+            let row = views::job_row(&j);
+            if let (Some(host), true) = (j.host_id, row.live) {
+                placed
+                    .entry(host)
+                    .or_default()
+                    .push((app.name.clone(), row));
+            }
+        }
+    }
+    let hosts = hosts
+        .into_iter()
+        .map(|h| views::HostRow {
+            jobs: placed.remove(&h.id).unwrap_or_default(),
+            state: h.state.as_str(),
+            since: format!("since {}", views::when(&h.since)),
+            addr: h.addr.unwrap_or_default(),
+            tags: h
+                .tags
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            id: h.id,
+        })
+        .collect();
+    render(&views::Cluster {
+        csrf: a.session.csrf,
+        hosts,
+    })
+}

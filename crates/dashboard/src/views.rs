@@ -171,3 +171,20 @@ pub fn deploy_row(d: &Deployment) -> DeployRow {
         error: d.error.clone().unwrap_or_default(),
     }
 }
+
+#[derive(Template)]
+#[template(path = "cluster.html")]
+pub struct Cluster {
+    pub csrf: String,
+    pub hosts: Vec<HostRow>,
+}
+
+pub struct HostRow {
+    pub id: String,
+    pub state: &'static str,
+    pub since: String,
+    pub addr: String,
+    pub tags: String,
+    /// (app name, job) of the jobs placed on it.
+    pub jobs: Vec<(String, JobRow)>,
+}

@@ -359,6 +359,16 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             first_release.to_string()[..8]
         );
 
+        // The cluster page: the host agent, with the app's jobs under it.
+        b.goto(&format!("{base}/cluster")).await.unwrap();
+        let host = text(&b, "section.host").await;
+        let jobs = c.jobs(app).await.unwrap();
+        let on = jobs
+            .iter()
+            .find_map(|j| j.host_id.clone())
+            .expect("a placed job");
+        assert!(host.contains(&on) && host.contains(app), "{host}");
+
         // Logging out ends the session: the cookie no longer opens anything.
         b.find(Locator::Css("header button"))
             .await
