@@ -34,7 +34,7 @@ for p in /dashboard/apps /dashboard/apps/app-0; do
   html=$(wc -c <"$dir/page"); gz=$(gzip -c "$dir/page" | wc -c)
   echo "$p: ${html} B HTML (${gz} B gzipped); seconds, sorted: $times"
 done
-for a in htmx-2.0.11.min.js dashboard-1.css; do
+for a in htmx-2.0.11.min.js dashboard-2.css; do
   curl -s -o "$dir/a" "$url/dashboard/assets/$a"
   echo "asset $a: $(wc -c <"$dir/a") B ($(gzip -c "$dir/a" | wc -c) B gzipped), cached a year"
 done

@@ -39,9 +39,9 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../assets/sse-2.2.4.min.js"),
     ),
     (
-        "dashboard-1.css",
+        "dashboard-2.css",
         "text/css",
-        include_bytes!("../assets/dashboard-1.css"),
+        include_bytes!("../assets/dashboard-2.css"),
     ),
 ];
 
@@ -73,6 +73,7 @@ pub fn router(api_url: String) -> Router {
         .route("/dashboard/cluster", get(pages::cluster))
         .route("/dashboard/apps/{app}", get(pages::app))
         .route("/dashboard/apps/{app}/jobs", get(pages::jobs_fragment))
+        .route("/dashboard/apps/{app}/log/stream", get(pages::log_stream))
         .route("/dashboard/apps/{app}/scale", post(pages::scale))
         .route("/dashboard/apps/{app}/rollback", post(pages::rollback))
         .route("/dashboard/apps/{app}/env", post(pages::env))

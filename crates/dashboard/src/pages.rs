@@ -421,3 +421,77 @@ pub async fn cluster(Extension(a): Extension<Authed>) -> Response {
         hosts,
     })
 }
+
+/// The app's log as Server-Sent Events for the page's live tail (htmx's SSE extension): the
+/// last 100 lines, then each new one, every event one escaped HTML line (`event: line`).
+pub async fn log_stream(Extension(a): Extension<Authed>, Path(name): Path<String>) -> Response {
+    use futures_util::StreamExt;
+    let query = slipway_client::LogQuery {
+        lines: Some(100),
+        follow: true,
+        ..Default::default()
+    };
+    let lines = match a.client.log(&name, &query).await {
+        Ok(l) => l,
+        Err(e) => return api_error(e),
+    };
+    let events = lines.map(|l| {
+        let html = match l {
+            Ok(e) => format!(
+                "<div>{} {}[{}]: {}</div>",
+                escape(views::when(&e.ts).get(11..).unwrap_or_default()),
+                escape(&e.app),
+                escape(&format!(
+                    "{}.{}",
+                    if e.process_type.is_empty() {
+                        "run"
+                    } else {
+                        &e.process_type
+                    },
+                    e.job_id
+                        .get(e.job_id.len().saturating_sub(6)..)
+                        .unwrap_or(&e.job_id)
+                )),
+                escape(&e.msg)
+            ),
+            Err(e) => format!("<div class=\"error\">{}</div>", escape(&e.to_string())),
+        };
+        Ok::<_, std::convert::Infallible>(
+            axum::response::sse::Event::default()
+                .event("line")
+                .data(html),
+        )
+    });
+    axum::response::sse::Sse::new(events)
+        .keep_alive(axum::response::sse::KeepAlive::default())
+        .into_response()
+}
+
+/// HTML-escapes text put into an SSE event by hand (the templates escape on their own);
+/// newlines become spaces (one event, one line).
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\n' | '\r' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_are_escaped_into_one_line() {
+        assert_eq!(
+            super::escape("<script>\"x\" & 'y'\n"),
+            "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39; "
+        );
+    }
+}

@@ -281,6 +281,25 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             |n| *n == 2,
         )
         .await;
+        b.execute("window.slipwayMark = 42;", vec![]).await.unwrap();
+        // The live tail: a line the app writes now (a one-off job) appears without reload.
+        let line = format!("dashboard-live-{}", std::process::id());
+        let mut run = server.cmd();
+        run.args(["-a", app, "run", "-d", "--", "echo", &line]);
+        tokio::task::spawn_blocking(move || crate::support::ok(&mut run))
+            .await
+            .unwrap();
+        wait_for(
+            "the live tail",
+            async || text(&b, "#log-lines").await,
+            |t| t.contains(&line),
+        )
+        .await;
+        let seen = b
+            .execute("return window.slipwayMark;", vec![])
+            .await
+            .unwrap();
+        assert_eq!(seen, serde_json::json!(42), "the page was reloaded");
         std::fs::write(shots.join("app.png"), b.screenshot().await.unwrap()).unwrap();
 
         // An env var set from the page: a new release, deployed, with the var.
