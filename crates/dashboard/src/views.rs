@@ -111,7 +111,12 @@ pub fn when(t: &Timestamp) -> String {
 pub fn job_row(j: &Job) -> JobRow {
     JobRow {
         id: j.id.clone(),
-        short: short(j.id.rsplit('-').next().unwrap_or(&j.id)),
+        // The last six characters, as the log's `app[web.8f3a2c]` names the job.
+        short: j
+            .id
+            .get(j.id.len().saturating_sub(6)..)
+            .unwrap_or(&j.id)
+            .to_string(),
         kind: j.process_type.clone().unwrap_or_else(|| "run".into()),
         state: j.state.as_str(),
         host: j.host_id.clone().unwrap_or_default(),
