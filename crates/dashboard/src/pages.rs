@@ -210,7 +210,15 @@ pub async fn app(Extension(a): Extension<Authed>, Path(name): Path<String>) -> R
         Ok(j) => j,
         Err(e) => return api_error(e),
     };
+    let routes = c
+        .routes(&name)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(views::route_row)
+        .collect();
     render(&views::App {
+        routes,
         csrf: a.session.csrf.clone(),
         release: app
             .release
@@ -483,6 +491,49 @@ fn escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Adds an HTTP route (`domain`, optional `path`) to the app's web service, or removes one
+/// (`remove` = `http/ID` or `tcp/ID`), like `slipway route add http` / `route remove`.
+pub async fn routes(
+    State(dash): State<Arc<Dashboard>>,
+    Extension(a): Extension<Authed>,
+    Path(name): Path<String>,
+    form: Form,
+) -> Response {
+    let r = async {
+        let c = &a.client;
+        if let Some(target) = form.get("remove") {
+            let (kind, id) = target.split_once('/').ok_or("no route chosen")?;
+            let kind = match kind {
+                "http" => slipway_types::RouteType::Http,
+                "tcp" => slipway_types::RouteType::Tcp,
+                _ => return Err(format!("{kind:?} is not a route type")),
+            };
+            let id = id
+                .parse()
+                .map_err(|_| format!("{id:?} is not a route id"))?;
+            return c
+                .delete_route(&name, kind, id)
+                .await
+                .map_err(|e| e.to_string());
+        }
+        let path = form.get("path").map(|p| p.trim()).filter(|p| !p.is_empty());
+        let route = slipway_types::NewRoute::Http {
+            domain: form.get("domain").cloned().unwrap_or_default(),
+            path: path.map(str::to_string),
+            service: None,
+            sticky: false,
+            leader: false,
+            certificate: None,
+        };
+        c.create_route(&name, &route)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    back(&dash, &a.id, &name, "routes", r)
 }
 
 #[cfg(test)]

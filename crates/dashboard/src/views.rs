@@ -40,6 +40,28 @@ pub struct App {
     pub releases: Vec<ReleaseRow>,
     pub deployments: Vec<DeployRow>,
     pub env: Vec<(String, String)>,
+    pub routes: Vec<RouteRow>,
+}
+
+pub struct RouteRow {
+    /// `http` or `tcp` (the API's path segment).
+    pub kind: &'static str,
+    pub id: String,
+    /// `domain/path` or `:port`.
+    pub what: String,
+    pub service: String,
+}
+
+pub fn route_row(r: &slipway_types::Route) -> RouteRow {
+    RouteRow {
+        kind: r.kind().as_str(),
+        id: r.id().to_string(),
+        what: match r {
+            slipway_types::Route::Http(h) => format!("{}{}", h.domain, h.path),
+            slipway_types::Route::Tcp(t) => format!(":{}", t.port),
+        },
+        service: r.service().to_string(),
+    }
 }
 
 impl App {

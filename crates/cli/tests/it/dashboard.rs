@@ -355,6 +355,52 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
         .await;
         assert!(e.contains("invalid environment variable name"), "{e}");
 
+        // A route added from the page, listed, then removed from the page.
+        b.find(Locator::Css("#route-add input[name=domain]"))
+            .await
+            .unwrap()
+            .send_keys("extra.apps.test")
+            .await
+            .unwrap();
+        b.find(Locator::Css("#route-add button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_for(
+            "the route listed",
+            async || text(&b, "#routes").await,
+            |t| t.contains("extra.apps.test/"),
+        )
+        .await;
+        let routes = c.routes(app).await.unwrap();
+        assert!(
+            routes.iter().any(|r| r.to_string().starts_with("http/")),
+            "{routes:?}"
+        );
+        b.find(Locator::Css(
+            "button[aria-label='Remove route extra.apps.test/']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        wait_for(
+            "the route removed",
+            async || text(&b, "#routes").await,
+            |t| t.contains("Add HTTP route") && !t.contains("extra.apps.test/"),
+        )
+        .await;
+        let left = c.routes(app).await.unwrap();
+        assert!(
+            !left.iter().any(
+                |r| matches!(r, slipway_types::Route::Http(h) if h.domain == "extra.apps.test")
+            ),
+            "{left:?}"
+        );
+
         // Roll back to the first release from the page; the page shows it current.
         let button = format!(
             "button[aria-label='Roll back to release {}']",
