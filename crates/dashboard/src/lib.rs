@@ -78,6 +78,7 @@ pub fn router(api_url: String) -> Router {
         .route("/dashboard/apps/{app}/rollback", post(pages::rollback))
         .route("/dashboard/apps/{app}/env", post(pages::env))
         .route("/dashboard/apps/{app}/routes", post(pages::routes))
+        .route("/dashboard/apps/{app}/builds/{id}", get(pages::build_log))
         .route("/dashboard/apps/{app}/jobs/{job}/kill", post(pages::kill))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

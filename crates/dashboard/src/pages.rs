@@ -217,7 +217,23 @@ pub async fn app(Extension(a): Extension<Authed>, Path(name): Path<String>) -> R
         .iter()
         .map(views::route_row)
         .collect();
+    let builds = c
+        .builds(&name)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .take(20)
+        .map(|b| views::BuildRow {
+            id: b.id.to_string(),
+            short: short(&b.id.to_string()),
+            commit: short(&b.commit),
+            status: b.status.as_str().to_string(),
+            created: views::when(&b.created_at),
+            error: b.error.clone().unwrap_or_default(),
+        })
+        .collect();
     render(&views::App {
+        builds,
         routes,
         csrf: a.session.csrf.clone(),
         release: app
@@ -534,6 +550,31 @@ pub async fn routes(
     }
     .await;
     back(&dash, &a.id, &name, "routes", r)
+}
+
+/// One build's log (`GET /apps/NAME/builds/ID/log`), as text in a `<pre>`.
+pub async fn build_log(
+    Extension(a): Extension<Authed>,
+    Path((name, id)): Path<(String, String)>,
+) -> Response {
+    let Ok(id) = id.parse() else {
+        return (StatusCode::NOT_FOUND, "no such build\n").into_response();
+    };
+    let build = match a.client.build(&name, id).await {
+        Ok(b) => b,
+        Err(e) => return api_error(e),
+    };
+    let log = match a.client.build_log(&name, id).await {
+        Ok(l) => l,
+        Err(e) => return api_error(e),
+    };
+    render(&views::BuildLog {
+        csrf: a.session.csrf.clone(),
+        short: short(&build.id.to_string()),
+        status: build.status.as_str().to_string(),
+        app: name,
+        log,
+    })
 }
 
 #[cfg(test)]

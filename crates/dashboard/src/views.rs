@@ -41,6 +41,26 @@ pub struct App {
     pub deployments: Vec<DeployRow>,
     pub env: Vec<(String, String)>,
     pub routes: Vec<RouteRow>,
+    pub builds: Vec<BuildRow>,
+}
+
+pub struct BuildRow {
+    pub id: String,
+    pub short: String,
+    pub commit: String,
+    pub status: String,
+    pub created: String,
+    pub error: String,
+}
+
+#[derive(Template)]
+#[template(path = "build.html")]
+pub struct BuildLog {
+    pub csrf: String,
+    pub app: String,
+    pub short: String,
+    pub status: String,
+    pub log: String,
 }
 
 pub struct RouteRow {

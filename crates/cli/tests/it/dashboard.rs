@@ -424,6 +424,17 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             first_release.to_string()[..8]
         );
 
+        // The push's build and its log, one click from the app page.
+        b.goto(&format!("{base}/apps/{app}")).await.unwrap();
+        b.find(Locator::Css("#builds a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let log = text(&b, "#build-log").await;
+        assert!(log.contains("Procfile app detected"), "{log}");
+
         // The cluster page: the host agent, with the app's jobs under it.
         b.goto(&format!("{base}/cluster")).await.unwrap();
         let host = text(&b, "section.host").await;
