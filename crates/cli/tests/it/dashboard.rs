@@ -7,6 +7,7 @@ use crate::push::{app_repo, create_in, push};
 use crate::support::*;
 use fantoccini::{Client, Locator};
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,7 +32,10 @@ impl Driver {
             .local_addr()
             .unwrap()
             .port();
+        // Its own process group: chromium starts in it, and a failing test (no session close)
+        // kills the whole group, leaving no browser behind.
         let child = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -70,7 +74,8 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.wait();
     }
 }
@@ -185,7 +190,12 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             .click()
             .await
             .unwrap();
-        assert_eq!(text(&b, "#login-error").await, "Wrong API key.");
+        wait_for(
+            "the login error",
+            async || text(&b, "#login-error").await,
+            |t| t == "Wrong API key.",
+        )
+        .await;
         b.goto(&format!("{base}/apps")).await.unwrap();
         assert!(
             b.current_url()
@@ -249,11 +259,12 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             .click()
             .await
             .unwrap();
-        // The form's answer is a new page load; mark it, then the job must appear in it.
+        // The form's answer is a new page load (at the form's anchor); mark it, then the job
+        // must appear in it.
         wait_for(
             "the app page after scaling",
-            async || text(&b, "h1").await,
-            |t| t.contains(app),
+            async || b.current_url().await.unwrap().to_string(),
+            |u| u.ends_with("#formation"),
         )
         .await;
         b.execute("window.slipwayMark = 42;", vec![]).await.unwrap();
@@ -432,8 +443,12 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             .click()
             .await
             .unwrap();
-        let log = text(&b, "#build-log").await;
-        assert!(log.contains("Procfile app detected"), "{log}");
+        wait_for(
+            "the build log",
+            async || text(&b, "#build-log").await,
+            |t| t.contains("Procfile app detected"),
+        )
+        .await;
 
         // The cluster page: the host agent, with the app's jobs under it.
         b.goto(&format!("{base}/cluster")).await.unwrap();
@@ -452,13 +467,12 @@ fn dashboard_logs_in_scales_sets_env_and_rolls_back_in_a_real_browser() {
             .click()
             .await
             .unwrap();
-        assert!(
-            b.current_url()
-                .await
-                .unwrap()
-                .path()
-                .ends_with("/dashboard/login")
-        );
+        wait_for(
+            "the login page after logout",
+            async || b.current_url().await.unwrap().path().to_string(),
+            |p| p.ends_with("/dashboard/login"),
+        )
+        .await;
         let after = forged_post(server, &format!("/dashboard/apps/{app}/scale"), &cookie);
         assert!(after.starts_with("HTTP/1.1 403"), "{after}");
         b.close().await.unwrap();
