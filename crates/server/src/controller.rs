@@ -115,7 +115,9 @@ pub async fn serve(
     layer0.spawn_host_tracker();
     let cluster: Arc<dyn slipway_controller::Cluster> = layer0;
     let router =
-        slipway_controller::router_with_extra(deps.store, controller, Some(cluster), deps.extra);
+        slipway_controller::router_with_extra(deps.store, controller, Some(cluster), deps.extra)
+            // The dashboard has its own login (sessions) and calls this API over loopback.
+            .merge(slipway_dashboard::router(deps.local_url.clone()));
     let router = slipway_registry::with_api_version(router).layer(
         axum::middleware::from_fn_with_state(gate, crate::scheduler::refuse_changes_without_leader),
     );

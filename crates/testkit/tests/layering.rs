@@ -174,6 +174,18 @@ fn crates_know_nothing_of_what_they_must_not() {
             "the roles know nothing of the CLI (its config, its output) nor of test harnesses",
         ),
         (
+            "slipway-dashboard",
+            &[
+                "slipway-store",
+                "slipway-controller",
+                "slipway-scheduler",
+                "slipway-host",
+                "slipway-deploy",
+                "sqlx",
+            ],
+            "the dashboard acts through the API (slipway-client), as the CLI does: same validation",
+        ),
+        (
             "slipway-api-error",
             &[
                 "slipway-controller",

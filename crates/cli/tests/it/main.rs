@@ -4,6 +4,7 @@ mod backup;
 mod blobs;
 mod cli;
 mod cluster;
+mod dashboard;
 mod dns;
 mod host;
 mod hostile;

@@ -434,7 +434,8 @@ pub fn skip_unless_root(test: &str) -> bool {
 /// cluster routers 3600-3699, restarts (issue 17): router 3700-3749, supervisor 3750-3799,
 /// reboot 3800-3849, supervisor review (issue 17) 3900-3949; issue 18: `cluster::drain`
 /// 4250-4274, `cluster::join` 4275-4299, `cluster::drain_edges` 4300-4319 (`HostServer`/
-/// `HostProcess` numbers); issue 24: `metrics` 4350-4399; issue 23: `backup` 4400-4499 (TCP ports 46450-46499).
+/// `HostProcess` numbers); issue 24: `metrics` 4350-4399; issue 23: `backup` 4400-4499 (TCP ports 46450-46499);
+/// issue 22: `dashboard` 4700-4749.
 ///
 /// Tests on a netns LAN (`NetnsLan`, `cluster::lan`) take numbers from their own ranges, and
 /// their LAN is `100.127.(n % 256).0/24`: two LANs alive at once need numbers that differ
