@@ -7,12 +7,13 @@ use crate::views::{self, short};
 use crate::{Authed, Dashboard};
 use askama::Template;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use slipway_client::Client;
 use slipway_types::{FormationUpdate, NewRelease};
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 type Form = axum::Form<HashMap<String, String>>;
@@ -39,8 +40,16 @@ pub async fn login_page() -> Response {
     render(&views::Login { error: None })
 }
 
-/// Checks the key by asking the API with it (the API is the one judge of keys).
-pub async fn login(State(dash): State<Arc<Dashboard>>, headers: HeaderMap, form: Form) -> Response {
+/// Checks the key by asking the API with it (the API is the one judge of keys). Failures are
+/// counted per client address (the connection's peer, put there by the server; not
+/// `X-Forwarded-For`, which a client sets as it likes) and for all clients together.
+pub async fn login(
+    State(dash): State<Arc<Dashboard>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    form: Form,
+) -> Response {
+    let ip = peer.map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), |p| p.0.0.ip());
     let page = |status: StatusCode, msg: &str| {
         let mut r = render(&views::Login {
             error: Some(msg.to_string()),
@@ -48,7 +57,7 @@ pub async fn login(State(dash): State<Arc<Dashboard>>, headers: HeaderMap, form:
         *r.status_mut() = status;
         r
     };
-    if !dash.sessions.may_try() {
+    if !dash.sessions.may_try(ip) {
         return page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many failed logins: wait a minute and try again.",
@@ -56,7 +65,7 @@ pub async fn login(State(dash): State<Arc<Dashboard>>, headers: HeaderMap, form:
     }
     let key = form.get("key").map(|k| k.trim()).unwrap_or_default();
     if key.is_empty() || key.len() > 1024 {
-        dash.sessions.failed();
+        dash.sessions.failed(ip);
         return page(StatusCode::UNAUTHORIZED, "Wrong API key.");
     }
     let checked = match Client::new(&dash.api_url, key) {
@@ -66,7 +75,7 @@ pub async fn login(State(dash): State<Arc<Dashboard>>, headers: HeaderMap, form:
     match checked {
         Ok(_) => {}
         Err(slipway_client::ClientError::Api { status: 401, .. }) => {
-            dash.sessions.failed();
+            dash.sessions.failed(ip);
             return page(StatusCode::UNAUTHORIZED, "Wrong API key.");
         }
         Err(e) => return page(StatusCode::BAD_GATEWAY, &e.to_string()),

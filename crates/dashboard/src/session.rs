@@ -1,9 +1,12 @@
 //! Sessions: a random id in an `HttpOnly; SameSite=Strict` cookie maps, in this process's
 //! memory, to the API key the user logged in with and a CSRF token. The key never leaves the
 //! server; a restart logs everyone out (nothing to leak from disk). Failed logins are bounded
-//! per minute for the whole process, so the key cannot be guessed through the login form.
+//! per minute per client address, so the key cannot be guessed through the login form, and
+//! for the whole process at a higher cap (many addresses), while one client failing on purpose
+//! does not lock the admin out.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,8 +14,13 @@ use std::time::{Duration, Instant};
 const IDLE: Duration = Duration::from_secs(8 * 3600);
 /// At most this many live sessions (a flood of logins cannot grow memory without end).
 const MAX_SESSIONS: usize = 10_000;
-/// At most this many failed logins per [`FAIL_WINDOW`]; then the form answers 429.
+/// At most this many failed logins per [`FAIL_WINDOW`] from one client (an IPv4 address or an
+/// IPv6 /64); then the form answers 429 to that client.
 pub const MAX_FAILURES: usize = 20;
+/// At most this many failed logins per [`FAIL_WINDOW`] from all clients together.
+pub const MAX_FAILURES_ALL: usize = 200;
+/// At most this many clients are tracked; past it, a new one is judged by the global cap alone.
+const MAX_CLIENTS: usize = 10_000;
 const FAIL_WINDOW: Duration = Duration::from_secs(60);
 
 pub const COOKIE: &str = "slipway_session";
@@ -29,7 +37,30 @@ pub struct Session {
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
-    failures: Mutex<VecDeque<Instant>>,
+    failures: Mutex<Failures>,
+}
+
+#[derive(Default)]
+struct Failures {
+    all: VecDeque<Instant>,
+    by_client: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+/// The bucket an address's failures count in: IPv6 clients usually hold a whole /64.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+fn prune(q: &mut VecDeque<Instant>) {
+    while q.front().is_some_and(|t| t.elapsed() >= FAIL_WINDOW) {
+        q.pop_front();
+    }
 }
 
 /// 256 random bits, hex (two v4 UUIDs: 244 bits from the OS's generator).
@@ -84,17 +115,39 @@ impl Sessions {
         self.map.lock().unwrap().remove(id);
     }
 
-    /// Whether another login attempt may be tried now.
-    pub fn may_try(&self) -> bool {
+    /// Whether another login attempt may be tried now by the client at `ip`.
+    pub fn may_try(&self, ip: IpAddr) -> bool {
         let mut f = self.failures.lock().unwrap();
-        while f.front().is_some_and(|t| t.elapsed() >= FAIL_WINDOW) {
-            f.pop_front();
+        prune(&mut f.all);
+        if f.all.len() >= MAX_FAILURES_ALL {
+            return false;
         }
-        f.len() < MAX_FAILURES
+        let key = client_key(ip);
+        let Some(q) = f.by_client.get_mut(&key) else {
+            return true;
+        };
+        prune(q);
+        if q.is_empty() {
+            f.by_client.remove(&key);
+            return true;
+        }
+        q.len() < MAX_FAILURES
     }
 
-    pub fn failed(&self) {
-        self.failures.lock().unwrap().push_back(Instant::now());
+    pub fn failed(&self, ip: IpAddr) {
+        let mut f = self.failures.lock().unwrap();
+        let now = Instant::now();
+        f.all.push_back(now);
+        if f.by_client.len() >= MAX_CLIENTS {
+            f.by_client.retain(|_, q| {
+                prune(q);
+                !q.is_empty()
+            });
+        }
+        let key = client_key(ip);
+        if f.by_client.len() < MAX_CLIENTS || f.by_client.contains_key(&key) {
+            f.by_client.entry(key).or_default().push_back(now);
+        }
     }
 }
 
@@ -147,13 +200,31 @@ mod tests {
     }
 
     #[test]
-    fn failed_logins_are_bounded() {
+    fn failed_logins_are_bounded_per_client_then_for_all() {
         let s = Sessions::default();
+        let bad: IpAddr = "192.0.2.1".parse().unwrap();
+        let admin: IpAddr = "198.51.100.7".parse().unwrap();
         for _ in 0..MAX_FAILURES {
-            assert!(s.may_try());
-            s.failed();
+            assert!(s.may_try(bad));
+            s.failed(bad);
         }
-        assert!(!s.may_try());
+        assert!(!s.may_try(bad));
+        // The same client as IPv4-mapped IPv6 is the same client.
+        assert!(!s.may_try("::ffff:192.0.2.1".parse().unwrap()));
+        // Another client is not locked out by the first one's failures.
+        assert!(s.may_try(admin));
+        // An IPv6 client's /64 is one client.
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            s.failed(v6);
+        }
+        assert!(!s.may_try("2001:db8::ffff".parse().unwrap()));
+        assert!(s.may_try("2001:db8:0:1::1".parse().unwrap()));
+        // Many clients together hit the global cap.
+        for i in 0..MAX_FAILURES_ALL {
+            s.failed(IpAddr::from([10, 0, (i / 256) as u8, (i % 256) as u8]));
+        }
+        assert!(!s.may_try(admin));
     }
 
     #[test]

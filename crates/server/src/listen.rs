@@ -194,7 +194,12 @@ pub async fn serve(
         let in_flight = (!late).then(|| before_drain.clone());
         tokio::spawn(async move {
             let _permit = (permit, peer_slot, in_flight);
-            let svc = hyper_util::service::TowerToHyperService::new(app);
+            // The peer's address as `ConnectInfo` (the dashboard's login throttle counts per client).
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                tower_service::Service::call(&mut app.clone(), req)
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .keep_alive(!late)
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -264,6 +269,41 @@ mod tests {
             Ok(Ok(n)) if n > 0 => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
             _ => None,
         }
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_peer_address_as_connect_info() {
+        use tokio::io::AsyncWriteExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(
+                |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<
+                    std::net::SocketAddr,
+                >| async move { format!("peer={peer}") },
+            ),
+        );
+        let limits = Limits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 8,
+        };
+        tokio::spawn(serve(
+            listener,
+            app,
+            limits,
+            "the API",
+            std::future::pending(),
+        ));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let me = c.local_addr().unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = String::new();
+        c.read_to_string(&mut got).await.unwrap();
+        assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(got.ends_with(&format!("peer={me}")), "{got}");
     }
 
     #[tokio::test]
