@@ -80,12 +80,7 @@ pub async fn login(
         }
         Err(e) => return page(StatusCode::BAD_GATEWAY, &e.to_string()),
     }
-    let Some(id) = dash.sessions.create(key.to_string()) else {
-        return page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many sessions: try again later.",
-        );
-    };
+    let id = dash.sessions.create(key.to_string());
     (
         [(
             header::SET_COOKIE,

@@ -12,8 +12,12 @@ use std::time::{Duration, Instant};
 
 /// How long a session lives without use.
 const IDLE: Duration = Duration::from_secs(8 * 3600);
-/// At most this many live sessions (a flood of logins cannot grow memory without end).
+/// At most this many live sessions (a flood of logins cannot grow memory without end); a login
+/// past it ends the least recently used one (rather than refusing every login for hours).
+#[cfg(not(test))]
 const MAX_SESSIONS: usize = 10_000;
+#[cfg(test)]
+const MAX_SESSIONS: usize = 3;
 /// At most this many failed logins per [`FAIL_WINDOW`] from one client (an IPv4 address or an
 /// IPv6 /64); then the form answers 429 to that client.
 pub const MAX_FAILURES: usize = 20;
@@ -73,12 +77,19 @@ fn token() -> String {
 }
 
 impl Sessions {
-    /// A new session for `key`; its id (the cookie's value). `None` when full.
-    pub fn create(&self, key: String) -> Option<String> {
+    /// A new session for `key`; its id (the cookie's value). When full, the least recently used
+    /// session ends to make room.
+    pub fn create(&self, key: String) -> String {
         let mut map = self.map.lock().unwrap();
         map.retain(|_, s| s.used.elapsed() < IDLE);
         if map.len() >= MAX_SESSIONS {
-            return None;
+            let oldest = map
+                .iter()
+                .min_by_key(|(_, s)| s.used)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                map.remove(&oldest);
+            }
         }
         let id = token();
         let session = Session {
@@ -88,7 +99,7 @@ impl Sessions {
             used: Instant::now(),
         };
         map.insert(id.clone(), session);
-        Some(id)
+        id
     }
 
     /// The live session with this id, its use time refreshed (flash taken out).
@@ -190,13 +201,34 @@ mod tests {
     #[test]
     fn sessions_hold_the_key_and_a_distinct_csrf_token() {
         let s = Sessions::default();
-        let id = s.create("k".into()).unwrap();
+        let id = s.create("k".into());
         let got = s.get(&id).unwrap();
         assert_eq!(got.key, "k");
         assert_eq!(got.csrf.len(), 64);
         assert_ne!(got.csrf, id);
         s.remove(&id);
         assert!(s.get(&id).is_none());
+    }
+
+    #[test]
+    fn a_login_past_the_cap_ends_the_least_recently_used_session() {
+        let s = Sessions::default();
+        let ids: Vec<String> = (0..MAX_SESSIONS)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(2));
+                s.create("k".into())
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(s.get(&ids[0]).is_some(), "the first is used again");
+        let newest = s.create("k".into());
+        assert!(s.get(&newest).is_some());
+        assert!(s.get(&ids[0]).is_some());
+        assert!(
+            s.get(&ids[1]).is_none(),
+            "the least recently used one lives on"
+        );
+        assert_eq!(s.map.lock().unwrap().len(), MAX_SESSIONS);
     }
 
     #[test]
