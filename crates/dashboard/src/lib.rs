@@ -188,7 +188,17 @@ fn same_origin(h: &HeaderMap) -> bool {
 
 async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
+    harden(resp.headers_mut());
+    resp
+}
+
+/// The headers every answer gets. Pages hold env values (secrets) and the CSRF token: unless the
+/// answer says otherwise (the versioned assets), nothing is stored by the browser or a proxy, so
+/// the back button after logout or a shared machine's disk cache shows nothing.
+fn harden(h: &mut HeaderMap) {
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
@@ -205,7 +215,6 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
     );
-    resp
 }
 
 /// Whether the browser reached us over HTTPS (directly or through the router): the cookie is
@@ -237,5 +246,22 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn pages_are_not_stored_but_assets_keep_their_caching() {
+        let mut page = HeaderMap::new();
+        harden(&mut page);
+        assert_eq!(page[header::CACHE_CONTROL], "no-store");
+        assert!(
+            page[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
+        let mut asset = HeaderMap::new();
+        asset.insert(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+        harden(&mut asset);
+        assert_eq!(asset[header::CACHE_CONTROL], "public");
     }
 }
