@@ -54,13 +54,23 @@ const MAX_ERROR_BODY: usize = 64 << 10;
 pub const CLUSTER_TOKEN_HEADER: &str = "slipway-cluster-token";
 
 /// A connection to one controller. Cheap to clone (the connection pool is shared).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     /// The URL as the user gave it, for messages.
     display_url: String,
     key: String,
+}
+
+/// Written by hand so that a `?client` in a log line never prints the API key.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.display_url)
+            .field("key", &"<redacted>")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -651,6 +661,14 @@ fn code_for_status(status: StatusCode) -> ErrorCode {
 mod tests {
     use super::*;
     use slipway_types::ObjectType;
+
+    #[test]
+    fn debug_output_names_the_url_but_never_the_key() {
+        let c = Client::new("http://127.0.0.1:9/", "the-secret-api-key").unwrap();
+        let shown = format!("{c:?}");
+        assert!(shown.contains("127.0.0.1:9"), "{shown}");
+        assert!(!shown.contains("the-secret-api-key"), "{shown}");
+    }
 
     #[test]
     fn endpoints_encode_segments_and_keep_a_base_path() {
