@@ -353,6 +353,50 @@ impl LanCluster {
         slipway_client::Client::new(&self.api_url(controller), &self.key).unwrap()
     }
 
+    /// Gives `app` a release (through controller 0) whose `web` jobs run the shell `setup`
+    /// (which fills `/tmp/www`), then serve `/tmp/www` with busybox httpd on 8080, ending at
+    /// once on SIGTERM. Returns the release's id.
+    pub fn release_httpd(&self, app: &str, setup: &str) -> slipway_types::Id {
+        let client = self.client(0);
+        let app = app.to_string();
+        let script = format!("{setup}; trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait");
+        crate::support::block_on(async move {
+            let mut r = slipway_types::NewRelease::default();
+            r.processes.insert(
+                "web".into(),
+                slipway_types::ProcessType {
+                    args: vec!["sh".into(), "-c".into(), script],
+                    ..Default::default()
+                },
+            );
+            let r = client.create_release(&app, &r).await.unwrap();
+            client.set_app_release(&app, r.id).await.unwrap();
+            r.id
+        })
+    }
+
+    /// The overlay routes host `i` has (ours: `proto 83`), of `backend`'s form.
+    pub fn overlay_routes(&self, i: usize, backend: &str) -> usize {
+        let out = std::process::Command::new("ip")
+            .args([
+                "-n",
+                &self.lan.hosts[i].netns,
+                "route",
+                "show",
+                "proto",
+                "83",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| match backend {
+                "vxlan" => l.contains("dev vx-") && l.contains("onlink"),
+                _ => l.contains("via 100.127."),
+            })
+            .count()
+    }
+
     /// Tears the LAN down (every server, job and network of it) and returns what is left:
     /// a test asserts that it is empty.
     pub fn finish(mut self) -> Vec<String> {

@@ -104,21 +104,6 @@ fn requests_reach_a_job_on_another_host_through_the_router_over_vxlan_and_host_g
     }
 }
 
-/// Host `i`'s overlay routes (`proto 83`) of the backend's form.
-fn routes(c: &LanCluster, i: usize, backend: &str) -> usize {
-    let out = Command::new("ip")
-        .args(["-n", &c.lan.hosts[i].netns, "route", "show", "proto", "83"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| match backend {
-            "vxlan" => l.contains("dev vx-") && l.contains("onlink"),
-            _ => l.contains("via 100.127."),
-        })
-        .count()
-}
-
 /// The MTU of host 0's link named by `pick` (from `ip -o link`).
 fn mtu(c: &LanCluster, pick: impl Fn(&str) -> bool) -> Option<u32> {
     let out = Command::new("ip")
@@ -149,29 +134,13 @@ fn up_hosts(c: &LanCluster, app: &str) -> Vec<String> {
 /// Creates `app` with a release whose `web` job serves its job id at `/` and 1 MiB at `/big`.
 fn create_app(c: &LanCluster, app: &str) -> slipway_types::Id {
     c.ok(0, &["create", app]);
-    let client = c.client(0);
-    let app = app.to_string();
-    block_on(async move {
-        let mut r = slipway_types::NewRelease::default();
-        r.processes.insert(
-            "web".into(),
-            slipway_types::ProcessType {
-                args: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    format!(
-                        "mkdir -p /tmp/www && echo $SLIPWAY_JOB_ID > /tmp/www/index.html && \
-                         head -c {BIG} /dev/zero > /tmp/www/big; \
-                         trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait"
-                    ),
-                ],
-                ..Default::default()
-            },
-        );
-        let r = client.create_release(&app, &r).await.unwrap();
-        client.set_app_release(&app, r.id).await.unwrap();
-        r.id
-    })
+    c.release_httpd(
+        app,
+        &format!(
+            "mkdir -p /tmp/www && echo $SLIPWAY_JOB_ID > /tmp/www/index.html && \
+             head -c {BIG} /dev/zero > /tmp/www/big"
+        ),
+    )
 }
 
 /// The body of a 200 response from host 0's router for `app`, trimmed.
@@ -308,7 +277,7 @@ fn one_backend(
             i,
             "routes to both other hosts",
             Duration::from_secs(30),
-            || routes(&c, i, backend) == 2,
+            || c.overlay_routes(i, backend) == 2,
         );
     }
     let ids: Vec<String> = (0..3).map(|i| c.host_id(i)).collect();

@@ -58,25 +58,10 @@ fn three_hosts_in_network_namespaces_run_an_app_two_jobs_each_and_leave_nothing(
     eprintln!("cluster up after {:?}", t_start.elapsed());
 
     assert_eq!(c.ok(0, &["create", "web"]), "Created web\n");
-    let client = c.client(0);
-    block_on(async move {
-        let mut r = slipway_types::NewRelease::default();
-        r.processes.insert(
-            "web".into(),
-            slipway_types::ProcessType {
-                args: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "mkdir -p /tmp/www && echo hello-from-the-lan > /tmp/www/index.html; \
-                     trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait"
-                        .into(),
-                ],
-                ..Default::default()
-            },
-        );
-        let r = client.create_release("web", &r).await.unwrap();
-        client.set_app_release("web", r.id).await.unwrap();
-    });
+    c.release_httpd(
+        "web",
+        "mkdir -p /tmp/www && echo hello-from-the-lan > /tmp/www/index.html",
+    );
     let t0 = Instant::now();
     c.ok(0, &["-a", "web", "scale", "--no-wait", "web=6"]);
     c.wait(0, "6 jobs up", Duration::from_secs(90), || {

@@ -59,26 +59,10 @@ fn body_200(resp: &str) -> Option<String> {
 
 /// Gives `app` a release whose `web` jobs serve their job id on 8080.
 fn release(c: &LanCluster, app: &str) {
-    let client = c.client(0);
-    let app = app.to_string();
-    block_on(async move {
-        let mut r = slipway_types::NewRelease::default();
-        r.processes.insert(
-            "web".into(),
-            slipway_types::ProcessType {
-                args: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "mkdir -p /tmp/www && echo $SLIPWAY_JOB_ID > /tmp/www/index.html; \
-                     trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait"
-                        .into(),
-                ],
-                ..Default::default()
-            },
-        );
-        let r = client.create_release(&app, &r).await.unwrap();
-        client.set_app_release(&app, r.id).await.unwrap();
-    });
+    c.release_httpd(
+        app,
+        "mkdir -p /tmp/www && echo $SLIPWAY_JOB_ID > /tmp/www/index.html",
+    );
 }
 
 /// `slipway -a APP run -- sh -c SCRIPT` (a one-off job on whichever host the scheduler picks):
@@ -119,21 +103,6 @@ fn fetch_every_instance(service: &str) -> String {
     )
 }
 
-/// The overlay routes host `i` has (ours: `proto 83`), of the backend's form.
-fn routes(c: &LanCluster, i: usize, backend: &str) -> usize {
-    let out = std::process::Command::new("ip")
-        .args(["-n", &c.lan.hosts[i].netns, "route", "show", "proto", "83"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| match backend {
-            "vxlan" => l.contains("dev vx-") && l.contains("onlink"),
-            _ => l.contains("via 100.127."),
-        })
-        .count()
-}
-
 fn end_to_end(backend: &str, n: u32) {
     let t_start = Instant::now();
     // etcd on host 0 (as on real machines): jobs must not reach it either.
@@ -162,7 +131,7 @@ fn end_to_end(backend: &str, n: u32) {
             i,
             "routes to both other hosts",
             Duration::from_secs(30),
-            || routes(&c, i, backend) == 2,
+            || c.overlay_routes(i, backend) == 2,
         );
     }
     eprintln!("cluster and overlay up after {:?}", t_start.elapsed());
@@ -395,7 +364,7 @@ fn end_to_end(backend: &str, n: u32) {
     let t0 = Instant::now();
     for i in 0..2 {
         c.wait(i, "host 2's route to go", Duration::from_secs(30), || {
-            routes(&c, i, backend) == 1
+            c.overlay_routes(i, backend) == 1
         });
     }
     eprintln!("host 2's /24 released after {:?}", t0.elapsed());
@@ -409,7 +378,7 @@ fn end_to_end(backend: &str, n: u32) {
     });
     for i in 0..2 {
         c.wait(i, "host 2's route again", Duration::from_secs(30), || {
-            routes(&c, i, backend) == 2
+            c.overlay_routes(i, backend) == 2
         });
     }
 

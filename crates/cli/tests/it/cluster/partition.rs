@@ -86,25 +86,10 @@ fn a_host_cut_off_is_replaced_within_15_s_fences_itself_and_rejoins_without_dupl
         .collect();
 
     assert_eq!(c.ok(0, &["create", "web"]), "Created web\n");
-    let client = c.client(0);
-    block_on(async move {
-        let mut r = slipway_types::NewRelease::default();
-        r.processes.insert(
-            "web".into(),
-            slipway_types::ProcessType {
-                args: vec![
-                    "sh".into(),
-                    "-c".into(),
-                    "mkdir -p /tmp/www && echo hello-from-the-lan > /tmp/www/index.html; \
-                     trap 'exit 0' TERM; httpd -f -p 8080 -h /tmp/www & wait"
-                        .into(),
-                ],
-                ..Default::default()
-            },
-        );
-        let r = client.create_release("web", &r).await.unwrap();
-        client.set_app_release("web", r.id).await.unwrap();
-    });
+    c.release_httpd(
+        "web",
+        "mkdir -p /tmp/www && echo hello-from-the-lan > /tmp/www/index.html",
+    );
     c.ok(0, &["-a", "web", "scale", "--no-wait", "web=6"]);
     c.wait(0, "2 jobs up on each host", Duration::from_secs(90), || {
         let (up, _) = per_host(&c);
